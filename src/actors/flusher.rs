@@ -1,0 +1,81 @@
+//! The [`Flusher`]: c-ares' pending-write callback as an actor.
+
+use std::cell::RefCell;
+
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WrapFuture};
+
+use crate::messages::flush::{Flush, PendingWrite};
+
+/// Collects sockets that have freshly queued data and tells each of them to flush once
+/// the current burst of messages on its thread has been handled.
+///
+/// A deferred [`Socket`](crate::Socket) sends one [`PendingWrite`] when its queue goes
+/// from empty to non-empty. The first `PendingWrite` of a round makes the Flusher yield
+/// to the runtime, so that every actor already scheduled on this thread (the producers
+/// and the socket itself, still working through their mailboxes) runs first; then each
+/// pending socket gets one [`Flush`], which lands in its mailbox *behind* the writes of
+/// the burst. The socket never flushes on the notification path itself.
+///
+/// There is one Flusher per arbiter (thread): [`Flusher::current`].
+#[derive(Debug, Default)]
+pub struct Flusher {
+    pending: Vec<Recipient<Flush>>,
+    scheduled: bool,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Addr<Flusher>>> = const { RefCell::new(None) };
+}
+
+impl Flusher {
+    /// A new Flusher (start it with [`Actor::start`]). Most code wants [`Flusher::current`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This thread's Flusher, started on first use. Must be called inside a running actix
+    /// system (an arbiter).
+    pub fn current() -> Addr<Flusher> {
+        CURRENT.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            match slot.as_ref() {
+                Some(addr) if addr.connected() => addr.clone(),
+                _ => {
+                    let addr = Flusher::new().start();
+                    *slot = Some(addr.clone());
+                    addr
+                }
+            }
+        })
+    }
+
+    fn flush_all(&mut self) {
+        self.scheduled = false;
+        tracing::trace!(sockets = self.pending.len(), "flusher round");
+        for socket in self.pending.drain(..) {
+            // `do_send` ignores the mailbox capacity: the socket's mailbox may hold the
+            // whole burst. A socket that stopped meanwhile has nothing left to flush.
+            socket.do_send(Flush);
+        }
+    }
+}
+
+impl Actor for Flusher {
+    type Context = Context<Self>;
+}
+
+impl Handler<PendingWrite> for Flusher {
+    type Result = ();
+
+    fn handle(&mut self, msg: PendingWrite, ctx: &mut Context<Self>) {
+        self.pending.push(msg.flush);
+        if !self.scheduled {
+            self.scheduled = true;
+            ctx.spawn(
+                tokio::task::yield_now()
+                    .into_actor(self)
+                    .map(|_, act, _| act.flush_all()),
+            );
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! [`MockTransport`]: a scripted, recording transport for deterministic tests.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Recipient};
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::SocketFunctions;
+use crate::error::TransportError;
+use crate::messages::functions::{
+    Address, CloseSocket, Connect, Handle, OpenSocket, Readiness, Ready, Received, RecvFrom, SendV,
+    Sent,
+};
+
+/// What the mock does with one `sendv` call on a handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendStep {
+    /// Accept up to this many bytes (a partial write when fewer than offered).
+    /// `Accept(0)` answers `Accepted(0)`, which breaks the transport contract: useful to
+    /// test that a socket copes with a broken transport.
+    Accept(usize),
+    /// Accept everything offered.
+    AcceptAll,
+    /// Would block; the handle becomes writable (a [`Ready`] is sent) after this delay of
+    /// (possibly paused) tokio time.
+    WouldBlock(Duration),
+    /// Would block until [`MockTransport::release`] is called for the handle.
+    Hold,
+    /// Fail with this error kind; the handle stays failed (every later `sendv` fails
+    /// the same way), as a reset connection does.
+    Fail(io::ErrorKind),
+}
+
+/// One recorded `sendv` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendRecord {
+    /// Segments offered.
+    pub segments: usize,
+    /// Bytes offered.
+    pub offered: usize,
+    /// Bytes accepted (0 for would-block and errors).
+    pub accepted: usize,
+    /// The call was answered with would-block.
+    pub would_block: bool,
+    /// The call failed with this error kind.
+    pub failed: Option<io::ErrorKind>,
+    /// When the call was made (tokio time).
+    pub at: Instant,
+}
+
+#[derive(Debug)]
+enum Inbound {
+    Data(Bytes),
+    Eof,
+    Error(io::ErrorKind),
+}
+
+#[derive(Debug)]
+struct MockHandle {
+    events: Recipient<Ready>,
+    script: VecDeque<SendStep>,
+    log: Vec<SendRecord>,
+    written: Vec<u8>,
+    inbound: VecDeque<Inbound>,
+    read_waiting: bool,
+    held: bool,
+    failed: Option<io::ErrorKind>,
+    eof: bool,
+    closed: bool,
+    peer: Option<Address>,
+}
+
+#[derive(Debug)]
+struct MockState {
+    next: u64,
+    handles: HashMap<Handle, MockHandle>,
+    prescripted: HashMap<Handle, VecDeque<SendStep>>,
+    default_step: SendStep,
+    connect_failures: HashMap<Address, io::ErrorKind>,
+}
+
+/// The mock transport's actor. Tests hold the [`MockTransport`] controller instead.
+#[derive(Debug)]
+pub struct MockFunctions {
+    shared: Arc<Mutex<MockState>>,
+}
+
+/// A deterministic transport for tests: script what each `sendv` does per handle, feed
+/// inbound data, EOF and errors, make connects fail; afterwards read back every `sendv`
+/// call and the whole byte stream each handle received.
+///
+/// Handles are numbered from 1 in the order they are opened, so a test can script a
+/// handle before its socket exists. Unscripted calls use the default step
+/// ([`SendStep::AcceptAll`] unless changed). Delays use tokio time, so with paused time
+/// a test runs instantly and the same way every time.
+///
+/// ```
+/// use std::time::Duration;
+/// use sockactor::messages::{Handle, Write};
+/// use sockactor::{MockTransport, SendStep, Socket};
+///
+/// #[actix::test]
+/// async fn partial_writes_arrive_in_order() {
+///     tokio::time::pause();
+///     let mock = MockTransport::start();
+///     mock.script_sendv(Handle(1), [SendStep::Accept(3), SendStep::WouldBlock(Duration::from_millis(5))]);
+///     let socket = Socket::builder()
+///         .functions(mock.functions())
+///         .connect("127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap())
+///         .await
+///         .unwrap();
+///     socket.send(Write::new(&b"hello world"[..])).await.unwrap().unwrap();
+///     assert_eq!(mock.written(Handle(1)), b"hello world");
+///     assert_eq!(mock.sendv_log(Handle(1)).len(), 3);
+/// }
+/// # fn main() {}
+/// ```
+#[derive(Clone, Debug)]
+pub struct MockTransport {
+    shared: Arc<Mutex<MockState>>,
+    addr: Addr<MockFunctions>,
+}
+
+impl MockTransport {
+    /// Starts the mock's actor on the current arbiter.
+    pub fn start() -> Self {
+        let shared = Arc::new(Mutex::new(MockState {
+            next: 0,
+            handles: HashMap::new(),
+            prescripted: HashMap::new(),
+            default_step: SendStep::AcceptAll,
+            connect_failures: HashMap::new(),
+        }));
+        let addr = MockFunctions {
+            shared: shared.clone(),
+        }
+        .start();
+        MockTransport { shared, addr }
+    }
+
+    /// A transport table with every operation handled by this mock.
+    pub fn functions(&self) -> SocketFunctions {
+        SocketFunctions::from_actor(self.addr.clone())
+    }
+
+    /// The mock's actor.
+    pub fn actor(&self) -> &Addr<MockFunctions> {
+        &self.addr
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MockState> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends steps to a handle's `sendv` script (the handle may not be open yet).
+    pub fn script_sendv(&self, handle: Handle, steps: impl IntoIterator<Item = SendStep>) {
+        let mut state = self.lock();
+        match state.handles.get_mut(&handle) {
+            Some(h) => h.script.extend(steps),
+            None => state.prescripted.entry(handle).or_default().extend(steps),
+        }
+    }
+
+    /// What `sendv` does once a handle's script is used up (default: accept all).
+    pub fn set_default_step(&self, step: SendStep) {
+        self.lock().default_step = step;
+    }
+
+    /// Ends a [`SendStep::Hold`]: the handle becomes writable.
+    pub fn release(&self, handle: Handle) {
+        let mut state = self.lock();
+        if let Some(h) = state.handles.get_mut(&handle) {
+            if std::mem::take(&mut h.held) {
+                h.events.do_send(Ready {
+                    handle,
+                    readiness: Readiness::Writable,
+                });
+            }
+        }
+    }
+
+    fn push_inbound_item(&self, handle: Handle, item: Inbound) {
+        let mut state = self.lock();
+        if let Some(h) = state.handles.get_mut(&handle) {
+            h.inbound.push_back(item);
+            if std::mem::take(&mut h.read_waiting) {
+                h.events.do_send(Ready {
+                    handle,
+                    readiness: Readiness::Readable,
+                });
+            }
+        }
+    }
+
+    /// Bytes from the peer, delivered to the next `recvfrom` calls.
+    pub fn push_inbound(&self, handle: Handle, bytes: impl Into<Bytes>) {
+        self.push_inbound_item(handle, Inbound::Data(bytes.into()));
+    }
+
+    /// The peer closes its sending half after the inbound data queued so far.
+    pub fn push_eof(&self, handle: Handle) {
+        self.push_inbound_item(handle, Inbound::Eof);
+    }
+
+    /// A `recvfrom` error after the inbound data queued so far.
+    pub fn push_read_error(&self, handle: Handle, kind: io::ErrorKind) {
+        self.push_inbound_item(handle, Inbound::Error(kind));
+    }
+
+    /// Connects to `addr` fail with `kind`.
+    pub fn fail_connect(&self, addr: impl Into<Address>, kind: io::ErrorKind) {
+        self.lock().connect_failures.insert(addr.into(), kind);
+    }
+
+    /// Every byte the handle accepted, in order.
+    pub fn written(&self, handle: Handle) -> Vec<u8> {
+        self.lock()
+            .handles
+            .get(&handle)
+            .map(|h| h.written.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every `sendv` call on the handle.
+    pub fn sendv_log(&self, handle: Handle) -> Vec<SendRecord> {
+        self.lock()
+            .handles
+            .get(&handle)
+            .map(|h| h.log.clone())
+            .unwrap_or_default()
+    }
+
+    /// Number of `sendv` calls on the handle.
+    pub fn sendv_calls(&self, handle: Handle) -> usize {
+        self.lock().handles.get(&handle).map_or(0, |h| h.log.len())
+    }
+
+    /// Handles opened so far.
+    pub fn handles(&self) -> Vec<Handle> {
+        let mut v: Vec<Handle> = self.lock().handles.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the handle has been closed.
+    pub fn is_closed(&self, handle: Handle) -> bool {
+        self.lock().handles.get(&handle).is_some_and(|h| h.closed)
+    }
+
+    /// The address the handle connected to.
+    pub fn peer(&self, handle: Handle) -> Option<Address> {
+        self.lock()
+            .handles
+            .get(&handle)
+            .and_then(|h| h.peer.clone())
+    }
+}
+
+impl MockFunctions {
+    fn lock(&self) -> MutexGuard<'_, MockState> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Actor for MockFunctions {
+    type Context = Context<Self>;
+}
+
+fn open_handle(state: &mut MockState, handle: Handle) -> Result<&mut MockHandle, TransportError> {
+    match state.handles.get_mut(&handle) {
+        Some(h) if !h.closed => Ok(h),
+        _ => Err(TransportError::UnknownHandle(handle)),
+    }
+}
+
+impl Handler<OpenSocket> for MockFunctions {
+    type Result = Result<Handle, TransportError>;
+
+    fn handle(&mut self, msg: OpenSocket, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        state.next += 1;
+        let handle = Handle(state.next);
+        let script = state.prescripted.remove(&handle).unwrap_or_default();
+        state.handles.insert(
+            handle,
+            MockHandle {
+                events: msg.events,
+                script,
+                log: Vec::new(),
+                written: Vec::new(),
+                inbound: VecDeque::new(),
+                read_waiting: false,
+                held: false,
+                failed: None,
+                eof: false,
+                closed: false,
+                peer: None,
+            },
+        );
+        Ok(handle)
+    }
+}
+
+impl Handler<Connect> for MockFunctions {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        if let Some(kind) = state.connect_failures.get(&msg.addr).copied() {
+            return Err(kind.into());
+        }
+        open_handle(&mut state, msg.handle)?.peer = Some(msg.addr);
+        Ok(())
+    }
+}
+
+impl Handler<SendV> for MockFunctions {
+    type Result = Result<Sent, TransportError>;
+
+    fn handle(&mut self, msg: SendV, ctx: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        let default_step = state.default_step;
+        let h = open_handle(&mut state, msg.handle)?;
+        let offered = msg.len();
+        let mut record = SendRecord {
+            segments: msg.segments.len(),
+            offered,
+            accepted: 0,
+            would_block: false,
+            failed: None,
+            at: Instant::now(),
+        };
+        if let Some(kind) = h.failed {
+            record.failed = Some(kind);
+            h.log.push(record);
+            return Err(kind.into());
+        }
+        let step = h.script.pop_front().unwrap_or(default_step);
+        let answer = match step {
+            SendStep::Accept(n) => Ok(Sent::Accepted(n.min(offered))),
+            SendStep::AcceptAll => Ok(Sent::Accepted(offered)),
+            SendStep::WouldBlock(delay) => {
+                let events = h.events.clone();
+                let handle = msg.handle;
+                ctx.run_later(delay, move |_, _| {
+                    events.do_send(Ready {
+                        handle,
+                        readiness: Readiness::Writable,
+                    })
+                });
+                Ok(Sent::WouldBlock)
+            }
+            SendStep::Hold => {
+                h.held = true;
+                Ok(Sent::WouldBlock)
+            }
+            SendStep::Fail(kind) => {
+                h.failed = Some(kind);
+                Err(kind)
+            }
+        };
+        match answer {
+            Ok(Sent::Accepted(n)) => {
+                record.accepted = n;
+                let mut left = n;
+                for seg in &msg.segments {
+                    let take = left.min(seg.len());
+                    h.written.extend_from_slice(&seg[..take]);
+                    left -= take;
+                }
+            }
+            Ok(Sent::WouldBlock) => record.would_block = true,
+            Err(kind) => record.failed = Some(kind),
+        }
+        h.log.push(record);
+        answer.map_err(TransportError::from)
+    }
+}
+
+impl Handler<RecvFrom> for MockFunctions {
+    type Result = Result<Received, TransportError>;
+
+    fn handle(&mut self, msg: RecvFrom, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        let h = open_handle(&mut state, msg.handle)?;
+        if h.eof {
+            return Ok(Received::Eof);
+        }
+        match h.inbound.pop_front() {
+            Some(Inbound::Data(mut bytes)) => {
+                let max = msg.max_len.max(1);
+                if bytes.len() > max {
+                    let rest = bytes.split_off(max);
+                    h.inbound.push_front(Inbound::Data(rest));
+                }
+                Ok(Received::Data {
+                    bytes,
+                    from: h.peer.clone(),
+                })
+            }
+            Some(Inbound::Eof) => {
+                h.eof = true;
+                Ok(Received::Eof)
+            }
+            Some(Inbound::Error(kind)) => Err(kind.into()),
+            None => {
+                h.read_waiting = true;
+                Ok(Received::WouldBlock)
+            }
+        }
+    }
+}
+
+impl Handler<CloseSocket> for MockFunctions {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, msg: CloseSocket, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        open_handle(&mut state, msg.handle)?.closed = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,154 @@
+//! Transports: the [`SocketFunctions`] table, the [`SystemFunctions`] actor (real,
+//! non-blocking sockets) and the scripted [`MockTransport`].
+
+mod mock;
+mod system;
+
+use actix::dev::ToEnvelope;
+use actix::{Actor, Addr, Handler, Recipient};
+
+pub use mock::{MockFunctions, MockTransport, SendRecord, SendStep};
+pub use system::{Adopt, SystemFunctions};
+
+use crate::messages::functions::{CloseSocket, Connect, OpenSocket, RecvFrom, SendV};
+
+/// The transport of a socket: one recipient per operation, like c-ares'
+/// `struct ares_socket_functions`.
+///
+/// [`SocketFunctions::system`] gives real non-blocking sockets. Any subset of the
+/// operations can be replaced, and the rest stay the system ones, as c-ares allows by
+/// leaving callbacks NULL:
+///
+/// ```no_run
+/// use actix::prelude::*;
+/// use sockactor::messages::{SendV, Sent};
+/// use sockactor::{SocketFunctions, TransportError};
+///
+/// /// Counts sendv calls, then lets the system transport do the work.
+/// struct Counting { inner: Recipient<SendV>, calls: u64 }
+/// impl Actor for Counting { type Context = Context<Self>; }
+/// impl Handler<SendV> for Counting {
+///     type Result = ResponseFuture<Result<Sent, TransportError>>;
+///     fn handle(&mut self, msg: SendV, _: &mut Context<Self>) -> Self::Result {
+///         self.calls += 1;
+///         let inner = self.inner.clone();
+///         Box::pin(async move { inner.send(msg).await? })
+///     }
+/// }
+///
+/// # async fn demo() {
+/// let system = SocketFunctions::system();
+/// let counting = Counting { inner: system.sendv().clone(), calls: 0 }.start();
+/// let functions = system.with_sendv(counting.recipient());
+/// # }
+/// ```
+///
+/// A handle is only meaningful to the transport that opened it: replacing `open` while
+/// keeping the system `sendv` gives handles the system transport does not know
+/// ([`TransportError::UnknownHandle`](crate::TransportError::UnknownHandle)).
+#[derive(Clone, Debug)]
+pub struct SocketFunctions {
+    open: Recipient<OpenSocket>,
+    connect: Recipient<Connect>,
+    sendv: Recipient<SendV>,
+    recvfrom: Recipient<RecvFrom>,
+    close: Recipient<CloseSocket>,
+    system: Option<Addr<SystemFunctions>>,
+}
+
+impl SocketFunctions {
+    /// The real transport of this thread ([`SystemFunctions::current`]). Must be called
+    /// inside a running actix system.
+    pub fn system() -> Self {
+        let addr = SystemFunctions::current();
+        let mut functions = Self::from_actor(addr.clone());
+        functions.system = Some(addr);
+        functions
+    }
+
+    /// Every operation handled by one actor (a mock, a filter, a transport of your own).
+    pub fn from_actor<A>(addr: Addr<A>) -> Self
+    where
+        A: Actor
+            + Handler<OpenSocket>
+            + Handler<Connect>
+            + Handler<SendV>
+            + Handler<RecvFrom>
+            + Handler<CloseSocket>,
+        A::Context: ToEnvelope<A, OpenSocket>
+            + ToEnvelope<A, Connect>
+            + ToEnvelope<A, SendV>
+            + ToEnvelope<A, RecvFrom>
+            + ToEnvelope<A, CloseSocket>,
+    {
+        SocketFunctions {
+            open: addr.clone().recipient(),
+            connect: addr.clone().recipient(),
+            sendv: addr.clone().recipient(),
+            recvfrom: addr.clone().recipient(),
+            close: addr.recipient(),
+            system: None,
+        }
+    }
+
+    /// Replaces `open` (`asocket`).
+    pub fn with_open(mut self, open: Recipient<OpenSocket>) -> Self {
+        self.open = open;
+        self
+    }
+
+    /// Replaces `connect` (`aconnect`).
+    pub fn with_connect(mut self, connect: Recipient<Connect>) -> Self {
+        self.connect = connect;
+        self
+    }
+
+    /// Replaces `sendv` (`asendv`).
+    pub fn with_sendv(mut self, sendv: Recipient<SendV>) -> Self {
+        self.sendv = sendv;
+        self
+    }
+
+    /// Replaces `recvfrom` (`arecvfrom`).
+    pub fn with_recvfrom(mut self, recvfrom: Recipient<RecvFrom>) -> Self {
+        self.recvfrom = recvfrom;
+        self
+    }
+
+    /// Replaces `close` (`aclose`).
+    pub fn with_close(mut self, close: Recipient<CloseSocket>) -> Self {
+        self.close = close;
+        self
+    }
+
+    /// The `open` operation.
+    pub fn open(&self) -> &Recipient<OpenSocket> {
+        &self.open
+    }
+
+    /// The `connect` operation.
+    pub fn connect(&self) -> &Recipient<Connect> {
+        &self.connect
+    }
+
+    /// The `sendv` operation.
+    pub fn sendv(&self) -> &Recipient<SendV> {
+        &self.sendv
+    }
+
+    /// The `recvfrom` operation.
+    pub fn recvfrom(&self) -> &Recipient<RecvFrom> {
+        &self.recvfrom
+    }
+
+    /// The `close` operation.
+    pub fn close(&self) -> &Recipient<CloseSocket> {
+        &self.close
+    }
+
+    /// The system transport behind this table, if it was made by
+    /// [`SocketFunctions::system`] (needed to adopt accepted streams).
+    pub fn system_actor(&self) -> Option<&Addr<SystemFunctions>> {
+        self.system.as_ref()
+    }
+}

@@ -1,0 +1,9 @@
+//! The actors: [`Socket`], [`Flusher`] and the transports in [`functions`].
+
+pub mod flusher;
+pub mod functions;
+pub mod socket;
+
+pub use flusher::Flusher;
+pub use functions::{MockFunctions, MockTransport, SendStep, SocketFunctions, SystemFunctions};
+pub use socket::{FlushPolicy, Socket, SocketBuilder, SocketConfig};

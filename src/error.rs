@@ -1,0 +1,138 @@
+//! The public error types.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::batch::IoBatch;
+use crate::messages::functions::Handle;
+
+/// An error from a transport (a [`SocketFunctions`](crate::SocketFunctions) operation).
+///
+/// Cloneable, because one transport failure answers every write that was queued.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The operating system (or a filter acting like it) reported an I/O error.
+    #[error("i/o error: {0}")]
+    Io(#[source] Arc<io::Error>),
+    /// The handle is not known to this transport (never opened, or already closed).
+    #[error("unknown transport handle {0}")]
+    UnknownHandle(Handle),
+    /// The transport does not implement this operation or socket kind.
+    #[error("not supported by this transport: {0}")]
+    Unsupported(&'static str),
+    /// A `sendv` answered that it accepted more bytes than it was offered: a broken transport.
+    #[error("transport accepted {accepted} bytes but was offered only {offered}")]
+    OverAccepted {
+        /// Bytes the transport claimed to accept.
+        accepted: usize,
+        /// Bytes it was offered.
+        offered: usize,
+    },
+    /// The transport actor is gone (stopped, or its mailbox closed).
+    #[error("transport actor unavailable")]
+    Unavailable,
+}
+
+impl TransportError {
+    /// The I/O error kind, when this is an I/O error.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            TransportError::Io(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for TransportError {
+    fn from(e: io::Error) -> Self {
+        TransportError::Io(Arc::new(e))
+    }
+}
+
+impl From<io::ErrorKind> for TransportError {
+    fn from(kind: io::ErrorKind) -> Self {
+        TransportError::Io(Arc::new(io::Error::from(kind)))
+    }
+}
+
+impl From<actix::MailboxError> for TransportError {
+    fn from(_: actix::MailboxError) -> Self {
+        TransportError::Unavailable
+    }
+}
+
+/// Why a write was not (fully) sent. Every write gets exactly one answer: its
+/// [`Written`](crate::messages::Written) report or one of these.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// Queued bytes are at the high watermark; nothing of this write was queued. The payload
+    /// comes back. Retry after a [`WritabilityChanged`](crate::messages::WritabilityChanged)
+    /// saying writable, or use [`Write::wait_when_full`](crate::messages::Write::wait_when_full).
+    #[error("write queue full: {queued} bytes queued, high watermark {high_watermark}")]
+    QueueFull {
+        /// Bytes queued when the write arrived.
+        queued: usize,
+        /// The configured high watermark.
+        high_watermark: usize,
+        /// The rejected payload, handed back.
+        payload: IoBatch,
+    },
+    /// The write was cancelled before any of its bytes went out.
+    #[error("write cancelled before it started")]
+    Cancelled,
+    /// The socket closed (or was closing) before this write could complete.
+    #[error("socket closed after {bytes_sent} of {len} bytes of this write were sent")]
+    Closed {
+        /// Bytes of this write accepted by the transport.
+        bytes_sent: usize,
+        /// Length of the write.
+        len: usize,
+    },
+    /// The socket was aborted; this write stopped where it was.
+    #[error("socket aborted after {bytes_sent} of {len} bytes of this write were sent")]
+    Aborted {
+        /// Bytes of this write accepted by the transport.
+        bytes_sent: usize,
+        /// Length of the write.
+        len: usize,
+    },
+    /// The transport failed while this write was in flight or queued.
+    #[error(
+        "transport failed after {bytes_sent} of {len} bytes of this write were sent: {source}"
+    )]
+    Transport {
+        /// Bytes of this write accepted by the transport before the failure.
+        bytes_sent: usize,
+        /// Length of the write.
+        len: usize,
+        /// The transport's error.
+        #[source]
+        source: TransportError,
+    },
+}
+
+impl WriteError {
+    /// How many bytes of the write went out before it failed.
+    pub fn bytes_sent(&self) -> usize {
+        match self {
+            WriteError::Closed { bytes_sent, .. }
+            | WriteError::Aborted { bytes_sent, .. }
+            | WriteError::Transport { bytes_sent, .. } => *bytes_sent,
+            WriteError::QueueFull { .. } | WriteError::Cancelled => 0,
+        }
+    }
+}
+
+/// An error starting a socket.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// The transport could not open a handle.
+    #[error("could not open a socket: {0}")]
+    Open(#[source] TransportError),
+    /// The connection could not be made.
+    #[error("could not connect: {0}")]
+    Connect(#[source] TransportError),
+}

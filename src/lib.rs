@@ -1,0 +1,77 @@
+//! An actor-model socket I/O runtime on [actix]: each socket is an actor, writes are
+//! ordered and answered one by one, bursts are coalesced into vectored writes, and the
+//! whole transport is injected.
+//!
+//! # Overview
+//!
+//! ```text
+//!  producers ──Write──▶ Socket ──PendingWrite──▶ Flusher
+//!      ▲                 │  ▲ ◀──────Flush────────┘
+//!      └──answer / ──────┘  │
+//!       WritabilityChanged  │ OpenSocket, Connect, SendV, RecvFrom, CloseSocket
+//!                           ▼ ◀── Ready (after a would-block)
+//!                     SocketFunctions: SystemFunctions | MockFunctions | your actor
+//! ```
+//!
+//! - [`Socket`] (one per socket) keeps a [`WriteQueue`]: writes leave in FIFO order, never
+//!   interleave, and each gets exactly one answer ([`messages::Written`] or a
+//!   [`WriteError`] saying how many of its bytes went out). The queue is bounded by
+//!   watermarks, and producers hear about writability changes.
+//! - [`Flusher`] (one per thread) is c-ares' pending-write callback: a socket with fresh
+//!   data tells it once, and it answers with a [`messages::Flush`] after the current burst,
+//!   so a burst of writes leaves in one vectored write.
+//! - [`SocketFunctions`] is c-ares' socket-functions table: `open`, `connect`, `sendv`,
+//!   `recvfrom`, `close` as recipients, real sockets by default, any subset replaceable.
+//!   [`MockTransport`] scripts it for tests.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use sockactor::messages::Write;
+//! use sockactor::Socket;
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let socket = Socket::builder().connect("127.0.0.1:7000".parse::<std::net::SocketAddr>()?).await?;
+//!     let written = socket.send(Write::new(Bytes::from_static(b"hello\n"))).await??;
+//!     println!("{} bytes out in {:?}", written.len, written.latency);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Testing with a mock transport
+//!
+//! Give the builder [`MockTransport::functions`] instead of the system transport, script
+//! each `sendv` (partial accepts, would-blocks with paused-time delays, failures), and
+//! assert on the recorded calls and byte stream. See [`MockTransport`].
+//!
+//! The library emits [`tracing`] spans and events and never installs a subscriber.
+
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
+
+pub mod actors;
+mod batch;
+mod error;
+pub mod messages;
+pub mod queue;
+
+pub use actors::functions::{Adopt, SendRecord};
+pub use actors::socket::WriteResponse;
+pub use actors::{
+    FlushPolicy, Flusher, MockFunctions, MockTransport, SendStep, Socket, SocketBuilder,
+    SocketConfig, SocketFunctions, SystemFunctions,
+};
+pub use batch::IoBatch;
+pub use error::{SocketError, TransportError, WriteError};
+pub use queue::{QueueConfig, WriteQueue};
+
+/// The types most programs need.
+pub mod prelude {
+    pub use crate::messages::{Close, SocketEvent, SocketEventKind, Write, Written};
+    pub use crate::{
+        FlushPolicy, Flusher, IoBatch, MockTransport, SendStep, Socket, SocketFunctions,
+        TransportError, WriteError,
+    };
+}

@@ -1,0 +1,221 @@
+//! Socket ↔ transport: c-ares' socket functions (`asocket`, `aconnect`, `asendv`,
+//! `arecvfrom`, `aclose`) as messages, plus the readiness notice a transport sends back.
+//!
+//! Every operation is non-blocking, as c-ares requires of its callbacks: an operation
+//! that cannot make progress answers *would block*, and the transport then owes the
+//! socket one [`Ready`] notice when the handle becomes writable (after [`SendV`]) or
+//! readable (after [`RecvFrom`]). That notice is the signal to retry.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use actix::{Message, Recipient};
+use bytes::Bytes;
+
+use crate::error::TransportError;
+
+/// A transport's name for one of its sockets (c-ares' `ares_socket_t`). Only meaningful
+/// to the transport that issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(pub u64);
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Address family of a new socket (`socket(2)`'s domain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+    /// Unix domain.
+    Unix,
+}
+
+/// Socket type (`socket(2)`'s type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SocketKind {
+    /// A byte stream (TCP, Unix stream).
+    Stream,
+    /// Datagrams (UDP, Unix datagram).
+    Datagram,
+}
+
+/// A peer address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Address {
+    /// An IP address and port.
+    Inet(SocketAddr),
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// The family a socket needs to reach this address.
+    pub fn family(&self) -> Family {
+        match self {
+            Address::Inet(SocketAddr::V4(_)) => Family::Ipv4,
+            Address::Inet(SocketAddr::V6(_)) => Family::Ipv6,
+            Address::Unix(_) => Family::Unix,
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Self {
+        Address::Inet(a)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Create a socket (`asocket`). Sent by [`SocketBuilder`](crate::SocketBuilder); answered
+/// with the new handle.
+#[derive(Debug)]
+pub struct OpenSocket {
+    /// Address family.
+    pub family: Family,
+    /// Stream or datagram.
+    pub kind: SocketKind,
+    /// Where the transport sends [`Ready`] notices for this handle.
+    pub events: Recipient<Ready>,
+}
+
+impl Message for OpenSocket {
+    type Result = Result<Handle, TransportError>;
+}
+
+/// Connect a handle to a peer (`aconnect`). Answered when the connection is made or has
+/// failed.
+#[derive(Debug)]
+pub struct Connect {
+    /// The handle, from [`OpenSocket`].
+    pub handle: Handle,
+    /// The peer.
+    pub addr: Address,
+}
+
+impl Message for Connect {
+    type Result = Result<(), TransportError>;
+}
+
+/// Send a batch of segments (`asendv`, `writev(2)`). Sent by a [`Socket`](crate::Socket)
+/// with at most one outstanding per handle.
+///
+/// The answer is [`Sent::Accepted`] with how many bytes, from the front, the transport
+/// took (at least one, at most all), or [`Sent::WouldBlock`] when it took none and will
+/// send [`Ready`] with [`Readiness::Writable`] once it can, or an error, which is
+/// permanent for the handle.
+#[derive(Debug)]
+pub struct SendV {
+    /// The handle.
+    pub handle: Handle,
+    /// The bytes, in order: slices of the writers' buffers.
+    pub segments: Vec<Bytes>,
+    /// Destination, for unconnected datagram sockets; `None` on connected sockets.
+    pub to: Option<Address>,
+}
+
+impl SendV {
+    /// Total bytes offered.
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether no bytes are offered.
+    pub fn is_empty(&self) -> bool {
+        self.segments.iter().all(Bytes::is_empty)
+    }
+}
+
+impl Message for SendV {
+    type Result = Result<Sent, TransportError>;
+}
+
+/// What a transport did with a [`SendV`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// This many bytes, from the front of the batch, were taken.
+    Accepted(usize),
+    /// Nothing was taken; a [`Ready`] with [`Readiness::Writable`] will follow.
+    WouldBlock,
+}
+
+/// Receive data (`arecvfrom`). Sent by a [`Socket`](crate::Socket) with at most one
+/// outstanding per handle.
+#[derive(Debug)]
+pub struct RecvFrom {
+    /// The handle.
+    pub handle: Handle,
+    /// Most bytes to return.
+    pub max_len: usize,
+}
+
+impl Message for RecvFrom {
+    type Result = Result<Received, TransportError>;
+}
+
+/// What a [`RecvFrom`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Bytes from the peer (for datagram sockets, one whole datagram and its sender).
+    Data {
+        /// The bytes.
+        bytes: Bytes,
+        /// The sender, where the transport knows it.
+        from: Option<Address>,
+    },
+    /// The peer closed its sending half: no more data will come.
+    Eof,
+    /// Nothing to read now; a [`Ready`] with [`Readiness::Readable`] will follow.
+    WouldBlock,
+}
+
+/// Close a handle (`aclose`). The handle is invalid afterwards.
+#[derive(Debug)]
+pub struct CloseSocket {
+    /// The handle.
+    pub handle: Handle,
+}
+
+impl Message for CloseSocket {
+    type Result = Result<(), TransportError>;
+}
+
+/// What a handle became ready for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Readiness {
+    /// A [`RecvFrom`] may now make progress.
+    Readable,
+    /// A [`SendV`] may now make progress.
+    Writable,
+}
+
+/// Readiness notice: sent by a transport to the `events` recipient given at open, once
+/// after each would-block answer, when the handle can make progress again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The handle.
+    pub handle: Handle,
+    /// What it is ready for.
+    pub readiness: Readiness,
+}
+
+impl Message for Ready {
+    type Result = ();
+}

@@ -1,0 +1,19 @@
+//! The messages between actors, grouped by the boundary they cross.
+//!
+//! - [`socket`]: producers and subscribers ↔ [`Socket`](crate::Socket).
+//! - [`flush`]: [`Socket`](crate::Socket) ↔ [`Flusher`](crate::Flusher).
+//! - [`functions`]: [`Socket`](crate::Socket) ↔ the transport ([`SocketFunctions`](crate::SocketFunctions)).
+
+pub mod flush;
+pub mod functions;
+pub mod socket;
+
+pub use flush::{Flush, PendingWrite};
+pub use functions::{
+    Address, CloseSocket, Connect, Family, Handle, OpenSocket, Readiness, Ready, Received,
+    RecvFrom, SendV, Sent, SocketKind,
+};
+pub use socket::{
+    CancelWrite, Close, GetStats, SocketEvent, SocketEventKind, SocketId, SocketStats,
+    SubscribeWritability, WritabilityChanged, Write, Written,
+};

@@ -1,0 +1,220 @@
+//! Producers and subscribers ↔ [`Socket`](crate::Socket).
+
+use std::fmt;
+use std::time::Duration;
+
+use actix::{Message, Recipient};
+use bytes::Bytes;
+
+use crate::batch::IoBatch;
+use crate::error::{TransportError, WriteError};
+
+/// A socket's process-wide unique id (used in tracing spans, events and statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u64);
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Write a batch to the socket. Sent by any producer; handled by [`Socket`](crate::Socket).
+///
+/// Writes leave in the order the socket receives them and never interleave. The answer
+/// comes when the transport has accepted the write's last byte ([`Written`]) or the write
+/// has failed ([`WriteError`], which says how many of its bytes went out). With
+/// `Addr::do_send` the write is fire-and-forget: failures then go to tracing and to the
+/// socket's subscriber as [`SocketEventKind::WriteFailed`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use sockactor::messages::Write;
+///
+/// let w = Write::new(Bytes::from_static(b"hello")).tag(7).wait_when_full();
+/// assert_eq!(w.len(), 5);
+/// ```
+#[derive(Debug)]
+pub struct Write {
+    pub(crate) batch: IoBatch,
+    pub(crate) tag: Option<u64>,
+    pub(crate) wait_when_full: bool,
+}
+
+impl Write {
+    /// A write of `batch` (anything that converts: `Bytes`, `Vec<u8>`, `Vec<Bytes>`, …).
+    pub fn new(batch: impl Into<IoBatch>) -> Self {
+        Write {
+            batch: batch.into(),
+            tag: None,
+            wait_when_full: false,
+        }
+    }
+
+    /// Labels the write so it can be cancelled with [`CancelWrite`] while still queued,
+    /// and recognised in [`SocketEventKind::WriteFailed`].
+    pub fn tag(mut self, tag: u64) -> Self {
+        self.tag = Some(tag);
+        self
+    }
+
+    /// When the queue is full, wait for room instead of failing with
+    /// [`WriteError::QueueFull`]. Waiting writes are bounded too
+    /// ([`SocketConfig::max_waiting_writes`](crate::SocketConfig::max_waiting_writes)).
+    pub fn wait_when_full(mut self) -> Self {
+        self.wait_when_full = true;
+        self
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+impl Message for Write {
+    type Result = Result<Written, WriteError>;
+}
+
+/// The success answer to a [`Write`]: its last byte was accepted by the transport. Also
+/// the write's flush telemetry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes written.
+    pub len: usize,
+    /// Vectored writes (`sendv` calls) that carried bytes of this write and were answered
+    /// with an accepted count.
+    pub sendv_calls: u32,
+    /// Would-block answers met while this write was being offered.
+    pub would_blocks: u32,
+    /// The largest number of writes one of those vectored writes carried: the
+    /// coalescing this write enjoyed.
+    pub max_writes_per_sendv: u32,
+    /// Time from enqueue to the transport accepting the last byte.
+    pub latency: Duration,
+}
+
+/// Cancel a queued write that has not started. Answered with its payload, or `None` if no
+/// write with this tag is waiting (it has started, finished, or never existed). The
+/// cancelled write itself is answered with [`WriteError::Cancelled`].
+#[derive(Clone, Copy, Debug)]
+pub struct CancelWrite {
+    /// The tag given with [`Write::tag`].
+    pub tag: u64,
+}
+
+impl Message for CancelWrite {
+    type Result = Option<IoBatch>;
+}
+
+/// Close the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Refuse new writes, send everything queued, then close the handle and stop.
+    Graceful,
+    /// Close now: every queued write is answered with [`WriteError::Aborted`].
+    Abort,
+}
+
+impl Message for Close {
+    type Result = ();
+}
+
+/// Ask for the socket's counters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GetStats;
+
+impl Message for GetStats {
+    type Result = SocketStats;
+}
+
+/// A socket's counters since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Writes accepted into the queue.
+    pub writes: u64,
+    /// Writes completed.
+    pub writes_completed: u64,
+    /// Writes that ended in an error (including refused ones).
+    pub writes_failed: u64,
+    /// Bytes accepted by the transport.
+    pub bytes_sent: u64,
+    /// `sendv` calls made.
+    pub sendv_calls: u64,
+    /// `sendv` calls answered with would-block.
+    pub would_blocks: u64,
+    /// Flushes requested from the Flusher.
+    pub pending_writes: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Unsent bytes queued right now.
+    pub queued_bytes: u64,
+    /// Writes queued right now.
+    pub queued_writes: u64,
+}
+
+/// Subscribe a producer to writability changes of this socket.
+#[derive(Debug)]
+pub struct SubscribeWritability(pub Recipient<WritabilityChanged>);
+
+impl Message for SubscribeWritability {
+    type Result = ();
+}
+
+/// Writability change: sent by a socket to each writability subscriber once per
+/// crossing. `writable: false` when queued bytes reached the high watermark (writes are
+/// refused with [`WriteError::QueueFull`]); `true` when they drained to the low watermark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WritabilityChanged {
+    /// The socket.
+    pub socket: SocketId,
+    /// Whether writes are accepted now.
+    pub writable: bool,
+}
+
+impl Message for WritabilityChanged {
+    type Result = ();
+}
+
+/// A notification from a socket to its subscriber.
+#[derive(Debug)]
+pub struct SocketEvent {
+    /// The socket it concerns.
+    pub socket: SocketId,
+    /// What happened.
+    pub kind: SocketEventKind,
+}
+
+impl Message for SocketEvent {
+    type Result = ();
+}
+
+/// What a [`SocketEvent`] reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SocketEventKind {
+    /// Bytes arrived from the peer.
+    Received(Bytes),
+    /// The peer closed its sending half.
+    Eof,
+    /// Reading failed; the socket closes.
+    ReadFailed(TransportError),
+    /// A fire-and-forget write failed.
+    WriteFailed {
+        /// Its tag, if it had one.
+        tag: Option<u64>,
+        /// Why.
+        error: WriteError,
+    },
+    /// The socket closed; `cause` is the transport error that closed it, if any.
+    Closed {
+        /// The transport error, if one closed it.
+        cause: Option<TransportError>,
+    },
+}

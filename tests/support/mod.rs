@@ -1,0 +1,84 @@
+//! Helpers shared by the behaviour tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use sockactor::messages::{SocketEvent, SocketEventKind, WritabilityChanged};
+
+/// Runs `f` in a fresh actix system on a tokio runtime whose clock starts paused.
+pub fn run_paused<F: Future>(f: impl FnOnce() -> F) -> F::Output {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("tokio runtime")
+    })
+    .block_on(f())
+}
+
+/// An address nothing listens on; the mock never dials it.
+pub fn mock_peer() -> SocketAddr {
+    "127.0.0.1:9".parse().expect("addr")
+}
+
+/// Records every socket event and writability change it receives.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub events: Arc<Mutex<Vec<SocketEventKind>>>,
+    pub writability: Arc<Mutex<Vec<bool>>>,
+}
+
+impl Recorder {
+    pub fn start(&self) -> Addr<RecorderActor> {
+        RecorderActor(self.clone()).start()
+    }
+
+    pub fn received(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in self.events.lock().expect("lock").iter() {
+            if let SocketEventKind::Received(b) = e {
+                out.extend_from_slice(b);
+            }
+        }
+        out
+    }
+
+    pub fn writability(&self) -> Vec<bool> {
+        self.writability.lock().expect("lock").clone()
+    }
+
+    pub fn count(&self, pred: impl Fn(&SocketEventKind) -> bool) -> usize {
+        self.events.lock().expect("lock").iter().filter(|e| pred(e)).count()
+    }
+}
+
+pub struct RecorderActor(Recorder);
+
+impl Actor for RecorderActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<SocketEvent> for RecorderActor {
+    type Result = ();
+    fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
+        self.0.events.lock().expect("lock").push(msg.kind);
+    }
+}
+
+impl Handler<WritabilityChanged> for RecorderActor {
+    type Result = ();
+    fn handle(&mut self, msg: WritabilityChanged, _: &mut Context<Self>) {
+        self.0.writability.lock().expect("lock").push(msg.writable);
+    }
+}
+
+/// Lets every ready actor run until nothing is left to do at this instant of paused time.
+pub async fn settle() {
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+}
