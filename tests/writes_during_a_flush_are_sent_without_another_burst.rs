@@ -35,10 +35,17 @@ fn writes_made_while_blocked_go_out_when_writable() {
         }
         assert_eq!(mock.written(Handle(1)), b"first second third");
         let log = mock.sendv_log(Handle(1));
-        assert_eq!(log.len(), 2, "one would-block, then one write carrying all three: {log:?}");
+        assert_eq!(
+            log.len(),
+            2,
+            "one would-block, then one write carrying all three: {log:?}"
+        );
         assert_eq!(log[1].segments, 3);
         // No PendingWrite went out for writes made during the flush.
-        let stats = socket.send(sockactor::messages::GetStats).await.expect("stats");
+        let stats = socket
+            .send(sockactor::messages::GetStats)
+            .await
+            .expect("stats");
         assert_eq!(stats.pending_writes, 1);
     });
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
-    Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError,
-    Message, Recipient, WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
+    WrapFuture,
 };
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -170,6 +170,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// answered exactly once. Inbound data goes to the subscriber as [`SocketEvent`]s.
 ///
 /// Start one with [`Socket::builder`].
+///
+/// Once closed (by [`Close`], or by a transport error) the handle is closed at once, the
+/// subscriber gets [`SocketEventKind::Closed`], and every later write is answered with a
+/// typed error ([`WriteError::Closed`], or [`WriteError::Transport`] carrying the error
+/// that closed it); the actor stops when its last address is dropped.
 #[derive(Debug)]
 pub struct Socket {
     id: SocketId,
@@ -181,10 +186,13 @@ pub struct Socket {
     waiting: VecDeque<(Write, Reply)>,
     policy: FlushPolicy,
     flush: FlushState,
+    write_ready_hint: bool,
     turn_bytes: usize,
     read: ReadState,
+    read_ready_hint: bool,
     read_turn: usize,
     life: Lifecycle,
+    cause: Option<TransportError>,
     subscriber: Option<Recipient<SocketEvent>>,
     writability: Vec<Recipient<WritabilityChanged>>,
     stats: SocketStats,
@@ -308,10 +316,13 @@ impl SocketBuilder {
             waiting: VecDeque::new(),
             policy,
             flush: FlushState::Idle,
+            write_ready_hint: false,
             turn_bytes: 0,
             read: ReadState::Off,
+            read_ready_hint: false,
             read_turn: 0,
             life: Lifecycle::Open,
+            cause: None,
             subscriber: self.subscriber,
             writability: self.writability,
             stats: SocketStats::default(),
@@ -510,7 +521,7 @@ impl Socket {
         let Some(transmit) = self.queue.poll_transmit(max_turn - self.turn_bytes) else {
             self.flush = FlushState::Idle;
             self.turn_bytes = 0;
-            self.maybe_finish_drain(ctx);
+            self.maybe_finish_drain();
             return;
         };
         self.flush = FlushState::Active;
@@ -543,6 +554,8 @@ impl Socket {
         }
         match result {
             Ok(Sent::Accepted(n)) => {
+                // A writable notice that came meanwhile belonged to an older block.
+                self.write_ready_hint = false;
                 let Socket {
                     id,
                     span,
@@ -555,7 +568,7 @@ impl Socket {
                     answer(*id, span, stats, subscriber, r, res)
                 });
                 if let Err(e) = handled {
-                    self.fail(e, ctx);
+                    self.fail(e);
                     return;
                 }
                 self.stats.bytes_sent += n as u64;
@@ -567,11 +580,17 @@ impl Socket {
             Ok(Sent::WouldBlock) => {
                 self.queue.handle_would_block();
                 self.stats.would_blocks += 1;
-                self.flush = FlushState::Blocked;
                 self.turn_bytes = 0;
                 tracing::debug!(parent: &self.span, queued = self.queue.queued_bytes(), "would block");
+                if std::mem::take(&mut self.write_ready_hint) {
+                    // Its writable notice already came.
+                    self.flush = FlushState::Active;
+                    self.drive(ctx);
+                } else {
+                    self.flush = FlushState::Blocked;
+                }
             }
-            Err(e) => self.fail(e, ctx),
+            Err(e) => self.fail(e),
         }
     }
 
@@ -590,7 +609,7 @@ impl Socket {
 
     /// A transport error: every write is answered with it, the handle closes, the actor
     /// stops.
-    fn fail(&mut self, error: TransportError, ctx: &mut Context<Self>) {
+    fn fail(&mut self, error: TransportError) {
         tracing::warn!(parent: &self.span, %error, "transport failed; closing");
         let err = error.clone();
         self.fail_writes(move |bytes_sent, len| WriteError::Transport {
@@ -598,7 +617,7 @@ impl Socket {
             len,
             source: err.clone(),
         });
-        self.close_now(Some(error), ctx);
+        self.close_now(Some(error));
     }
 
     fn fail_writes(&mut self, error: impl Fn(usize, usize) -> WriteError) {
@@ -628,13 +647,13 @@ impl Socket {
         let _ = self.queue.take_writability_change();
     }
 
-    fn maybe_finish_drain(&mut self, ctx: &mut Context<Self>) {
+    fn maybe_finish_drain(&mut self) {
         if self.life == Lifecycle::Draining && self.queue.is_empty() && self.waiting.is_empty() {
-            self.close_now(None, ctx);
+            self.close_now(None);
         }
     }
 
-    fn close_now(&mut self, cause: Option<TransportError>, ctx: &mut Context<Self>) {
+    fn close_now(&mut self, cause: Option<TransportError>) {
         if self.life == Lifecycle::Closed {
             return;
         }
@@ -644,8 +663,11 @@ impl Socket {
             handle: self.handle,
         });
         tracing::debug!(parent: &self.span, cause = ?cause, "closed");
+        self.cause = cause.clone();
         self.event(SocketEventKind::Closed { cause });
-        ctx.stop();
+        // The actor lingers, answering later writes with a typed error (rather than
+        // letting messages already in its mailbox be dropped unanswered), and stops
+        // when its last address is dropped.
     }
 
     fn drive_read(&mut self, ctx: &mut Context<Self>) {
@@ -687,6 +709,7 @@ impl Socket {
         }
         match result {
             Ok(Received::Data { bytes, .. }) => {
+                self.read_ready_hint = false;
                 self.stats.bytes_received += bytes.len() as u64;
                 self.read_turn += bytes.len();
                 self.read = ReadState::Idle;
@@ -694,8 +717,13 @@ impl Socket {
                 self.drive_read(ctx);
             }
             Ok(Received::WouldBlock) => {
-                self.read = ReadState::Blocked;
                 self.read_turn = 0;
+                if std::mem::take(&mut self.read_ready_hint) {
+                    self.read = ReadState::Idle;
+                    self.drive_read(ctx);
+                } else {
+                    self.read = ReadState::Blocked;
+                }
             }
             Ok(Received::Eof) => {
                 self.read = ReadState::Done;
@@ -705,7 +733,7 @@ impl Socket {
             Err(e) => {
                 self.read = ReadState::Done;
                 self.event(SocketEventKind::ReadFailed(e.clone()));
-                self.fail(e, ctx);
+                self.fail(e);
             }
         }
     }
@@ -746,10 +774,21 @@ impl Handler<Write> for Socket {
         if self.life != Lifecycle::Open {
             self.stats.writes_failed += 1;
             let len = msg.batch.len();
-            return WriteResponse(ResponseInner::Now(
-                tag,
-                Err(WriteError::Closed { bytes_sent: 0, len }),
-            ));
+            let error = match &self.cause {
+                Some(source) => WriteError::Transport {
+                    bytes_sent: 0,
+                    len,
+                    source: source.clone(),
+                },
+                None => WriteError::Closed { bytes_sent: 0, len },
+            };
+            return WriteResponse(ResponseInner::Now(tag, Err(error)));
+        }
+        if msg.batch.is_empty() && self.queue.is_empty() && self.waiting.is_empty() {
+            // Nothing ahead of it and nothing to send: done now, in order.
+            self.stats.writes += 1;
+            self.stats.writes_completed += 1;
+            return WriteResponse(ResponseInner::Now(tag, Ok(Written::default())));
         }
         let (reply, slot) = Self::new_reply(tag);
         // Writes already waiting for room go first.
@@ -805,16 +844,20 @@ impl Handler<Ready> for Socket {
         if msg.handle != self.handle {
             return;
         }
+        // A notice can overtake the would-block answer it belongs to (the answer comes
+        // back through a spawned future, the notice through the mailbox, which actix
+        // polls first). Remember it, so that answer retries instead of waiting forever.
         match msg.readiness {
             Readiness::Writable if self.flush == FlushState::Blocked => {
                 self.flush = FlushState::Active;
                 self.drive(ctx);
             }
+            Readiness::Writable => self.write_ready_hint = true,
             Readiness::Readable if self.read == ReadState::Blocked => {
                 self.read = ReadState::Idle;
                 self.drive_read(ctx);
             }
-            _ => {}
+            Readiness::Readable => self.read_ready_hint = true,
         }
     }
 }
@@ -856,7 +899,7 @@ impl Handler<CancelWrite> for Socket {
         self.admit_waiting(ctx);
         self.publish_writability();
         if self.queue.is_empty() && self.flush == FlushState::Idle {
-            self.maybe_finish_drain(ctx);
+            self.maybe_finish_drain();
         }
         Some(batch)
     }
@@ -869,7 +912,7 @@ impl Handler<Close> for Socket {
         match msg {
             Close::Abort => {
                 self.fail_writes(|bytes_sent, len| WriteError::Aborted { bytes_sent, len });
-                self.close_now(None, ctx);
+                self.close_now(None);
             }
             Close::Graceful => {
                 if self.life != Lifecycle::Open {

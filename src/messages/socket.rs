@@ -83,7 +83,7 @@ impl Message for Write {
 
 /// The success answer to a [`Write`]: its last byte was accepted by the transport. Also
 /// the write's flush telemetry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
     /// Bytes written.
     pub len: usize,

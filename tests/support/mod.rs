@@ -52,7 +52,12 @@ impl Recorder {
     }
 
     pub fn count(&self, pred: impl Fn(&SocketEventKind) -> bool) -> usize {
-        self.events.lock().expect("lock").iter().filter(|e| pred(e)).count()
+        self.events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| pred(e))
+            .count()
     }
 }
 

@@ -61,7 +61,8 @@ enum Inbound {
 
 #[derive(Debug)]
 struct MockHandle {
-    events: Recipient<Ready>,
+    /// Dropped on close, so the mock keeps no closed socket alive.
+    events: Option<Recipient<Ready>>,
     script: VecDeque<SendStep>,
     log: Vec<SendRecord>,
     written: Vec<u8>,
@@ -72,6 +73,14 @@ struct MockHandle {
     eof: bool,
     closed: bool,
     peer: Option<Address>,
+}
+
+impl MockHandle {
+    fn notify(&self, handle: Handle, readiness: Readiness) {
+        if let Some(events) = &self.events {
+            events.do_send(Ready { handle, readiness });
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -175,10 +184,7 @@ impl MockTransport {
         let mut state = self.lock();
         if let Some(h) = state.handles.get_mut(&handle) {
             if std::mem::take(&mut h.held) {
-                h.events.do_send(Ready {
-                    handle,
-                    readiness: Readiness::Writable,
-                });
+                h.notify(handle, Readiness::Writable);
             }
         }
     }
@@ -188,10 +194,7 @@ impl MockTransport {
         if let Some(h) = state.handles.get_mut(&handle) {
             h.inbound.push_back(item);
             if std::mem::take(&mut h.read_waiting) {
-                h.events.do_send(Ready {
-                    handle,
-                    readiness: Readiness::Readable,
-                });
+                h.notify(handle, Readiness::Readable);
             }
         }
     }
@@ -288,7 +291,7 @@ impl Handler<OpenSocket> for MockFunctions {
         state.handles.insert(
             handle,
             MockHandle {
-                events: msg.events,
+                events: Some(msg.events),
                 script,
                 log: Vec::new(),
                 written: Vec::new(),
@@ -344,13 +347,11 @@ impl Handler<SendV> for MockFunctions {
             SendStep::Accept(n) => Ok(Sent::Accepted(n.min(offered))),
             SendStep::AcceptAll => Ok(Sent::Accepted(offered)),
             SendStep::WouldBlock(delay) => {
-                let events = h.events.clone();
                 let handle = msg.handle;
-                ctx.run_later(delay, move |_, _| {
-                    events.do_send(Ready {
-                        handle,
-                        readiness: Readiness::Writable,
-                    })
+                ctx.run_later(delay, move |act, _| {
+                    if let Some(h) = act.lock().handles.get(&handle) {
+                        h.notify(handle, Readiness::Writable);
+                    }
                 });
                 Ok(Sent::WouldBlock)
             }
@@ -420,7 +421,9 @@ impl Handler<CloseSocket> for MockFunctions {
 
     fn handle(&mut self, msg: CloseSocket, _: &mut Context<Self>) -> Self::Result {
         let mut state = self.lock();
-        open_handle(&mut state, msg.handle)?.closed = true;
+        let h = open_handle(&mut state, msg.handle)?;
+        h.closed = true;
+        h.events = None;
         Ok(())
     }
 }

@@ -1,0 +1,215 @@
+//! Property: whatever the transport does (partial accepts down to one byte, would-block
+//! runs, an error at a random point), the byte stream it received is exactly the
+//! completed writes, in order, plus the reported part of the first failed one; every
+//! write is answered exactly once, in FIFO order; after an error every remaining write
+//! is answered with an error.
+
+mod support;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use sockactor::messages::{Handle, Write};
+use sockactor::{
+    FlushPolicy, Flusher, IoBatch, MockTransport, QueueConfig, SendStep, Socket, SocketConfig,
+    WriteError,
+};
+use support::{mock_peer, run_paused, settle};
+
+#[derive(Clone, Debug)]
+enum Step {
+    Accept(usize),
+    AcceptAll,
+    WouldBlock(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (1usize..400).prop_map(Step::Accept),
+        2 => Just(Step::AcceptAll),
+        2 => (0u64..5).prop_map(Step::WouldBlock),
+    ]
+}
+
+/// Each write: segment lengths (possibly none, possibly empty segments).
+fn writes() -> impl Strategy<Value = Vec<Vec<usize>>> {
+    prop::collection::vec(prop::collection::vec(0usize..300, 0..5), 1..40)
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    writes: Vec<Vec<usize>>,
+    steps: Vec<Step>,
+    fail_at: Option<usize>,
+    immediate: bool,
+    max_bytes_per_turn: usize,
+    max_segments: usize,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        writes(),
+        prop::collection::vec(step(), 0..60),
+        prop::option::of(0usize..60),
+        any::<bool>(),
+        1usize..2000,
+        1usize..8,
+    )
+        .prop_map(
+            |(writes, steps, fail_at, immediate, max_bytes_per_turn, max_segments)| Case {
+                writes,
+                steps,
+                fail_at,
+                immediate,
+                max_bytes_per_turn,
+                max_segments,
+            },
+        )
+}
+
+/// Payload of write `w`: every byte names its write, so interleaving would show.
+fn payload(w: usize, lens: &[usize]) -> IoBatch {
+    lens.iter()
+        .enumerate()
+        .map(|(s, &len)| {
+            Bytes::from(
+                (0..len)
+                    .map(|i| (w * 31 + s * 7 + i) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+        })
+        .collect()
+}
+
+fn run_case(case: Case) -> Result<(), TestCaseError> {
+    if std::env::var("CASE_DEBUG").is_ok() {
+        eprintln!("{case:?}");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("sockactor=trace")
+            .with_test_writer()
+            .try_init();
+    }
+    run_paused(|| async move {
+        let mock = MockTransport::start();
+        let mut script: Vec<SendStep> = case
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Accept(n) => SendStep::Accept(*n),
+                Step::AcceptAll => SendStep::AcceptAll,
+                Step::WouldBlock(ms) => SendStep::WouldBlock(Duration::from_millis(*ms)),
+            })
+            .collect();
+        if let Some(at) = case.fail_at {
+            script.insert(
+                at.min(script.len()),
+                SendStep::Fail(io::ErrorKind::ConnectionReset),
+            );
+        }
+        mock.script_sendv(Handle(1), script);
+        let config = SocketConfig {
+            queue: QueueConfig {
+                high_watermark: 1 << 30,
+                low_watermark: 0,
+                max_bytes_per_turn: case.max_bytes_per_turn,
+                max_segments: case.max_segments,
+            },
+            ..SocketConfig::default()
+        };
+        let policy = if case.immediate {
+            FlushPolicy::Immediate
+        } else {
+            FlushPolicy::Deferred(Flusher::current().recipient())
+        };
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config)
+            .flush_policy(policy)
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+
+        let batches: Vec<IoBatch> = case
+            .writes
+            .iter()
+            .enumerate()
+            .map(|(w, lens)| payload(w, lens))
+            .collect();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (w, batch) in batches.iter().enumerate() {
+            let request = socket.send(Write::new(batch.clone()));
+            let order = order.clone();
+            tasks.push(actix::spawn(async move {
+                let answer = request.await;
+                order.lock().expect("lock").push(w);
+                answer
+            }));
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(
+                t.await
+                    .expect("join")
+                    .expect("every write answered by the socket"),
+            );
+        }
+        settle().await;
+
+        let order = order.lock().expect("lock").clone();
+        prop_assert_eq!(
+            order,
+            (0..batches.len()).collect::<Vec<_>>(),
+            "FIFO answers"
+        );
+
+        let mut expected = Vec::new();
+        let mut failed = false;
+        for (w, answer) in answers.iter().enumerate() {
+            match answer {
+                Ok(done) => {
+                    prop_assert!(!failed, "write {} completed after an earlier one failed", w);
+                    prop_assert_eq!(done.len, batches[w].len());
+                    expected.extend_from_slice(&batches[w].to_vec());
+                }
+                Err(e) => {
+                    prop_assert!(
+                        matches!(e, WriteError::Transport { .. }),
+                        "unexpected error {:?}",
+                        e
+                    );
+                    if !failed {
+                        let sent = e.bytes_sent();
+                        expected.extend_from_slice(&batches[w].to_vec()[..sent]);
+                    } else {
+                        prop_assert_eq!(e.bytes_sent(), 0);
+                    }
+                    failed = true;
+                }
+            }
+        }
+        prop_assert_eq!(mock.written(Handle(1)), expected, "recorded stream");
+        if failed {
+            prop_assert!(
+                mock.is_closed(Handle(1)),
+                "a failed socket closes its handle"
+            );
+        }
+        for record in mock.sendv_log(Handle(1)) {
+            prop_assert!(record.offered <= case.max_bytes_per_turn.max(1));
+            prop_assert!(record.segments <= case.max_segments);
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    #[test]
+    fn writes_are_ordered_and_answered_once(case in case()) {
+        run_case(case)?;
+    }
+}
