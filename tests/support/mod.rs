@@ -87,3 +87,57 @@ pub async fn settle() {
         tokio::task::yield_now().await;
     }
 }
+
+/// A subscriber that forwards every event into a channel the test can await.
+pub fn channel_subscriber() -> (
+    Recipient<SocketEvent>,
+    tokio::sync::mpsc::UnboundedReceiver<SocketEventKind>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (Forwarder(tx).start().recipient(), rx)
+}
+
+struct Forwarder(tokio::sync::mpsc::UnboundedSender<SocketEventKind>);
+
+impl Actor for Forwarder {
+    type Context = Context<Self>;
+}
+
+impl Handler<SocketEvent> for Forwarder {
+    type Result = ();
+    fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
+        let _ = self.0.send(msg.kind);
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A loopback listener that reads everything one connection sends until EOF.
+pub async fn sink() -> (
+    SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<Vec<u8>>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await?;
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await?;
+        Ok(all)
+    });
+    (addr, task)
+}
