@@ -99,8 +99,10 @@ pub struct Written {
     pub latency: Duration,
 }
 
-/// Cancel a queued write that has not started. Answered with its payload, or `None` if no
-/// write with this tag is waiting (it has started, finished, or never existed). The
+/// Cancel a queued write that has not started: none of its bytes accepted by the
+/// transport, and not part of a `sendv` awaiting its answer (a write whose only `sendv`
+/// was answered with would-block has not started). Answered with its payload, or `None`
+/// if no such write has this tag (it has started, finished, or never existed). The
 /// cancelled write itself is answered with [`WriteError::Cancelled`].
 #[derive(Clone, Copy, Debug)]
 pub struct CancelWrite {
