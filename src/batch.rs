@@ -20,8 +20,18 @@ use bytes::Bytes;
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IoBatch {
-    segments: Vec<Bytes>,
+    segments: Segments,
     len: usize,
+}
+
+/// The segments, with the common single-segment case kept inline (no allocation per
+/// write on the hot path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Segments {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(Vec<Bytes>),
 }
 
 impl IoBatch {
@@ -32,10 +42,18 @@ impl IoBatch {
 
     /// Appends a segment. Empty segments are dropped: they carry nothing.
     pub fn push(&mut self, segment: Bytes) {
-        if !segment.is_empty() {
-            self.len += segment.len();
-            self.segments.push(segment);
+        if segment.is_empty() {
+            return;
         }
+        self.len += segment.len();
+        self.segments = match std::mem::take(&mut self.segments) {
+            Segments::Empty => Segments::One(segment),
+            Segments::One(first) => Segments::Many(vec![first, segment]),
+            Segments::Many(mut all) => {
+                all.push(segment);
+                Segments::Many(all)
+            }
+        };
     }
 
     /// Total number of payload bytes.
@@ -50,24 +68,32 @@ impl IoBatch {
 
     /// Number of (non-empty) segments.
     pub fn segment_count(&self) -> usize {
-        self.segments.len()
+        self.segments().len()
     }
 
     /// The segments, in order.
     pub fn segments(&self) -> &[Bytes] {
-        &self.segments
+        match &self.segments {
+            Segments::Empty => &[],
+            Segments::One(b) => std::slice::from_ref(b),
+            Segments::Many(v) => v,
+        }
     }
 
     /// Gives the segments back.
     pub fn into_segments(self) -> Vec<Bytes> {
-        self.segments
+        match self.segments {
+            Segments::Empty => Vec::new(),
+            Segments::One(b) => vec![b],
+            Segments::Many(v) => v,
+        }
     }
 
     /// Copies the whole batch into one contiguous vector (for tests and diagnostics; the
     /// write path never does this).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
-        for s in &self.segments {
+        for s in self.segments() {
             out.extend_from_slice(s);
         }
         out

@@ -98,6 +98,13 @@ pub enum WriteError {
         /// Length of the write.
         len: usize,
     },
+    /// The socket went away without answering: its runtime shut down before the write
+    /// finished. Whether any of its bytes went out is unknown.
+    #[error("socket dropped without answering a {len}-byte write (its runtime shut down)")]
+    Lost {
+        /// Length of the write.
+        len: usize,
+    },
     /// The transport failed while this write was in flight or queued.
     #[error(
         "transport failed after {bytes_sent} of {len} bytes of this write were sent: {source}"
@@ -120,7 +127,7 @@ impl WriteError {
             WriteError::Closed { bytes_sent, .. }
             | WriteError::Aborted { bytes_sent, .. }
             | WriteError::Transport { bytes_sent, .. } => *bytes_sent,
-            WriteError::QueueFull { .. } | WriteError::Cancelled => 0,
+            WriteError::QueueFull { .. } | WriteError::Cancelled | WriteError::Lost { .. } => 0,
         }
     }
 }

@@ -61,7 +61,7 @@ pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
     FlushPolicy, Flusher, MockFunctions, MockTransport, SendStep, Socket, SocketBuilder,
-    SocketConfig, SocketFunctions, SystemFunctions,
+    SocketConfig, SocketFunctions, SystemFunctions, WriteFuture, Writer,
 };
 pub use batch::IoBatch;
 pub use error::{SocketError, TransportError, WriteError};

@@ -78,7 +78,7 @@ pub struct Refused<T> {
 
 struct Entry<T> {
     tag: Option<u64>,
-    segments: Vec<Bytes>,
+    segments: IoBatch,
     len: usize,
     sent: usize,
     /// Index of the first segment not yet fully sent, and the offset into it.
@@ -100,7 +100,7 @@ impl<T> Entry<T> {
     fn advance(&mut self, mut n: usize) {
         self.sent += n;
         while n > 0 {
-            let left_in_seg = self.segments[self.seg].len() - self.off;
+            let left_in_seg = self.segments.segments()[self.seg].len() - self.off;
             if n < left_in_seg {
                 self.off += n;
                 return;
@@ -239,7 +239,7 @@ impl<T> WriteQueue<T> {
         }
         self.entries.push_back(Entry {
             tag,
-            segments: batch.into_segments(),
+            segments: batch,
             len,
             sent: 0,
             seg: 0,
@@ -275,7 +275,7 @@ impl<T> WriteQueue<T> {
                 continue;
             }
             writes += 1;
-            for (i, seg) in entry.segments[entry.seg..].iter().enumerate() {
+            for (i, seg) in entry.segments.segments()[entry.seg..].iter().enumerate() {
                 let mut piece = if i == 0 {
                     seg.slice(entry.off..)
                 } else {
@@ -381,7 +381,7 @@ impl<T> WriteQueue<T> {
         if !self.writable && self.queued <= self.config.low_watermark {
             self.set_writable(true);
         }
-        Some((entry.segments.into_iter().collect(), entry.token))
+        Some((entry.segments, entry.token))
     }
 
     /// Ends every queued write with the error `error(bytes_sent, len)` makes, front first.

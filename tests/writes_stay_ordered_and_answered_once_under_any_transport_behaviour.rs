@@ -2,7 +2,7 @@
 //! runs, an error at a random point), the byte stream it received is exactly the
 //! completed writes, in order, plus the reported part of the first failed one; every
 //! write is answered exactly once, in FIFO order; after an error every remaining write
-//! is answered with an error.
+//! is answered with an error. Both write paths: `Write` messages and a `Writer` handle.
 
 mod support;
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sockactor::messages::{Handle, Write};
+use sockactor::messages::{GetWriter, Handle, Write};
 use sockactor::{
     FlushPolicy, Flusher, IoBatch, MockTransport, QueueConfig, SendStep, Socket, SocketConfig,
     WriteError,
@@ -45,6 +45,7 @@ struct Case {
     steps: Vec<Step>,
     fail_at: Option<usize>,
     immediate: bool,
+    via_writer: bool,
     max_bytes_per_turn: usize,
     max_segments: usize,
 }
@@ -55,17 +56,21 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(step(), 0..60),
         prop::option::of(0usize..60),
         any::<bool>(),
+        any::<bool>(),
         1usize..2000,
         1usize..8,
     )
         .prop_map(
-            |(writes, steps, fail_at, immediate, max_bytes_per_turn, max_segments)| Case {
-                writes,
-                steps,
-                fail_at,
-                immediate,
-                max_bytes_per_turn,
-                max_segments,
+            |(writes, steps, fail_at, immediate, via_writer, max_bytes_per_turn, max_segments)| {
+                Case {
+                    writes,
+                    steps,
+                    fail_at,
+                    immediate,
+                    via_writer,
+                    max_bytes_per_turn,
+                    max_segments,
+                }
             },
         )
 }
@@ -139,15 +144,25 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             .map(|(w, lens)| payload(w, lens))
             .collect();
         let order = Arc::new(Mutex::new(Vec::new()));
+        let writer = socket.send(GetWriter).await.expect("writer");
         let mut tasks = Vec::new();
         for (w, batch) in batches.iter().enumerate() {
-            let request = socket.send(Write::new(batch.clone()));
             let order = order.clone();
-            tasks.push(actix::spawn(async move {
-                let answer = request.await;
-                order.lock().expect("lock").push(w);
-                answer
-            }));
+            if case.via_writer {
+                let answer = writer.write_answered(batch.clone());
+                tasks.push(actix::spawn(async move {
+                    let answer = answer.await;
+                    order.lock().expect("lock").push(w);
+                    Ok(answer)
+                }));
+            } else {
+                let request = socket.send(Write::new(batch.clone()));
+                tasks.push(actix::spawn(async move {
+                    let answer = request.await;
+                    order.lock().expect("lock").push(w);
+                    answer
+                }));
+            }
         }
         let mut answers = Vec::new();
         for t in tasks {

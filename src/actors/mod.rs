@@ -3,7 +3,9 @@
 pub mod flusher;
 pub mod functions;
 pub mod socket;
+pub mod writer;
 
 pub use flusher::Flusher;
 pub use functions::{MockFunctions, MockTransport, SendStep, SocketFunctions, SystemFunctions};
 pub use socket::{FlushPolicy, Socket, SocketBuilder, SocketConfig};
+pub use writer::{WriteFuture, Writer};

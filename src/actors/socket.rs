@@ -1,9 +1,8 @@
 //! The [`Socket`] actor: one per socket, serializing writes like Samba's `tevent_queue`.
 
-use std::cell::Cell;
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
@@ -15,6 +14,10 @@ use tokio::time::Instant;
 
 use super::flusher::Flusher;
 use super::functions::{Adopt, SocketFunctions};
+use super::writer::{
+    answer, notify_writability, report_failure, Core, Pushed, Reply, ReplyTo, ReplyTx, Shared,
+    Shut, Wake, Writer,
+};
 use crate::batch::IoBatch;
 use crate::error::{SocketError, TransportError, WriteError};
 use crate::messages::flush::{Flush, PendingWrite};
@@ -23,7 +26,7 @@ use crate::messages::functions::{
     Sent, SocketKind,
 };
 use crate::messages::socket::{
-    CancelWrite, Close, GetStats, SocketEvent, SocketEventKind, SocketId, SocketStats,
+    CancelWrite, Close, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId, SocketStats,
     SubscribeWritability, WritabilityChanged, Write, Written,
 };
 use crate::queue::{QueueConfig, WriteQueue};
@@ -62,32 +65,6 @@ impl Default for SocketConfig {
     }
 }
 
-/// The slot a write's reply channel sits in: filled right after the handler returns
-/// (see [`WriteResponse`]); left empty for `do_send`.
-#[derive(Clone, Default)]
-struct Slot(Rc<Cell<Option<ReplyTx>>>);
-
-type ReplyTx = OneshotSender<Result<Written, WriteError>>;
-
-impl Slot {
-    fn take(&self) -> Option<ReplyTx> {
-        self.0.take()
-    }
-}
-
-impl std::fmt::Debug for Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Slot")
-    }
-}
-
-/// Where a write's answer goes.
-#[derive(Debug)]
-struct Reply {
-    tag: Option<u64>,
-    tx: Slot,
-}
-
 /// The [`Write`] handler's response: the answer now, or a slot the reply channel is put
 /// in, answered when the write finishes. Avoids spawning a task per write.
 #[derive(Debug)]
@@ -96,7 +73,7 @@ pub struct WriteResponse(ResponseInner);
 #[derive(Debug)]
 enum ResponseInner {
     Now(Option<u64>, Result<Written, WriteError>),
-    Later(Slot),
+    Later(Arc<Mutex<Option<ReplyTx>>>),
 }
 
 impl MessageResponse<Socket, Write> for WriteResponse {
@@ -106,7 +83,9 @@ impl MessageResponse<Socket, Write> for WriteResponse {
         tx: Option<OneshotSender<Result<Written, WriteError>>>,
     ) {
         match self.0 {
-            ResponseInner::Later(slot) => slot.0.set(tx),
+            ResponseInner::Later(slot) => {
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = tx;
+            }
             ResponseInner::Now(tag, result) => match (tx, result) {
                 (Some(tx), result) => {
                     let _ = tx.send(result);
@@ -164,10 +143,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One socket as an actor.
 ///
-/// Producers send it [`Write`]s; it queues them in a [`WriteQueue`] and hands the
-/// transport ([`SocketFunctions`]) vectored writes, one at a time, so writes leave in
-/// FIFO order and never interleave, however the transport answers. Every write is
-/// answered exactly once. Inbound data goes to the subscriber as [`SocketEvent`]s.
+/// Producers send it [`Write`]s (or write through a [`Writer`] handle); it keeps them in a
+/// [`WriteQueue`] and hands the transport ([`SocketFunctions`]) vectored writes, one at a
+/// time, so writes leave in FIFO order and never interleave, however the transport
+/// answers. Every write is answered exactly once. Inbound data goes to the subscriber as
+/// [`SocketEvent`]s.
 ///
 /// Start one with [`Socket::builder`].
 ///
@@ -177,12 +157,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// that closed it); the actor stops when its last address is dropped.
 #[derive(Debug)]
 pub struct Socket {
-    id: SocketId,
+    core: Arc<Core>,
     handle: Handle,
     peer: Option<Address>,
     functions: SocketFunctions,
     config: SocketConfig,
-    queue: WriteQueue<Reply>,
     waiting: VecDeque<(Write, Reply)>,
     policy: FlushPolicy,
     flush: FlushState,
@@ -192,11 +171,6 @@ pub struct Socket {
     read_ready_hint: bool,
     read_turn: usize,
     life: Lifecycle,
-    cause: Option<TransportError>,
-    subscriber: Option<Recipient<SocketEvent>>,
-    writability: Vec<Recipient<WritabilityChanged>>,
-    stats: SocketStats,
-    span: tracing::Span,
 }
 
 /// Configures and starts a [`Socket`].
@@ -275,7 +249,8 @@ impl SocketBuilder {
             functions.close().do_send(CloseSocket { handle });
             return Err(SocketError::Connect(e));
         }
-        Ok(ctx.run(self.build(functions, handle, Some(addr))))
+        let socket = self.build(functions, handle, Some(addr), &ctx);
+        Ok(ctx.run(socket))
     }
 
     /// Starts a socket on an already connected TCP stream (from a listener's `accept`),
@@ -297,22 +272,43 @@ impl SocketBuilder {
             events: ctx.address().recipient(),
         };
         let handle = flatten(system.send(adopt).await).map_err(SocketError::Open)?;
-        Ok(ctx.run(self.build(functions, handle, peer)))
+        let socket = self.build(functions, handle, peer, &ctx);
+        Ok(ctx.run(socket))
     }
 
-    fn build(self, functions: SocketFunctions, handle: Handle, peer: Option<Address>) -> Socket {
+    fn build(
+        self,
+        functions: SocketFunctions,
+        handle: Handle,
+        peer: Option<Address>,
+        ctx: &Context<Socket>,
+    ) -> Socket {
         let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let peer_text = peer.as_ref().map(|p| p.to_string()).unwrap_or_default();
         let policy = self
             .policy
             .unwrap_or_else(|| FlushPolicy::Deferred(Flusher::current().recipient()));
+        let wake = Wake {
+            flusher: match &policy {
+                FlushPolicy::Deferred(f) => Some(f.clone()),
+                FlushPolicy::Immediate => None,
+            },
+            socket: ctx.address().recipient::<Flush>().downgrade(),
+        };
+        let shared = Shared {
+            queue: WriteQueue::new(self.config.queue),
+            flushing: false,
+            shut: None,
+            stats: SocketStats::default(),
+            writability: self.writability,
+        };
+        let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
         Socket {
-            id,
+            core: Arc::new(Core::new(id, wake, self.subscriber, span, shared)),
             handle,
             peer,
             functions,
             config: self.config,
-            queue: WriteQueue::new(self.config.queue),
             waiting: VecDeque::new(),
             policy,
             flush: FlushState::Idle,
@@ -322,61 +318,12 @@ impl SocketBuilder {
             read_ready_hint: false,
             read_turn: 0,
             life: Lifecycle::Open,
-            cause: None,
-            subscriber: self.subscriber,
-            writability: self.writability,
-            stats: SocketStats::default(),
-            span: tracing::debug_span!("socket", id = id.0, peer = %peer_text),
         }
     }
 }
 
 fn flatten<T>(r: Result<Result<T, TransportError>, MailboxError>) -> Result<T, TransportError> {
     r.map_err(TransportError::from)?
-}
-
-/// Delivers one write's answer: to its caller, or (fire-and-forget failures) to tracing
-/// and the subscriber.
-fn answer(
-    id: SocketId,
-    span: &tracing::Span,
-    stats: &mut SocketStats,
-    subscriber: &Option<Recipient<SocketEvent>>,
-    reply: Reply,
-    result: Result<Written, WriteError>,
-) {
-    match &result {
-        Ok(w) => {
-            stats.writes_completed += 1;
-            tracing::trace!(parent: span, len = w.len, sendv_calls = w.sendv_calls,
-                would_blocks = w.would_blocks, writes_per_sendv = w.max_writes_per_sendv,
-                latency_us = w.latency.as_micros() as u64, "write done");
-        }
-        Err(_) => stats.writes_failed += 1,
-    }
-    let unanswered = match reply.tx.take() {
-        Some(tx) => tx.send(result).err(),
-        None => Some(result),
-    };
-    if let Some(Err(error)) = unanswered {
-        report_failure(id, span, subscriber, reply.tag, error);
-    }
-}
-
-fn report_failure(
-    id: SocketId,
-    span: &tracing::Span,
-    subscriber: &Option<Recipient<SocketEvent>>,
-    tag: Option<u64>,
-    error: WriteError,
-) {
-    tracing::warn!(parent: span, ?tag, %error, "write failed with nobody waiting for its answer");
-    if let Some(s) = subscriber {
-        s.do_send(SocketEvent {
-            socket: id,
-            kind: SocketEventKind::WriteFailed { tag, error },
-        });
-    }
 }
 
 impl Socket {
@@ -387,7 +334,7 @@ impl Socket {
 
     /// This socket's id.
     pub fn id(&self) -> SocketId {
-        self.id
+        self.core.id
     }
 
     /// The peer's address, where known.
@@ -396,101 +343,74 @@ impl Socket {
     }
 
     fn event(&self, kind: SocketEventKind) {
-        if let Some(s) = &self.subscriber {
+        if let Some(s) = &self.core.subscriber {
             s.do_send(SocketEvent {
-                socket: self.id,
+                socket: self.core.id,
                 kind,
             });
         }
     }
 
-    fn new_reply(tag: Option<u64>) -> (Reply, Slot) {
-        let tx = Slot::default();
-        (
-            Reply {
-                tag,
-                tx: tx.clone(),
-            },
-            tx,
-        )
-    }
-
-    /// Tells writability subscribers about a watermark crossing, dropping stopped ones.
-    fn publish_writability(&mut self) {
-        if let Some(writable) = self.queue.take_writability_change() {
-            if self.life == Lifecycle::Closed {
-                return;
-            }
-            tracing::debug!(parent: &self.span, writable, queued = self.queue.queued_bytes(), "writability changed");
-            let msg = WritabilityChanged {
-                socket: self.id,
-                writable,
-            };
-            self.writability.retain(|r| r.connected());
-            for r in &self.writability {
-                r.do_send(msg);
-            }
-        }
-    }
-
-    /// Queues a write (refusing it while unwritable). Returns the response for the caller.
+    /// Queues a write from the mailbox; a refused one comes back.
     fn enqueue(
         &mut self,
         msg: Write,
         reply: Reply,
         ctx: &mut Context<Self>,
-    ) -> Result<(), (Write, Reply)> {
-        let was_empty = self.queue.is_empty();
-        let Socket {
-            id,
-            span,
-            stats,
-            subscriber,
-            queue,
-            ..
-        } = self;
+    ) -> Result<(), Box<(Write, Reply, WriteError)>> {
         let (tag, wait) = (msg.tag, msg.wait_when_full);
-        match queue.push(msg.batch, tag, reply, Instant::now(), |r, res| {
-            answer(*id, span, stats, subscriber, r, res)
-        }) {
-            Ok(()) => {
-                self.stats.writes += 1;
-                self.publish_writability();
-                if was_empty && !self.queue.is_empty() {
-                    self.on_fresh_data(ctx);
-                }
+        match self.core.push(msg.batch, reply, Instant::now()) {
+            Ok(Pushed::Queued { wake: true }) => {
+                self.start_flush(ctx);
                 Ok(())
             }
-            Err(refused) => Err((
-                Write {
-                    batch: refused.batch,
+            Ok(_) => Ok(()),
+            Err((error, reply)) => {
+                let batch = match error {
+                    WriteError::QueueFull { payload, .. } => payload,
+                    other => return Err(Box::new((Write::new(IoBatch::new()), reply, other))),
+                };
+                let write = Write {
+                    batch,
                     tag,
                     wait_when_full: wait,
-                },
-                refused.token,
-            )),
+                };
+                let error = {
+                    let st = self.core.lock();
+                    WriteError::QueueFull {
+                        queued: st.queue.queued_bytes(),
+                        high_watermark: st.queue.config().high_watermark,
+                        payload: IoBatch::new(),
+                    }
+                };
+                Err(Box::new((write, reply, error)))
+            }
         }
     }
 
-    /// The queue went from empty to non-empty.
-    fn on_fresh_data(&mut self, ctx: &mut Context<Self>) {
+    /// The queue went from empty to non-empty with no flush under way, on the mailbox
+    /// path: the immediate policy flushes now, the deferred one asks the Flusher.
+    fn start_flush(&mut self, ctx: &mut Context<Self>) {
         if self.flush != FlushState::Idle {
-            // A flush is under way (or requested): it will pick the new data up.
             return;
         }
         match &self.policy {
-            FlushPolicy::Immediate => self.drive(ctx),
+            FlushPolicy::Immediate => {
+                self.flush = FlushState::Active;
+                self.drive(ctx);
+            }
             FlushPolicy::Deferred(flusher) if flusher.connected() => {
                 flusher.do_send(PendingWrite {
-                    socket: self.id,
+                    socket: self.core.id,
                     flush: ctx.address().recipient(),
                 });
-                self.stats.pending_writes += 1;
+                self.core.lock().stats.pending_writes += 1;
                 self.flush = FlushState::Requested;
             }
             FlushPolicy::Deferred(_) => {
-                tracing::warn!(parent: &self.span, "flusher is gone; writing immediately");
+                tracing::warn!(parent: &self.core.span, "flusher is gone; writing immediately");
                 self.policy = FlushPolicy::Immediate;
+                self.flush = FlushState::Active;
                 self.drive(ctx);
             }
         }
@@ -498,11 +418,16 @@ impl Socket {
 
     /// Hands the transport the next vectored write, or goes idle when nothing is queued.
     fn drive(&mut self, ctx: &mut Context<Self>) {
-        if self.life == Lifecycle::Closed || self.queue.in_flight() {
+        if self.life == Lifecycle::Closed {
             return;
         }
-        let max_turn = self.queue.config().max_bytes_per_turn;
+        let mut st = self.core.lock();
+        if st.queue.in_flight() {
+            return;
+        }
+        let max_turn = st.queue.config().max_bytes_per_turn;
         if self.turn_bytes >= max_turn {
+            drop(st);
             // Fairness: let other actors on this thread run before the next turn.
             self.turn_bytes = 0;
             self.flush = FlushState::Yielding;
@@ -518,16 +443,21 @@ impl Socket {
             );
             return;
         }
-        let Some(transmit) = self.queue.poll_transmit(max_turn - self.turn_bytes) else {
+        let Some(transmit) = st.queue.poll_transmit(max_turn - self.turn_bytes) else {
+            // Nothing left: writers must wake the socket for their next write.
+            st.flushing = false;
+            drop(st);
             self.flush = FlushState::Idle;
             self.turn_bytes = 0;
             self.maybe_finish_drain();
             return;
         };
+        st.flushing = true;
+        st.stats.sendv_calls += 1;
+        drop(st);
         self.flush = FlushState::Active;
-        self.stats.sendv_calls += 1;
-        tracing::trace!(parent: &self.span, bytes = transmit.len, segments = transmit.segments.len(),
-            writes = transmit.writes, "sendv");
+        tracing::trace!(parent: &self.core.span, bytes = transmit.len,
+            segments = transmit.segments.len(), writes = transmit.writes, "sendv");
         let sendv = SendV {
             handle: self.handle,
             segments: transmit.segments,
@@ -556,32 +486,34 @@ impl Socket {
             Ok(Sent::Accepted(n)) => {
                 // A writable notice that came meanwhile belonged to an older block.
                 self.write_ready_hint = false;
-                let Socket {
-                    id,
-                    span,
-                    stats,
-                    subscriber,
-                    queue,
-                    ..
-                } = self;
-                let handled = queue.handle_sent(n, Instant::now(), |r, res| {
-                    answer(*id, span, stats, subscriber, r, res)
-                });
+                let core = &*self.core;
+                let mut guard = core.lock();
+                let st = &mut *guard;
+                let stats = &mut st.stats;
+                let handled = st
+                    .queue
+                    .handle_sent(n, Instant::now(), |r, res| answer(core, stats, r, res));
                 if let Err(e) = handled {
+                    drop(guard);
                     self.fail(e);
                     return;
                 }
-                self.stats.bytes_sent += n as u64;
+                st.stats.bytes_sent += n as u64;
+                drop(guard);
                 self.turn_bytes += n;
                 self.admit_waiting(ctx);
                 self.publish_writability();
                 self.drive(ctx);
             }
             Ok(Sent::WouldBlock) => {
-                self.queue.handle_would_block();
-                self.stats.would_blocks += 1;
+                let queued = {
+                    let mut st = self.core.lock();
+                    st.queue.handle_would_block();
+                    st.stats.would_blocks += 1;
+                    st.queue.queued_bytes()
+                };
                 self.turn_bytes = 0;
-                tracing::debug!(parent: &self.span, queued = self.queue.queued_bytes(), "would block");
+                tracing::debug!(parent: &self.core.span, queued, "would block");
                 if std::mem::take(&mut self.write_ready_hint) {
                     // Its writable notice already came.
                     self.flush = FlushState::Active;
@@ -594,76 +526,101 @@ impl Socket {
         }
     }
 
+    /// Tells writability subscribers about a watermark crossing the socket itself caused.
+    fn publish_writability(&mut self) {
+        let (change, subscribers) = {
+            let mut st = self.core.lock();
+            match st.queue.take_writability_change() {
+                Some(w) if st.shut.is_none() => {
+                    st.writability.retain(|r| r.connected());
+                    (Some(w), st.writability.clone())
+                }
+                _ => (None, Vec::new()),
+            }
+        };
+        if let Some(writable) = change {
+            tracing::debug!(parent: &self.core.span, writable, "writability changed");
+            notify_writability(self.core.id, &subscribers, writable);
+        }
+    }
+
     /// Moves writes that waited for room into the queue, while it is writable.
     fn admit_waiting(&mut self, ctx: &mut Context<Self>) {
-        while self.queue.is_writable() {
+        while self.core.lock().queue.is_writable() {
             let Some((write, reply)) = self.waiting.pop_front() else {
                 break;
             };
-            if let Err(back) = self.enqueue(write, reply, ctx) {
-                self.waiting.push_front(back);
-                break;
+            match self.enqueue(write, reply, ctx).map_err(|e| *e) {
+                Ok(()) => {}
+                Err((write, reply, WriteError::QueueFull { .. })) => {
+                    self.waiting.push_front((write, reply));
+                    break;
+                }
+                Err((_, reply, error)) => answer_now(&self.core, reply, Err(error)),
             }
         }
     }
 
-    /// A transport error: every write is answered with it, the handle closes, the actor
-    /// stops.
+    /// A transport error: every write is answered with it and the handle closes.
     fn fail(&mut self, error: TransportError) {
-        tracing::warn!(parent: &self.span, %error, "transport failed; closing");
-        let err = error.clone();
-        self.fail_writes(move |bytes_sent, len| WriteError::Transport {
-            bytes_sent,
-            len,
-            source: err.clone(),
+        tracing::warn!(parent: &self.core.span, %error, "transport failed; closing");
+        self.shut_and_fail_writes(Shut::Failed(error.clone()), |bytes_sent, len| {
+            WriteError::Transport {
+                bytes_sent,
+                len,
+                source: error.clone(),
+            }
         });
-        self.close_now(Some(error));
+        self.close_now();
     }
 
-    fn fail_writes(&mut self, error: impl Fn(usize, usize) -> WriteError) {
-        let Socket {
-            id,
-            span,
-            stats,
-            subscriber,
-            queue,
-            waiting,
-            ..
-        } = self;
-        queue.fail_all(&error, |r, res| {
-            answer(*id, span, stats, subscriber, r, res)
-        });
-        for (write, reply) in waiting.drain(..) {
-            answer(
-                *id,
-                span,
-                stats,
-                subscriber,
-                reply,
-                Err(error(0, write.batch.len())),
-            );
+    /// Stops taking writes (`shut`) and ends every queued and waiting write with `error`.
+    fn shut_and_fail_writes(&mut self, shut: Shut, error: impl Fn(usize, usize) -> WriteError) {
+        let core = &*self.core;
+        let mut guard = core.lock();
+        let st = &mut *guard;
+        if st.shut.is_none() || matches!(shut, Shut::Failed(_)) {
+            st.shut = Some(shut);
+        }
+        let stats = &mut st.stats;
+        st.queue
+            .fail_all(&error, |r, res| answer(core, stats, r, res));
+        for (write, reply) in self.waiting.drain(..) {
+            answer(core, stats, reply, Err(error(0, write.batch.len())));
         }
         // Watermark changes of a dying queue are not news.
-        let _ = self.queue.take_writability_change();
+        let _ = st.queue.take_writability_change();
     }
 
     fn maybe_finish_drain(&mut self) {
-        if self.life == Lifecycle::Draining && self.queue.is_empty() && self.waiting.is_empty() {
-            self.close_now(None);
+        if self.life == Lifecycle::Draining
+            && self.core.lock().queue.is_empty()
+            && self.waiting.is_empty()
+        {
+            self.close_now();
         }
     }
 
-    fn close_now(&mut self, cause: Option<TransportError>) {
+    fn close_now(&mut self) {
         if self.life == Lifecycle::Closed {
             return;
         }
         self.life = Lifecycle::Closed;
         self.read = ReadState::Done;
+        let cause = {
+            let mut st = self.core.lock();
+            if st.shut.is_none() {
+                st.shut = Some(Shut::Closed);
+            }
+            match &st.shut {
+                Some(Shut::Failed(e)) => Some(e.clone()),
+                _ => None,
+            }
+        };
         self.functions.close().do_send(CloseSocket {
             handle: self.handle,
         });
-        tracing::debug!(parent: &self.span, cause = ?cause, "closed");
-        self.cause = cause.clone();
+        tracing::debug!(parent: &self.core.span, cause = ?cause, "closed");
         self.event(SocketEventKind::Closed { cause });
         // The actor lingers, answering later writes with a typed error (rather than
         // letting messages already in its mailbox be dropped unanswered), and stops
@@ -674,7 +631,7 @@ impl Socket {
         if self.read != ReadState::Idle || self.life == Lifecycle::Closed {
             return;
         }
-        if self.read_turn >= self.queue.config().max_bytes_per_turn {
+        if self.read_turn >= self.config.queue.max_bytes_per_turn {
             self.read_turn = 0;
             self.read = ReadState::Yielding;
             ctx.spawn(
@@ -710,7 +667,7 @@ impl Socket {
         match result {
             Ok(Received::Data { bytes, .. }) => {
                 self.read_ready_hint = false;
-                self.stats.bytes_received += bytes.len() as u64;
+                self.core.lock().stats.bytes_received += bytes.len() as u64;
                 self.read_turn += bytes.len();
                 self.read = ReadState::Idle;
                 self.deliver(bytes);
@@ -727,7 +684,7 @@ impl Socket {
             }
             Ok(Received::Eof) => {
                 self.read = ReadState::Done;
-                tracing::debug!(parent: &self.span, "peer closed its sending half");
+                tracing::debug!(parent: &self.core.span, "peer closed its sending half");
                 self.event(SocketEventKind::Eof);
             }
             Err(e) => {
@@ -743,12 +700,18 @@ impl Socket {
     }
 }
 
+/// Answers a write that never reached the queue.
+fn answer_now(core: &Core, reply: Reply, result: Result<Written, WriteError>) {
+    let mut st = core.lock();
+    answer(core, &mut st.stats, reply, result);
+}
+
 impl Actor for Socket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        tracing::debug!(parent: &self.span, handle = %self.handle, "socket started");
-        if self.subscriber.is_some() {
+        tracing::debug!(parent: &self.core.span, handle = %self.handle, "socket started");
+        if self.core.subscriber.is_some() {
             self.read = ReadState::Idle;
             self.drive_read(ctx);
         }
@@ -756,12 +719,11 @@ impl Actor for Socket {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         if self.life != Lifecycle::Closed {
-            self.fail_writes(|bytes_sent, len| WriteError::Closed { bytes_sent, len });
-            self.life = Lifecycle::Closed;
-            self.functions.close().do_send(CloseSocket {
-                handle: self.handle,
+            self.shut_and_fail_writes(Shut::Closed, |bytes_sent, len| WriteError::Closed {
+                bytes_sent,
+                len,
             });
-            self.event(SocketEventKind::Closed { cause: None });
+            self.close_now();
         }
     }
 }
@@ -771,49 +733,69 @@ impl Handler<Write> for Socket {
 
     fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> WriteResponse {
         let tag = msg.tag;
-        if self.life != Lifecycle::Open {
-            self.stats.writes_failed += 1;
-            let len = msg.batch.len();
-            let error = match &self.cause {
-                Some(source) => WriteError::Transport {
-                    bytes_sent: 0,
-                    len,
-                    source: source.clone(),
-                },
-                None => WriteError::Closed { bytes_sent: 0, len },
-            };
-            return WriteResponse(ResponseInner::Now(tag, Err(error)));
+        if msg.batch.is_empty() && self.waiting.is_empty() {
+            let mut st = self.core.lock();
+            if st.shut.is_none() && st.queue.is_empty() {
+                // Nothing ahead of it and nothing to send: done now, in order.
+                st.stats.writes += 1;
+                st.stats.writes_completed += 1;
+                return WriteResponse(ResponseInner::Now(tag, Ok(Written::default())));
+            }
         }
-        if msg.batch.is_empty() && self.queue.is_empty() && self.waiting.is_empty() {
-            // Nothing ahead of it and nothing to send: done now, in order.
-            self.stats.writes += 1;
-            self.stats.writes_completed += 1;
-            return WriteResponse(ResponseInner::Now(tag, Ok(Written::default())));
-        }
-        let (reply, slot) = Self::new_reply(tag);
+        let slot = Arc::new(Mutex::new(None));
+        let reply = Reply {
+            tag,
+            to: ReplyTo::Slot(slot.clone()),
+        };
         // Writes already waiting for room go first.
         let refused = if self.waiting.is_empty() {
-            self.enqueue(msg, reply, ctx).err()
+            self.enqueue(msg, reply, ctx).err().map(|e| *e)
+        } else if self.core.lock().shut.is_some() {
+            let len = msg.batch.len();
+            let error = self.core.lock().shut.as_ref().map(|s| s.error(0, len));
+            error.map(|e| (msg, reply, e))
         } else {
-            Some((msg, reply))
+            let error = WriteError::QueueFull {
+                queued: 0,
+                high_watermark: 0,
+                payload: IoBatch::new(),
+            };
+            Some((msg, reply, error))
         };
-        let Some((msg, reply)) = refused else {
+        let Some((msg, reply, error)) = refused else {
             return WriteResponse(ResponseInner::Later(slot));
         };
-        if msg.wait_when_full && self.waiting.len() < self.config.max_waiting_writes {
-            self.waiting.push_back((msg, reply));
-            return WriteResponse(ResponseInner::Later(slot));
+        drop(reply);
+        match error {
+            WriteError::QueueFull { .. } => {
+                if msg.wait_when_full && self.waiting.len() < self.config.max_waiting_writes {
+                    let reply = Reply {
+                        tag,
+                        to: ReplyTo::Slot(slot.clone()),
+                    };
+                    self.waiting.push_back((msg, reply));
+                    return WriteResponse(ResponseInner::Later(slot));
+                }
+                let (queued, high_watermark) = {
+                    let mut st = self.core.lock();
+                    st.stats.writes_failed += 1;
+                    (st.queue.queued_bytes(), st.queue.config().high_watermark)
+                };
+                tracing::debug!(parent: &self.core.span, queued, "write refused: queue full");
+                WriteResponse(ResponseInner::Now(
+                    tag,
+                    Err(WriteError::QueueFull {
+                        queued,
+                        high_watermark,
+                        payload: msg.batch,
+                    }),
+                ))
+            }
+            other => {
+                self.core.lock().stats.writes_failed += 1;
+                WriteResponse(ResponseInner::Now(tag, Err(other)))
+            }
         }
-        self.stats.writes_failed += 1;
-        tracing::debug!(parent: &self.span, queued = self.queue.queued_bytes(), "write refused: queue full");
-        WriteResponse(ResponseInner::Now(
-            tag,
-            Err(WriteError::QueueFull {
-                queued: self.queue.queued_bytes(),
-                high_watermark: self.queue.config().high_watermark,
-                payload: msg.batch,
-            }),
-        ))
     }
 }
 
@@ -821,7 +803,7 @@ impl Handler<ReportFailure> for Socket {
     type Result = ();
 
     fn handle(&mut self, msg: ReportFailure, _: &mut Context<Self>) {
-        report_failure(self.id, &self.span, &self.subscriber, msg.tag, msg.error);
+        report_failure(&self.core, msg.tag, msg.error);
     }
 }
 
@@ -866,17 +848,15 @@ impl Handler<CancelWrite> for Socket {
     type Result = Option<IoBatch>;
 
     fn handle(&mut self, msg: CancelWrite, ctx: &mut Context<Self>) -> Option<IoBatch> {
-        let Socket {
-            id,
-            span,
-            stats,
-            subscriber,
-            queue,
-            ..
-        } = self;
-        let cancelled = queue.cancel(msg.tag, Instant::now(), |r, res| {
-            answer(*id, span, stats, subscriber, r, res)
-        });
+        let cancelled = {
+            let core = &*self.core;
+            let mut guard = core.lock();
+            let st = &mut *guard;
+            let stats = &mut st.stats;
+            st.queue.cancel(msg.tag, Instant::now(), |r, res| {
+                answer(core, stats, r, res)
+            })
+        };
         let (batch, reply) = match cancelled {
             Some(found) => found,
             None => {
@@ -888,17 +868,10 @@ impl Handler<CancelWrite> for Socket {
                 (write.batch, reply)
             }
         };
-        answer(
-            self.id,
-            &self.span,
-            &mut self.stats,
-            &self.subscriber,
-            reply,
-            Err(WriteError::Cancelled),
-        );
+        answer_now(&self.core, reply, Err(WriteError::Cancelled));
         self.admit_waiting(ctx);
         self.publish_writability();
-        if self.queue.is_empty() && self.flush == FlushState::Idle {
+        if self.flush == FlushState::Idle {
             self.maybe_finish_drain();
         }
         Some(batch)
@@ -911,14 +884,18 @@ impl Handler<Close> for Socket {
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
         match msg {
             Close::Abort => {
-                self.fail_writes(|bytes_sent, len| WriteError::Aborted { bytes_sent, len });
-                self.close_now(None);
+                self.shut_and_fail_writes(Shut::Closed, |bytes_sent, len| WriteError::Aborted {
+                    bytes_sent,
+                    len,
+                });
+                self.close_now();
             }
             Close::Graceful => {
                 if self.life != Lifecycle::Open {
                     return;
                 }
                 self.life = Lifecycle::Draining;
+                self.core.lock().shut = Some(Shut::Closed);
                 // Flush now rather than wait for the Flusher's round.
                 if matches!(self.flush, FlushState::Idle | FlushState::Requested) {
                     self.flush = FlushState::Active;
@@ -933,9 +910,10 @@ impl Handler<GetStats> for Socket {
     type Result = actix::MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        let mut stats = self.stats;
-        stats.queued_bytes = self.queue.queued_bytes() as u64;
-        stats.queued_writes = (self.queue.len() + self.waiting.len()) as u64;
+        let st = self.core.lock();
+        let mut stats = st.stats;
+        stats.queued_bytes = st.queue.queued_bytes() as u64;
+        stats.queued_writes = (st.queue.len() + self.waiting.len()) as u64;
         actix::MessageResult(stats)
     }
 }
@@ -944,6 +922,14 @@ impl Handler<SubscribeWritability> for Socket {
     type Result = ();
 
     fn handle(&mut self, msg: SubscribeWritability, _: &mut Context<Self>) {
-        self.writability.push(msg.0);
+        self.core.lock().writability.push(msg.0);
+    }
+}
+
+impl Handler<GetWriter> for Socket {
+    type Result = actix::MessageResult<GetWriter>;
+
+    fn handle(&mut self, _: GetWriter, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(Writer::new(self.core.clone()))
     }
 }

@@ -14,6 +14,6 @@ pub use functions::{
     RecvFrom, SendV, Sent, SocketKind,
 };
 pub use socket::{
-    CancelWrite, Close, GetStats, SocketEvent, SocketEventKind, SocketId, SocketStats,
+    CancelWrite, Close, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId, SocketStats,
     SubscribeWritability, WritabilityChanged, Write, Written,
 };

@@ -161,6 +161,15 @@ pub struct SocketStats {
     pub queued_writes: u64,
 }
 
+/// Ask for a [`Writer`](crate::Writer): a cloneable handle that writes into the socket's
+/// queue directly, without a message per write.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GetWriter;
+
+impl Message for GetWriter {
+    type Result = crate::actors::writer::Writer;
+}
+
 /// Subscribe a producer to writability changes of this socket.
 #[derive(Debug)]
 pub struct SubscribeWritability(pub Recipient<WritabilityChanged>);
