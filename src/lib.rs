@@ -6,17 +6,19 @@
 //!
 //! ```text
 //!  producers ──Write──▶ Socket ──PendingWrite──▶ Flusher
-//!      ▲                 │  ▲ ◀──────Flush────────┘
-//!      └──answer / ──────┘  │
-//!       WritabilityChanged  │ OpenSocket, Connect, SendV, RecvFrom, CloseSocket
-//!                           ▼ ◀── Ready (after a would-block)
-//!                     SocketFunctions: SystemFunctions | MockFunctions | your actor
+//!  (or a Writer handle   │  ▲ ◀──────Flush────────┘
+//!   pushing straight     │  │
+//!   into the queue)      │  │ OpenSocket, Connect, SendV, RecvFrom, CloseSocket
+//!      ▲                 ▼  │ ◀── Ready (after a would-block)
+//!      └─ answer,     SocketFunctions: SystemFunctions | MockFunctions | your actor
+//!         WritabilityChanged, SocketEvent (to the subscriber)
 //! ```
 //!
 //! - [`Socket`] (one per socket) keeps a [`WriteQueue`]: writes leave in FIFO order, never
 //!   interleave, and each gets exactly one answer ([`messages::Written`] or a
 //!   [`WriteError`] saying how many of its bytes went out). The queue is bounded by
-//!   watermarks, and producers hear about writability changes.
+//!   watermarks, and producers hear about writability changes. A [`Writer`] (from
+//!   [`messages::GetWriter`]) pushes into the same queue without a message per write.
 //! - [`Flusher`] (one per thread) is c-ares' pending-write callback: a socket with fresh
 //!   data tells it once, and it answers with a [`messages::Flush`] after the current burst,
 //!   so a burst of writes leaves in one vectored write.

@@ -92,6 +92,22 @@ struct Entry<T> {
 }
 
 impl<T> Entry<T> {
+    fn new(batch: IoBatch, tag: Option<u64>, token: T, now: Instant) -> Self {
+        Entry {
+            tag,
+            len: batch.len(),
+            segments: batch,
+            sent: 0,
+            seg: 0,
+            off: 0,
+            enqueued: now,
+            sendv_calls: 0,
+            would_blocks: 0,
+            max_writes_per_sendv: 0,
+            token,
+        }
+    }
+
     fn remaining(&self) -> usize {
         self.len - self.sent
     }
@@ -216,7 +232,37 @@ impl<T> WriteQueue<T> {
         now: Instant,
         completed: impl FnOnce(T, Result<Written, WriteError>),
     ) -> Result<(), Refused<T>> {
-        if !self.writable {
+        self.push_inner(batch, tag, token, now, completed, false)
+    }
+
+    /// [`push`](Self::push), accepted even while unwritable: for writes whose payload is
+    /// already held in memory elsewhere (writes that waited for room, when a graceful
+    /// close moves them into the queue).
+    pub fn push_forced(
+        &mut self,
+        batch: IoBatch,
+        tag: Option<u64>,
+        token: T,
+        now: Instant,
+        completed: impl FnOnce(T, Result<Written, WriteError>),
+    ) {
+        if let Err(refused) = self.push_inner(batch, tag, token, now, completed, true) {
+            // Unreachable: a forced push is never refused. Keep the write anyway.
+            self.entries
+                .push_back(Entry::new(refused.batch, tag, refused.token, now));
+        }
+    }
+
+    fn push_inner(
+        &mut self,
+        batch: IoBatch,
+        tag: Option<u64>,
+        token: T,
+        now: Instant,
+        completed: impl FnOnce(T, Result<Written, WriteError>),
+        force: bool,
+    ) -> Result<(), Refused<T>> {
+        if !self.writable && !force {
             return Err(Refused {
                 batch,
                 token,
@@ -237,19 +283,7 @@ impl<T> WriteQueue<T> {
             );
             return Ok(());
         }
-        self.entries.push_back(Entry {
-            tag,
-            segments: batch,
-            len,
-            sent: 0,
-            seg: 0,
-            off: 0,
-            enqueued: now,
-            sendv_calls: 0,
-            would_blocks: 0,
-            max_writes_per_sendv: 0,
-            token,
-        });
+        self.entries.push_back(Entry::new(batch, tag, token, now));
         self.queued += len;
         if self.queued >= self.config.high_watermark {
             self.set_writable(false);
@@ -356,15 +390,22 @@ impl<T> WriteQueue<T> {
         }
     }
 
-    /// Removes a queued write that has not started (no byte of it sent or in flight) and
-    /// hands back its payload and token. `None` if no such write has this tag. Zero-length
-    /// writes that the removal leaves at the front are completed through `completed`.
+    /// The transport failed the transmit in flight: how far it got is what earlier
+    /// answers said. Clears the in-flight mark so every write can be failed.
+    pub fn handle_failed(&mut self) {
+        self.in_flight = None;
+    }
+
+    /// Removes a queued write that has not started (no byte of it sent or in flight),
+    /// answers it with [`WriteError::Cancelled`] through `completed`, and hands back its
+    /// payload. `None` if no such write has this tag. Zero-length writes that the removal
+    /// leaves at the front are completed next, in order.
     pub fn cancel(
         &mut self,
         tag: u64,
         now: Instant,
-        completed: impl FnMut(T, Result<Written, WriteError>),
-    ) -> Option<(IoBatch, T)> {
+        mut completed: impl FnMut(T, Result<Written, WriteError>),
+    ) -> Option<IoBatch> {
         let first_free = self.in_flight.map_or(0, |f| f.writes);
         let index = self
             .entries
@@ -375,13 +416,32 @@ impl<T> WriteQueue<T> {
             .map(|(i, _)| i)?;
         let entry = self.entries.remove(index)?;
         self.queued -= entry.len;
+        completed(entry.token, Err(WriteError::Cancelled));
         if self.in_flight.is_none() {
             self.pop_finished(now, completed);
         }
         if !self.writable && self.queued <= self.config.low_watermark {
             self.set_writable(true);
         }
-        Some((entry.segments, entry.token))
+        Some(entry.segments)
+    }
+
+    /// Ends every write behind the transmit in flight (every write, when none is in
+    /// flight) with the error `error(bytes_sent, len)` makes, front first. The writes in
+    /// flight stay until the transport's answer says how far they got.
+    pub fn fail_behind_in_flight(
+        &mut self,
+        error: impl Fn(usize, usize) -> WriteError,
+        mut completed: impl FnMut(T, Result<Written, WriteError>),
+    ) {
+        let keep = self
+            .in_flight
+            .map_or(0, |f| f.writes)
+            .min(self.entries.len());
+        for entry in self.entries.drain(keep..) {
+            self.queued -= entry.remaining();
+            completed(entry.token, Err(error(entry.sent, entry.len)));
+        }
     }
 
     /// Ends every queued write with the error `error(bytes_sent, len)` makes, front first.
@@ -558,8 +618,11 @@ mod tests {
             q.cancel(2, Instant::now(), |_, _| {}).is_none(),
             "in flight"
         );
-        let (batch, token) = q.cancel(3, Instant::now(), |_, _| {}).expect("queued");
-        assert_eq!((batch.to_vec(), token), (b"cccc".to_vec(), 3));
+        let batch = q
+            .cancel(3, Instant::now(), |t, r| out.push((t, r)))
+            .expect("queued");
+        assert_eq!(batch.to_vec(), b"cccc".to_vec());
+        assert!(matches!(out.as_slice(), [(3, Err(WriteError::Cancelled))]));
         assert_eq!(q.queued_bytes(), 8);
     }
 

@@ -24,6 +24,7 @@ enum Step {
     Accept(usize),
     AcceptAll,
     WouldBlock(u64),
+    Slow(usize, u64),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -31,6 +32,7 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (1usize..400).prop_map(Step::Accept),
         2 => Just(Step::AcceptAll),
         2 => (0u64..5).prop_map(Step::WouldBlock),
+        1 => (1usize..400, 0u64..3).prop_map(|(n, ms)| Step::Slow(n, ms)),
     ]
 }
 
@@ -106,6 +108,10 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                 Step::Accept(n) => SendStep::Accept(*n),
                 Step::AcceptAll => SendStep::AcceptAll,
                 Step::WouldBlock(ms) => SendStep::WouldBlock(Duration::from_millis(*ms)),
+                Step::Slow(bytes, ms) => SendStep::Slow {
+                    bytes: *bytes,
+                    after: Duration::from_millis(*ms),
+                },
             })
             .collect();
         if let Some(at) = case.fail_at {

@@ -62,6 +62,11 @@ impl Flusher {
 
 impl Actor for Flusher {
     type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Sockets waiting for this round are not stranded: they flush now.
+        self.flush_all();
+    }
 }
 
 impl Handler<PendingWrite> for Flusher {

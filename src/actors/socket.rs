@@ -26,17 +26,18 @@ use crate::messages::functions::{
     Sent, SocketKind,
 };
 use crate::messages::socket::{
-    CancelWrite, Close, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId, SocketStats,
-    SubscribeWritability, WritabilityChanged, Write, Written,
+    CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
+    SocketInfo, SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
 };
 use crate::queue::{QueueConfig, WriteQueue};
 
 /// How a socket's queued writes reach the transport.
 #[derive(Clone, Debug)]
 pub enum FlushPolicy {
-    /// No Flusher: each write goes to the transport at once, and the socket handles no
-    /// other message until the transport has answered (c-ares without a pending-write
-    /// callback). Writes that queue up behind a would-block still leave together.
+    /// No Flusher: a `Write` message goes to the transport at once, and the socket
+    /// handles no other message until that `sendv` is answered (c-ares without a
+    /// pending-write callback). Writes that queue up behind a would-block, or that a
+    /// [`Writer`] pushes before the socket runs, still leave together.
     Immediate,
     /// Coalesce: on fresh data send one [`PendingWrite`] here and flush everything queued
     /// when the [`Flush`] comes back (c-ares with a pending-write callback).
@@ -151,10 +152,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 ///
 /// Start one with [`Socket::builder`].
 ///
-/// Once closed (by [`Close`], or by a transport error) the handle is closed at once, the
+/// Once closed (by [`Close`], or by a transport error) the handle is closed, the
 /// subscriber gets [`SocketEventKind::Closed`], and every later write is answered with a
 /// typed error ([`WriteError::Closed`], or [`WriteError::Transport`] carrying the error
-/// that closed it); the actor stops when its last address is dropped.
+/// that closed it). A closed socket actor stops when its last address is dropped (the
+/// transport lets go of it on close). An open socket is kept alive by its transport's
+/// readiness recipient until it is closed: close it explicitly.
 #[derive(Debug)]
 pub struct Socket {
     core: Arc<Core>,
@@ -171,6 +174,7 @@ pub struct Socket {
     read_ready_hint: bool,
     read_turn: usize,
     life: Lifecycle,
+    end_after_flight: bool,
 }
 
 /// Configures and starts a [`Socket`].
@@ -277,12 +281,14 @@ impl SocketBuilder {
     }
 
     fn build(
-        self,
+        mut self,
         functions: SocketFunctions,
         handle: Handle,
         peer: Option<Address>,
         ctx: &Context<Socket>,
     ) -> Socket {
+        self.config.queue = self.config.queue.sanitized();
+        self.config.read_chunk = self.config.read_chunk.max(1);
         let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let peer_text = peer.as_ref().map(|p| p.to_string()).unwrap_or_default();
         let policy = self
@@ -318,6 +324,7 @@ impl SocketBuilder {
             read_ready_hint: false,
             read_turn: 0,
             life: Lifecycle::Open,
+            end_after_flight: false,
         }
     }
 }
@@ -330,16 +337,6 @@ impl Socket {
     /// A builder for a socket.
     pub fn builder() -> SocketBuilder {
         SocketBuilder::default()
-    }
-
-    /// This socket's id.
-    pub fn id(&self) -> SocketId {
-        self.core.id
-    }
-
-    /// The peer's address, where known.
-    pub fn peer(&self) -> Option<&Address> {
-        self.peer.as_ref()
     }
 
     fn event(&self, kind: SocketEventKind) {
@@ -480,6 +477,7 @@ impl Socket {
 
     fn on_sent(&mut self, result: Result<Sent, TransportError>, ctx: &mut Context<Self>) {
         if self.life == Lifecycle::Closed {
+            self.end_in_flight(result);
             return;
         }
         match result {
@@ -522,7 +520,10 @@ impl Socket {
                     self.flush = FlushState::Blocked;
                 }
             }
-            Err(e) => self.fail(e),
+            Err(e) => {
+                self.core.lock().queue.handle_failed();
+                self.fail(e);
+            }
         }
     }
 
@@ -564,31 +565,68 @@ impl Socket {
     /// A transport error: every write is answered with it and the handle closes.
     fn fail(&mut self, error: TransportError) {
         tracing::warn!(parent: &self.core.span, %error, "transport failed; closing");
-        self.shut_and_fail_writes(Shut::Failed(error.clone()), |bytes_sent, len| {
-            WriteError::Transport {
-                bytes_sent,
-                len,
-                source: error.clone(),
-            }
-        });
+        self.shut_and_fail_writes(Shut::Failed(error));
         self.close_now();
     }
 
-    /// Stops taking writes (`shut`) and ends every queued and waiting write with `error`.
-    fn shut_and_fail_writes(&mut self, shut: Shut, error: impl Fn(usize, usize) -> WriteError) {
+    /// Stops taking writes and ends every queued and waiting write with the error `shut`
+    /// gives. Writes in a `sendv` still awaiting its answer are ended when the answer
+    /// comes, so their errors say truly how many bytes went out.
+    fn shut_and_fail_writes(&mut self, shut: Shut) {
         let core = &*self.core;
         let mut guard = core.lock();
         let st = &mut *guard;
-        if st.shut.is_none() || matches!(shut, Shut::Failed(_)) {
+        if st.shut.is_none() || !matches!(shut, Shut::Closed) {
             st.shut = Some(shut);
         }
+        let Some(shut) = st.shut.clone() else {
+            return;
+        };
         let stats = &mut st.stats;
-        st.queue
-            .fail_all(&error, |r, res| answer(core, stats, r, res));
+        let error = |sent, len| shut.error(sent, len);
         for (write, reply) in self.waiting.drain(..) {
             answer(core, stats, reply, Err(error(0, write.batch.len())));
         }
+        if st.queue.in_flight() {
+            st.queue
+                .fail_behind_in_flight(error, |r, res| answer(core, stats, r, res));
+            self.end_after_flight = true;
+        } else {
+            st.queue
+                .fail_all(error, |r, res| answer(core, stats, r, res));
+        }
         // Watermark changes of a dying queue are not news.
+        let _ = st.queue.take_writability_change();
+    }
+
+    /// The answer to a `sendv` that was in flight when the socket shut: account for what
+    /// it sent, then end the writes it carried.
+    fn end_in_flight(&mut self, result: Result<Sent, TransportError>) {
+        if !std::mem::take(&mut self.end_after_flight) {
+            return;
+        }
+        let core = &*self.core;
+        let mut guard = core.lock();
+        let st = &mut *guard;
+        let stats = &mut st.stats;
+        match result {
+            Ok(Sent::Accepted(n)) => {
+                if st
+                    .queue
+                    .handle_sent(n, Instant::now(), |r, res| answer(core, stats, r, res))
+                    .is_ok()
+                {
+                    stats.bytes_sent += n as u64;
+                }
+            }
+            Ok(Sent::WouldBlock) => st.queue.handle_would_block(),
+            Err(_) => {}
+        }
+        let shut = st.shut.clone().unwrap_or(Shut::Closed);
+        st.queue.fail_all(
+            |sent, len| shut.error(sent, len),
+            |r, res| answer(core, stats, r, res),
+        );
         let _ = st.queue.take_writability_change();
     }
 
@@ -719,11 +757,12 @@ impl Actor for Socket {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         if self.life != Lifecycle::Closed {
-            self.shut_and_fail_writes(Shut::Closed, |bytes_sent, len| WriteError::Closed {
-                bytes_sent,
-                len,
-            });
+            self.shut_and_fail_writes(Shut::Closed);
             self.close_now();
+        }
+        // A sendv still out will never be answered to this actor: end its writes now.
+        if self.end_after_flight {
+            self.end_in_flight(Err(TransportError::Unavailable));
         }
     }
 }
@@ -752,7 +791,7 @@ impl Handler<Write> for Socket {
             self.enqueue(msg, reply, ctx).err().map(|e| *e)
         } else if self.core.lock().shut.is_some() {
             let len = msg.batch.len();
-            let error = self.core.lock().shut.as_ref().map(|s| s.error(0, len));
+            let error = self.core.lock().shut.as_ref().map(|s| s.refusal(len));
             error.map(|e| (msg, reply, e))
         } else {
             let error = WriteError::QueueFull {
@@ -857,18 +896,18 @@ impl Handler<CancelWrite> for Socket {
                 answer(core, stats, r, res)
             })
         };
-        let (batch, reply) = match cancelled {
-            Some(found) => found,
+        let batch = match cancelled {
+            Some(batch) => batch,
             None => {
                 let index = self
                     .waiting
                     .iter()
                     .position(|(w, _)| w.tag == Some(msg.tag))?;
                 let (write, reply) = self.waiting.remove(index)?;
-                (write.batch, reply)
+                answer_now(&self.core, reply, Err(WriteError::Cancelled));
+                write.batch
             }
         };
-        answer_now(&self.core, reply, Err(WriteError::Cancelled));
         self.admit_waiting(ctx);
         self.publish_writability();
         if self.flush == FlushState::Idle {
@@ -884,10 +923,10 @@ impl Handler<Close> for Socket {
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
         match msg {
             Close::Abort => {
-                self.shut_and_fail_writes(Shut::Closed, |bytes_sent, len| WriteError::Aborted {
-                    bytes_sent,
-                    len,
-                });
+                if self.life == Lifecycle::Closed {
+                    return;
+                }
+                self.shut_and_fail_writes(Shut::Aborted);
                 self.close_now();
             }
             Close::Graceful => {
@@ -895,7 +934,26 @@ impl Handler<Close> for Socket {
                     return;
                 }
                 self.life = Lifecycle::Draining;
-                self.core.lock().shut = Some(Shut::Closed);
+                {
+                    // Writes waiting for room are already in memory: queue them all, so
+                    // the drain sends them too. Then refuse new ones.
+                    let core = &*self.core;
+                    let mut guard = core.lock();
+                    let st = &mut *guard;
+                    let stats = &mut st.stats;
+                    for (write, reply) in self.waiting.drain(..) {
+                        stats.writes += 1;
+                        st.queue.push_forced(
+                            write.batch,
+                            write.tag,
+                            reply,
+                            Instant::now(),
+                            |r, res| answer(core, stats, r, res),
+                        );
+                    }
+                    let _ = st.queue.take_writability_change();
+                    st.shut = Some(Shut::Closed);
+                }
                 // Flush now rather than wait for the Flusher's round.
                 if matches!(self.flush, FlushState::Idle | FlushState::Requested) {
                     self.flush = FlushState::Active;
@@ -923,6 +981,19 @@ impl Handler<SubscribeWritability> for Socket {
 
     fn handle(&mut self, msg: SubscribeWritability, _: &mut Context<Self>) {
         self.core.lock().writability.push(msg.0);
+    }
+}
+
+impl Handler<GetInfo> for Socket {
+    type Result = actix::MessageResult<GetInfo>;
+
+    fn handle(&mut self, _: GetInfo, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(SocketInfo {
+            id: self.core.id,
+            peer: self.peer.clone(),
+            handle: self.handle,
+            open: self.life == Lifecycle::Open,
+        })
     }
 }
 

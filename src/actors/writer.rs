@@ -42,21 +42,33 @@ pub(crate) enum ReplyTo {
 /// Why the socket no longer takes writes.
 #[derive(Clone, Debug)]
 pub(crate) enum Shut {
-    /// Closing gracefully or closed: `WriteError::Closed`.
+    /// Closing gracefully, or closed: `WriteError::Closed`.
     Closed,
+    /// Aborted: queued writes end with `WriteError::Aborted`.
+    Aborted,
     /// A transport error closed it: `WriteError::Transport`.
     Failed(TransportError),
 }
 
 impl Shut {
+    /// The answer for a write that was queued when the socket shut.
     pub(crate) fn error(&self, bytes_sent: usize, len: usize) -> WriteError {
         match self {
             Shut::Closed => WriteError::Closed { bytes_sent, len },
+            Shut::Aborted => WriteError::Aborted { bytes_sent, len },
             Shut::Failed(source) => WriteError::Transport {
                 bytes_sent,
                 len,
                 source: source.clone(),
             },
+        }
+    }
+
+    /// The answer for a write that arrives after the socket shut.
+    pub(crate) fn refusal(&self, len: usize) -> WriteError {
+        match self {
+            Shut::Closed | Shut::Aborted => WriteError::Closed { bytes_sent: 0, len },
+            Shut::Failed(_) => self.error(0, len),
         }
     }
 }
@@ -130,7 +142,7 @@ impl Core {
         let mut guard = self.lock();
         let st = &mut *guard;
         if let Some(shut) = &st.shut {
-            let error = shut.error(0, batch.len());
+            let error = shut.refusal(batch.len());
             return Err((error, reply));
         }
         let was_empty = st.queue.is_empty();

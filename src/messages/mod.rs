@@ -14,6 +14,6 @@ pub use functions::{
     RecvFrom, SendV, Sent, SocketKind,
 };
 pub use socket::{
-    CancelWrite, Close, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId, SocketStats,
-    SubscribeWritability, WritabilityChanged, Write, Written,
+    CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
+    SocketInfo, SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
 };

@@ -117,7 +117,8 @@ impl Message for CancelWrite {
 /// Close the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Close {
-    /// Refuse new writes, send everything queued, then close the handle and stop.
+    /// Refuse new writes, send everything queued (writes waiting for room included),
+    /// then close the handle.
     Graceful,
     /// Close now: every queued write is answered with [`WriteError::Aborted`].
     Abort,
@@ -159,6 +160,28 @@ pub struct SocketStats {
     pub queued_bytes: u64,
     /// Writes queued right now.
     pub queued_writes: u64,
+}
+
+/// Ask who a socket is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GetInfo;
+
+impl Message for GetInfo {
+    type Result = SocketInfo;
+}
+
+/// A socket's identity and state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketInfo {
+    /// Its id.
+    pub id: SocketId,
+    /// The peer, where known.
+    pub peer: Option<crate::messages::functions::Address>,
+    /// Its transport handle.
+    pub handle: crate::messages::functions::Handle,
+    /// Whether it still takes writes.
+    pub open: bool,
 }
 
 /// Ask for a [`Writer`](crate::Writer): a cloneable handle that writes into the socket's

@@ -5,7 +5,10 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use actix::{Actor, Addr, AsyncContext, Context, Handler, Recipient};
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, ResponseActFuture,
+    WrapFuture,
+};
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -33,6 +36,14 @@ pub enum SendStep {
     /// Fail with this error kind; the handle stays failed (every later `sendv` fails
     /// the same way), as a reset connection does.
     Fail(io::ErrorKind),
+    /// Take up to `bytes` bytes now, but answer only after `after` of (possibly paused)
+    /// tokio time: a slow transport, so a test can act while a `sendv` is out.
+    Slow {
+        /// Bytes taken.
+        bytes: usize,
+        /// Delay before the answer.
+        after: Duration,
+    },
 }
 
 /// One recorded `sendv` call.
@@ -112,21 +123,28 @@ pub struct MockFunctions {
 /// use sockactor::messages::{Handle, Write};
 /// use sockactor::{MockTransport, SendStep, Socket};
 ///
-/// #[actix::test]
-/// async fn partial_writes_arrive_in_order() {
-///     tokio::time::pause();
+/// let runtime = || {
+///     tokio::runtime::Builder::new_current_thread()
+///         .enable_all()
+///         .start_paused(true)
+///         .build()
+///         .expect("runtime")
+/// };
+/// actix::System::with_tokio_rt(runtime).block_on(async {
 ///     let mock = MockTransport::start();
+///     // Handle 1 takes 3 bytes, then blocks for 5 ms, then takes the rest.
 ///     mock.script_sendv(Handle(1), [SendStep::Accept(3), SendStep::WouldBlock(Duration::from_millis(5))]);
+///     let peer: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
 ///     let socket = Socket::builder()
 ///         .functions(mock.functions())
-///         .connect("127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap())
+///         .connect(peer)
 ///         .await
-///         .unwrap();
-///     socket.send(Write::new(&b"hello world"[..])).await.unwrap().unwrap();
+///         .expect("connect");
+///     let done = socket.send(Write::new(&b"hello world"[..])).await.expect("mailbox").expect("written");
+///     assert_eq!((done.sendv_calls, done.would_blocks), (2, 1));
 ///     assert_eq!(mock.written(Handle(1)), b"hello world");
 ///     assert_eq!(mock.sendv_log(Handle(1)).len(), 3);
-/// }
-/// # fn main() {}
+/// });
 /// ```
 #[derive(Clone, Debug)]
 pub struct MockTransport {
@@ -322,9 +340,29 @@ impl Handler<Connect> for MockFunctions {
 }
 
 impl Handler<SendV> for MockFunctions {
-    type Result = Result<Sent, TransportError>;
+    type Result = ResponseActFuture<Self, Result<Sent, TransportError>>;
 
     fn handle(&mut self, msg: SendV, ctx: &mut Context<Self>) -> Self::Result {
+        let mut delay = None;
+        let answer = self.sendv(msg, ctx, &mut delay);
+        match delay {
+            Some(after) => Box::pin(
+                tokio::time::sleep(after)
+                    .into_actor(self)
+                    .map(move |_, _, _| answer),
+            ),
+            None => Box::pin(actix::fut::ready(answer)),
+        }
+    }
+}
+
+impl MockFunctions {
+    fn sendv(
+        &mut self,
+        msg: SendV,
+        ctx: &mut Context<Self>,
+        delay: &mut Option<Duration>,
+    ) -> Result<Sent, TransportError> {
         let mut state = self.lock();
         let default_step = state.default_step;
         let h = open_handle(&mut state, msg.handle)?;
@@ -346,6 +384,10 @@ impl Handler<SendV> for MockFunctions {
         let answer = match step {
             SendStep::Accept(n) => Ok(Sent::Accepted(n.min(offered))),
             SendStep::AcceptAll => Ok(Sent::Accepted(offered)),
+            SendStep::Slow { bytes, after } => {
+                *delay = Some(after);
+                Ok(Sent::Accepted(bytes.min(offered)))
+            }
             SendStep::WouldBlock(delay) => {
                 let handle = msg.handle;
                 ctx.run_later(delay, move |act, _| {

@@ -1,0 +1,2357 @@
+//! The write-path benchmark: sockactor sockets against hand-written and framework baselines
+//! over loopback TCP, one markdown table.
+//!
+//! ```text
+//! cargo run --release --example bench                      # full run, 5 repetitions
+//! cargo run --release --example bench -- --quick           # tiny sizes, 1 repetition (CI)
+//! cargo run --release --example bench -- --workload a,d --sender ceiling,naive --reps 3
+//! ```
+//!
+//! Workloads: (a) 1M × 64 B from 1 producer, (b) the same from 16 producers, (b1) 16
+//! producers that yield after every message, (c) 20k × 64 KiB from 1 producer, (d) 64 B
+//! ping-pong through an echo peer (p50/p99 latency), (e) RSS per idle connection, (f) CPU
+//! per message over a transport that accepts everything without syscalls.
+//!
+//! Senders: `sockactor-deferred` and `sockactor-immediate` (a [`Socket`] fed by actix
+//! producer actors), `naive` (one `write_all` per message), `ceiling` (gather up to 1024
+//! messages, `write_vectored` them: the hand-tuned limit), `actix-framedwrite` (an actor
+//! owning `actix::io::FramedWrite`) and `tokio-util-framed` (`feed` per message, `flush`
+//! when the channel is empty). Adding a sender is one [`Sender`] variant (plus its line in
+//! [`Sender::spec`]) and one function taking a [`Job`]; `sockactor-writer` is such a slot,
+//! run only when asked for with `--sender sockactor-writer`.
+//!
+//! Method: every measurement runs in a fresh process (this binary re-executed with
+//! `--child`), which prints one `RESULT key=value …` line; the parent runs the repetitions
+//! interleaved (repetition-major), kills a child after 120 s, and prints medians with
+//! min..max. The receiving end is a std thread on a blocking socket reading 256 KiB at a
+//! time; a run whose receiver does not get exactly the bytes sent fails loudly.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write as _};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use sockactor::messages::{
+    Close, CloseSocket, Connect, Handle, OpenSocket, Received, RecvFrom, SendV, Sent, SocketEvent,
+    SocketEventKind, Write,
+};
+use sockactor::{Socket, SocketBuilder, SocketFunctions, TransportError};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+use tokio_util::codec::{BytesCodec, FramedRead};
+
+/// Parent's limit on one child process.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Child's limit on one phase (producing, draining, closing).
+const PHASE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Messages a run keeps unacknowledged, over all its producers (see [`Plan`]).
+const IN_FLIGHT: usize = 1024;
+/// Acknowledged messages each producer may have outstanding.
+const ACK_WINDOW: usize = 4;
+/// Most segments the ceiling gathers into one vectored write (`IOV_MAX`).
+const IOV_MAX: usize = 1024;
+/// Receiver read size.
+const READ_CHUNK: usize = 256 * 1024;
+/// Idle connections measured in (e) when the descriptor limit allows.
+const IDLE_CONNECTIONS: usize = 10_000;
+/// Descriptors each (e) process needs besides one per connection (warm-up, std streams…).
+const FD_SLACK: u64 = 512;
+/// glibc malloc settings applied at child start (see [`tune_malloc`]).
+const MMAP_THRESHOLD: i32 = 16 << 20;
+const TRIM_THRESHOLD: i32 = 1 << 30;
+const TOP_PAD: i32 = 16 << 20;
+/// Set (by the parent, for `--no-pin`) in the children's environment: no CPU pinning.
+const NO_PIN_ENV: &str = "SOCKACTOR_BENCH_NO_PIN";
+
+static PATTERN: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T>>>;
+type Res<T> = Result<T, String>;
+
+fn err(context: &str) -> impl Fn(io::Error) -> String + '_ {
+    move |e| format!("{context}: {e}")
+}
+
+/// One message: a fresh allocation, as a real producer would make it.
+fn payload(size: usize) -> Bytes {
+    Bytes::copy_from_slice(&PATTERN[..size])
+}
+
+// ───────────────────────────── workloads ─────────────────────────────
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Workload {
+    A,
+    B,
+    B1,
+    C,
+    D,
+    E,
+    F,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Producers stream messages to a receiver (`null`: to a transport that accepts
+    /// everything without syscalls).
+    Stream { null: bool },
+    /// One message out, wait for its echo, repeat.
+    PingPong,
+    /// Connect and hold idle connections; measure RSS.
+    Idle,
+}
+
+struct WorkloadSpec {
+    kind: Kind,
+    full: usize,
+    quick: usize,
+    size: usize,
+    producers: usize,
+    yield_each: bool,
+}
+
+impl Workload {
+    const ALL: [Workload; 7] = [
+        Workload::A,
+        Workload::B,
+        Workload::B1,
+        Workload::C,
+        Workload::D,
+        Workload::E,
+        Workload::F,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Workload::A => "a",
+            Workload::B => "b",
+            Workload::B1 => "b1",
+            Workload::C => "c",
+            Workload::D => "d",
+            Workload::E => "e",
+            Workload::F => "f",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.key() == s)
+    }
+
+    fn spec(self) -> WorkloadSpec {
+        let stream = |full, quick, size, producers, yield_each, null| WorkloadSpec {
+            kind: Kind::Stream { null },
+            full,
+            quick,
+            size,
+            producers,
+            yield_each,
+        };
+        match self {
+            Workload::A => stream(1_000_000, 20_000, 64, 1, false, false),
+            Workload::B => stream(1_000_000, 20_000, 64, 16, false, false),
+            Workload::B1 => stream(1_000_000, 20_000, 64, 16, true, false),
+            Workload::C => stream(20_000, 500, 64 * 1024, 1, false, false),
+            Workload::D => WorkloadSpec {
+                kind: Kind::PingPong,
+                full: 20_000,
+                quick: 500,
+                size: 64,
+                producers: 1,
+                yield_each: false,
+            },
+            Workload::E => WorkloadSpec {
+                kind: Kind::Idle,
+                full: IDLE_CONNECTIONS,
+                quick: 200,
+                size: 0,
+                producers: 0,
+                yield_each: false,
+            },
+            Workload::F => stream(1_000_000, 20_000, 64, 1, false, true),
+        }
+    }
+
+    fn label(self, count: usize) -> String {
+        let n = fmt_count(count as f64);
+        match self {
+            Workload::A => format!("a · 64 B × {n}, 1 producer"),
+            Workload::B => format!("b · 64 B × {n}, 16 producers"),
+            Workload::B1 => format!("b1 · 64 B × {n}, 16 yielding producers"),
+            Workload::C => format!("c · 64 KiB × {n}, 1 producer"),
+            Workload::D => format!("d · 64 B ping-pong × {n}"),
+            Workload::E => format!("e · {n} idle connections"),
+            Workload::F => format!("f · 64 B × {n}, no-syscall transport"),
+        }
+    }
+}
+
+/// What a child measures: handed to the sender's function.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    kind: Kind,
+    /// Messages (streams), round trips (ping-pong) or connections (idle).
+    count: usize,
+    size: usize,
+    producers: usize,
+    yield_each: bool,
+}
+
+// ───────────────────────────── senders ─────────────────────────────
+
+/// The senders. Each is one variant here, one line in [`Sender::spec`] and one function
+/// `fn(Job) -> BoxFut<Res<Outcome>>` that does every workload it takes part in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Sender {
+    SockactorDeferred,
+    SockactorImmediate,
+    /// sockactor through its direct writer handle (not in sockactor yet): runs only when
+    /// named with `--sender`, and fails saying so.
+    SockactorWriter,
+    Naive,
+    Ceiling,
+    ActixFramedWrite,
+    TokioUtilFramed,
+}
+
+struct SenderSpec {
+    name: &'static str,
+    run: fn(Job) -> BoxFut<Res<Outcome>>,
+    /// Takes part in (e), idle connections.
+    idle: bool,
+}
+
+impl Sender {
+    const ALL: [Sender; 7] = [
+        Sender::SockactorDeferred,
+        Sender::SockactorImmediate,
+        Sender::SockactorWriter,
+        Sender::Naive,
+        Sender::Ceiling,
+        Sender::ActixFramedWrite,
+        Sender::TokioUtilFramed,
+    ];
+
+    /// Measured by default, in table order.
+    const RUN: [Sender; 6] = [
+        Sender::SockactorDeferred,
+        Sender::SockactorImmediate,
+        Sender::Naive,
+        Sender::Ceiling,
+        Sender::ActixFramedWrite,
+        Sender::TokioUtilFramed,
+    ];
+
+    fn spec(self) -> SenderSpec {
+        let s = |name, run, idle| SenderSpec { name, run, idle };
+        match self {
+            Sender::SockactorDeferred => s("sockactor-deferred", sockactor_deferred, true),
+            Sender::SockactorImmediate => s("sockactor-immediate", sockactor_immediate, true),
+            Sender::SockactorWriter => s("sockactor-writer", sockactor_writer, true),
+            Sender::Naive => s("naive", naive, true),
+            Sender::Ceiling => s("ceiling", ceiling, false),
+            Sender::ActixFramedWrite => s("actix-framedwrite", actix_framedwrite, true),
+            Sender::TokioUtilFramed => s("tokio-util-framed", tokio_util_framed, false),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    fn takes_part(self, w: Workload) -> bool {
+        w != Workload::E || self.spec().idle
+    }
+}
+
+fn sockactor_deferred(job: Job) -> BoxFut<Res<Outcome>> {
+    sockactor(job, false)
+}
+
+fn sockactor_immediate(job: Job) -> BoxFut<Res<Outcome>> {
+    sockactor(job, true)
+}
+
+fn sockactor_writer(_: Job) -> BoxFut<Res<Outcome>> {
+    Box::pin(async {
+        Err(
+            "sockactor-writer: this benchmark has no measurement for sockactor's direct \
+             writer handle"
+                .to_string(),
+        )
+    })
+}
+
+fn naive(job: Job) -> BoxFut<Res<Outcome>> {
+    channel_sender(job, |rx, w| Box::pin(naive_writer(rx, w)), counted_sink)
+}
+
+fn ceiling(job: Job) -> BoxFut<Res<Outcome>> {
+    channel_sender(
+        job,
+        |rx, w| Box::pin(ceiling_writer(rx, w)),
+        |bytes| Box::new(VectoredCounter(bytes)),
+    )
+}
+
+fn tokio_util_framed(job: Job) -> BoxFut<Res<Outcome>> {
+    channel_sender(job, |rx, w| Box::pin(framed_writer(rx, w)), counted_sink)
+}
+
+// ───────────────────── sockactor (deferred / immediate) ─────────────────────
+
+fn sock_builder(immediate: bool) -> SocketBuilder {
+    let builder = Socket::builder();
+    if immediate {
+        builder.immediate()
+    } else {
+        builder
+    }
+}
+
+fn sockactor(job: Job, immediate: bool) -> BoxFut<Res<Outcome>> {
+    Box::pin(async move {
+        match job.kind {
+            Kind::Stream { .. } => {
+                stream(job, ProducerKind::Actor, move |sink| {
+                    Box::pin(sock_endpoint(sink, immediate))
+                })
+                .await
+            }
+            Kind::PingPong => {
+                ping_pong(job, move |addr| {
+                    Box::pin(async move {
+                        let (done, finished) = oneshot::channel();
+                        let ctx = Context::<Pinger>::new();
+                        let socket = sock_builder(immediate)
+                            .subscriber(ctx.address().recipient())
+                            .connect(addr)
+                            .await
+                            .map_err(|e| format!("connect: {e}"))?;
+                        let state = PingState::new(job, done);
+                        let pinger = ctx.run(Pinger {
+                            socket: socket.clone(),
+                            state,
+                        });
+                        let go: Go = Box::new(move || {
+                            Box::pin(async move {
+                                pinger.do_send(StartPing);
+                                let latencies = finished.await.map_err(|_| "pinger vanished")?;
+                                socket.do_send(Close::Graceful);
+                                latencies
+                            })
+                        });
+                        Ok(go)
+                    })
+                })
+                .await
+            }
+            Kind::Idle => {
+                let errors = Rc::new(RefCell::new(Vec::new()));
+                let watch = Watch(errors.clone()).start();
+                let outcome = idle(job, move |addr| {
+                    let builder = sock_builder(immediate).subscriber(watch.clone().recipient());
+                    Box::pin(async move {
+                        let socket = builder
+                            .connect(addr)
+                            .await
+                            .map_err(|e| format!("connect: {e}"))?;
+                        Ok(Box::new(socket) as Held)
+                    })
+                })
+                .await?;
+                first_error(&errors)?;
+                Ok(outcome)
+            }
+        }
+    })
+}
+
+async fn sock_endpoint(sink: Sink, immediate: bool) -> Res<Box<dyn Endpoint>> {
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let builder = sock_builder(immediate).subscriber(Watch(errors.clone()).start().recipient());
+    let socket = match sink {
+        Sink::Tcp(addr) => builder.connect(addr).await,
+        Sink::Null(bytes) => {
+            let transport = NullTransport { bytes, next: 0 }.start();
+            let nowhere: SocketAddr = "127.0.0.1:0".parse().expect("address");
+            builder
+                .functions(SocketFunctions::from_actor(transport))
+                .connect(nowhere)
+                .await
+        }
+    }
+    .map_err(|e| format!("connect: {e}"))?;
+    Ok(Box::new(SockEp { socket, errors }))
+}
+
+/// Producers write with `wait_when_full`; every [`Plan::ack_every`]-th write is sent with
+/// `send` and its answer (the write's last byte accepted by the transport) awaited later.
+struct SockEp {
+    socket: Addr<Socket>,
+    errors: Rc<RefCell<Vec<String>>>,
+}
+
+impl Endpoint for SockEp {
+    fn clone_ep(&self) -> Box<dyn Endpoint> {
+        Box::new(SockEp {
+            socket: self.socket.clone(),
+            errors: self.errors.clone(),
+        })
+    }
+
+    fn post(&self, msg: Bytes) {
+        self.socket.do_send(Write::new(msg).wait_when_full());
+    }
+
+    fn post_acked(&self, msg: Bytes) -> BoxFut<Res<()>> {
+        let answer = self.socket.send(Write::new(msg).wait_when_full());
+        Box::pin(async move {
+            match answer.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("write failed: {e}")),
+                Err(e) => Err(format!("socket mailbox: {e}")),
+            }
+        })
+    }
+
+    fn close(&self) {
+        self.socket.do_send(Close::Graceful);
+    }
+
+    fn check(&self) -> Res<()> {
+        first_error(&self.errors)
+    }
+}
+
+fn first_error(errors: &RefCell<Vec<String>>) -> Res<()> {
+    match errors.borrow().first() {
+        Some(e) => Err(format!(
+            "{e} ({} socket errors in all)",
+            errors.borrow().len()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Subscriber of the streaming and idle sockets: anything but silence is an error.
+struct Watch(Rc<RefCell<Vec<String>>>);
+
+impl Actor for Watch {
+    type Context = Context<Self>;
+}
+
+impl Handler<SocketEvent> for Watch {
+    type Result = ();
+
+    fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
+        let problem = match event.kind {
+            SocketEventKind::WriteFailed { error, .. } => format!("write failed: {error}"),
+            SocketEventKind::ReadFailed(e) => format!("read failed: {e}"),
+            SocketEventKind::Closed { cause: Some(e) } => format!("closed by: {e}"),
+            SocketEventKind::Received(b) => format!("{} unexpected bytes received", b.len()),
+            _ => return,
+        };
+        self.0.borrow_mut().push(problem);
+    }
+}
+
+/// A transport that accepts every byte at once and never has anything to read, counting
+/// what it accepted: (f) for sockactor.
+struct NullTransport {
+    bytes: Rc<Cell<u64>>,
+    next: u64,
+}
+
+impl Actor for NullTransport {
+    type Context = Context<Self>;
+}
+
+impl Handler<OpenSocket> for NullTransport {
+    type Result = Result<Handle, TransportError>;
+
+    fn handle(&mut self, _: OpenSocket, _: &mut Context<Self>) -> Self::Result {
+        self.next += 1;
+        Ok(Handle(self.next))
+    }
+}
+
+impl Handler<Connect> for NullTransport {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, _: Connect, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
+    }
+}
+
+impl Handler<SendV> for NullTransport {
+    type Result = Result<Sent, TransportError>;
+
+    fn handle(&mut self, msg: SendV, _: &mut Context<Self>) -> Self::Result {
+        let n = msg.len();
+        self.bytes.set(self.bytes.get() + n as u64);
+        Ok(Sent::Accepted(n))
+    }
+}
+
+impl Handler<RecvFrom> for NullTransport {
+    type Result = Result<Received, TransportError>;
+
+    fn handle(&mut self, _: RecvFrom, _: &mut Context<Self>) -> Self::Result {
+        Ok(Received::WouldBlock)
+    }
+}
+
+impl Handler<CloseSocket> for NullTransport {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, _: CloseSocket, _: &mut Context<Self>) -> Self::Result {
+        Ok(())
+    }
+}
+
+/// (d) for sockactor: the socket's subscriber, writing the next ping when the echo is in.
+struct Pinger {
+    socket: Addr<Socket>,
+    state: PingState,
+}
+
+impl Actor for Pinger {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartPing> for Pinger {
+    type Result = ();
+
+    fn handle(&mut self, _: StartPing, _: &mut Context<Self>) {
+        let first = self.state.start();
+        self.socket.do_send(Write::new(first));
+    }
+}
+
+impl Handler<SocketEvent> for Pinger {
+    type Result = ();
+
+    fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
+        match event.kind {
+            SocketEventKind::Received(bytes) => {
+                if let Some(next) = self.state.on_bytes(bytes.len()) {
+                    self.socket.do_send(Write::new(next));
+                }
+            }
+            SocketEventKind::Eof => self.state.fail("EOF before the last echo".into()),
+            SocketEventKind::WriteFailed { error, .. } => {
+                self.state.fail(format!("write failed: {error}"))
+            }
+            SocketEventKind::ReadFailed(e) => self.state.fail(format!("read failed: {e}")),
+            SocketEventKind::Closed { cause } => self
+                .state
+                .fail(format!("closed before the last echo ({cause:?})")),
+            _ => {}
+        }
+    }
+}
+
+// ───────────────────────────── actix-framedwrite ─────────────────────────────
+
+type DynWrite = Box<dyn AsyncWrite + Unpin>;
+
+fn actix_framedwrite(job: Job) -> BoxFut<Res<Outcome>> {
+    Box::pin(async move {
+        match job.kind {
+            Kind::Stream { .. } => {
+                stream(job, ProducerKind::Actor, |sink| {
+                    Box::pin(async move {
+                        let error = Rc::new(RefCell::new(None));
+                        let w: DynWrite = match sink {
+                            Sink::Tcp(addr) => Box::new(Writev(connect(addr).await?)),
+                            Sink::Null(bytes) => counted_sink(bytes),
+                        };
+                        let e = error.clone();
+                        let actor = FwActor::create(move |ctx| FwActor::new(w, e, None, ctx));
+                        Ok(Box::new(FwEp { actor, error }) as Box<dyn Endpoint>)
+                    })
+                })
+                .await
+            }
+            Kind::PingPong => {
+                ping_pong(job, move |addr| {
+                    Box::pin(async move {
+                        let (done, finished) = oneshot::channel();
+                        let (rd, wr) = connect(addr).await?.into_split();
+                        let error = Rc::new(RefCell::new(None));
+                        let e = error.clone();
+                        let state = PingState::new(job, done);
+                        let actor = FwActor::create(move |ctx| {
+                            ctx.add_stream(FramedRead::new(rd, BytesCodec::new()));
+                            FwActor::new(Box::new(Writev(wr)), e, Some(state), ctx)
+                        });
+                        let go: Go = Box::new(move || {
+                            Box::pin(async move {
+                                actor.do_send(StartPing);
+                                let latencies = finished.await.map_err(|_| "actor vanished")?;
+                                actor.do_send(CloseFw);
+                                if let Some(e) = error.borrow().clone() {
+                                    return Err(e);
+                                }
+                                latencies
+                            })
+                        });
+                        Ok(go)
+                    })
+                })
+                .await
+            }
+            Kind::Idle => {
+                idle(job, |addr| {
+                    Box::pin(async move {
+                        let (rd, wr) = connect(addr).await?.into_split();
+                        let error = Rc::new(RefCell::new(None));
+                        let actor = FwActor::create(move |ctx| {
+                            ctx.add_stream(FramedRead::new(rd, BytesCodec::new()));
+                            FwActor::new(Box::new(Writev(wr)), error, None, ctx)
+                        });
+                        Ok(Box::new(actor) as Held)
+                    })
+                })
+                .await
+            }
+        }
+    })
+}
+
+/// An actor owning `actix::io::FramedWrite` (and, for ping-pong and idle connections, a
+/// `FramedRead` stream of the read half).
+struct FwActor {
+    fw: actix::io::FramedWrite<Bytes, DynWrite, BytesCodec>,
+    error: Rc<RefCell<Option<String>>>,
+    ping: Option<PingState>,
+}
+
+impl FwActor {
+    fn new(
+        w: DynWrite,
+        error: Rc<RefCell<Option<String>>>,
+        ping: Option<PingState>,
+        ctx: &mut Context<Self>,
+    ) -> Self {
+        FwActor {
+            fw: actix::io::FramedWrite::new(w, BytesCodec::new(), ctx),
+            error,
+            ping,
+        }
+    }
+}
+
+impl Actor for FwActor {
+    type Context = Context<Self>;
+}
+
+impl actix::io::WriteHandler<io::Error> for FwActor {
+    fn error(&mut self, e: io::Error, _: &mut Context<Self>) -> Running {
+        self.error.borrow_mut().get_or_insert(format!("write: {e}"));
+        Running::Stop
+    }
+}
+
+struct Frame(Bytes);
+
+impl Message for Frame {
+    type Result = ();
+}
+
+impl Handler<Frame> for FwActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Frame, _: &mut Context<Self>) {
+        self.fw.write(msg.0);
+    }
+}
+
+struct CloseFw;
+
+impl Message for CloseFw {
+    type Result = ();
+}
+
+impl Handler<CloseFw> for FwActor {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseFw, _: &mut Context<Self>) {
+        self.fw.close();
+    }
+}
+
+impl Handler<StartPing> for FwActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StartPing, _: &mut Context<Self>) {
+        if let Some(ping) = &mut self.ping {
+            let first = ping.start();
+            self.fw.write(first);
+        }
+    }
+}
+
+impl StreamHandler<Result<BytesMut, io::Error>> for FwActor {
+    fn handle(&mut self, item: Result<BytesMut, io::Error>, _: &mut Context<Self>) {
+        match (item, &mut self.ping) {
+            (Ok(bytes), Some(ping)) => {
+                if let Some(next) = ping.on_bytes(bytes.len()) {
+                    self.fw.write(next);
+                }
+            }
+            (Ok(bytes), None) => {
+                let e = format!("{} unexpected bytes received", bytes.len());
+                self.error.borrow_mut().get_or_insert(e);
+            }
+            (Err(e), ping) => {
+                let e = format!("read: {e}");
+                if let Some(ping) = ping {
+                    ping.fail(e.clone());
+                }
+                self.error.borrow_mut().get_or_insert(e);
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        if let Some(ping) = &mut self.ping {
+            ping.fail("EOF before the last echo".into());
+        }
+    }
+}
+
+/// Producers `do_send` frames; the acknowledged ones are `send`s, answered once the actor
+/// has handled (buffered) the frame.
+struct FwEp {
+    actor: Addr<FwActor>,
+    error: Rc<RefCell<Option<String>>>,
+}
+
+impl Endpoint for FwEp {
+    fn clone_ep(&self) -> Box<dyn Endpoint> {
+        Box::new(FwEp {
+            actor: self.actor.clone(),
+            error: self.error.clone(),
+        })
+    }
+
+    fn post(&self, msg: Bytes) {
+        self.actor.do_send(Frame(msg));
+    }
+
+    fn post_acked(&self, msg: Bytes) -> BoxFut<Res<()>> {
+        let answer = self.actor.send(Frame(msg));
+        Box::pin(async move { answer.await.map_err(|e| format!("writer mailbox: {e}")) })
+    }
+
+    fn close(&self) {
+        self.actor.do_send(CloseFw);
+    }
+
+    fn check(&self) -> Res<()> {
+        match self.error.borrow().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+// ───────────────────── channel senders: naive, ceiling, tokio-util ─────────────────────
+
+/// A message for a writer task; `ack` is answered once its bytes are written.
+struct Msg {
+    bytes: Bytes,
+    ack: Option<oneshot::Sender<()>>,
+}
+
+type WriterFn = fn(UnboundedReceiver<Msg>, DynWrite) -> BoxFut<io::Result<()>>;
+
+/// A tokio writer task fed by an unbounded channel, with tokio-task producers: a real
+/// socket, or the given no-syscall writer for (f).
+fn channel_sender(
+    job: Job,
+    writer: WriterFn,
+    null_writer: fn(Rc<Cell<u64>>) -> DynWrite,
+) -> BoxFut<Res<Outcome>> {
+    Box::pin(async move {
+        match job.kind {
+            Kind::Stream { .. } => {
+                stream(job, ProducerKind::Task, move |sink| {
+                    Box::pin(async move {
+                        let w = match sink {
+                            Sink::Tcp(addr) => Box::new(Writev(connect(addr).await?)),
+                            Sink::Null(bytes) => null_writer(bytes),
+                        };
+                        Ok(Box::new(ChanEp::spawn(writer, w)) as Box<dyn Endpoint>)
+                    })
+                })
+                .await
+            }
+            Kind::PingPong => {
+                ping_pong(job, move |addr| {
+                    Box::pin(async move {
+                        let (mut rd, wr) = connect(addr).await?.into_split();
+                        let ep = ChanEp::spawn(writer, Box::new(Writev(wr)));
+                        let go: Go = Box::new(move || {
+                            Box::pin(async move {
+                                let mut latencies = Vec::with_capacity(job.count);
+                                let mut echo = vec![0u8; job.size];
+                                for _ in 0..job.count {
+                                    let sent = Instant::now();
+                                    ep.post(payload(job.size));
+                                    rd.read_exact(&mut echo).await.map_err(err("read"))?;
+                                    latencies.push(sent.elapsed().as_nanos() as u64);
+                                }
+                                ep.close();
+                                ep.check()?;
+                                Ok(latencies)
+                            })
+                        });
+                        Ok(go)
+                    })
+                })
+                .await
+            }
+            Kind::Idle => {
+                // A bare tokio task holding the stream, waiting for it to become readable.
+                idle(job, |addr| {
+                    Box::pin(async move {
+                        let stream = connect(addr).await?;
+                        let task = actix::spawn(async move {
+                            let mut byte = [0u8; 1];
+                            while stream.readable().await.is_ok() {
+                                match stream.try_read(&mut byte) {
+                                    Ok(0) => break,
+                                    Err(e) if e.kind() != io::ErrorKind::WouldBlock => break,
+                                    _ => {}
+                                }
+                            }
+                        });
+                        Ok(Box::new(task) as Held)
+                    })
+                })
+                .await
+            }
+        }
+    })
+}
+
+struct ChanEp {
+    tx: RefCell<Option<UnboundedSender<Msg>>>,
+    error: Rc<RefCell<Option<String>>>,
+}
+
+impl ChanEp {
+    fn spawn(writer: WriterFn, w: DynWrite) -> ChanEp {
+        let (tx, rx) = unbounded_channel();
+        let error = Rc::new(RefCell::new(None));
+        let e = error.clone();
+        actix::spawn(async move {
+            if let Err(problem) = writer(rx, w).await {
+                *e.borrow_mut() = Some(format!("writer: {problem}"));
+            }
+        });
+        ChanEp {
+            tx: RefCell::new(Some(tx)),
+            error,
+        }
+    }
+
+    fn push(&self, msg: Msg) {
+        if let Some(tx) = &*self.tx.borrow() {
+            // A writer that stopped has recorded why; its missing bytes fail the run.
+            let _ = tx.send(msg);
+        }
+    }
+}
+
+impl Endpoint for ChanEp {
+    fn clone_ep(&self) -> Box<dyn Endpoint> {
+        Box::new(ChanEp {
+            tx: RefCell::new(self.tx.borrow().clone()),
+            error: self.error.clone(),
+        })
+    }
+
+    fn post(&self, bytes: Bytes) {
+        self.push(Msg { bytes, ack: None });
+    }
+
+    fn post_acked(&self, bytes: Bytes) -> BoxFut<Res<()>> {
+        let (ack, written) = oneshot::channel();
+        self.push(Msg {
+            bytes,
+            ack: Some(ack),
+        });
+        let error = self.error.clone();
+        Box::pin(async move {
+            written.await.map_err(|_| {
+                let why = error.borrow().clone();
+                why.unwrap_or_else(|| "writer task ended".into())
+            })
+        })
+    }
+
+    fn close(&self) {
+        self.tx.borrow_mut().take();
+    }
+
+    fn check(&self) -> Res<()> {
+        match self.error.borrow().clone() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn answer_acks(acks: &mut Vec<oneshot::Sender<()>>) {
+    for ack in acks.drain(..) {
+        let _ = ack.send(());
+    }
+}
+
+/// naive: one `write_all` per message.
+async fn naive_writer(mut rx: UnboundedReceiver<Msg>, mut w: DynWrite) -> io::Result<()> {
+    while let Some(msg) = rx.recv().await {
+        w.write_all(&msg.bytes).await?;
+        if let Some(ack) = msg.ack {
+            let _ = ack.send(());
+        }
+    }
+    w.shutdown().await
+}
+
+/// ceiling: gather what the channel holds (at most `IOV_MAX` messages) and write it with
+/// vectored writes until all of it is out; then gather again.
+async fn ceiling_writer(mut rx: UnboundedReceiver<Msg>, mut w: DynWrite) -> io::Result<()> {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(IOV_MAX);
+    let mut acks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            batch.push(msg.bytes);
+            acks.extend(msg.ack);
+            next = if batch.len() < IOV_MAX {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        write_all_vectored(&mut w, &batch).await?;
+        batch.clear();
+        answer_acks(&mut acks);
+    }
+    w.shutdown().await
+}
+
+async fn write_all_vectored(w: &mut DynWrite, segments: &[Bytes]) -> io::Result<()> {
+    let (mut seg, mut off) = (0, 0);
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(segments.len());
+    while seg < segments.len() {
+        slices.clear();
+        slices.push(IoSlice::new(&segments[seg][off..]));
+        slices.extend(segments[seg + 1..].iter().map(|s| IoSlice::new(s)));
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let left = segments[seg].len() - off;
+            if n < left {
+                off += n;
+                break;
+            }
+            n -= left;
+            seg += 1;
+            off = 0;
+        }
+    }
+    Ok(())
+}
+
+/// tokio-util-framed: `feed` per message, `flush` when the channel is empty.
+async fn framed_writer(mut rx: UnboundedReceiver<Msg>, w: DynWrite) -> io::Result<()> {
+    let mut framed = tokio_util::codec::FramedWrite::new(w, BytesCodec::new());
+    let mut acks = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        framed.feed(msg.bytes).await?;
+        acks.extend(msg.ack);
+        while let Ok(msg) = rx.try_recv() {
+            framed.feed(msg.bytes).await?;
+            acks.extend(msg.ack);
+        }
+        SinkExt::<Bytes>::flush(&mut framed).await?;
+        answer_acks(&mut acks);
+    }
+    SinkExt::<Bytes>::close(&mut framed).await
+}
+
+// ───────────────────────────── byte sinks ─────────────────────────────
+
+async fn connect(addr: SocketAddr) -> Res<TcpStream> {
+    let stream = TcpStream::connect(addr).await.map_err(err("connect"))?;
+    stream.set_nodelay(true).map_err(err("TCP_NODELAY"))?;
+    Ok(stream)
+}
+
+/// Turns every write into `writev(2)`: `syscw` in /proc/self/io counts write(2) and
+/// writev(2) but not send(2), which tokio's `poll_write` on a TCP stream uses.
+struct Writev<W>(W);
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Writev<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// `tokio::io::sink()`, counting the bytes it swallows: (f) for naive and the framed
+/// senders.
+fn counted_sink(bytes: Rc<Cell<u64>>) -> DynWrite {
+    Box::new(Counted {
+        inner: tokio::io::sink(),
+        bytes,
+    })
+}
+
+struct Counted<W> {
+    inner: W,
+    bytes: Rc<Cell<u64>>,
+}
+
+impl<W: AsyncWrite + Unpin> Counted<W> {
+    fn count(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = r {
+            self.bytes.set(self.bytes.get() + n as u64);
+        }
+        r
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.count(r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.count(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A vectored writer that takes every byte offered and counts it: (f) for the ceiling.
+struct VectoredCounter(Rc<Cell<u64>>);
+
+impl AsyncWrite for VectoredCounter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.set(self.0.get() + buf.len() as u64);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let n: usize = bufs.iter().map(|b| b.len()).sum();
+        self.0.set(self.0.get() + n as u64);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+// ───────────────────────────── producers ─────────────────────────────
+
+/// What producers write to; one per producer (each holds its own address or channel
+/// sender).
+trait Endpoint {
+    fn clone_ep(&self) -> Box<dyn Endpoint>;
+    /// Fire and forget.
+    fn post(&self, msg: Bytes);
+    /// Completes when the sender has taken the message: written to the transport for
+    /// sockactor and the channel senders, handled (buffered) for actix-framedwrite.
+    fn post_acked(&self, msg: Bytes) -> BoxFut<Res<()>>;
+    /// Finish writing what was posted, then close.
+    fn close(&self);
+    /// Errors the sender saw on its own.
+    fn check(&self) -> Res<()>;
+}
+
+/// Flow control, the same for every sender: each producer acknowledges every
+/// `ack_every`-th message and has at most `window` acknowledgements outstanding, so a run
+/// has at most [`IN_FLIGHT`] unacknowledged messages (within sockactor's waiting-write
+/// bound, so `wait_when_full` writes are never refused, and every byte is delivered).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    ack_every: usize,
+    window: usize,
+    yield_each: bool,
+    size: usize,
+}
+
+impl Plan {
+    fn new(job: Job) -> Plan {
+        Plan {
+            ack_every: (IN_FLIGHT / job.producers.max(1) / ACK_WINDOW).max(1),
+            window: ACK_WINDOW,
+            yield_each: job.yield_each,
+            size: job.size,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ProducerKind {
+    /// actix actors (sockactor, actix-framedwrite).
+    Actor,
+    /// tokio tasks (the channel senders).
+    Task,
+}
+
+struct ActorProducer {
+    ep: Box<dyn Endpoint>,
+    plan: Plan,
+    left: usize,
+    produced: usize,
+    outstanding: usize,
+    yielding: bool,
+    error: Option<String>,
+    done: Option<oneshot::Sender<Res<()>>>,
+}
+
+impl Actor for ActorProducer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.pump(ctx);
+    }
+}
+
+impl ActorProducer {
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.left > 0 && self.outstanding < self.plan.window && self.error.is_none() {
+            let msg = payload(self.plan.size);
+            self.left -= 1;
+            self.produced += 1;
+            if self.produced % self.plan.ack_every == 0 || self.left == 0 {
+                self.outstanding += 1;
+                let acked = self.ep.post_acked(msg).into_actor(self);
+                ctx.spawn(acked.map(|result, act, ctx| {
+                    act.outstanding -= 1;
+                    if let Err(e) = result {
+                        act.error.get_or_insert(e);
+                    }
+                    if !act.yielding {
+                        act.pump(ctx);
+                    }
+                }));
+            } else {
+                self.ep.post(msg);
+            }
+            if self.plan.yield_each && self.left > 0 {
+                // A real yield to the runtime (ctx.notify would be handled in the same poll).
+                self.yielding = true;
+                let yielded = tokio::task::yield_now().into_actor(self);
+                ctx.spawn(yielded.map(|_, act, ctx| {
+                    act.yielding = false;
+                    act.pump(ctx);
+                }));
+                return;
+            }
+        }
+        if self.outstanding == 0 && (self.left == 0 || self.error.is_some()) {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(self.error.take().map_or(Ok(()), Err));
+                ctx.stop();
+            }
+        }
+    }
+}
+
+async fn task_producer(ep: Box<dyn Endpoint>, n: usize, plan: Plan) -> Res<()> {
+    let mut acks: VecDeque<BoxFut<Res<()>>> = VecDeque::with_capacity(plan.window);
+    for i in 1..=n {
+        if acks.len() == plan.window {
+            acks.pop_front().expect("window").await?;
+        }
+        let msg = payload(plan.size);
+        if i % plan.ack_every == 0 || i == n {
+            acks.push_back(ep.post_acked(msg));
+        } else {
+            ep.post(msg);
+        }
+        if plan.yield_each {
+            tokio::task::yield_now().await;
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    Ok(())
+}
+
+// ───────────────────────────── harnesses ─────────────────────────────
+
+/// Where a streaming sender writes.
+enum Sink {
+    Tcp(SocketAddr),
+    /// No socket: accept everything, counting into this.
+    Null(Rc<Cell<u64>>),
+}
+
+/// What a sender measured; one `RESULT` line.
+#[derive(Clone, Debug, Default)]
+struct Outcome {
+    msgs: u64,
+    bytes: u64,
+    secs: f64,
+    syscw: Option<u64>,
+    cpu_ns: u64,
+    hwm_kb: Option<u64>,
+    p50_ns: Option<u64>,
+    p99_ns: Option<u64>,
+    conn_bytes: Option<f64>,
+    malloc: String,
+}
+
+/// Workloads (a), (b), (b1), (c), (f).
+async fn stream(
+    job: Job,
+    producers: ProducerKind,
+    open: impl FnOnce(Sink) -> BoxFut<Res<Box<dyn Endpoint>>>,
+) -> Res<Outcome> {
+    let Kind::Stream { null } = job.kind else {
+        return Err("not a streaming workload".into());
+    };
+    let expected = (job.count * job.size) as u64;
+    let counted = Rc::new(Cell::new(0u64));
+    let (sink, mut receiver) = if null {
+        (Sink::Null(counted.clone()), None)
+    } else {
+        let listener = StdListener::bind("127.0.0.1:0").map_err(err("bind"))?;
+        let addr = listener.local_addr().map_err(err("local_addr"))?;
+        (
+            Sink::Tcp(addr),
+            Some(Peer::spawn(listener, expected, false)),
+        )
+    };
+    let ep = open(sink).await?;
+    let plan = Plan::new(job);
+
+    let (w0, c0, t0) = (syscw(), cpu_ns(), Instant::now());
+    let mut done = Vec::new();
+    for p in 0..job.producers {
+        let n = job.count / job.producers + usize::from(p < job.count % job.producers);
+        let (tx, rx) = oneshot::channel();
+        match producers {
+            ProducerKind::Actor => {
+                ActorProducer {
+                    ep: ep.clone_ep(),
+                    plan,
+                    left: n,
+                    produced: 0,
+                    outstanding: 0,
+                    yielding: false,
+                    error: None,
+                    done: Some(tx),
+                }
+                .start();
+            }
+            ProducerKind::Task => {
+                let ep = ep.clone_ep();
+                actix::spawn(async move {
+                    let _ = tx.send(task_producer(ep, n, plan).await);
+                });
+            }
+        }
+        done.push(rx);
+    }
+    let produced = async {
+        for rx in done {
+            rx.await.map_err(|_| "a producer vanished".to_string())??;
+        }
+        Ok::<_, String>(())
+    };
+    within("producing", produced).await??;
+    let end = match &mut receiver {
+        Some(peer) => within("receiving", peer.all_in()).await??,
+        None => {
+            let drained = async {
+                while counted.get() < expected {
+                    tokio::task::yield_now().await;
+                }
+            };
+            within("draining", drained).await?;
+            Instant::now()
+        }
+    };
+    let (w1, c1) = (syscw(), cpu_ns());
+    ep.check()?;
+    ep.close();
+    drop(ep);
+    let got = match receiver {
+        Some(peer) => within("closing", peer.finished()).await??,
+        None => counted.get(),
+    };
+    if got != expected {
+        return Err(format!(
+            "BYTES MISSING: sent {expected} bytes, {got} arrived"
+        ));
+    }
+    Ok(Outcome {
+        msgs: job.count as u64,
+        bytes: expected,
+        secs: (end - t0).as_secs_f64(),
+        syscw: w0.zip(w1).map(|(a, b)| b - a),
+        cpu_ns: c1 - c0,
+        ..Outcome::default()
+    })
+}
+
+/// Starts a ping-pong run: called after connecting, before the clock starts.
+type Go = Box<dyn FnOnce() -> BoxFut<Res<Vec<u64>>>>;
+
+/// Workload (d): `connect` sets up the sender against the echo peer; the clock runs while
+/// its `Go` does the round trips (and closes the connection at the end).
+async fn ping_pong(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>) -> Res<Outcome> {
+    let listener = StdListener::bind("127.0.0.1:0").map_err(err("bind"))?;
+    let addr = listener.local_addr().map_err(err("local_addr"))?;
+    let expected = (job.count * job.size) as u64;
+    let peer = Peer::spawn(listener, expected, true);
+    let go = connect(addr).await?;
+    let (w0, c0, t0) = (syscw(), cpu_ns(), Instant::now());
+    let mut latencies = within("ping-pong", go()).await??;
+    let secs = t0.elapsed().as_secs_f64();
+    let (w1, c1) = (syscw(), cpu_ns());
+    let echoed = within("closing", peer.finished()).await??;
+    if echoed != expected || latencies.len() != job.count {
+        return Err(format!(
+            "BYTES MISSING: {} of {} round trips, echo peer saw {echoed} of {expected} bytes",
+            latencies.len(),
+            job.count
+        ));
+    }
+    latencies.sort_unstable();
+    let rank = |p: usize| latencies[(latencies.len() * p).div_ceil(100).max(1) - 1];
+    Ok(Outcome {
+        msgs: job.count as u64,
+        bytes: expected,
+        secs,
+        syscw: w0.zip(w1).map(|(a, b)| b - a),
+        cpu_ns: c1 - c0,
+        p50_ns: Some(rank(50)),
+        p99_ns: Some(rank(99)),
+        ..Outcome::default()
+    })
+}
+
+/// Whatever keeps an idle connection alive (an address, a task handle).
+type Held = Box<dyn Any>;
+
+/// Workload (e): RSS growth over `job.count` idle connections to a peer in another
+/// process, after a warm-up batch that pays one-time costs.
+async fn idle(job: Job, mut open: impl FnMut(SocketAddr) -> BoxFut<Res<Held>>) -> Res<Outcome> {
+    let warm = (job.count / 100).clamp(10, 200);
+    let holder = Holder::spawn(job.count + warm)?;
+    // Filled up front, so the slots' pages are not counted as per-connection memory.
+    let mut held: Vec<Option<Held>> = (0..job.count + warm).map(|_| None).collect();
+    for slot in &mut held[..warm] {
+        *slot = Some(open(holder.addr).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rss0 = status_kb("VmRSS").ok_or("no VmRSS")?;
+    let (w0, c0, t0) = (syscw(), cpu_ns(), Instant::now());
+    let opened = async {
+        for slot in &mut held[warm..] {
+            *slot = Some(open(holder.addr).await?);
+        }
+        Ok::<_, String>(())
+    };
+    within("connecting", opened).await??;
+    let secs = t0.elapsed().as_secs_f64();
+    // Let every connection reach its idle state (reads armed).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss1 = status_kb("VmRSS").ok_or("no VmRSS")?;
+    let (w1, c1) = (syscw(), cpu_ns());
+    let per_conn = (rss1 as f64 - rss0 as f64) * 1024.0 / job.count as f64;
+    drop(held);
+    drop(holder);
+    Ok(Outcome {
+        msgs: job.count as u64,
+        secs,
+        syscw: w0.zip(w1).map(|(a, b)| b - a),
+        cpu_ns: c1 - c0,
+        conn_bytes: Some(per_conn),
+        ..Outcome::default()
+    })
+}
+
+async fn within<T>(phase: &str, fut: impl Future<Output = T>) -> Res<T> {
+    tokio::time::timeout(PHASE_TIMEOUT, fut)
+        .await
+        .map_err(|_| format!("{phase}: nothing after {} s", PHASE_TIMEOUT.as_secs()))
+}
+
+/// Ping-pong bookkeeping shared by the actor-based pingers.
+struct PingState {
+    left: usize,
+    size: usize,
+    got: usize,
+    sent: Instant,
+    latencies: Vec<u64>,
+    done: Option<oneshot::Sender<Res<Vec<u64>>>>,
+}
+
+struct StartPing;
+
+impl Message for StartPing {
+    type Result = ();
+}
+
+impl PingState {
+    fn new(job: Job, done: oneshot::Sender<Res<Vec<u64>>>) -> Self {
+        PingState {
+            left: job.count,
+            size: job.size,
+            got: 0,
+            sent: Instant::now(),
+            latencies: Vec::with_capacity(job.count),
+            done: Some(done),
+        }
+    }
+
+    fn start(&mut self) -> Bytes {
+        self.left -= 1;
+        self.sent = Instant::now();
+        payload(self.size)
+    }
+
+    /// Counts echoed bytes; returns the next ping once the echo is complete.
+    fn on_bytes(&mut self, n: usize) -> Option<Bytes> {
+        self.got += n;
+        if self.got < self.size {
+            return None;
+        }
+        if self.got > self.size {
+            self.fail(format!(
+                "{} bytes echoed for a {}-byte ping",
+                self.got, self.size
+            ));
+            return None;
+        }
+        self.got = 0;
+        self.latencies.push(self.sent.elapsed().as_nanos() as u64);
+        if self.left > 0 {
+            return Some(self.start());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Ok(std::mem::take(&mut self.latencies)));
+        }
+        None
+    }
+
+    fn fail(&mut self, e: String) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Err(e));
+        }
+    }
+}
+
+/// The far end of a stream or ping-pong run: a std thread on a blocking socket, reading
+/// 256 KiB at a time (and, for ping-pong, writing everything back with send(2)).
+struct Peer {
+    all_in: Option<oneshot::Receiver<Instant>>,
+    finished: oneshot::Receiver<Res<u64>>,
+}
+
+impl Peer {
+    fn spawn(listener: StdListener, expected: u64, echo: bool) -> Peer {
+        let (all_in_tx, all_in) = oneshot::channel();
+        let (finished_tx, finished) = oneshot::channel();
+        std::thread::spawn(move || {
+            pin_to_cpu(1);
+            let mut all_in_tx = Some(all_in_tx);
+            let result = (|| -> io::Result<u64> {
+                let (mut s, _) = listener.accept()?;
+                s.set_read_timeout(Some(PHASE_TIMEOUT))?;
+                s.set_nodelay(true)?;
+                let mut buf = vec![0u8; READ_CHUNK];
+                let mut total = 0u64;
+                loop {
+                    let n = match s.read(&mut buf) {
+                        Ok(0) => return Ok(total),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    if echo {
+                        s.write_all(&buf[..n])?;
+                    }
+                    total += n as u64;
+                    if total >= expected {
+                        if let Some(tx) = all_in_tx.take() {
+                            let _ = tx.send(Instant::now());
+                        }
+                    }
+                }
+            })();
+            let _ = finished_tx.send(result.map_err(|e| format!("receiver: {e}")));
+        });
+        Peer {
+            all_in: Some(all_in),
+            finished,
+        }
+    }
+
+    /// When the last expected byte arrived.
+    async fn all_in(&mut self) -> Res<Instant> {
+        let all_in = self.all_in.take().ok_or("all_in called twice")?;
+        match all_in.await {
+            Ok(at) => Ok(at),
+            Err(_) => match (&mut self.finished).await {
+                Ok(Ok(n)) => Err(format!("BYTES MISSING: connection closed after {n} bytes")),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("receiver thread died".into()),
+            },
+        }
+    }
+
+    /// Total bytes read, once the sender has closed.
+    async fn finished(self) -> Res<u64> {
+        self.finished
+            .await
+            .map_err(|_| "receiver thread died".to_string())?
+    }
+}
+
+/// The accepting side of (e), in its own process so that each process needs only one
+/// descriptor per connection: this binary run with `--peer-holder N`.
+struct Holder {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Holder {
+    fn spawn(n: usize) -> Res<Holder> {
+        let exe = std::env::current_exe().map_err(err("current_exe"))?;
+        let mut child = Command::new(exe)
+            .args(["--peer-holder", &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(err("spawn peer holder"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or("holder stdout")?;
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(err("holder"))?;
+        let port: u16 = line
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| format!("peer holder said {line:?}"))?;
+        Ok(Holder {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn holder_main(n: usize) -> ! {
+    raise_nofile(n as u64 + FD_SLACK);
+    // Ends with the measuring child: its stdin closes then; and in any case after a while.
+    std::thread::spawn(|| {
+        std::thread::sleep(CHILD_TIMEOUT + Duration::from_secs(30));
+        std::process::exit(3);
+    });
+    let listener = StdListener::bind("127.0.0.1:0").expect("holder: bind");
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // A deeper accept queue than std's default; calling listen(2) again resizes it.
+        unsafe { libc::listen(listener.as_raw_fd(), 4096) };
+    }
+    let port = listener.local_addr().expect("holder: local_addr").port();
+    println!("PORT {port}");
+    io::stdout().flush().expect("holder: stdout");
+    std::thread::spawn(move || {
+        let mut held = Vec::with_capacity(n);
+        for stream in listener.incoming() {
+            match stream {
+                Ok(s) => held.push(s),
+                Err(e) => eprintln!("peer holder: accept: {e}"),
+            }
+        }
+    });
+    let _ = io::stdin().read_to_end(&mut Vec::new());
+    std::process::exit(0)
+}
+
+// ───────────────────────────── process probes ─────────────────────────────
+
+/// Write syscalls of this process so far (`syscw` in /proc/self/io: write(2), writev(2)…).
+fn syscw() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A `VmXXX:   123 kB` field of /proc/self/status.
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn nofile_limits() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    (r.rlim_cur, r.rlim_max)
+}
+
+/// Pins the calling thread to one CPU (when the process may use more than one): the
+/// sender's runtime thread to the first allowed CPU, the receiver or echo thread to the
+/// second, so that a run cannot drift between "both on one CPU" and "one each" regimes.
+/// `--no-pin` turns it off.
+fn pin_to_cpu(cpu: usize) {
+    if std::env::var_os(NO_PIN_ENV).is_some()
+        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+    {
+        return;
+    }
+    // The `cpu`-th CPU this process may run on.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return;
+        }
+        let Some(target) = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .nth(cpu)
+        else {
+            return;
+        };
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(target, &mut set);
+        libc::sched_setaffinity(0, size, &set);
+    }
+}
+
+/// Raises the soft descriptor limit towards `want`, as far as the hard limit allows.
+fn raise_nofile(want: u64) -> u64 {
+    let (soft, hard) = nofile_limits();
+    let new = want.min(hard);
+    if new > soft {
+        let r = libc::rlimit {
+            rlim_cur: new as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
+            return soft;
+        }
+    }
+    new.max(soft)
+}
+
+/// Pins glibc malloc in every child. With the defaults, the mmap threshold slides and the
+/// heap top is trimmed whenever more than 128 KiB is free there, so runs that allocate and
+/// free 64 KiB messages flip between two regimes (brk/madvise and page faults on every
+/// cycle, or none). A fixed `M_MMAP_THRESHOLD` of 16 MiB, `M_TRIM_THRESHOLD` of 1 GiB and
+/// `M_TOP_PAD` of 16 MiB keep every run in the second. `--default-malloc` skips this.
+fn tune_malloc() -> &'static str {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+                && libc::mallopt(libc::M_TOP_PAD, TOP_PAD) == 1
+        };
+        if ok {
+            "tuned"
+        } else {
+            "mallopt-failed"
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        "not-glibc"
+    }
+}
+
+// ───────────────────────────── child ─────────────────────────────
+
+fn child_main(opts: &Opts) -> ! {
+    let malloc = if opts.default_malloc {
+        "default"
+    } else {
+        tune_malloc()
+    };
+    let (workload, sender) = match (opts.workloads.as_slice(), opts.senders.as_slice()) {
+        ([w], [s]) => (*w, *s),
+        _ => fail_child("--child needs exactly one --workload and one --sender".into()),
+    };
+    let spec = workload.spec();
+    let job = Job {
+        kind: spec.kind,
+        count: opts
+            .count
+            .unwrap_or(if opts.quick { spec.quick } else { spec.full }),
+        size: spec.size,
+        producers: spec.producers,
+        yield_each: spec.yield_each,
+    };
+    if job.kind == Kind::Idle {
+        raise_nofile(job.count as u64 + FD_SLACK);
+    }
+    let run = sender.spec().run;
+    pin_to_cpu(0);
+    let result = actix::System::new().block_on(async move { run(job).await });
+    match result {
+        Ok(mut o) => {
+            o.hwm_kb = status_kb("VmHWM");
+            o.malloc = malloc.to_string();
+            println!("RESULT ok=1 {}", o.to_fields());
+            let _ = io::stdout().flush();
+            std::process::exit(0)
+        }
+        Err(e) => fail_child(e),
+    }
+}
+
+fn fail_child(e: String) -> ! {
+    println!("RESULT ok=0 error={}", e.replace('\n', " "));
+    let _ = io::stdout().flush();
+    std::process::exit(1)
+}
+
+impl Outcome {
+    fn to_fields(&self) -> String {
+        let mut s = format!(
+            "msgs={} bytes={} secs={:.6} cpu_ns={} malloc={}",
+            self.msgs, self.bytes, self.secs, self.cpu_ns, self.malloc
+        );
+        let opt = |s: &mut String, k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                s.push_str(&format!(" {k}={v}"));
+            }
+        };
+        opt(&mut s, "syscw", self.syscw.map(|v| v.to_string()));
+        opt(&mut s, "hwm_kb", self.hwm_kb.map(|v| v.to_string()));
+        opt(&mut s, "p50_ns", self.p50_ns.map(|v| v.to_string()));
+        opt(&mut s, "p99_ns", self.p99_ns.map(|v| v.to_string()));
+        opt(
+            &mut s,
+            "conn_bytes",
+            self.conn_bytes.map(|v| format!("{v:.1}")),
+        );
+        s
+    }
+
+    fn parse(line: &str) -> Res<Outcome> {
+        let rest = line.strip_prefix("RESULT ").ok_or("no RESULT line")?;
+        if let Some(e) = rest.strip_prefix("ok=0 error=") {
+            return Err(e.to_string());
+        }
+        let fields: HashMap<&str, &str> = rest
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let num = |k: &str| fields.get(k).and_then(|v| v.parse::<f64>().ok());
+        let int = |k: &str| num(k).map(|v| v as u64);
+        Ok(Outcome {
+            msgs: int("msgs").ok_or("RESULT without msgs")?,
+            bytes: int("bytes").unwrap_or(0),
+            secs: num("secs").ok_or("RESULT without secs")?,
+            syscw: int("syscw"),
+            cpu_ns: int("cpu_ns").unwrap_or(0),
+            hwm_kb: int("hwm_kb"),
+            p50_ns: int("p50_ns"),
+            p99_ns: int("p99_ns"),
+            conn_bytes: num("conn_bytes"),
+            malloc: fields.get("malloc").unwrap_or(&"?").to_string(),
+        })
+    }
+}
+
+// ───────────────────────────── parent ─────────────────────────────
+
+#[derive(Debug, Default)]
+struct Opts {
+    child: bool,
+    quick: bool,
+    default_malloc: bool,
+    no_pin: bool,
+    reps: Option<usize>,
+    count: Option<usize>,
+    workloads: Vec<Workload>,
+    senders: Vec<Sender>,
+    peer_holder: Option<usize>,
+}
+
+const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,f] \
+[--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer] \
+[--default-malloc] [--no-pin]";
+
+fn parse_args() -> Res<Opts> {
+    let mut opts = Opts::default();
+    let mut args = std::env::args().skip(1);
+    let number = |v: Option<String>, what: &str| -> Res<usize> {
+        v.and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{what} needs a number"))
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--child" => opts.child = true,
+            "--quick" => opts.quick = true,
+            "--default-malloc" => opts.default_malloc = true,
+            "--no-pin" => opts.no_pin = true,
+            "--reps" => opts.reps = Some(number(args.next(), "--reps")?.max(1)),
+            "--count" => opts.count = Some(number(args.next(), "--count")?.max(1)),
+            "--peer-holder" => opts.peer_holder = Some(number(args.next(), "--peer-holder")?),
+            "--workload" => {
+                for w in args.next().ok_or("--workload needs a list")?.split(',') {
+                    let w = Workload::parse(w.trim()).ok_or(format!("unknown workload {w}"))?;
+                    opts.workloads.push(w);
+                }
+            }
+            "--sender" => {
+                for s in args.next().ok_or("--sender needs a list")?.split(',') {
+                    let s = Sender::parse(s.trim()).ok_or(format!("unknown sender {s}"))?;
+                    opts.senders.push(s);
+                }
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(opts)
+}
+
+fn main() {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(n) = opts.peer_holder {
+        holder_main(n);
+    }
+    if opts.child {
+        child_main(&opts);
+    }
+    std::process::exit(parent_main(opts));
+}
+
+/// One row's repetitions, in order (`None`: that repetition failed).
+type Reps = Vec<Option<Outcome>>;
+
+fn parent_main(opts: Opts) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("current_exe: {e}");
+            return 2;
+        }
+    };
+    let reps = opts.reps.unwrap_or(if opts.quick { 1 } else { 5 });
+    let workloads = if opts.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        opts.workloads.clone()
+    };
+    let senders = if opts.senders.is_empty() {
+        Sender::RUN.to_vec()
+    } else {
+        opts.senders.clone()
+    };
+    let mut notes = Vec::new();
+    let mut counts = HashMap::new();
+    for &w in &workloads {
+        let spec = w.spec();
+        let mut count = if opts.quick { spec.quick } else { spec.full };
+        if w == Workload::E {
+            let (_, hard) = nofile_limits();
+            let allowed = hard.saturating_sub(FD_SLACK) as usize;
+            if allowed < count {
+                notes.push(format!(
+                    "**(e) scaled down from {count} to {allowed} connections**: the hard \
+                     RLIMIT_NOFILE is {hard}, and each of the two processes needs one \
+                     descriptor per connection plus {FD_SLACK}; raise it (`ulimit -Hn`, as \
+                     root) to measure {count}"
+                ));
+                eprintln!("bench: {}", notes.last().expect("note"));
+                count = allowed;
+            }
+        }
+        counts.insert(w, count);
+    }
+    let workloads: Vec<Workload> = workloads.into_iter().filter(|w| counts[w] > 0).collect();
+
+    let jobs: Vec<(Workload, Sender)> = workloads
+        .iter()
+        .flat_map(|&w| senders.iter().map(move |&s| (w, s)))
+        .filter(|(w, s)| s.takes_part(*w))
+        .collect();
+    let total = jobs.len() * reps;
+    let mut results: HashMap<(Workload, Sender), Reps> = HashMap::new();
+    let mut failures = Vec::new();
+    let started = Instant::now();
+    let mut n = 0;
+    for rep in 0..reps {
+        for &(w, s) in &jobs {
+            n += 1;
+            let result = run_child(&exe, w, s, counts[&w], &opts);
+            match &result {
+                Ok(o) => eprintln!(
+                    "[{n}/{total} {:.0}s] {} {} rep {}: {} msg/s in {:.2}s",
+                    started.elapsed().as_secs_f64(),
+                    w.key(),
+                    s.name(),
+                    rep + 1,
+                    fmt_count(o.msgs as f64 / o.secs),
+                    o.secs
+                ),
+                Err(e) => {
+                    eprintln!(
+                        "[{n}/{total}] {} {} rep {} FAILED: {e}",
+                        w.key(),
+                        s.name(),
+                        rep + 1
+                    );
+                    failures.push(format!("{} / {} / rep {}: {e}", w.key(), s.name(), rep + 1));
+                }
+            }
+            results.entry((w, s)).or_default().push(result.ok());
+        }
+    }
+
+    let mallocs: Vec<String> = {
+        let mut m: Vec<String> = results
+            .values()
+            .flatten()
+            .flatten()
+            .map(|o| o.malloc.clone())
+            .collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    print_header(&opts, reps, &notes, &mallocs, started.elapsed());
+    print_table(&workloads, &senders, &counts, &results);
+    if !failures.is_empty() {
+        println!();
+        println!("**{} measurement(s) failed:**", failures.len());
+        for f in &failures {
+            println!("- {f}");
+        }
+        return 1;
+    }
+    0
+}
+
+fn run_child(
+    exe: &std::path::Path,
+    w: Workload,
+    s: Sender,
+    count: usize,
+    opts: &Opts,
+) -> Res<Outcome> {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--child", "--workload", w.key(), "--sender", s.name()])
+        .args(["--count", &count.to_string()]);
+    if opts.quick {
+        cmd.arg("--quick");
+    }
+    if opts.default_malloc {
+        cmd.arg("--default-malloc");
+    }
+    if opts.no_pin {
+        cmd.env(NO_PIN_ENV, "1");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(err("spawn child"))?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let errs = drain(
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = errs.join().unwrap_or_default();
+    let tail: String = {
+        let lines: Vec<&str> = stderr.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    };
+    let Some(status) = status else {
+        return Err(format!(
+            "killed after {} s (stderr: {tail})",
+            CHILD_TIMEOUT.as_secs()
+        ));
+    };
+    match stdout.lines().find(|l| l.starts_with("RESULT ")) {
+        Some(line) => Outcome::parse(line).map_err(|e| {
+            if tail.is_empty() {
+                e
+            } else {
+                format!("{e} (stderr: {tail})")
+            }
+        }),
+        None => Err(format!(
+            "child exited with {status} and no RESULT (stderr: {tail})"
+        )),
+    }
+}
+
+fn print_header(opts: &Opts, reps: usize, notes: &[String], mallocs: &[String], took: Duration) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim())
+        })
+        .unwrap_or("unknown CPU");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let args: Vec<String> = std::env::args().collect();
+    println!("## sockactor write-path benchmark");
+    println!();
+    println!("- command: `{}`", args.join(" "));
+    println!("- date: {} (took {:.0} s)", utc_now(), took.as_secs_f64());
+    println!("- machine: nproc {nproc}, {model}, Linux {}", kernel.trim());
+    println!(
+        "- method: every measurement in a fresh process; {reps} repetition{} per row, run \
+         interleaved; medians with (min..max); ratio to ceiling = median over i of \
+         messages/s of repetition i ÷ the ceiling's repetition i{}",
+        if reps == 1 { "" } else { "s" },
+        if opts.quick {
+            "; **--quick sizes**"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "- receiver: a std thread on a blocking loopback socket reading 256 KiB at a time, \
+         byte count verified; the clock stops when its last byte arrives; TCP_NODELAY on \
+         every socket; {}",
+        if opts.no_pin || nproc < 2 {
+            "threads not pinned"
+        } else {
+            "the sender's runtime thread pinned to one CPU and the receiver/echo thread to another \
+             (unpinned, 1M × 64 B naive runs varied 4× from run to run; `--no-pin` turns it off)"
+        }
+    );
+    println!(
+        "- flow control (all senders): each producer awaits an acknowledgement every \
+         {}/producers/{ACK_WINDOW} messages with at most {ACK_WINDOW} outstanding ({IN_FLIGHT} \
+         unacknowledged messages per run); acknowledged = written to the transport \
+         (sockactor `send(Write::new(..).wait_when_full())`, channel senders), handled = \
+         buffered (actix-framedwrite, whose FramedWrite never pushes back on a tokio \
+         stream, so its buffer can grow: see its peak RSS); sockactor and actix-framedwrite producers are actix \
+         actors using `do_send`, the others tokio tasks on an unbounded channel",
+        IN_FLIGHT
+    );
+    println!(
+        "- write syscalls: delta of `syscw` (/proc/self/io) over the measured region; \
+         naive and the framed senders write through a wrapper that issues writev(2) \
+         because syscw does not count send(2); the echo peer of (d) writes with send(2)"
+    );
+    println!(
+        "- malloc: {} (glibc `mallopt` at child start: M_MMAP_THRESHOLD {} MiB, \
+         M_TRIM_THRESHOLD {} MiB, M_TOP_PAD {} MiB, against bimodal 64 KiB runs; \
+         `--default-malloc` keeps glibc's defaults)",
+        mallocs.join(", "),
+        MMAP_THRESHOLD >> 20,
+        TRIM_THRESHOLD >> 20,
+        TOP_PAD >> 20
+    );
+    println!(
+        "- (e): RSS growth per connection after a warm-up batch, the accepting side in \
+         another process; sockactor sockets have a subscriber (read path armed); \
+         actix-framedwrite = an actor with FramedRead + FramedWrite; naive = a bare tokio \
+         task holding the TcpStream. (f): sockactor over an actor transport answering \
+         `Sent::Accepted(len)`, ceiling over a counter, the others over `tokio::io::sink()`"
+    );
+    for note in notes {
+        println!("- {note}");
+    }
+    println!();
+}
+
+fn print_table(
+    workloads: &[Workload],
+    senders: &[Sender],
+    counts: &HashMap<Workload, usize>,
+    results: &HashMap<(Workload, Sender), Reps>,
+) {
+    println!(
+        "| workload | sender | messages/s | MB/s | ratio to ceiling | write syscalls/msg | \
+         peak RSS MiB | p50 µs | p99 µs | bytes/conn | CPU ns/msg |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &w in workloads {
+        let ceiling = results.get(&(w, Sender::Ceiling));
+        for &s in senders {
+            let Some(reps) = results.get(&(w, s)) else {
+                continue;
+            };
+            let ok: Vec<&Outcome> = reps.iter().flatten().collect();
+            let failed = reps.len() - ok.len();
+            let dash = || "—".to_string();
+            let stat = |f: &dyn Fn(&Outcome) -> Option<f64>, fmt: &dyn Fn(f64) -> String| {
+                let v: Vec<f64> = ok.iter().filter_map(|o| f(o)).collect();
+                median(&v).map_or_else(dash, fmt)
+            };
+            let spread = |f: &dyn Fn(&Outcome) -> Option<f64>, fmt: &dyn Fn(f64) -> String| {
+                let v: Vec<f64> = ok.iter().filter_map(|o| f(o)).collect();
+                match (
+                    median(&v),
+                    v.iter().cloned().reduce(f64::min),
+                    v.iter().cloned().reduce(f64::max),
+                ) {
+                    (Some(m), Some(lo), Some(hi)) if v.len() > 1 => {
+                        format!("{} ({}..{})", fmt(m), fmt(lo), fmt(hi))
+                    }
+                    (Some(m), ..) => fmt(m),
+                    _ => dash(),
+                }
+            };
+            let rate = |o: &Outcome| o.msgs as f64 / o.secs;
+            let streaming = w != Workload::E;
+            let ratios: Vec<f64> = match ceiling {
+                Some(c) if streaming => reps
+                    .iter()
+                    .zip(c)
+                    .filter_map(|(a, b)| Some(rate(a.as_ref()?) / rate(b.as_ref()?)))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let sender = if failed > 0 {
+                format!("{} (**{failed}/{} failed**)", s.name(), reps.len())
+            } else {
+                s.name().to_string()
+            };
+            let cells = [
+                w.label(counts[&w]),
+                sender,
+                if streaming {
+                    spread(&|o| Some(rate(o)), &fmt_count)
+                } else {
+                    dash()
+                },
+                if streaming {
+                    stat(&|o| Some(o.bytes as f64 / o.secs / 1e6), &|v| {
+                        format!("{v:.1}")
+                    })
+                } else {
+                    dash()
+                },
+                median(&ratios).map_or_else(dash, |r| format!("{r:.2}")),
+                if streaming {
+                    stat(&|o| Some(o.syscw? as f64 / o.msgs as f64), &|v| {
+                        format!("{v:.4}")
+                    })
+                } else {
+                    dash()
+                },
+                stat(&|o| Some(o.hwm_kb? as f64 / 1024.0), &|v| format!("{v:.1}")),
+                stat(&|o| Some(o.p50_ns? as f64 / 1e3), &|v| format!("{v:.1}")),
+                stat(&|o| Some(o.p99_ns? as f64 / 1e3), &|v| format!("{v:.1}")),
+                spread(&|o| o.conn_bytes, &|v| format!("{v:.0}")),
+                if w == Workload::F {
+                    spread(&|o| Some(o.cpu_ns as f64 / o.msgs as f64), &|v| {
+                        format!("{v:.0}")
+                    })
+                } else {
+                    dash()
+                },
+            ];
+            println!("| {} |", cells.join(" | "));
+        }
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+fn fmt_count(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e4 {
+        format!("{:.0}k", x / 1e3)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Now as `YYYY-MM-DD hh:mm:ss UTC` (civil-from-days, Howard Hinnant's algorithm).
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
