@@ -8,6 +8,7 @@
 //! write exactly once, in FIFO order.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -142,6 +143,38 @@ impl<T> Entry<T> {
 struct InFlight {
     len: usize,
     writes: usize,
+}
+
+/// Walks the unsent bytes from the front: at most `budget` bytes (at least one) in at
+/// most `max_segments` pieces, handing each piece to `piece`. Returns the bytes and the
+/// number of writes covered.
+fn gather<'a, T>(
+    entries: &'a VecDeque<Entry<T>>,
+    budget: usize,
+    max_segments: usize,
+    mut piece: impl FnMut(&'a Bytes, std::ops::Range<usize>),
+) -> (usize, usize) {
+    let budget = budget.max(1);
+    let mut len = 0;
+    let mut writes = 0;
+    let mut pieces = 0;
+    for entry in entries {
+        writes += 1;
+        if entry.remaining() == 0 {
+            continue;
+        }
+        for (i, seg) in entry.segments.segments()[entry.seg..].iter().enumerate() {
+            let start = if i == 0 { entry.off } else { 0 };
+            let end = seg.len().min(start.saturating_add(budget - len));
+            len += end - start;
+            pieces += 1;
+            piece(seg, start..end);
+            if len == budget || pieces == max_segments {
+                return (len, writes);
+            }
+        }
+    }
+    (len, writes)
 }
 
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
@@ -299,39 +332,41 @@ impl<T> WriteQueue<T> {
         if !self.has_transmit() {
             return None;
         }
-        let budget = budget.max(1);
         let mut segments = Vec::new();
-        let mut len = 0;
-        let mut writes = 0;
-        'entries: for entry in self.entries.iter() {
-            if entry.remaining() == 0 {
-                writes += 1;
-                continue;
-            }
-            writes += 1;
-            for (i, seg) in entry.segments.segments()[entry.seg..].iter().enumerate() {
-                let mut piece = if i == 0 {
-                    seg.slice(entry.off..)
-                } else {
-                    seg.clone()
-                };
-                let room = budget - len;
-                if piece.len() > room {
-                    piece.truncate(room);
-                }
-                len += piece.len();
-                segments.push(piece);
-                if len == budget || segments.len() == self.config.max_segments {
-                    break 'entries;
-                }
-            }
-        }
+        let (len, writes) = gather(
+            &self.entries,
+            budget,
+            self.config.max_segments,
+            |seg, range| segments.push(seg.slice(range)),
+        );
         self.in_flight = Some(InFlight { len, writes });
         Some(Transmit {
             segments,
             len,
             writes,
         })
+    }
+
+    /// Like [`poll_transmit`](Self::poll_transmit), but lends the bytes as `IoSlice`s
+    /// borrowed from the queue, for a transport called in place (the system transport's
+    /// `writev`): not even a reference count changes hands. Returns the transmit's length
+    /// and write count; drop `out` before answering with `handle_sent` and the others.
+    pub fn poll_transmit_slices<'a>(
+        &'a mut self,
+        budget: usize,
+        out: &mut Vec<IoSlice<'a>>,
+    ) -> Option<(usize, usize)> {
+        if !self.has_transmit() {
+            return None;
+        }
+        let (len, writes) = gather(
+            &self.entries,
+            budget,
+            self.config.max_segments,
+            |seg, range| out.push(IoSlice::new(&seg[range])),
+        );
+        self.in_flight = Some(InFlight { len, writes });
+        Some((len, writes))
     }
 
     /// The transport accepted `n` bytes of the transmit in flight. Finished writes are

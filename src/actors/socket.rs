@@ -1,19 +1,21 @@
 //! The [`Socket`] actor: one per socket, serializing writes like Samba's `tevent_queue`.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
-    WrapFuture,
+    SpawnHandle, WrapFuture,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::flusher::Flusher;
-use super::functions::{Adopt, SocketFunctions};
+use super::functions::{Adopt, ShareStream, SocketFunctions};
 use super::writer::{
     answer, notify_writability, report_failure, Core, Pushed, Reply, ReplyTo, ReplyTx, Shared,
     Shut, Wake, Writer,
@@ -175,6 +177,13 @@ pub struct Socket {
     read_turn: usize,
     life: Lifecycle,
     end_after_flight: bool,
+    /// The stream, when `sendv`/`recvfrom` are the system ones and called in place.
+    stream: Option<Arc<TcpStream>>,
+    direct_write: bool,
+    direct_read: bool,
+    read_buf: Option<BytesMut>,
+    write_wait: Option<SpawnHandle>,
+    read_wait: Option<SpawnHandle>,
 }
 
 /// Configures and starts a [`Socket`].
@@ -253,7 +262,8 @@ impl SocketBuilder {
             functions.close().do_send(CloseSocket { handle });
             return Err(SocketError::Connect(e));
         }
-        let socket = self.build(functions, handle, Some(addr), &ctx);
+        let stream = share_stream(&functions, handle).await;
+        let socket = self.build(functions, handle, Some(addr), stream, &ctx);
         Ok(ctx.run(socket))
     }
 
@@ -276,7 +286,8 @@ impl SocketBuilder {
             events: ctx.address().recipient(),
         };
         let handle = flatten(system.send(adopt).await).map_err(SocketError::Open)?;
-        let socket = self.build(functions, handle, peer, &ctx);
+        let stream = share_stream(&functions, handle).await;
+        let socket = self.build(functions, handle, peer, stream, &ctx);
         Ok(ctx.run(socket))
     }
 
@@ -285,8 +296,10 @@ impl SocketBuilder {
         functions: SocketFunctions,
         handle: Handle,
         peer: Option<Address>,
+        stream: Option<Arc<TcpStream>>,
         ctx: &Context<Socket>,
     ) -> Socket {
+        let in_place = functions.in_place();
         self.config.queue = self.config.queue.sanitized();
         self.config.read_chunk = self.config.read_chunk.max(1);
         let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
@@ -325,8 +338,25 @@ impl SocketBuilder {
             read_turn: 0,
             life: Lifecycle::Open,
             end_after_flight: false,
+            direct_write: stream.is_some() && in_place.0,
+            direct_read: stream.is_some() && in_place.1,
+            stream,
+            read_buf: None,
+            write_wait: None,
+            read_wait: None,
         }
     }
+}
+
+/// The stream behind a system handle, when the socket may call `sendv`/`recvfrom` in
+/// place.
+async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<TcpStream>> {
+    let (sendv, recvfrom) = functions.in_place();
+    let system = functions.system_actor()?;
+    if !(sendv || recvfrom) {
+        return None;
+    }
+    system.send(ShareStream { handle }).await.ok().flatten()
 }
 
 fn flatten<T>(r: Result<Result<T, TransportError>, MailboxError>) -> Result<T, TransportError> {
@@ -413,72 +443,119 @@ impl Socket {
         }
     }
 
-    /// Hands the transport the next vectored write, or goes idle when nothing is queued.
+    /// Hands the transport vectored writes until the queue is empty, the transport would
+    /// block, the turn's byte budget is spent (then it yields), or (message transports)
+    /// a `sendv` is out awaiting its answer.
     fn drive(&mut self, ctx: &mut Context<Self>) {
-        if self.life == Lifecycle::Closed {
-            return;
-        }
-        let mut st = self.core.lock();
-        if st.queue.in_flight() {
-            return;
-        }
-        let max_turn = st.queue.config().max_bytes_per_turn;
-        if self.turn_bytes >= max_turn {
-            drop(st);
-            // Fairness: let other actors on this thread run before the next turn.
-            self.turn_bytes = 0;
-            self.flush = FlushState::Yielding;
-            ctx.spawn(
-                tokio::task::yield_now()
-                    .into_actor(self)
-                    .map(|_, act, ctx| {
-                        if act.flush == FlushState::Yielding {
-                            act.flush = FlushState::Active;
-                            act.drive(ctx);
-                        }
-                    }),
-            );
-            return;
-        }
-        let Some(transmit) = st.queue.poll_transmit(max_turn - self.turn_bytes) else {
-            // Nothing left: writers must wake the socket for their next write.
-            st.flushing = false;
-            drop(st);
-            self.flush = FlushState::Idle;
-            self.turn_bytes = 0;
-            self.maybe_finish_drain();
-            return;
-        };
-        st.flushing = true;
-        st.stats.sendv_calls += 1;
-        drop(st);
-        self.flush = FlushState::Active;
-        tracing::trace!(parent: &self.core.span, bytes = transmit.len,
-            segments = transmit.segments.len(), writes = transmit.writes, "sendv");
-        let sendv = SendV {
-            handle: self.handle,
-            segments: transmit.segments,
-            to: None,
-        };
-        let fut = self
-            .functions
-            .sendv()
-            .send(sendv)
-            .into_actor(self)
-            .map(|res, act, ctx| act.on_sent(flatten(res), ctx));
-        match self.policy {
-            // Immediate: nothing else is handled until the transport has answered.
-            FlushPolicy::Immediate => ctx.wait(fut),
-            FlushPolicy::Deferred(_) => {
-                ctx.spawn(fut);
+        loop {
+            if self.life == Lifecycle::Closed {
+                return;
             }
+            let mut guard = self.core.lock();
+            let st = &mut *guard;
+            if st.queue.in_flight() {
+                return;
+            }
+            let max_turn = st.queue.config().max_bytes_per_turn;
+            if self.turn_bytes >= max_turn {
+                drop(guard);
+                // Fairness: let other actors on this thread run before the next turn.
+                self.turn_bytes = 0;
+                self.flush = FlushState::Yielding;
+                ctx.spawn(
+                    tokio::task::yield_now()
+                        .into_actor(self)
+                        .map(|_, act, ctx| {
+                            if act.flush == FlushState::Yielding {
+                                act.flush = FlushState::Active;
+                                act.drive(ctx);
+                            }
+                        }),
+                );
+                return;
+            }
+            let budget = max_turn - self.turn_bytes;
+            if let Some(stream) = self.stream.as_ref().filter(|_| self.direct_write) {
+                // The system transport, called in place: `writev` on slices borrowed
+                // from the queue.
+                let mut slices = Vec::new();
+                let Some((len, writes)) = st.queue.poll_transmit_slices(budget, &mut slices) else {
+                    st.flushing = false;
+                    drop(guard);
+                    self.go_idle(ctx);
+                    return;
+                };
+                st.flushing = true;
+                st.stats.sendv_calls += 1;
+                let result = match stream.try_write_vectored(&slices) {
+                    Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    Ok(n) => Ok(Sent::Accepted(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+                    Err(e) => Err(e.into()),
+                };
+                drop(slices);
+                drop(guard);
+                self.flush = FlushState::Active;
+                tracing::trace!(parent: &self.core.span, bytes = len, writes, ?result, "writev");
+                if !self.absorb_sent(result, ctx) {
+                    return;
+                }
+                continue;
+            }
+            let Some(transmit) = st.queue.poll_transmit(budget) else {
+                // Nothing left: writers must wake the socket for their next write.
+                st.flushing = false;
+                drop(guard);
+                self.go_idle(ctx);
+                return;
+            };
+            st.flushing = true;
+            st.stats.sendv_calls += 1;
+            drop(guard);
+            self.flush = FlushState::Active;
+            tracing::trace!(parent: &self.core.span, bytes = transmit.len,
+                segments = transmit.segments.len(), writes = transmit.writes, "sendv");
+            let sendv = SendV {
+                handle: self.handle,
+                segments: transmit.segments,
+                to: None,
+            };
+            let fut = self
+                .functions
+                .sendv()
+                .send(sendv)
+                .into_actor(self)
+                .map(|res, act, ctx| {
+                    if act.absorb_sent(flatten(res), ctx) {
+                        act.drive(ctx);
+                    }
+                });
+            match self.policy {
+                // Immediate: nothing else is handled until the transport has answered.
+                FlushPolicy::Immediate => ctx.wait(fut),
+                FlushPolicy::Deferred(_) => {
+                    ctx.spawn(fut);
+                }
+            }
+            return;
         }
     }
 
-    fn on_sent(&mut self, result: Result<Sent, TransportError>, ctx: &mut Context<Self>) {
+    fn go_idle(&mut self, ctx: &mut Context<Self>) {
+        self.flush = FlushState::Idle;
+        self.turn_bytes = 0;
+        self.maybe_finish_drain(ctx);
+    }
+
+    /// Takes in the transport's answer to a transmit. `true`: drive on.
+    fn absorb_sent(
+        &mut self,
+        result: Result<Sent, TransportError>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
         if self.life == Lifecycle::Closed {
             self.end_in_flight(result);
-            return;
+            return false;
         }
         match result {
             Ok(Sent::Accepted(n)) => {
@@ -493,15 +570,15 @@ impl Socket {
                     .handle_sent(n, Instant::now(), |r, res| answer(core, stats, r, res));
                 if let Err(e) = handled {
                     drop(guard);
-                    self.fail(e);
-                    return;
+                    self.fail(e, ctx);
+                    return false;
                 }
                 st.stats.bytes_sent += n as u64;
                 drop(guard);
                 self.turn_bytes += n;
                 self.admit_waiting(ctx);
                 self.publish_writability();
-                self.drive(ctx);
+                true
             }
             Ok(Sent::WouldBlock) => {
                 let queued = {
@@ -512,18 +589,80 @@ impl Socket {
                 };
                 self.turn_bytes = 0;
                 tracing::debug!(parent: &self.core.span, queued, "would block");
-                if std::mem::take(&mut self.write_ready_hint) {
+                if self.direct_write {
+                    self.flush = FlushState::Blocked;
+                    self.arm_in_place(Readiness::Writable, ctx);
+                    false
+                } else if std::mem::take(&mut self.write_ready_hint) {
                     // Its writable notice already came.
                     self.flush = FlushState::Active;
-                    self.drive(ctx);
+                    true
                 } else {
                     self.flush = FlushState::Blocked;
+                    false
                 }
             }
             Err(e) => {
                 self.core.lock().queue.handle_failed();
-                self.fail(e);
+                self.fail(e, ctx);
+                false
             }
+        }
+    }
+
+    /// In-place transport: wait on the reactor for the stream to become ready, then go on
+    /// as if the transport had sent [`Ready`].
+    fn arm_in_place(&mut self, readiness: Readiness, ctx: &mut Context<Self>) {
+        let Some(stream) = self.stream.clone() else {
+            return;
+        };
+        let slot = match readiness {
+            Readiness::Writable => &mut self.write_wait,
+            Readiness::Readable => &mut self.read_wait,
+        };
+        if slot.is_some() {
+            return;
+        }
+        let handle = self.handle;
+        let wait = async move {
+            // An error here surfaces on the retry.
+            let _ = match readiness {
+                Readiness::Writable => stream.writable().await,
+                Readiness::Readable => stream.readable().await,
+            };
+        };
+        let spawned = ctx.spawn(wait.into_actor(self).map(move |_, act, ctx| {
+            match readiness {
+                Readiness::Writable => act.write_wait = None,
+                Readiness::Readable => act.read_wait = None,
+            }
+            act.on_ready(Ready { handle, readiness }, ctx);
+        }));
+        match readiness {
+            Readiness::Writable => self.write_wait = Some(spawned),
+            Readiness::Readable => self.read_wait = Some(spawned),
+        }
+    }
+
+    /// The transport says the handle can make progress again.
+    fn on_ready(&mut self, msg: Ready, ctx: &mut Context<Self>) {
+        if msg.handle != self.handle {
+            return;
+        }
+        // A notice can overtake the would-block answer it belongs to (the answer comes
+        // back through a spawned future, the notice through the mailbox, which actix
+        // polls first). Remember it, so that answer retries instead of waiting forever.
+        match msg.readiness {
+            Readiness::Writable if self.flush == FlushState::Blocked => {
+                self.flush = FlushState::Active;
+                self.drive(ctx);
+            }
+            Readiness::Writable => self.write_ready_hint = true,
+            Readiness::Readable if self.read == ReadState::Blocked => {
+                self.read = ReadState::Idle;
+                self.drive_read(ctx);
+            }
+            Readiness::Readable => self.read_ready_hint = true,
         }
     }
 
@@ -563,10 +702,10 @@ impl Socket {
     }
 
     /// A transport error: every write is answered with it and the handle closes.
-    fn fail(&mut self, error: TransportError) {
+    fn fail(&mut self, error: TransportError, ctx: &mut Context<Self>) {
         tracing::warn!(parent: &self.core.span, %error, "transport failed; closing");
         self.shut_and_fail_writes(Shut::Failed(error));
-        self.close_now();
+        self.close_now(ctx);
     }
 
     /// Stops taking writes and ends every queued and waiting write with the error `shut`
@@ -630,21 +769,31 @@ impl Socket {
         let _ = st.queue.take_writability_change();
     }
 
-    fn maybe_finish_drain(&mut self) {
+    fn maybe_finish_drain(&mut self, ctx: &mut Context<Self>) {
         if self.life == Lifecycle::Draining
             && self.core.lock().queue.is_empty()
             && self.waiting.is_empty()
         {
-            self.close_now();
+            self.close_now(ctx);
         }
     }
 
-    fn close_now(&mut self) {
+    fn close_now(&mut self, ctx: &mut Context<Self>) {
         if self.life == Lifecycle::Closed {
             return;
         }
         self.life = Lifecycle::Closed;
         self.read = ReadState::Done;
+        // Let go of the stream: with the system transport's own reference dropped on
+        // CloseSocket, the descriptor closes now.
+        for wait in [self.write_wait.take(), self.read_wait.take()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.cancel_future(wait);
+        }
+        self.stream = None;
+        self.read_buf = None;
         let cause = {
             let mut st = self.core.lock();
             if st.shut.is_none() {
@@ -684,6 +833,29 @@ impl Socket {
             );
             return;
         }
+        if let Some(stream) = self.stream.as_ref().filter(|_| self.direct_read) {
+            // The system transport, called in place. The buffer is allocated on the first
+            // readable notice (idle sockets hold none) and split, not copied, per read.
+            let chunk = self.config.read_chunk;
+            let buf = self
+                .read_buf
+                .get_or_insert_with(|| BytesMut::with_capacity(chunk));
+            if buf.capacity() - buf.len() < chunk / 8 {
+                *buf = BytesMut::with_capacity(chunk);
+            }
+            let result = match stream.try_read_buf(buf) {
+                Ok(0) => Ok(Received::Eof),
+                Ok(n) => Ok(Received::Data {
+                    bytes: buf.split_to(n).freeze(),
+                    from: None,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
+                Err(e) => Err(e.into()),
+            };
+            self.read = ReadState::InFlight;
+            self.on_received(result, ctx);
+            return;
+        }
         self.read = ReadState::InFlight;
         let recv = RecvFrom {
             handle: self.handle,
@@ -713,7 +885,18 @@ impl Socket {
             }
             Ok(Received::WouldBlock) => {
                 self.read_turn = 0;
-                if std::mem::take(&mut self.read_ready_hint) {
+                if self.direct_read {
+                    self.read = ReadState::Blocked;
+                    // Idle sockets keep no read buffer.
+                    if self
+                        .read_buf
+                        .as_ref()
+                        .is_some_and(|b| b.capacity() < self.config.read_chunk)
+                    {
+                        self.read_buf = None;
+                    }
+                    self.arm_in_place(Readiness::Readable, ctx);
+                } else if std::mem::take(&mut self.read_ready_hint) {
                     self.read = ReadState::Idle;
                     self.drive_read(ctx);
                 } else {
@@ -728,7 +911,7 @@ impl Socket {
             Err(e) => {
                 self.read = ReadState::Done;
                 self.event(SocketEventKind::ReadFailed(e.clone()));
-                self.fail(e);
+                self.fail(e, ctx);
             }
         }
     }
@@ -755,10 +938,10 @@ impl Actor for Socket {
         }
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         if self.life != Lifecycle::Closed {
             self.shut_and_fail_writes(Shut::Closed);
-            self.close_now();
+            self.close_now(ctx);
         }
         // A sendv still out will never be answered to this actor: end its writes now.
         if self.end_after_flight {
@@ -862,24 +1045,7 @@ impl Handler<Ready> for Socket {
     type Result = ();
 
     fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
-        if msg.handle != self.handle {
-            return;
-        }
-        // A notice can overtake the would-block answer it belongs to (the answer comes
-        // back through a spawned future, the notice through the mailbox, which actix
-        // polls first). Remember it, so that answer retries instead of waiting forever.
-        match msg.readiness {
-            Readiness::Writable if self.flush == FlushState::Blocked => {
-                self.flush = FlushState::Active;
-                self.drive(ctx);
-            }
-            Readiness::Writable => self.write_ready_hint = true,
-            Readiness::Readable if self.read == ReadState::Blocked => {
-                self.read = ReadState::Idle;
-                self.drive_read(ctx);
-            }
-            Readiness::Readable => self.read_ready_hint = true,
-        }
+        self.on_ready(msg, ctx);
     }
 }
 
@@ -911,7 +1077,7 @@ impl Handler<CancelWrite> for Socket {
         self.admit_waiting(ctx);
         self.publish_writability();
         if self.flush == FlushState::Idle {
-            self.maybe_finish_drain();
+            self.maybe_finish_drain(ctx);
         }
         Some(batch)
     }
@@ -927,7 +1093,7 @@ impl Handler<Close> for Socket {
                     return;
                 }
                 self.shut_and_fail_writes(Shut::Aborted);
-                self.close_now();
+                self.close_now(ctx);
             }
             Close::Graceful => {
                 if self.life != Lifecycle::Open {

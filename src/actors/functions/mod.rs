@@ -8,6 +8,7 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
 pub use mock::{MockFunctions, MockTransport, SendRecord, SendStep};
+pub(crate) use system::ShareStream;
 pub use system::{Adopt, SystemFunctions};
 
 use crate::messages::functions::{CloseSocket, Connect, OpenSocket, RecvFrom, SendV};
@@ -54,6 +55,10 @@ pub struct SocketFunctions {
     recvfrom: Recipient<RecvFrom>,
     close: Recipient<CloseSocket>,
     system: Option<Addr<SystemFunctions>>,
+    /// `sendv` / `recvfrom` are still the system ones, on handles the system opened: the
+    /// socket may then call them in place (see [`SystemFunctions`]).
+    system_sendv: bool,
+    system_recvfrom: bool,
 }
 
 impl SocketFunctions {
@@ -63,6 +68,8 @@ impl SocketFunctions {
         let addr = SystemFunctions::current();
         let mut functions = Self::from_actor(addr.clone());
         functions.system = Some(addr);
+        functions.system_sendv = true;
+        functions.system_recvfrom = true;
         functions
     }
 
@@ -88,12 +95,17 @@ impl SocketFunctions {
             recvfrom: addr.clone().recipient(),
             close: addr.recipient(),
             system: None,
+            system_sendv: false,
+            system_recvfrom: false,
         }
     }
 
     /// Replaces `open` (`asocket`).
     pub fn with_open(mut self, open: Recipient<OpenSocket>) -> Self {
         self.open = open;
+        // Handles are no longer the system's own.
+        self.system_sendv = false;
+        self.system_recvfrom = false;
         self
     }
 
@@ -106,12 +118,14 @@ impl SocketFunctions {
     /// Replaces `sendv` (`asendv`).
     pub fn with_sendv(mut self, sendv: Recipient<SendV>) -> Self {
         self.sendv = sendv;
+        self.system_sendv = false;
         self
     }
 
     /// Replaces `recvfrom` (`arecvfrom`).
     pub fn with_recvfrom(mut self, recvfrom: Recipient<RecvFrom>) -> Self {
         self.recvfrom = recvfrom;
+        self.system_recvfrom = false;
         self
     }
 
@@ -150,5 +164,11 @@ impl SocketFunctions {
     /// [`SocketFunctions::system`] (needed to adopt accepted streams).
     pub fn system_actor(&self) -> Option<&Addr<SystemFunctions>> {
         self.system.as_ref()
+    }
+
+    /// Whether `sendv` and `recvfrom` are still the system ones (each may be called in
+    /// place by the socket, with no message per call).
+    pub(crate) fn in_place(&self) -> (bool, bool) {
+        (self.system_sendv, self.system_recvfrom)
     }
 }

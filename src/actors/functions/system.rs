@@ -20,6 +20,11 @@ use crate::messages::functions::{
 
 /// The built-in transport: non-blocking TCP through tokio.
 ///
+/// Opening, connecting and closing always go through this actor. When a socket's `sendv`
+/// and `recvfrom` are still the system ones, the socket borrows the stream and calls
+/// `writev`/`read` in place (same semantics, no message per call); once either is
+/// replaced, that operation goes through messages to whatever replaced it.
+///
 /// UDP and Unix domain sockets answer [`TransportError::Unsupported`] for now; the
 /// messages already carry what they need (family, kind, destination address).
 ///
@@ -59,6 +64,26 @@ pub struct Adopt {
 
 impl Message for Adopt {
     type Result = Result<Handle, TransportError>;
+}
+
+/// Lend a socket actor the stream behind a handle, so it can call `writev`/`read` in
+/// place instead of sending [`SendV`]/[`RecvFrom`] (crate-internal: only for handles whose
+/// `sendv`/`recvfrom` are still the system ones).
+#[derive(Debug)]
+pub(crate) struct ShareStream {
+    pub(crate) handle: Handle,
+}
+
+impl Message for ShareStream {
+    type Result = Option<Arc<TcpStream>>;
+}
+
+impl Handler<ShareStream> for SystemFunctions {
+    type Result = Option<Arc<TcpStream>>;
+
+    fn handle(&mut self, msg: ShareStream, _: &mut Context<Self>) -> Self::Result {
+        self.stream(msg.handle).ok()
+    }
 }
 
 thread_local! {
