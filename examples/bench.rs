@@ -18,7 +18,7 @@
 //! owning `actix::io::FramedWrite`) and `tokio-util-framed` (`feed` per message, `flush`
 //! when the channel is empty). Adding a sender is one [`Sender`] variant (plus its line in
 //! [`Sender::spec`]) and one function taking a [`Job`]; `sockactor-writer` is such a slot,
-//! run only when asked for with `--sender sockactor-writer`.
+//! all measured by default.
 //!
 //! Method: every measurement runs in a fresh process (this binary re-executed with
 //! `--child`), which prints one `RESULT key=value …` line; the parent runs the repetitions
@@ -42,10 +42,12 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use sockactor::messages::{
-    Close, CloseSocket, Connect, Handle, OpenSocket, Received, RecvFrom, SendV, Sent, SocketEvent,
-    SocketEventKind, Write,
+    Close, CloseSocket, Connect, GetWriter, Handle, OpenSocket, Received, RecvFrom, SendV, Sent,
+    SocketEvent, SocketEventKind, Write,
 };
-use sockactor::{Socket, SocketBuilder, SocketFunctions, TransportError};
+use sockactor::{
+    QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions, TransportError, Writer,
+};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -216,8 +218,8 @@ struct Job {
 enum Sender {
     SockactorDeferred,
     SockactorImmediate,
-    /// sockactor through its direct writer handle (not in sockactor yet): runs only when
-    /// named with `--sender`, and fails saying so.
+    /// sockactor through its `Writer` handle (deferred policy): writes go straight into
+    /// the socket's queue, no message per write.
     SockactorWriter,
     Naive,
     Ceiling,
@@ -244,7 +246,8 @@ impl Sender {
     ];
 
     /// Measured by default, in table order.
-    const RUN: [Sender; 6] = [
+    const RUN: [Sender; 7] = [
+        Sender::SockactorWriter,
         Sender::SockactorDeferred,
         Sender::SockactorImmediate,
         Sender::Naive,
@@ -280,21 +283,15 @@ impl Sender {
 }
 
 fn sockactor_deferred(job: Job) -> BoxFut<Res<Outcome>> {
-    sockactor(job, false)
+    sockactor(job, Mode::Deferred)
 }
 
 fn sockactor_immediate(job: Job) -> BoxFut<Res<Outcome>> {
-    sockactor(job, true)
+    sockactor(job, Mode::Immediate)
 }
 
-fn sockactor_writer(_: Job) -> BoxFut<Res<Outcome>> {
-    Box::pin(async {
-        Err(
-            "sockactor-writer: this benchmark has no measurement for sockactor's direct \
-             writer handle"
-                .to_string(),
-        )
-    })
+fn sockactor_writer(job: Job) -> BoxFut<Res<Outcome>> {
+    sockactor(job, Mode::Writer)
 }
 
 fn naive(job: Job) -> BoxFut<Res<Outcome>> {
@@ -315,21 +312,46 @@ fn tokio_util_framed(job: Job) -> BoxFut<Res<Outcome>> {
 
 // ───────────────────── sockactor (deferred / immediate) ─────────────────────
 
-fn sock_builder(immediate: bool) -> SocketBuilder {
+/// How the sockactor senders write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `Write` messages, deferred policy (Flusher).
+    Deferred,
+    /// `Write` messages, immediate policy.
+    Immediate,
+    /// A `Writer` handle, deferred policy.
+    Writer,
+}
+
+fn sock_builder(mode: Mode) -> SocketBuilder {
     let builder = Socket::builder();
-    if immediate {
-        builder.immediate()
-    } else {
-        builder
+    match mode {
+        Mode::Immediate => builder.immediate(),
+        Mode::Deferred => builder,
+        // A writer is refused at the high watermark instead of waiting; the benchmark's
+        // own flow control (at most 1,024 messages unacknowledged) bounds memory, as it
+        // does for the unbounded channels of the other senders.
+        Mode::Writer => builder.config(SocketConfig {
+            queue: QueueConfig {
+                high_watermark: 256 << 20,
+                low_watermark: 64 << 20,
+                max_bytes_per_turn: std::env::var("TURN")
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(256 << 10),
+                ..QueueConfig::default()
+            },
+            ..SocketConfig::default()
+        }),
     }
 }
 
-fn sockactor(job: Job, immediate: bool) -> BoxFut<Res<Outcome>> {
+fn sockactor(job: Job, mode: Mode) -> BoxFut<Res<Outcome>> {
     Box::pin(async move {
         match job.kind {
             Kind::Stream { .. } => {
                 stream(job, ProducerKind::Actor, move |sink| {
-                    Box::pin(sock_endpoint(sink, immediate))
+                    Box::pin(sock_endpoint(sink, mode))
                 })
                 .await
             }
@@ -338,14 +360,24 @@ fn sockactor(job: Job, immediate: bool) -> BoxFut<Res<Outcome>> {
                     Box::pin(async move {
                         let (done, finished) = oneshot::channel();
                         let ctx = Context::<Pinger>::new();
-                        let socket = sock_builder(immediate)
+                        let socket = sock_builder(mode)
                             .subscriber(ctx.address().recipient())
                             .connect(addr)
                             .await
                             .map_err(|e| format!("connect: {e}"))?;
+                        let writer = match mode {
+                            Mode::Writer => Some(
+                                socket
+                                    .send(GetWriter)
+                                    .await
+                                    .map_err(|e| format!("writer: {e}"))?,
+                            ),
+                            _ => None,
+                        };
                         let state = PingState::new(job, done);
                         let pinger = ctx.run(Pinger {
                             socket: socket.clone(),
+                            writer,
                             state,
                         });
                         let go: Go = Box::new(move || {
@@ -365,7 +397,7 @@ fn sockactor(job: Job, immediate: bool) -> BoxFut<Res<Outcome>> {
                 let errors = Rc::new(RefCell::new(Vec::new()));
                 let watch = Watch(errors.clone()).start();
                 let outcome = idle(job, move |addr| {
-                    let builder = sock_builder(immediate).subscriber(watch.clone().recipient());
+                    let builder = sock_builder(mode).subscriber(watch.clone().recipient());
                     Box::pin(async move {
                         let socket = builder
                             .connect(addr)
@@ -382,9 +414,9 @@ fn sockactor(job: Job, immediate: bool) -> BoxFut<Res<Outcome>> {
     })
 }
 
-async fn sock_endpoint(sink: Sink, immediate: bool) -> Res<Box<dyn Endpoint>> {
+async fn sock_endpoint(sink: Sink, mode: Mode) -> Res<Box<dyn Endpoint>> {
     let errors = Rc::new(RefCell::new(Vec::new()));
-    let builder = sock_builder(immediate).subscriber(Watch(errors.clone()).start().recipient());
+    let builder = sock_builder(mode).subscriber(Watch(errors.clone()).start().recipient());
     let socket = match sink {
         Sink::Tcp(addr) => builder.connect(addr).await,
         Sink::Null(bytes) => {
@@ -397,6 +429,17 @@ async fn sock_endpoint(sink: Sink, immediate: bool) -> Res<Box<dyn Endpoint>> {
         }
     }
     .map_err(|e| format!("connect: {e}"))?;
+    if mode == Mode::Writer {
+        let writer = socket
+            .send(GetWriter)
+            .await
+            .map_err(|e| format!("writer: {e}"))?;
+        return Ok(Box::new(WriterEp {
+            socket,
+            writer,
+            errors,
+        }));
+    }
     Ok(Box::new(SockEp { socket, errors }))
 }
 
@@ -427,6 +470,48 @@ impl Endpoint for SockEp {
                 Ok(Err(e)) => Err(format!("write failed: {e}")),
                 Err(e) => Err(format!("socket mailbox: {e}")),
             }
+        })
+    }
+
+    fn close(&self) {
+        self.socket.do_send(Close::Graceful);
+    }
+
+    fn check(&self) -> Res<()> {
+        first_error(&self.errors)
+    }
+}
+
+/// Producers write through a `Writer`; every [`Plan::ack_every`]-th write is a
+/// `write_answered` whose answer is awaited later.
+struct WriterEp {
+    socket: Addr<Socket>,
+    writer: Writer,
+    errors: Rc<RefCell<Vec<String>>>,
+}
+
+impl Endpoint for WriterEp {
+    fn clone_ep(&self) -> Box<dyn Endpoint> {
+        Box::new(WriterEp {
+            socket: self.socket.clone(),
+            writer: self.writer.clone(),
+            errors: self.errors.clone(),
+        })
+    }
+
+    fn post(&self, msg: Bytes) {
+        if let Err(e) = self.writer.write(msg) {
+            self.errors.borrow_mut().push(format!("write refused: {e}"));
+        }
+    }
+
+    fn post_acked(&self, msg: Bytes) -> BoxFut<Res<()>> {
+        let answer = self.writer.write_answered(msg);
+        Box::pin(async move {
+            answer
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("write failed: {e}"))
         })
     }
 
@@ -528,7 +613,21 @@ impl Handler<CloseSocket> for NullTransport {
 /// (d) for sockactor: the socket's subscriber, writing the next ping when the echo is in.
 struct Pinger {
     socket: Addr<Socket>,
+    writer: Option<Writer>,
     state: PingState,
+}
+
+impl Pinger {
+    fn ping(&mut self, msg: Bytes) {
+        match &self.writer {
+            Some(w) => {
+                if let Err(e) = w.write(msg) {
+                    self.state.fail(format!("write refused: {e}"));
+                }
+            }
+            None => self.socket.do_send(Write::new(msg)),
+        }
+    }
 }
 
 impl Actor for Pinger {
@@ -540,7 +639,7 @@ impl Handler<StartPing> for Pinger {
 
     fn handle(&mut self, _: StartPing, _: &mut Context<Self>) {
         let first = self.state.start();
-        self.socket.do_send(Write::new(first));
+        self.ping(first);
     }
 }
 
@@ -551,7 +650,7 @@ impl Handler<SocketEvent> for Pinger {
         match event.kind {
             SocketEventKind::Received(bytes) => {
                 if let Some(next) = self.state.on_bytes(bytes.len()) {
-                    self.socket.do_send(Write::new(next));
+                    self.ping(next);
                 }
             }
             SocketEventKind::Eof => self.state.fail("EOF before the last echo".into()),

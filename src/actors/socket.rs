@@ -182,6 +182,7 @@ pub struct Socket {
     direct_write: bool,
     direct_read: bool,
     read_buf: Option<BytesMut>,
+    read_size: usize,
     write_wait: Option<SpawnHandle>,
     read_wait: Option<SpawnHandle>,
 }
@@ -342,6 +343,7 @@ impl SocketBuilder {
             direct_read: stream.is_some() && in_place.1,
             stream,
             read_buf: None,
+            read_size: 4096.min(self.config.read_chunk),
             write_wait: None,
             read_wait: None,
         }
@@ -814,65 +816,82 @@ impl Socket {
         // when its last address is dropped.
     }
 
+    /// Reads until the transport would block, the peer's EOF, an error, or the turn's byte
+    /// budget is spent (then it yields).
     fn drive_read(&mut self, ctx: &mut Context<Self>) {
-        if self.read != ReadState::Idle || self.life == Lifecycle::Closed {
-            return;
-        }
-        if self.read_turn >= self.config.queue.max_bytes_per_turn {
-            self.read_turn = 0;
-            self.read = ReadState::Yielding;
-            ctx.spawn(
-                tokio::task::yield_now()
-                    .into_actor(self)
-                    .map(|_, act, ctx| {
-                        if act.read == ReadState::Yielding {
-                            act.read = ReadState::Idle;
+        loop {
+            if self.read != ReadState::Idle || self.life == Lifecycle::Closed {
+                return;
+            }
+            if self.read_turn >= self.config.queue.max_bytes_per_turn {
+                self.read_turn = 0;
+                self.read = ReadState::Yielding;
+                ctx.spawn(
+                    tokio::task::yield_now()
+                        .into_actor(self)
+                        .map(|_, act, ctx| {
+                            if act.read == ReadState::Yielding {
+                                act.read = ReadState::Idle;
+                                act.drive_read(ctx);
+                            }
+                        }),
+                );
+                return;
+            }
+            self.read = ReadState::InFlight;
+            let Some(stream) = self.stream.as_ref().filter(|_| self.direct_read) else {
+                let recv = RecvFrom {
+                    handle: self.handle,
+                    max_len: self.config.read_chunk,
+                };
+                ctx.spawn(self.functions.recvfrom().send(recv).into_actor(self).map(
+                    |res, act, ctx| {
+                        if act.absorb_received(flatten(res), ctx) {
                             act.drive_read(ctx);
                         }
-                    }),
-            );
-            return;
-        }
-        if let Some(stream) = self.stream.as_ref().filter(|_| self.direct_read) {
-            // The system transport, called in place. The buffer is allocated on the first
-            // readable notice (idle sockets hold none) and split, not copied, per read.
-            let chunk = self.config.read_chunk;
+                    },
+                ));
+                return;
+            };
+            // The system transport, called in place. The buffer is allocated when the
+            // stream is read (idle sockets hold none), starts small and doubles while reads
+            // fill it, up to `read_chunk`; reads are split off it, not copied.
+            let want = self.read_size;
             let buf = self
                 .read_buf
-                .get_or_insert_with(|| BytesMut::with_capacity(chunk));
-            if buf.capacity() - buf.len() < chunk / 8 {
-                *buf = BytesMut::with_capacity(chunk);
+                .get_or_insert_with(|| BytesMut::with_capacity(want));
+            if buf.capacity() - buf.len() < want / 2 {
+                *buf = BytesMut::with_capacity(want);
             }
+            let spare = buf.capacity() - buf.len();
             let result = match stream.try_read_buf(buf) {
                 Ok(0) => Ok(Received::Eof),
-                Ok(n) => Ok(Received::Data {
-                    bytes: buf.split_to(n).freeze(),
-                    from: None,
-                }),
+                Ok(n) => {
+                    if n == spare {
+                        self.read_size = (self.read_size * 2).min(self.config.read_chunk);
+                    }
+                    Ok(Received::Data {
+                        bytes: buf.split_to(n).freeze(),
+                        from: None,
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
                 Err(e) => Err(e.into()),
             };
-            self.read = ReadState::InFlight;
-            self.on_received(result, ctx);
-            return;
+            if !self.absorb_received(result, ctx) {
+                return;
+            }
         }
-        self.read = ReadState::InFlight;
-        let recv = RecvFrom {
-            handle: self.handle,
-            max_len: self.config.read_chunk,
-        };
-        ctx.spawn(
-            self.functions
-                .recvfrom()
-                .send(recv)
-                .into_actor(self)
-                .map(|res, act, ctx| act.on_received(flatten(res), ctx)),
-        );
     }
 
-    fn on_received(&mut self, result: Result<Received, TransportError>, ctx: &mut Context<Self>) {
+    /// Takes in what a read found. `true`: read on.
+    fn absorb_received(
+        &mut self,
+        result: Result<Received, TransportError>,
+        ctx: &mut Context<Self>,
+    ) -> bool {
         if self.life == Lifecycle::Closed {
-            return;
+            return false;
         }
         match result {
             Ok(Received::Data { bytes, .. }) => {
@@ -881,37 +900,35 @@ impl Socket {
                 self.read_turn += bytes.len();
                 self.read = ReadState::Idle;
                 self.deliver(bytes);
-                self.drive_read(ctx);
+                true
             }
             Ok(Received::WouldBlock) => {
                 self.read_turn = 0;
                 if self.direct_read {
                     self.read = ReadState::Blocked;
                     // Idle sockets keep no read buffer.
-                    if self
-                        .read_buf
-                        .as_ref()
-                        .is_some_and(|b| b.capacity() < self.config.read_chunk)
-                    {
-                        self.read_buf = None;
-                    }
+                    self.read_buf = None;
                     self.arm_in_place(Readiness::Readable, ctx);
+                    false
                 } else if std::mem::take(&mut self.read_ready_hint) {
                     self.read = ReadState::Idle;
-                    self.drive_read(ctx);
+                    true
                 } else {
                     self.read = ReadState::Blocked;
+                    false
                 }
             }
             Ok(Received::Eof) => {
                 self.read = ReadState::Done;
                 tracing::debug!(parent: &self.core.span, "peer closed its sending half");
                 self.event(SocketEventKind::Eof);
+                false
             }
             Err(e) => {
                 self.read = ReadState::Done;
                 self.event(SocketEventKind::ReadFailed(e.clone()));
                 self.fail(e, ctx);
+                false
             }
         }
     }

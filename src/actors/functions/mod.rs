@@ -4,6 +4,8 @@
 mod mock;
 mod system;
 
+use std::sync::Arc;
+
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
@@ -49,6 +51,13 @@ use crate::messages::functions::{CloseSocket, Connect, OpenSocket, RecvFrom, Sen
 /// ([`TransportError::UnknownHandle`](crate::TransportError::UnknownHandle)).
 #[derive(Clone, Debug)]
 pub struct SocketFunctions {
+    /// Shared: every socket of a table holds it by reference count, not by copies of the
+    /// five recipients.
+    table: Arc<Table>,
+}
+
+#[derive(Clone, Debug)]
+struct Table {
     open: Recipient<OpenSocket>,
     connect: Recipient<Connect>,
     sendv: Recipient<SendV>,
@@ -67,9 +76,10 @@ impl SocketFunctions {
     pub fn system() -> Self {
         let addr = SystemFunctions::current();
         let mut functions = Self::from_actor(addr.clone());
-        functions.system = Some(addr);
-        functions.system_sendv = true;
-        functions.system_recvfrom = true;
+        let table = Arc::make_mut(&mut functions.table);
+        table.system = Some(addr);
+        table.system_sendv = true;
+        table.system_recvfrom = true;
         functions
     }
 
@@ -89,86 +99,93 @@ impl SocketFunctions {
             + ToEnvelope<A, CloseSocket>,
     {
         SocketFunctions {
-            open: addr.clone().recipient(),
-            connect: addr.clone().recipient(),
-            sendv: addr.clone().recipient(),
-            recvfrom: addr.clone().recipient(),
-            close: addr.recipient(),
-            system: None,
-            system_sendv: false,
-            system_recvfrom: false,
+            table: Arc::new(Table {
+                open: addr.clone().recipient(),
+                connect: addr.clone().recipient(),
+                sendv: addr.clone().recipient(),
+                recvfrom: addr.clone().recipient(),
+                close: addr.recipient(),
+                system: None,
+                system_sendv: false,
+                system_recvfrom: false,
+            }),
         }
     }
 
     /// Replaces `open` (`asocket`).
     pub fn with_open(mut self, open: Recipient<OpenSocket>) -> Self {
-        self.open = open;
+        let table = Arc::make_mut(&mut self.table);
+        table.open = open;
         // Handles are no longer the system's own.
-        self.system_sendv = false;
-        self.system_recvfrom = false;
+        table.system_sendv = false;
+        table.system_recvfrom = false;
         self
     }
 
     /// Replaces `connect` (`aconnect`).
     pub fn with_connect(mut self, connect: Recipient<Connect>) -> Self {
-        self.connect = connect;
+        let table = Arc::make_mut(&mut self.table);
+        table.connect = connect;
         self
     }
 
     /// Replaces `sendv` (`asendv`).
     pub fn with_sendv(mut self, sendv: Recipient<SendV>) -> Self {
-        self.sendv = sendv;
-        self.system_sendv = false;
+        let table = Arc::make_mut(&mut self.table);
+        table.sendv = sendv;
+        table.system_sendv = false;
         self
     }
 
     /// Replaces `recvfrom` (`arecvfrom`).
     pub fn with_recvfrom(mut self, recvfrom: Recipient<RecvFrom>) -> Self {
-        self.recvfrom = recvfrom;
-        self.system_recvfrom = false;
+        let table = Arc::make_mut(&mut self.table);
+        table.recvfrom = recvfrom;
+        table.system_recvfrom = false;
         self
     }
 
     /// Replaces `close` (`aclose`).
     pub fn with_close(mut self, close: Recipient<CloseSocket>) -> Self {
-        self.close = close;
+        let table = Arc::make_mut(&mut self.table);
+        table.close = close;
         self
     }
 
     /// The `open` operation.
     pub fn open(&self) -> &Recipient<OpenSocket> {
-        &self.open
+        &self.table.open
     }
 
     /// The `connect` operation.
     pub fn connect(&self) -> &Recipient<Connect> {
-        &self.connect
+        &self.table.connect
     }
 
     /// The `sendv` operation.
     pub fn sendv(&self) -> &Recipient<SendV> {
-        &self.sendv
+        &self.table.sendv
     }
 
     /// The `recvfrom` operation.
     pub fn recvfrom(&self) -> &Recipient<RecvFrom> {
-        &self.recvfrom
+        &self.table.recvfrom
     }
 
     /// The `close` operation.
     pub fn close(&self) -> &Recipient<CloseSocket> {
-        &self.close
+        &self.table.close
     }
 
     /// The system transport behind this table, if it was made by
     /// [`SocketFunctions::system`] (needed to adopt accepted streams).
     pub fn system_actor(&self) -> Option<&Addr<SystemFunctions>> {
-        self.system.as_ref()
+        self.table.system.as_ref()
     }
 
     /// Whether `sendv` and `recvfrom` are still the system ones (each may be called in
     /// place by the socket, with no message per call).
     pub(crate) fn in_place(&self) -> (bool, bool) {
-        (self.system_sendv, self.system_recvfrom)
+        (self.table.system_sendv, self.table.system_recvfrom)
     }
 }
