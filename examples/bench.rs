@@ -335,10 +335,12 @@ fn sock_builder(mode: Mode) -> SocketBuilder {
             queue: QueueConfig {
                 high_watermark: 256 << 20,
                 low_watermark: 64 << 20,
-                max_bytes_per_turn: std::env::var("TURN")
+                // SOCKACTOR_BENCH_TURN overrides the flush turn (default 256 KiB), to
+                // measure what the fairness bound costs (c).
+                max_bytes_per_turn: std::env::var("SOCKACTOR_BENCH_TURN")
                     .ok()
                     .and_then(|t| t.parse().ok())
-                    .unwrap_or(256 << 10),
+                    .unwrap_or(QueueConfig::default().max_bytes_per_turn),
                 ..QueueConfig::default()
             },
             ..SocketConfig::default()

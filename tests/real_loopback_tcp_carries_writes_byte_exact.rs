@@ -146,3 +146,43 @@ async fn sixty_four_mib_in_mixed_write_sizes_arrive_byte_exact() {
     .expect("closed");
     assert!(closed.is_none());
 }
+
+/// With the immediate policy the system transport writes inside the `Write` handler, so a
+/// write can finish before actix has handed over its reply channel: it is still answered.
+#[actix::test]
+async fn immediate_writes_that_finish_inside_their_handler_are_answered() {
+    let data = Bytes::from(pattern(1024 * 1024, 7));
+    let (addr, received) = sink().await;
+    let socket = Socket::builder()
+        .immediate()
+        .connect(addr)
+        .await
+        .expect("connect");
+    let mut answers = Vec::new();
+    for chunk in data.chunks(4096) {
+        answers.push(actix::spawn(
+            socket.send(Write::new(data.slice_ref(chunk)).wait_when_full()),
+        ));
+    }
+    for a in answers {
+        let written = a
+            .await
+            .expect("join")
+            .expect("answered, not dropped")
+            .expect("written");
+        assert_eq!(written.len, 4096);
+    }
+    let stats = socket.send(GetStats).await.expect("stats");
+    assert_eq!(stats.writes_completed, 256);
+    assert_eq!(
+        stats.sendv_calls, 256,
+        "one writev per write when the peer keeps up"
+    );
+    socket.do_send(Close::Graceful);
+    let bytes = tokio::time::timeout(Duration::from_secs(30), received)
+        .await
+        .expect("done")
+        .expect("join")
+        .expect("read");
+    assert!(bytes == data);
+}

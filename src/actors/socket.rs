@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::flusher::Flusher;
 use super::functions::{Adopt, ShareStream, SocketFunctions};
 use super::writer::{
-    answer, notify_writability, report_failure, Core, Pushed, Reply, ReplyTo, ReplyTx, Shared,
-    Shut, Wake, Writer,
+    answer, notify_writability, report_failure, Core, Pushed, Reply, ReplyTo, Shared, Shut,
+    SlotState, Wake, Writer,
 };
 use crate::batch::IoBatch;
 use crate::error::{SocketError, TransportError, WriteError};
@@ -76,7 +76,7 @@ pub struct WriteResponse(ResponseInner);
 #[derive(Debug)]
 enum ResponseInner {
     Now(Option<u64>, Result<Written, WriteError>),
-    Later(Arc<Mutex<Option<ReplyTx>>>),
+    Later(Option<u64>, Arc<Mutex<SlotState>>),
 }
 
 impl MessageResponse<Socket, Write> for WriteResponse {
@@ -86,8 +86,21 @@ impl MessageResponse<Socket, Write> for WriteResponse {
         tx: Option<OneshotSender<Result<Written, WriteError>>>,
     ) {
         match self.0 {
-            ResponseInner::Later(slot) => {
-                *slot.lock().unwrap_or_else(PoisonError::into_inner) = tx;
+            ResponseInner::Later(tag, slot) => {
+                let mut state = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                match std::mem::take(&mut *state) {
+                    SlotState::Answered(result) => {
+                        drop(state);
+                        match (tx, result) {
+                            (Some(tx), result) => {
+                                let _ = tx.send(result);
+                            }
+                            (None, Ok(_)) => {}
+                            (None, Err(error)) => ctx.notify(ReportFailure { tag, error }),
+                        }
+                    }
+                    _ => *state = SlotState::Waiting(tx),
+                }
             }
             ResponseInner::Now(tag, result) => match (tx, result) {
                 (Some(tx), result) => {
@@ -981,7 +994,7 @@ impl Handler<Write> for Socket {
                 return WriteResponse(ResponseInner::Now(tag, Ok(Written::default())));
             }
         }
-        let slot = Arc::new(Mutex::new(None));
+        let slot = Arc::new(Mutex::new(SlotState::Empty));
         let reply = Reply {
             tag,
             to: ReplyTo::Slot(slot.clone()),
@@ -1002,7 +1015,7 @@ impl Handler<Write> for Socket {
             Some((msg, reply, error))
         };
         let Some((msg, reply, error)) = refused else {
-            return WriteResponse(ResponseInner::Later(slot));
+            return WriteResponse(ResponseInner::Later(tag, slot));
         };
         drop(reply);
         match error {
@@ -1013,7 +1026,7 @@ impl Handler<Write> for Socket {
                         to: ReplyTo::Slot(slot.clone()),
                     };
                     self.waiting.push_back((msg, reply));
-                    return WriteResponse(ResponseInner::Later(slot));
+                    return WriteResponse(ResponseInner::Later(tag, slot));
                 }
                 let (queued, high_watermark) = {
                     let mut st = self.core.lock();

@@ -36,7 +36,21 @@ pub(crate) enum ReplyTo {
     Tx(ReplyTx),
     /// A `Write` message: actix hands over the reply channel right after the handler
     /// returns, so it is parked here (see `WriteResponse`).
-    Slot(Arc<Mutex<Option<ReplyTx>>>),
+    Slot(Arc<Mutex<SlotState>>),
+}
+
+/// The meeting point of a `Write` message's answer and its reply channel, whichever
+/// comes first: a write can finish inside its own handler (the immediate policy writes
+/// in place), before actix has handed over the channel.
+#[derive(Debug, Default)]
+pub(crate) enum SlotState {
+    /// Neither has come yet.
+    #[default]
+    Empty,
+    /// The channel came first (`None`: `do_send`, nobody listens).
+    Waiting(Option<ReplyTx>),
+    /// The answer came first.
+    Answered(Result<Written, WriteError>),
 }
 
 /// Why the socket no longer takes writes.
@@ -243,7 +257,17 @@ pub(crate) fn answer(
     let tx = match reply.to {
         ReplyTo::Nobody => None,
         ReplyTo::Tx(tx) => Some(tx),
-        ReplyTo::Slot(slot) => slot.lock().unwrap_or_else(PoisonError::into_inner).take(),
+        ReplyTo::Slot(slot) => {
+            let mut state = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            match std::mem::take(&mut *state) {
+                SlotState::Waiting(tx) => tx,
+                SlotState::Empty | SlotState::Answered(_) => {
+                    // Answered inside its own handler: the response picks it up.
+                    *state = SlotState::Answered(result);
+                    return;
+                }
+            }
+        }
     };
     let unanswered = match tx {
         Some(tx) => tx.send(result).err(),
