@@ -121,7 +121,8 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// How many bytes of the write went out before it failed.
+    /// How many bytes of the write went out before it failed (0 for
+    /// [`WriteError::Lost`], where the count is unknown).
     pub fn bytes_sent(&self) -> usize {
         match self {
             WriteError::Closed { bytes_sent, .. }

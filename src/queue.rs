@@ -281,6 +281,7 @@ impl<T> WriteQueue<T> {
     ) {
         if let Err(refused) = self.push_inner(batch, tag, token, now, completed, true) {
             // Unreachable: a forced push is never refused. Keep the write anyway.
+            self.queued += refused.batch.len();
             self.entries
                 .push_back(Entry::new(refused.batch, tag, refused.token, now));
         }

@@ -873,7 +873,8 @@ impl Socket {
             let buf = self
                 .read_buf
                 .get_or_insert_with(|| BytesMut::with_capacity(want));
-            if buf.capacity() - buf.len() < want / 2 {
+            let room = buf.capacity() - buf.len();
+            if room == 0 || room < want / 2 {
                 *buf = BytesMut::with_capacity(want);
             }
             let spare = buf.capacity() - buf.len();

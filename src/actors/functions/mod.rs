@@ -145,7 +145,10 @@ impl SocketFunctions {
         self
     }
 
-    /// Replaces `close` (`aclose`).
+    /// Replaces `close` (`aclose`). For handles the system transport opened, the
+    /// replacement must pass `CloseSocket` on to the system `close` (keep
+    /// `SocketFunctions::system().close().clone()`): the system transport holds the
+    /// stream until then.
     pub fn with_close(mut self, close: Recipient<CloseSocket>) -> Self {
         let table = Arc::make_mut(&mut self.table);
         table.close = close;
