@@ -186,3 +186,23 @@ async fn immediate_writes_that_finish_inside_their_handler_are_answered() {
         .expect("read");
     assert!(bytes == data);
 }
+
+/// A socket whose every address is dropped with writes still queued drains them, then
+/// closes: the peer gets every byte and then EOF.
+#[actix::test]
+async fn dropping_every_address_drains_then_closes() {
+    let data = Bytes::from(pattern(8 * 1024 * 1024, 11));
+    let (addr, received) = sink().await;
+    let socket = Socket::builder().connect(addr).await.expect("connect");
+    for chunk in data.chunks(64 * 1024) {
+        socket.do_send(Write::new(data.slice_ref(chunk)).wait_when_full());
+    }
+    drop(socket);
+    let bytes = tokio::time::timeout(Duration::from_secs(30), received)
+        .await
+        .expect("EOF within 30 s")
+        .expect("join")
+        .expect("read");
+    assert_eq!(bytes.len(), data.len());
+    assert!(bytes == data);
+}

@@ -1,6 +1,7 @@
 //! The [`Flusher`]: c-ares' pending-write callback as an actor.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WrapFuture};
 
@@ -23,8 +24,11 @@ pub struct Flusher {
     scheduled: bool,
 }
 
+/// This thread's Flusher and the recipient its sockets share.
+type Current = (Addr<Flusher>, Arc<Recipient<PendingWrite>>);
+
 thread_local! {
-    static CURRENT: RefCell<Option<Addr<Flusher>>> = const { RefCell::new(None) };
+    static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
 impl Flusher {
@@ -36,16 +40,29 @@ impl Flusher {
     /// This thread's Flusher, started on first use. Must be called inside a running actix
     /// system (an arbiter).
     pub fn current() -> Addr<Flusher> {
+        Self::with_current(|addr, _| addr.clone())
+    }
+
+    /// This thread's Flusher as a shared recipient: what every deferred socket of the
+    /// thread holds (one reference count each, rather than a boxed recipient each).
+    pub(crate) fn current_recipient() -> Arc<Recipient<PendingWrite>> {
+        Self::with_current(|_, recipient| recipient.clone())
+    }
+
+    fn with_current<R>(f: impl FnOnce(&Addr<Flusher>, &Arc<Recipient<PendingWrite>>) -> R) -> R {
         CURRENT.with(|cell| {
             let mut slot = cell.borrow_mut();
-            match slot.as_ref() {
-                Some(addr) if addr.connected() => addr.clone(),
+            let (addr, recipient) = match slot.take() {
+                Some(current) if current.0.connected() => current,
                 _ => {
                     let addr = Flusher::new().start();
-                    *slot = Some(addr.clone());
-                    addr
+                    let recipient = Arc::new(addr.clone().recipient());
+                    (addr, recipient)
                 }
-            }
+            };
+            let out = f(&addr, &recipient);
+            *slot = Some((addr, recipient));
+            out
         })
     }
 

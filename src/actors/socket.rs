@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
     Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
-    SpawnHandle, WrapFuture,
+    Running, SpawnHandle, WrapFuture,
 };
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::flusher::Flusher;
 use super::functions::{Adopt, ShareStream, SocketFunctions};
 use super::writer::{
-    answer, notify_writability, report_failure, Core, Pushed, Reply, ReplyTo, Shared, Shut,
-    SlotState, Wake, Writer,
+    answer, notify_writability, report_failure, Core, Counters, Pushed, Reply, ReplyTo, Shared,
+    Shut, SlotState, Wake, Writer,
 };
 use crate::batch::IoBatch;
 use crate::error::{SocketError, TransportError, WriteError};
@@ -29,7 +29,7 @@ use crate::messages::functions::{
 };
 use crate::messages::socket::{
     CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
-    SocketInfo, SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
+    SocketInfo, SubscribeWritability, WritabilityChanged, Write, Written,
 };
 use crate::queue::{QueueConfig, WriteQueue};
 
@@ -179,9 +179,13 @@ pub struct Socket {
     handle: Handle,
     peer: Option<Address>,
     functions: SocketFunctions,
-    config: SocketConfig,
+    /// From [`SocketConfig`]; the queue limits live in the queue.
+    read_chunk: usize,
+    max_waiting_writes: usize,
+    max_bytes_per_turn: usize,
     waiting: VecDeque<(Write, Reply)>,
-    policy: FlushPolicy,
+    /// The Flusher to ask (deferred policy), or `None` (immediate).
+    flusher: Option<Arc<Recipient<PendingWrite>>>,
     flush: FlushState,
     write_ready_hint: bool,
     turn_bytes: usize,
@@ -318,21 +322,20 @@ impl SocketBuilder {
         self.config.read_chunk = self.config.read_chunk.max(1);
         let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let peer_text = peer.as_ref().map(|p| p.to_string()).unwrap_or_default();
-        let policy = self
-            .policy
-            .unwrap_or_else(|| FlushPolicy::Deferred(Flusher::current().recipient()));
+        let flusher = match self.policy {
+            None => Some(Flusher::current_recipient()),
+            Some(FlushPolicy::Deferred(recipient)) => Some(Arc::new(recipient)),
+            Some(FlushPolicy::Immediate) => None,
+        };
         let wake = Wake {
-            flusher: match &policy {
-                FlushPolicy::Deferred(f) => Some(f.clone()),
-                FlushPolicy::Immediate => None,
-            },
-            socket: ctx.address().recipient::<Flush>().downgrade(),
+            flusher: flusher.clone(),
+            socket: ctx.address().downgrade(),
         };
         let shared = Shared {
             queue: WriteQueue::new(self.config.queue),
             flushing: false,
             shut: None,
-            stats: SocketStats::default(),
+            stats: Counters::default(),
             writability: self.writability,
         };
         let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
@@ -341,9 +344,11 @@ impl SocketBuilder {
             handle,
             peer,
             functions,
-            config: self.config,
+            read_chunk: self.config.read_chunk,
+            max_waiting_writes: self.config.max_waiting_writes,
+            max_bytes_per_turn: self.config.queue.max_bytes_per_turn,
             waiting: VecDeque::new(),
-            policy,
+            flusher,
             flush: FlushState::Idle,
             write_ready_hint: false,
             turn_bytes: 0,
@@ -371,7 +376,11 @@ async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc
     if !(sendv || recvfrom) {
         return None;
     }
-    system.send(ShareStream { handle }).await.ok().flatten()
+    let share = ShareStream {
+        handle,
+        all_in_place: sendv && recvfrom,
+    };
+    system.send(share).await.ok().flatten()
 }
 
 fn flatten<T>(r: Result<Result<T, TransportError>, MailboxError>) -> Result<T, TransportError> {
@@ -436,12 +445,12 @@ impl Socket {
         if self.flush != FlushState::Idle {
             return;
         }
-        match &self.policy {
-            FlushPolicy::Immediate => {
+        match &self.flusher {
+            None => {
                 self.flush = FlushState::Active;
                 self.drive(ctx);
             }
-            FlushPolicy::Deferred(flusher) if flusher.connected() => {
+            Some(flusher) if flusher.connected() => {
                 flusher.do_send(PendingWrite {
                     socket: self.core.id,
                     flush: ctx.address().recipient(),
@@ -449,9 +458,9 @@ impl Socket {
                 self.core.lock().stats.pending_writes += 1;
                 self.flush = FlushState::Requested;
             }
-            FlushPolicy::Deferred(_) => {
+            Some(_) => {
                 tracing::warn!(parent: &self.core.span, "flusher is gone; writing immediately");
-                self.policy = FlushPolicy::Immediate;
+                self.flusher = None;
                 self.flush = FlushState::Active;
                 self.drive(ctx);
             }
@@ -545,12 +554,11 @@ impl Socket {
                         act.drive(ctx);
                     }
                 });
-            match self.policy {
+            if self.flusher.is_none() {
                 // Immediate: nothing else is handled until the transport has answered.
-                FlushPolicy::Immediate => ctx.wait(fut),
-                FlushPolicy::Deferred(_) => {
-                    ctx.spawn(fut);
-                }
+                ctx.wait(fut);
+            } else {
+                ctx.spawn(fut);
             }
             return;
         }
@@ -639,13 +647,13 @@ impl Socket {
             return;
         }
         let handle = self.handle;
-        let wait = async move {
-            // An error here surfaces on the retry.
-            let _ = match readiness {
-                Readiness::Writable => stream.writable().await,
-                Readiness::Readable => stream.readable().await,
-            };
-        };
+        // `poll_*_ready` keeps the waker in the stream's own readiness slot (only this
+        // socket ever waits on it), so an armed idle socket holds no waiter node. An error
+        // here surfaces on the retry.
+        let wait = std::future::poll_fn(move |cx| match readiness {
+            Readiness::Writable => stream.poll_write_ready(cx).map(|_| ()),
+            Readiness::Readable => stream.poll_read_ready(cx).map(|_| ()),
+        });
         let spawned = ctx.spawn(wait.into_actor(self).map(move |_, act, ctx| {
             match readiness {
                 Readiness::Writable => act.write_wait = None,
@@ -836,7 +844,7 @@ impl Socket {
             if self.read != ReadState::Idle || self.life == Lifecycle::Closed {
                 return;
             }
-            if self.read_turn >= self.config.queue.max_bytes_per_turn {
+            if self.read_turn >= self.max_bytes_per_turn {
                 self.read_turn = 0;
                 self.read = ReadState::Yielding;
                 ctx.spawn(
@@ -855,7 +863,7 @@ impl Socket {
             let Some(stream) = self.stream.as_ref().filter(|_| self.direct_read) else {
                 let recv = RecvFrom {
                     handle: self.handle,
-                    max_len: self.config.read_chunk,
+                    max_len: self.read_chunk,
                 };
                 ctx.spawn(self.functions.recvfrom().send(recv).into_actor(self).map(
                     |res, act, ctx| {
@@ -882,7 +890,7 @@ impl Socket {
                 Ok(0) => Ok(Received::Eof),
                 Ok(n) => {
                     if n == spare {
-                        self.read_size = (self.read_size * 2).min(self.config.read_chunk);
+                        self.read_size = (self.read_size * 2).min(self.read_chunk);
                     }
                     Ok(Received::Data {
                         bytes: buf.split_to(n).freeze(),
@@ -969,6 +977,21 @@ impl Actor for Socket {
         }
     }
 
+    /// Nobody holds the socket's address any more. With writes still queued, it closes
+    /// gracefully first (the queue drains, then the handle closes) and only then stops.
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+        let queued = !self.core.lock().queue.is_empty() || !self.waiting.is_empty();
+        if self.life != Lifecycle::Closed && queued {
+            if self.life == Lifecycle::Open {
+                <Self as Handler<Close>>::handle(self, Close::Graceful, ctx);
+            }
+            if self.life != Lifecycle::Closed {
+                return Running::Continue;
+            }
+        }
+        Running::Stop
+    }
+
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         if self.life != Lifecycle::Closed {
             self.shut_and_fail_writes(Shut::Closed);
@@ -1021,7 +1044,7 @@ impl Handler<Write> for Socket {
         drop(reply);
         match error {
             WriteError::QueueFull { .. } => {
-                if msg.wait_when_full && self.waiting.len() < self.config.max_waiting_writes {
+                if msg.wait_when_full && self.waiting.len() < self.max_waiting_writes {
                     let reply = Reply {
                         tag,
                         to: ReplyTo::Slot(slot.clone()),
@@ -1166,9 +1189,9 @@ impl Handler<GetStats> for Socket {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let st = self.core.lock();
-        let mut stats = st.stats;
-        stats.queued_bytes = st.queue.queued_bytes() as u64;
-        stats.queued_writes = (st.queue.len() + self.waiting.len()) as u64;
+        let stats = st
+            .stats
+            .stats(st.queue.queued_bytes(), st.queue.len() + self.waiting.len());
         actix::MessageResult(stats)
     }
 }

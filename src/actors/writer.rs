@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 
 use actix::dev::OneshotSender;
-use actix::{Recipient, WeakRecipient};
+use actix::{Recipient, WeakAddr};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::actors::socket::Socket;
 use crate::batch::IoBatch;
 use crate::error::{TransportError, WriteError};
 use crate::messages::flush::{Flush, PendingWrite};
@@ -95,15 +96,46 @@ pub(crate) struct Shared {
     /// A push that makes the queue non-empty while this is false must wake the socket.
     pub(crate) flushing: bool,
     pub(crate) shut: Option<Shut>,
-    pub(crate) stats: SocketStats,
+    pub(crate) stats: Counters,
     pub(crate) writability: Vec<Recipient<WritabilityChanged>>,
+}
+
+/// The socket's counters (the stored part of [`SocketStats`]; queue sizes are read
+/// off the queue when asked).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) writes: u64,
+    pub(crate) writes_completed: u64,
+    pub(crate) writes_failed: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) sendv_calls: u64,
+    pub(crate) would_blocks: u64,
+    pub(crate) pending_writes: u64,
+    pub(crate) bytes_received: u64,
+}
+
+impl Counters {
+    pub(crate) fn stats(&self, queued_bytes: usize, queued_writes: usize) -> SocketStats {
+        SocketStats {
+            writes: self.writes,
+            writes_completed: self.writes_completed,
+            writes_failed: self.writes_failed,
+            bytes_sent: self.bytes_sent,
+            sendv_calls: self.sendv_calls,
+            would_blocks: self.would_blocks,
+            pending_writes: self.pending_writes,
+            bytes_received: self.bytes_received,
+            queued_bytes: queued_bytes as u64,
+            queued_writes: queued_writes as u64,
+        }
+    }
 }
 
 /// How a push that needs a flush wakes the socket.
 #[derive(Debug)]
 pub(crate) struct Wake {
-    pub(crate) flusher: Option<Recipient<PendingWrite>>,
-    pub(crate) socket: WeakRecipient<Flush>,
+    pub(crate) flusher: Option<Arc<Recipient<PendingWrite>>>,
+    pub(crate) socket: WeakAddr<Socket>,
 }
 
 /// State shared between a socket actor and its writers.
@@ -215,7 +247,7 @@ impl Core {
                 self.lock().stats.pending_writes += 1;
                 flusher.do_send(PendingWrite {
                     socket: self.id,
-                    flush: socket,
+                    flush: socket.recipient(),
                 });
             }
             _ => socket.do_send(Flush),
@@ -241,7 +273,7 @@ pub(crate) fn notify_writability(
 /// failures) to tracing and the subscriber.
 pub(crate) fn answer(
     core: &Core,
-    stats: &mut SocketStats,
+    stats: &mut Counters,
     reply: Reply,
     result: Result<Written, WriteError>,
 ) {

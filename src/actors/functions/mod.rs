@@ -4,6 +4,7 @@
 mod mock;
 mod system;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
@@ -70,10 +71,32 @@ struct Table {
     system_recvfrom: bool,
 }
 
+thread_local! {
+    /// The system table of this thread, shared by every socket built without a table of
+    /// its own (one reference count each, not five boxed recipients each).
+    static SYSTEM: RefCell<Option<SocketFunctions>> = const { RefCell::new(None) };
+}
+
 impl SocketFunctions {
-    /// The real transport of this thread ([`SystemFunctions::current`]). Must be called
-    /// inside a running actix system.
+    /// The real transport of this thread ([`SystemFunctions::current`]); every call on a
+    /// thread returns the same shared table. Must be called inside a running actix
+    /// system.
     pub fn system() -> Self {
+        SYSTEM.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            match slot.as_ref() {
+                Some(f) if f.table.system.as_ref().is_some_and(|a| a.connected()) => f.clone(),
+                _ => {
+                    let f = Self::new_system();
+                    *slot = Some(f.clone());
+                    f
+                }
+            }
+        })
+    }
+
+    /// A fresh table over this thread's system transport.
+    fn new_system() -> Self {
         let addr = SystemFunctions::current();
         let mut functions = Self::from_actor(addr.clone());
         let table = Arc::make_mut(&mut functions.table);

@@ -40,7 +40,9 @@ pub struct SystemFunctions {
 #[derive(Debug)]
 struct Entry {
     state: State,
-    events: Recipient<Ready>,
+    /// `None` once the socket does its own readiness waits (both `sendv` and `recvfrom`
+    /// in place): nothing is owed to it, and idle sockets are smaller.
+    events: Option<Recipient<Ready>>,
     write_wait: Option<SpawnHandle>,
     read_wait: Option<SpawnHandle>,
 }
@@ -72,6 +74,9 @@ impl Message for Adopt {
 #[derive(Debug)]
 pub(crate) struct ShareStream {
     pub(crate) handle: Handle,
+    /// The socket calls both `sendv` and `recvfrom` in place: it waits for readiness
+    /// itself, so the transport can let go of its `Ready` recipient.
+    pub(crate) all_in_place: bool,
 }
 
 impl Message for ShareStream {
@@ -82,7 +87,13 @@ impl Handler<ShareStream> for SystemFunctions {
     type Result = Option<Arc<TcpStream>>;
 
     fn handle(&mut self, msg: ShareStream, _: &mut Context<Self>) -> Self::Result {
-        self.stream(msg.handle).ok()
+        let stream = self.stream(msg.handle).ok()?;
+        if msg.all_in_place {
+            if let Some(entry) = self.handles.get_mut(&msg.handle) {
+                entry.events = None;
+            }
+        }
+        Some(stream)
     }
 }
 
@@ -119,7 +130,7 @@ impl SystemFunctions {
             handle,
             Entry {
                 state,
-                events,
+                events: Some(events),
                 write_wait: None,
                 read_wait: None,
             },
@@ -170,7 +181,9 @@ impl SystemFunctions {
                     Readiness::Writable => e.write_wait = None,
                     Readiness::Readable => e.read_wait = None,
                 }
-                e.events.do_send(Ready { handle, readiness });
+                if let Some(events) = &e.events {
+                    events.do_send(Ready { handle, readiness });
+                }
             }
         }));
         if let Some(e) = self.handles.get_mut(&handle) {
