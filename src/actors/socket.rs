@@ -180,9 +180,9 @@ pub struct Socket {
     peer: Option<Address>,
     functions: SocketFunctions,
     /// From [`SocketConfig`]; the queue limits live in the queue.
-    read_chunk: usize,
-    max_waiting_writes: usize,
-    max_bytes_per_turn: usize,
+    read_chunk: u32,
+    max_waiting_writes: u32,
+    max_bytes_per_turn: u32,
     waiting: VecDeque<(Write, Reply)>,
     /// The Flusher to ask (deferred policy), or `None` (immediate).
     flusher: Option<Arc<Recipient<PendingWrite>>>,
@@ -198,8 +198,9 @@ pub struct Socket {
     stream: Option<Arc<TcpStream>>,
     direct_write: bool,
     direct_read: bool,
-    read_buf: Option<BytesMut>,
-    read_size: usize,
+    /// Boxed: idle sockets (most of them) hold only the pointer.
+    read_buf: Option<Box<BytesMut>>,
+    read_size: u32,
     write_wait: Option<SpawnHandle>,
     read_wait: Option<SpawnHandle>,
 }
@@ -319,7 +320,7 @@ impl SocketBuilder {
     ) -> Socket {
         let in_place = functions.in_place();
         self.config.queue = self.config.queue.sanitized();
-        self.config.read_chunk = self.config.read_chunk.max(1);
+        self.config.read_chunk = self.config.read_chunk.clamp(1, u32::MAX as usize);
         let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let peer_text = peer.as_ref().map(|p| p.to_string()).unwrap_or_default();
         let flusher = match self.policy {
@@ -329,7 +330,7 @@ impl SocketBuilder {
         };
         let wake = Wake {
             flusher: flusher.clone(),
-            socket: ctx.address().downgrade(),
+            socket: ctx.address().recipient::<Flush>().downgrade(),
         };
         let shared = Shared {
             queue: WriteQueue::new(self.config.queue),
@@ -344,9 +345,9 @@ impl SocketBuilder {
             handle,
             peer,
             functions,
-            read_chunk: self.config.read_chunk,
-            max_waiting_writes: self.config.max_waiting_writes,
-            max_bytes_per_turn: self.config.queue.max_bytes_per_turn,
+            read_chunk: clamp_u32(self.config.read_chunk),
+            max_waiting_writes: clamp_u32(self.config.max_waiting_writes),
+            max_bytes_per_turn: clamp_u32(self.config.queue.max_bytes_per_turn),
             waiting: VecDeque::new(),
             flusher,
             flush: FlushState::Idle,
@@ -361,7 +362,7 @@ impl SocketBuilder {
             direct_read: stream.is_some() && in_place.1,
             stream,
             read_buf: None,
-            read_size: 4096.min(self.config.read_chunk),
+            read_size: 4096.min(clamp_u32(self.config.read_chunk)),
             write_wait: None,
             read_wait: None,
         }
@@ -381,6 +382,11 @@ async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc
         all_in_place: sendv && recvfrom,
     };
     system.send(share).await.ok().flatten()
+}
+
+/// Limits kept per socket are `u32`: idle sockets are many, and nobody needs a 4 GiB read.
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn flatten<T>(r: Result<Result<T, TransportError>, MailboxError>) -> Result<T, TransportError> {
@@ -844,7 +850,7 @@ impl Socket {
             if self.read != ReadState::Idle || self.life == Lifecycle::Closed {
                 return;
             }
-            if self.read_turn >= self.max_bytes_per_turn {
+            if self.read_turn >= self.max_bytes_per_turn as usize {
                 self.read_turn = 0;
                 self.read = ReadState::Yielding;
                 ctx.spawn(
@@ -863,7 +869,7 @@ impl Socket {
             let Some(stream) = self.stream.as_ref().filter(|_| self.direct_read) else {
                 let recv = RecvFrom {
                     handle: self.handle,
-                    max_len: self.read_chunk,
+                    max_len: self.read_chunk as usize,
                 };
                 ctx.spawn(self.functions.recvfrom().send(recv).into_actor(self).map(
                     |res, act, ctx| {
@@ -877,16 +883,16 @@ impl Socket {
             // The system transport, called in place. The buffer is allocated when the
             // stream is read (idle sockets hold none), starts small and doubles while reads
             // fill it, up to `read_chunk`; reads are split off it, not copied.
-            let want = self.read_size;
+            let want = self.read_size as usize;
             let buf = self
                 .read_buf
-                .get_or_insert_with(|| BytesMut::with_capacity(want));
+                .get_or_insert_with(|| Box::new(BytesMut::with_capacity(want)));
             let room = buf.capacity() - buf.len();
             if room == 0 || room < want / 2 {
-                *buf = BytesMut::with_capacity(want);
+                **buf = BytesMut::with_capacity(want);
             }
             let spare = buf.capacity() - buf.len();
-            let result = match stream.try_read_buf(buf) {
+            let result = match stream.try_read_buf(&mut **buf) {
                 Ok(0) => Ok(Received::Eof),
                 Ok(n) => {
                     if n == spare {
@@ -1044,7 +1050,7 @@ impl Handler<Write> for Socket {
         drop(reply);
         match error {
             WriteError::QueueFull { .. } => {
-                if msg.wait_when_full && self.waiting.len() < self.max_waiting_writes {
+                if msg.wait_when_full && self.waiting.len() < self.max_waiting_writes as usize {
                     let reply = Reply {
                         tag,
                         to: ReplyTo::Slot(slot.clone()),

@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context as TaskContext, Poll};
 
 use actix::dev::OneshotSender;
-use actix::{Recipient, WeakAddr};
+use actix::{Recipient, WeakRecipient};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::actors::socket::Socket;
 use crate::batch::IoBatch;
 use crate::error::{TransportError, WriteError};
 use crate::messages::flush::{Flush, PendingWrite};
@@ -135,7 +134,7 @@ impl Counters {
 #[derive(Debug)]
 pub(crate) struct Wake {
     pub(crate) flusher: Option<Arc<Recipient<PendingWrite>>>,
-    pub(crate) socket: WeakAddr<Socket>,
+    pub(crate) socket: WeakRecipient<Flush>,
 }
 
 /// State shared between a socket actor and its writers.
@@ -247,7 +246,7 @@ impl Core {
                 self.lock().stats.pending_writes += 1;
                 flusher.do_send(PendingWrite {
                     socket: self.id,
-                    flush: socket.recipient(),
+                    flush: socket,
                 });
             }
             _ => socket.do_send(Flush),
