@@ -8,18 +8,11 @@ mod support;
 
 use bytes::Bytes;
 use sockactor::messages::{CancelWrite, GetStats, Handle, SubscribeWritability, Write};
-use sockactor::{MockTransport, QueueConfig, SendStep, Socket, SocketConfig, WriteError};
-use support::{mock_peer, run_paused, settle, Recorder};
+use sockactor::{MockTransport, SendStep, Socket, SocketConfig, WriteError};
+use support::{mock_peer, run_paused, settle, watermarks, Recorder};
 
 fn config() -> SocketConfig {
-    SocketConfig {
-        queue: QueueConfig {
-            high_watermark: 1000,
-            low_watermark: 200,
-            ..QueueConfig::default()
-        },
-        ..SocketConfig::default()
-    }
+    watermarks(1000, 200)
 }
 
 #[test]

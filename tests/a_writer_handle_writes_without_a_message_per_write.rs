@@ -8,8 +8,8 @@ use std::io;
 
 use bytes::Bytes;
 use sockactor::messages::{GetStats, GetWriter, Handle, Write};
-use sockactor::{MockTransport, QueueConfig, SendStep, Socket, SocketConfig, WriteError};
-use support::{mock_peer, run_paused, settle, Recorder};
+use sockactor::{MockTransport, SendStep, Socket, WriteError};
+use support::{mock_peer, run_paused, settle, watermarks, Recorder};
 
 #[test]
 fn a_burst_through_a_writer_costs_one_wake_and_one_sendv() {
@@ -47,14 +47,7 @@ fn writer_and_messages_share_one_queue_and_its_bound() {
         let recorder = Recorder::default();
         let socket = Socket::builder()
             .functions(mock.functions())
-            .config(SocketConfig {
-                queue: QueueConfig {
-                    high_watermark: 100,
-                    low_watermark: 10,
-                    ..QueueConfig::default()
-                },
-                ..SocketConfig::default()
-            })
+            .config(watermarks(100, 10))
             .writability_subscriber(recorder.start().recipient())
             .connect(mock_peer())
             .await

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use sockactor::messages::{Close, Handle, SocketEventKind, Write};
-use sockactor::{MockTransport, QueueConfig, SendStep, Socket, SocketConfig, WriteError};
-use support::{mock_peer, run_paused, settle, Recorder};
+use sockactor::{MockTransport, SendStep, Socket, WriteError};
+use support::{mock_peer, run_paused, settle, watermarks, Recorder};
 
 #[test]
 fn a_graceful_close_sends_everything_including_writes_waiting_for_room() {
@@ -19,14 +19,7 @@ fn a_graceful_close_sends_everything_including_writes_waiting_for_room() {
         let recorder = Recorder::default();
         let socket = Socket::builder()
             .functions(mock.functions())
-            .config(SocketConfig {
-                queue: QueueConfig {
-                    high_watermark: 10,
-                    low_watermark: 0,
-                    ..QueueConfig::default()
-                },
-                ..SocketConfig::default()
-            })
+            .config(watermarks(10, 0))
             .subscriber(recorder.start().recipient())
             .connect(mock_peer())
             .await

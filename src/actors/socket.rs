@@ -492,16 +492,12 @@ impl Socket {
                 // Fairness: let other actors on this thread run before the next turn.
                 self.turn_bytes = 0;
                 self.flush = FlushState::Yielding;
-                ctx.spawn(
-                    tokio::task::yield_now()
-                        .into_actor(self)
-                        .map(|_, act, ctx| {
-                            if act.flush == FlushState::Yielding {
-                                act.flush = FlushState::Active;
-                                act.drive(ctx);
-                            }
-                        }),
-                );
+                self.after_yield(ctx, |act, ctx| {
+                    if act.flush == FlushState::Yielding {
+                        act.flush = FlushState::Active;
+                        act.drive(ctx);
+                    }
+                });
                 return;
             }
             let budget = max_turn - self.turn_bytes;
@@ -568,6 +564,19 @@ impl Socket {
             }
             return;
         }
+    }
+
+    /// Fairness: lets the other tasks of this thread run once, then goes on with `then`.
+    fn after_yield(
+        &mut self,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, &mut Context<Self>) + 'static,
+    ) {
+        ctx.spawn(
+            tokio::task::yield_now()
+                .into_actor(self)
+                .map(move |_, act, ctx| then(act, ctx)),
+        );
     }
 
     fn go_idle(&mut self, ctx: &mut Context<Self>) {
@@ -853,16 +862,12 @@ impl Socket {
             if self.read_turn >= self.max_bytes_per_turn as usize {
                 self.read_turn = 0;
                 self.read = ReadState::Yielding;
-                ctx.spawn(
-                    tokio::task::yield_now()
-                        .into_actor(self)
-                        .map(|_, act, ctx| {
-                            if act.read == ReadState::Yielding {
-                                act.read = ReadState::Idle;
-                                act.drive_read(ctx);
-                            }
-                        }),
-                );
+                self.after_yield(ctx, |act, ctx| {
+                    if act.read == ReadState::Yielding {
+                        act.read = ReadState::Idle;
+                        act.drive_read(ctx);
+                    }
+                });
                 return;
             }
             self.read = ReadState::InFlight;

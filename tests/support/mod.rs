@@ -141,3 +141,15 @@ pub async fn sink() -> (
     });
     (addr, task)
 }
+
+/// A socket config whose queue has these watermarks (everything else default).
+pub fn watermarks(high: usize, low: usize) -> sockactor::SocketConfig {
+    sockactor::SocketConfig {
+        queue: sockactor::QueueConfig {
+            high_watermark: high,
+            low_watermark: low,
+            ..sockactor::QueueConfig::default()
+        },
+        ..sockactor::SocketConfig::default()
+    }
+}
