@@ -1312,7 +1312,7 @@ impl ActorProducer {
             let msg = payload(self.plan.size);
             self.left -= 1;
             self.produced += 1;
-            if self.produced % self.plan.ack_every == 0 || self.left == 0 {
+            if self.produced.is_multiple_of(self.plan.ack_every) || self.left == 0 {
                 self.outstanding += 1;
                 let acked = self.ep.post_acked(msg).into_actor(self);
                 ctx.spawn(acked.map(|result, act, ctx| {

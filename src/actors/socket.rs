@@ -27,6 +27,7 @@ use crate::messages::functions::{
     Address, CloseSocket, Connect, Handle, OpenSocket, Readiness, Ready, Received, RecvFrom, SendV,
     Sent, SocketKind,
 };
+use crate::messages::interest::{AssignUserData, Interest, SocketInterest, UserData};
 use crate::messages::socket::{
     CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
     SocketInfo, SubscribeWritability, WritabilityChanged, Write, Written,
@@ -203,6 +204,18 @@ pub struct Socket {
     read_size: u32,
     write_wait: Option<SpawnHandle>,
     read_wait: Option<SpawnHandle>,
+    /// Met a would-block since the queue was last empty: the OUT of the interest.
+    out_waiting: bool,
+    /// Interest subscriber and user data; boxed, as most sockets have neither.
+    watch: Option<Box<Watch>>,
+}
+
+/// What [`Socket::update_interest`] needs.
+#[derive(Debug)]
+struct Watch {
+    to: Option<Recipient<SocketInterest>>,
+    user_data: Option<UserData>,
+    last: Option<Interest>,
 }
 
 /// Configures and starts a [`Socket`].
@@ -213,6 +226,8 @@ pub struct SocketBuilder {
     policy: Option<FlushPolicy>,
     subscriber: Option<Recipient<SocketEvent>>,
     writability: Vec<Recipient<WritabilityChanged>>,
+    interest: Option<Recipient<SocketInterest>>,
+    user_data: Option<UserData>,
 }
 
 impl SocketBuilder {
@@ -255,6 +270,20 @@ impl SocketBuilder {
     /// [`SubscribeWritability`]).
     pub fn writability_subscriber(mut self, producer: Recipient<WritabilityChanged>) -> Self {
         self.writability.push(producer);
+        self
+    }
+
+    /// Who hears what the socket waits for ([`SocketInterest`]), only when it changes
+    /// (libcurl's socket callback).
+    pub fn interest_subscriber(mut self, subscriber: Recipient<SocketInterest>) -> Self {
+        self.interest = Some(subscriber);
+        self
+    }
+
+    /// Data handed back with every [`SocketInterest`] (libcurl's `curl_multi_assign`);
+    /// can be changed later with [`AssignUserData`].
+    pub fn user_data(mut self, data: UserData) -> Self {
+        self.user_data = Some(data);
         self
     }
 
@@ -365,6 +394,14 @@ impl SocketBuilder {
             read_size: 4096.min(clamp_u32(self.config.read_chunk)),
             write_wait: None,
             read_wait: None,
+            out_waiting: false,
+            watch: (self.interest.is_some() || self.user_data.is_some()).then(|| {
+                Box::new(Watch {
+                    to: self.interest,
+                    user_data: self.user_data,
+                    last: None,
+                })
+            }),
         }
     }
 }
@@ -579,9 +616,49 @@ impl Socket {
         );
     }
 
+    /// Tells the interest subscriber what the socket now waits for, if that changed.
+    fn update_interest(&mut self, ctx: &mut Context<Self>) {
+        let now = if self.life == Lifecycle::Closed {
+            Interest::Remove
+        } else {
+            let reading = !matches!(self.read, ReadState::Off | ReadState::Done);
+            Interest::from_directions(reading, self.out_waiting)
+        };
+        let core = &self.core;
+        let Some(watch) = self.watch.as_deref_mut() else {
+            return;
+        };
+        let Some(to) = &watch.to else {
+            return;
+        };
+        if watch.last == Some(now) || watch.last == Some(Interest::Remove) {
+            return;
+        }
+        watch.last = Some(now);
+        tracing::trace!(parent: &core.span, interest = ?now, "interest changed");
+        let note = SocketInterest {
+            socket: core.id,
+            interest: now,
+            user_data: watch.user_data.clone(),
+        };
+        if now == Interest::Remove {
+            to.do_send(note);
+            return;
+        }
+        // libcurl's rule: a callback that reports an error aborts the transfer.
+        ctx.spawn(to.send(note).into_actor(self).map(|answer, act, ctx| {
+            if let Ok(Err(refused)) = answer {
+                tracing::warn!(parent: &act.core.span, %refused, "interest refused; aborting");
+                <Self as Handler<Close>>::handle(act, Close::Abort, ctx);
+            }
+        }));
+    }
+
     fn go_idle(&mut self, ctx: &mut Context<Self>) {
         self.flush = FlushState::Idle;
         self.turn_bytes = 0;
+        self.out_waiting = false;
+        self.update_interest(ctx);
         self.maybe_finish_drain(ctx);
     }
 
@@ -627,6 +704,8 @@ impl Socket {
                 };
                 self.turn_bytes = 0;
                 tracing::debug!(parent: &self.core.span, queued, "would block");
+                self.out_waiting = true;
+                self.update_interest(ctx);
                 if self.direct_write {
                     self.flush = FlushState::Blocked;
                     self.arm_in_place(Readiness::Writable, ctx);
@@ -847,6 +926,7 @@ impl Socket {
         });
         tracing::debug!(parent: &self.core.span, cause = ?cause, "closed");
         self.event(SocketEventKind::Closed { cause });
+        self.update_interest(ctx);
         // The actor lingers, answering later writes with a typed error (rather than
         // letting messages already in its mailbox be dropped unanswered), and stops
         // when its last address is dropped.
@@ -955,6 +1035,7 @@ impl Socket {
                 self.read = ReadState::Done;
                 tracing::debug!(parent: &self.core.span, "peer closed its sending half");
                 self.event(SocketEventKind::Eof);
+                self.update_interest(ctx);
                 false
             }
             Err(e) => {
@@ -986,6 +1067,7 @@ impl Actor for Socket {
             self.read = ReadState::Idle;
             self.drive_read(ctx);
         }
+        self.update_interest(ctx);
     }
 
     /// Nobody holds the socket's address any more. With writes still queued, it closes
@@ -1225,6 +1307,25 @@ impl Handler<GetInfo> for Socket {
             handle: self.handle,
             open: self.life == Lifecycle::Open,
         })
+    }
+}
+
+impl Handler<AssignUserData> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: AssignUserData, _: &mut Context<Self>) {
+        match self.watch.as_deref_mut() {
+            Some(watch) => watch.user_data = msg.0,
+            None => {
+                self.watch = msg.0.map(|data| {
+                    Box::new(Watch {
+                        to: None,
+                        user_data: Some(data),
+                        last: None,
+                    })
+                })
+            }
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 //! - [`socket`]: producers and subscribers ↔ [`Socket`](crate::Socket).
 //! - [`flush`]: [`Socket`](crate::Socket) ↔ [`Flusher`](crate::Flusher).
 //! - [`functions`]: [`Socket`](crate::Socket) ↔ the transport ([`SocketFunctions`](crate::SocketFunctions)).
+//! - [`interest`]: [`Socket`](crate::Socket) → whoever watches what it waits for.
 
 pub mod flush;
 pub mod functions;
+pub mod interest;
 pub mod socket;
 
 pub use flush::{Flush, PendingWrite};
@@ -13,6 +15,7 @@ pub use functions::{
     Address, CloseSocket, Connect, Family, Handle, OpenSocket, Readiness, Ready, Received,
     RecvFrom, SendV, Sent, SocketKind,
 };
+pub use interest::{AssignUserData, Interest, InterestRefused, SocketInterest, UserData};
 pub use socket::{
     CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
     SocketInfo, SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
