@@ -140,7 +140,31 @@ pub enum SocketError {
     /// The transport could not open a handle.
     #[error("could not open a socket: {0}")]
     Open(#[source] TransportError),
-    /// The connection could not be made.
+    /// The peer refused the connection (nothing listens there).
+    #[error("connection refused: {0}")]
+    Refused(#[source] TransportError),
+    /// The peer's host or network cannot be reached.
+    #[error("peer unreachable: {0}")]
+    Unreachable(#[source] TransportError),
+    /// The connection was not made in time: the builder's connect timeout, or the
+    /// operating system's.
+    #[error("connect timed out after {0:?}")]
+    TimedOut(std::time::Duration),
+    /// The connection could not be made for another reason.
     #[error("could not connect: {0}")]
     Connect(#[source] TransportError),
+}
+
+impl SocketError {
+    /// Sorts a failed connect into refused, unreachable, timed out, or other.
+    pub(crate) fn from_connect(error: TransportError, waited: std::time::Duration) -> Self {
+        match error.io_kind() {
+            Some(io::ErrorKind::ConnectionRefused) => SocketError::Refused(error),
+            Some(io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable) => {
+                SocketError::Unreachable(error)
+            }
+            Some(io::ErrorKind::TimedOut) => SocketError::TimedOut(waited),
+            _ => SocketError::Connect(error),
+        }
+    }
 }

@@ -5,6 +5,7 @@
 mod support;
 
 use std::io;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sockactor::messages::{Handle, SocketEventKind, Write};
@@ -105,10 +106,10 @@ fn a_refused_connect_is_a_typed_error() {
             .connect(mock_peer())
             .await;
         match result {
-            Err(SocketError::Connect(e)) => {
+            Err(SocketError::Refused(e)) => {
                 assert_eq!(e.io_kind(), Some(io::ErrorKind::ConnectionRefused))
             }
-            other => panic!("expected a connect error, got {other:?}"),
+            other => panic!("expected a refused connect, got {other:?}"),
         }
         settle().await;
         assert!(
@@ -127,9 +128,53 @@ async fn a_refused_loopback_connect_is_a_typed_error() {
         .port();
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
     match Socket::builder().connect(addr).await {
-        Err(SocketError::Connect(e)) => {
+        Err(SocketError::Refused(e)) => {
             assert_eq!(e.io_kind(), Some(io::ErrorKind::ConnectionRefused))
         }
         other => panic!("expected a refused connect, got {other:?}"),
     }
+}
+
+#[test]
+fn refused_unreachable_and_timed_out_connects_are_distinct_errors() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let unreachable: std::net::SocketAddr = "127.0.0.1:10".parse().expect("addr");
+        let silent: std::net::SocketAddr = "127.0.0.1:11".parse().expect("addr");
+        let os_timeout: std::net::SocketAddr = "127.0.0.1:12".parse().expect("addr");
+        mock.fail_connect(unreachable, io::ErrorKind::HostUnreachable);
+        mock.delay_connect(silent, Duration::from_secs(3600));
+        mock.fail_connect(os_timeout, io::ErrorKind::TimedOut);
+        let connect = |addr| {
+            Socket::builder()
+                .functions(mock.functions())
+                .connect_timeout(Duration::from_secs(5))
+                .connect(addr)
+        };
+        assert!(matches!(
+            connect(unreachable).await,
+            Err(SocketError::Unreachable(_))
+        ));
+        let started = tokio::time::Instant::now();
+        match connect(silent).await {
+            Err(SocketError::TimedOut(after)) => assert_eq!(after, Duration::from_secs(5)),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "gave up at the timeout"
+        );
+        assert!(matches!(
+            connect(os_timeout).await,
+            Err(SocketError::TimedOut(_))
+        ));
+        settle().await;
+        for h in mock.handles() {
+            assert!(
+                mock.is_closed(h),
+                "handle {h} closed after its failed connect"
+            );
+        }
+    });
 }

@@ -228,6 +228,7 @@ pub struct SocketBuilder {
     writability: Vec<Recipient<WritabilityChanged>>,
     interest: Option<Recipient<SocketInterest>>,
     user_data: Option<UserData>,
+    connect_timeout: Option<std::time::Duration>,
 }
 
 impl SocketBuilder {
@@ -287,6 +288,13 @@ impl SocketBuilder {
         self
     }
 
+    /// Gives up a connect that has not succeeded after `timeout` (tokio time), with
+    /// [`SocketError::TimedOut`]. Without it, the operating system's own timeout applies.
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
     /// Opens a stream socket through the transport, connects it to `addr`, and starts
     /// the actor on the current arbiter.
     pub async fn connect(self, addr: impl Into<Address>) -> Result<Addr<Socket>, SocketError> {
@@ -306,9 +314,20 @@ impl SocketBuilder {
             handle,
             addr: addr.clone(),
         };
-        if let Err(e) = flatten(functions.connect().send(connect).await) {
+        let started = Instant::now();
+        let attempt = functions.connect().send(connect);
+        let result = match self.connect_timeout {
+            Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                Ok(answer) => flatten(answer).map_err(|e| SocketError::from_connect(e, limit)),
+                Err(_) => Err(SocketError::TimedOut(limit)),
+            },
+            None => {
+                flatten(attempt.await).map_err(|e| SocketError::from_connect(e, started.elapsed()))
+            }
+        };
+        if let Err(e) = result {
             functions.close().do_send(CloseSocket { handle });
-            return Err(SocketError::Connect(e));
+            return Err(e);
         }
         let stream = share_stream(&functions, handle).await;
         let socket = self.build(functions, handle, Some(addr), stream, &ctx);

@@ -101,6 +101,7 @@ struct MockState {
     prescripted: HashMap<Handle, VecDeque<SendStep>>,
     default_step: SendStep,
     connect_failures: HashMap<Address, io::ErrorKind>,
+    connect_delays: HashMap<Address, Duration>,
 }
 
 /// The mock transport's actor. Tests hold the [`MockTransport`] controller instead.
@@ -161,6 +162,7 @@ impl MockTransport {
             prescripted: HashMap::new(),
             default_step: SendStep::AcceptAll,
             connect_failures: HashMap::new(),
+            connect_delays: HashMap::new(),
         }));
         let addr = MockFunctions {
             shared: shared.clone(),
@@ -235,6 +237,12 @@ impl MockTransport {
     /// Connects to `addr` fail with `kind`.
     pub fn fail_connect(&self, addr: impl Into<Address>, kind: io::ErrorKind) {
         self.lock().connect_failures.insert(addr.into(), kind);
+    }
+
+    /// Connects to `addr` answer only after `delay` of (possibly paused) tokio time: a
+    /// slow or silent peer, for connect timeouts.
+    pub fn delay_connect(&self, addr: impl Into<Address>, delay: Duration) {
+        self.lock().connect_delays.insert(addr.into(), delay);
     }
 
     /// Every byte the handle accepted, in order.
@@ -327,15 +335,24 @@ impl Handler<OpenSocket> for MockFunctions {
 }
 
 impl Handler<Connect> for MockFunctions {
-    type Result = Result<(), TransportError>;
+    type Result = ResponseActFuture<Self, Result<(), TransportError>>;
 
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
         let mut state = self.lock();
-        if let Some(kind) = state.connect_failures.get(&msg.addr).copied() {
-            return Err(kind.into());
+        let delay = state.connect_delays.get(&msg.addr).copied();
+        let answer = match state.connect_failures.get(&msg.addr).copied() {
+            Some(kind) => Err(kind.into()),
+            None => open_handle(&mut state, msg.handle).map(|h| h.peer = Some(msg.addr)),
+        };
+        drop(state);
+        match delay {
+            Some(after) => Box::pin(
+                tokio::time::sleep(after)
+                    .into_actor(self)
+                    .map(move |_, _, _| answer),
+            ),
+            None => Box::pin(actix::fut::ready(answer)),
         }
-        open_handle(&mut state, msg.handle)?.peer = Some(msg.addr);
-        Ok(())
     }
 }
 
