@@ -58,6 +58,7 @@ mod batch;
 mod error;
 pub mod messages;
 pub mod queue;
+mod registry;
 
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
@@ -68,6 +69,7 @@ pub use actors::{
 pub use batch::IoBatch;
 pub use error::{SocketError, TransportError, WriteError};
 pub use queue::{QueueConfig, WriteQueue};
+pub use registry::{Registry, SocketHandle, SocketState};
 
 /// The types most programs need.
 pub mod prelude {

@@ -33,6 +33,7 @@ use crate::messages::socket::{
     SocketInfo, SubscribeWritability, WritabilityChanged, Write, Written,
 };
 use crate::queue::{QueueConfig, WriteQueue};
+use crate::registry::{Registration, Registry, SocketState};
 
 /// How a socket's queued writes reach the transport.
 #[derive(Clone, Debug)]
@@ -206,16 +207,19 @@ pub struct Socket {
     read_wait: Option<SpawnHandle>,
     /// Met a would-block since the queue was last empty: the OUT of the interest.
     out_waiting: bool,
-    /// Interest subscriber and user data; boxed, as most sockets have neither.
+    /// Interest subscriber, user data and registry entry; boxed, as most sockets have
+    /// none of them (and the actor's size decides its task's allocation class).
     watch: Option<Box<Watch>>,
 }
 
-/// What [`Socket::update_interest`] needs.
-#[derive(Debug)]
+/// A socket's optional extras: what [`Socket::update_interest`] needs, and its entry in a
+/// registry (removed when dropped, with the actor).
+#[derive(Debug, Default)]
 struct Watch {
     to: Option<Recipient<SocketInterest>>,
     user_data: Option<UserData>,
     last: Option<Interest>,
+    registration: Option<Registration>,
 }
 
 /// Configures and starts a [`Socket`].
@@ -229,6 +233,7 @@ pub struct SocketBuilder {
     interest: Option<Recipient<SocketInterest>>,
     user_data: Option<UserData>,
     connect_timeout: Option<std::time::Duration>,
+    registry: Option<Registry>,
 }
 
 impl SocketBuilder {
@@ -285,6 +290,12 @@ impl SocketBuilder {
     /// can be changed later with [`AssignUserData`].
     pub fn user_data(mut self, data: UserData) -> Self {
         self.user_data = Some(data);
+        self
+    }
+
+    /// Registers the socket in `registry` (removed again when its actor ends).
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
         self
     }
 
@@ -388,8 +399,26 @@ impl SocketBuilder {
             writability: self.writability,
         };
         let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
+        let core = Arc::new(Core::new(id, wake, self.subscriber, span, shared));
+        let registration = self.registry.as_ref().map(|r| {
+            r.insert(
+                core.clone(),
+                ctx.address().downgrade(),
+                peer.clone(),
+                self.user_data.clone(),
+            )
+        });
+        let extras = self.interest.is_some() || self.user_data.is_some() || registration.is_some();
+        let watch = extras.then(|| {
+            Box::new(Watch {
+                to: self.interest,
+                user_data: self.user_data,
+                last: None,
+                registration,
+            })
+        });
         Socket {
-            core: Arc::new(Core::new(id, wake, self.subscriber, span, shared)),
+            core,
             handle,
             peer,
             functions,
@@ -414,13 +443,7 @@ impl SocketBuilder {
             write_wait: None,
             read_wait: None,
             out_waiting: false,
-            watch: (self.interest.is_some() || self.user_data.is_some()).then(|| {
-                Box::new(Watch {
-                    to: self.interest,
-                    user_data: self.user_data,
-                    last: None,
-                })
-            }),
+            watch,
         }
     }
 }
@@ -633,6 +656,10 @@ impl Socket {
                 .into_actor(self)
                 .map(move |_, act, ctx| then(act, ctx)),
         );
+    }
+
+    fn registration(&self) -> Option<&Registration> {
+        self.watch.as_deref().and_then(|w| w.registration.as_ref())
     }
 
     /// Tells the interest subscriber what the socket now waits for, if that changed.
@@ -920,6 +947,9 @@ impl Socket {
         }
         self.life = Lifecycle::Closed;
         self.read = ReadState::Done;
+        if let Some(r) = self.registration() {
+            r.set_state(SocketState::Closed);
+        }
         // Let go of the stream: with the system transport's own reference dropped on
         // CloseSocket, the descriptor closes now.
         for wait in [self.write_wait.take(), self.read_wait.take()]
@@ -1266,6 +1296,9 @@ impl Handler<Close> for Socket {
                     return;
                 }
                 self.life = Lifecycle::Draining;
+                if let Some(r) = self.registration() {
+                    r.set_state(SocketState::Draining);
+                }
                 {
                     // Writes waiting for room are already in memory: queue them all, so
                     // the drain sends them too. Then refuse new ones.
@@ -1333,18 +1366,11 @@ impl Handler<AssignUserData> for Socket {
     type Result = ();
 
     fn handle(&mut self, msg: AssignUserData, _: &mut Context<Self>) {
-        match self.watch.as_deref_mut() {
-            Some(watch) => watch.user_data = msg.0,
-            None => {
-                self.watch = msg.0.map(|data| {
-                    Box::new(Watch {
-                        to: None,
-                        user_data: Some(data),
-                        last: None,
-                    })
-                })
-            }
+        let watch = self.watch.get_or_insert_with(Box::default);
+        if let Some(r) = &watch.registration {
+            r.set_user_data(msg.0.clone());
         }
+        watch.user_data = msg.0;
     }
 }
 
