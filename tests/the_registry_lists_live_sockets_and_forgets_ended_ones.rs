@@ -63,7 +63,7 @@ fn registered_sockets_are_listed_then_removed_when_their_actors_end() {
 
         // Close half gracefully, abort the rest: the entries say so.
         for (i, s) in sockets.iter().enumerate() {
-            s.do_send(if i % 2 == 0 {
+            s.do_send(if i.is_multiple_of(2) {
                 Close::Graceful
             } else {
                 Close::Abort
