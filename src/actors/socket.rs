@@ -1165,18 +1165,19 @@ impl Handler<Write> for Socket {
             tag,
             to: ReplyTo::Slot(slot.clone()),
         };
-        // Writes already waiting for room go first.
         let refused = if self.waiting.is_empty() {
             self.enqueue(msg, reply, ctx).err().map(|e| *e)
-        } else if self.core.lock().shut.is_some() {
-            let len = msg.batch.len();
-            let error = self.core.lock().shut.as_ref().map(|s| s.refusal(len));
-            error.map(|e| (msg, reply, e))
         } else {
-            let error = WriteError::QueueFull {
-                queued: 0,
-                high_watermark: 0,
-                payload: IoBatch::new(),
+            // Writes already waiting for room go first: this one waits behind them (the
+            // `QueueFull` below is only the marker for that), or is refused.
+            let shut = self.core.lock().shut.clone();
+            let error = match shut {
+                Some(shut) => shut.refusal(msg.batch.len()),
+                None => WriteError::QueueFull {
+                    queued: 0,
+                    high_watermark: 0,
+                    payload: IoBatch::new(),
+                },
             };
             Some((msg, reply, error))
         };
