@@ -69,7 +69,7 @@ pub use actors::{
 pub use batch::IoBatch;
 pub use error::{SocketError, TransportError, WriteError};
 pub use queue::{QueueConfig, WriteQueue};
-pub use registry::{Registry, SocketHandle, SocketState};
+pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 
 /// The types most programs need.
 pub mod prelude {

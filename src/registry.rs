@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use actix::{Addr, WeakAddr};
+use actix::{Addr, Recipient, WeakAddr, WeakRecipient};
 use dashmap::DashMap;
 
 use crate::actors::socket::Socket;
 use crate::actors::writer::{Core, Writer};
 use crate::messages::functions::Address;
-use crate::messages::interest::UserData;
-use crate::messages::socket::{SocketId, SocketStats};
+use crate::messages::interest::{SocketInterest, UserData};
+use crate::messages::socket::{Close, SocketId, SocketStats};
 
 /// Where a socket is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -169,5 +169,90 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.map.remove(&self.id);
+    }
+}
+
+/// Sockets that share one interest subscriber, as transfers share a libcurl multi handle:
+/// when the subscriber refuses a notification (answers `Err`), every socket of the group
+/// is aborted, not only the one the notification was about.
+///
+/// [`SocketBuilder::interest_subscriber`](crate::SocketBuilder::interest_subscriber) makes
+/// a group of one; [`SocketBuilder::interest_group`](crate::SocketBuilder::interest_group)
+/// joins a shared one. Members leave when their actors end.
+#[derive(Clone, Debug)]
+pub struct InterestGroup {
+    inner: Arc<GroupInner>,
+}
+
+#[derive(Debug)]
+struct GroupInner {
+    subscriber: Recipient<SocketInterest>,
+    members: DashMap<SocketId, WeakRecipient<Close>>,
+}
+
+impl InterestGroup {
+    /// A group whose sockets all report to `subscriber`.
+    pub fn new(subscriber: Recipient<SocketInterest>) -> Self {
+        InterestGroup {
+            inner: Arc::new(GroupInner {
+                subscriber,
+                members: DashMap::new(),
+            }),
+        }
+    }
+
+    /// Sockets in the group.
+    pub fn len(&self) -> usize {
+        self.inner.members.len()
+    }
+
+    /// Whether the group has no socket.
+    pub fn is_empty(&self) -> bool {
+        self.inner.members.is_empty()
+    }
+
+    pub(crate) fn subscriber(&self) -> &Recipient<SocketInterest> {
+        &self.inner.subscriber
+    }
+
+    pub(crate) fn join(&self, id: SocketId, close: WeakRecipient<Close>) -> Membership {
+        self.inner.members.insert(id, close);
+        Membership {
+            group: self.clone(),
+            id,
+        }
+    }
+
+    /// Aborts every socket of the group (each answers its queued writes with
+    /// `WriteError::Aborted`).
+    pub(crate) fn abort_all(&self) {
+        let members: Vec<_> = self
+            .inner
+            .members
+            .iter()
+            .filter_map(|m| m.value().upgrade())
+            .collect();
+        for socket in members {
+            socket.do_send(Close::Abort);
+        }
+    }
+}
+
+/// A socket's place in an [`InterestGroup`]; leaves it when dropped (with the actor).
+#[derive(Debug)]
+pub(crate) struct Membership {
+    group: InterestGroup,
+    id: SocketId,
+}
+
+impl Membership {
+    pub(crate) fn group(&self) -> &InterestGroup {
+        &self.group
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.group.inner.members.remove(&self.id);
     }
 }

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use sockactor::messages::{
     AssignUserData, Close, Handle, Interest, InterestRefused, SocketInterest, Write,
 };
-use sockactor::{MockTransport, SendStep, Socket, WriteError};
+use sockactor::{InterestGroup, MockTransport, SendStep, Socket, WriteError};
 use support::{mock_peer, run_paused, settle, Recorder};
 
 /// One notification: the interest and the user data, if it was a `String`.
@@ -155,5 +155,66 @@ fn a_refused_notification_aborts_the_socket() {
             watcher.interests(),
             vec![Interest::None, Interest::Out, Interest::Remove]
         );
+    });
+}
+
+#[test]
+fn a_refusal_aborts_every_socket_of_the_group_and_no_other() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        // Only the first member's transport blocks; the others are idle.
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let refusing = Watcher {
+            refuse: Some(Interest::Out),
+            ..Watcher::default()
+        };
+        let group = InterestGroup::new(refusing.clone().start().recipient());
+        let calm = Watcher::default();
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            members.push(
+                Socket::builder()
+                    .functions(mock.functions())
+                    .interest_group(&group)
+                    .connect(mock_peer())
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let outsider = Socket::builder()
+            .functions(mock.functions())
+            .interest_subscriber(calm.clone().start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        assert_eq!(group.len(), 3);
+
+        // Member 1 blocks: OUT, refused: the whole group aborts.
+        let blocked = members[0]
+            .send(Write::new(&b"stuck"[..]))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(blocked, Err(WriteError::Aborted { .. })),
+            "{blocked:?}"
+        );
+        settle().await;
+        for h in [Handle(1), Handle(2), Handle(3)] {
+            assert!(mock.is_closed(h), "group member {h} closed");
+        }
+        let late = members[1]
+            .send(Write::new(&b"late"[..]))
+            .await
+            .expect("mailbox");
+        assert!(matches!(late, Err(WriteError::Closed { .. })), "{late:?}");
+
+        // The outsider reports elsewhere and goes on.
+        assert!(!mock.is_closed(Handle(4)));
+        outsider
+            .send(Write::new(&b"fine"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        assert_eq!(mock.written(Handle(4)), b"fine");
     });
 }

@@ -33,7 +33,7 @@ use crate::messages::socket::{
     SocketInfo, SubscribeWritability, WritabilityChanged, Write, Written,
 };
 use crate::queue::{QueueConfig, WriteQueue};
-use crate::registry::{Registration, Registry, SocketState};
+use crate::registry::{InterestGroup, Membership, Registration, Registry, SocketState};
 
 /// How a socket's queued writes reach the transport.
 #[derive(Clone, Debug)]
@@ -216,7 +216,7 @@ pub struct Socket {
 /// registry (removed when dropped, with the actor).
 #[derive(Debug, Default)]
 struct Watch {
-    to: Option<Recipient<SocketInterest>>,
+    membership: Option<Membership>,
     user_data: Option<UserData>,
     last: Option<Interest>,
     registration: Option<Registration>,
@@ -230,7 +230,7 @@ pub struct SocketBuilder {
     policy: Option<FlushPolicy>,
     subscriber: Option<Recipient<SocketEvent>>,
     writability: Vec<Recipient<WritabilityChanged>>,
-    interest: Option<Recipient<SocketInterest>>,
+    interest: Option<InterestGroup>,
     user_data: Option<UserData>,
     connect_timeout: Option<std::time::Duration>,
     registry: Option<Registry>,
@@ -281,8 +281,16 @@ impl SocketBuilder {
 
     /// Who hears what the socket waits for ([`SocketInterest`]), only when it changes
     /// (libcurl's socket callback).
-    pub fn interest_subscriber(mut self, subscriber: Recipient<SocketInterest>) -> Self {
-        self.interest = Some(subscriber);
+    /// A refused notification aborts this socket: it is a group of one.
+    pub fn interest_subscriber(self, subscriber: Recipient<SocketInterest>) -> Self {
+        self.interest_group(&InterestGroup::new(subscriber))
+    }
+
+    /// Like [`interest_subscriber`](Self::interest_subscriber), sharing the group's
+    /// subscriber: a refused notification aborts every socket of the group (libcurl's
+    /// rule for the transfers of a multi handle).
+    pub fn interest_group(mut self, group: &InterestGroup) -> Self {
+        self.interest = Some(group.clone());
         self
     }
 
@@ -408,10 +416,14 @@ impl SocketBuilder {
                 self.user_data.clone(),
             )
         });
-        let extras = self.interest.is_some() || self.user_data.is_some() || registration.is_some();
+        let membership = self
+            .interest
+            .as_ref()
+            .map(|g| g.join(id, ctx.address().recipient::<Close>().downgrade()));
+        let extras = membership.is_some() || self.user_data.is_some() || registration.is_some();
         let watch = extras.then(|| {
             Box::new(Watch {
-                to: self.interest,
+                membership,
                 user_data: self.user_data,
                 last: None,
                 registration,
@@ -674,7 +686,7 @@ impl Socket {
         let Some(watch) = self.watch.as_deref_mut() else {
             return;
         };
-        let Some(to) = &watch.to else {
+        let Some(to) = watch.membership.as_ref().map(|m| m.group().subscriber()) else {
             return;
         };
         if watch.last == Some(now) || watch.last == Some(Interest::Remove) {
@@ -694,8 +706,11 @@ impl Socket {
         // libcurl's rule: a callback that reports an error aborts the transfer.
         ctx.spawn(to.send(note).into_actor(self).map(|answer, act, ctx| {
             if let Ok(Err(refused)) = answer {
-                tracing::warn!(parent: &act.core.span, %refused, "interest refused; aborting");
+                tracing::warn!(parent: &act.core.span, %refused, "interest refused; aborting the group");
                 <Self as Handler<Close>>::handle(act, Close::Abort, ctx);
+                if let Some(m) = act.watch.as_deref().and_then(|w| w.membership.as_ref()) {
+                    m.group().abort_all();
+                }
             }
         }));
     }
