@@ -168,3 +168,23 @@ impl SocketError {
         }
     }
 }
+
+/// Why a framed socket could not decode its peer's byte stream. The frame subscriber
+/// gets no more frames; the events subscriber hears of it in
+/// [`SocketEventKind::DecodeFailed`](crate::messages::SocketEventKind::DecodeFailed), and
+/// the socket closes gracefully (writes already queued still go out).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The decoder rejected the stream (its own error, downcastable from the source).
+    #[error("frame decoder failed: {0}")]
+    Decoder(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// More undecoded bytes are buffered than any frame may take, without a whole frame.
+    #[error("{buffered} bytes buffered without a whole frame; the limit is {limit}")]
+    FrameTooLong {
+        /// Bytes buffered.
+        buffered: usize,
+        /// The configured limit ([`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes)).
+        limit: usize,
+    },
+}

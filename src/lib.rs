@@ -63,11 +63,11 @@ mod registry;
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
-    FlushPolicy, Flusher, MockFunctions, MockTransport, SendStep, Socket, SocketBuilder,
-    SocketConfig, SocketFunctions, SystemFunctions, WriteFuture, Writer,
+    FlushPolicy, Flusher, MockFunctions, MockTransport, ReadLimits, ReadPermit, SendStep, Socket,
+    SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, WriteFuture, Writer,
 };
 pub use batch::IoBatch;
-pub use error::{SocketError, TransportError, WriteError};
+pub use error::{DecodeError, SocketError, TransportError, WriteError};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 

@@ -13,9 +13,11 @@ use actix::{
 use bytes::{Bytes, BytesMut};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::codec::Decoder;
 
 use super::flusher::Flusher;
 use super::functions::{Adopt, ShareStream, SocketFunctions};
+use super::inbound::{Deframe, Deframer, ReadLimits, ReadPermit, ReadWindow};
 use super::writer::{
     answer, notify_writability, report_failure, Core, Counters, Pushed, Reply, ReplyTo, Shared,
     Shut, SlotState, Wake, Writer,
@@ -28,6 +30,7 @@ use crate::messages::functions::{
     Sent, SocketKind,
 };
 use crate::messages::interest::{AssignUserData, Interest, SocketInterest, UserData};
+use crate::messages::read::{Frame, PauseReading, ResumeReading};
 use crate::messages::socket::{
     CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
     SocketInfo, SubscribeWritability, WritabilityChanged, Write, Written,
@@ -58,6 +61,12 @@ pub struct SocketConfig {
     /// Most writes that may wait for room ([`Write::wait_when_full`]) at once; past it
     /// they are refused like other writes.
     pub max_waiting_writes: usize,
+    /// The read window: how much inbound data may be unacknowledged by the subscriber
+    /// before the socket stops reading (read backpressure).
+    pub read_limits: ReadLimits,
+    /// Framed sockets: most undecoded bytes buffered without a whole frame; past it the
+    /// stream is rejected with [`DecodeError::FrameTooLong`].
+    pub max_frame_bytes: usize,
 }
 
 impl Default for SocketConfig {
@@ -66,6 +75,8 @@ impl Default for SocketConfig {
             queue: QueueConfig::default(),
             read_chunk: 64 * 1024,
             max_waiting_writes: 1024,
+            read_limits: ReadLimits::default(),
+            max_frame_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -144,6 +155,8 @@ enum FlushState {
 enum ReadState {
     Off,
     Idle,
+    /// Paused, or the read window is full: waiting for a permit or `ResumeReading`.
+    Held,
     InFlight,
     Yielding,
     Blocked,
@@ -207,6 +220,8 @@ pub struct Socket {
     read_wait: Option<SpawnHandle>,
     /// Met a would-block since the queue was last empty: the OUT of the interest.
     out_waiting: bool,
+    /// Told to stop reading ([`PauseReading`]).
+    paused: bool,
     /// Interest subscriber, user data and registry entry; boxed, as most sockets have
     /// none of them (and the actor's size decides its task's allocation class).
     watch: Option<Box<Watch>>,
@@ -220,6 +235,8 @@ struct Watch {
     user_data: Option<UserData>,
     last: Option<Interest>,
     registration: Option<Registration>,
+    /// Framed sockets: the decoder and its buffer.
+    deframer: Option<Box<dyn Deframe>>,
 }
 
 /// Configures and starts a [`Socket`].
@@ -234,6 +251,7 @@ pub struct SocketBuilder {
     user_data: Option<UserData>,
     connect_timeout: Option<std::time::Duration>,
     registry: Option<Registry>,
+    deframer: Option<Box<dyn Deframe>>,
 }
 
 impl SocketBuilder {
@@ -298,6 +316,24 @@ impl SocketBuilder {
     /// can be changed later with [`AssignUserData`].
     pub fn user_data(mut self, data: UserData) -> Self {
         self.user_data = Some(data);
+        self
+    }
+
+    /// Decodes the inbound byte stream with `decoder` (any tokio-util
+    /// [`Decoder`](tokio_util::codec::Decoder), e.g. `LinesCodec`) and sends each whole
+    /// frame to `frames` as a [`Frame`], in stream order, instead of raw
+    /// [`SocketEventKind::Received`] chunks. Each frame holds a [`ReadPermit`] in the
+    /// read window. A decoder error, or more than [`SocketConfig::max_frame_bytes`]
+    /// buffered without a whole frame, ends reading: the events subscriber (if any) gets
+    /// [`SocketEventKind::DecodeFailed`] and the socket closes gracefully. At the peer's
+    /// EOF the decoder's `decode_eof` gets the rest.
+    pub fn framed<D>(mut self, decoder: D, frames: Recipient<Frame<D::Item>>) -> Self
+    where
+        D: Decoder + 'static,
+        D::Item: Send + 'static,
+        D::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.deframer = Some(Box::new(Deframer::new(decoder, frames, usize::MAX)));
         self
     }
 
@@ -407,7 +443,11 @@ impl SocketBuilder {
             writability: self.writability,
         };
         let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
-        let core = Arc::new(Core::new(id, wake, self.subscriber, span, shared));
+        let reads = ReadWindow::new(self.config.read_limits);
+        let core = Arc::new(Core::new(id, wake, self.subscriber, span, reads, shared));
+        if let Some(deframer) = self.deframer.as_deref_mut() {
+            deframer.set_limit(self.config.max_frame_bytes);
+        }
         let registration = self.registry.as_ref().map(|r| {
             r.insert(
                 core.clone(),
@@ -420,13 +460,17 @@ impl SocketBuilder {
             .interest
             .as_ref()
             .map(|g| g.join(id, ctx.address().recipient::<Close>().downgrade()));
-        let extras = membership.is_some() || self.user_data.is_some() || registration.is_some();
+        let extras = membership.is_some()
+            || self.user_data.is_some()
+            || registration.is_some()
+            || self.deframer.is_some();
         let watch = extras.then(|| {
             Box::new(Watch {
                 membership,
                 user_data: self.user_data,
                 last: None,
                 registration,
+                deframer: self.deframer,
             })
         });
         Socket {
@@ -455,6 +499,7 @@ impl SocketBuilder {
             write_wait: None,
             read_wait: None,
             out_waiting: false,
+            paused: false,
             watch,
         }
     }
@@ -495,6 +540,7 @@ impl Socket {
             s.do_send(SocketEvent {
                 socket: self.core.id,
                 kind,
+                permit: None,
             });
         }
     }
@@ -679,7 +725,11 @@ impl Socket {
         let now = if self.life == Lifecycle::Closed {
             Interest::Remove
         } else {
-            let reading = !matches!(self.read, ReadState::Off | ReadState::Done);
+            let reading = !self.paused
+                && !matches!(
+                    self.read,
+                    ReadState::Off | ReadState::Done | ReadState::Held
+                );
             Interest::from_directions(reading, self.out_waiting)
         };
         let core = &self.core;
@@ -996,12 +1046,31 @@ impl Socket {
         // when its last address is dropped.
     }
 
-    /// Reads until the transport would block, the peer's EOF, an error, or the turn's byte
-    /// budget is spent (then it yields).
+    /// Reads until the transport would block, the peer's EOF, an error, the read window
+    /// fills or reading is paused (then it holds), or the turn's byte budget is spent
+    /// (then it yields).
     fn drive_read(&mut self, ctx: &mut Context<Self>) {
         loop {
             if self.read != ReadState::Idle || self.life == Lifecycle::Closed {
                 return;
+            }
+            // Frames already buffered go out before anything more is read.
+            if !self.deliver_frames(false, ctx) {
+                return;
+            }
+            if self.paused || !self.core.reads.is_open() {
+                // Backpressure: read nothing more until a permit is dropped (the last one
+                // out wakes us with a `Flush`) or `ResumeReading`.
+                if self.paused || self.core.reads.hold() {
+                    self.read = ReadState::Held;
+                    self.read_turn = 0;
+                    self.read_buf = None;
+                    let (deliveries, bytes) = self.core.reads.outstanding();
+                    tracing::trace!(parent: &self.core.span, paused = self.paused, deliveries,
+                        bytes, "reading held");
+                    self.update_interest(ctx);
+                    return;
+                }
             }
             if self.read_turn >= self.max_bytes_per_turn as usize {
                 self.read_turn = 0;
@@ -1022,38 +1091,58 @@ impl Socket {
                 };
                 ctx.spawn(self.functions.recvfrom().send(recv).into_actor(self).map(
                     |res, act, ctx| {
-                        if act.absorb_received(flatten(res), ctx) {
+                        let got = flatten(res).map(Got::from);
+                        if act.absorb_received(got, ctx) {
                             act.drive_read(ctx);
                         }
                     },
                 ));
                 return;
             };
-            // The system transport, called in place. The buffer is allocated when the
-            // stream is read (idle sockets hold none), starts small and doubles while reads
-            // fill it, up to `read_chunk`; reads are split off it, not copied.
+            // The system transport, called in place. A framed socket reads straight into
+            // its decoder's buffer. Otherwise the buffer is allocated when the stream is
+            // read (idle sockets hold none), starts small and doubles while reads fill
+            // it, up to `read_chunk`; reads are split off it, not copied.
             let want = self.read_size as usize;
-            let buf = self
-                .read_buf
-                .get_or_insert_with(|| Box::new(BytesMut::with_capacity(want)));
-            let room = buf.capacity() - buf.len();
-            if room == 0 || room < want / 2 {
-                **buf = BytesMut::with_capacity(want);
-            }
-            let spare = buf.capacity() - buf.len();
-            let result = match stream.try_read_buf(&mut **buf) {
-                Ok(0) => Ok(Received::Eof),
-                Ok(n) => {
-                    if n == spare {
-                        self.read_size = (self.read_size * 2).min(self.read_chunk);
+            let deframer = self
+                .watch
+                .as_deref_mut()
+                .and_then(|w| w.deframer.as_deref_mut());
+            let result = if let Some(deframer) = deframer {
+                let buf = deframer.buffer();
+                buf.reserve(want);
+                let spare = buf.capacity() - buf.len();
+                match stream.try_read_buf(buf) {
+                    Ok(0) => Ok(Got::Eof),
+                    Ok(n) => {
+                        if n == spare {
+                            self.read_size = (self.read_size * 2).min(self.read_chunk);
+                        }
+                        Ok(Got::Buffered(n))
                     }
-                    Ok(Received::Data {
-                        bytes: buf.split_to(n).freeze(),
-                        from: None,
-                    })
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Got::WouldBlock),
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Received::WouldBlock),
-                Err(e) => Err(e.into()),
+            } else {
+                let buf = self
+                    .read_buf
+                    .get_or_insert_with(|| Box::new(BytesMut::with_capacity(want)));
+                let room = buf.capacity() - buf.len();
+                if room == 0 || room < want / 2 {
+                    **buf = BytesMut::with_capacity(want);
+                }
+                let spare = buf.capacity() - buf.len();
+                match stream.try_read_buf(&mut **buf) {
+                    Ok(0) => Ok(Got::Eof),
+                    Ok(n) => {
+                        if n == spare {
+                            self.read_size = (self.read_size * 2).min(self.read_chunk);
+                        }
+                        Ok(Got::Chunk(buf.split_to(n).freeze()))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Got::WouldBlock),
+                    Err(e) => Err(e.into()),
+                }
             };
             if !self.absorb_received(result, ctx) {
                 return;
@@ -1064,22 +1153,31 @@ impl Socket {
     /// Takes in what a read found. `true`: read on.
     fn absorb_received(
         &mut self,
-        result: Result<Received, TransportError>,
+        result: Result<Got, TransportError>,
         ctx: &mut Context<Self>,
     ) -> bool {
         if self.life == Lifecycle::Closed {
             return false;
         }
         match result {
-            Ok(Received::Data { bytes, .. }) => {
-                self.read_ready_hint = false;
-                self.core.lock().stats.bytes_received += bytes.len() as u64;
-                self.read_turn += bytes.len();
-                self.read = ReadState::Idle;
-                self.deliver(bytes);
+            Ok(Got::Chunk(bytes)) => {
+                self.took_in(bytes.len());
+                match self
+                    .watch
+                    .as_deref_mut()
+                    .and_then(|w| w.deframer.as_deref_mut())
+                {
+                    // A message-path read for a framed socket: one copy into the decoder.
+                    Some(deframer) => deframer.buffer().extend_from_slice(&bytes),
+                    None => self.deliver(bytes, ctx),
+                }
                 true
             }
-            Ok(Received::WouldBlock) => {
+            Ok(Got::Buffered(n)) => {
+                self.took_in(n);
+                true
+            }
+            Ok(Got::WouldBlock) => {
                 self.read_turn = 0;
                 if self.direct_read {
                     self.read = ReadState::Blocked;
@@ -1095,11 +1193,15 @@ impl Socket {
                     false
                 }
             }
-            Ok(Received::Eof) => {
+            Ok(Got::Eof) => {
                 self.read = ReadState::Done;
                 tracing::debug!(parent: &self.core.span, "peer closed its sending half");
-                self.event(SocketEventKind::Eof);
-                self.update_interest(ctx);
+                // The decoder gets the rest; the window does not hold back the last frames
+                // (they are already in memory, bounded by the frame limit).
+                if self.deliver_frames(true, ctx) {
+                    self.event(SocketEventKind::Eof);
+                    self.update_interest(ctx);
+                }
                 false
             }
             Err(e) => {
@@ -1111,8 +1213,99 @@ impl Socket {
         }
     }
 
-    fn deliver(&self, bytes: Bytes) {
-        self.event(SocketEventKind::Received(bytes));
+    fn took_in(&mut self, n: usize) {
+        self.read_ready_hint = false;
+        self.core.lock().stats.bytes_received += n as u64;
+        self.read_turn += n;
+        self.read = ReadState::Idle;
+    }
+
+    /// Hands a raw chunk to the subscriber, with its place in the read window.
+    fn deliver(&mut self, bytes: Bytes, ctx: &mut Context<Self>) {
+        let Some(s) = &self.core.subscriber else {
+            return;
+        };
+        if !s.connected() {
+            self.subscriber_gone(ctx);
+            return;
+        }
+        s.do_send(SocketEvent {
+            socket: self.core.id,
+            permit: Some(ReadPermit::take(&self.core, bytes.len())),
+            kind: SocketEventKind::Received(bytes),
+        });
+    }
+
+    /// Sends the frames that are whole in the decoder's buffer, while the read window
+    /// has room (at `eof`, all of them). `false`: the stream was rejected and the socket
+    /// is closing.
+    fn deliver_frames(&mut self, eof: bool, ctx: &mut Context<Self>) -> bool {
+        let core = &self.core;
+        let Some(deframer) = self
+            .watch
+            .as_deref_mut()
+            .and_then(|w| w.deframer.as_deref_mut())
+        else {
+            return true;
+        };
+        let failure = loop {
+            if !eof && !core.reads.is_open() {
+                return true;
+            }
+            match deframer.deliver_next(core, eof) {
+                // A decoder that keeps returning frames without consuming anything at EOF
+                // would never end: its last frame ends it.
+                Ok(Some(0)) if eof => return true,
+                Ok(Some(_)) => {}
+                Ok(None) => return true,
+                Err(e) => break e,
+            }
+        };
+        tracing::warn!(parent: &self.core.span, error = %failure, "frame decoding failed; closing");
+        self.read = ReadState::Done;
+        self.event(SocketEventKind::DecodeFailed(failure));
+        <Self as Handler<Close>>::handle(self, Close::Graceful, ctx);
+        self.update_interest(ctx);
+        false
+    }
+
+    /// The subscriber stopped: nobody would get what is read, so stop reading (the
+    /// peer is held back by flow control; writing goes on).
+    fn subscriber_gone(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(parent: &self.core.span, "subscriber gone; reading stops");
+        self.read = ReadState::Done;
+        self.read_buf = None;
+        self.update_interest(ctx);
+    }
+
+    /// Reading was held for the window or a pause; go on if neither holds any more.
+    fn resume_reading(&mut self, ctx: &mut Context<Self>) {
+        if self.read == ReadState::Held && !self.paused {
+            self.core.reads.unhold();
+            self.read = ReadState::Idle;
+            self.update_interest(ctx);
+            self.drive_read(ctx);
+        }
+    }
+}
+
+/// What a read brought in.
+enum Got {
+    /// Bytes, to deliver (or, framed, to copy into the decoder's buffer).
+    Chunk(Bytes),
+    /// This many bytes read straight into the decoder's buffer.
+    Buffered(usize),
+    Eof,
+    WouldBlock,
+}
+
+impl From<Received> for Got {
+    fn from(r: Received) -> Self {
+        match r {
+            Received::Data { bytes, .. } => Got::Chunk(bytes),
+            Received::Eof => Got::Eof,
+            Received::WouldBlock => Got::WouldBlock,
+        }
     }
 }
 
@@ -1127,7 +1320,8 @@ impl Actor for Socket {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!(parent: &self.core.span, handle = %self.handle, "socket started");
-        if self.core.subscriber.is_some() {
+        let framed = self.watch.as_deref().is_some_and(|w| w.deframer.is_some());
+        if self.core.subscriber.is_some() || framed {
             self.read = ReadState::Idle;
             self.drive_read(ctx);
         }
@@ -1245,6 +1439,8 @@ impl Handler<Flush> for Socket {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        // Also the read window's wake-up: a dropped permit reopened it.
+        self.resume_reading(ctx);
         if matches!(self.flush, FlushState::Requested | FlushState::Idle) {
             self.flush = FlushState::Active;
             self.turn_bytes = 0;
@@ -1350,9 +1546,12 @@ impl Handler<GetStats> for Socket {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let st = self.core.lock();
-        let stats = st
+        let mut stats = st
             .stats
             .stats(st.queue.queued_bytes(), st.queue.len() + self.waiting.len());
+        let (deliveries, bytes) = self.core.reads.outstanding();
+        stats.unacked_deliveries = u64::from(deliveries);
+        stats.unacked_bytes = bytes as u64;
         actix::MessageResult(stats)
     }
 }
@@ -1395,5 +1594,28 @@ impl Handler<GetWriter> for Socket {
 
     fn handle(&mut self, _: GetWriter, _: &mut Context<Self>) -> Self::Result {
         actix::MessageResult(Writer::new(self.core.clone()))
+    }
+}
+
+impl Handler<PauseReading> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseReading, ctx: &mut Context<Self>) {
+        if !self.paused {
+            self.paused = true;
+            self.update_interest(ctx);
+        }
+    }
+}
+
+impl Handler<ResumeReading> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeReading, ctx: &mut Context<Self>) {
+        if self.paused {
+            self.paused = false;
+            self.update_interest(ctx);
+            self.resume_reading(ctx);
+        }
     }
 }

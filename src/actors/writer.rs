@@ -11,6 +11,7 @@ use actix::{Recipient, WeakRecipient};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::inbound::ReadWindow;
 use crate::batch::IoBatch;
 use crate::error::{TransportError, WriteError};
 use crate::messages::flush::{Flush, PendingWrite};
@@ -126,6 +127,8 @@ impl Counters {
             bytes_received: self.bytes_received,
             queued_bytes: queued_bytes as u64,
             queued_writes: queued_writes as u64,
+            unacked_deliveries: 0,
+            unacked_bytes: 0,
         }
     }
 }
@@ -144,6 +147,8 @@ pub(crate) struct Core {
     pub(crate) wake: Wake,
     pub(crate) subscriber: Option<Recipient<SocketEvent>>,
     pub(crate) span: tracing::Span,
+    /// The read window, shared with the permits of unacknowledged deliveries.
+    pub(crate) reads: ReadWindow,
     state: Mutex<Shared>,
 }
 
@@ -161,6 +166,7 @@ impl Core {
         wake: Wake,
         subscriber: Option<Recipient<SocketEvent>>,
         span: tracing::Span,
+        reads: ReadWindow,
         shared: Shared,
     ) -> Self {
         Core {
@@ -168,6 +174,7 @@ impl Core {
             wake,
             subscriber,
             span,
+            reads,
             state: Mutex::new(shared),
         }
     }
@@ -316,6 +323,7 @@ pub(crate) fn report_failure(core: &Core, tag: Option<u64>, error: WriteError) {
         s.do_send(SocketEvent {
             socket: core.id,
             kind: SocketEventKind::WriteFailed { tag, error },
+            permit: None,
         });
     }
 }

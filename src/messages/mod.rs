@@ -3,11 +3,13 @@
 //! - [`socket`]: producers and subscribers ↔ [`Socket`](crate::Socket).
 //! - [`flush`]: [`Socket`](crate::Socket) ↔ [`Flusher`](crate::Flusher).
 //! - [`functions`]: [`Socket`](crate::Socket) ↔ the transport ([`SocketFunctions`](crate::SocketFunctions)).
+//! - [`read`]: subscribers ↔ [`Socket`](crate::Socket), the inbound side (frames, pausing).
 //! - [`interest`]: [`Socket`](crate::Socket) → whoever watches what it waits for.
 
 pub mod flush;
 pub mod functions;
 pub mod interest;
+pub mod read;
 pub mod socket;
 
 pub use flush::{Flush, PendingWrite};
@@ -16,6 +18,7 @@ pub use functions::{
     RecvFrom, SendV, Sent, SocketKind,
 };
 pub use interest::{AssignUserData, Interest, InterestRefused, SocketInterest, UserData};
+pub use read::{Frame, PauseReading, ResumeReading};
 pub use socket::{
     CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
     SocketInfo, SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,

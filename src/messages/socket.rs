@@ -160,6 +160,10 @@ pub struct SocketStats {
     pub queued_bytes: u64,
     /// Writes queued right now.
     pub queued_writes: u64,
+    /// Deliveries (chunks or frames) the subscriber holds unacknowledged right now.
+    pub unacked_deliveries: u64,
+    /// Stream bytes those deliveries stand for.
+    pub unacked_bytes: u64,
 }
 
 /// Ask who a socket is.
@@ -223,6 +227,9 @@ pub struct SocketEvent {
     pub socket: SocketId,
     /// What happened.
     pub kind: SocketEventKind,
+    /// For [`SocketEventKind::Received`]: the chunk's place in the read window, released
+    /// when this is dropped (see [`ReadLimits`](crate::ReadLimits)). `None` otherwise.
+    pub permit: Option<crate::ReadPermit>,
 }
 
 impl Message for SocketEvent {
@@ -235,8 +242,10 @@ impl Message for SocketEvent {
 pub enum SocketEventKind {
     /// Bytes arrived from the peer.
     Received(Bytes),
-    /// The peer closed its sending half.
+    /// The peer closed its sending half. Writing goes on until the socket is closed.
     Eof,
+    /// A framed socket's decoder rejected the stream; the socket closes gracefully.
+    DecodeFailed(crate::DecodeError),
     /// Reading failed; the socket closes.
     ReadFailed(TransportError),
     /// A fire-and-forget write failed.
