@@ -59,6 +59,7 @@ mod error;
 pub mod messages;
 pub mod queue;
 mod registry;
+pub mod runtime;
 
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
@@ -70,12 +71,13 @@ pub use batch::IoBatch;
 pub use error::{DecodeError, SocketError, TransportError, WriteError};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
+pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
 
 /// The types most programs need.
 pub mod prelude {
     pub use crate::messages::{Close, SocketEvent, SocketEventKind, Write, Written};
     pub use crate::{
         FlushPolicy, Flusher, IoBatch, MockTransport, SendStep, Socket, SocketFunctions,
-        TransportError, WriteError,
+        SocketSystem, TransportError, WriteError,
     };
 }
