@@ -63,8 +63,9 @@ mod registry;
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
-    FlushPolicy, Flusher, MockFunctions, MockTransport, SendStep, Socket, SocketBuilder,
-    SocketConfig, SocketFunctions, SystemFunctions, WriteFuture, Writer,
+    Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, FlushPolicy, Flusher, Jitter,
+    MockFunctions, MockTransport, ReconnectingClient, SendStep, Socket, SocketBuilder,
+    SocketConfig, SocketFunctions, SystemFunctions, UnsentWrites, WriteFuture, Writer,
 };
 pub use batch::IoBatch;
 pub use error::{SocketError, TransportError, WriteError};
@@ -73,9 +74,11 @@ pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 
 /// The types most programs need.
 pub mod prelude {
-    pub use crate::messages::{Close, SocketEvent, SocketEventKind, Write, Written};
+    pub use crate::messages::{
+        ClientEvent, Close, Reconnect, SocketEvent, SocketEventKind, Write, Written,
+    };
     pub use crate::{
-        FlushPolicy, Flusher, IoBatch, MockTransport, SendStep, Socket, SocketFunctions,
-        TransportError, WriteError,
+        FlushPolicy, Flusher, IoBatch, MockTransport, ReconnectingClient, SendStep, Socket,
+        SocketFunctions, TransportError, UnsentWrites, WriteError,
     };
 }

@@ -1,10 +1,16 @@
-//! The actors: [`Socket`], [`Flusher`] and the transports in [`functions`].
+//! The actors: [`Socket`], [`Flusher`], the transports in [`functions`], and the
+//! [`ReconnectingClient`] built on sockets.
 
+pub mod client;
 pub mod flusher;
 pub mod functions;
 pub mod socket;
 pub mod writer;
 
+pub use client::{
+    Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, Jitter, ReconnectingClient,
+    UnsentWrites,
+};
 pub use flusher::Flusher;
 pub use functions::{MockFunctions, MockTransport, SendStep, SocketFunctions, SystemFunctions};
 pub use socket::{FlushPolicy, Socket, SocketBuilder, SocketConfig};

@@ -4,12 +4,15 @@
 //! - [`flush`]: [`Socket`](crate::Socket) ↔ [`Flusher`](crate::Flusher).
 //! - [`functions`]: [`Socket`](crate::Socket) ↔ the transport ([`SocketFunctions`](crate::SocketFunctions)).
 //! - [`interest`]: [`Socket`](crate::Socket) → whoever watches what it waits for.
+//! - [`client`]: producers and subscribers ↔ [`ReconnectingClient`](crate::ReconnectingClient).
 
+pub mod client;
 pub mod flush;
 pub mod functions;
 pub mod interest;
 pub mod socket;
 
+pub use client::{ClientEvent, ClientState, GetClientState, Reconnect};
 pub use flush::{Flush, PendingWrite};
 pub use functions::{
     Address, CloseSocket, Connect, Family, Handle, OpenSocket, Readiness, Ready, Received,
