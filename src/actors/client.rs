@@ -32,8 +32,8 @@ pub enum Jitter {
     None,
     /// "Equal jitter": half the nominal delay plus a uniformly drawn part of up to the
     /// other half, so the delay lies in `[nominal / 2, nominal]`. It still grows
-    /// exponentially (each delay is at least the previous nominal one) while spreading
-    /// clients apart. The default.
+    /// exponentially (until the cap, each delay is at least the previous nominal one)
+    /// while spreading clients apart. The default.
     #[default]
     Equal,
     /// "Full jitter": uniform in `[0, nominal]`. Spreads clients the most; a retry may
