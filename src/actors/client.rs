@@ -265,8 +265,13 @@ impl ClientBuilder {
     /// Starts the client under an [`actix::Supervisor`] on the current arbiter; it
     /// connects at once. Must be called inside a running actix system.
     pub fn start(self) -> Addr<ReconnectingClient> {
+        let client = self.build();
+        Supervisor::start(move |_| client)
+    }
+
+    fn build(self) -> ReconnectingClient {
         let span = tracing::debug_span!("client", peer = %self.target);
-        let client = ReconnectingClient {
+        ReconnectingClient {
             rng: Rng::new(self.config.seed),
             target: self.target,
             functions: self.functions,
@@ -285,8 +290,7 @@ impl ClientBuilder {
             held_bytes: 0,
             forwarded: BTreeMap::new(),
             outstanding: BTreeMap::new(),
-        };
-        Supervisor::start(move |_| client)
+        }
     }
 }
 
@@ -1136,6 +1140,7 @@ impl Handler<WritabilityChanged> for Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MockTransport;
 
     fn backoff(jitter: Jitter) -> Backoff {
         Backoff {
@@ -1189,5 +1194,81 @@ mod tests {
             assert!(draws.contains(&v), "{v} never drawn");
         }
         assert_eq!(r.up_to(0), 0);
+    }
+
+    /// Forwards client events into a channel.
+    struct Events(tokio::sync::mpsc::UnboundedSender<ClientEvent>);
+
+    impl Actor for Events {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ClientEvent> for Events {
+        type Result = ();
+        fn handle(&mut self, msg: ClientEvent, _: &mut Context<Self>) {
+            let _ = self.0.send(msg);
+        }
+    }
+
+    /// The race the `early` buffer is for: a fresh socket's news reaching the client
+    /// before the connect's own answer (it depends on task scheduling, so it is driven
+    /// by hand here).
+    #[test]
+    fn news_that_overtakes_its_connect_is_replayed_after_connected() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .expect("runtime")
+        };
+        actix::System::with_tokio_rt(runtime).block_on(async {
+            let mock = MockTransport::start();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let peer: std::net::SocketAddr = "127.0.0.1:9".parse().expect("addr");
+            let mut client = ReconnectingClient::builder(peer)
+                .functions(mock.functions())
+                .subscriber(Events(tx).start().recipient())
+                .build();
+            let mut ctx = Context::new();
+            client.connect(&mut ctx);
+            let generation = client.generation;
+            // The news of the connection being made comes first ...
+            client.on_news(
+                generation,
+                News::Event(SocketEventKind::Received("hi".into())),
+                &mut ctx,
+            );
+            client.on_news(generation, News::Event(SocketEventKind::Eof), &mut ctx);
+            assert_eq!(client.early.len(), 2);
+            // ... then its connect's answer.
+            let socket = Socket::builder()
+                .functions(mock.functions())
+                .connect(peer)
+                .await
+                .expect("connect");
+            let writer = socket.send(GetWriter).await.expect("writer");
+            client.on_connect_done(generation, Ok((socket, writer)), &mut ctx);
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                seen.push(rx.recv().await.expect("event"));
+            }
+            assert!(
+                matches!(seen[0], ClientEvent::Connected { attempt: 1, .. }),
+                "{seen:?}"
+            );
+            assert!(
+                matches!(&seen[1], ClientEvent::Received(b) if &b[..] == b"hi"),
+                "{seen:?}"
+            );
+            assert!(matches!(seen[2], ClientEvent::Eof), "{seen:?}");
+            // The EOF, replayed, ended the connection.
+            assert!(
+                matches!(seen[3], ClientEvent::Disconnected { cause: None }),
+                "{seen:?}"
+            );
+            assert!(matches!(client.link, Link::Waiting));
+            assert!(client.early.is_empty());
+        });
     }
 }
