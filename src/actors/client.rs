@@ -373,8 +373,16 @@ enum Link {
 /// [`WriteError::Closed`]); `Abort` aborts the socket and answers held writes with
 /// [`WriteError::Aborted`]; later writes get [`WriteError::Closed`].
 ///
-/// Events go to the subscriber as [`ClientEvent`]s. Writes answers survive restarts:
+/// Events go to the subscriber as [`ClientEvent`]s. Write answers survive restarts:
 /// each caller waits on a task of its own, not on the actor's context.
+///
+/// The order kept is the order the client receives writes in. An actix mailbox holds 16
+/// messages; an `Addr::send` past that is delivered only when its future is polled, so
+/// a producer that fires many `send`s before awaiting any should poll them in order
+/// (or give the mailbox time to drain). A write's [`Write::tag`] comes back in
+/// [`ClientEvent::WriteFailed`]; [`Write::wait_when_full`] has no effect here: a write
+/// the socket has no room for always waits in the client's queue, and only a full
+/// client queue refuses it.
 ///
 /// ```no_run
 /// use std::time::Duration;
