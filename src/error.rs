@@ -118,6 +118,18 @@ pub enum WriteError {
         #[source]
         source: TransportError,
     },
+    /// A [`ReconnectingClient`](crate::ReconnectingClient) gave up connecting (its
+    /// attempts ran out) before this write could go out; none of its bytes were sent.
+    #[error("gave up connecting after {attempts} attempts; none of this {len}-byte write was sent: {last_error}")]
+    GaveUp {
+        /// Length of the write.
+        len: usize,
+        /// Connect attempts made, all failed.
+        attempts: u32,
+        /// Why the last one failed.
+        #[source]
+        last_error: SocketError,
+    },
 }
 
 impl WriteError {
@@ -128,7 +140,10 @@ impl WriteError {
             WriteError::Closed { bytes_sent, .. }
             | WriteError::Aborted { bytes_sent, .. }
             | WriteError::Transport { bytes_sent, .. } => *bytes_sent,
-            WriteError::QueueFull { .. } | WriteError::Cancelled | WriteError::Lost { .. } => 0,
+            WriteError::QueueFull { .. }
+            | WriteError::Cancelled
+            | WriteError::Lost { .. }
+            | WriteError::GaveUp { .. } => 0,
         }
     }
 }

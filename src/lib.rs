@@ -64,8 +64,10 @@ pub mod runtime;
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
-    FlushPolicy, Flusher, MockFunctions, MockTransport, ReadLimits, ReadPermit, SendStep, Socket,
-    SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, WriteFuture, Writer,
+    Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, FlushPolicy, Flusher, Jitter,
+    MockFunctions, MockTransport, ReadLimits, ReadPermit, ReconnectingClient, SendStep, Socket,
+    SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, UnsentWrites, WriteFuture,
+    Writer,
 };
 pub use batch::IoBatch;
 pub use error::{DecodeError, SocketError, TransportError, WriteError};
@@ -75,9 +77,11 @@ pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
 
 /// The types most programs need.
 pub mod prelude {
-    pub use crate::messages::{Close, SocketEvent, SocketEventKind, Write, Written};
+    pub use crate::messages::{
+        ClientEvent, Close, Reconnect, SocketEvent, SocketEventKind, Write, Written,
+    };
     pub use crate::{
-        FlushPolicy, Flusher, IoBatch, MockTransport, SendStep, Socket, SocketFunctions,
-        SocketSystem, TransportError, WriteError,
+        FlushPolicy, Flusher, IoBatch, MockTransport, ReconnectingClient, SendStep, Socket,
+        SocketFunctions, SocketSystem, TransportError, UnsentWrites, WriteError,
     };
 }

@@ -5,13 +5,16 @@
 //! - [`functions`]: [`Socket`](crate::Socket) ↔ the transport ([`SocketFunctions`](crate::SocketFunctions)).
 //! - [`read`]: subscribers ↔ [`Socket`](crate::Socket), the inbound side (frames, pausing).
 //! - [`interest`]: [`Socket`](crate::Socket) → whoever watches what it waits for.
+//! - [`client`]: producers and subscribers ↔ [`ReconnectingClient`](crate::ReconnectingClient).
 
+pub mod client;
 pub mod flush;
 pub mod functions;
 pub mod interest;
 pub mod read;
 pub mod socket;
 
+pub use client::{ClientEvent, ClientState, GetClientState, Reconnect};
 pub use flush::{Flush, PendingWrite};
 pub use functions::{
     Address, CloseSocket, Connect, Family, Handle, OpenSocket, Readiness, Ready, Received,

@@ -1,0 +1,70 @@
+//! A reconnecting client connects at once on start (attempt 1, no backoff), hands writes
+//! to its socket in order, and passes the peer's data on to its subscriber.
+
+mod client_support;
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use client_support::client_events;
+use sockactor::messages::{Address, ClientEvent, ClientState, GetClientState, Handle, Write};
+use sockactor::{MockTransport, ReconnectingClient};
+use support::{mock_peer, run_paused, settle};
+use tokio::time::Instant;
+
+#[test]
+fn the_first_attempt_connects_without_delay_and_writes_go_out_in_order() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (subscriber, mut events) = client_events();
+        let started = Instant::now();
+        let client = ReconnectingClient::builder(mock_peer())
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .start();
+        match events.next().await {
+            ClientEvent::Connected { peer, attempt } => {
+                assert_eq!(peer, Address::Inet(mock_peer()));
+                assert_eq!(attempt, 1);
+            }
+            other => panic!("expected Connected, got {other:?}"),
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no backoff before the first attempt"
+        );
+        assert_eq!(mock.handles(), [Handle(1)]);
+        assert_eq!(mock.peer(Handle(1)), Some(Address::Inet(mock_peer())));
+        assert_eq!(
+            client.send(GetClientState).await.expect("mailbox"),
+            ClientState::Connected {
+                peer: Address::Inet(mock_peer())
+            }
+        );
+
+        let answers: Vec<_> = (0..5u8)
+            .map(|i| client.send(Write::new(vec![b'a' + i; 3 + usize::from(i)])))
+            .collect();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let written = answer.await.expect("mailbox").expect("written");
+            assert_eq!(written.len, 3 + i);
+        }
+        assert_eq!(mock.written(Handle(1)), b"aaabbbbcccccddddddeeeeeee");
+
+        mock.push_inbound(Handle(1), Bytes::from_static(b"hello "));
+        mock.push_inbound(Handle(1), Bytes::from_static(b"client"));
+        let mut received = Vec::new();
+        while received.len() < 12 {
+            match events.next().await {
+                ClientEvent::Received(bytes) => received.extend_from_slice(&bytes),
+                other => panic!("expected Received, got {other:?}"),
+            }
+        }
+        assert_eq!(received, b"hello client");
+        settle().await;
+        assert!(events.drain().is_empty(), "no reconnect, no other event");
+        assert_eq!(mock.handles(), [Handle(1)]);
+    });
+}
