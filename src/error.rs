@@ -153,6 +153,13 @@ pub enum SocketError {
     /// The connection could not be made for another reason.
     #[error("could not connect: {0}")]
     Connect(#[source] TransportError),
+    /// The local address could not be bound (in use, not permitted, not supported by the
+    /// transport…).
+    #[error("could not bind: {0}")]
+    Bind(#[source] TransportError),
+    /// The bound handle could not be made to listen.
+    #[error("could not listen: {0}")]
+    Listen(#[source] TransportError),
 }
 
 impl SocketError {

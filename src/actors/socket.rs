@@ -11,11 +11,10 @@ use actix::{
     Running, SpawnHandle, WrapFuture,
 };
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::flusher::Flusher;
-use super::functions::{Adopt, ShareStream, SocketFunctions};
+use super::functions::{Adopt, ShareStream, SocketFunctions, SystemStream};
 use super::writer::{
     answer, notify_writability, report_failure, Core, Counters, Pushed, Reply, ReplyTo, Shared,
     Shut, SlotState, Wake, Writer,
@@ -157,7 +156,7 @@ enum Lifecycle {
     Closed,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One socket as an actor.
 ///
@@ -197,7 +196,7 @@ pub struct Socket {
     life: Lifecycle,
     end_after_flight: bool,
     /// The stream, when `sendv`/`recvfrom` are the system ones and called in place.
-    stream: Option<Arc<TcpStream>>,
+    stream: Option<Arc<SystemStream>>,
     direct_write: bool,
     direct_read: bool,
     /// Boxed: idle sockets (most of them) hold only the pointer.
@@ -377,12 +376,29 @@ impl SocketBuilder {
         Ok(ctx.run(socket))
     }
 
+    /// Starts a socket on a handle its transport has already connected (an accepted
+    /// connection, whose `Ready` notices already go to `ctx`), on the current arbiter.
+    /// Uses the builder's own transport if it has one, else `functions`.
+    pub(crate) async fn start_connected(
+        self,
+        functions: SocketFunctions,
+        handle: Handle,
+        peer: Address,
+        ctx: Context<Socket>,
+    ) -> (Addr<Socket>, SocketId) {
+        let functions = self.functions.clone().unwrap_or(functions);
+        let stream = share_stream(&functions, handle).await;
+        let socket = self.build(functions, handle, Some(peer), stream, &ctx);
+        let id = socket.core.id;
+        (ctx.run(socket), id)
+    }
+
     fn build(
         mut self,
         functions: SocketFunctions,
         handle: Handle,
         peer: Option<Address>,
-        stream: Option<Arc<TcpStream>>,
+        stream: Option<Arc<SystemStream>>,
         ctx: &Context<Socket>,
     ) -> Socket {
         let in_place = functions.in_place();
@@ -462,7 +478,7 @@ impl SocketBuilder {
 
 /// The stream behind a system handle, when the socket may call `sendv`/`recvfrom` in
 /// place.
-async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<TcpStream>> {
+async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<SystemStream>> {
     let (sendv, recvfrom) = functions.in_place();
     let system = functions.system_actor()?;
     if !(sendv || recvfrom) {
@@ -1071,7 +1087,7 @@ impl Socket {
             return false;
         }
         match result {
-            Ok(Received::Data { bytes, .. }) => {
+            Ok(Received::Data { bytes, .. } | Received::Truncated { bytes, .. }) => {
                 self.read_ready_hint = false;
                 self.core.lock().stats.bytes_received += bytes.len() as u64;
                 self.read_turn += bytes.len();
