@@ -63,8 +63,9 @@ mod registry;
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
-    FlushPolicy, Flusher, MockFunctions, MockTransport, SendStep, Socket, SocketBuilder,
-    SocketConfig, SocketFunctions, SystemFunctions, WriteFuture, Writer,
+    FlushPolicy, Flusher, Listener, ListenerBuilder, MockDatagram, MockFunctions, MockTransport,
+    SendStep, Socket, SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, WriteFuture,
+    Writer,
 };
 pub use batch::IoBatch;
 pub use error::{SocketError, TransportError, WriteError};

@@ -2,10 +2,14 @@
 
 pub mod flusher;
 pub mod functions;
+pub mod listener;
 pub mod socket;
 pub mod writer;
 
 pub use flusher::Flusher;
-pub use functions::{MockFunctions, MockTransport, SendStep, SocketFunctions, SystemFunctions};
+pub use functions::{
+    MockDatagram, MockFunctions, MockTransport, SendStep, SocketFunctions, SystemFunctions,
+};
+pub use listener::{Listener, ListenerBuilder};
 pub use socket::{FlushPolicy, Socket, SocketBuilder, SocketConfig};
 pub use writer::{WriteFuture, Writer};

@@ -4,18 +4,21 @@
 //! - [`flush`]: [`Socket`](crate::Socket) ↔ [`Flusher`](crate::Flusher).
 //! - [`functions`]: [`Socket`](crate::Socket) ↔ the transport ([`SocketFunctions`](crate::SocketFunctions)).
 //! - [`interest`]: [`Socket`](crate::Socket) → whoever watches what it waits for.
+//! - [`listener`]: owners and subscribers ↔ [`Listener`](crate::Listener).
 
 pub mod flush;
 pub mod functions;
 pub mod interest;
+pub mod listener;
 pub mod socket;
 
 pub use flush::{Flush, PendingWrite};
 pub use functions::{
-    Address, CloseSocket, Connect, Family, Handle, OpenSocket, Readiness, Ready, Received,
-    RecvFrom, SendV, Sent, SocketKind,
+    Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
+    Readiness, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
 };
 pub use interest::{AssignUserData, Interest, InterestRefused, SocketInterest, UserData};
+pub use listener::{GetLocalAddr, ListenerEvent, StopListening};
 pub use socket::{
     CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
     SocketInfo, SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
