@@ -175,3 +175,53 @@ impl SocketError {
         }
     }
 }
+
+/// Why a datagram was not sent. Every [`SendDatagram`](crate::messages::SendDatagram)
+/// gets exactly one answer: [`DatagramSent`](crate::messages::DatagramSent) or one of these.
+/// A datagram is never split, merged or resent: it leaves whole or not at all, and a
+/// transport that takes only part of it ([`DatagramError::Partial`]) is reported, not
+/// retried.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatagramError {
+    /// The queue holds as many datagrams or bytes as it may; nothing was queued. The
+    /// payload comes back.
+    #[error("datagram queue full: {queued} datagrams, {queued_bytes} bytes queued")]
+    QueueFull {
+        /// Datagrams queued when this one arrived.
+        queued: usize,
+        /// Bytes queued when this one arrived.
+        queued_bytes: usize,
+        /// The rejected payload, handed back.
+        payload: IoBatch,
+    },
+    /// The socket is not connected and the datagram named no destination. The payload
+    /// comes back.
+    #[error("no destination: the socket is not connected and the datagram has no address")]
+    NoDestination {
+        /// The payload, handed back.
+        payload: IoBatch,
+    },
+    /// The transport took only the first `sent` bytes of the `len`-byte datagram. Nothing
+    /// more of it is sent (a datagram's rest would be a datagram of its own).
+    #[error("the transport took {sent} of the datagram's {len} bytes")]
+    Partial {
+        /// Bytes the transport took.
+        sent: usize,
+        /// Length of the datagram.
+        len: usize,
+    },
+    /// The socket closed (or was closing) before this datagram went out.
+    #[error("socket closed before the datagram was sent")]
+    Closed,
+    /// The socket was aborted before this datagram went out.
+    #[error("socket aborted before the datagram was sent")]
+    Aborted,
+    /// The transport failed to send this datagram (or, when it failed for good, the
+    /// socket closed with this error before the datagram went out).
+    #[error("transport error: {0}")]
+    Transport(#[source] TransportError),
+    /// The socket went away without answering: its runtime shut down first.
+    #[error("datagram socket dropped without answering (its runtime shut down)")]
+    Lost,
+}

@@ -63,20 +63,23 @@ mod registry;
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
-    FlushPolicy, Flusher, Listener, ListenerBuilder, MockDatagram, MockFunctions, MockTransport,
-    SendStep, Socket, SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, WriteFuture,
-    Writer,
+    DatagramBuilder, DatagramConfig, DatagramResponse, DatagramSocket, FlushPolicy, Flusher,
+    Listener, ListenerBuilder, MockDatagram, MockFunctions, MockTransport, SendStep, Socket,
+    SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, WriteFuture, Writer,
 };
 pub use batch::IoBatch;
-pub use error::{SocketError, TransportError, WriteError};
+pub use error::{DatagramError, SocketError, TransportError, WriteError};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 
 /// The types most programs need.
 pub mod prelude {
-    pub use crate::messages::{Close, SocketEvent, SocketEventKind, Write, Written};
+    pub use crate::messages::{
+        Close, DatagramEvent, DatagramEventKind, ListenerEvent, SendDatagram, SocketEvent,
+        SocketEventKind, StopListening, Write, Written,
+    };
     pub use crate::{
-        FlushPolicy, Flusher, IoBatch, MockTransport, SendStep, Socket, SocketFunctions,
-        TransportError, WriteError,
+        DatagramError, DatagramSocket, FlushPolicy, Flusher, IoBatch, Listener, MockTransport,
+        SendStep, Socket, SocketFunctions, TransportError, WriteError,
     };
 }

@@ -1,11 +1,14 @@
-//! The actors: [`Socket`], [`Flusher`] and the transports in [`functions`].
+//! The actors: [`Socket`], [`Listener`], [`DatagramSocket`], [`Flusher`] and the
+//! transports in [`functions`].
 
+pub mod datagram;
 pub mod flusher;
 pub mod functions;
 pub mod listener;
 pub mod socket;
 pub mod writer;
 
+pub use datagram::{DatagramBuilder, DatagramConfig, DatagramResponse, DatagramSocket};
 pub use flusher::Flusher;
 pub use functions::{
     MockDatagram, MockFunctions, MockTransport, SendStep, SocketFunctions, SystemFunctions,

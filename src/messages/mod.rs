@@ -5,13 +5,19 @@
 //! - [`functions`]: [`Socket`](crate::Socket) ↔ the transport ([`SocketFunctions`](crate::SocketFunctions)).
 //! - [`interest`]: [`Socket`](crate::Socket) → whoever watches what it waits for.
 //! - [`listener`]: owners and subscribers ↔ [`Listener`](crate::Listener).
+//! - [`datagram`]: producers and subscribers ↔ [`DatagramSocket`](crate::DatagramSocket).
 
+pub mod datagram;
 pub mod flush;
 pub mod functions;
 pub mod interest;
 pub mod listener;
 pub mod socket;
 
+pub use datagram::{
+    DatagramEvent, DatagramEventKind, DatagramInfo, DatagramSent, DatagramStats, GetDatagramInfo,
+    GetDatagramStats, SendDatagram,
+};
 pub use flush::{Flush, PendingWrite};
 pub use functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,

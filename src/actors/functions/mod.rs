@@ -62,7 +62,7 @@ use crate::messages::functions::{
 ///
 /// A handle is only meaningful to the transport that opened it: replacing `open` while
 /// keeping the system `sendv` gives handles the system transport does not know
-/// ([`TransportError::UnknownHandle`](crate::TransportError::UnknownHandle)).
+/// ([`TransportError::UnknownHandle`]).
 #[derive(Clone, Debug)]
 pub struct SocketFunctions {
     /// Shared: every socket of a table holds it by reference count, not by copies of the
