@@ -90,6 +90,66 @@ async fn two_listeners_share_a_port_only_with_reuse_port() {
     second.send(StopListening).await.expect("listener");
 }
 
+/// One listener per arbiter on a shared port (`SO_REUSEPORT`): together they echo every
+/// client.
+#[actix::test]
+async fn listeners_on_two_arbiters_share_one_port() {
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let one = Arbiter::new();
+    // The listener lives on that arbiter's thread (its futures are not `Send`).
+    one.spawn_fn(move || {
+        actix::spawn(async move {
+            let (listener, local) = echo_listener_on(SocketAddr::from(([127, 0, 0, 1], 0))).await;
+            let _ = first_tx.send(local);
+            // Keep listening until the arbiter stops.
+            std::future::pending::<()>().await;
+            drop(listener);
+        });
+    });
+    let local = first_rx.await.expect("first listener");
+    let (second_tx, second_rx) = tokio::sync::oneshot::channel();
+    let two = Arbiter::new();
+    let shared = local.clone();
+    two.spawn_fn(move || {
+        actix::spawn(async move {
+            let (listener, local) = echo_listener_on(shared).await;
+            let _ = second_tx.send(local);
+            std::future::pending::<()>().await;
+            drop(listener);
+        });
+    });
+    assert_eq!(second_rx.await.expect("second listener"), local);
+    let Address::Inet(addr) = local else {
+        panic!("an inet listener has an inet address");
+    };
+    for i in 0..40u64 {
+        let data = pattern(4096, i);
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(&data).await.expect("write");
+        stream.shutdown().await.expect("shutdown");
+        let mut back = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut back))
+            .await
+            .expect("echo within 10 s")
+            .expect("read");
+        assert!(back == data, "client {i} got bytes that were not its own");
+    }
+    one.stop();
+    two.stop();
+}
+
+/// An echo listener sharing its port (`SO_REUSEPORT`), on the current arbiter.
+async fn echo_listener_on(addr: impl Into<Address>) -> (Addr<Listener>, Address) {
+    let server = EchoServer::default().start();
+    Listener::builder()
+        .reuse_port(true)
+        .subscriber(server.clone().recipient())
+        .socket_builder(move |_| Socket::builder().subscriber(server.clone().recipient()))
+        .bind(addr)
+        .await
+        .expect("bind with reuse_port")
+}
+
 #[actix::test]
 async fn a_listener_over_ipv6_loopback_accepts() {
     let (events, mut heard) = channel::<ListenerEvent>();
