@@ -14,7 +14,7 @@ use actix::{
 use tokio::time::Instant;
 
 use super::flusher::Flusher;
-use super::functions::{call, ReadyRelay, SocketFunctions};
+use super::functions::{call, SocketFunctions};
 use super::socket::{FlushPolicy, NEXT_ID};
 use crate::batch::IoBatch;
 use crate::error::{DatagramError, SocketError, TransportError};
@@ -232,8 +232,8 @@ struct InFlight {
 ///
 /// [`Close`] closes it (gracefully: queued datagrams leave first; or abort: they are
 /// answered with [`DatagramError::Aborted`]); so does dropping every address of it (after
-/// queued datagrams leave), since the transport holds only a relay that does not keep
-/// it alive. Start one with [`DatagramSocket::builder`].
+/// queued datagrams leave), since the transport's readiness recipient is weak. Start one
+/// with [`DatagramSocket::builder`].
 #[derive(Debug)]
 pub struct DatagramSocket {
     id: SocketId,
@@ -357,11 +357,10 @@ impl DatagramBuilder {
             .clone()
             .unwrap_or_else(SocketFunctions::system);
         let ctx = Context::<DatagramSocket>::new();
-        let relay = ReadyRelay(ctx.address().recipient::<Ready>().downgrade()).start();
         let open = OpenSocket {
             family,
             kind: SocketKind::Datagram,
-            events: relay.recipient(),
+            events: ctx.address().downgrade().recipient(),
         };
         let handle = call(Some(functions.open()), "open", open)
             .await

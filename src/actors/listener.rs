@@ -9,7 +9,7 @@ use actix::{
     Recipient, WrapFuture,
 };
 
-use super::functions::{call, ReadyRelay, SocketFunctions};
+use super::functions::{call, SocketFunctions};
 use super::socket::{Socket, SocketBuilder};
 use crate::error::{SocketError, TransportError};
 use crate::messages::functions::{
@@ -47,7 +47,7 @@ enum AcceptState {
 /// never stops the listener.
 ///
 /// [`StopListening`] closes the listening handle and stops the actor; so does dropping
-/// every address of it (the transport holds only a relay that does not keep it alive).
+/// every address of it (the transport's readiness recipient is weak).
 /// Accepted sockets live on either way. [`GetLocalAddr`] gives the address it listens on.
 ///
 /// An accepted socket is like any other [`Socket`]: once nobody holds its address and
@@ -198,11 +198,10 @@ impl ListenerBuilder {
             return Err(SocketError::Listen(TransportError::Unsupported("accept")));
         }
         let ctx = Context::<Listener>::new();
-        let relay = ReadyRelay(ctx.address().recipient::<Ready>().downgrade()).start();
         let open = OpenSocket {
             family: addr.family(),
             kind: SocketKind::Stream,
-            events: relay.recipient(),
+            events: ctx.address().downgrade().recipient(),
         };
         let handle = call(Some(functions.open()), "open", open)
             .await
@@ -301,7 +300,7 @@ impl Listener {
         let socket_ctx = Context::<Socket>::new();
         let accept = Accept {
             handle: self.handle,
-            events: socket_ctx.address().recipient(),
+            events: socket_ctx.address().downgrade().recipient(),
         };
         let op = self.functions.accept().cloned();
         let answer = async move { call(op.as_ref(), "accept", accept).await };

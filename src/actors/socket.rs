@@ -171,9 +171,9 @@ pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Once closed (by [`Close`], or by a transport error) the handle is closed, the
 /// subscriber gets [`SocketEventKind::Closed`], and every later write is answered with a
 /// typed error ([`WriteError::Closed`], or [`WriteError::Transport`] carrying the error
-/// that closed it). A closed socket actor stops when its last address is dropped (the
-/// transport lets go of it on close). An open socket is kept alive by its transport's
-/// readiness recipient until it is closed: close it explicitly.
+/// that closed it). A socket actor stops when its last address is dropped and it has
+/// nothing under way (its transport holds only a weak recipient); an open one drains its
+/// queued writes and closes first.
 #[derive(Debug)]
 pub struct Socket {
     core: Arc<Core>,
@@ -325,7 +325,7 @@ impl SocketBuilder {
         let open = OpenSocket {
             family: addr.family(),
             kind: SocketKind::Stream,
-            events: ctx.address().recipient(),
+            events: ctx.address().downgrade().recipient(),
         };
         let handle = flatten(functions.open().send(open).await).map_err(SocketError::Open)?;
         let connect = Connect {
@@ -368,7 +368,7 @@ impl SocketBuilder {
         let ctx = Context::<Socket>::new();
         let adopt = Adopt {
             stream,
-            events: ctx.address().recipient(),
+            events: ctx.address().downgrade().recipient(),
         };
         let handle = flatten(system.send(adopt).await).map_err(SocketError::Open)?;
         let stream = share_stream(&functions, handle).await;

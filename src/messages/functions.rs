@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use actix::{Message, Recipient};
+use actix::{Message, WeakRecipient};
 use bytes::Bytes;
 
 use crate::error::TransportError;
@@ -94,8 +94,11 @@ pub struct OpenSocket {
     pub family: Family,
     /// Stream or datagram.
     pub kind: SocketKind,
-    /// Where the transport sends [`Ready`] notices for this handle.
-    pub events: Recipient<Ready>,
+    /// Where the transport sends [`Ready`] notices for this handle. Weak: a transport
+    /// never keeps the socket's actor alive (an actor whose last address is dropped
+    /// drains, closes its handle and stops, whatever its transport); a notice for an
+    /// actor that is gone is dropped.
+    pub events: WeakRecipient<Ready>,
 }
 
 impl Message for OpenSocket {
@@ -243,8 +246,9 @@ pub struct Accept {
     /// The listening handle.
     pub handle: Handle,
     /// Where [`Ready`] notices for the *accepted* connection's handle go (the listener
-    /// makes the socket actor's context before it asks). Unused on would-block.
-    pub events: Recipient<Ready>,
+    /// makes the socket actor's context before it asks). Weak, as in [`OpenSocket`].
+    /// Unused on would-block.
+    pub events: WeakRecipient<Ready>,
 }
 
 impl Message for Accept {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, ResponseActFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WeakRecipient,
     WrapFuture,
 };
 use bytes::Bytes;
@@ -84,8 +84,8 @@ enum Inbound {
 #[derive(Debug)]
 struct MockHandle {
     kind: SocketKind,
-    /// Dropped on close, so the mock keeps no closed socket alive.
-    events: Option<Recipient<Ready>>,
+    /// Weak, and dropped on close: the mock keeps no socket alive.
+    events: Option<WeakRecipient<Ready>>,
     script: VecDeque<SendStep>,
     log: Vec<SendRecord>,
     written: Vec<u8>,
@@ -109,7 +109,11 @@ struct MockHandle {
 }
 
 impl MockHandle {
-    fn new(kind: SocketKind, events: Option<Recipient<Ready>>, script: VecDeque<SendStep>) -> Self {
+    fn new(
+        kind: SocketKind,
+        events: Option<WeakRecipient<Ready>>,
+        script: VecDeque<SendStep>,
+    ) -> Self {
         MockHandle {
             kind,
             events,
@@ -135,7 +139,7 @@ impl MockHandle {
     }
 
     fn notify(&self, handle: Handle, readiness: Readiness) {
-        if let Some(events) = &self.events {
+        if let Some(events) = self.events.as_ref().and_then(WeakRecipient::upgrade) {
             events.do_send(Ready { handle, readiness });
         }
     }
@@ -155,7 +159,7 @@ struct MockState {
 
 impl MockState {
     /// A new handle, numbered in order with every other handle of the mock.
-    fn add(&mut self, kind: SocketKind, events: Option<Recipient<Ready>>) -> Handle {
+    fn add(&mut self, kind: SocketKind, events: Option<WeakRecipient<Ready>>) -> Handle {
         self.next += 1;
         let handle = Handle(self.next);
         let script = self.prescripted.remove(&handle).unwrap_or_default();

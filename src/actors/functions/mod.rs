@@ -14,11 +14,9 @@ pub use mock::{MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep}
 pub use system::{Adopt, SystemFunctions};
 pub(crate) use system::{ShareStream, SystemStream};
 
-use actix::{Context, WeakRecipient};
-
 use crate::error::TransportError;
 use crate::messages::functions::{
-    Accept, Bind, CloseSocket, Connect, Listen, OpenSocket, Ready, RecvFrom, SendV,
+    Accept, Bind, CloseSocket, Connect, Listen, OpenSocket, RecvFrom, SendV,
 };
 
 /// The transport of a socket: one recipient per operation, like c-ares'
@@ -316,27 +314,5 @@ where
     match op {
         Some(r) => r.send(msg).await?,
         None => Err(TransportError::Unsupported(name)),
-    }
-}
-
-/// Passes [`Ready`] notices on to an actor without keeping it alive: the transport holds
-/// this relay's address (given as `events` in [`OpenSocket`]), the relay holds only a
-/// weak recipient. So an actor on a message-path transport (a listener, a datagram
-/// socket) still stops, and closes its handle, when its last address is dropped. The
-/// relay stops once the transport lets go of it, when the handle closes.
-#[derive(Debug)]
-pub(crate) struct ReadyRelay(pub(crate) WeakRecipient<Ready>);
-
-impl Actor for ReadyRelay {
-    type Context = Context<Self>;
-}
-
-impl Handler<Ready> for ReadyRelay {
-    type Result = ();
-
-    fn handle(&mut self, msg: Ready, _: &mut Context<Self>) {
-        if let Some(to) = self.0.upgrade() {
-            to.do_send(msg);
-        }
     }
 }

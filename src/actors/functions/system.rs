@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
-    ResponseActFuture, SpawnHandle, WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    SpawnHandle, WeakRecipient, WrapFuture,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -56,8 +56,8 @@ pub struct SystemFunctions {
 struct Entry {
     state: State,
     /// `None` once the socket does its own readiness waits (both `sendv` and `recvfrom`
-    /// in place): nothing is owed to it, and idle sockets are smaller.
-    events: Option<Recipient<Ready>>,
+    /// in place): nothing is owed to it. Weak: the transport keeps no socket alive.
+    events: Option<WeakRecipient<Ready>>,
     write_wait: Option<SpawnHandle>,
     /// The read wait, or on a listening handle the accept wait.
     read_wait: Option<SpawnHandle>,
@@ -65,7 +65,7 @@ struct Entry {
 
 impl Entry {
     fn notify(&self, handle: Handle, readiness: Readiness) {
-        if let Some(events) = &self.events {
+        if let Some(events) = self.events.as_ref().and_then(WeakRecipient::upgrade) {
             events.do_send(Ready { handle, readiness });
         }
     }
@@ -218,8 +218,8 @@ impl SystemListener {
 pub struct Adopt {
     /// The stream.
     pub stream: TcpStream,
-    /// Where [`Ready`] notices go.
-    pub events: Recipient<Ready>,
+    /// Where [`Ready`] notices go (weak, as in [`OpenSocket`]).
+    pub events: WeakRecipient<Ready>,
 }
 
 impl Message for Adopt {
@@ -293,7 +293,7 @@ impl SystemFunctions {
         })
     }
 
-    fn insert(&mut self, state: State, events: Recipient<Ready>) -> Handle {
+    fn insert(&mut self, state: State, events: WeakRecipient<Ready>) -> Handle {
         self.next += 1;
         let handle = Handle(self.next);
         self.handles.insert(
