@@ -311,3 +311,36 @@ fn closing_answers_every_queued_datagram() {
         assert!(mock.datagrams(Handle(1)).is_empty());
     });
 }
+
+#[test]
+fn a_datagram_the_transport_is_taking_when_the_socket_aborts_is_answered_truthfully() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(
+            Handle(1),
+            [SendStep::Slow {
+                bytes: usize::MAX,
+                after: Duration::from_millis(10),
+            }],
+        );
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .immediate()
+            .bind(local())
+            .await
+            .expect("bind");
+        let taking = actix::spawn(socket.send(SendDatagram::new(&b"in flight"[..]).to(addr(5))));
+        let queued = actix::spawn(socket.send(SendDatagram::new(&b"queued"[..]).to(addr(5))));
+        settle().await;
+        socket.send(Close::Abort).await.expect("closed");
+        let queued = queued.await.expect("join").expect("answered");
+        assert!(matches!(queued, Err(DatagramError::Aborted)), "{queued:?}");
+        let taking = taking.await.expect("join").expect("answered");
+        assert_eq!(
+            taking.map(|s| s.len).ok(),
+            Some(9),
+            "the transport took it: sent"
+        );
+        assert_eq!(mock.datagrams(Handle(1)).len(), 1);
+    });
+}

@@ -125,3 +125,41 @@ fn a_port_in_use_is_a_bind_error_and_the_handle_is_closed() {
         assert_eq!(mock.listening(Handle(2)), Some(1024));
     });
 }
+
+#[test]
+fn a_connection_taken_by_an_accept_still_out_when_listening_stops_is_closed() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (events, mut heard) = channel::<ListenerEvent>();
+        let (listener, _) = Listener::builder()
+            .functions(mock.functions())
+            .subscriber(events)
+            .bind(local())
+            .await
+            .expect("bind");
+        settle().await;
+        // The client's arrival wakes the listener; its accept and the stop are handled
+        // in the same turn, so the accept is still out when the listener stops.
+        let taken = mock
+            .connect_inbound(Handle(1), client())
+            .expect("listening");
+        listener.do_send(StopListening);
+        settle().await;
+        assert!(mock.is_closed(Handle(1)), "the listening handle is closed");
+        assert_eq!(
+            mock.accept_calls(Handle(1)),
+            2,
+            "the accept went out before the close and took the connection"
+        );
+        assert!(
+            mock.is_closed(taken),
+            "the connection nobody will serve is closed"
+        );
+        assert!(mock.pending_connections(Handle(1)).is_empty());
+        assert!(
+            matches!(drain(&mut heard).as_slice(), [ListenerEvent::Closed]),
+            "no socket was started for it"
+        );
+        assert!(!listener.connected(), "the listener actor stopped");
+    });
+}

@@ -14,7 +14,7 @@ use actix::{
 use tokio::time::Instant;
 
 use super::flusher::Flusher;
-use super::functions::{call, SocketFunctions};
+use super::functions::{call, flatten, SocketFunctions};
 use super::socket::{FlushPolicy, NEXT_ID};
 use crate::batch::IoBatch;
 use crate::error::{DatagramError, SocketError, TransportError};
@@ -607,11 +607,12 @@ impl DatagramSocket {
         self.send = SendState::InFlight;
         self.stats.sendv_calls += 1;
         tracing::trace!(parent: &self.span, bytes = flight.payload.len(), to = ?sendv.to, "sendv");
-        let op = self.functions.sendv().clone();
+        // Queued with the transport now, ahead of anything sent after (a close).
+        let answer = self.functions.sendv().send(sendv);
         ctx.spawn(
-            async move { call(Some(&op), "sendv", sendv).await }
+            answer
                 .into_actor(self)
-                .map(|result, act, ctx| act.absorb_sent(result, ctx)),
+                .map(|result, act, ctx| act.absorb_sent(flatten(result), ctx)),
         );
     }
 
@@ -740,11 +741,11 @@ impl DatagramSocket {
             handle: self.handle,
             max_len: self.config.max_datagram_size,
         };
-        let op = self.functions.recvfrom().clone();
+        let answer = self.functions.recvfrom().send(recv);
         ctx.spawn(
-            async move { call(Some(&op), "recvfrom", recv).await }
+            answer
                 .into_actor(self)
-                .map(|result, act, ctx| act.absorb_received(result, ctx)),
+                .map(|result, act, ctx| act.absorb_received(flatten(result), ctx)),
         );
     }
 

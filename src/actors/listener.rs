@@ -9,7 +9,7 @@ use actix::{
     Recipient, WrapFuture,
 };
 
-use super::functions::{call, SocketFunctions};
+use super::functions::{call, flatten, SocketFunctions};
 use super::socket::{Socket, SocketBuilder};
 use crate::error::{SocketError, TransportError};
 use crate::messages::functions::{
@@ -302,12 +302,17 @@ impl Listener {
             handle: self.handle,
             events: socket_ctx.address().downgrade().recipient(),
         };
-        let op = self.functions.accept().cloned();
-        let answer = async move { call(op.as_ref(), "accept", accept).await };
+        let Some(op) = self.functions.accept() else {
+            // `bind` made sure there is one; a table cannot lose it.
+            let error = TransportError::Unsupported("accept");
+            return self.absorb_accepted(Err(error), socket_ctx, ctx);
+        };
+        // Queued with the transport now, ahead of anything sent after (a close).
+        let answer = op.send(accept);
         ctx.spawn(
             answer
                 .into_actor(self)
-                .map(move |result, act, ctx| act.absorb_accepted(result, socket_ctx, ctx)),
+                .map(move |result, act, ctx| act.absorb_accepted(flatten(result), socket_ctx, ctx)),
         );
     }
 

@@ -299,6 +299,13 @@ impl SocketFunctions {
     }
 }
 
+/// A transport's answer, with a gone transport as [`TransportError::Unavailable`].
+pub(crate) fn flatten<T>(
+    answer: Result<Result<T, TransportError>, actix::MailboxError>,
+) -> Result<T, TransportError> {
+    answer?
+}
+
 /// Calls an operation of the table and flattens the answer; a missing (optional)
 /// operation is [`TransportError::Unsupported`], a gone transport
 /// [`TransportError::Unavailable`].
