@@ -498,9 +498,9 @@ impl DatagramSocket {
 
     /// The error for a datagram that can no longer be sent.
     fn refusal(&self) -> DatagramError {
-        match (&self.cause, self.life) {
-            (Some(e), _) => DatagramError::Transport(e.clone()),
-            _ => DatagramError::Closed,
+        match &self.cause {
+            Some(e) => DatagramError::Transport(e.clone()),
+            None => DatagramError::Closed,
         }
     }
 
