@@ -168,6 +168,13 @@ pub enum SocketError {
     /// The connection could not be made for another reason.
     #[error("could not connect: {0}")]
     Connect(#[source] TransportError),
+    /// The local address could not be bound (in use, not permitted, not supported by the
+    /// transport…).
+    #[error("could not bind: {0}")]
+    Bind(#[source] TransportError),
+    /// The bound handle could not be made to listen.
+    #[error("could not listen: {0}")]
+    Listen(#[source] TransportError),
 }
 
 impl SocketError {
@@ -202,4 +209,54 @@ pub enum DecodeError {
         /// The configured limit ([`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes)).
         limit: usize,
     },
+}
+
+/// Why a datagram was not sent. Every [`SendDatagram`](crate::messages::SendDatagram)
+/// gets exactly one answer: [`DatagramSent`](crate::messages::DatagramSent) or one of these.
+/// A datagram is never split, merged or resent: it leaves whole or not at all, and a
+/// transport that takes only part of it ([`DatagramError::Partial`]) is reported, not
+/// retried.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DatagramError {
+    /// The queue holds as many datagrams or bytes as it may; nothing was queued. The
+    /// payload comes back.
+    #[error("datagram queue full: {queued} datagrams, {queued_bytes} bytes queued")]
+    QueueFull {
+        /// Datagrams queued when this one arrived.
+        queued: usize,
+        /// Bytes queued when this one arrived.
+        queued_bytes: usize,
+        /// The rejected payload, handed back.
+        payload: IoBatch,
+    },
+    /// The socket is not connected and the datagram named no destination. The payload
+    /// comes back.
+    #[error("no destination: the socket is not connected and the datagram has no address")]
+    NoDestination {
+        /// The payload, handed back.
+        payload: IoBatch,
+    },
+    /// The transport took only the first `sent` bytes of the `len`-byte datagram. Nothing
+    /// more of it is sent (a datagram's rest would be a datagram of its own).
+    #[error("the transport took {sent} of the datagram's {len} bytes")]
+    Partial {
+        /// Bytes the transport took.
+        sent: usize,
+        /// Length of the datagram.
+        len: usize,
+    },
+    /// The socket closed (or was closing) before this datagram went out.
+    #[error("socket closed before the datagram was sent")]
+    Closed,
+    /// The socket was aborted before this datagram went out.
+    #[error("socket aborted before the datagram was sent")]
+    Aborted,
+    /// The transport failed to send this datagram (or, when it failed for good, the
+    /// socket closed with this error before the datagram went out).
+    #[error("transport error: {0}")]
+    Transport(#[source] TransportError),
+    /// The socket went away without answering: its runtime shut down first.
+    #[error("datagram socket dropped without answering (its runtime shut down)")]
+    Lost,
 }

@@ -64,13 +64,14 @@ pub mod runtime;
 pub use actors::functions::{Adopt, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
-    Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, FlushPolicy, Flusher, Jitter,
-    MockFunctions, MockTransport, ReadLimits, ReadPermit, ReconnectingClient, SendStep, Socket,
-    SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, UnsentWrites, WriteFuture,
-    Writer,
+    Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, DatagramBuilder, DatagramConfig,
+    DatagramResponse, DatagramSocket, FlushPolicy, Flusher, Jitter, Listener, ListenerBuilder,
+    MockDatagram, MockFunctions, MockTransport, ReadLimits, ReadPermit, ReconnectingClient,
+    SendStep, Socket, SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, UnsentWrites,
+    WriteFuture, Writer,
 };
 pub use batch::IoBatch;
-pub use error::{DecodeError, SocketError, TransportError, WriteError};
+pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
@@ -78,10 +79,12 @@ pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
 /// The types most programs need.
 pub mod prelude {
     pub use crate::messages::{
-        ClientEvent, Close, Reconnect, SocketEvent, SocketEventKind, Write, Written,
+        ClientEvent, Close, DatagramEvent, DatagramEventKind, Frame, ListenerEvent, Reconnect,
+        SendDatagram, SocketEvent, SocketEventKind, StopListening, Write, Written,
     };
     pub use crate::{
-        FlushPolicy, Flusher, IoBatch, MockTransport, ReconnectingClient, SendStep, Socket,
-        SocketFunctions, SocketSystem, TransportError, UnsentWrites, WriteError,
+        DatagramError, DatagramSocket, FlushPolicy, Flusher, IoBatch, Listener, MockTransport,
+        ReconnectingClient, SendStep, Socket, SocketFunctions, SocketSystem, TransportError,
+        UnsentWrites, WriteError,
     };
 }

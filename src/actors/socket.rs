@@ -11,12 +11,11 @@ use actix::{
     Running, SpawnHandle, WrapFuture,
 };
 use bytes::{Bytes, BytesMut};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use super::flusher::Flusher;
-use super::functions::{Adopt, ShareStream, SocketFunctions};
+use super::functions::{Adopt, ShareStream, SocketFunctions, SystemStream};
 use super::inbound::{Deframe, Deframer, ReadLimits, ReadPermit, ReadWindow};
 use super::writer::{
     answer, notify_writability, report_failure, Core, Counters, Pushed, Reply, ReplyTo, Shared,
@@ -170,7 +169,7 @@ enum Lifecycle {
     Closed,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One socket as an actor.
 ///
@@ -185,9 +184,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// Once closed (by [`Close`], or by a transport error) the handle is closed, the
 /// subscriber gets [`SocketEventKind::Closed`], and every later write is answered with a
 /// typed error ([`WriteError::Closed`], or [`WriteError::Transport`] carrying the error
-/// that closed it). A closed socket actor stops when its last address is dropped (the
-/// transport lets go of it on close). An open socket is kept alive by its transport's
-/// readiness recipient until it is closed: close it explicitly.
+/// that closed it). A socket actor stops when its last address is dropped and it has
+/// nothing under way (its transport holds only a weak recipient); an open one drains its
+/// queued writes and closes first.
 #[derive(Debug)]
 pub struct Socket {
     core: Arc<Core>,
@@ -210,7 +209,7 @@ pub struct Socket {
     life: Lifecycle,
     end_after_flight: bool,
     /// The stream, when `sendv`/`recvfrom` are the system ones and called in place.
-    stream: Option<Arc<TcpStream>>,
+    stream: Option<Arc<SystemStream>>,
     direct_write: bool,
     direct_read: bool,
     /// Boxed: idle sockets (most of them) hold only the pointer.
@@ -362,7 +361,7 @@ impl SocketBuilder {
         let open = OpenSocket {
             family: addr.family(),
             kind: SocketKind::Stream,
-            events: ctx.address().recipient(),
+            events: ctx.address().downgrade().recipient(),
         };
         let handle = flatten(functions.open().send(open).await).map_err(SocketError::Open)?;
         let connect = Connect {
@@ -405,7 +404,7 @@ impl SocketBuilder {
         let ctx = Context::<Socket>::new();
         let adopt = Adopt {
             stream,
-            events: ctx.address().recipient(),
+            events: ctx.address().downgrade().recipient(),
         };
         let handle = flatten(system.send(adopt).await).map_err(SocketError::Open)?;
         let stream = share_stream(&functions, handle).await;
@@ -413,12 +412,29 @@ impl SocketBuilder {
         Ok(ctx.run(socket))
     }
 
+    /// Starts a socket on a handle its transport has already connected (an accepted
+    /// connection, whose `Ready` notices already go to `ctx`), on the current arbiter.
+    /// Uses the builder's own transport if it has one, else `functions`.
+    pub(crate) async fn start_connected(
+        self,
+        functions: SocketFunctions,
+        handle: Handle,
+        peer: Address,
+        ctx: Context<Socket>,
+    ) -> (Addr<Socket>, SocketId) {
+        let functions = self.functions.clone().unwrap_or(functions);
+        let stream = share_stream(&functions, handle).await;
+        let socket = self.build(functions, handle, Some(peer), stream, &ctx);
+        let id = socket.core.id;
+        (ctx.run(socket), id)
+    }
+
     fn build(
         mut self,
         functions: SocketFunctions,
         handle: Handle,
         peer: Option<Address>,
-        stream: Option<Arc<TcpStream>>,
+        stream: Option<Arc<SystemStream>>,
         ctx: &Context<Socket>,
     ) -> Socket {
         let in_place = functions.in_place();
@@ -507,7 +523,7 @@ impl SocketBuilder {
 
 /// The stream behind a system handle, when the socket may call `sendv`/`recvfrom` in
 /// place.
-async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<TcpStream>> {
+async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<SystemStream>> {
     let (sendv, recvfrom) = functions.in_place();
     let system = functions.system_actor()?;
     if !(sendv || recvfrom) {
@@ -1302,7 +1318,8 @@ enum Got {
 impl From<Received> for Got {
     fn from(r: Received) -> Self {
         match r {
-            Received::Data { bytes, .. } => Got::Chunk(bytes),
+            // A stream has no datagram boundaries to truncate at: bytes are bytes.
+            Received::Data { bytes, .. } | Received::Truncated { bytes, .. } => Got::Chunk(bytes),
             Received::Eof => Got::Eof,
             Received::WouldBlock => Got::WouldBlock,
         }

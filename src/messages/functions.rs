@@ -1,16 +1,18 @@
 //! Socket ↔ transport: c-ares' socket functions (`asocket`, `aconnect`, `asendv`,
-//! `arecvfrom`, `aclose`) as messages, plus the readiness notice a transport sends back.
+//! `arecvfrom`, `aclose`, and from `ares_socket_functions_ex` `abind`) as messages, plus
+//! [`Listen`] and [`Accept`] for listeners, and the readiness notice a transport sends
+//! back.
 //!
 //! Every operation is non-blocking, as c-ares requires of its callbacks: an operation
 //! that cannot make progress answers *would block*, and the transport then owes the
 //! socket one [`Ready`] notice when the handle becomes writable (after [`SendV`]) or
-//! readable (after [`RecvFrom`]). That notice is the signal to retry.
+//! readable (after [`RecvFrom`] or [`Accept`]). That notice is the signal to retry.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use actix::{Message, Recipient};
+use actix::{Message, WeakRecipient};
 use bytes::Bytes;
 
 use crate::error::TransportError;
@@ -92,8 +94,11 @@ pub struct OpenSocket {
     pub family: Family,
     /// Stream or datagram.
     pub kind: SocketKind,
-    /// Where the transport sends [`Ready`] notices for this handle.
-    pub events: Recipient<Ready>,
+    /// Where the transport sends [`Ready`] notices for this handle. Weak: a transport
+    /// never keeps the socket's actor alive (an actor whose last address is dropped
+    /// drains, closes its handle and stops, whatever its transport); a notice for an
+    /// actor that is gone is dropped.
+    pub events: WeakRecipient<Ready>,
 }
 
 impl Message for OpenSocket {
@@ -180,9 +185,89 @@ pub enum Received {
         /// The sender, where the transport knows it.
         from: Option<Address>,
     },
+    /// Datagram sockets only: a datagram longer than `max_len` arrived. These are its
+    /// first `max_len` bytes; the rest is lost. Stream transports never answer this.
+    Truncated {
+        /// The datagram's first `max_len` bytes.
+        bytes: Bytes,
+        /// The sender, where the transport knows it.
+        from: Option<Address>,
+    },
     /// The peer closed its sending half: no more data will come.
     Eof,
     /// Nothing to read now; a [`Ready`] with [`Readiness::Readable`] will follow.
+    WouldBlock,
+}
+
+/// Give a handle a local address (`abind`, `bind(2)`). Answered with the address it got
+/// (the port the system chose, for port 0).
+///
+/// Stream handles bound here are usually made listeners with [`Listen`]; datagram
+/// handles may be bound before they send or connect.
+#[derive(Clone, Debug)]
+pub struct Bind {
+    /// The handle, from [`OpenSocket`].
+    pub handle: Handle,
+    /// The local address.
+    pub addr: Address,
+    /// Let other sockets bind the same address and port (`SO_REUSEPORT`), so that
+    /// several listeners (one per arbiter, say) share one port. Every one of them must
+    /// ask for it.
+    pub reuse_port: bool,
+}
+
+impl Message for Bind {
+    type Result = Result<Address, TransportError>;
+}
+
+/// Make a bound stream handle accept connections (`listen(2)`).
+#[derive(Clone, Copy, Debug)]
+pub struct Listen {
+    /// The handle, bound with [`Bind`].
+    pub handle: Handle,
+    /// How many connections the system may hold that have not been accepted yet.
+    pub backlog: u32,
+}
+
+impl Message for Listen {
+    type Result = Result<(), TransportError>;
+}
+
+/// Take one connection from a listening handle (`accept(2)`).
+///
+/// The answer is [`Accepted::Connection`] with a new, connected handle, or
+/// [`Accepted::WouldBlock`], after which the transport sends the listening handle's
+/// `events` recipient (from its [`OpenSocket`]) one [`Ready`] with
+/// [`Readiness::Readable`] once a connection is waiting, or an error. Errors are about
+/// this call (no descriptors left, a connection aborted before it was taken…), not
+/// necessarily the end of the listener.
+#[derive(Debug)]
+pub struct Accept {
+    /// The listening handle.
+    pub handle: Handle,
+    /// Where [`Ready`] notices for the *accepted* connection's handle go (the listener
+    /// makes the socket actor's context before it asks). Weak, as in [`OpenSocket`].
+    /// Unused on would-block.
+    pub events: WeakRecipient<Ready>,
+}
+
+impl Message for Accept {
+    type Result = Result<Accepted, TransportError>;
+}
+
+/// What an [`Accept`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new connection with its own handle, connected and ready for [`SendV`] and
+    /// [`RecvFrom`].
+    Connection {
+        /// The new handle.
+        handle: Handle,
+        /// The peer. A Unix domain client that did not bind a path (the usual case) is
+        /// `Address::Unix` with an empty path.
+        peer: Address,
+    },
+    /// No connection is waiting; a [`Ready`] with [`Readiness::Readable`] will follow.
     WouldBlock,
 }
 
@@ -200,7 +285,7 @@ impl Message for CloseSocket {
 /// What a handle became ready for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Readiness {
-    /// A [`RecvFrom`] may now make progress.
+    /// A [`RecvFrom`] (or, on a listening handle, an [`Accept`]) may now make progress.
     Readable,
     /// A [`SendV`] may now make progress.
     Writable,

@@ -153,3 +153,80 @@ pub fn watermarks(high: usize, low: usize) -> sockactor::SocketConfig {
         ..sockactor::SocketConfig::default()
     }
 }
+
+/// A recipient of any message type that forwards each message into a channel the test
+/// can await or drain.
+pub fn channel<M>() -> (Recipient<M>, tokio::sync::mpsc::UnboundedReceiver<M>)
+where
+    M: Message<Result = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (AnyForwarder(tx).start().recipient(), rx)
+}
+
+struct AnyForwarder<M: Send>(tokio::sync::mpsc::UnboundedSender<M>);
+
+impl<M: Send + 'static> Actor for AnyForwarder<M> {
+    type Context = Context<Self>;
+}
+
+impl<M> Handler<M> for AnyForwarder<M>
+where
+    M: Message<Result = ()> + Send + 'static,
+{
+    type Result = ();
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) {
+        let _ = self.0.send(msg);
+    }
+}
+
+/// Everything already in a channel.
+pub fn drain<M>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<M>) -> Vec<M> {
+    let mut out = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        out.push(m);
+    }
+    out
+}
+
+/// The server side of an echo: subscribed to a listener and to every socket it accepts
+/// (`Socket::builder().subscriber(server.clone().recipient())` in the listener's
+/// per-connection builder). It keeps each accepted socket's address (from
+/// `ListenerEvent::Accepted`, which arrives before the socket's first event), writes back
+/// whatever a socket receives, closes it gracefully on EOF and forgets it once closed.
+#[derive(Default)]
+pub struct EchoServer {
+    sockets: std::collections::HashMap<sockactor::messages::SocketId, Addr<sockactor::Socket>>,
+}
+
+impl Actor for EchoServer {
+    type Context = Context<Self>;
+}
+
+impl Handler<sockactor::messages::ListenerEvent> for EchoServer {
+    type Result = ();
+    fn handle(&mut self, msg: sockactor::messages::ListenerEvent, _: &mut Context<Self>) {
+        if let sockactor::messages::ListenerEvent::Accepted { socket, id, .. } = msg {
+            self.sockets.insert(id, socket);
+        }
+    }
+}
+
+impl Handler<SocketEvent> for EchoServer {
+    type Result = ();
+    fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
+        let Some(socket) = self.sockets.get(&msg.socket) else {
+            return;
+        };
+        match msg.kind {
+            SocketEventKind::Received(bytes) => {
+                socket.do_send(sockactor::messages::Write::new(bytes).wait_when_full());
+            }
+            SocketEventKind::Eof => socket.do_send(sockactor::messages::Close::Graceful),
+            SocketEventKind::Closed { .. } => {
+                self.sockets.remove(&msg.socket);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! [`MockTransport`]: a scripted, recording transport for deterministic tests.
+//! [`MockTransport`]: a scripted, recording transport for deterministic tests: streams,
+//! listeners and datagram sockets.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -6,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, ResponseActFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, ResponseActFuture, WeakRecipient,
     WrapFuture,
 };
 use bytes::Bytes;
@@ -15,8 +16,8 @@ use tokio::time::Instant;
 use super::SocketFunctions;
 use crate::error::TransportError;
 use crate::messages::functions::{
-    Address, CloseSocket, Connect, Handle, OpenSocket, Readiness, Ready, Received, RecvFrom, SendV,
-    Sent,
+    Accept, Accepted, Address, Bind, CloseSocket, Connect, Handle, Listen, OpenSocket, Readiness,
+    Ready, Received, RecvFrom, SendV, Sent, SocketKind,
 };
 
 /// What the mock does with one `sendv` call on a handle.
@@ -63,17 +64,28 @@ pub struct SendRecord {
     pub at: Instant,
 }
 
+/// One datagram a mock datagram handle sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MockDatagram {
+    /// The bytes the `sendv` call accepted (all of them, unless a step said otherwise).
+    pub bytes: Vec<u8>,
+    /// The destination the call carried (`None` on a connected socket).
+    pub to: Option<Address>,
+}
+
 #[derive(Debug)]
 enum Inbound {
-    Data(Bytes),
+    /// Bytes, and for datagrams their sender.
+    Data(Bytes, Option<Address>),
     Eof,
     Error(io::ErrorKind),
 }
 
 #[derive(Debug)]
 struct MockHandle {
-    /// Dropped on close, so the mock keeps no closed socket alive.
-    events: Option<Recipient<Ready>>,
+    kind: SocketKind,
+    /// Weak, and dropped on close: the mock keeps no socket alive.
+    events: Option<WeakRecipient<Ready>>,
     script: VecDeque<SendStep>,
     log: Vec<SendRecord>,
     written: Vec<u8>,
@@ -84,11 +96,50 @@ struct MockHandle {
     eof: bool,
     closed: bool,
     peer: Option<Address>,
+    local: Option<Address>,
+    reuse_port: bool,
+    /// The backlog given to `listen`, once listening.
+    listening: Option<u32>,
+    /// Inbound connections not yet accepted, oldest first.
+    pending: VecDeque<Handle>,
+    accept_errors: VecDeque<io::ErrorKind>,
+    accept_waiting: bool,
+    accept_calls: usize,
+    datagrams: Vec<MockDatagram>,
 }
 
 impl MockHandle {
+    fn new(
+        kind: SocketKind,
+        events: Option<WeakRecipient<Ready>>,
+        script: VecDeque<SendStep>,
+    ) -> Self {
+        MockHandle {
+            kind,
+            events,
+            script,
+            log: Vec::new(),
+            written: Vec::new(),
+            inbound: VecDeque::new(),
+            read_waiting: false,
+            held: false,
+            failed: None,
+            eof: false,
+            closed: false,
+            peer: None,
+            local: None,
+            reuse_port: false,
+            listening: None,
+            pending: VecDeque::new(),
+            accept_errors: VecDeque::new(),
+            accept_waiting: false,
+            accept_calls: 0,
+            datagrams: Vec::new(),
+        }
+    }
+
     fn notify(&self, handle: Handle, readiness: Readiness) {
-        if let Some(events) = &self.events {
+        if let Some(events) = self.events.as_ref().and_then(WeakRecipient::upgrade) {
             events.do_send(Ready { handle, readiness });
         }
     }
@@ -102,6 +153,43 @@ struct MockState {
     default_step: SendStep,
     connect_failures: HashMap<Address, io::ErrorKind>,
     connect_delays: HashMap<Address, Duration>,
+    /// The next port handed out for a bind to port 0.
+    next_port: u16,
+}
+
+impl MockState {
+    /// A new handle, numbered in order with every other handle of the mock.
+    fn add(&mut self, kind: SocketKind, events: Option<WeakRecipient<Ready>>) -> Handle {
+        self.next += 1;
+        let handle = Handle(self.next);
+        let script = self.prescripted.remove(&handle).unwrap_or_default();
+        self.handles
+            .insert(handle, MockHandle::new(kind, events, script));
+        handle
+    }
+
+    /// `addr` with a port chosen for port 0.
+    fn assign_port(&mut self, addr: Address) -> Address {
+        match addr {
+            Address::Inet(mut a) if a.port() == 0 => {
+                a.set_port(self.next_port);
+                self.next_port = self.next_port.wrapping_add(1).max(40_000);
+                Address::Inet(a)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether an open handle other than `except` holds `addr` without both asking for
+    /// `SO_REUSEPORT`.
+    fn in_use(&self, addr: &Address, except: Handle, reuse_port: bool) -> bool {
+        self.handles.iter().any(|(h, m)| {
+            *h != except
+                && !m.closed
+                && m.local.as_ref() == Some(addr)
+                && !(reuse_port && m.reuse_port)
+        })
+    }
 }
 
 /// The mock transport's actor. Tests hold the [`MockTransport`] controller instead.
@@ -114,8 +202,17 @@ pub struct MockFunctions {
 /// inbound data, EOF and errors, make connects fail; afterwards read back every `sendv`
 /// call and the whole byte stream each handle received.
 ///
-/// Handles are numbered from 1 in the order they are opened, so a test can script a
-/// handle before its socket exists. Unscripted calls use the default step
+/// It also plays listeners and datagram sockets: [`connect_inbound`](Self::connect_inbound)
+/// puts a connection in a listening handle's backlog (the new handle is scripted and
+/// inspected like any other), [`fail_accept`](Self::fail_accept) makes an `accept` fail,
+/// [`push_datagram`](Self::push_datagram) and [`datagrams`](Self::datagrams) feed and
+/// record datagrams, which are never merged or split. A bind to port 0 gets a port from
+/// 40000 up; binding an address an open handle holds fails with `AddrInUse` unless both
+/// asked for `reuse_port`.
+///
+/// Handles are numbered from 1 in the order they are opened (inbound connections
+/// included, when [`connect_inbound`](Self::connect_inbound) makes them), so a test can
+/// script a handle before its socket exists. Unscripted calls use the default step
 /// ([`SendStep::AcceptAll`] unless changed). Delays use tokio time, so with paused time
 /// a test runs instantly and the same way every time.
 ///
@@ -163,6 +260,7 @@ impl MockTransport {
             default_step: SendStep::AcceptAll,
             connect_failures: HashMap::new(),
             connect_delays: HashMap::new(),
+            next_port: 40_000,
         }));
         let addr = MockFunctions {
             shared: shared.clone(),
@@ -171,9 +269,10 @@ impl MockTransport {
         MockTransport { shared, addr }
     }
 
-    /// A transport table with every operation handled by this mock.
+    /// A transport table with every operation (`bind`, `listen` and `accept` included)
+    /// handled by this mock.
     pub fn functions(&self) -> SocketFunctions {
-        SocketFunctions::from_actor(self.addr.clone())
+        SocketFunctions::from_actor_ex(self.addr.clone())
     }
 
     /// The mock's actor.
@@ -209,6 +308,49 @@ impl MockTransport {
         }
     }
 
+    /// A client connects to the listening handle `listener` from `peer`: a new handle
+    /// (numbered like any other) waits in its backlog until accepted, and a listener
+    /// waiting for a connection is told. Data pushed to the new handle before it is
+    /// accepted is kept. `None` if `listener` is not listening.
+    pub fn connect_inbound(&self, listener: Handle, peer: impl Into<Address>) -> Option<Handle> {
+        let mut state = self.lock();
+        let local = match state.handles.get(&listener) {
+            Some(l) if !l.closed && l.listening.is_some() => l.local.clone(),
+            _ => return None,
+        };
+        let handle = state.add(SocketKind::Stream, None);
+        if let Some(h) = state.handles.get_mut(&handle) {
+            h.peer = Some(peer.into());
+            h.local = local;
+        }
+        if let Some(l) = state.handles.get_mut(&listener) {
+            l.pending.push_back(handle);
+            if std::mem::take(&mut l.accept_waiting) {
+                l.notify(listener, Readiness::Readable);
+            }
+        }
+        Some(handle)
+    }
+
+    /// The next `accept` on `listener` fails with `kind` (each call queues one failure,
+    /// taken before any waiting connection). A listener waiting for a connection is
+    /// told, so it calls.
+    pub fn fail_accept(&self, listener: Handle, kind: io::ErrorKind) {
+        let mut state = self.lock();
+        if let Some(l) = state.handles.get_mut(&listener) {
+            l.accept_errors.push_back(kind);
+            if std::mem::take(&mut l.accept_waiting) {
+                l.notify(listener, Readiness::Readable);
+            }
+        }
+    }
+
+    /// A datagram from `from` for the datagram handle, delivered whole by one
+    /// `recvfrom` (or as [`Received::Truncated`] if longer than its `max_len`).
+    pub fn push_datagram(&self, handle: Handle, bytes: impl Into<Bytes>, from: impl Into<Address>) {
+        self.push_inbound_item(handle, Inbound::Data(bytes.into(), Some(from.into())));
+    }
+
     fn push_inbound_item(&self, handle: Handle, item: Inbound) {
         let mut state = self.lock();
         if let Some(h) = state.handles.get_mut(&handle) {
@@ -221,7 +363,7 @@ impl MockTransport {
 
     /// Bytes from the peer, delivered to the next `recvfrom` calls.
     pub fn push_inbound(&self, handle: Handle, bytes: impl Into<Bytes>) {
-        self.push_inbound_item(handle, Inbound::Data(bytes.into()));
+        self.push_inbound_item(handle, Inbound::Data(bytes.into(), None));
     }
 
     /// The peer closes its sending half after the inbound data queued so far.
@@ -280,12 +422,56 @@ impl MockTransport {
         self.lock().handles.get(&handle).is_some_and(|h| h.closed)
     }
 
-    /// The address the handle connected to.
+    /// The address the handle connected to (or, for an inbound connection, came from).
     pub fn peer(&self, handle: Handle) -> Option<Address> {
         self.lock()
             .handles
             .get(&handle)
             .and_then(|h| h.peer.clone())
+    }
+
+    /// The address the handle is bound to.
+    pub fn local_addr(&self, handle: Handle) -> Option<Address> {
+        self.lock()
+            .handles
+            .get(&handle)
+            .and_then(|h| h.local.clone())
+    }
+
+    /// The backlog the handle listens with, if it is a listening handle that is still
+    /// open.
+    pub fn listening(&self, handle: Handle) -> Option<u32> {
+        self.lock()
+            .handles
+            .get(&handle)
+            .filter(|h| !h.closed)
+            .and_then(|h| h.listening)
+    }
+
+    /// Inbound connections waiting in a listening handle's backlog.
+    pub fn pending_connections(&self, listener: Handle) -> Vec<Handle> {
+        self.lock()
+            .handles
+            .get(&listener)
+            .map(|h| h.pending.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of `accept` calls on the handle.
+    pub fn accept_calls(&self, listener: Handle) -> usize {
+        self.lock()
+            .handles
+            .get(&listener)
+            .map_or(0, |h| h.accept_calls)
+    }
+
+    /// Every datagram the datagram handle sent, in order, with its destination.
+    pub fn datagrams(&self, handle: Handle) -> Vec<MockDatagram> {
+        self.lock()
+            .handles
+            .get(&handle)
+            .map(|h| h.datagrams.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -310,27 +496,7 @@ impl Handler<OpenSocket> for MockFunctions {
     type Result = Result<Handle, TransportError>;
 
     fn handle(&mut self, msg: OpenSocket, _: &mut Context<Self>) -> Self::Result {
-        let mut state = self.lock();
-        state.next += 1;
-        let handle = Handle(state.next);
-        let script = state.prescripted.remove(&handle).unwrap_or_default();
-        state.handles.insert(
-            handle,
-            MockHandle {
-                events: Some(msg.events),
-                script,
-                log: Vec::new(),
-                written: Vec::new(),
-                inbound: VecDeque::new(),
-                read_waiting: false,
-                held: false,
-                failed: None,
-                eof: false,
-                closed: false,
-                peer: None,
-            },
-        );
-        Ok(handle)
+        Ok(self.lock().add(msg.kind, Some(msg.events)))
     }
 }
 
@@ -342,7 +508,23 @@ impl Handler<Connect> for MockFunctions {
         let delay = state.connect_delays.get(&msg.addr).copied();
         let answer = match state.connect_failures.get(&msg.addr).copied() {
             Some(kind) => Err(kind.into()),
-            None => open_handle(&mut state, msg.handle).map(|h| h.peer = Some(msg.addr)),
+            None => open_handle(&mut state, msg.handle).map(|h| {
+                // Connected datagram handles are bound by the system if need be.
+                let unbound = h.local.is_none() && h.kind == SocketKind::Datagram;
+                h.peer = Some(msg.addr);
+                unbound
+            }),
+        };
+        let answer = match answer {
+            Ok(true) => {
+                let local = state.assign_port(Address::Inet(([0, 0, 0, 0], 0).into()));
+                if let Some(h) = state.handles.get_mut(&msg.handle) {
+                    h.local = Some(local);
+                }
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
         };
         drop(state);
         match delay {
@@ -398,6 +580,7 @@ impl MockFunctions {
             return Err(kind.into());
         }
         let step = h.script.pop_front().unwrap_or(default_step);
+        let datagram = h.kind == SocketKind::Datagram;
         let answer = match step {
             SendStep::Accept(n) => Ok(Sent::Accepted(n.min(offered))),
             SendStep::AcceptAll => Ok(Sent::Accepted(offered)),
@@ -419,18 +602,26 @@ impl MockFunctions {
                 Ok(Sent::WouldBlock)
             }
             SendStep::Fail(kind) => {
-                h.failed = Some(kind);
+                // A datagram's failure is its own; a stream's is the connection's.
+                if !datagram {
+                    h.failed = Some(kind);
+                }
                 Err(kind)
             }
         };
         match answer {
             Ok(Sent::Accepted(n)) => {
                 record.accepted = n;
+                let start = h.written.len();
                 let mut left = n;
                 for seg in &msg.segments {
                     let take = left.min(seg.len());
                     h.written.extend_from_slice(&seg[..take]);
                     left -= take;
+                }
+                if datagram {
+                    let bytes = h.written[start..].to_vec();
+                    h.datagrams.push(MockDatagram { bytes, to: msg.to });
                 }
             }
             Ok(Sent::WouldBlock) => record.would_block = true,
@@ -451,11 +642,20 @@ impl Handler<RecvFrom> for MockFunctions {
             return Ok(Received::Eof);
         }
         match h.inbound.pop_front() {
-            Some(Inbound::Data(mut bytes)) => {
+            Some(Inbound::Data(mut bytes, from)) if h.kind == SocketKind::Datagram => {
+                let from = from.or_else(|| h.peer.clone());
+                if bytes.len() > msg.max_len {
+                    bytes.truncate(msg.max_len);
+                    Ok(Received::Truncated { bytes, from })
+                } else {
+                    Ok(Received::Data { bytes, from })
+                }
+            }
+            Some(Inbound::Data(mut bytes, from)) => {
                 let max = msg.max_len.max(1);
                 if bytes.len() > max {
                     let rest = bytes.split_off(max);
-                    h.inbound.push_front(Inbound::Data(rest));
+                    h.inbound.push_front(Inbound::Data(rest, from));
                 }
                 Ok(Received::Data {
                     bytes,
@@ -483,6 +683,71 @@ impl Handler<CloseSocket> for MockFunctions {
         let h = open_handle(&mut state, msg.handle)?;
         h.closed = true;
         h.events = None;
+        // Connections still in a listener's backlog are reset with it.
+        let pending: Vec<Handle> = h.pending.drain(..).collect();
+        for handle in pending {
+            if let Some(c) = state.handles.get_mut(&handle) {
+                c.closed = true;
+            }
+        }
         Ok(())
+    }
+}
+
+impl Handler<Bind> for MockFunctions {
+    type Result = Result<Address, TransportError>;
+
+    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        let h = open_handle(&mut state, msg.handle)?;
+        if h.local.is_some() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let local = state.assign_port(msg.addr);
+        if state.in_use(&local, msg.handle, msg.reuse_port) {
+            return Err(io::ErrorKind::AddrInUse.into());
+        }
+        let h = open_handle(&mut state, msg.handle)?;
+        h.local = Some(local.clone());
+        h.reuse_port = msg.reuse_port;
+        Ok(local)
+    }
+}
+
+impl Handler<Listen> for MockFunctions {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, msg: Listen, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        let h = open_handle(&mut state, msg.handle)?;
+        if h.kind != SocketKind::Stream || h.peer.is_some() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        h.listening = Some(msg.backlog);
+        Ok(())
+    }
+}
+
+impl Handler<Accept> for MockFunctions {
+    type Result = Result<Accepted, TransportError>;
+
+    fn handle(&mut self, msg: Accept, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        let l = open_handle(&mut state, msg.handle)?;
+        if l.listening.is_none() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        l.accept_calls += 1;
+        if let Some(kind) = l.accept_errors.pop_front() {
+            return Err(kind.into());
+        }
+        let Some(handle) = l.pending.pop_front() else {
+            l.accept_waiting = true;
+            return Ok(Accepted::WouldBlock);
+        };
+        let c = open_handle(&mut state, handle)?;
+        c.events = Some(msg.events);
+        let peer = c.peer.clone().unwrap_or(Address::Unix(Default::default()));
+        Ok(Accepted::Connection { handle, peer })
     }
 }

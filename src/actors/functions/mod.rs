@@ -10,14 +10,25 @@ use std::sync::Arc;
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
-pub use mock::{MockFunctions, MockTransport, SendRecord, SendStep};
-pub(crate) use system::ShareStream;
+pub use mock::{MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep};
 pub use system::{Adopt, SystemFunctions};
+pub(crate) use system::{ShareStream, SystemStream};
 
-use crate::messages::functions::{CloseSocket, Connect, OpenSocket, RecvFrom, SendV};
+use crate::error::TransportError;
+use crate::messages::functions::{
+    Accept, Bind, CloseSocket, Connect, Listen, OpenSocket, RecvFrom, SendV,
+};
 
 /// The transport of a socket: one recipient per operation, like c-ares'
-/// `struct ares_socket_functions`.
+/// `struct ares_socket_functions` (and, with `bind`, `listen` and `accept`, its newer
+/// `ares_socket_functions_ex`).
+///
+/// The five stream and datagram operations (`open`, `connect`, `sendv`, `recvfrom`,
+/// `close`) are always there. `bind`, `listen` and `accept` are optional: a table made
+/// with [`SocketFunctions::from_actor`] has none of them (a
+/// [`Listener`](crate::Listener) or a bound [`DatagramSocket`](crate::DatagramSocket) on it
+/// fails with [`TransportError::Unsupported`]); [`SocketFunctions::system`],
+/// [`SocketFunctions::from_actor_ex`] and the `with_*` methods provide them.
 ///
 /// [`SocketFunctions::system`] gives real non-blocking sockets. Any subset of the
 /// operations can be replaced, and the rest stay the system ones, as c-ares allows by
@@ -49,7 +60,7 @@ use crate::messages::functions::{CloseSocket, Connect, OpenSocket, RecvFrom, Sen
 ///
 /// A handle is only meaningful to the transport that opened it: replacing `open` while
 /// keeping the system `sendv` gives handles the system transport does not know
-/// ([`TransportError::UnknownHandle`](crate::TransportError::UnknownHandle)).
+/// ([`TransportError::UnknownHandle`]).
 #[derive(Clone, Debug)]
 pub struct SocketFunctions {
     /// Shared: every socket of a table holds it by reference count, not by copies of the
@@ -64,6 +75,9 @@ struct Table {
     sendv: Recipient<SendV>,
     recvfrom: Recipient<RecvFrom>,
     close: Recipient<CloseSocket>,
+    bind: Option<Recipient<Bind>>,
+    listen: Option<Recipient<Listen>>,
+    accept: Option<Recipient<Accept>>,
     system: Option<Addr<SystemFunctions>>,
     /// `sendv` / `recvfrom` are still the system ones, on handles the system opened: the
     /// socket may then call them in place (see [`SystemFunctions`]).
@@ -98,7 +112,7 @@ impl SocketFunctions {
     /// A fresh table over this thread's system transport.
     fn new_system() -> Self {
         let addr = SystemFunctions::current();
-        let mut functions = Self::from_actor(addr.clone());
+        let mut functions = Self::from_actor_ex(addr.clone());
         let table = Arc::make_mut(&mut functions.table);
         table.system = Some(addr);
         table.system_sendv = true;
@@ -128,11 +142,42 @@ impl SocketFunctions {
                 sendv: addr.clone().recipient(),
                 recvfrom: addr.clone().recipient(),
                 close: addr.recipient(),
+                bind: None,
+                listen: None,
+                accept: None,
                 system: None,
                 system_sendv: false,
                 system_recvfrom: false,
             }),
         }
+    }
+
+    /// Every operation, `bind`, `listen` and `accept` included, handled by one actor
+    /// (c-ares' `ares_set_socket_functions_ex`).
+    pub fn from_actor_ex<A>(addr: Addr<A>) -> Self
+    where
+        A: Actor
+            + Handler<OpenSocket>
+            + Handler<Connect>
+            + Handler<SendV>
+            + Handler<RecvFrom>
+            + Handler<CloseSocket>
+            + Handler<Bind>
+            + Handler<Listen>
+            + Handler<Accept>,
+        A::Context: ToEnvelope<A, OpenSocket>
+            + ToEnvelope<A, Connect>
+            + ToEnvelope<A, SendV>
+            + ToEnvelope<A, RecvFrom>
+            + ToEnvelope<A, CloseSocket>
+            + ToEnvelope<A, Bind>
+            + ToEnvelope<A, Listen>
+            + ToEnvelope<A, Accept>,
+    {
+        Self::from_actor(addr.clone())
+            .with_bind(addr.clone().recipient())
+            .with_listen(addr.clone().recipient())
+            .with_accept(addr.recipient())
     }
 
     /// Replaces `open` (`asocket`).
@@ -178,6 +223,29 @@ impl SocketFunctions {
         self
     }
 
+    /// Replaces (or adds) `bind` (`abind`).
+    pub fn with_bind(mut self, bind: Recipient<Bind>) -> Self {
+        Arc::make_mut(&mut self.table).bind = Some(bind);
+        self
+    }
+
+    /// Replaces (or adds) `listen`.
+    pub fn with_listen(mut self, listen: Recipient<Listen>) -> Self {
+        Arc::make_mut(&mut self.table).listen = Some(listen);
+        self
+    }
+
+    /// Replaces (or adds) `accept`. Handles it returns are used with this table's
+    /// `sendv`, `recvfrom` and `close`, so they must know them.
+    pub fn with_accept(mut self, accept: Recipient<Accept>) -> Self {
+        let table = Arc::make_mut(&mut self.table);
+        table.accept = Some(accept);
+        // Accepted handles are no longer the system's own.
+        table.system_sendv = false;
+        table.system_recvfrom = false;
+        self
+    }
+
     /// The `open` operation.
     pub fn open(&self) -> &Recipient<OpenSocket> {
         &self.table.open
@@ -203,6 +271,21 @@ impl SocketFunctions {
         &self.table.close
     }
 
+    /// The `bind` operation, if this table has one.
+    pub fn bind(&self) -> Option<&Recipient<Bind>> {
+        self.table.bind.as_ref()
+    }
+
+    /// The `listen` operation, if this table has one.
+    pub fn listen(&self) -> Option<&Recipient<Listen>> {
+        self.table.listen.as_ref()
+    }
+
+    /// The `accept` operation, if this table has one.
+    pub fn accept(&self) -> Option<&Recipient<Accept>> {
+        self.table.accept.as_ref()
+    }
+
     /// The system transport behind this table, if it was made by
     /// [`SocketFunctions::system`] (needed to adopt accepted streams).
     pub fn system_actor(&self) -> Option<&Addr<SystemFunctions>> {
@@ -213,5 +296,30 @@ impl SocketFunctions {
     /// place by the socket, with no message per call).
     pub(crate) fn in_place(&self) -> (bool, bool) {
         (self.table.system_sendv, self.table.system_recvfrom)
+    }
+}
+
+/// A transport's answer, with a gone transport as [`TransportError::Unavailable`].
+pub(crate) fn flatten<T>(
+    answer: Result<Result<T, TransportError>, actix::MailboxError>,
+) -> Result<T, TransportError> {
+    answer?
+}
+
+/// Calls an operation of the table and flattens the answer; a missing (optional)
+/// operation is [`TransportError::Unsupported`], a gone transport
+/// [`TransportError::Unavailable`].
+pub(crate) async fn call<M, T>(
+    op: Option<&Recipient<M>>,
+    name: &'static str,
+    msg: M,
+) -> Result<T, TransportError>
+where
+    M: actix::Message<Result = Result<T, TransportError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match op {
+        Some(r) => r.send(msg).await?,
+        None => Err(TransportError::Unsupported(name)),
     }
 }

@@ -2,56 +2,214 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::{self, IoSlice};
+#[cfg(unix)]
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient,
-    ResponseActFuture, SpawnHandle, WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    SpawnHandle, WeakRecipient, WrapFuture,
 };
-use bytes::BytesMut;
-use tokio::net::{TcpSocket, TcpStream};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+#[cfg(unix)]
+use tokio::net::{UnixListener, UnixSocket, UnixStream};
 
 use crate::error::TransportError;
 use crate::messages::functions::{
-    Address, CloseSocket, Connect, Family, Handle, OpenSocket, Readiness, Ready, Received,
-    RecvFrom, SendV, Sent, SocketKind,
+    Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
+    Readiness, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
 };
 
-/// The built-in transport: non-blocking TCP through tokio.
+/// The built-in transport: non-blocking TCP, Unix domain stream sockets and UDP through
+/// tokio.
 ///
-/// Opening, connecting and closing always go through this actor. When a socket's `sendv`
-/// and `recvfrom` are still the system ones, the socket borrows the stream and calls
-/// `writev`/`read` in place (same semantics, no message per call); once either is
-/// replaced, that operation goes through messages to whatever replaced it.
-///
-/// UDP and Unix domain sockets answer [`TransportError::Unsupported`] for now; the
-/// messages already carry what they need (family, kind, destination address).
+/// Opening, connecting, binding, listening, accepting and closing always go through this
+/// actor. When a stream socket's `sendv` and `recvfrom` are still the system ones, the
+/// socket borrows the stream and calls `writev`/`read` in place (same semantics, no
+/// message per call); once either is replaced, that operation goes through messages to
+/// whatever replaced it. Datagram sockets always go through messages.
 ///
 /// Would-block answers arm a readiness wait on the reactor; when the handle becomes
-/// ready the socket's `events` recipient gets one [`Ready`]. New TCP connections have
-/// `TCP_NODELAY` set: sockets coalesce their writes themselves.
+/// ready the socket's `events` recipient gets one [`Ready`]. New TCP connections (made
+/// or accepted) have `TCP_NODELAY` set: sockets coalesce their writes themselves.
+///
+/// Listeners: [`Bind`] sets `SO_REUSEADDR` on TCP handles, and `SO_REUSEPORT` when asked
+/// (Unix-like systems only). A Unix domain path this transport bound is removed when its
+/// handle closes. Datagrams: one [`SendV`] is one datagram (several segments are copied
+/// into one buffer first); [`RecvFrom`] answers a datagram longer than `max_len` with
+/// [`Received::Truncated`]. Unix domain datagram sockets answer
+/// [`TransportError::Unsupported`].
 #[derive(Debug, Default)]
 pub struct SystemFunctions {
     next: u64,
     handles: HashMap<Handle, Entry>,
+    /// Datagrams are received here and copied out at their exact length, so a small
+    /// datagram does not pin a `max_len` allocation.
+    scratch: Vec<u8>,
 }
 
 #[derive(Debug)]
 struct Entry {
     state: State,
     /// `None` once the socket does its own readiness waits (both `sendv` and `recvfrom`
-    /// in place): nothing is owed to it, and idle sockets are smaller.
-    events: Option<Recipient<Ready>>,
+    /// in place): nothing is owed to it. Weak: the transport keeps no socket alive.
+    events: Option<WeakRecipient<Ready>>,
     write_wait: Option<SpawnHandle>,
+    /// The read wait, or on a listening handle the accept wait.
     read_wait: Option<SpawnHandle>,
 }
 
+impl Entry {
+    fn notify(&self, handle: Handle, readiness: Readiness) {
+        if let Some(events) = self.events.as_ref().and_then(WeakRecipient::upgrade) {
+            events.do_send(Ready { handle, readiness });
+        }
+    }
+}
+
+/// What a handle is. Variants with more than a word behind them are boxed: entries of
+/// connected streams (most of them) stay small.
 #[derive(Debug)]
 enum State {
-    Unconnected(TcpSocket),
+    /// A TCP socket, opened (and perhaps bound), not yet connected or listening.
+    Tcp(TcpSocket),
+    /// A Unix domain stream socket, opened (and perhaps bound).
+    #[cfg(unix)]
+    Unix(Box<UnixEntry>),
+    /// A UDP socket, neither bound nor connected yet.
+    Udp(socket2::Socket),
+    /// A connect is under way.
     Connecting,
-    Stream(Arc<TcpStream>),
+    /// A failed operation consumed the operating system's object (a failed `listen`).
+    Spent,
+    /// A connected stream: lent to the socket actor by `ShareStream`.
+    Stream(Arc<SystemStream>),
+    /// A listener.
+    Listening(Box<Listening>),
+    /// A bound (and perhaps connected) UDP socket.
+    Datagram(Arc<UdpSocket>),
+}
+
+#[cfg(unix)]
+#[derive(Debug)]
+struct UnixEntry {
+    socket: UnixSocket,
+    /// The path this transport bound, removed when the handle closes.
+    bound: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct Listening {
+    listener: Arc<SystemListener>,
+    /// A connection (or error) the accept wait took, for the next `Accept`.
+    ready: Option<io::Result<(SystemStream, Address)>>,
+    /// The Unix domain path this transport bound, removed when the handle closes.
+    #[cfg(unix)]
+    bound: Option<PathBuf>,
+}
+
+/// A connected stream of the system transport, shared (as `Arc<SystemStream>`) by the
+/// transport's entry and, for the in-place path, the socket actor.
+///
+/// The Unix stream is boxed so the enum keeps the size of a `TcpStream` (its tag lives in
+/// the descriptor's niche): every idle TCP connection holds one of these, and an unboxed
+/// variant cost 15 bytes per idle connection (`docs/performance.md`, workload e).
+#[derive(Debug)]
+pub(crate) enum SystemStream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix domain stream.
+    #[cfg(unix)]
+    Unix(Box<UnixStream>),
+}
+
+impl SystemStream {
+    /// `writev` without waiting.
+    pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            SystemStream::Tcp(s) => s.try_write_vectored(bufs),
+            #[cfg(unix)]
+            SystemStream::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+
+    /// `read` into `buf`'s spare capacity without waiting.
+    pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+        match self {
+            SystemStream::Tcp(s) => s.try_read_buf(buf),
+            #[cfg(unix)]
+            SystemStream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    /// Readiness for reading; the waker is kept in the stream's own slot (one waiter).
+    pub(crate) fn poll_read_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            SystemStream::Tcp(s) => s.poll_read_ready(cx),
+            #[cfg(unix)]
+            SystemStream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    /// Readiness for writing; the waker is kept in the stream's own slot (one waiter).
+    pub(crate) fn poll_write_ready(&self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            SystemStream::Tcp(s) => s.poll_write_ready(cx),
+            #[cfg(unix)]
+            SystemStream::Unix(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    /// Waits for `readiness` with a waiter node of its own (so it does not take the
+    /// slot an in-place socket may be using for the other direction).
+    async fn ready(&self, readiness: Readiness) -> io::Result<()> {
+        match (self, readiness) {
+            (SystemStream::Tcp(s), Readiness::Readable) => s.readable().await,
+            (SystemStream::Tcp(s), Readiness::Writable) => s.writable().await,
+            #[cfg(unix)]
+            (SystemStream::Unix(s), Readiness::Readable) => s.readable().await,
+            #[cfg(unix)]
+            (SystemStream::Unix(s), Readiness::Writable) => s.writable().await,
+        }
+    }
+
+    /// A TCP stream with `TCP_NODELAY` set; a Unix stream as it is.
+    fn tcp(stream: TcpStream) -> io::Result<Self> {
+        stream.set_nodelay(true)?;
+        Ok(SystemStream::Tcp(stream))
+    }
+}
+
+/// A listening socket of the system transport.
+#[derive(Debug)]
+enum SystemListener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(UnixListener),
+}
+
+impl SystemListener {
+    fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<(SystemStream, Address)>> {
+        match self {
+            SystemListener::Tcp(l) => l.poll_accept(cx).map(|r| {
+                let (stream, peer) = r?;
+                Ok((SystemStream::tcp(stream)?, Address::Inet(peer)))
+            }),
+            #[cfg(unix)]
+            SystemListener::Unix(l) => l.poll_accept(cx).map(|r| {
+                let (stream, peer) = r?;
+                let path = peer.as_pathname().map(PathBuf::from).unwrap_or_default();
+                Ok((SystemStream::Unix(Box::new(stream)), Address::Unix(path)))
+            }),
+        }
+    }
 }
 
 /// Hand an already connected TCP stream (from a listener's `accept`) to the system
@@ -60,8 +218,8 @@ enum State {
 pub struct Adopt {
     /// The stream.
     pub stream: TcpStream,
-    /// Where [`Ready`] notices go.
-    pub events: Recipient<Ready>,
+    /// Where [`Ready`] notices go (weak, as in [`OpenSocket`]).
+    pub events: WeakRecipient<Ready>,
 }
 
 impl Message for Adopt {
@@ -80,11 +238,11 @@ pub(crate) struct ShareStream {
 }
 
 impl Message for ShareStream {
-    type Result = Option<Arc<TcpStream>>;
+    type Result = Option<Arc<SystemStream>>;
 }
 
 impl Handler<ShareStream> for SystemFunctions {
-    type Result = Option<Arc<TcpStream>>;
+    type Result = Option<Arc<SystemStream>>;
 
     fn handle(&mut self, msg: ShareStream, _: &mut Context<Self>) -> Self::Result {
         let stream = self.stream(msg.handle).ok()?;
@@ -99,6 +257,18 @@ impl Handler<ShareStream> for SystemFunctions {
 
 thread_local! {
     static CURRENT: RefCell<Option<Addr<SystemFunctions>>> = const { RefCell::new(None) };
+}
+
+/// The error for an operation the handle's state does not allow.
+fn invalid(what: &'static str) -> TransportError {
+    io::Error::new(io::ErrorKind::InvalidInput, what).into()
+}
+
+/// An already answered `ResponseActFuture`.
+fn answer<T: 'static>(
+    result: Result<T, TransportError>,
+) -> ResponseActFuture<SystemFunctions, Result<T, TransportError>> {
+    Box::pin(actix::fut::ready(result))
 }
 
 impl SystemFunctions {
@@ -123,7 +293,7 @@ impl SystemFunctions {
         })
     }
 
-    fn insert(&mut self, state: State, events: Recipient<Ready>) -> Handle {
+    fn insert(&mut self, state: State, events: WeakRecipient<Ready>) -> Handle {
         self.next += 1;
         let handle = Handle(self.next);
         self.handles.insert(
@@ -138,7 +308,13 @@ impl SystemFunctions {
         handle
     }
 
-    fn stream(&self, handle: Handle) -> Result<Arc<TcpStream>, TransportError> {
+    fn entry(&mut self, handle: Handle) -> Result<&mut Entry, TransportError> {
+        self.handles
+            .get_mut(&handle)
+            .ok_or(TransportError::UnknownHandle(handle))
+    }
+
+    fn stream(&self, handle: Handle) -> Result<Arc<SystemStream>, TransportError> {
         match self.handles.get(&handle) {
             Some(Entry {
                 state: State::Stream(s),
@@ -149,41 +325,32 @@ impl SystemFunctions {
         }
     }
 
-    /// Sends one `Ready` when `stream` becomes ready for `readiness`, unless a wait is
-    /// already armed.
+    /// Runs `wait`, then sends one `Ready` for `readiness`, unless a wait is already
+    /// armed for that direction.
     fn arm(
         &mut self,
         handle: Handle,
-        stream: Arc<TcpStream>,
         readiness: Readiness,
+        wait: impl Future<Output = ()> + 'static,
         ctx: &mut Context<Self>,
     ) {
-        let armed = match self.handles.get(&handle) {
-            Some(e) => match readiness {
-                Readiness::Writable => e.write_wait.is_some(),
-                Readiness::Readable => e.read_wait.is_some(),
-            },
-            None => return,
+        let Some(entry) = self.handles.get(&handle) else {
+            return;
+        };
+        let armed = match readiness {
+            Readiness::Writable => entry.write_wait.is_some(),
+            Readiness::Readable => entry.read_wait.is_some(),
         };
         if armed {
             return;
         }
-        let wait = async move {
-            // An error here surfaces on the retry, so it is not reported twice.
-            let _ = match readiness {
-                Readiness::Writable => stream.writable().await,
-                Readiness::Readable => stream.readable().await,
-            };
-        };
         let spawned = ctx.spawn(wait.into_actor(self).map(move |_, act, _| {
             if let Some(e) = act.handles.get_mut(&handle) {
                 match readiness {
                     Readiness::Writable => e.write_wait = None,
                     Readiness::Readable => e.read_wait = None,
                 }
-                if let Some(events) = &e.events {
-                    events.do_send(Ready { handle, readiness });
-                }
+                e.notify(handle, readiness);
             }
         }));
         if let Some(e) = self.handles.get_mut(&handle) {
@@ -193,6 +360,166 @@ impl SystemFunctions {
             }
         }
     }
+
+    /// Waits for a connection on a listener; the wait takes it (tokio's listeners have
+    /// no readiness call of their own) and keeps it for the next `Accept`, then sends
+    /// one `Ready(Readable)`.
+    fn arm_accept(
+        &mut self,
+        handle: Handle,
+        listener: Arc<SystemListener>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self
+            .handles
+            .get(&handle)
+            .is_none_or(|e| e.read_wait.is_some())
+        {
+            return;
+        }
+        let wait = std::future::poll_fn(move |cx| listener.poll_accept(cx));
+        let spawned = ctx.spawn(wait.into_actor(self).map(move |taken, act, _| {
+            // A handle closed meanwhile drops what was taken: the stream closes.
+            if let Some(e) = act.handles.get_mut(&handle) {
+                e.read_wait = None;
+                if let State::Listening(l) = &mut e.state {
+                    l.ready = Some(taken);
+                }
+                e.notify(handle, Readiness::Readable);
+            }
+        }));
+        if let Some(e) = self.handles.get_mut(&handle) {
+            e.read_wait = Some(spawned);
+        }
+    }
+
+    /// Receives one datagram: whole, or its first `max_len` bytes flagged truncated.
+    fn recv_datagram(
+        &mut self,
+        handle: Handle,
+        udp: Arc<UdpSocket>,
+        max_len: usize,
+        ctx: &mut Context<Self>,
+    ) -> Result<Received, TransportError> {
+        // One byte more than asked: a datagram that fills it was longer than `max_len`.
+        let room = max_len.saturating_add(1);
+        if self.scratch.len() < room {
+            self.scratch.resize(room, 0);
+        }
+        match udp.try_recv_from(&mut self.scratch[..room]) {
+            Ok((n, from)) => {
+                let from = Some(Address::Inet(from));
+                let bytes = Bytes::copy_from_slice(&self.scratch[..n.min(max_len)]);
+                if n > max_len {
+                    Ok(Received::Truncated { bytes, from })
+                } else {
+                    Ok(Received::Data { bytes, from })
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let wait = async move {
+                    let _ = udp.readable().await;
+                };
+                self.arm(handle, Readiness::Readable, wait, ctx);
+                Ok(Received::WouldBlock)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends one datagram (the segments joined).
+    fn send_datagram(
+        &mut self,
+        msg: SendV,
+        udp: Arc<UdpSocket>,
+        ctx: &mut Context<Self>,
+    ) -> Result<Sent, TransportError> {
+        let joined;
+        let payload: &[u8] = match msg.segments.as_slice() {
+            [] => &[],
+            [one] => one,
+            many => {
+                joined = many.concat();
+                &joined
+            }
+        };
+        let result = match &msg.to {
+            None => udp.try_send(payload),
+            Some(Address::Inet(to)) => udp.try_send_to(payload, *to),
+            Some(Address::Unix(_)) => return Err(invalid("a Unix address for a UDP socket")),
+        };
+        match result {
+            Ok(n) => Ok(Sent::Accepted(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let wait = async move {
+                    let _ = udp.writable().await;
+                };
+                self.arm(msg.handle, Readiness::Writable, wait, ctx);
+                Ok(Sent::WouldBlock)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A new, non-blocking UDP socket of `family`.
+fn udp_socket(family: Family) -> io::Result<socket2::Socket> {
+    let domain = match family {
+        Family::Ipv6 => socket2::Domain::IPV6,
+        _ => socket2::Domain::IPV4,
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Registers a bound UDP socket with tokio's reactor.
+fn into_tokio_udp(socket: socket2::Socket) -> io::Result<Arc<UdpSocket>> {
+    Ok(Arc::new(UdpSocket::from_std(socket.into())?))
+}
+
+#[cfg(all(
+    unix,
+    not(target_os = "solaris"),
+    not(target_os = "illumos"),
+    not(target_os = "cygwin"),
+    not(target_os = "nuttx"),
+))]
+fn set_tcp_reuse_port(socket: &TcpSocket) -> Result<(), TransportError> {
+    Ok(socket.set_reuseport(true)?)
+}
+
+#[cfg(all(
+    unix,
+    not(target_os = "solaris"),
+    not(target_os = "illumos"),
+    not(target_os = "cygwin"),
+    not(target_os = "nuttx"),
+))]
+fn set_udp_reuse_port(socket: &socket2::Socket) -> Result<(), TransportError> {
+    Ok(socket.set_reuse_port(true)?)
+}
+
+#[cfg(not(all(
+    unix,
+    not(target_os = "solaris"),
+    not(target_os = "illumos"),
+    not(target_os = "cygwin"),
+    not(target_os = "nuttx"),
+)))]
+fn set_udp_reuse_port(_: &socket2::Socket) -> Result<(), TransportError> {
+    Err(TransportError::Unsupported("SO_REUSEPORT on this platform"))
+}
+
+#[cfg(not(all(
+    unix,
+    not(target_os = "solaris"),
+    not(target_os = "illumos"),
+    not(target_os = "cygwin"),
+    not(target_os = "nuttx"),
+)))]
+fn set_tcp_reuse_port(_: &TcpSocket) -> Result<(), TransportError> {
+    Err(TransportError::Unsupported("SO_REUSEPORT on this platform"))
 }
 
 impl Actor for SystemFunctions {
@@ -203,56 +530,189 @@ impl Handler<OpenSocket> for SystemFunctions {
     type Result = Result<Handle, TransportError>;
 
     fn handle(&mut self, msg: OpenSocket, _: &mut Context<Self>) -> Self::Result {
-        let socket = match (msg.family, msg.kind) {
-            (Family::Ipv4, SocketKind::Stream) => TcpSocket::new_v4()?,
-            (Family::Ipv6, SocketKind::Stream) => TcpSocket::new_v6()?,
-            (_, SocketKind::Datagram) => {
-                return Err(TransportError::Unsupported("datagram sockets"))
+        let state = match (msg.family, msg.kind) {
+            (Family::Ipv4, SocketKind::Stream) => State::Tcp(TcpSocket::new_v4()?),
+            (Family::Ipv6, SocketKind::Stream) => State::Tcp(TcpSocket::new_v6()?),
+            #[cfg(unix)]
+            (Family::Unix, SocketKind::Stream) => State::Unix(Box::new(UnixEntry {
+                socket: UnixSocket::new_stream()?,
+                bound: None,
+            })),
+            (Family::Unix, _) => {
+                return Err(TransportError::Unsupported(
+                    "this kind of Unix domain socket",
+                ))
             }
-            (Family::Unix, _) => return Err(TransportError::Unsupported("unix sockets")),
+            (family, SocketKind::Datagram) => State::Udp(udp_socket(family)?),
         };
-        Ok(self.insert(State::Unconnected(socket), msg.events))
+        Ok(self.insert(state, msg.events))
     }
 }
+
+impl Handler<Bind> for SystemFunctions {
+    type Result = Result<Address, TransportError>;
+
+    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) -> Self::Result {
+        let entry = self.entry(msg.handle)?;
+        match (&mut entry.state, msg.addr) {
+            (State::Tcp(socket), Address::Inet(addr)) => {
+                socket.set_reuseaddr(true)?;
+                if msg.reuse_port {
+                    set_tcp_reuse_port(socket)?;
+                }
+                socket.bind(addr)?;
+                Ok(Address::Inet(socket.local_addr()?))
+            }
+            #[cfg(unix)]
+            (State::Unix(unix), Address::Unix(path)) => {
+                if msg.reuse_port {
+                    return Err(TransportError::Unsupported("SO_REUSEPORT on a Unix socket"));
+                }
+                unix.socket.bind(&path)?;
+                unix.bound = Some(path.clone());
+                Ok(Address::Unix(path))
+            }
+            (State::Udp(socket), Address::Inet(addr)) => {
+                if msg.reuse_port {
+                    set_udp_reuse_port(socket)?;
+                }
+                socket.bind(&addr.into())?;
+                let local = socket.local_addr()?.as_socket();
+                let State::Udp(socket) = std::mem::replace(&mut entry.state, State::Spent) else {
+                    return Err(invalid("not a UDP socket"));
+                };
+                entry.state = State::Datagram(into_tokio_udp(socket)?);
+                local
+                    .map(Address::Inet)
+                    .ok_or_else(|| invalid("no local address"))
+            }
+            _ => Err(invalid(
+                "bind: handle and address do not match, or already bound",
+            )),
+        }
+    }
+}
+
+impl Handler<Listen> for SystemFunctions {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, msg: Listen, _: &mut Context<Self>) -> Self::Result {
+        let entry = self.entry(msg.handle)?;
+        let listening = match std::mem::replace(&mut entry.state, State::Spent) {
+            State::Tcp(socket) => Listening {
+                listener: Arc::new(SystemListener::Tcp(socket.listen(msg.backlog)?)),
+                ready: None,
+                #[cfg(unix)]
+                bound: None,
+            },
+            #[cfg(unix)]
+            State::Unix(unix) => {
+                let UnixEntry { socket, bound } = *unix;
+                Listening {
+                    listener: Arc::new(SystemListener::Unix(socket.listen(msg.backlog)?)),
+                    ready: None,
+                    bound,
+                }
+            }
+            other => {
+                entry.state = other;
+                return Err(invalid("listen: not an unconnected stream socket"));
+            }
+        };
+        entry.state = State::Listening(Box::new(listening));
+        Ok(())
+    }
+}
+
+impl Handler<Accept> for SystemFunctions {
+    type Result = Result<Accepted, TransportError>;
+
+    fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
+        let entry = self.entry(msg.handle)?;
+        let State::Listening(listening) = &mut entry.state else {
+            return Err(invalid("accept: not a listening socket"));
+        };
+        let found = match listening.ready.take() {
+            Some(taken) => Poll::Ready(taken),
+            // Without waiting: the noop waker is replaced by the accept wait's own.
+            None => listening
+                .listener
+                .poll_accept(&mut std::task::Context::from_waker(Waker::noop())),
+        };
+        match found {
+            Poll::Ready(Ok((stream, peer))) => {
+                let handle = self.insert(State::Stream(Arc::new(stream)), msg.events);
+                Ok(Accepted::Connection { handle, peer })
+            }
+            Poll::Ready(Err(e)) => Err(e.into()),
+            Poll::Pending => {
+                let listener = listening.listener.clone();
+                self.arm_accept(msg.handle, listener, ctx);
+                Ok(Accepted::WouldBlock)
+            }
+        }
+    }
+}
+
+/// A stream connect under way.
+type Connecting = std::pin::Pin<Box<dyn Future<Output = io::Result<SystemStream>>>>;
 
 impl Handler<Connect> for SystemFunctions {
     type Result = ResponseActFuture<Self, Result<(), TransportError>>;
 
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
         let handle = msg.handle;
-        let prepared = match (self.handles.get_mut(&handle), msg.addr) {
-            (None, _) => Err(TransportError::UnknownHandle(handle)),
-            (Some(entry), Address::Inet(addr)) => {
-                match std::mem::replace(&mut entry.state, State::Connecting) {
-                    State::Unconnected(socket) => Ok((socket, addr)),
-                    other => {
-                        entry.state = other;
-                        Err(io::Error::from(io::ErrorKind::AlreadyExists).into())
-                    }
-                }
+        let entry = match self.entry(handle) {
+            Ok(entry) => entry,
+            Err(e) => return answer(Err(e)),
+        };
+        let state = std::mem::replace(&mut entry.state, State::Connecting);
+        let connecting: Connecting = match (state, msg.addr) {
+            (State::Tcp(socket), Address::Inet(addr)) => {
+                Box::pin(async move { SystemStream::tcp(socket.connect(addr).await?) })
             }
-            (Some(_), Address::Unix(_)) => Err(TransportError::Unsupported("unix sockets")),
+            #[cfg(unix)]
+            (State::Unix(unix), Address::Unix(path)) => Box::pin(async move {
+                Ok(SystemStream::Unix(Box::new(
+                    unix.socket.connect(path).await?,
+                )))
+            }),
+            (State::Udp(socket), Address::Inet(addr)) => {
+                // Connecting a UDP socket does not wait; the system binds it first.
+                let connected = socket
+                    .connect(&addr.into())
+                    .and_then(|()| into_tokio_udp(socket));
+                entry.state = match connected {
+                    Ok(udp) => State::Datagram(udp),
+                    Err(e) => return answer(Err(e.into())),
+                };
+                return answer(Ok(()));
+            }
+            (State::Datagram(udp), Address::Inet(addr)) => {
+                let connected = socket2::SockRef::from(&*udp).connect(&addr.into());
+                entry.state = State::Datagram(udp);
+                return answer(connected.map_err(TransportError::from));
+            }
+            (other, _) => {
+                entry.state = other;
+                return answer(Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "connect: handle not connectable",
+                )
+                .into()));
+            }
         };
-        let (socket, addr) = match prepared {
-            Ok(p) => p,
-            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
-        };
-        Box::pin(
-            async move { socket.connect(addr).await }
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    let stream = res?;
-                    stream.set_nodelay(true)?;
-                    match act.handles.get_mut(&handle) {
-                        Some(entry) => {
-                            entry.state = State::Stream(Arc::new(stream));
-                            Ok(())
-                        }
-                        // Closed while connecting: the stream drops here.
-                        None => Err(TransportError::UnknownHandle(handle)),
-                    }
-                }),
-        )
+        Box::pin(connecting.into_actor(self).map(move |res, act, _| {
+            let stream = res?;
+            match act.handles.get_mut(&handle) {
+                Some(entry) => {
+                    entry.state = State::Stream(Arc::new(stream));
+                    Ok(())
+                }
+                // Closed while connecting: the stream drops here.
+                None => Err(TransportError::UnknownHandle(handle)),
+            }
+        }))
     }
 }
 
@@ -260,8 +720,8 @@ impl Handler<Adopt> for SystemFunctions {
     type Result = Result<Handle, TransportError>;
 
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
-        msg.stream.set_nodelay(true)?;
-        Ok(self.insert(State::Stream(Arc::new(msg.stream)), msg.events))
+        let stream = SystemStream::tcp(msg.stream)?;
+        Ok(self.insert(State::Stream(Arc::new(stream)), msg.events))
     }
 }
 
@@ -269,6 +729,10 @@ impl Handler<SendV> for SystemFunctions {
     type Result = Result<Sent, TransportError>;
 
     fn handle(&mut self, msg: SendV, ctx: &mut Context<Self>) -> Self::Result {
+        if let State::Datagram(udp) = &self.entry(msg.handle)?.state {
+            let udp = udp.clone();
+            return self.send_datagram(msg, udp, ctx);
+        }
         if msg.to.is_some() {
             return Err(TransportError::Unsupported("sendto on a stream socket"));
         }
@@ -278,7 +742,11 @@ impl Handler<SendV> for SystemFunctions {
             Ok(0) if !msg.is_empty() => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
             Ok(n) => Ok(Sent::Accepted(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.arm(msg.handle, stream, Readiness::Writable, ctx);
+                let wait = async move {
+                    // An error here surfaces on the retry, so it is not reported twice.
+                    let _ = stream.ready(Readiness::Writable).await;
+                };
+                self.arm(msg.handle, Readiness::Writable, wait, ctx);
                 Ok(Sent::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -290,6 +758,10 @@ impl Handler<RecvFrom> for SystemFunctions {
     type Result = Result<Received, TransportError>;
 
     fn handle(&mut self, msg: RecvFrom, ctx: &mut Context<Self>) -> Self::Result {
+        if let State::Datagram(udp) = &self.entry(msg.handle)?.state {
+            let udp = udp.clone();
+            return self.recv_datagram(msg.handle, udp, msg.max_len, ctx);
+        }
         let stream = self.stream(msg.handle)?;
         let mut buf = BytesMut::with_capacity(msg.max_len.max(1));
         match stream.try_read_buf(&mut buf) {
@@ -299,7 +771,10 @@ impl Handler<RecvFrom> for SystemFunctions {
                 from: None,
             }),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.arm(msg.handle, stream, Readiness::Readable, ctx);
+                let wait = async move {
+                    let _ = stream.ready(Readiness::Readable).await;
+                };
+                self.arm(msg.handle, Readiness::Readable, wait, ctx);
                 Ok(Received::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -318,7 +793,20 @@ impl Handler<CloseSocket> for SystemFunctions {
         for wait in [entry.write_wait, entry.read_wait].into_iter().flatten() {
             ctx.cancel_future(wait);
         }
-        // Dropping the last Arc closes the descriptor.
+        #[cfg(unix)]
+        {
+            let bound = match entry.state {
+                State::Unix(unix) => unix.bound,
+                State::Listening(listening) => listening.bound,
+                _ => None,
+            };
+            if let Some(path) = bound {
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::debug!(path = %path.display(), %error, "could not remove socket path");
+                }
+            }
+        }
+        // Dropping the last reference closes the descriptor.
         Ok(())
     }
 }
