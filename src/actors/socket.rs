@@ -64,7 +64,7 @@ pub struct SocketConfig {
     /// before the socket stops reading (read backpressure).
     pub read_limits: ReadLimits,
     /// Framed sockets: most undecoded bytes buffered without a whole frame; past it the
-    /// stream is rejected with [`DecodeError::FrameTooLong`].
+    /// stream is rejected with [`DecodeError::FrameTooLong`](crate::DecodeError::FrameTooLong).
     pub max_frame_bytes: usize,
 }
 
@@ -319,7 +319,7 @@ impl SocketBuilder {
     }
 
     /// Decodes the inbound byte stream with `decoder` (any tokio-util
-    /// [`Decoder`](tokio_util::codec::Decoder), e.g. `LinesCodec`) and sends each whole
+    /// [`Decoder`], e.g. `LinesCodec`) and sends each whole
     /// frame to `frames` as a [`Frame`], in stream order, instead of raw
     /// [`SocketEventKind::Received`] chunks. Each frame holds a [`ReadPermit`] in the
     /// read window. A decoder error, or more than [`SocketConfig::max_frame_bytes`]

@@ -2,7 +2,7 @@
 //! pausing and resuming reading.
 //!
 //! Reading has backpressure: see [`ReadLimits`](crate::ReadLimits) and
-//! [`ReadPermit`](crate::ReadPermit).
+//! [`ReadPermit`].
 
 use actix::Message;
 
