@@ -23,8 +23,16 @@
 //!   data tells it once, and it answers with a [`messages::Flush`] after the current burst,
 //!   so a burst of writes leaves in one vectored write.
 //! - [`SocketFunctions`] is c-ares' socket-functions table: `open`, `connect`, `sendv`,
-//!   `recvfrom`, `close` as recipients, real sockets by default, any subset replaceable.
-//!   [`MockTransport`] scripts it for tests.
+//!   `recvfrom`, `close` (and `bind`, `listen`, `accept`) as recipients, real TCP, UDP and
+//!   Unix sockets by default, any subset replaceable. [`MockTransport`] scripts it for
+//!   tests.
+//! - Reading has backpressure: each delivery holds a [`ReadPermit`] in the socket's read
+//!   window ([`ReadLimits`]); a full window stops reading. [`SocketBuilder::framed`]
+//!   decodes the stream with any tokio-util `Decoder` into [`messages::Frame`]s.
+//! - Around the socket: [`Listener`] accepts connections as socket actors,
+//!   [`DatagramSocket`] sends and receives whole datagrams, [`ReconnectingClient`] is a
+//!   supervised client that reconnects with backoff, [`SocketSystem`] spreads sockets
+//!   over one arbiter per core, and [`Registry`] lists live sockets from any thread.
 //!
 //! # Example
 //!
