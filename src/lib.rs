@@ -64,6 +64,7 @@
 pub mod actors;
 mod batch;
 mod error;
+pub mod filters;
 pub mod messages;
 pub mod queue;
 mod registry;
@@ -80,6 +81,7 @@ pub use actors::{
 };
 pub use batch::IoBatch;
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
+pub use filters::{FaultInjector, Faults, Throttle, TokenBucket};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
