@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
-use actix::Context;
+use actix::{ActorFutureExt, Context};
+use bytes::Bytes;
 
 use super::link::{Filter, FilterActor, FilterAnswer, Link};
 use crate::error::TransportError;
-use crate::messages::functions::{Handle, Readiness, Received, RecvFrom, SendV, Sent, SocketKind};
+use crate::messages::functions::{
+    Address, Handle, Readiness, Received, RecvFrom, SendV, Sent, SocketKind,
+};
 use crate::SocketFunctions;
 
 /// Default bound on the bytes handed to the inner transport per `sendv`.
@@ -74,8 +77,9 @@ impl Faults {
         self
     }
 
-    /// A stream `recvfrom` asks the inner transport for fewer bytes than the socket
-    /// asked for (at least one), with probability `p`.
+    /// A stream `recvfrom` returns fewer bytes than the inner transport read (at least
+    /// one), with probability `p`; the injector holds the rest back for the next
+    /// `recvfrom` (never more than one read's bytes per handle).
     pub fn short_reads(mut self, p: f64) -> Self {
         self.short_read = p;
         self
@@ -153,6 +157,8 @@ struct HandleFaults {
     write: Rng,
     read: Rng,
     reset: bool,
+    /// Bytes a short read held back, with their sender: the next `recvfrom` gets them.
+    held: Option<(Bytes, Option<Address>)>,
 }
 
 impl HandleFaults {
@@ -162,6 +168,7 @@ impl HandleFaults {
             write: Rng(base),
             read: Rng(base ^ 0xE703_7ED1_A0B4_28DB),
             reset: false,
+            held: None,
         }
     }
 }
@@ -224,6 +231,27 @@ impl FaultInjector {
             .entry(handle)
             .or_insert_with(|| HandleFaults::new(seed, handle))
     }
+}
+
+/// Stream data for one `recvfrom` of at most `max_len` bytes: with `cut`, fewer
+/// (at least one). What is not returned is held for the next `recvfrom`.
+fn shorten(
+    held: &mut Option<(Bytes, Option<Address>)>,
+    mut bytes: Bytes,
+    from: Option<Address>,
+    max_len: usize,
+    cut: Option<u64>,
+) -> Received {
+    let mut keep = bytes.len().min(max_len.max(1));
+    if let Some(draw) = cut.filter(|_| keep > 1) {
+        keep = 1 + (draw % (keep as u64 - 1)) as usize;
+    }
+    if keep < bytes.len() {
+        let rest = bytes.split_off(keep);
+        tracing::trace!(keep, held = rest.len(), "fault injector: short read");
+        *held = Some((rest, from.clone()));
+    }
+    Received::Data { bytes, from }
 }
 
 /// A permanent reset, as answered by the injector.
@@ -293,7 +321,7 @@ impl Filter for FaultInjector {
 
     fn recvfrom(
         &mut self,
-        mut msg: RecvFrom,
+        msg: RecvFrom,
         link: &mut Link,
         ctx: &mut Context<FilterActor<Self>>,
     ) -> FilterAnswer<Self, Received> {
@@ -316,14 +344,27 @@ impl Filter for FaultInjector {
             FilterActor::notify_later(ctx, handle, Readiness::Readable, wait);
             return answer(Ok(Received::WouldBlock));
         }
-        if stream && msg.max_len > 1 && rng.chance(faults.short_read) {
-            msg.max_len = rng.fewer_than(msg.max_len);
-            tracing::trace!(%handle, max_len = msg.max_len, "fault injector: short read");
-        }
+        // Drawn whether or not the read turns out long enough to cut, so the draws
+        // do not depend on what arrives.
+        let cut = (stream && rng.chance(faults.short_read)).then(|| rng.next());
         let delay = rng
             .chance(faults.read_delay)
             .then(|| rng.up_to(faults.read_delay_for));
-        after(delay, link.recvfrom(msg))
+        if let Some((bytes, from)) = state.held.take() {
+            let received = shorten(&mut state.held, bytes, from, msg.max_len, cut);
+            return after(delay, std::future::ready(Ok(received)));
+        }
+        Box::pin(after(delay, link.recvfrom(msg)).map(
+            move |answer, act: &mut FilterActor<Self>, _| {
+                let state = act.filter_mut().state(handle);
+                answer.map(|received| match received {
+                    Received::Data { bytes, from } => {
+                        shorten(&mut state.held, bytes, from, usize::MAX, cut)
+                    }
+                    other => other,
+                })
+            },
+        ))
     }
 
     fn closed(&mut self, handle: Handle) {
