@@ -29,6 +29,9 @@
 //! - Reading has backpressure: each delivery holds a [`ReadPermit`] in the socket's read
 //!   window ([`ReadLimits`]); a full window stops reading. [`SocketBuilder::framed`]
 //!   decodes the stream with any tokio-util `Decoder` into [`messages::Frame`]s.
+//! - [`filters`] wrap a transport table in another: a seeded [`FaultInjector`] and a
+//!   token-bucket [`Throttle`] so far, stacked in one expression, each keeping the
+//!   transport contract and a bound on the bytes it hands on per call.
 //! - Around the socket: [`Listener`] accepts connections as socket actors,
 //!   [`DatagramSocket`] sends and receives whole datagrams, [`ReconnectingClient`] is a
 //!   supervised client that reconnects with backoff, [`SocketSystem`] spreads sockets
