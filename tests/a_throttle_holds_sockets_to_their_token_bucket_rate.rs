@@ -1,6 +1,7 @@
 //! The throttle filter: N bytes at R bytes per second take N/R seconds, give or take one
 //! burst, and the inner transport never sees more than the bucket allows at any moment;
-//! a bucket shared by two tables splits its rate between their sockets, while
+//! tokens for bytes the inner transport did not take go back to the bucket; a bucket
+//! shared by two tables splits its rate between their sockets, while
 //! per-socket buckets give each socket the whole rate.
 
 mod support;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sockactor::filters::{Throttle, TokenBucket};
 use sockactor::messages::{GetWriter, Handle};
-use sockactor::{MockTransport, Socket, SocketFunctions, WriteFuture};
+use sockactor::{MockTransport, SendStep, Socket, SocketFunctions, WriteFuture};
 use support::{mock_peer, pattern, run_paused, watermarks};
 
 const RATE: u64 = 10_000;
@@ -136,5 +137,39 @@ fn per_socket_buckets_give_each_socket_the_whole_rate() {
         for h in [Handle(1), Handle(2)] {
             assert_within_bucket(&mock, &[h], start);
         }
+    });
+}
+
+#[test]
+fn tokens_for_bytes_the_inner_transport_did_not_take_go_back_to_the_bucket() {
+    run_paused(|| async {
+        const N: usize = 10_000;
+        let mock = MockTransport::start();
+        // The full bucket's first batch meets a would-block, its retry a partial take.
+        mock.script_sendv(
+            Handle(1),
+            [
+                SendStep::WouldBlock(Duration::from_millis(10)),
+                SendStep::Accept(300),
+            ],
+        );
+        let start = tokio::time::Instant::now();
+        let last = send(
+            Throttle::per_socket(RATE, BURST).wrap(mock.functions()),
+            N,
+            3,
+        )
+        .await;
+        last.await.expect("written");
+        let elapsed = start.elapsed();
+        // Nothing was lost: after the 10 ms wait the rest goes at the bucket's pace,
+        // as if the first burst had been sent then.
+        let expected = Duration::from_millis(10) + seconds(N as u64 - BURST);
+        assert!(
+            elapsed <= expected + Duration::from_millis(1),
+            "took {elapsed:?}, {expected:?} if no token was lost"
+        );
+        assert_eq!(mock.written(Handle(1)), pattern(N, 3));
+        assert_within_bucket(&mock, &[Handle(1)], start);
     });
 }

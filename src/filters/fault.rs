@@ -31,7 +31,7 @@ const DEFAULT_MAX_PER_CALL: usize = 64 * 1024;
 ///     .short_reads(0.5);
 /// assert!(!faults.injects_resets());
 /// ```
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Faults {
     partial: f64,
     would_block: f64,
@@ -290,7 +290,7 @@ impl Filter for FaultInjector {
     ) -> FilterAnswer<Self, Sent> {
         let handle = msg.handle;
         let stream = link.kind(handle) == Some(SocketKind::Stream);
-        let faults = self.faults.clone();
+        let faults = self.faults;
         let state = self.state(handle);
         if state.reset {
             return answer(Err(reset()));
@@ -327,7 +327,7 @@ impl Filter for FaultInjector {
     ) -> FilterAnswer<Self, Received> {
         let handle = msg.handle;
         let stream = link.kind(handle) == Some(SocketKind::Stream);
-        let faults = self.faults.clone();
+        let faults = self.faults;
         let state = self.state(handle);
         if state.reset {
             return answer(Err(reset()));

@@ -186,6 +186,7 @@ impl<F: Filter> FilterActor<F> {
     /// table to give sockets. `bind`, `listen` and `accept` are there and answer
     /// [`TransportError::Unsupported`] if the inner table lacks them.
     pub fn wrap(filter: F, inner: SocketFunctions, max_per_call: usize) -> SocketFunctions {
+        tracing::debug!(filter = filter.name(), max_per_call, "filter started");
         let actor = FilterActor {
             link: Link {
                 inner,
@@ -348,6 +349,7 @@ impl<F: Filter> Handler<Ready> for FilterActor<F> {
     type Result = ();
 
     fn handle(&mut self, msg: Ready, _: &mut Context<Self>) {
+        tracing::trace!(filter = self.filter.name(), handle = %msg.handle, "inner transport ready");
         self.link.notify(msg.handle, msg.readiness);
     }
 }
