@@ -109,7 +109,7 @@ impl Link {
         }
     }
 
-    /// Sends the front of the batch, at most `limit` bytes and at most
+    /// Sends the front of the batch, at most `limit` bytes (but at least one) and at most
     /// [`max_per_call`](Self::max_per_call), to the inner transport. Datagrams go whole
     /// (a datagram cannot be cut). An inner answer of more bytes than it was handed is
     /// [`TransportError::OverAccepted`].
