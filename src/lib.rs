@@ -29,6 +29,9 @@
 //! - Reading has backpressure: each delivery holds a [`ReadPermit`] in the socket's read
 //!   window ([`ReadLimits`]); a full window stops reading. [`SocketBuilder::framed`]
 //!   decodes the stream with any tokio-util `Decoder` into [`messages::Frame`]s.
+//! - [`filters`] wrap a transport table in another: a seeded [`FaultInjector`] and a
+//!   token-bucket [`Throttle`] so far, stacked in one expression, each keeping the
+//!   transport contract and a bound on the bytes it hands on per call.
 //! - Around the socket: [`Listener`] accepts connections as socket actors,
 //!   [`DatagramSocket`] sends and receives whole datagrams, [`ReconnectingClient`] is a
 //!   supervised client that reconnects with backoff, [`SocketSystem`] spreads sockets
@@ -64,6 +67,7 @@
 pub mod actors;
 mod batch;
 mod error;
+pub mod filters;
 pub mod messages;
 pub mod queue;
 mod registry;
@@ -80,6 +84,7 @@ pub use actors::{
 };
 pub use batch::IoBatch;
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
+pub use filters::{FaultInjector, Faults, Throttle, TokenBucket};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};

@@ -1,0 +1,355 @@
+//! The plumbing every filter shares: a generic actor that wraps an inner
+//! [`SocketFunctions`] table, passes the operations a filter does not change straight
+//! through, remembers where each handle's readiness notices go, and forwards the inner
+//! transport's notices there.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, ResponseFuture,
+    WeakRecipient, WrapFuture,
+};
+use bytes::Bytes;
+
+use crate::actors::functions::call;
+use crate::error::TransportError;
+use crate::messages::functions::{
+    Accept, Accepted, Address, Bind, CloseSocket, Connect, Handle, Listen, OpenSocket, Readiness,
+    Ready, Received, RecvFrom, SendV, Sent, SocketKind,
+};
+use crate::SocketFunctions;
+
+/// The answer a [`Filter`] gives to a `sendv` or `recvfrom`: a future running on the
+/// filter's actor, so it can look at (and change) the filter's state when the inner
+/// transport answers.
+pub type FilterAnswer<F, T> = ResponseActFuture<FilterActor<F>, Result<T, TransportError>>;
+
+/// What a filter does with the bytes: the part of a filter that is not plumbing.
+///
+/// [`FilterActor`] runs a `Filter`: it passes `open`, `connect`, `close`, `bind`,
+/// `listen` and `accept` to the inner table, keeps the socket's readiness recipient of
+/// every handle, and calls the filter only for `sendv` and `recvfrom` on handles it
+/// knows. The filter keeps the contract of `docs/filters.md`: it answers a `sendv` with
+/// how many of the *caller's* bytes it took, or would-block (and then owes the socket
+/// exactly one `Ready(Writable)`: either the inner transport's, which the actor forwards,
+/// or its own, through [`FilterActor::notify_later`]), or a permanent error; it hands
+/// the inner transport at most [`Link::max_per_call`] bytes per call (what
+/// [`Link::sendv`] enforces).
+pub trait Filter: Sized + Unpin + 'static {
+    /// A short name, for tracing.
+    fn name(&self) -> &'static str;
+
+    /// A `sendv` on a handle this filter opened or accepted.
+    fn sendv(
+        &mut self,
+        msg: SendV,
+        link: &mut Link,
+        ctx: &mut Context<FilterActor<Self>>,
+    ) -> FilterAnswer<Self, Sent>;
+
+    /// A `recvfrom` on a handle this filter opened or accepted. Passes through by
+    /// default.
+    fn recvfrom(
+        &mut self,
+        msg: RecvFrom,
+        link: &mut Link,
+        _ctx: &mut Context<FilterActor<Self>>,
+    ) -> FilterAnswer<Self, Received> {
+        Box::pin(actix::fut::wrap_future(link.recvfrom(msg)))
+    }
+
+    /// The handle was closed: forget what the filter kept for it.
+    fn closed(&mut self, _handle: Handle) {}
+}
+
+/// Where one handle's notices go.
+#[derive(Debug)]
+struct Route {
+    /// The socket's recipient, from its `OpenSocket` or `Accept`.
+    events: WeakRecipient<Ready>,
+    kind: SocketKind,
+}
+
+/// A filter's connection to its inner transport: the inner table, the handles the
+/// filter knows (with where their notices go) and the per-call bound.
+///
+/// Handles are the inner transport's own (the mapping is the identity): a filter wraps
+/// exactly one table, so the inner handle already names the socket uniquely.
+#[derive(Debug)]
+pub struct Link {
+    inner: SocketFunctions,
+    routes: HashMap<Handle, Route>,
+    max_per_call: usize,
+}
+
+impl Link {
+    /// The wrapped table.
+    pub fn inner(&self) -> &SocketFunctions {
+        &self.inner
+    }
+
+    /// Most bytes of a stream handle handed to the inner transport in one `sendv`.
+    pub fn max_per_call(&self) -> usize {
+        self.max_per_call
+    }
+
+    /// The kind of an open handle, or `None` if the filter does not know it.
+    pub fn kind(&self, handle: Handle) -> Option<SocketKind> {
+        self.routes.get(&handle).map(|r| r.kind)
+    }
+
+    /// Tells the socket behind `handle` that it can make progress (dropped if the handle
+    /// is closed or the socket is gone).
+    pub fn notify(&self, handle: Handle, readiness: Readiness) {
+        if let Some(events) = self.routes.get(&handle).and_then(|r| r.events.upgrade()) {
+            tracing::trace!(%handle, ?readiness, "filter: ready");
+            events.do_send(Ready { handle, readiness });
+        }
+    }
+
+    /// Sends the front of the batch, at most `limit` bytes (but at least one) and at most
+    /// [`max_per_call`](Self::max_per_call), to the inner transport. Datagrams go whole
+    /// (a datagram cannot be cut). An inner answer of more bytes than it was handed is
+    /// [`TransportError::OverAccepted`].
+    pub fn sendv(
+        &self,
+        msg: SendV,
+        limit: usize,
+    ) -> impl Future<Output = Result<Sent, TransportError>> + 'static {
+        let inner = self.inner.sendv().clone();
+        let datagram = self.kind(msg.handle) == Some(SocketKind::Datagram);
+        let msg = if datagram {
+            msg
+        } else {
+            let bound = limit.min(self.max_per_call).max(1);
+            SendV {
+                segments: take_front(msg.segments, bound),
+                ..msg
+            }
+        };
+        let offered = msg.len();
+        async move {
+            match inner.send(msg).await? {
+                Ok(Sent::Accepted(n)) if n > offered => Err(TransportError::OverAccepted {
+                    accepted: n,
+                    offered,
+                }),
+                answer => answer,
+            }
+        }
+    }
+
+    /// Passes a `recvfrom` to the inner transport.
+    pub fn recvfrom(
+        &self,
+        msg: RecvFrom,
+    ) -> impl Future<Output = Result<Received, TransportError>> + 'static {
+        let inner = self.inner.recvfrom().clone();
+        async move { inner.send(msg).await? }
+    }
+}
+
+/// The first `n` bytes of `segments` (all of them if they hold fewer), without copying.
+pub fn take_front(segments: Vec<Bytes>, n: usize) -> Vec<Bytes> {
+    let mut left = n;
+    let mut out = Vec::with_capacity(segments.len());
+    for mut segment in segments {
+        if left == 0 {
+            break;
+        }
+        if segment.len() > left {
+            segment.truncate(left);
+        }
+        left -= segment.len();
+        out.push(segment);
+    }
+    out
+}
+
+/// The actor of a filter: a [`SocketFunctions`] transport that runs a [`Filter`] over an
+/// inner table.
+///
+/// It gives the inner transport its own readiness recipient (weak, so it never keeps
+/// itself alive through the inner transport), and forwards every inner notice to the
+/// socket that owns the handle.
+#[derive(Debug)]
+pub struct FilterActor<F: Filter> {
+    link: Link,
+    filter: F,
+}
+
+impl<F: Filter> FilterActor<F> {
+    /// Starts `filter` over `inner` on the current arbiter, handing the inner transport
+    /// at most `max_per_call` bytes (at least 1) per stream `sendv`, and returns the
+    /// table to give sockets. `bind`, `listen` and `accept` are there and answer
+    /// [`TransportError::Unsupported`] if the inner table lacks them.
+    pub fn wrap(filter: F, inner: SocketFunctions, max_per_call: usize) -> SocketFunctions {
+        tracing::debug!(filter = filter.name(), max_per_call, "filter started");
+        let actor = FilterActor {
+            link: Link {
+                inner,
+                routes: HashMap::new(),
+                max_per_call: max_per_call.max(1),
+            },
+            filter,
+        };
+        SocketFunctions::from_actor_ex(actor.start())
+    }
+
+    /// The connection to the inner transport.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// The filter.
+    pub fn filter(&self) -> &F {
+        &self.filter
+    }
+
+    /// The filter, to change its state.
+    pub fn filter_mut(&mut self) -> &mut F {
+        &mut self.filter
+    }
+
+    /// Sends the socket behind `handle` a `Ready` after `after` of tokio time: what a
+    /// filter owes after answering would-block on its own.
+    pub fn notify_later(
+        ctx: &mut Context<Self>,
+        handle: Handle,
+        readiness: Readiness,
+        after: Duration,
+    ) {
+        ctx.run_later(after, move |act, _| act.link.notify(handle, readiness));
+    }
+
+    /// This actor as a readiness recipient for the inner transport.
+    fn own_events(ctx: &Context<Self>) -> WeakRecipient<Ready> {
+        ctx.address().downgrade().recipient()
+    }
+}
+
+impl<F: Filter> Actor for FilterActor<F> {
+    type Context = Context<Self>;
+}
+
+impl<F: Filter> Handler<OpenSocket> for FilterActor<F> {
+    type Result = ResponseActFuture<Self, Result<Handle, TransportError>>;
+
+    fn handle(&mut self, msg: OpenSocket, ctx: &mut Context<Self>) -> Self::Result {
+        let inner = self.link.inner.open().clone();
+        let (events, kind) = (msg.events, msg.kind);
+        let open = OpenSocket {
+            family: msg.family,
+            kind,
+            events: Self::own_events(ctx),
+        };
+        let opened = async move { inner.send(open).await? };
+        Box::pin(opened.into_actor(self).map(move |answer, act, _| {
+            if let Ok(handle) = answer {
+                act.link.routes.insert(handle, Route { events, kind });
+            }
+            answer
+        }))
+    }
+}
+
+impl<F: Filter> Handler<Accept> for FilterActor<F> {
+    type Result = ResponseActFuture<Self, Result<Accepted, TransportError>>;
+
+    fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
+        let inner = self.link.inner.accept().cloned();
+        let events = msg.events;
+        let accept = Accept {
+            handle: msg.handle,
+            events: Self::own_events(ctx),
+        };
+        let accepted = async move { call(inner.as_ref(), "accept", accept).await };
+        Box::pin(accepted.into_actor(self).map(move |answer, act, _| {
+            if let Ok(Accepted::Connection { handle, .. }) = &answer {
+                let route = Route {
+                    events,
+                    kind: SocketKind::Stream,
+                };
+                act.link.routes.insert(*handle, route);
+            }
+            answer
+        }))
+    }
+}
+
+impl<F: Filter> Handler<Connect> for FilterActor<F> {
+    type Result = ResponseFuture<Result<(), TransportError>>;
+
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.link.inner.connect().clone();
+        Box::pin(async move { inner.send(msg).await? })
+    }
+}
+
+impl<F: Filter> Handler<Bind> for FilterActor<F> {
+    type Result = ResponseFuture<Result<Address, TransportError>>;
+
+    fn handle(&mut self, msg: Bind, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.link.inner.bind().cloned();
+        Box::pin(async move { call(inner.as_ref(), "bind", msg).await })
+    }
+}
+
+impl<F: Filter> Handler<Listen> for FilterActor<F> {
+    type Result = ResponseFuture<Result<(), TransportError>>;
+
+    fn handle(&mut self, msg: Listen, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.link.inner.listen().cloned();
+        Box::pin(async move { call(inner.as_ref(), "listen", msg).await })
+    }
+}
+
+impl<F: Filter> Handler<CloseSocket> for FilterActor<F> {
+    type Result = ResponseFuture<Result<(), TransportError>>;
+
+    fn handle(&mut self, msg: CloseSocket, _: &mut Context<Self>) -> Self::Result {
+        self.link.routes.remove(&msg.handle);
+        self.filter.closed(msg.handle);
+        let inner = self.link.inner.close().clone();
+        Box::pin(async move { inner.send(msg).await? })
+    }
+}
+
+impl<F: Filter> Handler<SendV> for FilterActor<F> {
+    type Result = ResponseActFuture<Self, Result<Sent, TransportError>>;
+
+    fn handle(&mut self, msg: SendV, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.link.routes.contains_key(&msg.handle) {
+            return Box::pin(actix::fut::ready(Err(TransportError::UnknownHandle(
+                msg.handle,
+            ))));
+        }
+        self.filter.sendv(msg, &mut self.link, ctx)
+    }
+}
+
+impl<F: Filter> Handler<RecvFrom> for FilterActor<F> {
+    type Result = ResponseActFuture<Self, Result<Received, TransportError>>;
+
+    fn handle(&mut self, msg: RecvFrom, ctx: &mut Context<Self>) -> Self::Result {
+        if !self.link.routes.contains_key(&msg.handle) {
+            return Box::pin(actix::fut::ready(Err(TransportError::UnknownHandle(
+                msg.handle,
+            ))));
+        }
+        self.filter.recvfrom(msg, &mut self.link, ctx)
+    }
+}
+
+/// A notice from the inner transport, owed after one of its would-block answers:
+/// forwarded to the socket that owns the handle.
+impl<F: Filter> Handler<Ready> for FilterActor<F> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ready, _: &mut Context<Self>) {
+        tracing::trace!(filter = self.filter.name(), handle = %msg.handle, "inner transport ready");
+        self.link.notify(msg.handle, msg.readiness);
+    }
+}

@@ -1,0 +1,300 @@
+//! [`Throttle`]: a token-bucket rate limit on the bytes a socket (or a group of sockets)
+//! sends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use actix::{ActorFutureExt, Context};
+use tokio::time::Instant;
+
+use super::link::{Filter, FilterActor, FilterAnswer, Link};
+use crate::messages::functions::{Handle, Readiness, SendV, Sent, SocketKind};
+use crate::SocketFunctions;
+
+/// Default bound on the bytes handed to the inner transport per `sendv`.
+const DEFAULT_MAX_PER_CALL: usize = 64 * 1024;
+
+/// Tokens are counted in billionths of a byte, so a refill over any number of
+/// nanoseconds is exact.
+const SCALE: i128 = 1_000_000_000;
+
+/// A token bucket: `rate` bytes per second, up to `burst` bytes at once. Share one
+/// (`Arc`) between several [`Throttle`]s to limit a group of sockets together.
+///
+/// It starts full. Time is tokio time, so paused-time tests run instantly and exactly.
+/// Sockets that find it empty reserve their next chunk in turn (the bucket goes into
+/// debt, first come first served), so sockets sharing a bucket share its rate evenly.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: u64,
+    burst: u64,
+    state: Mutex<BucketState>,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    /// Billionths of a byte; negative while chunks are reserved ahead of time.
+    tokens: i128,
+    /// Last refill; `None` until first used (full).
+    last: Option<Instant>,
+}
+
+impl TokenBucket {
+    /// A full bucket of `burst` bytes (at least 1) refilled at `bytes_per_second` (at
+    /// least 1).
+    pub fn new(bytes_per_second: u64, burst: u64) -> Self {
+        let burst = burst.max(1);
+        TokenBucket {
+            rate: bytes_per_second.max(1),
+            burst,
+            state: Mutex::new(BucketState {
+                tokens: i128::from(burst) * SCALE,
+                last: None,
+            }),
+        }
+    }
+
+    /// Bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    /// Most bytes at once.
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+
+    /// Whole bytes that may be sent now (0 while the bucket is empty or in debt).
+    pub fn available(&self) -> u64 {
+        let state = self.refilled();
+        whole_bytes(state.tokens)
+    }
+
+    fn capacity(&self) -> i128 {
+        i128::from(self.burst) * SCALE
+    }
+
+    /// The state, refilled up to now.
+    fn refilled(&self) -> MutexGuard<'_, BucketState> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if let Some(last) = state.last {
+            let nanos = i128::try_from(now.duration_since(last).as_nanos()).unwrap_or(i128::MAX);
+            let added = nanos.saturating_mul(i128::from(self.rate));
+            state.tokens = state.tokens.saturating_add(added).min(self.capacity());
+        }
+        state.last = Some(now);
+        state
+    }
+
+    /// Takes up to `want` bytes' worth of tokens now (all of `want` or nothing when
+    /// `whole`); returns how many were taken.
+    fn take(&self, want: u64, whole: bool) -> u64 {
+        let mut state = self.refilled();
+        let available = whole_bytes(state.tokens);
+        let taken = if whole && available < want {
+            0
+        } else {
+            want.min(available)
+        };
+        state.tokens -= i128::from(taken) * SCALE;
+        taken
+    }
+
+    /// Reserves `bytes` ahead of time, going into debt; returns how long until the debt
+    /// is paid off and the reserved bytes may go.
+    fn reserve(&self, bytes: u64) -> Duration {
+        let mut state = self.refilled();
+        state.tokens -= i128::from(bytes) * SCALE;
+        if state.tokens >= 0 {
+            return Duration::ZERO;
+        }
+        let rate = i128::from(self.rate);
+        let nanos = (-state.tokens + rate - 1) / rate;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Gives back tokens taken or reserved but not used.
+    fn refund(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut state = self.refilled();
+        state.tokens = (state.tokens + i128::from(bytes) * SCALE).min(self.capacity());
+    }
+}
+
+fn whole_bytes(tokens: i128) -> u64 {
+    u64::try_from(tokens.max(0) / SCALE).unwrap_or(u64::MAX)
+}
+
+/// One bucket for every socket of the table, or one per socket.
+#[derive(Debug)]
+enum Buckets {
+    Shared(Arc<TokenBucket>),
+    PerSocket {
+        rate: u64,
+        burst: u64,
+        each: HashMap<Handle, Arc<TokenBucket>>,
+    },
+}
+
+/// A filter that limits the bytes sent per second with a [`TokenBucket`], per socket
+/// ([`Throttle::per_socket`]) or shared by every socket of every table made with the
+/// same bucket ([`Throttle::shared`]).
+///
+/// When the bucket is empty, a `sendv` reserves its next chunk (at most the burst and
+/// the per-call bound), answers would-block, and sends the owed `Ready(Writable)` once
+/// the reservation is paid for; the socket's next `sendv` uses the reserved bytes.
+/// Receiving is not limited.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sockactor::filters::{Throttle, TokenBucket};
+/// use sockactor::SocketFunctions;
+///
+/// # fn demo() {
+/// // Two tables whose sockets share 1 MB/s between them.
+/// let bucket = Arc::new(TokenBucket::new(1_000_000, 16 * 1024));
+/// let uploads = Throttle::shared(bucket.clone()).wrap(SocketFunctions::system());
+/// let backups = Throttle::shared(bucket).wrap(SocketFunctions::system());
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Throttle {
+    buckets: Buckets,
+    max_per_call: usize,
+    /// Bytes reserved (and paid for by waiting) per handle, not sent yet.
+    granted: HashMap<Handle, u64>,
+}
+
+impl Throttle {
+    /// Each socket gets its own bucket of `burst` bytes refilled at `bytes_per_second`.
+    pub fn per_socket(bytes_per_second: u64, burst: u64) -> Self {
+        Self::with(Buckets::PerSocket {
+            rate: bytes_per_second,
+            burst,
+            each: HashMap::new(),
+        })
+    }
+
+    /// Every socket shares `bucket`, with the sockets of every other table made with it.
+    pub fn shared(bucket: Arc<TokenBucket>) -> Self {
+        Self::with(Buckets::Shared(bucket))
+    }
+
+    fn with(buckets: Buckets) -> Self {
+        Throttle {
+            buckets,
+            max_per_call: DEFAULT_MAX_PER_CALL,
+            granted: HashMap::new(),
+        }
+    }
+
+    /// Hands the inner transport at most `n` bytes (at least 1) per `sendv` (default 64
+    /// KiB).
+    pub fn max_per_call(mut self, n: usize) -> Self {
+        self.max_per_call = n;
+        self
+    }
+
+    /// Starts the throttle over `inner` and returns the table to give sockets.
+    pub fn wrap(self, inner: SocketFunctions) -> SocketFunctions {
+        let max = self.max_per_call;
+        FilterActor::wrap(self, inner, max)
+    }
+
+    fn bucket(&mut self, handle: Handle) -> Arc<TokenBucket> {
+        match &mut self.buckets {
+            Buckets::Shared(bucket) => bucket.clone(),
+            Buckets::PerSocket { rate, burst, each } => each
+                .entry(handle)
+                .or_insert_with(|| Arc::new(TokenBucket::new(*rate, *burst)))
+                .clone(),
+        }
+    }
+}
+
+/// Where the bytes of one `sendv` were paid from, to give back what was not sent.
+#[derive(Clone, Copy, Debug)]
+enum Paid {
+    Grant,
+    Bucket,
+}
+
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn as_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+impl Filter for Throttle {
+    fn name(&self) -> &'static str {
+        "throttle"
+    }
+
+    fn sendv(
+        &mut self,
+        msg: SendV,
+        link: &mut Link,
+        ctx: &mut Context<FilterActor<Self>>,
+    ) -> FilterAnswer<Self, Sent> {
+        let handle = msg.handle;
+        let datagram = link.kind(handle) == Some(SocketKind::Datagram);
+        let offered = as_u64(msg.len());
+        let want = if datagram {
+            offered
+        } else {
+            offered.min(as_u64(link.max_per_call()))
+        };
+        let bucket = self.bucket(handle);
+        let granted = self.granted.get(&handle).copied().unwrap_or(0);
+        let (allowed, paid) = if granted > 0 && (!datagram || granted >= want) {
+            (want.min(granted), Paid::Grant)
+        } else {
+            (bucket.take(want, datagram), Paid::Bucket)
+        };
+        if allowed == 0 && want > 0 {
+            let chunk = if datagram {
+                want
+            } else {
+                want.min(bucket.burst())
+            };
+            let wait = bucket.reserve(chunk);
+            *self.granted.entry(handle).or_default() += chunk;
+            tracing::trace!(%handle, chunk, ?wait, "throttle: out of tokens");
+            FilterActor::notify_later(ctx, handle, Readiness::Writable, wait);
+            return Box::pin(actix::fut::ready(Ok(Sent::WouldBlock)));
+        }
+        if let Paid::Grant = paid {
+            *self.granted.entry(handle).or_default() -= allowed;
+        }
+        let sent = actix::fut::wrap_future(link.sendv(msg, as_usize(allowed)));
+        Box::pin(sent.map(move |answer, act: &mut FilterActor<Self>, _| {
+            let used = match answer {
+                Ok(Sent::Accepted(n)) => as_u64(n).min(allowed),
+                _ => 0,
+            };
+            let unused = allowed - used;
+            match paid {
+                Paid::Grant => *act.filter_mut().granted.entry(handle).or_default() += unused,
+                Paid::Bucket => bucket.refund(unused),
+            }
+            answer
+        }))
+    }
+
+    fn closed(&mut self, handle: Handle) {
+        let granted = self.granted.remove(&handle).unwrap_or(0);
+        let bucket = match &mut self.buckets {
+            Buckets::Shared(bucket) => Some(bucket.clone()),
+            Buckets::PerSocket { each, .. } => each.remove(&handle),
+        };
+        if let Some(bucket) = bucket {
+            bucket.refund(granted);
+        }
+    }
+}
