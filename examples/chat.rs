@@ -24,8 +24,7 @@
 //!   socket gracefully, and wait until the registry is empty. Sockets that cannot drain
 //!   (their peer does not read) are aborted after a grace period.
 //!
-//! Ctrl-C ends the server at once: handling signals would need tokio's `signal` feature,
-//! which this crate does not enable. For a graceful shutdown, give `--seconds N`.
+//! Ctrl-C (or the end of `--seconds N`) shuts the server down gracefully.
 //!
 //! Everything runs on one actix arbiter (one thread): the listener, the sockets, the
 //! sessions and, in the demo, the clients too.
@@ -68,8 +67,8 @@ const CLIENT_MAX_LINE: usize = 64 * 1024;
 const USAGE: &str = "\
 usage:
   chat [demo]                                       run a server and scripted clients, check them
-  chat server [--addr ADDR] [--seconds N]           serve (default addr 127.0.0.1:7878); with
-                                                    --seconds, shut down gracefully after N s
+  chat server [--addr ADDR] [--seconds N]           serve (default addr 127.0.0.1:7878); shut
+                                                    down gracefully on Ctrl-C or after N s
   chat client [--addr ADDR] --nick NAME             join a server; stdin lines are sent
 
 commands in the chat: /who lists who is online, /quit leaves";
@@ -867,7 +866,7 @@ async fn emptied(registry: &Registry, limit: Duration) -> bool {
     true
 }
 
-/// `chat server`: serves until killed, or shuts down gracefully after `seconds`.
+/// `chat server`: serves until Ctrl-C or `seconds`, then shuts down gracefully.
 async fn run_server(addr: SocketAddr, seconds: Option<u64>) -> Result<(), ChatError> {
     let server = ChatServer::start(addr, ChatConfig::default()).await?;
     let local = server.local_addr();
@@ -878,14 +877,27 @@ async fn run_server(addr: SocketAddr, seconds: Option<u64>) -> Result<(), ChatEr
         local.ip(),
         local.port()
     );
-    match seconds {
-        Some(seconds) => {
-            println!("shutting down gracefully in {seconds} s");
-            tokio::time::sleep(Duration::from_secs(seconds)).await;
+    // Either way the shutdown is graceful: Ctrl-C, or the end of `--seconds`.
+    let limit = async {
+        match seconds {
+            Some(seconds) => {
+                println!("shutting down gracefully in {seconds} s, or on Ctrl-C");
+                tokio::time::sleep(Duration::from_secs(seconds)).await;
+            }
+            None => {
+                println!("Ctrl-C shuts it down gracefully");
+                std::future::pending::<()>().await;
+            }
         }
-        None => {
-            println!("Ctrl-C stops it at once; --seconds N shuts it down gracefully");
-            std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = limit => {}
+        signal = tokio::signal::ctrl_c() => {
+            if let Err(e) = signal {
+                eprintln!("cannot listen for Ctrl-C ({e}); serving until killed");
+                std::future::pending::<()>().await;
+            }
+            println!("Ctrl-C: shutting down gracefully");
         }
     }
     let report = server.shutdown().await?;
