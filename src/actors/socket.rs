@@ -871,16 +871,16 @@ impl Socket {
         // `poll_*_ready` keeps the waker in the stream's own readiness slot (only this
         // socket ever waits on it), so an armed idle socket holds no waiter node. An error
         // here surfaces on the retry.
-        let wait = std::future::poll_fn(move |cx| match readiness {
-            Readiness::Writable => stream.poll_write_ready(cx).map(|_| ()),
-            Readiness::Readable => stream.poll_read_ready(cx).map(|_| ()),
-        });
-        let spawned = ctx.spawn(wait.into_actor(self).map(move |_, act, ctx| {
+        let wait = ReadinessWait { stream, readiness };
+        let spawned = ctx.spawn(wait.map(move |woke, act, ctx| {
             match readiness {
                 Readiness::Writable => act.write_wait = None,
                 Readiness::Readable => act.read_wait = None,
             }
-            act.on_ready(Ready { handle, readiness }, ctx);
+            match woke {
+                Woke::Ready => act.on_ready(Ready { handle, readiness }, ctx),
+                Woke::Orphaned => act.orphaned(readiness, ctx),
+            }
         }));
         match readiness {
             Readiness::Writable => self.write_wait = Some(spawned),
@@ -908,6 +908,24 @@ impl Socket {
             }
             Readiness::Readable => self.read_ready_hint = true,
         }
+    }
+
+    /// Every address of the socket was dropped while it waited on the reactor. actix
+    /// keeps an actor with spawned futures alive, so the wait itself notices (see
+    /// `ReadinessWait`) and the socket closes gracefully: reading stops, queued writes
+    /// drain (their write wait is armed again and no longer watches for this), then the
+    /// handle closes and, with nothing left under way, the actor stops.
+    fn orphaned(&mut self, readiness: Readiness, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.core.span, "every address dropped; closing gracefully");
+        if self.read != ReadState::Done {
+            self.read = ReadState::Done;
+            self.read_buf = None;
+        }
+        <Self as Handler<Close>>::handle(self, Close::Graceful, ctx);
+        if readiness == Readiness::Writable && self.flush == FlushState::Blocked {
+            self.arm_in_place(Readiness::Writable, ctx);
+        }
+        self.update_interest(ctx);
     }
 
     /// Tells writability subscribers about a watermark crossing the socket itself caused.
@@ -1302,6 +1320,41 @@ impl Socket {
             self.update_interest(ctx);
             self.drive_read(ctx);
         }
+    }
+}
+
+/// A socket's own wait for its stream's readiness (in place). Besides readiness it
+/// watches the actor's mailbox: actix keeps an actor with spawned futures running, so an
+/// open socket waiting on the reactor would otherwise outlive its last address.
+struct ReadinessWait {
+    stream: Arc<SystemStream>,
+    readiness: Readiness,
+}
+
+enum Woke {
+    Ready,
+    /// No address of the socket is left (checked only while it is open).
+    Orphaned,
+}
+
+impl actix::ActorFuture<Socket> for ReadinessWait {
+    type Output = Woke;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut Socket,
+        ctx: &mut Context<Socket>,
+        task: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Woke> {
+        // Dropping the last address wakes the actor's task, which polls this again.
+        if act.life == Lifecycle::Open && !ctx.connected() {
+            return std::task::Poll::Ready(Woke::Orphaned);
+        }
+        let ready = match self.readiness {
+            Readiness::Writable => self.stream.poll_write_ready(task),
+            Readiness::Readable => self.stream.poll_read_ready(task),
+        };
+        ready.map(|_| Woke::Ready)
     }
 }
 
