@@ -305,3 +305,51 @@ async fn ten_thousand_lines_over_loopback_arrive_whole_and_in_order() {
     let expected: Vec<String> = text.lines().map(str::to_owned).collect();
     assert_eq!(frames.lines(), expected);
 }
+
+#[test]
+fn without_close_on_decode_error_the_subscriber_can_answer_before_closing() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let frames = Frames::default();
+        let events = Recorder::default();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(SocketConfig {
+                close_on_decode_error: false,
+                ..SocketConfig::default()
+            })
+            .subscriber(events.start().recipient())
+            .framed(LinesCodec::new_with_max_length(4), frames.start())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        mock.push_inbound(Handle(1), &b"far too long\nignored\n"[..]);
+        settle().await;
+        assert_eq!(
+            events.count(|e| matches!(e, SocketEventKind::DecodeFailed(_))),
+            1
+        );
+        assert!(frames.lines().is_empty());
+        assert!(
+            !mock.is_closed(Handle(1)),
+            "the subscriber decides when to close"
+        );
+        socket
+            .send(Write::new(&b"ERR line too long\n"[..]))
+            .await
+            .expect("mailbox")
+            .expect("still writable after the decode error");
+        socket
+            .send(sockactor::messages::Close::Graceful)
+            .await
+            .expect("close");
+        settle().await;
+        assert_eq!(mock.written(Handle(1)), b"ERR line too long\n");
+        assert!(mock.is_closed(Handle(1)));
+        assert!(
+            frames.lines().is_empty(),
+            "nothing was decoded after the error"
+        );
+    });
+}

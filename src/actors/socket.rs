@@ -66,6 +66,11 @@ pub struct SocketConfig {
     /// Framed sockets: most undecoded bytes buffered without a whole frame; past it the
     /// stream is rejected with [`DecodeError::FrameTooLong`](crate::DecodeError::FrameTooLong).
     pub max_frame_bytes: usize,
+    /// Framed sockets: close gracefully when the stream is rejected (the default). With
+    /// `false` reading stops and the subscriber, told by
+    /// [`SocketEventKind::DecodeFailed`], decides: it can still write (say, an error
+    /// reply) and then send [`Close`].
+    pub close_on_decode_error: bool,
 }
 
 impl Default for SocketConfig {
@@ -76,6 +81,7 @@ impl Default for SocketConfig {
             max_waiting_writes: 1024,
             read_limits: ReadLimits::default(),
             max_frame_bytes: 8 * 1024 * 1024,
+            close_on_decode_error: true,
         }
     }
 }
@@ -236,6 +242,8 @@ struct Watch {
     registration: Option<Registration>,
     /// Framed sockets: the decoder and its buffer.
     deframer: Option<Box<dyn Deframe>>,
+    /// [`SocketConfig::close_on_decode_error`].
+    close_on_decode_error: bool,
 }
 
 /// Configures and starts a [`Socket`].
@@ -487,6 +495,7 @@ impl SocketBuilder {
                 last: None,
                 registration,
                 deframer: self.deframer,
+                close_on_decode_error: self.config.close_on_decode_error,
             })
         });
         Socket {
@@ -1298,7 +1307,13 @@ impl Socket {
         tracing::warn!(parent: &self.core.span, error = %failure, "frame decoding failed; closing");
         self.read = ReadState::Done;
         self.event(SocketEventKind::DecodeFailed(failure));
-        <Self as Handler<Close>>::handle(self, Close::Graceful, ctx);
+        if self
+            .watch
+            .as_deref()
+            .is_none_or(|w| w.close_on_decode_error)
+        {
+            <Self as Handler<Close>>::handle(self, Close::Graceful, ctx);
+        }
         self.update_interest(ctx);
         false
     }
