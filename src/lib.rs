@@ -71,6 +71,7 @@ pub mod filters;
 pub mod messages;
 pub mod queue;
 mod registry;
+mod rng;
 pub mod runtime;
 
 pub use actors::functions::{Adopt, SendRecord};

@@ -85,36 +85,7 @@ impl Backoff {
     }
 }
 
-/// SplitMix64: a small seedable generator for the jitter (not for anything secret).
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: Option<u64>) -> Self {
-        Rng(seed.unwrap_or_else(random_seed))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, max]`.
-    fn up_to(&mut self, max: u64) -> u64 {
-        let wide = u128::from(self.next_u64()) * (u128::from(max) + 1);
-        // x · (max + 1) / 2^64 with x < 2^64 is below max + 1.
-        u64::try_from(wide >> 64).unwrap_or(max)
-    }
-}
-
-/// A seed from the process's hash keys and the clock, for clients not given one.
-fn random_seed() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
-}
+type Rng = crate::rng::SplitMix64;
 
 /// What happens to writes that were queued but had not started (none of their bytes
 /// accepted by the transport) when the connection drops.
@@ -272,7 +243,7 @@ impl ClientBuilder {
     fn build(self) -> ReconnectingClient {
         let span = tracing::debug_span!("client", peer = %self.target);
         ReconnectingClient {
-            rng: Rng::new(self.config.seed),
+            rng: Rng::new(self.config.seed.unwrap_or_else(Rng::random_seed)),
             target: self.target,
             functions: self.functions,
             config: self.config,
@@ -1168,7 +1139,7 @@ mod tests {
 
     #[test]
     fn drawn_delays_stay_within_their_jitter_bounds() {
-        let mut rng = Rng::new(Some(1));
+        let mut rng = Rng::new(1);
         for n in 1..=40 {
             for _ in 0..200 {
                 let nominal = backoff(Jitter::None).nominal(n);
@@ -1187,15 +1158,15 @@ mod tests {
     #[test]
     fn the_generator_is_reproducible_and_reaches_both_ends() {
         let a: Vec<u64> = {
-            let mut r = Rng::new(Some(42));
+            let mut r = Rng::new(42);
             (0..8).map(|_| r.next_u64()).collect()
         };
-        let mut r = Rng::new(Some(42));
+        let mut r = Rng::new(42);
         let b: Vec<u64> = (0..8).map(|_| r.next_u64()).collect();
         assert_eq!(a, b);
-        let mut r = Rng::new(Some(43));
+        let mut r = Rng::new(43);
         assert_ne!(a[0], r.next_u64());
-        let mut r = Rng::new(Some(7));
+        let mut r = Rng::new(7);
         let draws: Vec<u64> = (0..1000).map(|_| r.up_to(3)).collect();
         assert!(draws.iter().all(|&d| d <= 3));
         for v in 0..=3 {

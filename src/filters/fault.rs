@@ -114,41 +114,7 @@ impl Faults {
     }
 }
 
-/// A small, seeded pseudo-random generator (splitmix64): the same seed gives the same
-/// faults, run after run.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Whether an event of probability `p` happens.
-    fn chance(&mut self, p: f64) -> bool {
-        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        unit < p
-    }
-
-    /// A number in `1..n` (`n` at least 2): fewer than `n`, at least one.
-    fn fewer_than(&mut self, n: usize) -> usize {
-        let span = (n - 1) as u64;
-        1 + (self.next() % span) as usize
-    }
-
-    /// A duration in `0..=up_to`.
-    fn up_to(&mut self, up_to: Duration) -> Duration {
-        let nanos = u64::try_from(up_to.as_nanos()).unwrap_or(u64::MAX);
-        match nanos.checked_add(1) {
-            Some(span) => Duration::from_nanos(self.next() % span),
-            None => Duration::from_nanos(self.next()),
-        }
-    }
-}
+type Rng = crate::rng::SplitMix64;
 
 /// The injector's state for one handle: one generator per direction, so reads never
 /// change which faults the writes get, and whether the handle was reset.
@@ -165,8 +131,8 @@ impl HandleFaults {
     fn new(seed: u64, handle: Handle) -> Self {
         let base = seed ^ handle.0.wrapping_mul(0xA076_1D64_78BD_642F);
         HandleFaults {
-            write: Rng(base),
-            read: Rng(base ^ 0xE703_7ED1_A0B4_28DB),
+            write: Rng::new(base),
+            read: Rng::new(base ^ 0xE703_7ED1_A0B4_28DB),
             reset: false,
             held: None,
         }
@@ -302,7 +268,7 @@ impl Filter for FaultInjector {
             return answer(Err(reset()));
         }
         if rng.chance(faults.would_block) {
-            let wait = rng.up_to(faults.would_block_for);
+            let wait = rng.duration_up_to(faults.would_block_for);
             tracing::trace!(%handle, ?wait, "fault injector: sendv would block");
             FilterActor::notify_later(ctx, handle, Readiness::Writable, wait);
             return answer(Ok(Sent::WouldBlock));
@@ -315,7 +281,7 @@ impl Filter for FaultInjector {
         }
         let delay = rng
             .chance(faults.delay)
-            .then(|| rng.up_to(faults.delay_for));
+            .then(|| rng.duration_up_to(faults.delay_for));
         after(delay, link.sendv(msg, limit))
     }
 
@@ -339,17 +305,17 @@ impl Filter for FaultInjector {
             return answer(Err(reset()));
         }
         if rng.chance(faults.read_would_block) {
-            let wait = rng.up_to(faults.read_would_block_for);
+            let wait = rng.duration_up_to(faults.read_would_block_for);
             tracing::trace!(%handle, ?wait, "fault injector: recvfrom would block");
             FilterActor::notify_later(ctx, handle, Readiness::Readable, wait);
             return answer(Ok(Received::WouldBlock));
         }
         // Drawn whether or not the read turns out long enough to cut, so the draws
         // do not depend on what arrives.
-        let cut = (stream && rng.chance(faults.short_read)).then(|| rng.next());
+        let cut = (stream && rng.chance(faults.short_read)).then(|| rng.next_u64());
         let delay = rng
             .chance(faults.read_delay)
-            .then(|| rng.up_to(faults.read_delay_for));
+            .then(|| rng.duration_up_to(faults.read_delay_for));
         if let Some((bytes, from)) = state.held.take() {
             let received = shorten(&mut state.held, bytes, from, msg.max_len, cut);
             return after(delay, std::future::ready(Ok(received)));
