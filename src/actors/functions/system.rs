@@ -478,48 +478,48 @@ fn into_tokio_udp(socket: socket2::Socket) -> io::Result<Arc<UdpSocket>> {
     Ok(Arc::new(UdpSocket::from_std(socket.into())?))
 }
 
+/// `SO_REUSEPORT`, where the platform has it.
 #[cfg(all(
     unix,
-    not(target_os = "solaris"),
-    not(target_os = "illumos"),
-    not(target_os = "cygwin"),
-    not(target_os = "nuttx"),
+    not(any(
+        target_os = "solaris",
+        target_os = "illumos",
+        target_os = "cygwin",
+        target_os = "nuttx"
+    ))
 ))]
-fn set_tcp_reuse_port(socket: &TcpSocket) -> Result<(), TransportError> {
-    Ok(socket.set_reuseport(true)?)
+mod reuse_port {
+    use super::{TcpSocket, TransportError};
+
+    pub(super) fn tcp(socket: &TcpSocket) -> Result<(), TransportError> {
+        Ok(socket.set_reuseport(true)?)
+    }
+
+    pub(super) fn udp(socket: &socket2::Socket) -> Result<(), TransportError> {
+        Ok(socket.set_reuse_port(true)?)
+    }
 }
 
-#[cfg(all(
-    unix,
-    not(target_os = "solaris"),
-    not(target_os = "illumos"),
-    not(target_os = "cygwin"),
-    not(target_os = "nuttx"),
-))]
-fn set_udp_reuse_port(socket: &socket2::Socket) -> Result<(), TransportError> {
-    Ok(socket.set_reuse_port(true)?)
-}
-
+/// `SO_REUSEPORT`, where the platform has it: not here.
 #[cfg(not(all(
     unix,
-    not(target_os = "solaris"),
-    not(target_os = "illumos"),
-    not(target_os = "cygwin"),
-    not(target_os = "nuttx"),
+    not(any(
+        target_os = "solaris",
+        target_os = "illumos",
+        target_os = "cygwin",
+        target_os = "nuttx"
+    ))
 )))]
-fn set_udp_reuse_port(_: &socket2::Socket) -> Result<(), TransportError> {
-    Err(TransportError::Unsupported("SO_REUSEPORT on this platform"))
-}
+mod reuse_port {
+    use super::{TcpSocket, TransportError};
 
-#[cfg(not(all(
-    unix,
-    not(target_os = "solaris"),
-    not(target_os = "illumos"),
-    not(target_os = "cygwin"),
-    not(target_os = "nuttx"),
-)))]
-fn set_tcp_reuse_port(_: &TcpSocket) -> Result<(), TransportError> {
-    Err(TransportError::Unsupported("SO_REUSEPORT on this platform"))
+    pub(super) fn tcp(_: &TcpSocket) -> Result<(), TransportError> {
+        Err(TransportError::Unsupported("SO_REUSEPORT on this platform"))
+    }
+
+    pub(super) fn udp(_: &socket2::Socket) -> Result<(), TransportError> {
+        Err(TransportError::Unsupported("SO_REUSEPORT on this platform"))
+    }
 }
 
 impl Actor for SystemFunctions {
@@ -558,7 +558,7 @@ impl Handler<Bind> for SystemFunctions {
             (State::Tcp(socket), Address::Inet(addr)) => {
                 socket.set_reuseaddr(true)?;
                 if msg.reuse_port {
-                    set_tcp_reuse_port(socket)?;
+                    reuse_port::tcp(socket)?;
                 }
                 socket.bind(addr)?;
                 Ok(Address::Inet(socket.local_addr()?))
@@ -574,7 +574,7 @@ impl Handler<Bind> for SystemFunctions {
             }
             (State::Udp(socket), Address::Inet(addr)) => {
                 if msg.reuse_port {
-                    set_udp_reuse_port(socket)?;
+                    reuse_port::udp(socket)?;
                 }
                 socket.bind(&addr.into())?;
                 let local = socket.local_addr()?.as_socket();
