@@ -46,7 +46,8 @@ use sockactor::messages::{
     SocketEvent, SocketEventKind, Write,
 };
 use sockactor::{
-    QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions, TransportError, Writer,
+    FaultInjector, Faults, QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions,
+    TransportError, Writer,
 };
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -221,6 +222,9 @@ enum Sender {
     /// sockactor through its `Writer` handle (deferred policy): writes go straight into
     /// the socket's queue, no message per write.
     SockactorWriter,
+    /// `sockactor-writer` through a pass-through filter (a `FaultInjector` injecting
+    /// nothing): what one filter layer costs. Not in the default run.
+    SockactorFiltered,
     Naive,
     Ceiling,
     ActixFramedWrite,
@@ -235,10 +239,11 @@ struct SenderSpec {
 }
 
 impl Sender {
-    const ALL: [Sender; 7] = [
+    const ALL: [Sender; 8] = [
         Sender::SockactorDeferred,
         Sender::SockactorImmediate,
         Sender::SockactorWriter,
+        Sender::SockactorFiltered,
         Sender::Naive,
         Sender::Ceiling,
         Sender::ActixFramedWrite,
@@ -262,6 +267,7 @@ impl Sender {
             Sender::SockactorDeferred => s("sockactor-deferred", sockactor_deferred, true),
             Sender::SockactorImmediate => s("sockactor-immediate", sockactor_immediate, true),
             Sender::SockactorWriter => s("sockactor-writer", sockactor_writer, true),
+            Sender::SockactorFiltered => s("sockactor-filtered", sockactor_filtered, true),
             Sender::Naive => s("naive", naive, true),
             Sender::Ceiling => s("ceiling", ceiling, false),
             Sender::ActixFramedWrite => s("actix-framedwrite", actix_framedwrite, true),
@@ -294,6 +300,10 @@ fn sockactor_writer(job: Job) -> BoxFut<Res<Outcome>> {
     sockactor(job, Mode::Writer)
 }
 
+fn sockactor_filtered(job: Job) -> BoxFut<Res<Outcome>> {
+    sockactor(job, Mode::Filtered)
+}
+
 fn naive(job: Job) -> BoxFut<Res<Outcome>> {
     channel_sender(job, |rx, w| Box::pin(naive_writer(rx, w)), counted_sink)
 }
@@ -321,17 +331,34 @@ enum Mode {
     Immediate,
     /// A `Writer` handle, deferred policy.
     Writer,
+    /// As `Writer`, through one pass-through filter (every `sendv`/`recvfrom` a message).
+    Filtered,
+}
+
+impl Mode {
+    fn uses_writer(self) -> bool {
+        matches!(self, Mode::Writer | Mode::Filtered)
+    }
+}
+
+/// The transport of `mode` over `inner`: one filter layer that injects nothing, for
+/// `Mode::Filtered`.
+fn transport_for(mode: Mode, inner: SocketFunctions) -> SocketFunctions {
+    match mode {
+        Mode::Filtered => FaultInjector::new(0, Faults::default()).wrap(inner),
+        _ => inner,
+    }
 }
 
 fn sock_builder(mode: Mode) -> SocketBuilder {
-    let builder = Socket::builder();
+    let builder = Socket::builder().functions(transport_for(mode, SocketFunctions::system()));
     match mode {
         Mode::Immediate => builder.immediate(),
         Mode::Deferred => builder,
         // A writer is refused at the high watermark instead of waiting; the benchmark's
         // own flow control (at most 1,024 messages unacknowledged) bounds memory, as it
         // does for the unbounded channels of the other senders.
-        Mode::Writer => builder.config(SocketConfig {
+        Mode::Writer | Mode::Filtered => builder.config(SocketConfig {
             queue: QueueConfig {
                 high_watermark: 256 << 20,
                 low_watermark: 64 << 20,
@@ -368,7 +395,7 @@ fn sockactor(job: Job, mode: Mode) -> BoxFut<Res<Outcome>> {
                             .await
                             .map_err(|e| format!("connect: {e}"))?;
                         let writer = match mode {
-                            Mode::Writer => Some(
+                            Mode::Writer | Mode::Filtered => Some(
                                 socket
                                     .send(GetWriter)
                                     .await
@@ -425,13 +452,13 @@ async fn sock_endpoint(sink: Sink, mode: Mode) -> Res<Box<dyn Endpoint>> {
             let transport = NullTransport { bytes, next: 0 }.start();
             let nowhere: SocketAddr = "127.0.0.1:0".parse().expect("address");
             builder
-                .functions(SocketFunctions::from_actor(transport))
+                .functions(transport_for(mode, SocketFunctions::from_actor(transport)))
                 .connect(nowhere)
                 .await
         }
     }
     .map_err(|e| format!("connect: {e}"))?;
-    if mode == Mode::Writer {
+    if mode.uses_writer() {
         let writer = socket
             .send(GetWriter)
             .await
@@ -1992,7 +2019,7 @@ struct Opts {
 }
 
 const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,f] \
-[--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer] \
+[--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer,sockactor-filtered] \
 [--default-malloc] [--no-pin]";
 
 fn parse_args() -> Res<Opts> {
