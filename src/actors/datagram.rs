@@ -29,6 +29,9 @@ use crate::messages::functions::{
 };
 use crate::messages::socket::{Close, SocketId};
 
+/// Receive errors in a row after which a datagram socket gives up and fails: an error
+/// that recurs with no datagram in between will not clear.
+const MAX_READ_ERRORS: u32 = 8;
 /// Limits and sizes of a datagram socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatagramConfig {
@@ -252,9 +255,13 @@ pub struct DatagramSocket {
     read: ReadState,
     read_ready_hint: bool,
     read_turn: usize,
+    /// Receive errors in a row, with no datagram between them.
+    read_errors: u32,
     life: Lifecycle,
     /// The transport error that closed it, if one did.
     cause: Option<TransportError>,
+    /// Closed by `Close::Abort`: a datagram still out then is answered `Aborted`.
+    aborted: bool,
     stats: DatagramStats,
     span: tracing::Span,
 }
@@ -444,8 +451,10 @@ impl DatagramBuilder {
             read: ReadState::Off,
             read_ready_hint: false,
             read_turn: 0,
+            read_errors: 0,
             life: Lifecycle::Open,
             cause: None,
+            aborted: false,
             stats: DatagramStats::default(),
             span: tracing::debug_span!("datagram", id = id.0, local = %local_text, peer = %peer_text),
         }
@@ -633,7 +642,10 @@ impl DatagramSocket {
             self.stats.would_blocks += 1;
             if self.life == Lifecycle::Closed {
                 // Never sent: closed meanwhile.
-                let error = self.refusal();
+                let error = match self.cause {
+                    None if self.aborted => DatagramError::Aborted,
+                    _ => self.refusal(),
+                };
                 return self.finish(flight.reply, Err(error));
             }
             // Not taken: it goes out first when the transport can.
@@ -775,10 +787,14 @@ impl DatagramSocket {
                 self.read = ReadState::Done;
                 return;
             }
-            Err(e) if matches!(e, TransportError::Io(_)) => {
+            // One failed receive (an ICMP error reported on a connected UDP socket, say)
+            // does not end the socket; a run of them with no datagram between is an
+            // error that will not clear, and does.
+            Err(e) if matches!(e, TransportError::Io(_)) && self.read_errors < MAX_READ_ERRORS => {
                 tracing::debug!(parent: &self.span, error = %e, "receive failed");
                 self.read_ready_hint = false;
                 self.read_turn += 1;
+                self.read_errors += 1;
                 self.event(DatagramEventKind::ReadFailed(e));
             }
             Err(e) => {
@@ -791,7 +807,14 @@ impl DatagramSocket {
     }
 
     fn deliver(&mut self, bytes: bytes::Bytes, from: Option<Address>, truncated: bool) {
+        if self.subscriber.as_ref().is_some_and(|s| !s.connected()) {
+            // Nobody would get what is received: stop receiving.
+            tracing::warn!(parent: &self.span, "subscriber gone; receiving stops");
+            self.read = ReadState::Done;
+            return;
+        }
         self.read_ready_hint = false;
+        self.read_errors = 0;
         self.read_turn += 1;
         self.stats.received += 1;
         self.stats.truncated += u64::from(truncated);
@@ -909,6 +932,7 @@ impl Handler<Close> for DatagramSocket {
                 if self.life == Lifecycle::Closed {
                     return;
                 }
+                self.aborted = true;
                 self.fail_queued(|| DatagramError::Aborted);
                 if self.send != SendState::InFlight {
                     if let Some(flight) = self.in_flight.take() {

@@ -63,6 +63,8 @@ pub(crate) struct ReadWindow {
     /// The socket stopped reading because the window was full; the permit release that
     /// reopens it wakes the socket.
     held: AtomicBool,
+    /// The `Flush` on its way to the socket is a permit's wake-up, not the Flusher's.
+    reopened: AtomicBool,
 }
 
 impl ReadWindow {
@@ -73,6 +75,7 @@ impl ReadWindow {
             deliveries: AtomicU32::new(0),
             bytes: AtomicUsize::new(0),
             held: AtomicBool::new(false),
+            reopened: AtomicBool::new(false),
         }
     }
 
@@ -96,6 +99,12 @@ impl ReadWindow {
     /// Clears the hold, when the socket resumes on its own.
     pub(crate) fn unhold(&self) {
         self.held.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a permit reopened the window and sent the `Flush` that is being handled
+    /// (clears it).
+    pub(crate) fn take_reopened(&self) -> bool {
+        self.reopened.swap(false, Ordering::SeqCst)
     }
 
     /// Unacknowledged deliveries and bytes now.
@@ -151,7 +160,9 @@ impl Drop for ReadPermit {
             && window.is_open()
             && window.held.swap(false, Ordering::SeqCst)
         {
-            // The socket treats a `Flush` as "make progress": it resumes reading.
+            // The socket's wake-up is a `Flush`, marked as the window's so that it does not
+            // start a write flush ahead of the Flusher's round.
+            window.reopened.store(true, Ordering::SeqCst);
             if let Some(socket) = self.core.wake.socket.upgrade() {
                 socket.do_send(Flush);
             }
@@ -167,6 +178,9 @@ pub(crate) trait Deframe: fmt::Debug {
 
     /// Most undecoded bytes buffered without a whole frame.
     fn set_limit(&mut self, limit: usize);
+
+    /// Whether the frame recipient is still there.
+    fn connected(&self) -> bool;
 
     /// Decodes the next whole frame (at the peer's EOF, also a final partial one, as the
     /// decoder's `decode_eof` allows) and sends it with a permit for the stream bytes it
@@ -225,6 +239,10 @@ where
 
     fn set_limit(&mut self, limit: usize) {
         self.limit = limit.max(1);
+    }
+
+    fn connected(&self) -> bool {
+        self.to.connected()
     }
 
     fn deliver_next(&mut self, core: &Arc<Core>, eof: bool) -> Result<Option<usize>, DecodeError> {

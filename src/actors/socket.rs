@@ -926,9 +926,10 @@ impl Socket {
     /// handle closes and, with nothing left under way, the actor stops.
     fn orphaned(&mut self, readiness: Readiness, ctx: &mut Context<Self>) {
         tracing::debug!(parent: &self.core.span, "every address dropped; closing gracefully");
-        if self.read != ReadState::Done {
-            self.read = ReadState::Done;
-            self.read_buf = None;
+        self.read = ReadState::Done;
+        self.drop_read_buffers();
+        if let Some(wait) = self.read_wait.take() {
+            ctx.cancel_future(wait);
         }
         <Self as Handler<Close>>::handle(self, Close::Graceful, ctx);
         if readiness == Readiness::Writable && self.flush == FlushState::Blocked {
@@ -1107,7 +1108,7 @@ impl Socket {
                 if self.paused || self.core.reads.hold() {
                     self.read = ReadState::Held;
                     self.read_turn = 0;
-                    self.read_buf = None;
+                    self.drop_read_buffers();
                     let (deliveries, bytes) = self.core.reads.outstanding();
                     tracing::trace!(parent: &self.core.span, paused = self.paused, deliveries,
                         bytes, "reading held");
@@ -1199,7 +1200,9 @@ impl Socket {
         result: Result<Got, TransportError>,
         ctx: &mut Context<Self>,
     ) -> bool {
-        if self.life == Lifecycle::Closed {
+        // Only the read that is out may change the read state: reading may have ended
+        // (closed, orphaned) while a message-path `RecvFrom` was awaiting its answer.
+        if self.life == Lifecycle::Closed || self.read != ReadState::InFlight {
             return false;
         }
         match result {
@@ -1225,7 +1228,7 @@ impl Socket {
                 if self.direct_read {
                     self.read = ReadState::Blocked;
                     // Idle sockets keep no read buffer.
-                    self.read_buf = None;
+                    self.drop_read_buffers();
                     self.arm_in_place(Readiness::Readable, ctx);
                     false
                 } else if std::mem::take(&mut self.read_ready_hint) {
@@ -1238,6 +1241,7 @@ impl Socket {
             }
             Ok(Got::Eof) => {
                 self.read = ReadState::Done;
+                self.read_buf = None;
                 tracing::debug!(parent: &self.core.span, "peer closed its sending half");
                 // The decoder gets the rest; the window does not hold back the last frames
                 // (they are already in memory, bounded by the frame limit).
@@ -1252,6 +1256,22 @@ impl Socket {
                 self.event(SocketEventKind::ReadFailed(e.clone()));
                 self.fail(e, ctx);
                 false
+            }
+        }
+    }
+
+    /// Lets go of the read buffer, and of the decoder's when it holds nothing: a socket
+    /// that is not reading right now keeps no buffer.
+    fn drop_read_buffers(&mut self) {
+        self.read_buf = None;
+        if let Some(deframer) = self
+            .watch
+            .as_deref_mut()
+            .and_then(|w| w.deframer.as_deref_mut())
+        {
+            let buf = deframer.buffer();
+            if buf.is_empty() {
+                *buf = BytesMut::new();
             }
         }
     }
@@ -1294,6 +1314,10 @@ impl Socket {
         let failure = loop {
             if !eof && !core.reads.is_open() {
                 return true;
+            }
+            if !deframer.connected() {
+                self.subscriber_gone(ctx);
+                return false;
             }
             match deframer.deliver_next(core, eof) {
                 // A decoder that keeps returning frames without consuming anything at EOF
@@ -1524,8 +1548,13 @@ impl Handler<Flush> for Socket {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        // Also the read window's wake-up: a dropped permit reopened it.
-        self.resume_reading(ctx);
+        // Also the read window's wake-up: a dropped permit reopened it. That one only
+        // resumes reading (a Flusher's `Flush` handled while the mark is set is taken
+        // for it, and the permit's own `Flush`, right behind, then flushes).
+        if self.core.reads.take_reopened() {
+            self.resume_reading(ctx);
+            return;
+        }
         if matches!(self.flush, FlushState::Requested | FlushState::Idle) {
             self.flush = FlushState::Active;
             self.turn_bytes = 0;

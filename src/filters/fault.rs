@@ -322,7 +322,10 @@ impl Filter for FaultInjector {
         }
         Box::pin(after(delay, link.recvfrom(msg)).map(
             move |answer, act: &mut FilterActor<Self>, _| {
-                let state = act.filter_mut().state(handle);
+                // Closed meanwhile: no state to hold bytes back in (nor to recreate).
+                let Some(state) = act.filter_mut().handles.get_mut(&handle) else {
+                    return answer;
+                };
                 answer.map(|received| match received {
                     Received::Data { bytes, from } => {
                         shorten(&mut state.held, bytes, from, usize::MAX, cut)

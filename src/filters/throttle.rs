@@ -280,7 +280,11 @@ impl Filter for Throttle {
             };
             let unused = allowed - used;
             match paid {
-                Paid::Grant => *act.filter_mut().granted.entry(handle).or_default() += unused,
+                // Closed meanwhile: the grant was settled, so the rest goes to the bucket.
+                Paid::Grant => match act.filter_mut().granted.get_mut(&handle) {
+                    Some(grant) => *grant += unused,
+                    None => bucket.refund(unused),
+                },
                 Paid::Bucket => bucket.refund(unused),
             }
             answer
