@@ -29,10 +29,12 @@
 //!
 //! [`Sent::Accepted`]: crate::messages::Sent::Accepted
 
+mod compress;
 mod fault;
 mod link;
 mod throttle;
 
+pub use compress::{Compress, CompressError};
 pub use fault::{FaultInjector, Faults};
 pub use link::{take_front, Filter, FilterActor, FilterAnswer, Link};
 pub use throttle::{Throttle, TokenBucket};
