@@ -36,8 +36,27 @@ const DEFAULT_MAX_RATIO: u64 = 256;
 const RATIO_FLOOR: u64 = 64 * 1024;
 /// Default wait, at close, for the inner transport to take the encoded bytes left.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The smallest outbox: room for a sync flush marker and then some.
-const MIN_BUFFERED: usize = 64;
+/// The smallest outbox: room for some input's worst case.
+const MIN_BUFFERED: usize = 256;
+/// Room beyond the worst case of the input in each compressor call: more than the
+/// compressor's own output buffer, so that no output waits inside it between calls.
+const SCRATCH_SLACK: usize = 128 * 1024;
+
+/// The most encoded bytes `n` input bytes ending in a sync flush can take: deflate falls
+/// back to stored blocks (5 bytes of header per block) for data it cannot shrink; this is
+/// generous (1/64 more, plus a flush marker and a partial block's bits).
+fn worst_case(n: usize) -> usize {
+    n + n / 64 + 64
+}
+
+/// The most input whose worst case fits in `room`.
+fn input_fitting(room: usize) -> usize {
+    let mut n = room.saturating_sub(64) / 65 * 64;
+    while worst_case(n + 1) <= room {
+        n += 1;
+    }
+    n
+}
 
 /// Why a [`Compress`] filter failed a handle. It reaches the socket as
 /// [`TransportError::Io`] with kind [`io::ErrorKind::InvalidData`] (or `Other`, for a
@@ -106,9 +125,6 @@ struct Encoder {
     /// Encoded bytes, oldest first.
     outbox: VecDeque<Bytes>,
     buffered: usize,
-    /// A sync flush that did not fit in the outbox: finish it before anything is sent
-    /// after what is buffered.
-    flush_owed: bool,
     /// A `sendv` of the outbox is out on the inner transport.
     in_flight: bool,
     /// The inner transport answered would-block and owes a `Ready(Writable)`.
@@ -129,7 +145,6 @@ impl Encoder {
             deflate: flate2::Compress::new(level, false),
             outbox: VecDeque::new(),
             buffered: 0,
-            flush_owed: false,
             in_flight: false,
             blocked: false,
             woken: false,
@@ -146,45 +161,51 @@ impl Encoder {
 
     /// Whether nothing is left to hand the inner transport.
     fn drained(&self) -> bool {
-        self.buffered == 0 && !self.flush_owed
+        self.buffered == 0
     }
 
-    /// Compresses the front of `segments`, at most `limit` bytes, into at most `room`
-    /// encoded bytes, ending with a sync flush; returns the caller's bytes consumed.
+    /// Compresses the front of `segments`, at most `limit` bytes and no more than can be
+    /// sure to fit in `room` encoded bytes, ending with a sync flush; returns the caller's
+    /// bytes consumed (0 when `room` is too small for any).
     fn encode(
         &mut self,
         segments: &[Bytes],
         limit: usize,
         room: usize,
+        scratch: &mut Vec<u8>,
     ) -> Result<usize, CompressError> {
-        let mut out = vec![0u8; room];
+        let limit = limit.min(input_fitting(room));
+        if limit == 0 {
+            return Ok(0);
+        }
+        // Room for everything the call can produce, and for the compressor's own output
+        // buffer, so the sync flush completes within this call.
+        scratch.clear();
+        scratch.resize(worst_case(limit) + SCRATCH_SLACK, 0);
         let (mut produced, mut consumed) = (0, 0);
         for segment in segments {
             let take = segment.len().min(limit - consumed);
-            let (used, made) = self.run(&segment[..take], &mut out[produced..], false)?;
+            let (used, made) = self.run(&segment[..take], &mut scratch[produced..], false)?;
             consumed += used;
             produced += made;
-            if used < take || consumed == limit {
+            if used < take {
+                return Err(CompressError::Compressor(format!(
+                    "took {used} of {take} bytes with room to spare"
+                )));
+            }
+            if consumed == limit {
                 break;
             }
         }
-        let (_, made) = self.run(&[], &mut out[produced..], true)?;
+        let (_, made) = self.run(&[], &mut scratch[produced..], true)?;
         produced += made;
-        // Out of room mid-flush: the rest comes when there is room again.
-        self.flush_owed = produced == room;
-        out.truncate(produced);
-        self.push(out);
+        if produced == scratch.len() {
+            return Err(CompressError::Compressor(
+                "a sync flush did not fit its bound".into(),
+            ));
+        }
+        self.push(&scratch[..produced]);
         Ok(consumed)
-    }
-
-    /// Finishes a sync flush that did not fit, into at most `room` bytes.
-    fn finish_flush(&mut self, room: usize) -> Result<(), CompressError> {
-        let mut out = vec![0u8; room];
-        let (_, produced) = self.run(&[], &mut out, true)?;
-        self.flush_owed = produced == room;
-        out.truncate(produced);
-        self.push(out);
-        Ok(())
     }
 
     /// One call into the compressor: (input consumed, output produced).
@@ -208,10 +229,10 @@ impl Encoder {
         Ok((as_usize(used), as_usize(made)))
     }
 
-    fn push(&mut self, encoded: Vec<u8>) {
+    fn push(&mut self, encoded: &[u8]) {
         if !encoded.is_empty() {
             self.buffered += encoded.len();
-            self.outbox.push_back(Bytes::from(encoded));
+            self.outbox.push_back(Bytes::copy_from_slice(encoded));
         }
     }
 
@@ -242,6 +263,8 @@ struct Decoder {
     from: Option<Address>,
     /// The last call filled its output: the decompressor may hold more.
     more: bool,
+    /// A fault found after plaintext that went out first: the next call's answer.
+    corrupt: Option<CompressError>,
     failed: Option<TransportError>,
 }
 
@@ -260,26 +283,37 @@ impl Decoder {
             input: Bytes::new(),
             from: None,
             more: false,
+            corrupt: None,
             failed: None,
         }
     }
 
     /// Whether plaintext may come out without reading more.
     fn has_pending(&self) -> bool {
-        !self.input.is_empty() || self.more
+        !self.input.is_empty() || self.more || self.corrupt.is_some()
     }
 
     /// Inflates held input into at most `max_len` plaintext bytes (and the per-call
     /// bound), checking the stream's bounds.
     fn inflate(&mut self, max_len: usize, bounds: Bounds) -> Result<Bytes, CompressError> {
+        if let Some(e) = self.corrupt.take() {
+            return Err(e);
+        }
         let mut out = vec![0u8; max_len.min(bounds.max_output_per_call).max(1)];
         let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
-        self.inflate
+        let status = self
+            .inflate
             .decompress(&self.input, &mut out, FlushDecompress::None)
-            .map_err(|e| CompressError::Corrupt(e.to_string()))?;
+            .map_err(|e| CompressError::Corrupt(e.to_string()));
         let used = as_usize(self.inflate.total_in() - before_in);
         let made = as_usize(self.inflate.total_out() - before_out);
-        if used == 0 && made == 0 && !self.input.is_empty() {
+        if let Err(e) = status {
+            if made == 0 {
+                return Err(e);
+            }
+            // The plaintext before the fault goes out first; the fault comes next call.
+            self.corrupt = Some(e);
+        } else if used == 0 && made == 0 && !self.input.is_empty() {
             return Err(CompressError::Corrupt(
                 "no progress: bytes after the end of the deflate stream".into(),
             ));
@@ -359,6 +393,8 @@ pub struct Compress {
     close_timeout: Duration,
     encoders: HashMap<Handle, Encoder>,
     decoders: HashMap<Handle, Decoder>,
+    /// Where each `sendv` compresses before its output is copied to the outbox.
+    scratch: Vec<u8>,
 }
 
 impl Default for Compress {
@@ -383,6 +419,7 @@ impl Compress {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             encoders: HashMap::new(),
             decoders: HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -439,13 +476,6 @@ impl Compress {
         FilterActor::wrap(self, inner, max)
     }
 
-    fn encoder(&mut self, handle: Handle) -> &mut Encoder {
-        let level = self.level;
-        self.encoders
-            .entry(handle)
-            .or_insert_with(|| Encoder::new(level))
-    }
-
     /// Room left in the handle's outbox.
     fn room(&self, encoder: &Encoder) -> usize {
         self.max_buffered.saturating_sub(encoder.buffered)
@@ -463,28 +493,16 @@ impl Compress {
         }
     }
 
-    /// Starts one inner `sendv` of the outbox's front (finishing an owed sync flush first
-    /// if there is room), or `None` when there is nothing to do now.
+    /// Starts one inner `sendv` of the outbox's front, or `None` when there is nothing to
+    /// do now.
     fn flush(
         &mut self,
         handle: Handle,
         link: &Link,
     ) -> Option<impl actix::ActorFuture<FilterActor<Self>, Output = Result<Sent, TransportError>>>
     {
-        let room = self
-            .max_buffered
-            .saturating_sub(self.encoders.get(&handle)?.buffered);
         let encoder = self.encoders.get_mut(&handle)?;
-        if !encoder.idle() {
-            return None;
-        }
-        if encoder.flush_owed && room > 0 {
-            if let Err(e) = encoder.finish_flush(room) {
-                encoder.failed = Some(e.into_transport());
-                return None;
-            }
-        }
-        if encoder.buffered == 0 {
+        if !encoder.idle() || encoder.buffered == 0 {
             return None;
         }
         encoder.in_flight = true;
@@ -535,7 +553,7 @@ impl Compress {
         let Some(encoder) = self.encoders.get_mut(&handle) else {
             return;
         };
-        if encoder.owed && (room > 0 || encoder.failed.is_some()) {
+        if encoder.owed && (input_fitting(room) > 0 || encoder.failed.is_some()) {
             encoder.owed = false;
             link.notify(handle, Readiness::Writable);
         }
@@ -577,30 +595,22 @@ impl Filter for Compress {
         }
         let limit = msg.len().min(self.max_per_call);
         let max_buffered = self.max_buffered;
-        let encoder = self.encoder(handle);
+        let level = self.level;
+        let encoder = self
+            .encoders
+            .entry(handle)
+            .or_insert_with(|| Encoder::new(level));
         if let Some(e) = &encoder.failed {
             return answer(Err(e.clone()));
         }
-        let mut room = max_buffered.saturating_sub(encoder.buffered);
-        if encoder.flush_owed && room > 0 {
-            if let Err(e) = encoder.finish_flush(room) {
+        let room = max_buffered.saturating_sub(encoder.buffered);
+        let consumed = match encoder.encode(&msg.segments, limit, room, &mut self.scratch) {
+            Ok(consumed) => consumed,
+            Err(e) => {
                 let e = e.into_transport();
                 encoder.failed = Some(e.clone());
                 return answer(Err(e));
             }
-            room = max_buffered.saturating_sub(encoder.buffered);
-        }
-        let consumed = if room > 0 && !encoder.flush_owed {
-            match encoder.encode(&msg.segments, limit, room) {
-                Ok(consumed) => consumed,
-                Err(e) => {
-                    let e = e.into_transport();
-                    encoder.failed = Some(e.clone());
-                    return answer(Err(e));
-                }
-            }
-        } else {
-            0
         };
         if consumed == 0 && limit > 0 {
             tracing::trace!(%handle, room, "compress: outbox full, would block");
