@@ -180,8 +180,11 @@ impl Encoder {
         }
         // Room for everything the call can produce, and for the compressor's own output
         // buffer, so the sync flush completes within this call.
-        scratch.clear();
-        scratch.resize(worst_case(limit) + SCRATCH_SLACK, 0);
+        let need = worst_case(limit) + SCRATCH_SLACK;
+        if scratch.len() < need {
+            scratch.resize(need, 0);
+        }
+        let scratch = &mut scratch[..need];
         let (mut produced, mut consumed) = (0, 0);
         for segment in segments {
             let take = segment.len().min(limit - consumed);
@@ -748,6 +751,53 @@ impl Compress {
                 decoder.input = Bytes::new();
                 Err(e)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        (0..len).map(|_| rng.next_u64() as u8).collect()
+    }
+
+    #[test]
+    fn no_encode_takes_more_room_than_its_worst_case() {
+        let mut scratch = Vec::new();
+        for level in 0..=9 {
+            let mut encoder = Encoder::new(Compression::new(level));
+            for (i, len) in [1usize, 2, 63, 100, 5000, 65_536, 70_000, 3]
+                .iter()
+                .enumerate()
+            {
+                let data = Bytes::from(noise(*len, u64::from(level) * 100 + i as u64));
+                let before = encoder.buffered;
+                let room = worst_case(*len);
+                let taken = encoder
+                    .encode(&[data], *len, room, &mut scratch)
+                    .expect("encode");
+                assert_eq!(
+                    taken, *len,
+                    "level {level}: a worst case's room takes it all"
+                );
+                let made = encoder.buffered - before;
+                assert!(
+                    made <= room,
+                    "level {level}: {len} bytes took {made}, bound {room}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_input_fitting_a_room_is_the_most_whose_worst_case_fits() {
+        for room in [0usize, 1, 64, 65, 66, 129, 256, 1000, 131_072] {
+            let n = input_fitting(room);
+            assert!(n == 0 || worst_case(n) <= room, "room {room}: {n}");
+            assert!(worst_case(n + 1) > room, "room {room}: {n} is not the most");
         }
     }
 }
