@@ -440,7 +440,7 @@ impl Compress {
     }
 
     /// Holds at most `n` encoded bytes per handle that the inner transport has not
-    /// taken (at least 64; default 128 KiB).
+    /// taken (at least 256; default 128 KiB).
     pub fn max_buffered(mut self, n: usize) -> Self {
         self.max_buffered = n.max(MIN_BUFFERED);
         self
