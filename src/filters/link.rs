@@ -60,8 +60,33 @@ pub trait Filter: Sized + Unpin + 'static {
         Box::pin(actix::fut::wrap_future(link.recvfrom(msg)))
     }
 
+    /// The socket closes the handle: what must happen before the close goes on to the
+    /// inner transport (a transforming filter hands it the bytes it still holds). The
+    /// inner close follows when the answer is ready, whatever it is; an error is the
+    /// close's answer. Nothing by default.
+    fn closing(
+        &mut self,
+        _handle: Handle,
+        _link: &mut Link,
+        _ctx: &mut Context<FilterActor<Self>>,
+    ) -> FilterAnswer<Self, ()> {
+        Box::pin(actix::fut::ready(Ok(())))
+    }
+
     /// The handle was closed: forget what the filter kept for it.
     fn closed(&mut self, _handle: Handle) {}
+
+    /// A readiness notice from the inner transport. Forwarded to the socket by default; a
+    /// filter that calls its inner transport on its own (to flush what it holds) takes
+    /// the `Writable` notices owed to it here.
+    fn inner_ready(
+        &mut self,
+        ready: Ready,
+        link: &mut Link,
+        _ctx: &mut Context<FilterActor<Self>>,
+    ) {
+        link.notify(ready.handle, ready.readiness);
+    }
 }
 
 /// Where one handle's notices go.
@@ -213,6 +238,12 @@ impl<F: Filter> FilterActor<F> {
         &mut self.filter
     }
 
+    /// The filter and its connection together, for an answer that changes the filter's
+    /// state and calls the inner transport again.
+    pub fn parts_mut(&mut self) -> (&mut F, &mut Link) {
+        (&mut self.filter, &mut self.link)
+    }
+
     /// Sends the socket behind `handle` a `Ready` after `after` of tokio time: what a
     /// filter owes after answering would-block on its own.
     pub fn notify_later(
@@ -307,13 +338,27 @@ impl<F: Filter> Handler<Listen> for FilterActor<F> {
 }
 
 impl<F: Filter> Handler<CloseSocket> for FilterActor<F> {
-    type Result = ResponseFuture<Result<(), TransportError>>;
+    type Result = ResponseActFuture<Self, Result<(), TransportError>>;
 
-    fn handle(&mut self, msg: CloseSocket, _: &mut Context<Self>) -> Self::Result {
-        self.link.routes.remove(&msg.handle);
-        self.filter.closed(msg.handle);
-        let inner = self.link.inner.close().clone();
-        Box::pin(async move { inner.send(msg).await? })
+    /// Lets the filter finish with the handle ([`Filter::closing`]), then forgets it and
+    /// closes it on the inner transport (even when finishing failed).
+    fn handle(&mut self, msg: CloseSocket, ctx: &mut Context<Self>) -> Self::Result {
+        let handle = msg.handle;
+        let finishing = if self.link.routes.contains_key(&handle) {
+            self.filter.closing(handle, &mut self.link, ctx)
+        } else {
+            Box::pin(actix::fut::ready(Ok(())))
+        };
+        Box::pin(finishing.then(move |finished, act, _| {
+            act.link.routes.remove(&handle);
+            act.filter.closed(handle);
+            let inner = act.link.inner.close().clone();
+            let closed = async move {
+                let closed = inner.send(msg).await?;
+                finished.and(closed)
+            };
+            closed.into_actor(act)
+        }))
     }
 }
 
@@ -348,8 +393,8 @@ impl<F: Filter> Handler<RecvFrom> for FilterActor<F> {
 impl<F: Filter> Handler<Ready> for FilterActor<F> {
     type Result = ();
 
-    fn handle(&mut self, msg: Ready, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
         tracing::trace!(filter = self.filter.name(), handle = %msg.handle, "inner transport ready");
-        self.link.notify(msg.handle, msg.readiness);
+        self.filter.inner_ready(msg, &mut self.link, ctx);
     }
 }

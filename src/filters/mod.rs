@@ -22,6 +22,9 @@
 //! # }
 //! ```
 //!
+//! [`Compress`] is a transforming filter: a streaming deflate both ways, with a bounded
+//! outbox of encoded bytes and bounded inflation.
+//!
 //! [`Filter`] and [`FilterActor`] are the shared plumbing (opening, connecting, closing,
 //! binding, listening and accepting pass through; readiness notices are forwarded to
 //! the right socket); a filter only says what it does with `sendv` and `recvfrom`. See
@@ -29,10 +32,12 @@
 //!
 //! [`Sent::Accepted`]: crate::messages::Sent::Accepted
 
+mod compress;
 mod fault;
 mod link;
 mod throttle;
 
+pub use compress::{Compress, CompressError};
 pub use fault::{FaultInjector, Faults};
 pub use link::{take_front, Filter, FilterActor, FilterAnswer, Link};
 pub use throttle::{Throttle, TokenBucket};
