@@ -353,3 +353,47 @@ fn without_close_on_decode_error_the_subscriber_can_answer_before_closing() {
         );
     });
 }
+
+/// Takes one frame, then stops.
+struct OneAndDone;
+
+impl Actor for OneAndDone {
+    type Context = Context<Self>;
+}
+
+impl Handler<Frame<String>> for OneAndDone {
+    type Result = ();
+    fn handle(&mut self, _: Frame<String>, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+#[test]
+fn a_socket_whose_frame_recipient_has_stopped_stops_reading() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .framed(LinesCodec::new(), OneAndDone.start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        mock.push_inbound(Handle(1), &b"a\n"[..]);
+        settle().await;
+        mock.push_inbound(Handle(1), &b"b\n"[..]);
+        settle().await;
+        mock.push_inbound(Handle(1), &b"never read\n"[..]);
+        settle().await;
+        let read = socket.send(GetStats).await.expect("stats").bytes_received;
+        assert_eq!(
+            read, 2,
+            "after the first line nothing more is read: nobody takes the frames"
+        );
+        socket
+            .send(Write::new(&b"still writing"[..]))
+            .await
+            .expect("mailbox")
+            .expect("writing goes on");
+    });
+}
