@@ -58,7 +58,7 @@ fn the_first_attempt_connects_without_delay_and_writes_go_out_in_order() {
         let mut received = Vec::new();
         while received.len() < 12 {
             match events.next().await {
-                ClientEvent::Received(bytes) => received.extend_from_slice(&bytes),
+                ClientEvent::Received(bytes, _) => received.extend_from_slice(&bytes),
                 other => panic!("expected Received, got {other:?}"),
             }
         }
@@ -66,5 +66,53 @@ fn the_first_attempt_connects_without_delay_and_writes_go_out_in_order() {
         settle().await;
         assert!(events.drain().is_empty(), "no reconnect, no other event");
         assert_eq!(mock.handles(), [Handle(1)]);
+    });
+}
+
+/// The socket's read window reaches through the client: while the subscriber holds the
+/// permits of what it received, the client's socket reads no more.
+#[test]
+fn the_client_passes_read_permits_on_so_its_subscriber_holds_the_window() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (subscriber, mut events) = client_events();
+        let _client = ReconnectingClient::builder(mock_peer())
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .socket_config(sockactor::SocketConfig {
+                read_chunk: 4,
+                read_limits: sockactor::ReadLimits {
+                    max_deliveries: 2,
+                    max_bytes: usize::MAX,
+                },
+                ..sockactor::SocketConfig::default()
+            })
+            .start();
+        assert!(matches!(events.next().await, ClientEvent::Connected { .. }));
+        mock.push_inbound(Handle(1), Bytes::from_static(b"aaaabbbbccccdddd"));
+        settle().await;
+        let held = events.drain();
+        let chunks: Vec<_> = held
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Received(bytes, permit) => {
+                    assert!(permit.is_some(), "each chunk carries its permit");
+                    Some(bytes.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(chunks, ["aaaa", "bbbb"], "the window of two is full");
+        drop(held);
+        settle().await;
+        let rest: Vec<_> = events
+            .drain()
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::Received(bytes, _) => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(rest, ["cccc", "dddd"], "dropping the permits reopened it");
     });
 }

@@ -41,7 +41,7 @@ fn data_and_eof_at_connect_time_come_after_connected() {
             .iter()
             .map(|e| match e {
                 ClientEvent::Connected { attempt, .. } => format!("connected {attempt}"),
-                ClientEvent::Received(b) => format!("received {}", String::from_utf8_lossy(b)),
+                ClientEvent::Received(b, _) => format!("received {}", String::from_utf8_lossy(b)),
                 ClientEvent::Eof => "eof".into(),
                 ClientEvent::Disconnected { cause: None } => "disconnected".into(),
                 ClientEvent::Reconnecting { attempt, .. } => format!("reconnecting {attempt}"),

@@ -38,7 +38,7 @@ fn data_then_eof_is_passed_on_and_the_client_reconnects_with_its_unsent_writes()
         mock.push_inbound(Handle(1), Bytes::from_static(b"bye"));
         mock.push_eof(Handle(1));
         match events.next().await {
-            ClientEvent::Received(bytes) => assert_eq!(&bytes[..], b"bye"),
+            ClientEvent::Received(bytes, _) => assert_eq!(&bytes[..], b"bye"),
             other => panic!("expected Received, got {other:?}"),
         }
         assert!(matches!(events.next().await, ClientEvent::Eof));

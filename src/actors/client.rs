@@ -759,8 +759,9 @@ impl ReconnectingClient {
         }
         let live = self.live_generation() == Some(generation);
         match news {
+            News::Data(bytes, permit) => self.emit(ClientEvent::Received(bytes, permit)),
             News::Event(SocketEventKind::Received(bytes)) => {
-                self.emit(ClientEvent::Received(bytes));
+                self.emit(ClientEvent::Received(bytes, None));
             }
             News::Event(SocketEventKind::Eof) if live => {
                 self.emit(ClientEvent::Eof);
@@ -1054,6 +1055,8 @@ impl Handler<ReportFailure> for ReconnectingClient {
 /// What a connection's socket told its relay.
 #[derive(Debug)]
 enum News {
+    /// Inbound bytes, with the socket's permit (carried on to the subscriber).
+    Data(bytes::Bytes, Option<crate::ReadPermit>),
     Event(SocketEventKind),
     Writable(bool),
 }
@@ -1104,7 +1107,11 @@ impl Handler<SocketEvent> for Relay {
     type Result = ();
 
     fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
-        self.pass(News::Event(msg.kind));
+        let news = match msg.kind {
+            SocketEventKind::Received(bytes) => News::Data(bytes, msg.permit),
+            kind => News::Event(kind),
+        };
+        self.pass(news);
     }
 }
 
@@ -1213,11 +1220,7 @@ mod tests {
             client.connect(&mut ctx);
             let generation = client.generation;
             // The news of the connection being made comes first ...
-            client.on_news(
-                generation,
-                News::Event(SocketEventKind::Received("hi".into())),
-                &mut ctx,
-            );
+            client.on_news(generation, News::Data("hi".into(), None), &mut ctx);
             client.on_news(generation, News::Event(SocketEventKind::Eof), &mut ctx);
             assert_eq!(client.early.len(), 2);
             // ... then its connect's answer.
@@ -1237,7 +1240,7 @@ mod tests {
                 "{seen:?}"
             );
             assert!(
-                matches!(&seen[1], ClientEvent::Received(b) if &b[..] == b"hi"),
+                matches!(&seen[1], ClientEvent::Received(b, _) if &b[..] == b"hi"),
                 "{seen:?}"
             );
             assert!(matches!(seen[2], ClientEvent::Eof), "{seen:?}");

@@ -52,8 +52,11 @@ pub enum ClientEvent {
         /// Why the last one failed.
         last_error: SocketError,
     },
-    /// Bytes arrived from the peer.
-    Received(Bytes),
+    /// Bytes arrived from the peer, with their place in the socket's read window
+    /// ([`ReadPermit`](crate::ReadPermit), dropped with the event unless kept): the read
+    /// backpressure of the socket reaches the client's subscriber. `None` only for data a
+    /// socket delivered without one.
+    Received(Bytes, Option<crate::ReadPermit>),
     /// The peer closed its sending half.
     Eof,
     /// A write sent with `do_send` (nobody awaits its answer) failed.
