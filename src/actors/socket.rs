@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError, Message, Recipient,
-    Running, SpawnHandle, WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, Recipient, Running,
+    SpawnHandle, WrapFuture,
 };
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use super::flusher::Flusher;
-use super::functions::{Adopt, ShareStream, SocketFunctions, SystemStream};
+use super::functions::{flatten, Adopt, ShareStream, SocketFunctions, SystemStream};
 use super::inbound::{Deframe, Deframer, ReadLimits, ReadPermit, ReadWindow};
 use super::writer::{
     answer, notify_writability, report_failure, Core, Counters, Pushed, Reply, ReplyTo, Shared,
@@ -548,10 +548,6 @@ async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc
 /// Limits kept per socket are `u32`: idle sockets are many, and nobody needs a 4 GiB read.
 fn clamp_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-fn flatten<T>(r: Result<Result<T, TransportError>, MailboxError>) -> Result<T, TransportError> {
-    r.map_err(TransportError::from)?
 }
 
 impl Socket {

@@ -177,10 +177,11 @@ impl Link {
 }
 
 /// The first `n` bytes of `segments` (all of them if they hold fewer), without copying.
-pub fn take_front(segments: Vec<Bytes>, n: usize) -> Vec<Bytes> {
+pub fn take_front(mut segments: Vec<Bytes>, n: usize) -> Vec<Bytes> {
+    // Cut in place: the batch's own vector is reused, nothing is allocated.
     let mut left = n;
-    let mut out = Vec::with_capacity(segments.len());
-    for mut segment in segments {
+    let mut keep = 0;
+    for segment in &mut segments {
         if left == 0 {
             break;
         }
@@ -188,9 +189,10 @@ pub fn take_front(segments: Vec<Bytes>, n: usize) -> Vec<Bytes> {
             segment.truncate(left);
         }
         left -= segment.len();
-        out.push(segment);
+        keep += 1;
     }
-    out
+    segments.truncate(keep);
+    segments
 }
 
 /// The actor of a filter: a [`SocketFunctions`] transport that runs a [`Filter`] over an
