@@ -13,7 +13,7 @@ use actix::{
 };
 use tokio::time::Instant;
 
-use super::flusher::Flusher;
+use super::flusher::{request_flush, Flusher};
 use super::functions::{call, flatten, SocketFunctions};
 use super::socket::{FlushPolicy, NEXT_ID};
 use crate::batch::IoBatch;
@@ -548,25 +548,17 @@ impl DatagramSocket {
         if self.send != SendState::Idle {
             return;
         }
-        match &self.flusher {
-            None => {
-                self.send = SendState::Active;
-                self.drive(ctx);
-            }
-            Some(flusher) if flusher.connected() => {
-                flusher.do_send(PendingWrite {
-                    socket: self.id,
-                    flush: ctx.address().recipient(),
-                });
-                self.stats.pending_writes += 1;
-                self.send = SendState::Requested;
-            }
-            Some(_) => {
-                tracing::warn!(parent: &self.span, "flusher is gone; sending immediately");
-                self.flusher = None;
-                self.send = SendState::Active;
-                self.drive(ctx);
-            }
+        if request_flush(
+            &mut self.flusher,
+            self.id,
+            || ctx.address().recipient(),
+            &self.span,
+        ) {
+            self.stats.pending_writes += 1;
+            self.send = SendState::Requested;
+        } else {
+            self.send = SendState::Active;
+            self.drive(ctx);
         }
     }
 

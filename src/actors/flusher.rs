@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WrapFuture};
 
 use crate::messages::flush::{Flush, PendingWrite};
+use crate::messages::socket::SocketId;
 
 /// Collects sockets that have freshly queued data and tells each of them to flush once
 /// the current burst of messages on its thread has been handled.
@@ -98,6 +99,33 @@ impl Handler<PendingWrite> for Flusher {
                     .into_actor(self)
                     .map(|_, act, _| act.flush_all()),
             );
+        }
+    }
+}
+
+/// Asks a socket's Flusher for a flush (c-ares' pending-write notification): `true` when
+/// a [`PendingWrite`] went out and the socket now waits for its [`Flush`]; `false` when
+/// there is no Flusher (immediate policy) or it is gone, which is then forgotten (with a
+/// warning) so the socket writes at once from now on.
+pub(crate) fn request_flush(
+    flusher: &mut Option<Arc<Recipient<PendingWrite>>>,
+    socket: SocketId,
+    flush: impl FnOnce() -> Recipient<Flush>,
+    span: &tracing::Span,
+) -> bool {
+    match flusher {
+        None => false,
+        Some(f) if f.connected() => {
+            f.do_send(PendingWrite {
+                socket,
+                flush: flush(),
+            });
+            true
+        }
+        Some(_) => {
+            tracing::warn!(parent: span, "flusher is gone; writing immediately");
+            *flusher = None;
+            false
         }
     }
 }

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
-use super::flusher::Flusher;
+use super::flusher::{request_flush, Flusher};
 use super::functions::{flatten, Adopt, ShareStream, SocketFunctions, SystemStream};
 use super::inbound::{Deframe, Deframer, ReadLimits, ReadPermit, ReadWindow};
 use super::writer::{
@@ -609,25 +609,13 @@ impl Socket {
         if self.flush != FlushState::Idle {
             return;
         }
-        match &self.flusher {
-            None => {
-                self.flush = FlushState::Active;
-                self.drive(ctx);
-            }
-            Some(flusher) if flusher.connected() => {
-                flusher.do_send(PendingWrite {
-                    socket: self.core.id,
-                    flush: ctx.address().recipient(),
-                });
-                self.core.lock().stats.pending_writes += 1;
-                self.flush = FlushState::Requested;
-            }
-            Some(_) => {
-                tracing::warn!(parent: &self.core.span, "flusher is gone; writing immediately");
-                self.flusher = None;
-                self.flush = FlushState::Active;
-                self.drive(ctx);
-            }
+        let (id, span) = (self.core.id, &self.core.span);
+        if request_flush(&mut self.flusher, id, || ctx.address().recipient(), span) {
+            self.core.lock().stats.pending_writes += 1;
+            self.flush = FlushState::Requested;
+        } else {
+            self.flush = FlushState::Active;
+            self.drive(ctx);
         }
     }
 
