@@ -49,7 +49,7 @@ pub enum Answer {
     Failed(usize, Option<io::ErrorKind>),
 }
 
-fn answer(result: Result<sockactor::messages::Written, WriteError>) -> Answer {
+pub fn answer_of(result: Result<sockactor::messages::Written, WriteError>) -> Answer {
     match result {
         Ok(w) => Answer::Written(w.len, w.sendv_calls, w.would_blocks, w.latency),
         Err(e) => {
@@ -105,7 +105,7 @@ pub async fn session(functions: SocketFunctions) -> Seen {
             .expect("answered")
             .expect("join")
             .expect("mailbox");
-        answers.push(answer(result));
+        answers.push(answer_of(result));
     }
     tokio::time::sleep(Duration::from_millis(15)).await;
     socket.do_send(Close::Graceful);
