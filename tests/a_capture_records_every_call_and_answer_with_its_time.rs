@@ -395,3 +395,40 @@ fn records_are_buffered_until_the_threshold_or_a_close() {
         assert_eq!(records.last().map(|r| &r.event), Some(&Event::Close));
     });
 }
+
+#[test]
+fn a_quiet_capture_is_written_out_when_a_record_comes_after_the_interval() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let sink = TestSink::default();
+        let functions = Capture::new(sink.clone())
+            .flush_at(1 << 20)
+            .flush_every(ms(10))
+            .wrap(mock.functions());
+        let socket = Socket::builder()
+            .functions(functions)
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        socket
+            .send(Write::new(&b"early"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        tokio::time::sleep(ms(9)).await;
+        settle().await;
+        assert_eq!(*sink.calls.lock().expect("lock"), 0, "within the interval");
+        tokio::time::sleep(ms(11)).await;
+        socket
+            .send(Write::new(&b"late"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        assert_eq!(*sink.calls.lock().expect("lock"), 1, "written out");
+        let records = capture_support::records(&sink.bytes.lock().expect("lock"));
+        assert_eq!(
+            capture_support::accepted_bytes(&records, Handle(1)),
+            b"earlylate"
+        );
+    });
+}

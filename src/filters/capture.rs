@@ -27,6 +27,10 @@ const DEFAULT_MAX_PER_CALL: usize = 64 * 1024;
 /// Default: the buffer is written to the sink once it holds this many bytes.
 const DEFAULT_FLUSH_AT: usize = 64 * 1024;
 
+/// Default: records wait at most this long (if another record comes) before the buffer
+/// is written out.
+const DEFAULT_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 /// Default: most bytes kept while the sink would block.
 const DEFAULT_BUFFER_LIMIT: usize = 4 << 20;
 
@@ -35,6 +39,9 @@ struct Spool {
     sink: Option<Box<dyn Write>>,
     buf: Vec<u8>,
     flush_at: usize,
+    every: Duration,
+    /// When the buffer was last written out (or the capture made).
+    last: Instant,
     limit: usize,
     records: u64,
 }
@@ -50,7 +57,7 @@ impl Spool {
             return;
         }
         self.records += 1;
-        if self.buf.len() >= self.flush_at {
+        if self.buf.len() >= self.flush_at || self.last.elapsed() >= self.every {
             self.write_out(false);
         }
     }
@@ -62,6 +69,7 @@ impl Spool {
         let Some(sink) = self.sink.as_mut() else {
             return;
         };
+        self.last = Instant::now();
         let mut done = 0;
         let mut failure = None;
         while done < self.buf.len() {
@@ -112,7 +120,9 @@ impl Spool {
 /// versioned binary format (`docs/filters.md`), read back with [`CaptureReader`] and
 /// turned into a deterministic test with [`Replay`](super::Replay). The actor never
 /// waits for the sink: records are buffered and written out when the buffer passes
-/// [`flush_at`](Self::flush_at) bytes, on every `close` and when the filter stops. A
+/// [`flush_at`](Self::flush_at) bytes, when a record comes
+/// [`flush_every`](Self::flush_every) after the last write-out, on every `close` and
+/// when the filter stops. A
 /// sink that would block keeps records buffered up to
 /// [`buffer_limit`](Self::buffer_limit); a sink error (or the limit passed) is reported
 /// once through `tracing` and ends the capture. Traffic is never affected.
@@ -170,6 +180,8 @@ impl Capture {
                 sink: Some(Box::new(sink)),
                 buf: record::header().to_vec(),
                 flush_at: DEFAULT_FLUSH_AT,
+                every: DEFAULT_FLUSH_EVERY,
+                last: Instant::now(),
                 limit: DEFAULT_BUFFER_LIMIT,
                 records: 0,
             },
@@ -187,6 +199,13 @@ impl Capture {
     /// every record at once).
     pub fn flush_at(mut self, bytes: usize) -> Self {
         self.spool.flush_at = bytes;
+        self
+    }
+
+    /// Writes the buffer out when a record comes this long (default 1 s) after the last
+    /// write-out, however little it holds, so a quiet capture still reaches its sink.
+    pub fn flush_every(mut self, interval: Duration) -> Self {
+        self.spool.every = interval;
         self
     }
 
@@ -208,6 +227,7 @@ impl Capture {
     /// counted from now.
     pub fn wrap(mut self, inner: SocketFunctions) -> SocketFunctions {
         self.start = Instant::now();
+        self.spool.last = self.start;
         let max = self.max_per_call;
         FilterActor::wrap(self, inner, max)
     }

@@ -53,7 +53,7 @@ struct Script {
 ///   the inner transport's notice, or else to the next call; [`SendStep::Hold`] when
 ///   neither came), or the captured failure ([`SendStep::Fail`]);
 /// - inbound data (with its sender, for datagrams), EOF and read errors arrive at the
-///   time the captured socket's `recvfrom` found them, in the same pieces (a truncated
+///   time the captured socket's `recvfrom` was answered with them, in the same pieces (a truncated
 ///   datagram arrives one byte longer than the captured read's `max_len`, so it is cut
 ///   again);
 /// - a failed `connect` fails the same way and a slow one takes as long (for every
@@ -166,10 +166,13 @@ impl Replay {
                 scripts.entry(handle).or_default().writable.push(at);
             }
             Event::RecvFrom {
-                answer, max_len, ..
+                answer,
+                max_len,
+                took,
             } => {
+                // Delivered when the captured call was answered.
                 if let Some(event) = inbound_of(answer, max_len, datagram) {
-                    inbound.push((at, handle, event));
+                    inbound.push((at + took, handle, event));
                 }
             }
             Event::Close => {
