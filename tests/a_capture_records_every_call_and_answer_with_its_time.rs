@@ -32,6 +32,7 @@ fn at(ms_: u64, event: Event) -> Record {
 fn send(offered: u64, answer: SendAnswer) -> Event {
     Event::SendV {
         offered,
+        to: None,
         took: Duration::ZERO,
         answer,
     }

@@ -36,7 +36,7 @@ const DEFAULT_BUFFER_LIMIT: usize = 4 << 20;
 
 /// The bytes waiting for the sink, and the sink; `None` once capture has stopped.
 struct Spool {
-    sink: Option<Box<dyn Write>>,
+    sink: Option<Box<dyn Write + Send>>,
     buf: Vec<u8>,
     flush_at: usize,
     every: Duration,
@@ -173,7 +173,7 @@ impl fmt::Debug for Capture {
 
 impl Capture {
     /// A capture writing to `sink`. The header goes into the buffer at once.
-    pub fn new(sink: impl Write + 'static) -> Self {
+    pub fn new(sink: impl Write + Send + 'static) -> Self {
         Capture {
             start: Instant::now(),
             spool: Spool {
@@ -189,10 +189,12 @@ impl Capture {
         }
     }
 
-    /// A capture into memory, and the buffer to read it from.
+    /// A capture into memory, and the buffer to read it from. Writing to memory is
+    /// cheap, so each record reaches the buffer at once (`flush_at(0)`): the buffer can
+    /// be read while the capture runs.
     pub fn to_memory() -> (Self, CaptureBuffer) {
         let buffer = CaptureBuffer::default();
-        (Capture::new(buffer.clone()), buffer)
+        (Capture::new(buffer.clone()).flush_at(0), buffer)
     }
 
     /// Writes the buffer to the sink once it holds `bytes` (default 64 KiB; 0 writes
@@ -281,6 +283,7 @@ impl Filter for Capture {
         _ctx: &mut Context<FilterActor<Self>>,
     ) -> FilterAnswer<Self, Sent> {
         let (handle, asked, offered) = (msg.handle, Instant::now(), msg.len() as u64);
+        let to = msg.to.clone();
         let segments = self.capturing().then(|| msg.segments.clone());
         let sent = actix::fut::wrap_future(link.sendv(msg, usize::MAX));
         Box::pin(sent.map(move |answer, act: &mut FilterActor<Self>, _| {
@@ -295,6 +298,7 @@ impl Filter for Capture {
             };
             let event = Event::SendV {
                 offered,
+                to,
                 took: asked.elapsed(),
                 answer: answer_record,
             };

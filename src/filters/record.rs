@@ -93,6 +93,8 @@ pub enum Event {
         /// Bytes the caller offered (the capture may have handed on fewer: its per-call
         /// bound).
         offered: u64,
+        /// The destination, for unconnected datagram sockets.
+        to: Option<Address>,
         /// How long the inner transport took to answer.
         took: Duration,
         /// The answer, with exactly the bytes taken.
@@ -544,11 +546,13 @@ impl Record {
             },
             Event::SendV {
                 offered,
+                to,
                 took,
                 answer,
             } => {
                 put_duration(out, *took);
                 put_u64(out, *offered);
+                put_address(out, to.as_ref());
                 match answer {
                     SendAnswer::Accepted(bytes) => {
                         out.push(0);
@@ -761,6 +765,7 @@ impl Payload {
             SENDV => {
                 let took = self.duration("sendv time")?;
                 let offered = self.u64("offered")?;
+                let to = self.address()?;
                 let answer = match self.u8("sendv answer")? {
                     0 => SendAnswer::Accepted(self.rest()),
                     1 => SendAnswer::WouldBlock,
@@ -769,6 +774,7 @@ impl Payload {
                 };
                 Event::SendV {
                     offered,
+                    to,
                     took,
                     answer,
                 }
@@ -1040,6 +1046,7 @@ mod tests {
                 at: Duration::from_secs(1),
                 event: Event::SendV {
                     offered: 10,
+                    to: Some(SocketAddr::from(([192, 0, 2, 1], 53)).into()),
                     took: Duration::ZERO,
                     answer: SendAnswer::Accepted(Bytes::from_static(b"abc")),
                 },
