@@ -601,7 +601,8 @@ impl Record {
         put_u64(out, self.handle.0);
         put_duration(out, self.at);
         self.payload(out);
-        let len = out.len() - start - 4 + 4;
+        // Everything after the length field, the checksum to come included.
+        let len = out.len() - (start + 4) + 4;
         let Ok(len) = u32::try_from(len) else {
             out.truncate(start);
             return false;
@@ -1131,7 +1132,7 @@ mod tests {
     }
 
     #[test]
-    fn every_flipped_byte_is_detected_or_harmless() {
+    fn every_flipped_byte_after_the_header_is_detected() {
         let records = sample();
         let bytes = encode(&records);
         for i in HEADER_LEN..bytes.len() {
