@@ -2,7 +2,8 @@
 //! inner transport saw (call for call the mock's own `sendv` log, and none of the
 //! injector's own would-blocks); above it, what the socket saw (the injector's partial
 //! accepts, would-blocks, late answers and short reads), and that capture, replayed
-//! into a plain mock with no injector, gives the socket the same answers and pieces.
+//! into a plain mock with no injector, gives the socket the same answers and pieces,
+//! under many seeds, and when a reset closes the socket while a send is out.
 
 mod capture_support;
 mod support;
@@ -19,9 +20,21 @@ use sockactor::{MockTransport, SendStep, Socket, SocketFunctions};
 use support::{mock_peer, pattern, run_paused, settle, Recorder};
 
 fn injector() -> FaultInjector {
+    injector_with(17, Faults::default())
+}
+
+/// The test's faults (plus `extra`'s resets), from `seed`.
+fn injector_with(seed: u64, extra: Faults) -> FaultInjector {
+    let resets = if extra.injects_resets() {
+        (0.02, 0.01)
+    } else {
+        (0.0, 0.0)
+    };
     FaultInjector::new(
-        17,
+        seed,
         Faults::default()
+            .reset(resets.0)
+            .read_reset(resets.1)
             .partial(0.5)
             .would_block(0.2, Duration::from_millis(3))
             .delay(0.2, Duration::from_millis(2))
@@ -164,10 +177,14 @@ fn below_the_injector_the_capture_sees_exactly_what_the_inner_transport_saw() {
 }
 
 fn capture_above() -> (Seen, CaptureBuffer, Vec<u8>) {
-    run_paused(|| async {
+    capture_above_with(injector())
+}
+
+fn capture_above_with(injector: FaultInjector) -> (Seen, CaptureBuffer, Vec<u8>) {
+    run_paused(|| async move {
         let mock = MockTransport::start();
         let (capture, file) = Capture::to_memory();
-        let functions = capture.wrap(injector().wrap(mock.functions()));
+        let functions = capture.wrap(injector.wrap(mock.functions()));
         spawn_peer(&mock);
         let seen = program(functions).await;
         (seen, file, mock.written(Handle(1)))
@@ -233,17 +250,55 @@ fn above_the_injector_the_capture_sees_what_the_socket_saw() {
     assert!(late > 0, "late answers carry how long they took");
 }
 
-#[test]
-fn a_fault_injected_session_replays_without_the_injector() {
-    let (captured, file, written) = capture_above();
+fn assert_replays_the_same(injector: FaultInjector, what: &str) {
+    let (captured, file, written) = capture_above_with(injector);
     let bytes = file.contents();
     let (replayed, replay_written) = run_paused(|| async move {
         let replay = Replay::from_reader(&bytes[..]).expect("valid capture");
         let seen = program(replay.functions()).await;
         (seen, replay.mock().written(Handle(1)))
     });
-    assert_eq!(replayed.0, captured.0, "the same write answers");
-    assert_eq!(replayed.1, captured.1, "the same pieces received");
-    assert_eq!(replayed.2, captured.2, "the same events");
-    assert_eq!(replay_written, written);
+    assert_eq!(replayed.0, captured.0, "{what}: the same write answers");
+    assert_eq!(replayed.1, captured.1, "{what}: the same pieces received");
+    assert_eq!(replayed.2, captured.2, "{what}: the same events");
+    assert_eq!(replay_written, written, "{what}: the same byte stream");
+}
+
+#[test]
+fn a_fault_injected_session_replays_without_the_injector() {
+    assert_replays_the_same(injector(), "seed 17");
+}
+
+#[test]
+fn sessions_under_many_seeds_replay_without_the_injector() {
+    for seed in 0..64 {
+        assert_replays_the_same(
+            injector_with(seed, Faults::default()),
+            &format!("seed {seed}"),
+        );
+    }
+}
+
+#[test]
+fn a_reset_while_a_send_is_out_replays_the_same() {
+    // Seed 12 resets the read side while a delayed sendv is out: its answer is recorded
+    // after the handle's close, and must still be scripted for the replay.
+    let injector = || injector_with(12, Faults::default().reset(1.0));
+    let (seen, file, _) = capture_above_with(injector());
+    let records = records(&file.contents());
+    let close = records
+        .iter()
+        .position(|r| r.event == Event::Close)
+        .expect("closed");
+    assert!(
+        records[close..]
+            .iter()
+            .any(|r| matches!(r.event, Event::SendV { .. })),
+        "a sendv answered after the close"
+    );
+    assert!(seen
+        .0
+        .iter()
+        .any(|a| matches!(a, Answer::Failed(n, _) if *n > 0)));
+    assert_replays_the_same(injector(), "seed 12 with resets");
 }

@@ -49,9 +49,10 @@ struct Script {
 ///
 /// - each `sendv` gets the captured answer: an accept of the same number of bytes
 ///   ([`SendStep::Accept`], or [`SendStep::Slow`] when the inner transport took time to
-///   answer), a would-block whose `Ready(Writable)` follows after the captured delay (to
-///   the inner transport's notice, or else to the next call; [`SendStep::Hold`] when
-///   neither came), or the captured failure ([`SendStep::Fail`]);
+///   answer), a would-block whose `Ready(Writable)` comes when the captured one came (or
+///   else when the next call came; [`SendStep::Hold`] when neither did), or the captured
+///   failure ([`SendStep::Fail`], after a would-block as long as the captured answer
+///   took);
 /// - inbound data (with its sender, for datagrams), EOF and read errors arrive at the
 ///   time the captured socket's `recvfrom` was answered with them, in the same pieces (a truncated
 ///   datagram arrives one byte longer than the captured read's `max_len`, so it is cut
@@ -61,7 +62,8 @@ struct Script {
 ///
 /// Not reproduced: listeners and accepted connections (their records are read, their
 /// handles are not replayed), errors other than I/O errors (replayed as
-/// [`io::ErrorKind::Other`]), the latency of would-block and failure answers, and
+/// [`io::ErrorKind::Other`]), the order of a handle's read and write events within one
+/// instant (the mock answers in fewer actor hops than the captured stack), and
 /// anything the replaying socket does differently (it gets the captured answers in
 /// order whatever it offers, and the mock's default step once they run out). Handles
 /// are the mock's (numbered from 1 in the order they are opened); [`handle`](Self::handle)
@@ -87,9 +89,8 @@ impl Replay {
         };
         let mut scripts: BTreeMap<Handle, Script> = BTreeMap::new();
         let mut inbound: Vec<(Duration, Handle, Inbound)> = Vec::new();
-        let mut current: HashMap<Handle, Handle> = HashMap::new();
         for record in records {
-            replay.take(record, &mut current, &mut scripts, &mut inbound);
+            replay.take(record, &mut scripts, &mut inbound);
         }
         for (handle, script) in scripts {
             replay.mock.script_sendv(handle, steps(script));
@@ -126,7 +127,6 @@ impl Replay {
     fn take(
         &mut self,
         record: Record,
-        current: &mut HashMap<Handle, Handle>,
         scripts: &mut BTreeMap<Handle, Script>,
         inbound: &mut Vec<(Duration, Handle, Inbound)>,
     ) {
@@ -141,7 +141,6 @@ impl Replay {
             let replayed = Handle(self.kinds.len() as u64 + 1);
             self.kinds.insert(replayed, kind);
             self.handles.insert(record.handle, replayed);
-            current.insert(record.handle, replayed);
             return;
         }
         if let Event::Connect { addr, took, result } = record.event {
@@ -153,7 +152,7 @@ impl Replay {
             }
             return;
         }
-        let Some(&handle) = current.get(&record.handle) else {
+        let Some(&handle) = self.handles.get(&record.handle) else {
             return;
         };
         let datagram = self.kinds.get(&handle) == Some(&SocketKind::Datagram);
@@ -175,9 +174,8 @@ impl Replay {
                     inbound.push((at + took, handle, event));
                 }
             }
-            Event::Close => {
-                current.remove(&record.handle);
-            }
+            // A call's answer may be recorded after its handle's close (the socket closed
+            // while it was out): the handle keeps its mapping until it is opened again.
             _ => {}
         }
     }
@@ -213,30 +211,39 @@ fn steps(script: Script) -> Vec<SendStep> {
     let mut writable: VecDeque<Duration> = script.writable.into();
     let mut out = Vec::with_capacity(script.sends.len());
     for (i, call) in script.sends.iter().enumerate() {
-        let answered = call.at + call.took;
-        let step = match &call.answer {
-            SendAnswer::Accepted(bytes) if call.took.is_zero() => SendStep::Accept(bytes.len()),
-            SendAnswer::Accepted(bytes) => SendStep::Slow {
+        match &call.answer {
+            SendAnswer::Accepted(bytes) if call.took.is_zero() => {
+                out.push(SendStep::Accept(bytes.len()));
+            }
+            SendAnswer::Accepted(bytes) => out.push(SendStep::Slow {
                 bytes: bytes.len(),
                 after: call.took,
-            },
-            SendAnswer::Failed(e) => SendStep::Fail(kind_of(e.io_kind())),
+            }),
+            SendAnswer::Failed(e) => {
+                // A late failure: the socket waits as long (one more call in the mock's
+                // log), then fails.
+                if !call.took.is_zero() {
+                    out.push(SendStep::WouldBlock(call.took));
+                }
+                out.push(SendStep::Fail(kind_of(e.io_kind())));
+            }
             SendAnswer::WouldBlock => {
                 // The notice that ended this would-block: the first one not before the
-                // call (a notice may overtake its answer, never its call).
+                // call (a notice may overtake its answer, never its call). The mock
+                // answers at once, so the delay counts from the call.
                 while writable.front().is_some_and(|r| *r < call.at) {
                     writable.pop_front();
                 }
-                match writable.pop_front() {
-                    Some(ready) => SendStep::WouldBlock(ready.saturating_sub(answered)),
+                let step = match writable.pop_front() {
+                    Some(ready) => SendStep::WouldBlock(ready.saturating_sub(call.at)),
                     None => match script.sends.get(i + 1) {
-                        Some(next) => SendStep::WouldBlock(next.at.saturating_sub(answered)),
+                        Some(next) => SendStep::WouldBlock(next.at.saturating_sub(call.at)),
                         None => SendStep::Hold,
                     },
-                }
+                };
+                out.push(step);
             }
-        };
-        out.push(step);
+        }
     }
     out
 }
