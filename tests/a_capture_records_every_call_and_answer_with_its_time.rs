@@ -433,3 +433,43 @@ fn a_quiet_capture_is_written_out_when_a_record_comes_after_the_interval() {
         );
     });
 }
+
+#[test]
+fn a_capture_hands_its_inner_transport_at_most_its_per_call_bound() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (capture, file) = Capture::to_memory();
+        let socket = Socket::builder()
+            .functions(capture.max_per_call(100).wrap(mock.functions()))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let payload = support::pattern(1000, 3);
+        let done = socket
+            .send(Write::new(payload.clone()))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        assert_eq!(done.sendv_calls, 10);
+        let log = mock.sendv_log(Handle(1));
+        assert_eq!(log.len(), 10);
+        assert!(log.iter().all(|l| l.offered == 100 && l.accepted == 100));
+        let records = capture_support::records(&file.contents());
+        let offered: Vec<u64> = records
+            .iter()
+            .filter_map(|r| match r.event {
+                Event::SendV { offered, .. } => Some(offered),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            offered,
+            (0..10).rev().map(|i| 100 + i * 100).collect::<Vec<u64>>(),
+            "the records keep what the socket offered, not the bound"
+        );
+        assert_eq!(
+            capture_support::accepted_bytes(&records, Handle(1)),
+            payload
+        );
+    });
+}
