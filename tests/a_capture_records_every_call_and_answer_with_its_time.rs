@@ -291,8 +291,41 @@ async fn traffic(mock: &MockTransport, functions: SocketFunctions) {
     traffic_on(mock, functions, Handle(1)).await;
 }
 
+/// Log lines written by the `tracing` subscriber of [`logged`].
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn lines_with(&self, text: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().expect("lock"))
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+}
+
 #[test]
 fn a_failing_sink_stops_the_capture_and_never_touches_the_traffic() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    // The test's runtime runs on this thread, so a thread-local subscriber hears it.
+    let _guard = tracing::subscriber::set_default(subscriber);
     run_paused(|| async {
         let mock = MockTransport::start();
         let sink = TestSink::default();
@@ -311,6 +344,11 @@ fn a_failing_sink_stops_the_capture_and_never_touches_the_traffic() {
         );
         assert!(sink.bytes.lock().expect("lock").is_empty());
     });
+    assert_eq!(
+        log.lines_with("capture: sink failed, capture stopped"),
+        1,
+        "reported once"
+    );
 }
 
 #[test]
