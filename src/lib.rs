@@ -30,8 +30,9 @@
 //!   window ([`ReadLimits`]); a full window stops reading. [`SocketBuilder::framed`]
 //!   decodes the stream with any tokio-util `Decoder` into [`messages::Frame`]s.
 //! - [`filters`] wrap a transport table in another: a seeded [`FaultInjector`] and a
-//!   token-bucket [`Throttle`] so far, stacked in one expression, each keeping the
-//!   transport contract and a bound on the bytes it hands on per call.
+//!   token-bucket [`Throttle`] and a [`Capture`] that records a session to a file, which
+//!   [`Replay`] turns back into a scripted mock transport; stacked in one expression, each
+//!   keeping the transport contract and a bound on the bytes it hands on per call.
 //! - Around the socket: [`Listener`] accepts connections as socket actors,
 //!   [`DatagramSocket`] sends and receives whole datagrams, [`ReconnectingClient`] is a
 //!   supervised client that reconnects with backoff, [`SocketSystem`] spreads sockets
@@ -85,7 +86,10 @@ pub use actors::{
 };
 pub use batch::IoBatch;
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
-pub use filters::{Compress, CompressError, FaultInjector, Faults, Throttle, TokenBucket};
+pub use filters::{
+    Capture, CaptureError, CaptureReader, Compress, CompressError, FaultInjector, Faults, Replay,
+    Throttle, TokenBucket,
+};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};

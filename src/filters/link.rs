@@ -12,12 +12,13 @@ use actix::{
     WeakRecipient, WrapFuture,
 };
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use crate::actors::functions::call;
 use crate::error::TransportError;
 use crate::messages::functions::{
-    Accept, Accepted, Address, Bind, CloseSocket, Connect, Handle, Listen, OpenSocket, Readiness,
-    Ready, Received, RecvFrom, SendV, Sent, SocketKind,
+    Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
+    Readiness, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
 };
 use crate::SocketFunctions;
 
@@ -87,6 +88,35 @@ pub trait Filter: Sized + Unpin + 'static {
     ) {
         link.notify(ready.handle, ready.readiness);
     }
+
+    /// The inner transport answered an `OpenSocket` (for a filter that watches; does
+    /// nothing by default).
+    fn opened(
+        &mut self,
+        _family: Family,
+        _kind: SocketKind,
+        _answer: &Result<Handle, TransportError>,
+    ) {
+    }
+
+    /// The inner transport answered a `Connect` to `addr`, asked at `asked` (tokio time);
+    /// does nothing by default.
+    fn connected(
+        &mut self,
+        _handle: Handle,
+        _addr: &Address,
+        _asked: Instant,
+        _answer: &Result<(), TransportError>,
+    ) {
+    }
+
+    /// The inner transport answered an `Accept` on the listening handle; does nothing by
+    /// default.
+    fn accepted(&mut self, _listener: Handle, _answer: &Result<Accepted, TransportError>) {}
+
+    /// The inner transport sent a readiness notice for a handle the filter knows, about
+    /// to be forwarded to its socket; does nothing by default.
+    fn ready(&mut self, _handle: Handle, _readiness: Readiness) {}
 }
 
 /// Where one handle's notices go.
@@ -272,7 +302,7 @@ impl<F: Filter> Handler<OpenSocket> for FilterActor<F> {
 
     fn handle(&mut self, msg: OpenSocket, ctx: &mut Context<Self>) -> Self::Result {
         let inner = self.link.inner.open().clone();
-        let (events, kind) = (msg.events, msg.kind);
+        let (events, kind, family) = (msg.events, msg.kind, msg.family);
         let open = OpenSocket {
             family: msg.family,
             kind,
@@ -283,6 +313,7 @@ impl<F: Filter> Handler<OpenSocket> for FilterActor<F> {
             if let Ok(handle) = answer {
                 act.link.routes.insert(handle, Route { events, kind });
             }
+            act.filter.opened(family, kind, &answer);
             answer
         }))
     }
@@ -299,6 +330,7 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
             events: Self::own_events(ctx),
         };
         let accepted = async move { call(inner.as_ref(), "accept", accept).await };
+        let listener = msg.handle;
         Box::pin(accepted.into_actor(self).map(move |answer, act, _| {
             if let Ok(Accepted::Connection { handle, .. }) = &answer {
                 let route = Route {
@@ -307,17 +339,23 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
                 };
                 act.link.routes.insert(*handle, route);
             }
+            act.filter.accepted(listener, &answer);
             answer
         }))
     }
 }
 
 impl<F: Filter> Handler<Connect> for FilterActor<F> {
-    type Result = ResponseFuture<Result<(), TransportError>>;
+    type Result = ResponseActFuture<Self, Result<(), TransportError>>;
 
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
         let inner = self.link.inner.connect().clone();
-        Box::pin(async move { inner.send(msg).await? })
+        let (handle, addr, asked) = (msg.handle, msg.addr.clone(), Instant::now());
+        let connected = async move { inner.send(msg).await? };
+        Box::pin(connected.into_actor(self).map(move |answer, act, _| {
+            act.filter.connected(handle, &addr, asked, &answer);
+            answer
+        }))
     }
 }
 
@@ -397,6 +435,9 @@ impl<F: Filter> Handler<Ready> for FilterActor<F> {
 
     fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
         tracing::trace!(filter = self.filter.name(), handle = %msg.handle, "inner transport ready");
+        if self.link.routes.contains_key(&msg.handle) {
+            self.filter.ready(msg.handle, msg.readiness);
+        }
         self.filter.inner_ready(msg, &mut self.link, ctx);
     }
 }

@@ -25,6 +25,10 @@
 //! [`Compress`] is a transforming filter: a streaming deflate both ways, with a bounded
 //! outbox of encoded bytes and bounded inflation.
 //!
+//! [`Capture`] records everything that passes through it to a file (format in
+//! [`record`]), [`CaptureReader`] reads it back, and [`Replay`] turns it into a scripted
+//! mock transport: a captured session becomes a deterministic test.
+//!
 //! [`Filter`] and [`FilterActor`] are the shared plumbing (opening, connecting, closing,
 //! binding, listening and accepting pass through; readiness notices are forwarded to
 //! the right socket); a filter only says what it does with `sendv` and `recvfrom`. See
@@ -32,12 +36,20 @@
 //!
 //! [`Sent::Accepted`]: crate::messages::Sent::Accepted
 
+mod capture;
 mod compress;
 mod fault;
 mod link;
+pub mod record;
+mod replay;
 mod throttle;
 
+pub use capture::{Capture, CaptureBuffer};
 pub use compress::{Compress, CompressError};
 pub use fault::{FaultInjector, Faults};
 pub use link::{take_front, Filter, FilterActor, FilterAnswer, Link};
+pub use record::{
+    AcceptAnswer, CaptureError, CaptureReader, Event, Record, RecordedError, RecvAnswer, SendAnswer,
+};
+pub use replay::Replay;
 pub use throttle::{Throttle, TokenBucket};
