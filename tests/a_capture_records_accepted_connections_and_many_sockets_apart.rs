@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use capture_support::{accepted_bytes, answer_of, received_bytes, records, Answer};
-use sockactor::filters::{AcceptAnswer, Capture, Event, Replay};
+use sockactor::filters::{AcceptAnswer, Capture, CaptureEvent, Replay};
 use sockactor::messages::{Address, Handle, ListenerEvent, Readiness, Write};
 use sockactor::{Listener, MockTransport, SendStep, Socket, SocketFunctions};
 use support::{channel, mock_peer, pattern, run_paused, settle, Recorder};
@@ -46,7 +46,7 @@ fn an_accepted_connection_is_recorded_with_its_peer_and_its_own_handle() {
         let accepts: Vec<(Handle, Duration, AcceptAnswer)> = records
             .iter()
             .filter_map(|r| match &r.event {
-                Event::Accept(answer) => Some((r.handle, r.at, answer.clone())),
+                CaptureEvent::Accept(answer) => Some((r.handle, r.at, answer.clone())),
                 _ => None,
             })
             .collect();
@@ -67,7 +67,7 @@ fn an_accepted_connection_is_recorded_with_its_peer_and_its_own_handle() {
         );
         assert!(records.iter().any(|r| r.handle == Handle(1)
             && r.at == Duration::from_millis(2)
-            && r.event == Event::Ready(Readiness::Readable)));
+            && r.event == CaptureEvent::Ready(Readiness::Readable)));
         assert_eq!(received_bytes(&records, conn), b"hello listener");
         assert!(received_bytes(&records, Handle(1)).is_empty());
     });

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockactor::filters::{Capture, Event, Record, RecordedError, RecvAnswer, SendAnswer};
+use sockactor::filters::{Capture, CaptureEvent, Record, RecordedError, RecvAnswer, SendAnswer};
 use sockactor::messages::{Address, Close, Family, Handle, Readiness, SocketKind, Write};
 use sockactor::{MockTransport, SendStep, Socket, SocketFunctions};
 use support::{mock_peer, run_paused, settle, Recorder};
@@ -21,7 +21,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn at(ms_: u64, event: Event) -> Record {
+fn at(ms_: u64, event: CaptureEvent) -> Record {
     Record {
         handle: Handle(1),
         at: ms(ms_),
@@ -29,8 +29,8 @@ fn at(ms_: u64, event: Event) -> Record {
     }
 }
 
-fn send(offered: u64, answer: SendAnswer) -> Event {
-    Event::SendV {
+fn send(offered: u64, answer: SendAnswer) -> CaptureEvent {
+    CaptureEvent::SendV {
         offered,
         to: None,
         took: Duration::ZERO,
@@ -41,8 +41,8 @@ fn send(offered: u64, answer: SendAnswer) -> Event {
 /// The socket's default read chunk.
 const CHUNK: u64 = 64 * 1024;
 
-fn recv(answer: RecvAnswer) -> Event {
-    Event::RecvFrom {
+fn recv(answer: RecvAnswer) -> CaptureEvent {
+    CaptureEvent::RecvFrom {
         max_len: CHUNK,
         took: Duration::ZERO,
         answer,
@@ -72,7 +72,7 @@ fn a_mock_session_is_recorded_call_by_call_with_exact_bytes_and_times() {
         let expected = vec![
             at(
                 0,
-                Event::Open {
+                CaptureEvent::Open {
                     family: Family::Ipv4,
                     kind: SocketKind::Stream,
                     result: Ok(()),
@@ -80,7 +80,7 @@ fn a_mock_session_is_recorded_call_by_call_with_exact_bytes_and_times() {
             ),
             at(
                 0,
-                Event::Connect {
+                CaptureEvent::Connect {
                     addr: Address::Inet(mock_peer()),
                     took: Duration::ZERO,
                     result: Ok(()),
@@ -91,23 +91,23 @@ fn a_mock_session_is_recorded_call_by_call_with_exact_bytes_and_times() {
             // for 5 ms.
             at(0, send(3015, SendAnswer::Accepted(all.slice(..3)))),
             at(0, send(3012, SendAnswer::WouldBlock)),
-            at(5, Event::Ready(Readiness::Writable)),
+            at(5, CaptureEvent::Ready(Readiness::Writable)),
             at(5, send(3012, SendAnswer::Accepted(all.slice(3..7)))),
             at(5, send(3008, SendAnswer::Accepted(all.slice(7..1007)))),
             at(5, send(2008, SendAnswer::WouldBlock)),
-            at(7, Event::Ready(Readiness::Writable)),
+            at(7, CaptureEvent::Ready(Readiness::Writable)),
             at(7, send(2008, SendAnswer::Accepted(all.slice(1007..)))),
             // The peer's data, then its EOF.
-            at(10, Event::Ready(Readiness::Readable)),
+            at(10, CaptureEvent::Ready(Readiness::Readable)),
             at(10, recv(data(b"ping"))),
             at(10, recv(RecvAnswer::WouldBlock)),
-            at(12, Event::Ready(Readiness::Readable)),
+            at(12, CaptureEvent::Ready(Readiness::Readable)),
             at(12, recv(data(b"pong!"))),
             at(12, recv(RecvAnswer::WouldBlock)),
-            at(20, Event::Ready(Readiness::Readable)),
+            at(20, CaptureEvent::Ready(Readiness::Readable)),
             at(20, recv(RecvAnswer::Eof)),
             at(25, send(9, SendAnswer::Accepted(third))),
-            at(40, Event::Close),
+            at(40, CaptureEvent::Close),
         ];
         let records = capture_support::records(&file.contents());
         assert_eq!(records.len(), expected.len(), "{records:#?}");
@@ -157,7 +157,7 @@ fn failed_sends_and_reads_are_recorded_with_their_error_kinds() {
             .filter(|r| {
                 matches!(
                     r.event,
-                    Event::RecvFrom {
+                    CaptureEvent::RecvFrom {
                         answer: RecvAnswer::Failed(_),
                         ..
                     }
@@ -172,7 +172,7 @@ fn failed_sends_and_reads_are_recorded_with_their_error_kinds() {
                 io::ErrorKind::ConnectionReset
             )))
         );
-        assert_eq!(records.last().map(|r| &r.event), Some(&Event::Close));
+        assert_eq!(records.last().map(|r| &r.event), Some(&CaptureEvent::Close));
 
         // A second socket whose send fails.
         let (capture, file) = Capture::to_memory();
@@ -195,9 +195,9 @@ fn failed_sends_and_reads_are_recorded_with_their_error_kinds() {
             .expect("mailbox");
         assert_eq!(answer.expect_err("failed").bytes_sent(), 2);
         settle().await;
-        let sends: Vec<Event> = capture_support::records(&file.contents())
+        let sends: Vec<CaptureEvent> = capture_support::records(&file.contents())
             .into_iter()
-            .filter(|r| matches!(r.event, Event::SendV { .. }))
+            .filter(|r| matches!(r.event, CaptureEvent::SendV { .. }))
             .map(|r| r.event)
             .collect();
         assert_eq!(
@@ -228,13 +228,13 @@ fn a_refused_connect_is_recorded_with_its_error_kind() {
         let records = capture_support::records(&file.contents());
         assert_eq!(
             records[1].event,
-            Event::Connect {
+            CaptureEvent::Connect {
                 addr: Address::Inet(mock_peer()),
                 took: Duration::ZERO,
                 result: Err(RecordedError::Io(io::ErrorKind::ConnectionRefused)),
             }
         );
-        assert_eq!(records.last().map(|r| &r.event), Some(&Event::Close));
+        assert_eq!(records.last().map(|r| &r.event), Some(&CaptureEvent::Close));
     });
 }
 
@@ -368,7 +368,7 @@ fn a_sink_that_would_block_keeps_every_record_until_it_takes_them() {
         let records = capture_support::records(&bytes);
         let sends = records
             .iter()
-            .filter(|r| matches!(r.event, Event::SendV { .. }))
+            .filter(|r| matches!(r.event, CaptureEvent::SendV { .. }))
             .count();
         assert_eq!(sends, 100, "no record lost while the sink would block");
         assert_eq!(
@@ -431,7 +431,7 @@ fn records_are_buffered_until_the_threshold_or_a_close() {
         settle().await;
         assert_eq!(*sink.calls.lock().expect("lock"), 1, "one write on close");
         let records = capture_support::records(&sink.bytes.lock().expect("lock"));
-        assert_eq!(records.last().map(|r| &r.event), Some(&Event::Close));
+        assert_eq!(records.last().map(|r| &r.event), Some(&CaptureEvent::Close));
     });
 }
 
@@ -496,7 +496,7 @@ fn a_capture_hands_its_inner_transport_at_most_its_per_call_bound() {
         let offered: Vec<u64> = records
             .iter()
             .filter_map(|r| match r.event {
-                Event::SendV { offered, .. } => Some(offered),
+                CaptureEvent::SendV { offered, .. } => Some(offered),
                 _ => None,
             })
             .collect();

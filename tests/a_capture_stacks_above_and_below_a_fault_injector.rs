@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use capture_support::{accepted_bytes, answer_of, events, records, Answer};
 use sockactor::filters::{
-    Capture, CaptureBuffer, Event, FaultInjector, Faults, RecvAnswer, Replay, SendAnswer,
+    Capture, CaptureBuffer, CaptureEvent, FaultInjector, Faults, RecvAnswer, Replay, SendAnswer,
 };
 use sockactor::messages::{Close, Handle, Readiness, SocketEventKind, Write};
 use sockactor::{MockTransport, SendStep, Socket, SocketFunctions};
@@ -130,7 +130,7 @@ fn below_the_injector_the_capture_sees_exactly_what_the_inner_transport_saw() {
         let sends: Vec<(Duration, u64, Option<usize>, bool)> = records
             .iter()
             .filter_map(|r| match &r.event {
-                Event::SendV {
+                CaptureEvent::SendV {
                     offered, answer, ..
                 } => Some((
                     r.at,
@@ -165,7 +165,7 @@ fn below_the_injector_the_capture_sees_exactly_what_the_inner_transport_saw() {
         assert_eq!(mock.written(Handle(1)), all_writes());
         let writable = records
             .iter()
-            .filter(|r| r.event == Event::Ready(Readiness::Writable))
+            .filter(|r| r.event == CaptureEvent::Ready(Readiness::Writable))
             .count();
         assert_eq!(
             writable,
@@ -197,11 +197,11 @@ fn above_the_injector_the_capture_sees_what_the_socket_saw() {
     let records = records(&file.contents());
     assert_eq!(accepted_bytes(&records, Handle(1)), all_writes());
     assert_eq!(written, all_writes());
-    let count = |f: &dyn Fn(&Event) -> bool| records.iter().filter(|r| f(&r.event)).count();
+    let count = |f: &dyn Fn(&CaptureEvent) -> bool| records.iter().filter(|r| f(&r.event)).count();
     let would_blocks = count(&|e| {
         matches!(
             e,
-            Event::SendV {
+            CaptureEvent::SendV {
                 answer: SendAnswer::WouldBlock,
                 ..
             }
@@ -210,7 +210,7 @@ fn above_the_injector_the_capture_sees_what_the_socket_saw() {
     let accepted = count(&|e| {
         matches!(
             e,
-            Event::SendV {
+            CaptureEvent::SendV {
                 answer: SendAnswer::Accepted(_),
                 ..
             }
@@ -236,7 +236,7 @@ fn above_the_injector_the_capture_sees_what_the_socket_saw() {
     let chunks: Vec<Bytes> = records
         .iter()
         .filter_map(|r| match &r.event {
-            Event::RecvFrom {
+            CaptureEvent::RecvFrom {
                 answer: RecvAnswer::Data { bytes, .. },
                 ..
             } => Some(bytes.clone()),
@@ -246,7 +246,7 @@ fn above_the_injector_the_capture_sees_what_the_socket_saw() {
     assert_eq!(chunks, pieces, "the short reads, piece for piece");
     let lens: Vec<usize> = chunks.iter().map(Bytes::len).collect();
     assert!(chunks.len() > 3, "short reads were injected: {lens:?}");
-    let late = count(&|e| matches!(e, Event::SendV { took, .. } if !took.is_zero()));
+    let late = count(&|e| matches!(e, CaptureEvent::SendV { took, .. } if !took.is_zero()));
     assert!(late > 0, "late answers carry how long they took");
 }
 
@@ -288,12 +288,12 @@ fn a_reset_while_a_send_is_out_replays_the_same() {
     let records = records(&file.contents());
     let close = records
         .iter()
-        .position(|r| r.event == Event::Close)
+        .position(|r| r.event == CaptureEvent::Close)
         .expect("closed");
     assert!(
         records[close..]
             .iter()
-            .any(|r| matches!(r.event, Event::SendV { .. })),
+            .any(|r| matches!(r.event, CaptureEvent::SendV { .. })),
         "a sendv answered after the close"
     );
     assert!(seen

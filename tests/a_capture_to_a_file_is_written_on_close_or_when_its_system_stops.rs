@@ -11,7 +11,7 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use capture_support::{session, writes};
-use sockactor::filters::{Capture, CaptureReader, Event, Replay};
+use sockactor::filters::{Capture, CaptureEvent, CaptureReader, Replay};
 use sockactor::messages::Handle;
 use sockactor::messages::Write;
 use sockactor::{MockTransport, Socket};
@@ -53,7 +53,7 @@ fn a_file_capture_is_written_out_on_close_and_replays() {
         .collect::<Result<_, _>>()
         .expect("a whole capture");
     assert_eq!(records.len(), 21);
-    assert_eq!(records.last().map(|r| &r.event), Some(&Event::Close));
+    assert_eq!(records.last().map(|r| &r.event), Some(&CaptureEvent::Close));
     let all: Vec<u8> = writes().concat();
     assert_eq!(capture_support::accepted_bytes(&records, Handle(1)), all);
 
@@ -93,7 +93,7 @@ fn a_file_capture_still_open_is_written_out_when_its_system_stops() {
     let records: Vec<_> = CaptureReader::new(reader)
         .collect::<Result<_, _>>()
         .expect("a whole capture");
-    assert!(records.iter().all(|r| r.event != Event::Close));
+    assert!(records.iter().all(|r| r.event != CaptureEvent::Close));
     assert_eq!(
         capture_support::accepted_bytes(&records, Handle(1)),
         b"never closed"

@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sockactor::filters::{Capture, Event, RecvAnswer, Replay, SendAnswer};
+use sockactor::filters::{Capture, CaptureEvent, RecvAnswer, Replay, SendAnswer};
 use sockactor::messages::{
     Address, DatagramEvent, DatagramEventKind, Handle, SendDatagram, SocketKind,
 };
@@ -96,7 +96,7 @@ fn datagrams_are_captured_with_senders_and_destinations_and_replay_the_same() {
     let records = capture_support::records(&bytes);
     assert!(matches!(
         records[0].event,
-        Event::Open {
+        CaptureEvent::Open {
             kind: SocketKind::Datagram,
             ..
         }
@@ -104,7 +104,7 @@ fn datagrams_are_captured_with_senders_and_destinations_and_replay_the_same() {
     let reads: Vec<(Duration, RecvAnswer)> = records
         .iter()
         .filter_map(|r| match &r.event {
-            Event::RecvFrom { answer, .. } if *answer != RecvAnswer::WouldBlock => {
+            CaptureEvent::RecvFrom { answer, .. } if *answer != RecvAnswer::WouldBlock => {
                 Some((r.at, answer.clone()))
             }
             _ => None,
@@ -132,7 +132,7 @@ fn datagrams_are_captured_with_senders_and_destinations_and_replay_the_same() {
     let sends: Vec<(Option<Address>, SendAnswer)> = records
         .iter()
         .filter_map(|r| match &r.event {
-            Event::SendV { to, answer, .. } => Some((to.clone(), answer.clone())),
+            CaptureEvent::SendV { to, answer, .. } => Some((to.clone(), answer.clone())),
             _ => None,
         })
         .collect();

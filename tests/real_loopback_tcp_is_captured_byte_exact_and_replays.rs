@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockactor::filters::{Capture, Event, Record, Replay};
+use sockactor::filters::{Capture, CaptureEvent, Record, Replay};
 use sockactor::messages::{Address, Close, Family, SocketEventKind, SocketKind, Write};
 use sockactor::{Socket, SocketFunctions};
 use support::{channel_subscriber, pattern, run_paused};
@@ -117,7 +117,7 @@ fn an_echo_session_over_loopback_is_captured_and_replayed_byte_exact() {
     );
     assert_eq!(
         records[0].event,
-        Event::Open {
+        CaptureEvent::Open {
             family: Family::Ipv4,
             kind: SocketKind::Stream,
             result: Ok(())
@@ -125,17 +125,17 @@ fn an_echo_session_over_loopback_is_captured_and_replayed_byte_exact() {
     );
     assert!(matches!(
         &records[1].event,
-        Event::Connect { addr, result: Ok(()), .. } if *addr == Address::Inet(server)
+        CaptureEvent::Connect { addr, result: Ok(()), .. } if *addr == Address::Inet(server)
     ));
-    assert_eq!(records.last().map(|r| &r.event), Some(&Event::Close));
+    assert_eq!(records.last().map(|r| &r.event), Some(&CaptureEvent::Close));
     assert_eq!(capture_support::accepted_bytes(&records, handle), all);
     assert_eq!(capture_support::received_bytes(&records, handle), all);
     for kind in ["sendv", "recvfrom"] {
         let times: Vec<Duration> = records
             .iter()
             .filter(|r| match r.event {
-                Event::SendV { .. } => kind == "sendv",
-                Event::RecvFrom { .. } => kind == "recvfrom",
+                CaptureEvent::SendV { .. } => kind == "sendv",
+                CaptureEvent::RecvFrom { .. } => kind == "recvfrom",
                 _ => false,
             })
             .map(|r| r.at)
@@ -204,7 +204,7 @@ fn a_peer_that_reads_late_is_captured_with_its_would_blocks_and_replays() {
             while !watched.reader().any(|r| {
                 matches!(
                     r.map(|r| r.event),
-                    Ok(Event::SendV {
+                    Ok(CaptureEvent::SendV {
                         answer: sockactor::filters::SendAnswer::WouldBlock,
                         ..
                     })
@@ -235,7 +235,7 @@ fn a_peer_that_reads_late_is_captured_with_its_would_blocks_and_replays() {
         .filter(|r| {
             matches!(
                 r.event,
-                Event::SendV {
+                CaptureEvent::SendV {
                     answer: sockactor::filters::SendAnswer::WouldBlock,
                     ..
                 }
@@ -244,7 +244,7 @@ fn a_peer_that_reads_late_is_captured_with_its_would_blocks_and_replays() {
         .count();
     let notices = records
         .iter()
-        .filter(|r| r.event == Event::Ready(sockactor::messages::Readiness::Writable))
+        .filter(|r| r.event == CaptureEvent::Ready(sockactor::messages::Readiness::Writable))
         .count();
     assert!(would_blocks > 0, "the kernel's buffers filled");
     assert_eq!(notices, would_blocks, "one writable notice per would-block");

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::link::{take_front, Filter, FilterActor, FilterAnswer, Link};
 use super::record::{
-    self, AcceptAnswer, CaptureReader, Event, Record, RecordedError, RecvAnswer, SendAnswer,
+    self, AcceptAnswer, CaptureEvent, CaptureReader, Record, RecordedError, RecvAnswer, SendAnswer,
     MAX_DATA,
 };
 use crate::error::TransportError;
@@ -238,7 +238,7 @@ impl Capture {
         at.saturating_duration_since(self.start)
     }
 
-    fn record(&mut self, handle: Handle, at: Instant, event: Event) {
+    fn record(&mut self, handle: Handle, at: Instant, event: CaptureEvent) {
         let record = Record {
             handle,
             at: self.since_start(at),
@@ -296,7 +296,7 @@ impl Filter for Capture {
                 Ok(Sent::WouldBlock) => SendAnswer::WouldBlock,
                 Err(e) => SendAnswer::Failed(e.into()),
             };
-            let event = Event::SendV {
+            let event = CaptureEvent::SendV {
                 offered,
                 to,
                 took: asked.elapsed(),
@@ -336,7 +336,7 @@ impl Filter for Capture {
                 Ok(Received::WouldBlock) => RecvAnswer::WouldBlock,
                 Err(e) => RecvAnswer::Failed(e.into()),
             };
-            let event = Event::RecvFrom {
+            let event = CaptureEvent::RecvFrom {
                 max_len,
                 took: asked.elapsed(),
                 answer: answer_record,
@@ -347,7 +347,7 @@ impl Filter for Capture {
     }
 
     fn closed(&mut self, handle: Handle) {
-        self.record(handle, Instant::now(), Event::Close);
+        self.record(handle, Instant::now(), CaptureEvent::Close);
         self.spool.write_out(true);
     }
 
@@ -359,7 +359,7 @@ impl Filter for Capture {
     ) {
         let handle = answer.as_ref().copied().unwrap_or(Handle(0));
         let result = recorded(answer);
-        let event = Event::Open {
+        let event = CaptureEvent::Open {
             family,
             kind,
             result,
@@ -374,7 +374,7 @@ impl Filter for Capture {
         asked: Instant,
         answer: &Result<(), TransportError>,
     ) {
-        let event = Event::Connect {
+        let event = CaptureEvent::Connect {
             addr: addr.clone(),
             took: asked.elapsed(),
             result: recorded(answer),
@@ -391,11 +391,11 @@ impl Filter for Capture {
             Ok(Accepted::WouldBlock) => AcceptAnswer::WouldBlock,
             Err(e) => AcceptAnswer::Failed(e.into()),
         };
-        self.record(listener, Instant::now(), Event::Accept(answer));
+        self.record(listener, Instant::now(), CaptureEvent::Accept(answer));
     }
 
     fn ready(&mut self, handle: Handle, readiness: Readiness) {
-        self.record(handle, Instant::now(), Event::Ready(readiness));
+        self.record(handle, Instant::now(), CaptureEvent::Ready(readiness));
     }
 }
 

@@ -49,7 +49,8 @@ pub use compress::{Compress, CompressError};
 pub use fault::{FaultInjector, Faults};
 pub use link::{take_front, Filter, FilterActor, FilterAnswer, Link};
 pub use record::{
-    AcceptAnswer, CaptureError, CaptureReader, Event, Record, RecordedError, RecvAnswer, SendAnswer,
+    AcceptAnswer, CaptureError, CaptureEvent, CaptureReader, Record, RecordedError, RecvAnswer,
+    SendAnswer,
 };
 pub use replay::Replay;
 pub use throttle::{Throttle, TokenBucket};

@@ -54,20 +54,20 @@ const CLOSE: u8 = 7;
 /// One captured event on one handle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
-    /// The handle (the inner transport's own number). For [`Event::Accept`], the
-    /// listening handle; for a failed [`Event::Open`], `Handle(0)`.
+    /// The handle (the inner transport's own number). For [`CaptureEvent::Accept`], the
+    /// listening handle; for a failed [`CaptureEvent::Open`], `Handle(0)`.
     pub handle: Handle,
     /// When the call was made (for `Open`, `Accept`, `Ready` and `Close`: when it was
     /// seen), in tokio time since the capture started.
     pub at: Duration,
     /// What happened.
-    pub event: Event,
+    pub event: CaptureEvent,
 }
 
 /// What a [`Record`] saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Event {
+pub enum CaptureEvent {
     /// An `OpenSocket` and its answer.
     Open {
         /// The family asked for.
@@ -507,19 +507,19 @@ fn path_from(bytes: &[u8]) -> PathBuf {
 impl Record {
     fn type_byte(&self) -> u8 {
         match self.event {
-            Event::Open { .. } => OPEN,
-            Event::Connect { .. } => CONNECT,
-            Event::Accept(_) => ACCEPT,
-            Event::SendV { .. } => SENDV,
-            Event::RecvFrom { .. } => RECVFROM,
-            Event::Ready(_) => READY,
-            Event::Close => CLOSE,
+            CaptureEvent::Open { .. } => OPEN,
+            CaptureEvent::Connect { .. } => CONNECT,
+            CaptureEvent::Accept(_) => ACCEPT,
+            CaptureEvent::SendV { .. } => SENDV,
+            CaptureEvent::RecvFrom { .. } => RECVFROM,
+            CaptureEvent::Ready(_) => READY,
+            CaptureEvent::Close => CLOSE,
         }
     }
 
     fn payload(&self, out: &mut Vec<u8>) {
         match &self.event {
-            Event::Open {
+            CaptureEvent::Open {
                 family,
                 kind,
                 result,
@@ -527,12 +527,12 @@ impl Record {
                 out.extend_from_slice(&[family_code(*family), kind_byte(*kind)]);
                 put_result(out, result);
             }
-            Event::Connect { addr, took, result } => {
+            CaptureEvent::Connect { addr, took, result } => {
                 put_duration(out, *took);
                 put_address(out, Some(addr));
                 put_result(out, result);
             }
-            Event::Accept(answer) => match answer {
+            CaptureEvent::Accept(answer) => match answer {
                 AcceptAnswer::Connection { handle, peer } => {
                     out.push(0);
                     put_u64(out, handle.0);
@@ -544,7 +544,7 @@ impl Record {
                     put_error(out, *e);
                 }
             },
-            Event::SendV {
+            CaptureEvent::SendV {
                 offered,
                 to,
                 took,
@@ -565,7 +565,7 @@ impl Record {
                     }
                 }
             }
-            Event::RecvFrom {
+            CaptureEvent::RecvFrom {
                 max_len,
                 took,
                 answer,
@@ -587,8 +587,8 @@ impl Record {
                     }
                 }
             }
-            Event::Ready(readiness) => out.push(readiness_code(*readiness)),
-            Event::Close => {}
+            CaptureEvent::Ready(readiness) => out.push(readiness_code(*readiness)),
+            CaptureEvent::Close => {}
         }
     }
 
@@ -726,7 +726,7 @@ impl Payload {
             .ok_or_else(|| self.malformed("missing address"))
     }
 
-    fn event(&mut self, record_type: u8) -> Result<Event, CaptureError> {
+    fn event(&mut self, record_type: u8) -> Result<CaptureEvent, CaptureError> {
         let event = match record_type {
             OPEN => {
                 let family = match self.u8("family")? {
@@ -741,7 +741,7 @@ impl Payload {
                     _ => return Err(self.malformed("unknown socket kind")),
                 };
                 let result = self.result()?;
-                Event::Open {
+                CaptureEvent::Open {
                     family,
                     kind,
                     result,
@@ -751,9 +751,9 @@ impl Payload {
                 let took = self.duration("connect time")?;
                 let addr = self.some_address()?;
                 let result = self.result()?;
-                Event::Connect { addr, took, result }
+                CaptureEvent::Connect { addr, took, result }
             }
-            ACCEPT => Event::Accept(match self.u8("accept answer")? {
+            ACCEPT => CaptureEvent::Accept(match self.u8("accept answer")? {
                 0 => {
                     let handle = Handle(self.u64("accepted handle")?);
                     let peer = self.some_address()?;
@@ -773,7 +773,7 @@ impl Payload {
                     2 => SendAnswer::Failed(self.error()?),
                     _ => return Err(self.malformed("unknown sendv answer")),
                 };
-                Event::SendV {
+                CaptureEvent::SendV {
                     offered,
                     to,
                     took,
@@ -798,18 +798,18 @@ impl Payload {
                     4 => RecvAnswer::Failed(self.error()?),
                     _ => return Err(self.malformed("unknown recvfrom answer")),
                 };
-                Event::RecvFrom {
+                CaptureEvent::RecvFrom {
                     max_len,
                     took,
                     answer,
                 }
             }
-            READY => Event::Ready(match self.u8("readiness")? {
+            READY => CaptureEvent::Ready(match self.u8("readiness")? {
                 1 => Readiness::Readable,
                 2 => Readiness::Writable,
                 _ => return Err(self.malformed("unknown readiness")),
             }),
-            CLOSE => Event::Close,
+            CLOSE => CaptureEvent::Close,
             other => {
                 return Err(CaptureError::UnknownRecordType {
                     offset: self.offset,
@@ -1027,7 +1027,7 @@ mod tests {
             Record {
                 handle: Handle(3),
                 at: Duration::ZERO,
-                event: Event::Open {
+                event: CaptureEvent::Open {
                     family: Family::Ipv6,
                     kind: SocketKind::Stream,
                     result: Ok(()),
@@ -1036,7 +1036,7 @@ mod tests {
             Record {
                 handle: Handle(3),
                 at: Duration::from_nanos(5),
-                event: Event::Connect {
+                event: CaptureEvent::Connect {
                     addr: v6.into(),
                     took: Duration::from_millis(2),
                     result: Err(RecordedError::Io(io::ErrorKind::ConnectionRefused)),
@@ -1045,7 +1045,7 @@ mod tests {
             Record {
                 handle: Handle(3),
                 at: Duration::from_secs(1),
-                event: Event::SendV {
+                event: CaptureEvent::SendV {
                     offered: 10,
                     to: Some(SocketAddr::from(([192, 0, 2, 1], 53)).into()),
                     took: Duration::ZERO,
@@ -1055,7 +1055,7 @@ mod tests {
             Record {
                 handle: Handle(4),
                 at: Duration::from_secs(2),
-                event: Event::RecvFrom {
+                event: CaptureEvent::RecvFrom {
                     max_len: 9,
                     took: Duration::from_nanos(1),
                     answer: RecvAnswer::Truncated {
@@ -1067,7 +1067,7 @@ mod tests {
             Record {
                 handle: Handle(5),
                 at: Duration::from_secs(3),
-                event: Event::Accept(AcceptAnswer::Connection {
+                event: CaptureEvent::Accept(AcceptAnswer::Connection {
                     handle: Handle(6),
                     peer: SocketAddr::from(([10, 0, 0, 1], 9)).into(),
                 }),
@@ -1075,12 +1075,12 @@ mod tests {
             Record {
                 handle: Handle(6),
                 at: Duration::from_secs(3),
-                event: Event::Ready(Readiness::Writable),
+                event: CaptureEvent::Ready(Readiness::Writable),
             },
             Record {
                 handle: Handle(6),
                 at: Duration::from_secs(4),
-                event: Event::Close,
+                event: CaptureEvent::Close,
             },
         ]
     }

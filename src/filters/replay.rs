@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use super::record::{CaptureError, CaptureReader, Event, Record, RecvAnswer, SendAnswer};
+use super::record::{CaptureError, CaptureEvent, CaptureReader, Record, RecvAnswer, SendAnswer};
 use crate::messages::functions::{Address, Handle, Readiness, SocketKind};
 use crate::{MockTransport, SendStep, SocketFunctions};
 
@@ -131,7 +131,7 @@ impl Replay {
         inbound: &mut Vec<(Duration, Handle, Inbound)>,
     ) {
         let at = record.at;
-        if let Event::Open {
+        if let CaptureEvent::Open {
             kind,
             result: Ok(()),
             ..
@@ -143,7 +143,7 @@ impl Replay {
             self.handles.insert(record.handle, replayed);
             return;
         }
-        if let Event::Connect { addr, took, result } = record.event {
+        if let CaptureEvent::Connect { addr, took, result } = record.event {
             if let Err(e) = result {
                 self.mock.fail_connect(addr.clone(), kind_of(e.io_kind()));
             }
@@ -157,14 +157,14 @@ impl Replay {
         };
         let datagram = self.kinds.get(&handle) == Some(&SocketKind::Datagram);
         match record.event {
-            Event::SendV { took, answer, .. } => {
+            CaptureEvent::SendV { took, answer, .. } => {
                 let call = SendCall { at, took, answer };
                 scripts.entry(handle).or_default().sends.push(call);
             }
-            Event::Ready(Readiness::Writable) => {
+            CaptureEvent::Ready(Readiness::Writable) => {
                 scripts.entry(handle).or_default().writable.push(at);
             }
-            Event::RecvFrom {
+            CaptureEvent::RecvFrom {
                 answer,
                 max_len,
                 took,

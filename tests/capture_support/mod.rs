@@ -7,7 +7,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockactor::filters::{CaptureReader, Event, Record};
+use sockactor::filters::{CaptureEvent, CaptureReader, Record};
 use sockactor::messages::{Close, Handle, SocketEventKind, Write};
 use sockactor::{MockTransport, SendStep, Socket, SocketFunctions, WriteError};
 
@@ -168,7 +168,7 @@ pub fn records(bytes: &[u8]) -> Vec<Record> {
 pub fn accepted_bytes(records: &[Record], handle: Handle) -> Vec<u8> {
     let mut out = Vec::new();
     for r in records.iter().filter(|r| r.handle == handle) {
-        if let Event::SendV {
+        if let CaptureEvent::SendV {
             answer: sockactor::filters::SendAnswer::Accepted(b),
             ..
         } = &r.event
@@ -183,7 +183,7 @@ pub fn accepted_bytes(records: &[Record], handle: Handle) -> Vec<u8> {
 pub fn received_bytes(records: &[Record], handle: Handle) -> Vec<u8> {
     let mut out = Vec::new();
     for r in records.iter().filter(|r| r.handle == handle) {
-        if let Event::RecvFrom {
+        if let CaptureEvent::RecvFrom {
             answer: sockactor::filters::RecvAnswer::Data { bytes, .. },
             ..
         } = &r.event
