@@ -449,6 +449,21 @@ fn status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Hands the heap's free memory back to the system, so that RSS after the run shows
+/// what is still in use rather than what the allocator keeps; answers whether it could.
+fn trim_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free memory of glibc's own heap.
+        unsafe { libc::malloc_trim(0) };
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Raises the soft descriptor limit to `want` if the hard limit allows; answers the
 /// limit in force, or an explanation.
 fn raise_nofile(want: u64) -> Result<u64, String> {
@@ -678,6 +693,8 @@ struct ClientTotals {
     unanswered: u64,
     errors: BTreeMap<String, u64>,
     peak_rss_kb: u64,
+    rss_after_kb: u64,
+    rss_trimmed_kb: u64,
     fds_before: u64,
     fds_after: u64,
     registry_after: u64,
@@ -703,7 +720,8 @@ impl ClientTotals {
     fn to_line(&self) -> String {
         let mut line = format!(
             "{CLIENT_LINE} connected={} reset={} writes={} answered={} ok={} bytes={} digest={} \
-             mid_record={} inconsistent={} unanswered={} peak_rss_kb={} fds_before={} \
+             mid_record={} inconsistent={} unanswered={} peak_rss_kb={} rss_after_kb={} \
+             rss_trimmed_kb={} fds_before={} \
              fds_after={} registry_after={}",
             self.connected,
             self.reset,
@@ -716,6 +734,8 @@ impl ClientTotals {
             self.inconsistent,
             self.unanswered,
             self.peak_rss_kb,
+            self.rss_after_kb,
+            self.rss_trimmed_kb,
             self.fds_before,
             self.fds_after,
             self.registry_after
@@ -747,6 +767,8 @@ impl ClientTotals {
                 "inconsistent" => t.inconsistent = v,
                 "unanswered" => t.unanswered = v,
                 "peak_rss_kb" => t.peak_rss_kb = v,
+                "rss_after_kb" => t.rss_after_kb = v,
+                "rss_trimmed_kb" => t.rss_trimmed_kb = v,
                 "fds_before" => t.fds_before = v,
                 "fds_after" => t.fds_after = v,
                 "registry_after" => t.registry_after = v,
@@ -1080,6 +1102,9 @@ fn client_main(opts: &Options, addr: SocketAddr) -> ExitCode {
         settle_until(|| open_fds() as u64 <= before).await;
         totals.fds_after = open_fds() as u64;
         totals.peak_rss_kb = status_kb("VmHWM");
+        totals.rss_after_kb = status_kb("VmRSS");
+        trim_heap();
+        totals.rss_trimmed_kb = status_kb("VmRSS");
         totals
     });
     println!("{}", totals.to_line());
@@ -1096,6 +1121,8 @@ struct Outcome {
     fds_after: usize,
     rss_before_kb: u64,
     rss_after_kb: u64,
+    /// RSS after handing free heap memory back to the system (glibc only).
+    rss_trimmed_kb: Option<u64>,
     peak_rss_kb: u64,
     server_registry_after: usize,
     elapsed: Duration,
@@ -1134,6 +1161,7 @@ async fn run(opts: &Options) -> Result<Outcome, String> {
     let outcome = Outcome {
         fds_after: open_fds(),
         rss_after_kb: status_kb("VmRSS"),
+        rss_trimmed_kb: trim_heap().then(|| status_kb("VmRSS")),
         peak_rss_kb: status_kb("VmHWM"),
         server_registry_after: registry.len(),
         clients,
@@ -1311,15 +1339,22 @@ fn print_summary(opts: &Options, o: &Outcome) -> bool {
         }
     );
     let client_rss = if opts.client_process {
-        format!(" (client process {} MiB)", c.peak_rss_kb / 1024)
+        format!(
+            "; client process {} MiB peak, {} MiB after, {} MiB after malloc_trim",
+            c.peak_rss_kb / 1024,
+            c.rss_after_kb / 1024,
+            c.rss_trimmed_kb / 1024
+        )
     } else {
         String::new()
     };
     println!(
-        "RSS            : {} MiB before, {} MiB peak{client_rss}, {} MiB after",
+        "RSS            : {} MiB before, {} MiB peak, {} MiB after, {} after malloc_trim{client_rss}",
         o.rss_before_kb / 1024,
         o.peak_rss_kb / 1024,
-        o.rss_after_kb / 1024
+        o.rss_after_kb / 1024,
+        o.rss_trimmed_kb
+            .map_or("nothing".into(), |kb| format!("{} MiB", kb / 1024))
     );
     println!(
         "open fds       : {} before, {} after",
