@@ -422,14 +422,18 @@ impl StreamCheck {
 }
 
 /// One connection's contribution to the digest both sides compute: its id and its byte
-/// count, mixed, summed over connections (a connection that never got a byte across
-/// contributes nothing, as the server cannot tell whose it was).
-fn digest_of(conn: u32, bytes: u64) -> u64 {
+/// count, mixed, summed over connections. The server learns the id from the first
+/// record's header, so a connection cut before a whole header got across contributes its
+/// byte count alone (and one that got no byte across, nothing), on both sides.
+fn digest_of(conn: Option<u32>, bytes: u64) -> u64 {
     if bytes == 0 {
         return 0;
     }
-    let mut r = Rng::new(u64::from(conn) << 40 ^ bytes);
-    r.next_u64()
+    let key = match conn {
+        Some(conn) if bytes >= HEADER as u64 => u64::from(conn) << 32 ^ bytes,
+        _ => bytes ^ 1 << 63,
+    };
+    Rng::new(key).next_u64()
 }
 
 // ───────────────────────────── measurements ─────────────────────────────
@@ -572,9 +576,7 @@ impl Handler<SocketEvent> for Server {
                         t.closed += 1;
                         t.bytes += check.bytes;
                         t.records += check.records;
-                        t.digest = t
-                            .digest
-                            .wrapping_add(digest_of(check.conn.unwrap_or(0), check.bytes));
+                        t.digest = t.digest.wrapping_add(digest_of(check.conn, check.bytes));
                         match check.corrupt {
                             Some(c) => *t.corrupt.entry(c).or_default() += 1,
                             None if check.mid_record() => t.mid_record += 1,
@@ -708,7 +710,7 @@ impl ClientTotals {
         self.answered += c.answered;
         self.ok += c.ok;
         self.bytes += c.bytes;
-        self.digest = self.digest.wrapping_add(digest_of(c.conn, c.bytes));
+        self.digest = self.digest.wrapping_add(digest_of(Some(c.conn), c.bytes));
         self.mid_record += u64::from(c.mid_record);
         self.inconsistent += u64::from(c.inconsistent);
         self.unanswered += c.writes - c.answered;
