@@ -1259,6 +1259,13 @@ fn checks(opts: &Options, o: &Outcome) -> Vec<(String, bool)> {
             o.fds_after <= o.fds_before,
         ),
     ];
+    v.push((
+        format!(
+            "the server saw no accept or read error ({})",
+            s.errors.values().sum::<u64>()
+        ),
+        s.errors.is_empty(),
+    ));
     if opts.client_process {
         v.push((
             format!(
