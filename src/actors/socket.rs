@@ -71,6 +71,16 @@ pub struct SocketConfig {
     /// [`SocketEventKind::DecodeFailed`], decides: it can still write (say, an error
     /// reply) and then send [`Close`].
     pub close_on_decode_error: bool,
+    /// A lingering close. Once a graceful close has sent every queued write, a socket on
+    /// the in-place system transport shuts down its sending half (the peer reads EOF).
+    /// With a linger time, a socket that reads then reads on until the peer's EOF, for
+    /// at most this long, before it closes the handle: what the peer sends meanwhile
+    /// still reaches the subscriber, instead of arriving at a closed socket and resetting
+    /// the connection (which can make the peer lose the last bytes we sent). The price:
+    /// a peer that does not close its side (or does not read, so never sees our EOF)
+    /// keeps the socket open for the whole linger time. Zero (the default) closes at
+    /// once after the shutdown.
+    pub close_linger: std::time::Duration,
 }
 
 impl Default for SocketConfig {
@@ -82,6 +92,7 @@ impl Default for SocketConfig {
             read_limits: ReadLimits::default(),
             max_frame_bytes: 8 * 1024 * 1024,
             close_on_decode_error: true,
+            close_linger: std::time::Duration::ZERO,
         }
     }
 }
@@ -172,6 +183,9 @@ enum ReadState {
 enum Lifecycle {
     Open,
     Draining,
+    /// Drained and the sending half shut down: reading until the peer's EOF (or the
+    /// linger time) before closing.
+    Lingering,
     Closed,
 }
 
@@ -203,6 +217,8 @@ pub struct Socket {
     read_chunk: u32,
     max_waiting_writes: u32,
     max_bytes_per_turn: u32,
+    /// [`SocketConfig::close_linger`], in milliseconds.
+    linger_ms: u32,
     waiting: VecDeque<(Write, Reply)>,
     /// The Flusher to ask (deferred policy), or `None` (immediate).
     flusher: Option<Arc<Recipient<PendingWrite>>>,
@@ -506,6 +522,7 @@ impl SocketBuilder {
             read_chunk: clamp_u32(self.config.read_chunk),
             max_waiting_writes: clamp_u32(self.config.max_waiting_writes),
             max_bytes_per_turn: clamp_u32(self.config.queue.max_bytes_per_turn),
+            linger_ms: u32::try_from(self.config.close_linger.as_millis()).unwrap_or(u32::MAX),
             waiting: VecDeque::new(),
             flusher,
             flush: FlushState::Idle,
@@ -1030,8 +1047,42 @@ impl Socket {
             && self.core.lock().queue.is_empty()
             && self.waiting.is_empty()
         {
-            self.close_now(ctx);
+            self.linger_or_close(ctx);
         }
+    }
+
+    /// Everything queued has gone out: shut down the sending half (in place), then read
+    /// on until the peer's EOF (at most `linger_ms`), or close now when there is nothing
+    /// to wait for (not reading, no linger time).
+    fn linger_or_close(&mut self, ctx: &mut Context<Self>) {
+        let Some(stream) = self.stream.as_ref() else {
+            return self.close_now(ctx);
+        };
+        if let Err(error) = stream.shutdown_write() {
+            tracing::debug!(parent: &self.core.span, %error, "shutdown of the sending half failed");
+            return self.close_now(ctx);
+        }
+        let reading = !matches!(self.read, ReadState::Off | ReadState::Done);
+        if !reading || self.linger_ms == 0 {
+            return self.close_now(ctx);
+        }
+        tracing::debug!(parent: &self.core.span, linger_ms = self.linger_ms,
+            "sending half shut down; reading until the peer's EOF");
+        self.life = Lifecycle::Lingering;
+        let linger = std::time::Duration::from_millis(u64::from(self.linger_ms));
+        // The timer is kept in the write-wait slot, unused once the sending half is shut,
+        // so that `close_now` cancels it with the other waits and the actor, with nothing
+        // spawned left, can stop at once.
+        if let Some(wait) = self.write_wait.take() {
+            ctx.cancel_future(wait);
+        }
+        self.write_wait = Some(ctx.run_later(linger, |act, ctx| {
+            act.write_wait = None;
+            if act.life == Lifecycle::Lingering {
+                tracing::debug!(parent: &act.core.span, "linger time over; closing");
+                act.close_now(ctx);
+            }
+        }));
     }
 
     fn close_now(&mut self, ctx: &mut Context<Self>) {
@@ -1232,6 +1283,10 @@ impl Socket {
                 if self.deliver_frames(true, ctx) {
                     self.event(SocketEventKind::Eof);
                     self.update_interest(ctx);
+                }
+                if self.life == Lifecycle::Lingering {
+                    // The peer is done too: the close is complete.
+                    self.close_now(ctx);
                 }
                 false
             }

@@ -164,6 +164,17 @@ impl SystemStream {
         }
     }
 
+    /// Shuts down the sending half (`shutdown(SHUT_WR)`): the peer reads EOF after the
+    /// bytes already sent, and the stream can still be read.
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        let sock = match self {
+            SystemStream::Tcp(s) => socket2::SockRef::from(s),
+            #[cfg(unix)]
+            SystemStream::Unix(s) => socket2::SockRef::from(&**s),
+        };
+        sock.shutdown(std::net::Shutdown::Write)
+    }
+
     /// Waits for `readiness` with a waiter node of its own (so it does not take the
     /// slot an in-place socket may be using for the other direction).
     async fn ready(&self, readiness: Readiness) -> io::Result<()> {
