@@ -85,7 +85,7 @@ pub use actors::{
 };
 pub use batch::IoBatch;
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
-pub use filters::{Compress, CompressError, FaultInjector, Faults, Throttle, TokenBucket};
+pub use filters::{Compress, CompressError, FaultInjector, Faults, Throttle, Tls, TokenBucket};
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};

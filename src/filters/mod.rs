@@ -36,8 +36,10 @@ mod compress;
 mod fault;
 mod link;
 mod throttle;
+mod tls;
 
 pub use compress::{Compress, CompressError};
 pub use fault::{FaultInjector, Faults};
 pub use link::{take_front, Filter, FilterActor, FilterAnswer, Link};
 pub use throttle::{Throttle, TokenBucket};
+pub use tls::Tls;
