@@ -130,6 +130,8 @@ struct State {
     from: Option<Address>,
     /// The handshake is running: the inner `Ready(Readable)` notices are the filter's.
     handshaking: bool,
+    /// rustls held decrypted plaintext after the last packets it processed.
+    plaintext_ready: bool,
     /// The socket was answered would-block and is owed a `Ready(Writable)`.
     owed: bool,
     /// The inner transport failed a write: every later write fails the same way.
@@ -204,13 +206,16 @@ impl State {
             }
             let _ = self.input.split_to(took);
             progressed = true;
-            if let Err(e) = self.conn.process_new_packets() {
-                // rustls queued an alert for the peer: send it on the way out.
-                self.seal();
-                let e = tls_error(e);
-                self.read_failed = Some(e.clone());
-                self.input = Bytes::new();
-                return Err(e);
+            match self.conn.process_new_packets() {
+                Ok(io) => self.plaintext_ready = io.plaintext_bytes_to_read() > 0,
+                Err(e) => {
+                    // rustls queued an alert for the peer: send it on the way out.
+                    self.seal();
+                    let e = tls_error(e);
+                    self.read_failed = Some(e.clone());
+                    self.input = Bytes::new();
+                    return Err(e);
+                }
             }
         }
         // Answers to what came in (key updates, alerts) go out with the next flush.
@@ -569,6 +574,7 @@ impl Tls {
                 input: Bytes::new(),
                 from: None,
                 handshaking: true,
+                plaintext_ready: false,
                 owed: false,
                 write_failed: None,
                 read_failed: None,
@@ -608,7 +614,7 @@ impl Tls {
             match &done {
                 Ok(()) => {
                     tracing::debug!(%handle, "tls: handshake done");
-                    if !state.input.is_empty() {
+                    if !state.input.is_empty() || state.plaintext_ready {
                         // Data came with the handshake: the socket may read it now.
                         if let Some(events) = state.events.upgrade() {
                             events.do_send(Ready {
