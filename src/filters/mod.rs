@@ -23,11 +23,14 @@
 //! ```
 //!
 //! [`Compress`] is a transforming filter: a streaming deflate both ways, with a bounded
-//! outbox of encoded bytes and bounded inflation.
+//! outbox of encoded bytes and bounded inflation. [`Tls`] is another: TLS on rustls, its
+//! handshake run before the connect (or accept) is answered, with a bounded outbox of
+//! ciphertext and bounded decryption.
 //!
 //! [`Filter`] and [`FilterActor`] are the shared plumbing (opening, connecting, closing,
-//! binding, listening and accepting pass through; readiness notices are forwarded to
-//! the right socket); a filter only says what it does with `sendv` and `recvfrom`. See
+//! binding, listening and accepting pass through, with hooks after a connect or accept
+//! and before a close; readiness notices are forwarded to the right socket); a filter
+//! only says what it does with `sendv` and `recvfrom`. See
 //! `docs/filters.md` for the whole contract.
 //!
 //! [`Sent::Accepted`]: crate::messages::Sent::Accepted

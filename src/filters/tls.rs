@@ -64,22 +64,7 @@ fn input_fitting(room: usize) -> usize {
 }
 
 /// The error a socket sees when TLS fails: [`TransportError::Io`] of kind
-/// [`io::ErrorKind::InvalidData`] whose inner error is the [`rustls::Error`], so it can be
-/// downcast:
-///
-/// ```
-/// use sockactor::{SocketError, TransportError};
-///
-/// fn is_bad_certificate(error: &SocketError) -> bool {
-///     matches!(
-///         error,
-///         SocketError::Connect(TransportError::Io(e)) if matches!(
-///             e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
-///             Some(rustls::Error::InvalidCertificate(_))
-///         )
-///     )
-/// }
-/// ```
+/// [`io::ErrorKind::InvalidData`] whose inner error is the [`rustls::Error`].
 fn tls_error(e: rustls::Error) -> TransportError {
     io::Error::new(io::ErrorKind::InvalidData, e).into()
 }
@@ -447,6 +432,24 @@ async fn drain(session: Rc<Session>) -> Result<(), TransportError> {
 /// transport.
 ///
 /// Datagram handles are refused ([`TransportError::Unsupported`]).
+///
+/// A TLS failure can be told from other failures by downcasting:
+///
+/// ```
+/// use sockactor::{SocketError, TransportError};
+///
+/// fn is_bad_certificate(error: &SocketError) -> bool {
+///     matches!(
+///         error,
+///         SocketError::Connect(TransportError::Io(e)) if matches!(
+///             e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+///             Some(rustls::Error::InvalidCertificate(_))
+///         )
+///     )
+/// }
+/// ```
+///
+/// A client over the system transport:
 ///
 /// ```no_run
 /// use std::sync::Arc;
