@@ -340,19 +340,20 @@ async fn write_loop(session: Rc<Session>, outlet: Outlet, max_buffered: usize) {
 async fn handshake(session: Rc<Session>, recv: Recipient<RecvFrom>) -> Result<(), TransportError> {
     let handle = session.handle;
     loop {
-        let progressed = {
+        let (progressed, done) = {
             let mut state = session.state.borrow_mut();
-            let progressed = state.feed()?;
+            let progressed = state.feed();
             if let Some(e) = &state.write_failed {
                 return Err(e.clone());
             }
-            if !state.conn.is_handshaking() {
-                return Ok(());
-            }
-            progressed
+            (progressed, !state.conn.is_handshaking())
         };
+        // What the step wrote (the client's Finished, an alert) goes out now.
         session.wake.notify_one();
-        if progressed {
+        if done {
+            return progressed.map(|_| ());
+        }
+        if progressed? {
             continue;
         }
         let msg = RecvFrom {

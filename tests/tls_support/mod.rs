@@ -137,3 +137,61 @@ pub async fn collect(events: &mut UnboundedReceiver<SocketEventKind>, total: usi
     .expect("the echo within 60 s");
     back
 }
+
+/// A rustls server at the far end of a mock transport's handle: it reads what the client
+/// wrote on the handle and pushes its answers back as inbound bytes.
+pub struct MockPeer {
+    server: rustls::ServerConnection,
+    handle: sockactor::messages::Handle,
+    seen: usize,
+    /// Plaintext the client sent, decrypted.
+    pub received: Vec<u8>,
+}
+
+impl MockPeer {
+    /// A server with `config` at the far end of `handle`.
+    pub fn new(config: Arc<ServerConfig>, handle: sockactor::messages::Handle) -> Self {
+        MockPeer {
+            server: rustls::ServerConnection::new(config).expect("server connection"),
+            handle,
+            seen: 0,
+            received: Vec::new(),
+        }
+    }
+
+    /// Whether the handshake is done on the server's side.
+    pub fn is_handshaking(&self) -> bool {
+        self.server.is_handshaking()
+    }
+
+    /// Takes what the client wrote since the last call (decrypting its plaintext into
+    /// `received`), and pushes the server's records back to the client.
+    pub fn pump(&mut self, mock: &sockactor::MockTransport) {
+        use std::io::Read;
+        let written = mock.written(self.handle);
+        let mut fresh = &written[self.seen..];
+        self.seen = written.len();
+        while !fresh.is_empty() {
+            self.server.read_tls(&mut fresh).expect("read_tls");
+            self.server
+                .process_new_packets()
+                .expect("valid TLS from the client");
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match self.server.reader().read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("server read: {e}"),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while self.server.wants_write() {
+            self.server.write_tls(&mut out).expect("write_tls");
+        }
+        if !out.is_empty() {
+            mock.push_inbound(self.handle, out);
+        }
+    }
+}
