@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{ActorFutureExt, AsyncContext, Context, Recipient, WeakRecipient};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use tokio::sync::Notify;
@@ -208,22 +208,34 @@ impl State {
         Ok(progressed)
     }
 
-    /// Decrypted plaintext for one `recvfrom`, or `Eof` once the peer's close_notify came
-    /// and everything before it was read; `None` when rustls holds none.
+    /// Decrypted plaintext for one `recvfrom` (at most `max_len` bytes, allocated to
+    /// fit), or `Eof` once the peer's close_notify came and everything before it was
+    /// read; `None` when rustls holds none.
     fn plaintext(&mut self, max_len: usize) -> Result<Option<Received>, TransportError> {
-        let mut out = vec![0u8; max_len.max(1)];
-        match self.conn.reader().read(&mut out) {
-            Ok(0) => Ok(Some(Received::Eof)),
-            Ok(n) => {
-                out.truncate(n);
-                Ok(Some(Received::Data {
-                    bytes: Bytes::from(out),
-                    from: self.from.clone(),
-                }))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e.into()),
+        let io = self.conn.process_new_packets().map_err(tls_error)?;
+        let n = io.plaintext_bytes_to_read().min(max_len.max(1));
+        if n == 0 {
+            return Ok(io.peer_has_closed().then_some(Received::Eof));
         }
+        let mut out = vec![0u8; n];
+        self.conn.reader().read_exact(&mut out)?;
+        Ok(Some(Received::Data {
+            bytes: Bytes::from(out),
+            from: self.from.clone(),
+        }))
+    }
+
+    /// Holds ciphertext the inner transport read, after any still held.
+    fn hold(&mut self, bytes: Bytes, from: Option<Address>) {
+        if self.input.is_empty() {
+            self.input = bytes;
+        } else {
+            let mut joined = BytesMut::with_capacity(self.input.len() + bytes.len());
+            joined.extend_from_slice(&self.input);
+            joined.extend_from_slice(&bytes);
+            self.input = joined.freeze();
+        }
+        self.from = from;
     }
 
     /// What one `recvfrom` can answer without reading: plaintext rustls holds, or
@@ -362,9 +374,7 @@ async fn handshake(session: Rc<Session>, recv: Recipient<RecvFrom>) -> Result<()
         };
         match recv.send(msg).await?? {
             Received::Data { bytes, from } => {
-                let mut state = session.state.borrow_mut();
-                state.input = bytes;
-                state.from = from;
+                session.state.borrow_mut().hold(bytes, from);
             }
             Received::WouldBlock => session.readable.notified().await,
             Received::Eof => {
@@ -765,8 +775,7 @@ impl Filter for Tls {
                 let mut state = session.state.borrow_mut();
                 let delivered = match received {
                     Received::Data { bytes, from } => {
-                        state.input = bytes;
-                        state.from = from;
+                        state.hold(bytes, from);
                         state.deliver(max_len)
                     }
                     Received::Eof => {

@@ -195,3 +195,50 @@ impl MockPeer {
         }
     }
 }
+
+impl MockPeer {
+    /// Encrypts `data` (and whatever else the server has to say) and pushes it to the
+    /// client.
+    pub fn send(&mut self, mock: &sockactor::MockTransport, data: &[u8]) {
+        use std::io::Write as _;
+        self.server.writer().write_all(data).expect("server write");
+        self.pump(mock);
+    }
+
+    /// Sends the server's close_notify to the client.
+    pub fn close_notify(&mut self, mock: &sockactor::MockTransport) {
+        self.server.send_close_notify();
+        self.pump(mock);
+    }
+}
+
+/// Connects a socket built by `builder` through `functions` (a TLS client over `mock`)
+/// to a [`MockPeer`] serving `server` on handle 1, pumping the handshake (paused time).
+pub async fn connect_to_mock_peer(
+    mock: &sockactor::MockTransport,
+    builder: sockactor::SocketBuilder,
+    functions: SocketFunctions,
+    server: Arc<ServerConfig>,
+) -> (Addr<Socket>, MockPeer) {
+    let connecting = actix::spawn(async move {
+        builder
+            .functions(functions)
+            .connect(crate::support::mock_peer())
+            .await
+    });
+    let mut peer = MockPeer::new(server, sockactor::messages::Handle(1));
+    for _ in 0..20 {
+        crate::support::settle().await;
+        peer.pump(mock);
+        if connecting.is_finished() {
+            break;
+        }
+    }
+    let socket = connecting
+        .await
+        .expect("join")
+        .expect("the handshake with the mock peer succeeds");
+    crate::support::settle().await;
+    peer.pump(mock);
+    (socket, peer)
+}
