@@ -2,11 +2,11 @@
 //!
 //! Each handle has a session: the rustls connection, a bounded outbox of ciphertext the
 //! inner transport has not taken, and the ciphertext read but not yet decrypted. The
-//! handshake runs in the `connect` (client) or `accept` (server) hook, so the socket
-//! hears of a connection only once it is secured, and a failed handshake is the
-//! connect's (or accept's) error. A small writer future per handle hands the outbox to
-//! the inner transport, at most the per-call bound at a time, and waits for the inner
-//! `Ready(Writable)` when it blocks.
+//! handshake runs in the `connected` (client) or `accepted` (server) hook of
+//! [`Filter`](super::Filter), so the socket hears of a connection only once it is
+//! secured, and a failed handshake is the connect's (or accept's) error. A small writer
+//! future per handle hands the outbox to the inner transport, at most the per-call bound
+//! at a time, and waits for the inner `Ready(Writable)` when it blocks.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
