@@ -1,7 +1,8 @@
 //! A TLS server filter runs the handshake before the listener gets the connection: a
 //! client that gives up on the handshake (it does not trust the certificate) reaches the
 //! listener as a failed accept, not as a socket, and the listener goes on to accept and
-//! serve the next, good client.
+//! serve the next, good client. A handshake the server refuses sends the client the
+//! server's alert before the connection closes.
 
 mod support;
 mod tls_support;
@@ -80,5 +81,69 @@ async fn a_bad_handshake_fails_one_accept_and_the_next_client_is_served() {
     let back = collect(&mut events, TOTAL).await;
     assert!(back == data, "the echo differs from what was sent");
     client.do_send(Close::Graceful);
+    listener.send(StopListening).await.expect("listener");
+}
+
+/// The server refuses the handshake (the client offers only TLS 1.2, the server speaks
+/// only TLS 1.3): its alert reaches the client before the connection closes, so the
+/// client's connect fails with the alert, not with a bare EOF.
+#[actix::test]
+async fn a_server_that_refuses_the_handshake_tells_the_client_why() {
+    use std::sync::Arc;
+
+    use rustls::{AlertDescription, ClientConfig, ServerConfig};
+    use sockactor::{SocketError, TransportError};
+
+    let pki = pki(&["localhost"]);
+    let server = ServerConfig::builder_with_provider(tls_support::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(pki.chain.clone(), pki.key.clone_key())
+        .expect("server config");
+    let client = ClientConfig::builder_with_provider(tls_support::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(pki.roots.clone())
+        .with_no_client_auth();
+    let (seen, mut listener_events) = channel::<ListenerEvent>();
+    let (listener, local) = Listener::builder()
+        .functions(Tls::server(Arc::new(server)).wrap(SocketFunctions::system()))
+        .subscriber(seen)
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind loopback");
+    let Address::Inet(addr) = local else {
+        panic!("an inet listener has an inet address");
+    };
+    let connected = Socket::builder()
+        .functions(
+            Tls::client(Arc::new(client), "localhost")
+                .expect("server name")
+                .wrap(SocketFunctions::system()),
+        )
+        .connect(addr)
+        .await;
+    let Err(SocketError::Connect(TransportError::Io(e))) = &connected else {
+        panic!("not a connect i/o error: {connected:?}");
+    };
+    let inner = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    assert_eq!(
+        inner,
+        Some(&rustls::Error::AlertReceived(
+            AlertDescription::ProtocolVersion
+        )),
+        "{e:?}"
+    );
+    let event = tokio::time::timeout(Duration::from_secs(10), listener_events.recv())
+        .await
+        .expect("a listener event within 10 s")
+        .expect("listener events");
+    assert!(
+        matches!(event, ListenerEvent::AcceptFailed { .. }),
+        "the refused handshake is a failed accept, got {event:?}"
+    );
     listener.send(StopListening).await.expect("listener");
 }

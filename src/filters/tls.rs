@@ -39,6 +39,8 @@ const DEFAULT_MAX_OUTPUT_PER_CALL: usize = 64 * 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default wait, at close, for the inner transport to take the ciphertext left.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, after a failed handshake, for the alert to the peer to go out.
+const ALERT_WAIT: Duration = Duration::from_secs(1);
 /// The largest TLS record's plaintext.
 const RECORD: usize = 16 * 1024;
 /// More than any record's framing and tag (TLS 1.3: 22 bytes; TLS 1.2: at most 29).
@@ -613,14 +615,20 @@ impl Tls {
         let recv = link.inner().recvfrom().clone();
         let timeout = self.handshake_timeout;
         let shaking = session.clone();
+        let alert_wait = self.close_timeout.min(ALERT_WAIT);
         let done = async move {
-            match tokio::time::timeout(timeout, handshake(shaking, recv)).await {
+            let done = match tokio::time::timeout(timeout, handshake(shaking.clone(), recv)).await {
                 Ok(done) => done,
                 Err(_) => Err(io_error(
                     io::ErrorKind::TimedOut,
                     "the TLS handshake took too long",
                 )),
+            };
+            if done.is_err() {
+                // The alert rustls wrote for the peer goes out before the handle closes.
+                let _ = tokio::time::timeout(alert_wait, drain(shaking)).await;
             }
+            done
         };
         Box::pin(actix::fut::wrap_future(done).map(move |done, _, _| {
             let mut state = session.state.borrow_mut();

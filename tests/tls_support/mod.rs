@@ -28,9 +28,13 @@ pub struct Pki {
     pub roots: RootCertStore,
     /// A server config presenting the leaf certificate.
     pub server: Arc<ServerConfig>,
+    /// The leaf certificate.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub key: PrivateKeyDer<'static>,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -60,11 +64,13 @@ pub fn pki(names: &[&str]) -> Pki {
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .with_single_cert(chain.clone(), key.clone_key())
         .expect("server config");
     Pki {
         roots,
         server: Arc::new(server),
+        chain,
+        key,
     }
 }
 
