@@ -88,7 +88,7 @@ pub use batch::IoBatch;
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
 pub use filters::{
     Capture, CaptureError, CaptureReader, Compress, CompressError, FaultInjector, Faults, Replay,
-    Throttle, TokenBucket,
+    Throttle, Tls, TokenBucket,
 };
 pub use queue::{QueueConfig, WriteQueue};
 pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};

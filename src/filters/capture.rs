@@ -367,7 +367,7 @@ impl Filter for Capture {
         self.record(handle, Instant::now(), event);
     }
 
-    fn connected(
+    fn saw_connect(
         &mut self,
         handle: Handle,
         addr: &Address,
@@ -382,7 +382,7 @@ impl Filter for Capture {
         self.record(handle, asked, event);
     }
 
-    fn accepted(&mut self, listener: Handle, answer: &Result<Accepted, TransportError>) {
+    fn saw_accept(&mut self, listener: Handle, answer: &Result<Accepted, TransportError>) {
         let answer = match answer {
             Ok(Accepted::Connection { handle, peer }) => AcceptAnswer::Connection {
                 handle: *handle,

@@ -77,6 +77,31 @@ pub trait Filter: Sized + Unpin + 'static {
     /// The handle was closed: forget what the filter kept for it.
     fn closed(&mut self, _handle: Handle) {}
 
+    /// The inner transport connected `handle`: what must happen before the socket hears
+    /// that the connect succeeded (a TLS client runs its handshake here). An error is the
+    /// connect's answer. Nothing by default.
+    fn connected(
+        &mut self,
+        _handle: Handle,
+        _link: &mut Link,
+        _ctx: &mut Context<FilterActor<Self>>,
+    ) -> FilterAnswer<Self, ()> {
+        Box::pin(actix::fut::ready(Ok(())))
+    }
+
+    /// The inner transport accepted a connection as `handle`: what must happen before the
+    /// listener gets it (a TLS server runs its handshake here). On an error the handle is
+    /// closed on the inner transport and the error is the accept's answer. Nothing by
+    /// default.
+    fn accepted(
+        &mut self,
+        _handle: Handle,
+        _link: &mut Link,
+        _ctx: &mut Context<FilterActor<Self>>,
+    ) -> FilterAnswer<Self, ()> {
+        Box::pin(actix::fut::ready(Ok(())))
+    }
+
     /// A readiness notice from the inner transport. Forwarded to the socket by default; a
     /// filter that calls its inner transport on its own (to flush what it holds) takes
     /// the `Writable` notices owed to it here.
@@ -100,8 +125,9 @@ pub trait Filter: Sized + Unpin + 'static {
     }
 
     /// The inner transport answered a `Connect` to `addr`, asked at `asked` (tokio time);
-    /// does nothing by default.
-    fn connected(
+    /// for a filter that watches (before [`connected`](Self::connected)); does nothing
+    /// by default.
+    fn saw_connect(
         &mut self,
         _handle: Handle,
         _addr: &Address,
@@ -110,9 +136,9 @@ pub trait Filter: Sized + Unpin + 'static {
     ) {
     }
 
-    /// The inner transport answered an `Accept` on the listening handle; does nothing by
-    /// default.
-    fn accepted(&mut self, _listener: Handle, _answer: &Result<Accepted, TransportError>) {}
+    /// The inner transport answered an `Accept` on the listening handle; for a filter
+    /// that watches (before [`accepted`](Self::accepted)); does nothing by default.
+    fn saw_accept(&mut self, _listener: Handle, _answer: &Result<Accepted, TransportError>) {}
 
     /// The inner transport sent a readiness notice for a handle the filter knows, about
     /// to be forwarded to its socket; does nothing by default.
@@ -153,6 +179,12 @@ impl Link {
     /// The kind of an open handle, or `None` if the filter does not know it.
     pub fn kind(&self, handle: Handle) -> Option<SocketKind> {
         self.routes.get(&handle).map(|r| r.kind)
+    }
+
+    /// The socket's readiness recipient for `handle`, for a filter that notifies it from
+    /// a future of its own; `None` if the filter does not know the handle.
+    pub fn events(&self, handle: Handle) -> Option<WeakRecipient<Ready>> {
+        self.routes.get(&handle).map(|r| r.events.clone())
     }
 
     /// Tells the socket behind `handle` that it can make progress (dropped if the handle
@@ -322,6 +354,9 @@ impl<F: Filter> Handler<OpenSocket> for FilterActor<F> {
 impl<F: Filter> Handler<Accept> for FilterActor<F> {
     type Result = ResponseActFuture<Self, Result<Accepted, TransportError>>;
 
+    /// Accepts on the inner transport, records the new handle's route, and lets the
+    /// filter finish the connection ([`Filter::accepted`]) before the listener gets it; a
+    /// connection the filter refuses is closed on the inner transport.
     fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
         let inner = self.link.inner.accept().cloned();
         let events = msg.events;
@@ -331,30 +366,65 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
         };
         let accepted = async move { call(inner.as_ref(), "accept", accept).await };
         let listener = msg.handle;
-        Box::pin(accepted.into_actor(self).map(move |answer, act, _| {
-            if let Ok(Accepted::Connection { handle, .. }) = &answer {
-                let route = Route {
-                    events,
-                    kind: SocketKind::Stream,
-                };
-                act.link.routes.insert(*handle, route);
-            }
-            act.filter.accepted(listener, &answer);
-            answer
+        Box::pin(accepted.into_actor(self).then(move |answer, act, ctx| {
+            act.filter.saw_accept(listener, &answer);
+            let Ok(Accepted::Connection { handle, .. }) = &answer else {
+                return Box::pin(actix::fut::ready(answer)) as Self::Result;
+            };
+            let handle = *handle;
+            let route = Route {
+                events,
+                kind: SocketKind::Stream,
+            };
+            act.link.routes.insert(handle, route);
+            let finishing = act.filter.accepted(handle, &mut act.link, ctx);
+            Box::pin(finishing.then(move |finished, act, _| {
+                let refused = finished.err();
+                let close = refused.as_ref().map(|_| act.refuse(handle));
+                async move {
+                    match (refused, close) {
+                        (Some(e), Some(close)) => {
+                            close.await;
+                            Err(e)
+                        }
+                        _ => answer,
+                    }
+                }
+                .into_actor(act)
+            }))
         }))
+    }
+}
+
+impl<F: Filter> FilterActor<F> {
+    /// Forgets a handle the filter refused and closes it on the inner transport.
+    fn refuse(&mut self, handle: Handle) -> impl Future<Output = ()> + 'static {
+        tracing::debug!(filter = self.filter.name(), %handle, "filter refused a connection");
+        self.link.routes.remove(&handle);
+        self.filter.closed(handle);
+        let inner = self.link.inner.close().clone();
+        async move {
+            let _ = inner.send(CloseSocket { handle }).await;
+        }
     }
 }
 
 impl<F: Filter> Handler<Connect> for FilterActor<F> {
     type Result = ResponseActFuture<Self, Result<(), TransportError>>;
 
+    /// Connects on the inner transport, then lets the filter finish the connection
+    /// ([`Filter::connected`]) before the socket hears the answer.
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
+        let handle = msg.handle;
         let inner = self.link.inner.connect().clone();
-        let (handle, addr, asked) = (msg.handle, msg.addr.clone(), Instant::now());
+        let (addr, asked) = (msg.addr.clone(), Instant::now());
         let connected = async move { inner.send(msg).await? };
-        Box::pin(connected.into_actor(self).map(move |answer, act, _| {
-            act.filter.connected(handle, &addr, asked, &answer);
-            answer
+        Box::pin(connected.into_actor(self).then(move |answer, act, ctx| {
+            act.filter.saw_connect(handle, &addr, asked, &answer);
+            if answer.is_err() || !act.link.routes.contains_key(&handle) {
+                return Box::pin(actix::fut::ready(answer)) as Self::Result;
+            }
+            act.filter.connected(handle, &mut act.link, ctx)
         }))
     }
 }

@@ -23,15 +23,18 @@
 //! ```
 //!
 //! [`Compress`] is a transforming filter: a streaming deflate both ways, with a bounded
-//! outbox of encoded bytes and bounded inflation.
+//! outbox of encoded bytes and bounded inflation. [`Tls`] is another: TLS on rustls, its
+//! handshake run before the connect (or accept) is answered, with a bounded outbox of
+//! ciphertext and bounded decryption.
 //!
 //! [`Capture`] records everything that passes through it to a file (format in
 //! [`record`]), [`CaptureReader`] reads it back, and [`Replay`] turns it into a scripted
 //! mock transport: a captured session becomes a deterministic test.
 //!
 //! [`Filter`] and [`FilterActor`] are the shared plumbing (opening, connecting, closing,
-//! binding, listening and accepting pass through; readiness notices are forwarded to
-//! the right socket); a filter only says what it does with `sendv` and `recvfrom`. See
+//! binding, listening and accepting pass through, with hooks after a connect or accept
+//! and before a close; readiness notices are forwarded to the right socket); a filter
+//! only says what it does with `sendv` and `recvfrom`. See
 //! `docs/filters.md` for the whole contract.
 //!
 //! [`Sent::Accepted`]: crate::messages::Sent::Accepted
@@ -43,6 +46,7 @@ mod link;
 pub mod record;
 mod replay;
 mod throttle;
+mod tls;
 
 pub use capture::{Capture, CaptureBuffer};
 pub use compress::{Compress, CompressError};
@@ -54,3 +58,4 @@ pub use record::{
 };
 pub use replay::Replay;
 pub use throttle::{Throttle, TokenBucket};
+pub use tls::Tls;
