@@ -32,13 +32,18 @@ pub enum TransportError {
     /// The transport actor is gone (stopped, or its mailbox closed).
     #[error("transport actor unavailable")]
     Unavailable,
+    /// A [`FileRange`](crate::FileRange) in a write could not be read: an I/O error, or
+    /// the file shrank after the range was made (`UnexpectedEof`). The socket fails as for
+    /// any transport error, because its peer may already have part of that write.
+    #[error("file range could not be read: {0}")]
+    File(#[source] Arc<io::Error>),
 }
 
 impl TransportError {
     /// The I/O error kind, when this is an I/O error.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
-            TransportError::Io(e) => Some(e.kind()),
+            TransportError::Io(e) | TransportError::File(e) => Some(e.kind()),
             _ => None,
         }
     }

@@ -84,7 +84,7 @@ pub use actors::{
     SendStep, Socket, SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, UnsentWrites,
     WriteFuture, Writer,
 };
-pub use batch::IoBatch;
+pub use batch::{FileRange, FileRangeError, IoBatch, Segment};
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
 pub use filters::{
     Capture, CaptureError, CaptureReader, Compress, CompressError, FaultInjector, Faults, Replay,
@@ -101,8 +101,8 @@ pub mod prelude {
         SendDatagram, SocketEvent, SocketEventKind, StopListening, Write, Written,
     };
     pub use crate::{
-        DatagramError, DatagramSocket, FlushPolicy, Flusher, IoBatch, Listener, MockTransport,
-        ReconnectingClient, SendStep, Socket, SocketFunctions, SocketSystem, TransportError,
-        UnsentWrites, WriteError,
+        DatagramError, DatagramSocket, FileRange, FlushPolicy, Flusher, IoBatch, Listener,
+        MockTransport, ReconnectingClient, SendStep, Socket, SocketFunctions, SocketSystem,
+        TransportError, UnsentWrites, WriteError,
     };
 }

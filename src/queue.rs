@@ -8,12 +8,13 @@
 //! write exactly once, in FIFO order.
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
+use std::fs::File;
+use std::io::{self, IoSlice};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use tokio::time::Instant;
 
-use crate::batch::IoBatch;
+use crate::batch::{FileRange, IoBatch, Segment};
 use crate::error::{TransportError, WriteError};
 use crate::messages::socket::Written;
 
@@ -31,6 +32,10 @@ pub struct QueueConfig {
     pub max_bytes_per_turn: usize,
     /// Most segments in one vectored write (`IOV_MAX` on Linux is 1024).
     pub max_segments: usize,
+    /// Most bytes of a [`FileRange`] read into memory at once, where a range cannot go
+    /// out with `sendfile` (through a filter or any other message-path transport). Each
+    /// range being sent holds at most one such chunk until the transport has taken it.
+    pub file_read_chunk: usize,
 }
 
 impl Default for QueueConfig {
@@ -40,6 +45,7 @@ impl Default for QueueConfig {
             low_watermark: 1024 * 1024,
             max_bytes_per_turn: 256 * 1024,
             max_segments: 1024,
+            file_read_chunk: 64 * 1024,
         }
     }
 }
@@ -50,6 +56,7 @@ impl QueueConfig {
     pub fn sanitized(mut self) -> Self {
         self.max_bytes_per_turn = self.max_bytes_per_turn.max(1);
         self.max_segments = self.max_segments.clamp(1, 1024);
+        self.file_read_chunk = self.file_read_chunk.max(1);
         self.low_watermark = self.low_watermark.min(self.high_watermark);
         self
     }
@@ -58,7 +65,8 @@ impl QueueConfig {
 /// One vectored write to hand to the transport.
 #[derive(Clone, Debug)]
 pub struct Transmit {
-    /// The segments: slices of the callers' own buffers (no payload copies).
+    /// The segments: slices of the callers' own buffers (no payload copies), and chunks
+    /// read from file ranges.
     pub segments: Vec<Bytes>,
     /// Total bytes in `segments`.
     pub len: usize,
@@ -77,6 +85,38 @@ pub struct Refused<T> {
     pub queued: usize,
 }
 
+/// What a transmit prepared for a transport called in place: see
+/// [`WriteQueue::poll_transmit_in_place`].
+#[derive(Debug)]
+pub enum InPlaceTransmit<'a> {
+    /// A vectored write of the slices pushed into the caller's vector.
+    Vectored {
+        /// Total bytes in the slices.
+        len: usize,
+        /// How many queued writes the slices carry bytes of.
+        writes: usize,
+    },
+    /// One file range to hand to `sendfile`.
+    File {
+        /// The file.
+        file: &'a File,
+        /// Where in the file to start.
+        offset: u64,
+        /// How many bytes to send at most.
+        len: usize,
+        /// How many queued writes this transmit covers (the range's own and any
+        /// zero-length ones before it).
+        writes: usize,
+    },
+}
+
+/// Bytes of one file segment already read into memory, from that segment's first unsent
+/// byte on.
+struct ReadAhead {
+    seg: usize,
+    buf: Bytes,
+}
+
 struct Entry<T> {
     tag: Option<u64>,
     segments: IoBatch,
@@ -85,6 +125,8 @@ struct Entry<T> {
     /// Index of the first segment not yet fully sent, and the offset into it.
     seg: usize,
     off: usize,
+    /// At most one file segment's chunk, read ahead for a message-path transmit.
+    read_ahead: Option<ReadAhead>,
     enqueued: Instant,
     sendv_calls: u32,
     would_blocks: u32,
@@ -101,6 +143,7 @@ impl<T> Entry<T> {
             sent: 0,
             seg: 0,
             off: 0,
+            read_ahead: None,
             enqueued: now,
             sendv_calls: 0,
             would_blocks: 0,
@@ -118,6 +161,15 @@ impl<T> Entry<T> {
         self.sent += n;
         while n > 0 {
             let left_in_seg = self.segments.segments()[self.seg].len() - self.off;
+            let take = n.min(left_in_seg);
+            let seg = self.seg;
+            if let Some(ahead) = self.read_ahead.as_mut().filter(|r| r.seg == seg) {
+                if take >= ahead.buf.len() {
+                    self.read_ahead = None;
+                } else {
+                    ahead.buf.advance(take);
+                }
+            }
             if n < left_in_seg {
                 self.off += n;
                 return;
@@ -145,6 +197,27 @@ struct InFlight {
     writes: usize,
 }
 
+/// How [`gather`] treats file segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Files {
+    /// The transport sends files itself (`sendfile`): a file segment is a transmit of its
+    /// own, so gathering stops before one unless it comes first.
+    Sendfile,
+    /// File segments go out as the chunks read ahead into memory; gathering stops at a
+    /// file segment with nothing read ahead.
+    ReadAhead,
+}
+
+/// One piece of a transmit.
+enum Piece<'a> {
+    Memory(&'a Bytes, std::ops::Range<usize>),
+    File {
+        range: &'a FileRange,
+        at: usize,
+        len: usize,
+    },
+}
+
 /// Walks the unsent bytes from the front: at most `budget` bytes (at least one) in at
 /// most `max_segments` pieces, handing each piece to `piece`. Returns the bytes and the
 /// number of writes covered.
@@ -152,27 +225,63 @@ fn gather<'a, T>(
     entries: &'a VecDeque<Entry<T>>,
     budget: usize,
     max_segments: usize,
-    mut piece: impl FnMut(&'a Bytes, std::ops::Range<usize>),
+    files: Files,
+    mut piece: impl FnMut(Piece<'a>),
 ) -> (usize, usize) {
     let budget = budget.max(1);
     let mut len = 0;
     let mut writes = 0;
     let mut pieces = 0;
     for entry in entries {
-        writes += 1;
         if entry.remaining() == 0 {
+            writes += 1;
             continue;
         }
-        for (i, seg) in entry.segments.segments()[entry.seg..].iter().enumerate() {
-            let start = if i == 0 { entry.off } else { 0 };
-            let end = seg.len().min(start.saturating_add(budget - len));
-            len += end - start;
+        let mut took = false;
+        for (index, seg) in entry.segments.segments().iter().enumerate().skip(entry.seg) {
+            let start = if index == entry.seg { entry.off } else { 0 };
+            let room = budget - len;
+            let n = match seg {
+                Segment::Bytes(bytes) => {
+                    let end = bytes.len().min(start.saturating_add(room));
+                    piece(Piece::Memory(bytes, start..end));
+                    end - start
+                }
+                Segment::File(range) if files == Files::Sendfile => {
+                    if pieces > 0 {
+                        return (len, writes + usize::from(took));
+                    }
+                    let n = (range.len() - start).min(room);
+                    piece(Piece::File {
+                        range,
+                        at: start,
+                        len: n,
+                    });
+                    return (n, writes + 1);
+                }
+                Segment::File(range) => {
+                    let ahead = entry.read_ahead.as_ref().filter(|r| r.seg == index);
+                    let Some(ahead) = ahead else {
+                        return (len, writes + usize::from(took));
+                    };
+                    let n = ahead.buf.len().min(room);
+                    piece(Piece::Memory(&ahead.buf, 0..n));
+                    if n < range.len() - start {
+                        // The rest of the range is not read yet: nothing after it may
+                        // go out before it.
+                        return (len + n, writes + 1);
+                    }
+                    n
+                }
+            };
+            took = true;
+            len += n;
             pieces += 1;
-            piece(seg, start..end);
             if len == budget || pieces == max_segments {
-                return (len, writes);
+                return (len, writes + 1);
             }
         }
+        writes += 1;
     }
     (len, writes)
 }
@@ -186,6 +295,7 @@ pub struct WriteQueue<T> {
     writable: bool,
     writability_change: Option<bool>,
     in_flight: Option<InFlight>,
+    file_bytes_read: u64,
 }
 
 impl<T> std::fmt::Debug for WriteQueue<T> {
@@ -209,6 +319,7 @@ impl<T> WriteQueue<T> {
             writable: true,
             writability_change: None,
             in_flight: None,
+            file_bytes_read: 0,
         }
     }
 
@@ -235,6 +346,12 @@ impl<T> WriteQueue<T> {
     /// Whether a new write would be accepted.
     pub fn is_writable(&self) -> bool {
         self.writable
+    }
+
+    /// Bytes of file ranges read into memory so far (ranges that could not go out with
+    /// `sendfile`).
+    pub fn file_bytes_read(&self) -> u64 {
+        self.file_bytes_read
     }
 
     /// Whether a transmit is out with the transport, awaiting its answer.
@@ -329,45 +446,141 @@ impl<T> WriteQueue<T> {
     /// `max_segments` segments, from the front of the queue. `None` while a transmit is in
     /// flight or nothing is queued. Each transmit must be answered with `handle_sent`,
     /// `handle_would_block` or `fail_all` before the next.
-    pub fn poll_transmit(&mut self, budget: usize) -> Option<Transmit> {
+    ///
+    /// File ranges are read into memory here, at most
+    /// [`file_read_chunk`](QueueConfig::file_read_chunk) bytes of each at a time, and kept
+    /// until the transport has taken them (a partial send never reads a byte twice). An
+    /// error reading the file of the front write is returned; the queue is unchanged and
+    /// the caller should fail the writes.
+    pub fn poll_transmit(&mut self, budget: usize) -> io::Result<Option<Transmit>> {
         if !self.has_transmit() {
-            return None;
+            return Ok(None);
         }
+        self.read_ahead(budget)?;
         let mut segments = Vec::new();
         let (len, writes) = gather(
             &self.entries,
             budget,
             self.config.max_segments,
-            |seg, range| segments.push(seg.slice(range)),
+            Files::ReadAhead,
+            |piece| {
+                if let Piece::Memory(bytes, range) = piece {
+                    segments.push(bytes.slice(range));
+                }
+            },
         );
         self.in_flight = Some(InFlight { len, writes });
-        Some(Transmit {
+        Ok(Some(Transmit {
             segments,
             len,
             writes,
-        })
+        }))
     }
 
-    /// Like [`poll_transmit`](Self::poll_transmit), but lends the bytes as `IoSlice`s
-    /// borrowed from the queue, for a transport called in place (the system transport's
-    /// `writev`): not even a reference count changes hands. Returns the transmit's length
-    /// and write count; drop `out` before answering with `handle_sent` and the others.
-    pub fn poll_transmit_slices<'a>(
+    /// Like [`poll_transmit`](Self::poll_transmit), for a transport called in place (the
+    /// system transport's `writev` and `sendfile`): memory is lent as `IoSlice`s borrowed
+    /// from the queue (pushed into `out`), so not even a reference count changes hands.
+    ///
+    /// With `sendfile`, a file range is not read at all: a transmit is either a run of
+    /// memory slices up to the next range, or one range
+    /// ([`InPlaceTransmit::File`]) for the caller to send. Without it, ranges are read
+    /// ahead as for `poll_transmit`. Drop `out` before answering with `handle_sent` and
+    /// the others.
+    pub fn poll_transmit_in_place<'a>(
         &'a mut self,
         budget: usize,
+        sendfile: bool,
         out: &mut Vec<IoSlice<'a>>,
-    ) -> Option<(usize, usize)> {
+    ) -> io::Result<Option<InPlaceTransmit<'a>>> {
         if !self.has_transmit() {
-            return None;
+            return Ok(None);
         }
+        if !sendfile {
+            self.read_ahead(budget)?;
+        }
+        let files = if sendfile {
+            Files::Sendfile
+        } else {
+            Files::ReadAhead
+        };
+        let mut file = None;
         let (len, writes) = gather(
             &self.entries,
             budget,
             self.config.max_segments,
-            |seg, range| out.push(IoSlice::new(&seg[range])),
+            files,
+            |piece| match piece {
+                Piece::Memory(bytes, range) => out.push(IoSlice::new(&bytes[range])),
+                Piece::File { range, at, len } => file = Some((range, at, len)),
+            },
         );
         self.in_flight = Some(InFlight { len, writes });
-        Some((len, writes))
+        Ok(Some(match file {
+            Some((range, at, len)) => InPlaceTransmit::File {
+                file: range.file(),
+                offset: range.offset() + at as u64,
+                len,
+                writes,
+            },
+            None => InPlaceTransmit::Vectored { len, writes },
+        }))
+    }
+
+    /// Reads ahead the file segments the next transmit of at most `budget` bytes reaches
+    /// (one chunk per write at most). Only a failure on the first unsent segment is an
+    /// error; a later one ends the transmit before it and is met again when it comes first.
+    fn read_ahead(&mut self, budget: usize) -> io::Result<()> {
+        let budget = budget.max(1);
+        let chunk = self.config.file_read_chunk;
+        let max_segments = self.config.max_segments;
+        let mut len = 0;
+        let mut pieces = 0;
+        for entry in self.entries.iter_mut() {
+            if entry.remaining() == 0 {
+                continue;
+            }
+            let segments = entry.segments.segments();
+            for (index, seg) in segments.iter().enumerate().skip(entry.seg) {
+                let start = if index == entry.seg { entry.off } else { 0 };
+                let room = budget - len;
+                let n = match seg {
+                    Segment::Bytes(bytes) => (bytes.len() - start).min(room),
+                    Segment::File(range) => match &entry.read_ahead {
+                        Some(ahead) if ahead.seg == index => {
+                            if ahead.buf.len() < range.len() - start {
+                                return Ok(());
+                            }
+                            ahead.buf.len().min(room)
+                        }
+                        // One chunk per write: the rest waits for a later transmit.
+                        Some(_) => return Ok(()),
+                        None => {
+                            let want = (range.len() - start).min(room).min(chunk);
+                            match range.read_chunk(start, want) {
+                                Ok(buf) => {
+                                    self.file_bytes_read += buf.len() as u64;
+                                    let n = buf.len();
+                                    entry.read_ahead = Some(ReadAhead { seg: index, buf });
+                                    if n < range.len() - start {
+                                        // The transmit ends inside this range.
+                                        return Ok(());
+                                    }
+                                    n
+                                }
+                                Err(e) if pieces == 0 => return Err(e),
+                                Err(_) => return Ok(()),
+                            }
+                        }
+                    },
+                };
+                len += n;
+                pieces += 1;
+                if len == budget || pieces == max_segments {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The transport accepted `n` bytes of the transmit in flight. Finished writes are
@@ -534,6 +747,7 @@ mod tests {
             low_watermark: low,
             max_bytes_per_turn: turn,
             max_segments: segs,
+            file_read_chunk: 64 * 1024,
         }
     }
 
@@ -555,17 +769,23 @@ mod tests {
         let mut out = Vec::new();
         push(&mut q, 1, &[b"ab", b"cd"], &mut out);
         push(&mut q, 2, &[b"efg"], &mut out);
-        let t = q.poll_transmit(usize::MAX).expect("data");
+        let t = q
+            .poll_transmit(usize::MAX)
+            .expect("memory only")
+            .expect("data");
         assert_eq!(concat(&t), b"abcdefg");
         assert_eq!(t.writes, 2);
         assert!(
-            q.poll_transmit(usize::MAX).is_none(),
+            q.poll_transmit(usize::MAX).expect("memory only").is_none(),
             "one transmit at a time"
         );
         q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
         assert!(out.is_empty());
-        let t = q.poll_transmit(usize::MAX).expect("rest");
+        let t = q
+            .poll_transmit(usize::MAX)
+            .expect("memory only")
+            .expect("rest");
         assert_eq!(concat(&t), b"defg");
         q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
@@ -582,11 +802,11 @@ mod tests {
         let mut q = WriteQueue::new(config(1 << 20, 0, 5, 2));
         let mut out = Vec::new();
         push(&mut q, 1, &[b"abc", b"def", b"ghi"], &mut out);
-        let t = q.poll_transmit(5).expect("data");
+        let t = q.poll_transmit(5).expect("memory only").expect("data");
         assert_eq!(concat(&t), b"abcde");
         q.handle_sent(5, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
-        let t = q.poll_transmit(100).expect("data");
+        let t = q.poll_transmit(100).expect("memory only").expect("data");
         assert_eq!(t.segments.len(), 2, "max_segments caps the iovec count");
         assert_eq!(concat(&t), b"fghi");
     }
@@ -603,7 +823,10 @@ mod tests {
             |_, _| {},
         )
         .expect("writable");
-        let t = q.poll_transmit(usize::MAX).expect("data");
+        let t = q
+            .poll_transmit(usize::MAX)
+            .expect("memory only")
+            .expect("data");
         assert_eq!(t.segments[0].as_ptr(), payload.as_ptr());
     }
 
@@ -624,13 +847,13 @@ mod tests {
                 |_, _| {},
             )
             .expect_err("unwritable");
-        assert_eq!(refused.batch.to_vec(), b"x");
+        assert_eq!(refused.batch.to_vec().expect("memory"), b"x");
         assert_eq!(refused.token, 3);
-        q.poll_transmit(100).expect("data");
+        q.poll_transmit(100).expect("memory only").expect("data");
         q.handle_sent(6, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
         assert_eq!(q.take_writability_change(), None, "6 queued > low 4");
-        q.poll_transmit(100).expect("data");
+        q.poll_transmit(100).expect("memory only").expect("data");
         q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
         assert_eq!(q.take_writability_change(), Some(true));
@@ -644,7 +867,7 @@ mod tests {
         push(&mut q, 1, &[b"aaaa"], &mut out);
         push(&mut q, 2, &[b"bbbb"], &mut out);
         push(&mut q, 3, &[b"cccc"], &mut out);
-        let t = q.poll_transmit(6).expect("data");
+        let t = q.poll_transmit(6).expect("memory only").expect("data");
         assert_eq!(t.writes, 2);
         assert!(
             q.cancel(1, Instant::now(), |_, _| {}).is_none(),
@@ -657,7 +880,7 @@ mod tests {
         let batch = q
             .cancel(3, Instant::now(), |t, r| out.push((t, r)))
             .expect("queued");
-        assert_eq!(batch.to_vec(), b"cccc".to_vec());
+        assert_eq!(batch.to_vec().expect("memory"), b"cccc".to_vec());
         assert!(matches!(out.as_slice(), [(3, Err(WriteError::Cancelled))]));
         assert_eq!(q.queued_bytes(), 8);
     }
@@ -671,7 +894,7 @@ mod tests {
         push(&mut q, 2, &[b"xy"], &mut out);
         push(&mut q, 3, &[], &mut out);
         assert_eq!(out.len(), 1);
-        q.poll_transmit(10).expect("data");
+        q.poll_transmit(10).expect("memory only").expect("data");
         q.handle_sent(2, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
         let ids: Vec<u32> = out.iter().map(|(t, _)| *t).collect();
@@ -684,7 +907,7 @@ mod tests {
         let mut q = WriteQueue::new(QueueConfig::default());
         let mut out = Vec::new();
         push(&mut q, 1, &[b"abc"], &mut out);
-        q.poll_transmit(10).expect("data");
+        q.poll_transmit(10).expect("memory only").expect("data");
         assert!(matches!(
             q.handle_sent(4, Instant::now(), |_, _| {}),
             Err(TransportError::OverAccepted {
@@ -692,7 +915,7 @@ mod tests {
                 offered: 3
             })
         ));
-        q.poll_transmit(10).expect("data");
+        q.poll_transmit(10).expect("memory only").expect("data");
         assert!(q.handle_sent(0, Instant::now(), |_, _| {}).is_err());
     }
 
@@ -702,10 +925,10 @@ mod tests {
         let mut out = Vec::new();
         push(&mut q, 1, &[b"abcd"], &mut out);
         push(&mut q, 2, &[b"efgh"], &mut out);
-        q.poll_transmit(10).expect("data");
+        q.poll_transmit(10).expect("memory only").expect("data");
         q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
-        q.poll_transmit(10).expect("data");
+        q.poll_transmit(10).expect("memory only").expect("data");
         q.fail_all(
             |bytes_sent, len| WriteError::Closed { bytes_sent, len },
             |t, r| out.push((t, r)),

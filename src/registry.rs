@@ -69,7 +69,7 @@ impl SocketHandle {
     /// Its counters, now.
     pub fn stats(&self) -> SocketStats {
         let st = self.core.lock();
-        st.stats.stats(st.queue.queued_bytes(), st.queue.len())
+        st.stats.stats(&st.queue, 0)
     }
 }
 

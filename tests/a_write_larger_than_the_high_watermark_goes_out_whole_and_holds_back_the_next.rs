@@ -39,7 +39,7 @@ fn the_big_write_is_sent_whole_and_the_next_is_refused_until_it_drains() {
                 payload,
             }) => {
                 assert_eq!((queued, high_watermark), (BIG, HIGH));
-                assert_eq!(payload.to_vec(), b"next");
+                assert_eq!(payload.to_vec().expect("in memory"), b"next");
             }
             other => panic!("expected QueueFull, got {other:?}"),
         }

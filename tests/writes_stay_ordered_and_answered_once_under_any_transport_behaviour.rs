@@ -3,19 +3,22 @@
 //! completed writes, in order, plus the reported part of the first failed one; every
 //! write is answered exactly once, in FIFO order; after an error every remaining write
 //! is answered with an error. Both write paths: `Write` messages and a `Writer` handle.
+//! Segments are memory or file ranges; each file byte is read into memory once at most,
+//! however the transport cuts the sends.
 
 mod support;
 
-use std::io;
+use std::io::{self, Write as _};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sockactor::messages::{GetWriter, Handle, Write};
+use sockactor::messages::{GetStats, GetWriter, Handle, Write};
 use sockactor::{
-    FlushPolicy, Flusher, IoBatch, MockTransport, QueueConfig, SendStep, Socket, SocketConfig,
-    WriteError,
+    FileRange, FlushPolicy, Flusher, IoBatch, MockTransport, QueueConfig, SendStep, Socket,
+    SocketConfig, WriteError,
 };
 use support::{mock_peer, run_paused, settle};
 
@@ -36,20 +39,25 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// Each write: segment lengths (possibly none, possibly empty segments).
-fn writes() -> impl Strategy<Value = Vec<Vec<usize>>> {
-    prop::collection::vec(prop::collection::vec(0usize..300, 0..5), 1..40)
+/// Each write: its segments' lengths and whether each is a file range (possibly no
+/// segments, possibly empty ones).
+fn writes() -> impl Strategy<Value = Vec<Vec<(usize, bool)>>> {
+    prop::collection::vec(
+        prop::collection::vec((0usize..300, prop::bool::weighted(0.3)), 0..5),
+        1..40,
+    )
 }
 
 #[derive(Clone, Debug)]
 struct Case {
-    writes: Vec<Vec<usize>>,
+    writes: Vec<Vec<(usize, bool)>>,
     steps: Vec<Step>,
     fail_at: Option<usize>,
     immediate: bool,
     via_writer: bool,
     max_bytes_per_turn: usize,
     max_segments: usize,
+    file_read_chunk: usize,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -61,9 +69,19 @@ fn case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         1usize..2000,
         1usize..8,
+        1usize..500,
     )
         .prop_map(
-            |(writes, steps, fail_at, immediate, via_writer, max_bytes_per_turn, max_segments)| {
+            |(
+                writes,
+                steps,
+                fail_at,
+                immediate,
+                via_writer,
+                max_bytes_per_turn,
+                max_segments,
+                file_read_chunk,
+            )| {
                 Case {
                     writes,
                     steps,
@@ -72,21 +90,56 @@ fn case() -> impl Strategy<Value = Case> {
                     via_writer,
                     max_bytes_per_turn,
                     max_segments,
+                    file_read_chunk,
                 }
             },
         )
 }
 
-/// Payload of write `w`: every byte names its write, so interleaving would show.
-fn payload(w: usize, lens: &[usize]) -> IoBatch {
-    lens.iter()
+/// Payloads of the writes: every byte names its write, so interleaving would show. File
+/// segments are ranges of one file the payloads' bytes are written into.
+fn payloads(writes: &[Vec<(usize, bool)>]) -> Vec<IoBatch> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "sockactor-proptest-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut file = std::fs::File::create(&path).expect("create the file");
+    let mut ranges = Vec::new();
+    let mut at = 0u64;
+    for (w, segments) in writes.iter().enumerate() {
+        for (s, &(len, in_file)) in segments.iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|i| (w * 31 + s * 7 + i) as u8).collect();
+            if in_file {
+                file.write_all(&bytes).expect("write the file");
+                ranges.push((at, len));
+                at += len as u64;
+            }
+        }
+    }
+    drop(file);
+    let file = Arc::new(std::fs::File::open(&path).expect("open the file"));
+    let _ = std::fs::remove_file(&path);
+    let mut ranges = ranges.into_iter();
+    writes
+        .iter()
         .enumerate()
-        .map(|(s, &len)| {
-            Bytes::from(
-                (0..len)
-                    .map(|i| (w * 31 + s * 7 + i) as u8)
-                    .collect::<Vec<u8>>(),
-            )
+        .map(|(w, segments)| {
+            let mut batch = IoBatch::new();
+            for (s, &(len, in_file)) in segments.iter().enumerate() {
+                if in_file {
+                    let (offset, len) = ranges.next().expect("a range per file segment");
+                    batch.push_file(FileRange::new(file.clone(), offset, len).expect("fits"));
+                } else {
+                    batch.push(Bytes::from(
+                        (0..len)
+                            .map(|i| (w * 31 + s * 7 + i) as u8)
+                            .collect::<Vec<u8>>(),
+                    ));
+                }
+            }
+            batch
         })
         .collect()
 }
@@ -127,6 +180,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                 low_watermark: 0,
                 max_bytes_per_turn: case.max_bytes_per_turn,
                 max_segments: case.max_segments,
+                file_read_chunk: case.file_read_chunk,
             },
             ..SocketConfig::default()
         };
@@ -143,12 +197,14 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             .await
             .expect("connect");
 
-        let batches: Vec<IoBatch> = case
+        let batches = payloads(&case.writes);
+        let file_bytes: usize = case
             .writes
             .iter()
-            .enumerate()
-            .map(|(w, lens)| payload(w, lens))
-            .collect();
+            .flatten()
+            .filter(|(_, in_file)| *in_file)
+            .map(|(len, _)| len)
+            .sum();
         let order = Arc::new(Mutex::new(Vec::new()));
         let writer = socket.send(GetWriter).await.expect("writer");
         let mut tasks = Vec::new();
@@ -179,6 +235,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             );
         }
         settle().await;
+        let stats = socket.send(GetStats).await.ok();
 
         let order = order.lock().expect("lock").clone();
         prop_assert_eq!(
@@ -194,7 +251,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                 Ok(done) => {
                     prop_assert!(!failed, "write {} completed after an earlier one failed", w);
                     prop_assert_eq!(done.len, batches[w].len());
-                    expected.extend_from_slice(&batches[w].to_vec());
+                    expected.extend_from_slice(&batches[w].to_vec().expect("in memory"));
                 }
                 Err(e) => {
                     prop_assert!(
@@ -204,7 +261,8 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                     );
                     if !failed {
                         let sent = e.bytes_sent();
-                        expected.extend_from_slice(&batches[w].to_vec()[..sent]);
+                        expected
+                            .extend_from_slice(&batches[w].to_vec().expect("in memory")[..sent]);
                     } else {
                         prop_assert_eq!(e.bytes_sent(), 0);
                     }
@@ -213,6 +271,14 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(mock.written(Handle(1)), expected, "recorded stream");
+        if !failed {
+            let stats = stats.expect("a socket that has not failed answers");
+            prop_assert_eq!(
+                stats.file_bytes_read,
+                file_bytes as u64,
+                "every file byte read into memory exactly once"
+            );
+        }
         if failed {
             prop_assert!(
                 mock.is_closed(Handle(1)),

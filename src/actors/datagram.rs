@@ -3,6 +3,7 @@
 //! through the same [`Flusher`] protocol as stream sockets.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -525,8 +526,12 @@ impl DatagramSocket {
             };
             return self.finish(reply, Err(error));
         }
+        let payload = match in_memory(msg.payload) {
+            Ok(payload) => payload,
+            Err(error) => return self.finish(reply, Err(DatagramError::Transport(error))),
+        };
         let item = Queued {
-            payload: msg.payload,
+            payload,
             to: msg.to,
             token: reply,
         };
@@ -602,7 +607,12 @@ impl DatagramSocket {
         };
         let sendv = SendV {
             handle: self.handle,
-            segments: flight.payload.segments().to_vec(),
+            segments: flight
+                .payload
+                .segments()
+                .iter()
+                .filter_map(|s| s.as_bytes().cloned())
+                .collect(),
             to: flight.to.clone(),
         };
         self.send = SendState::InFlight;
@@ -853,6 +863,29 @@ impl Actor for DatagramSocket {
             self.finish(flight.reply, Err(DatagramError::Lost));
         }
     }
+}
+
+/// The largest datagram any socket can send (IPv4's and IPv6's 16-bit length field).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// A datagram leaves in one call, so file ranges in it are read into memory when it is
+/// queued (up to the largest possible datagram).
+fn in_memory(payload: IoBatch) -> Result<IoBatch, TransportError> {
+    if !payload.has_files() {
+        return Ok(payload);
+    }
+    if payload.len() > MAX_DATAGRAM {
+        return Err(TransportError::Io(Arc::new(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a {}-byte datagram is longer than any datagram can be ({MAX_DATAGRAM})",
+                payload.len()
+            ),
+        ))));
+    }
+    payload
+        .into_memory()
+        .map_err(|e| TransportError::File(Arc::new(e)))
 }
 
 impl Handler<SendDatagram> for DatagramSocket {

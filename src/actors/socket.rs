@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 
 use super::flusher::{request_flush, Flusher};
-use super::functions::{flatten, Adopt, ShareStream, SocketFunctions, SystemStream};
+use super::functions::{
+    flatten, sendfile_unsupported, Adopt, ShareStream, SocketFunctions, SystemStream, SENDFILE,
+};
 use super::inbound::{Deframe, Deframer, ReadLimits, ReadPermit, ReadWindow};
 use super::writer::{
     answer, notify_writability, report_failure, Core, Counters, Pushed, Reply, ReplyTo, Shared,
@@ -34,7 +36,7 @@ use crate::messages::socket::{
     CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
     SocketInfo, SubscribeWritability, WritabilityChanged, Write, Written,
 };
-use crate::queue::{QueueConfig, WriteQueue};
+use crate::queue::{InPlaceTransmit, QueueConfig, WriteQueue};
 use crate::registry::{InterestGroup, Membership, Registration, Registry, SocketState};
 
 /// How a socket's queued writes reach the transport.
@@ -233,6 +235,9 @@ pub struct Socket {
     /// The stream, when `sendv`/`recvfrom` are the system ones and called in place.
     stream: Option<Arc<SystemStream>>,
     direct_write: bool,
+    /// File ranges go out with `sendfile` (in place, on an OS that has it, until a file
+    /// says it cannot).
+    sendfile: bool,
     direct_read: bool,
     /// Boxed: idle sockets (most of them) hold only the pointer.
     read_buf: Option<Box<BytesMut>>,
@@ -534,6 +539,7 @@ impl SocketBuilder {
             life: Lifecycle::Open,
             end_after_flight: false,
             direct_write: stream.is_some() && in_place.0,
+            sendfile: SENDFILE,
             direct_read: stream.is_some() && in_place.1,
             stream,
             read_buf: None,
@@ -666,21 +672,73 @@ impl Socket {
             let budget = max_turn - self.turn_bytes;
             if let Some(stream) = self.stream.as_ref().filter(|_| self.direct_write) {
                 // The system transport, called in place: `writev` on slices borrowed
-                // from the queue.
+                // from the queue, `sendfile` for file ranges.
                 let mut slices = Vec::new();
-                let Some((len, writes)) = st.queue.poll_transmit_slices(budget, &mut slices) else {
-                    st.flushing = false;
-                    drop(guard);
-                    self.go_idle(ctx);
-                    return;
+                let polled = st
+                    .queue
+                    .poll_transmit_in_place(budget, self.sendfile, &mut slices);
+                let transmit = match polled {
+                    Ok(Some(transmit)) => transmit,
+                    Ok(None) => {
+                        st.flushing = false;
+                        drop(slices);
+                        drop(guard);
+                        self.go_idle(ctx);
+                        return;
+                    }
+                    Err(e) => {
+                        drop(slices);
+                        drop(guard);
+                        self.fail(TransportError::File(Arc::new(e)), ctx);
+                        return;
+                    }
                 };
                 st.flushing = true;
-                st.stats.sendv_calls += 1;
-                let result = match stream.try_write_vectored(&slices) {
-                    Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                    Ok(n) => Ok(Sent::Accepted(n)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
-                    Err(e) => Err(e.into()),
+                let (result, len, writes) = match transmit {
+                    InPlaceTransmit::Vectored { len, writes } => {
+                        st.stats.sendv_calls += 1;
+                        let result = match stream.try_write_vectored(&slices) {
+                            Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                            Ok(n) => Ok(Sent::Accepted(n)),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+                            Err(e) => Err(e.into()),
+                        };
+                        (result, len, writes)
+                    }
+                    InPlaceTransmit::File {
+                        file,
+                        offset,
+                        len,
+                        writes,
+                    } => {
+                        let sent = stream.try_sendfile(file, offset, len);
+                        if sent.as_ref().is_err_and(sendfile_unsupported) {
+                            // This file cannot be sent from (some file systems): read
+                            // it instead, from now on.
+                            drop(slices);
+                            st.queue.handle_failed();
+                            drop(guard);
+                            tracing::debug!(parent: &self.core.span,
+                                "sendfile unsupported for this file; reading it instead");
+                            self.sendfile = false;
+                            continue;
+                        }
+                        st.stats.sendv_calls += 1;
+                        st.stats.sendfile_calls += 1;
+                        let result = match sent {
+                            // The file ended before the range did: it shrank.
+                            Ok(0) => Err(TransportError::File(Arc::new(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the file ended before the range did (it shrank after the range was made)",
+                            )))),
+                            Ok(n) => Ok(Sent::Accepted(n)),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                Ok(Sent::WouldBlock)
+                            }
+                            Err(e) => Err(e.into()),
+                        };
+                        (result, len, writes)
+                    }
                 };
                 drop(slices);
                 drop(guard);
@@ -691,12 +749,20 @@ impl Socket {
                 }
                 continue;
             }
-            let Some(transmit) = st.queue.poll_transmit(budget) else {
-                // Nothing left: writers must wake the socket for their next write.
-                st.flushing = false;
-                drop(guard);
-                self.go_idle(ctx);
-                return;
+            let transmit = match st.queue.poll_transmit(budget) {
+                Ok(Some(transmit)) => transmit,
+                Ok(None) => {
+                    // Nothing left: writers must wake the socket for their next write.
+                    st.flushing = false;
+                    drop(guard);
+                    self.go_idle(ctx);
+                    return;
+                }
+                Err(e) => {
+                    drop(guard);
+                    self.fail(TransportError::File(Arc::new(e)), ctx);
+                    return;
+                }
             };
             st.flushing = true;
             st.stats.sendv_calls += 1;
@@ -1699,9 +1765,7 @@ impl Handler<GetStats> for Socket {
 
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         let st = self.core.lock();
-        let mut stats = st
-            .stats
-            .stats(st.queue.queued_bytes(), st.queue.len() + self.waiting.len());
+        let mut stats = st.stats.stats(&st.queue, self.waiting.len());
         let (deliveries, bytes) = self.core.reads.outstanding();
         stats.unacked_deliveries = u64::from(deliveries);
         stats.unacked_bytes = bytes as u64;

@@ -109,24 +109,27 @@ pub(crate) struct Counters {
     pub(crate) writes_failed: u64,
     pub(crate) bytes_sent: u64,
     pub(crate) sendv_calls: u64,
+    pub(crate) sendfile_calls: u64,
     pub(crate) would_blocks: u64,
     pub(crate) pending_writes: u64,
     pub(crate) bytes_received: u64,
 }
 
 impl Counters {
-    pub(crate) fn stats(&self, queued_bytes: usize, queued_writes: usize) -> SocketStats {
+    pub(crate) fn stats<T>(&self, queue: &WriteQueue<T>, waiting: usize) -> SocketStats {
         SocketStats {
             writes: self.writes,
             writes_completed: self.writes_completed,
             writes_failed: self.writes_failed,
             bytes_sent: self.bytes_sent,
             sendv_calls: self.sendv_calls,
+            sendfile_calls: self.sendfile_calls,
+            file_bytes_read: queue.file_bytes_read(),
             would_blocks: self.would_blocks,
             pending_writes: self.pending_writes,
             bytes_received: self.bytes_received,
-            queued_bytes: queued_bytes as u64,
-            queued_writes: queued_writes as u64,
+            queued_bytes: queue.queued_bytes() as u64,
+            queued_writes: (queue.len() + waiting) as u64,
             unacked_deliveries: 0,
             unacked_bytes: 0,
         }

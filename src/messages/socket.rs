@@ -148,8 +148,13 @@ pub struct SocketStats {
     pub writes_failed: u64,
     /// Bytes accepted by the transport.
     pub bytes_sent: u64,
-    /// `sendv` calls made.
+    /// `sendv` calls made (in place: `writev` and `sendfile` calls).
     pub sendv_calls: u64,
+    /// Of those, `sendfile` calls: file ranges sent without entering this process.
+    pub sendfile_calls: u64,
+    /// Bytes of file ranges read into memory to be sent (where `sendfile` could not be
+    /// used: a filter or other message-path transport, or a file that does not support it).
+    pub file_bytes_read: u64,
     /// `sendv` calls answered with would-block.
     pub would_blocks: u64,
     /// Flushes requested from the Flusher.

@@ -11,8 +11,8 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
 pub use mock::{MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep};
+pub(crate) use system::{sendfile_unsupported, ShareStream, SystemStream, SENDFILE};
 pub use system::{Adopt, SystemFunctions};
-pub(crate) use system::{ShareStream, SystemStream};
 
 use crate::error::TransportError;
 use crate::messages::functions::{

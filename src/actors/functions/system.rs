@@ -14,6 +14,7 @@ use actix::{
     SpawnHandle, WeakRecipient, WrapFuture,
 };
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 #[cfg(unix)]
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
@@ -127,6 +128,20 @@ pub(crate) enum SystemStream {
     Unix(Box<UnixStream>),
 }
 
+/// Whether the system transport sends file ranges with `sendfile(2)` (Linux and
+/// Android); elsewhere it reads them in chunks and writes those.
+pub(crate) const SENDFILE: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// A `sendfile` error that says this file (or file system) cannot be sent from, rather
+/// than that the socket failed: the range is then read and written instead.
+pub(crate) fn sendfile_unsupported(error: &io::Error) -> bool {
+    // EINVAL (the file cannot be mapped for sending) and ENOSYS.
+    matches!(
+        error.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+    )
+}
+
 impl SystemStream {
     /// `writev` without waiting.
     pub(crate) fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
@@ -135,6 +150,50 @@ impl SystemStream {
             #[cfg(unix)]
             SystemStream::Unix(s) => s.try_write_vectored(bufs),
         }
+    }
+
+    /// `sendfile(2)` of up to `len` bytes of `file` from `offset`, without waiting: the
+    /// kernel copies from the page cache to the socket. `Ok(0)` means the file ended.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(crate) fn try_sendfile(
+        &self,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<usize> {
+        use std::os::fd::{AsRawFd, RawFd};
+        let mut off = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset out of range"))?;
+        let in_fd = file.as_raw_fd();
+        let send = |out_fd: RawFd| {
+            move || {
+                // SAFETY: both descriptors are open for the whole call (the stream and the
+                // file are borrowed), `off` is a valid, exclusive `off_t`, and the kernel
+                // copies between the descriptors without touching our memory.
+                let n = unsafe { libc::sendfile(out_fd, in_fd, &mut off, len) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }
+        };
+        match self {
+            SystemStream::Tcp(s) => s.try_io(Interest::WRITABLE, send(s.as_raw_fd())),
+            SystemStream::Unix(s) => s.try_io(Interest::WRITABLE, send(s.as_raw_fd())),
+        }
+    }
+
+    /// Without `sendfile` (see [`SENDFILE`]) file ranges are read and written instead;
+    /// this is never called.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn try_sendfile(
+        &self,
+        _file: &std::fs::File,
+        _offset: u64,
+        _len: usize,
+    ) -> io::Result<usize> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
     /// `read` into `buf`'s spare capacity without waiting.
