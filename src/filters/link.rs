@@ -3,7 +3,7 @@
 //! through, remembers where each handle's readiness notices go, and forwards the inner
 //! transport's notices there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
@@ -102,6 +102,24 @@ pub trait Filter: Sized + Unpin + 'static {
         Box::pin(actix::fut::ready(Ok(())))
     }
 
+    /// How many accepted connections this filter may finish ahead of its listener (0, the
+    /// default: none, [`accepted`](Self::accepted) runs inside the listener's `accept`).
+    ///
+    /// A filter whose `accepted` takes a while (a TLS handshake: round trips to the
+    /// client) returns more, so one slow client does not hold up the next connection:
+    /// the filter then accepts from its inner transport on its own, up to this many
+    /// connections at once, finishes each in the background, and answers the listener's
+    /// `accept` with whichever is finished first (or would-block, and a `Ready` when one
+    /// is). A connection that fails to finish is the answer to one `accept`, as before.
+    fn background_accepts(&self) -> usize {
+        0
+    }
+
+    /// A connection finished ahead of its listener was handed to its socket, whose
+    /// readiness notices now go to `events` (for a filter that keeps its own copy of the
+    /// recipient). Does nothing by default.
+    fn routed(&mut self, _handle: Handle, _events: &WeakRecipient<Ready>) {}
+
     /// A readiness notice from the inner transport. Forwarded to the socket by default; a
     /// filter that calls its inner transport on its own (to flush what it holds) takes
     /// the `Writable` notices owed to it here.
@@ -148,8 +166,9 @@ pub trait Filter: Sized + Unpin + 'static {
 /// Where one handle's notices go.
 #[derive(Debug)]
 struct Route {
-    /// The socket's recipient, from its `OpenSocket` or `Accept`.
-    events: WeakRecipient<Ready>,
+    /// The socket's recipient, from its `OpenSocket` or `Accept`; `None` for a connection
+    /// accepted ahead of its listener, until the listener takes it.
+    events: Option<WeakRecipient<Ready>>,
     kind: SocketKind,
 }
 
@@ -184,13 +203,14 @@ impl Link {
     /// The socket's readiness recipient for `handle`, for a filter that notifies it from
     /// a future of its own; `None` if the filter does not know the handle.
     pub fn events(&self, handle: Handle) -> Option<WeakRecipient<Ready>> {
-        self.routes.get(&handle).map(|r| r.events.clone())
+        self.routes.get(&handle).and_then(|r| r.events.clone())
     }
 
     /// Tells the socket behind `handle` that it can make progress (dropped if the handle
     /// is closed or the socket is gone).
     pub fn notify(&self, handle: Handle, readiness: Readiness) {
-        if let Some(events) = self.routes.get(&handle).and_then(|r| r.events.upgrade()) {
+        let events = self.routes.get(&handle).and_then(|r| r.events.as_ref());
+        if let Some(events) = events.and_then(|e| e.upgrade()) {
             tracing::trace!(%handle, ?readiness, "filter: ready");
             events.do_send(Ready { handle, readiness });
         }
@@ -267,6 +287,28 @@ pub fn take_front(mut segments: Vec<Bytes>, n: usize) -> Vec<Bytes> {
 pub struct FilterActor<F: Filter> {
     link: Link,
     filter: F,
+    /// Per listening handle: connections accepted and being finished ahead of the
+    /// listener ([`Filter::background_accepts`]).
+    ahead: HashMap<Handle, AcceptAhead>,
+}
+
+/// The connections a filter accepts ahead of one listener.
+#[derive(Debug, Default)]
+struct AcceptAhead {
+    /// Answers ready for the listener's next `accept`s, oldest first: finished
+    /// connections, and failures (of the inner accept or of finishing a connection).
+    finished: VecDeque<Result<Accepted, TransportError>>,
+    /// Connections being finished.
+    running: usize,
+    /// An inner `accept` is out.
+    in_flight: bool,
+    /// The inner transport would block; it owes a `Ready`.
+    blocked: bool,
+    /// An inner accept failed: no more until the listener has taken that failure (and
+    /// backed off as it does for any accept error).
+    paused: bool,
+    /// The listener was answered would-block and is owed a `Ready`.
+    owed: bool,
 }
 
 impl<F: Filter> FilterActor<F> {
@@ -283,6 +325,7 @@ impl<F: Filter> FilterActor<F> {
                 max_per_call: max_per_call.max(1),
             },
             filter,
+            ahead: HashMap::new(),
         };
         SocketFunctions::from_actor_ex(actor.start())
     }
@@ -343,6 +386,7 @@ impl<F: Filter> Handler<OpenSocket> for FilterActor<F> {
         let opened = async move { inner.send(open).await? };
         Box::pin(opened.into_actor(self).map(move |answer, act, _| {
             if let Ok(handle) = answer {
+                let events = Some(events);
                 act.link.routes.insert(handle, Route { events, kind });
             }
             act.filter.opened(family, kind, &answer);
@@ -358,6 +402,9 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
     /// filter finish the connection ([`Filter::accepted`]) before the listener gets it; a
     /// connection the filter refuses is closed on the inner transport.
     fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
+        if self.filter.background_accepts() > 0 {
+            return Box::pin(actix::fut::ready(self.take_ahead(msg, ctx)));
+        }
         let inner = self.link.inner.accept().cloned();
         let events = msg.events;
         let accept = Accept {
@@ -373,7 +420,7 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
             };
             let handle = *handle;
             let route = Route {
-                events,
+                events: Some(events),
                 kind: SocketKind::Stream,
             };
             act.link.routes.insert(handle, route);
@@ -397,6 +444,141 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
 }
 
 impl<F: Filter> FilterActor<F> {
+    /// The listener's `accept` when connections are finished ahead: the oldest finished
+    /// answer, or would-block (and a `Ready` owed). Accepting ahead goes on either way.
+    fn take_ahead(
+        &mut self,
+        msg: Accept,
+        ctx: &mut Context<Self>,
+    ) -> Result<Accepted, TransportError> {
+        let listener = msg.handle;
+        let ahead = self.ahead.entry(listener).or_default();
+        let answer = match ahead.finished.pop_front() {
+            Some(Ok(Accepted::Connection { handle, peer })) => {
+                if let Some(route) = self.link.routes.get_mut(&handle) {
+                    route.events = Some(msg.events.clone());
+                }
+                self.filter.routed(handle, &msg.events);
+                Ok(Accepted::Connection { handle, peer })
+            }
+            Some(Err(e)) => {
+                ahead.paused = false;
+                Err(e)
+            }
+            Some(Ok(Accepted::WouldBlock)) | None => {
+                ahead.owed = true;
+                Ok(Accepted::WouldBlock)
+            }
+        };
+        self.accept_ahead(listener, ctx);
+        answer
+    }
+
+    /// Asks the inner transport for the next connection, while there is room ahead.
+    fn accept_ahead(&mut self, listener: Handle, ctx: &mut Context<Self>) {
+        let room = self.filter.background_accepts();
+        let Some(ahead) = self.ahead.get_mut(&listener) else {
+            return;
+        };
+        if ahead.in_flight
+            || ahead.blocked
+            || ahead.paused
+            || ahead.running + ahead.finished.len() >= room
+        {
+            return;
+        }
+        ahead.in_flight = true;
+        let inner = self.link.inner.accept().cloned();
+        let accept = Accept {
+            handle: listener,
+            events: Self::own_events(ctx),
+        };
+        let accepted = async move { call(inner.as_ref(), "accept", accept).await };
+        ctx.spawn(
+            accepted
+                .into_actor(self)
+                .map(move |answer, act, ctx| act.accepted_ahead(listener, answer, ctx)),
+        );
+    }
+
+    /// The inner transport's answer to an `accept` made ahead.
+    fn accepted_ahead(
+        &mut self,
+        listener: Handle,
+        answer: Result<Accepted, TransportError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.filter.saw_accept(listener, &answer);
+        let Some(ahead) = self.ahead.get_mut(&listener) else {
+            // The listener closed meanwhile: a connection it took is not wanted.
+            if let Ok(Accepted::Connection { handle, .. }) = answer {
+                let inner = self.link.inner.close().clone();
+                ctx.spawn(actix::fut::wrap_future(async move {
+                    let _ = inner.send(CloseSocket { handle }).await;
+                }));
+            }
+            return;
+        };
+        ahead.in_flight = false;
+        match answer {
+            Ok(Accepted::WouldBlock) => ahead.blocked = true,
+            Err(e) => {
+                ahead.finished.push_back(Err(e));
+                ahead.paused = true;
+                self.wake_listener(listener);
+            }
+            Ok(Accepted::Connection { handle, peer }) => {
+                ahead.running += 1;
+                let route = Route {
+                    events: None,
+                    kind: SocketKind::Stream,
+                };
+                self.link.routes.insert(handle, route);
+                let finishing = self.filter.accepted(handle, &mut self.link, ctx);
+                ctx.spawn(finishing.map(move |finished, act, ctx| {
+                    act.finished_ahead(listener, handle, peer, finished, ctx)
+                }));
+                self.accept_ahead(listener, ctx);
+            }
+        }
+    }
+
+    /// A connection accepted ahead is finished (or failed to finish).
+    fn finished_ahead(
+        &mut self,
+        listener: Handle,
+        handle: Handle,
+        peer: Address,
+        finished: Result<(), TransportError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(ahead) = self.ahead.get_mut(&listener) else {
+            ctx.spawn(actix::fut::wrap_future(self.refuse(handle)));
+            return;
+        };
+        ahead.running -= 1;
+        match finished {
+            Ok(()) => ahead
+                .finished
+                .push_back(Ok(Accepted::Connection { handle, peer })),
+            Err(e) => {
+                ahead.finished.push_back(Err(e));
+                ctx.spawn(actix::fut::wrap_future(self.refuse(handle)));
+            }
+        }
+        self.wake_listener(listener);
+        self.accept_ahead(listener, ctx);
+    }
+
+    /// Sends the listener the `Ready` it is owed, if it is owed one.
+    fn wake_listener(&mut self, listener: Handle) {
+        if let Some(ahead) = self.ahead.get_mut(&listener) {
+            if std::mem::take(&mut ahead.owed) {
+                self.link.notify(listener, Readiness::Readable);
+            }
+        }
+    }
+
     /// Forgets a handle the filter refused and closes it on the inner transport.
     fn refuse(&mut self, handle: Handle) -> impl Future<Output = ()> + 'static {
         tracing::debug!(filter = self.filter.name(), %handle, "filter refused a connection");
@@ -454,6 +636,15 @@ impl<F: Filter> Handler<CloseSocket> for FilterActor<F> {
     /// closes it on the inner transport (even when finishing failed).
     fn handle(&mut self, msg: CloseSocket, ctx: &mut Context<Self>) -> Self::Result {
         let handle = msg.handle;
+        if let Some(ahead) = self.ahead.remove(&handle) {
+            // A closing listener: connections finished for it are not wanted (those
+            // still finishing are closed when they are done).
+            for answer in ahead.finished {
+                if let Ok(Accepted::Connection { handle, .. }) = answer {
+                    ctx.spawn(actix::fut::wrap_future(self.refuse(handle)));
+                }
+            }
+        }
         let finishing = if self.link.routes.contains_key(&handle) {
             self.filter.closing(handle, &mut self.link, ctx)
         } else {
@@ -505,6 +696,12 @@ impl<F: Filter> Handler<Ready> for FilterActor<F> {
 
     fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
         tracing::trace!(filter = self.filter.name(), handle = %msg.handle, "inner transport ready");
+        if let Some(ahead) = self.ahead.get_mut(&msg.handle) {
+            // A listener this filter accepts ahead of: the notice is the filter's own.
+            ahead.blocked = false;
+            self.accept_ahead(msg.handle, ctx);
+            return;
+        }
         if self.link.routes.contains_key(&msg.handle) {
             self.filter.ready(msg.handle, msg.readiness);
         }

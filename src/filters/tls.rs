@@ -39,6 +39,8 @@ const DEFAULT_MAX_OUTPUT_PER_CALL: usize = 64 * 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default wait, at close, for the inner transport to take the ciphertext left.
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Server handshakes at once per listener.
+const DEFAULT_MAX_HANDSHAKES: usize = 64;
 /// Longest wait, after a failed handshake, for the alert to the peer to go out.
 const ALERT_WAIT: Duration = Duration::from_secs(1);
 /// The largest TLS record's plaintext.
@@ -127,8 +129,9 @@ struct State {
     read_failed: Option<TransportError>,
     /// The handle is closed: the writer stops.
     closed: bool,
-    /// The socket's readiness recipient.
-    events: WeakRecipient<Ready>,
+    /// The socket's readiness recipient (`None` while a server connection is finished
+    /// ahead of its listener: no socket yet).
+    events: Option<WeakRecipient<Ready>>,
 }
 
 impl State {
@@ -260,7 +263,7 @@ impl Session {
         let mut state = self.state.borrow_mut();
         if state.owed && (input_fitting(room) > 0 || state.write_failed.is_some()) {
             state.owed = false;
-            if let Some(events) = state.events.upgrade() {
+            if let Some(events) = state.events.as_ref().and_then(|e| e.upgrade()) {
                 tracing::trace!(handle = %self.handle, "tls: outbox has room");
                 events.do_send(Ready {
                     handle: self.handle,
@@ -416,7 +419,8 @@ async fn drain(session: Rc<Session>) -> Result<(), TransportError> {
 /// **Handshake**: [`client`](Self::client) runs the client handshake when the inner
 /// transport has connected, before the socket hears the connect's answer;
 /// [`server`](Self::server) runs the server handshake on each accepted connection
-/// before the listener gets it. Certificates are verified as the rustls config says (a
+/// before the listener gets it, up to [`max_handshakes`](Self::max_handshakes) at once
+/// (a slow client does not hold up the next). Certificates are verified as the rustls config says (a
 /// client config needs a root store: there is no way to turn verification off here), the
 /// client sends the server name as SNI, and ALPN is whatever the config sets. A failed
 /// handshake (a bad certificate, a wrong name, no common protocol, a peer that leaves, or
@@ -490,6 +494,7 @@ pub struct Tls {
     max_output_per_call: usize,
     handshake_timeout: Duration,
     close_timeout: Duration,
+    max_handshakes: usize,
     sessions: HashMap<Handle, Rc<Session>>,
 }
 
@@ -518,6 +523,7 @@ impl Tls {
             max_output_per_call: DEFAULT_MAX_OUTPUT_PER_CALL,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             sessions: HashMap::new(),
         }
     }
@@ -539,6 +545,16 @@ impl Tls {
     /// Returns at most `n` plaintext bytes (at least 1) per `recvfrom` (default 64 KiB).
     pub fn max_output_per_call(mut self, n: usize) -> Self {
         self.max_output_per_call = n.max(1);
+        self
+    }
+
+    /// A server runs at most this many handshakes at once per listener (default 64, at
+    /// least 1), ahead of the listener's `accept`s, so a slow or silent client does not
+    /// hold up the clients behind it: each listener `accept` gets whichever connection
+    /// finished its handshake first. Connections past the bound wait in the kernel's
+    /// backlog.
+    pub fn max_handshakes(mut self, n: usize) -> Self {
+        self.max_handshakes = n.max(1);
         self
     }
 
@@ -572,9 +588,7 @@ impl Tls {
         if link.kind(handle) != Some(SocketKind::Stream) {
             return answer(Err(TransportError::Unsupported("TLS over datagrams")));
         }
-        let Some(events) = link.events(handle) else {
-            return answer(Err(TransportError::UnknownHandle(handle)));
-        };
+        let events = link.events(handle);
         let mut conn = match conn {
             Ok(conn) => conn,
             Err(e) => return answer(Err(tls_error(e))),
@@ -638,7 +652,7 @@ impl Tls {
                     tracing::debug!(%handle, "tls: handshake done");
                     if !state.input.is_empty() || state.plaintext_ready {
                         // Data came with the handshake: the socket may read it now.
-                        if let Some(events) = state.events.upgrade() {
+                        if let Some(events) = state.events.as_ref().and_then(|e| e.upgrade()) {
                             events.do_send(Ready {
                                 handle,
                                 readiness: Readiness::Readable,
@@ -670,6 +684,30 @@ fn answer<T: 'static>(value: Result<T, TransportError>) -> FilterAnswer<Tls, T> 
 impl Filter for Tls {
     fn name(&self) -> &'static str {
         "tls"
+    }
+
+    fn background_accepts(&self) -> usize {
+        match self.role {
+            Role::Server { .. } => self.max_handshakes,
+            Role::Client { .. } => 0,
+        }
+    }
+
+    fn routed(&mut self, handle: Handle, events: &WeakRecipient<Ready>) {
+        let Some(session) = self.sessions.get(&handle) else {
+            return;
+        };
+        let mut state = session.state.borrow_mut();
+        state.events = Some(events.clone());
+        if !state.input.is_empty() || state.plaintext_ready {
+            // Data came with the handshake: the socket may read it now.
+            if let Some(events) = events.upgrade() {
+                events.do_send(Ready {
+                    handle,
+                    readiness: Readiness::Readable,
+                });
+            }
+        }
     }
 
     fn connected(

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use sockactor::messages::{Address, SocketEventKind, Write};
+use sockactor::filters::Tls;
+use sockactor::messages::{Address, ListenerEvent, SocketEventKind, Write};
 use sockactor::{Listener, Socket, SocketFunctions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -247,4 +248,35 @@ pub async fn connect_to_mock_peer(
     crate::support::settle().await;
     peer.pump(mock);
     (socket, peer)
+}
+
+/// A TLS echo listener on loopback with these handshake settings.
+pub async fn tls_listener(
+    server: &Pki,
+    max_handshakes: usize,
+    handshake_timeout: Duration,
+) -> (
+    Addr<Listener>,
+    SocketAddr,
+    Addr<EchoServer>,
+    UnboundedReceiver<ListenerEvent>,
+) {
+    let echo = EchoServer::default().start();
+    let (seen, listener_events) = crate::support::channel::<ListenerEvent>();
+    let subscriber = echo.clone();
+    let tls = Tls::server(server.server.clone())
+        .max_handshakes(max_handshakes)
+        .handshake_timeout(handshake_timeout);
+    let (listener, local) = Listener::builder()
+        .functions(tls.wrap(SocketFunctions::system()))
+        .subscriber(seen)
+        .accept_backoff(Duration::from_millis(1))
+        .socket_builder(move |_| Socket::builder().subscriber(subscriber.clone().recipient()))
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind loopback");
+    let Address::Inet(addr) = local else {
+        panic!("an inet listener has an inet address");
+    };
+    (listener, addr, echo, listener_events)
 }

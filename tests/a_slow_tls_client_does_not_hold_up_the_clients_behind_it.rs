@@ -1,0 +1,136 @@
+//! A TLS server filter runs its handshakes ahead of the listener's `accept`s, several at
+//! once: clients that connect and then say nothing do not hold up a good client that
+//! comes after them (it is served long before their handshakes time out), each silent
+//! client is one failed accept when its handshake times out, and at most
+//! `max_handshakes` run at once (a client past the bound waits in the backlog until a
+//! slot frees). Real loopback TCP. (Descriptors: a test file of its own,
+//! `tls_handshakes_cut_off_by_a_closing_listener_leave_no_descriptor_behind.rs`.)
+
+mod support;
+mod tls_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use sockactor::filters::Tls;
+use sockactor::messages::{ListenerEvent, StopListening};
+use sockactor::{Socket, SocketFunctions};
+use support::{channel_subscriber, pattern, EchoServer};
+use tls_support::{client_config, collect, pki, tls_listener, write_mixed};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Connects a TLS client, has the listener's socket echo it, and checks the echo.
+async fn serve_one_good_client(
+    server: &tls_support::Pki,
+    addr: SocketAddr,
+    echo: &Addr<EchoServer>,
+    listener_events: &mut UnboundedReceiver<ListenerEvent>,
+) {
+    let (subscriber, mut events) = channel_subscriber();
+    let client = Socket::builder()
+        .functions(
+            Tls::client(client_config(server.roots.clone()), "localhost")
+                .expect("server name")
+                .wrap(SocketFunctions::system()),
+        )
+        .subscriber(subscriber)
+        .connect(addr)
+        .await
+        .expect("the good client connects");
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), listener_events.recv())
+            .await
+            .expect("a listener event within 10 s")
+            .expect("listener events");
+        if matches!(event, ListenerEvent::Accepted { .. }) {
+            echo.do_send(event);
+            break;
+        }
+    }
+    let data = Bytes::from(pattern(16 * 1024, 5));
+    write_mixed(&client, &data).await;
+    let echoed = tokio::time::timeout(Duration::from_secs(10), collect(&mut events, data.len()))
+        .await
+        .expect("the echo within 10 s");
+    assert!(echoed == data, "byte-exact echo");
+}
+
+#[actix::test]
+async fn silent_clients_do_not_hold_up_a_good_client() {
+    let server = pki(&["localhost"]);
+    // Handshakes time out only after a minute: a good client served within seconds was
+    // not queued behind the silent ones.
+    let (listener, addr, echo, mut listener_events) =
+        tls_listener(&server, 64, Duration::from_secs(60)).await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("a silent client connects"),
+        );
+    }
+    let started = Instant::now();
+    serve_one_good_client(&server, addr, &echo, &mut listener_events).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "served behind three silent clients in {:?}",
+        started.elapsed()
+    );
+    listener.do_send(StopListening);
+    drop(silent);
+}
+
+#[actix::test]
+async fn a_client_past_the_handshake_bound_waits_for_a_slot_and_silent_ones_fail_one_accept_each() {
+    let server = pki(&["localhost"]);
+    let timeout = Duration::from_millis(300);
+    let (listener, addr, echo, mut listener_events) = tls_listener(&server, 1, timeout).await;
+    let started = Instant::now();
+    // First in the backlog, so first into the only slot.
+    let silent = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("a silent client connects");
+    serve_one_good_client(&server, addr, &echo, &mut listener_events).await;
+    assert!(
+        started.elapsed() >= timeout,
+        "with one slot, held by the silent client, the good client's handshake starts \
+         only when the silent one's times out (served after {:?})",
+        started.elapsed()
+    );
+    listener.do_send(StopListening);
+    drop(silent);
+}
+
+#[actix::test]
+async fn each_silent_client_is_one_failed_accept_when_its_handshake_times_out() {
+    let server = pki(&["localhost"]);
+    let (listener, addr, _echo, mut listener_events) =
+        tls_listener(&server, 8, Duration::from_millis(200)).await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("a silent client connects"),
+        );
+    }
+    let mut failed = 0;
+    while failed < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), listener_events.recv())
+            .await
+            .expect("a listener event within 10 s")
+            .expect("listener events");
+        match event {
+            ListenerEvent::AcceptFailed { error } => {
+                assert_eq!(error.io_kind(), Some(std::io::ErrorKind::TimedOut));
+                failed += 1;
+            }
+            other => panic!("only failed accepts expected, got {other:?}"),
+        }
+    }
+    listener.do_send(StopListening);
+    drop(silent);
+}
