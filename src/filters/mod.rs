@@ -58,4 +58,4 @@ pub use record::{
 };
 pub use replay::Replay;
 pub use throttle::{Throttle, TokenBucket};
-pub use tls::Tls;
+pub use tls::{Tls, TlsSessionInfo, TlsSessions};

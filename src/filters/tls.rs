@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use actix::{ActorFutureExt, AsyncContext, Context, Recipient, WeakRecipient};
 use bytes::{Bytes, BytesMut};
-use rustls::pki_types::ServerName;
+use dashmap::DashMap;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use tokio::sync::Notify;
 
@@ -496,6 +497,93 @@ pub struct Tls {
     close_timeout: Duration,
     max_handshakes: usize,
     sessions: HashMap<Handle, Rc<Session>>,
+    agreed: TlsSessions,
+}
+
+/// What a finished TLS handshake agreed on, for one handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TlsSessionInfo {
+    /// The application protocol both sides chose (ALPN), if any was offered and agreed.
+    pub alpn_protocol: Option<Vec<u8>>,
+    /// The TLS version.
+    pub protocol_version: Option<rustls::ProtocolVersion>,
+    /// The cipher suite.
+    pub cipher_suite: Option<rustls::CipherSuite>,
+    /// The server name: on a server, the one the client asked for (SNI); on a client, the
+    /// one it verified the server's certificate against.
+    pub server_name: Option<String>,
+    /// The peer's certificate chain, its own certificate first (empty for a client that
+    /// sent none).
+    pub peer_certificates: Vec<CertificateDer<'static>>,
+}
+
+/// The sessions one [`Tls`] filter has secured, by transport handle, readable from any
+/// thread: take it with [`Tls::sessions`] before wrapping, then look a socket up by the
+/// handle [`GetInfo`](crate::messages::GetInfo) reports. A session is there from the end
+/// of its handshake until its handle closes.
+///
+/// ```no_run
+/// # async fn demo(socket: actix::Addr<sockactor::Socket>, sessions: sockactor::filters::TlsSessions)
+/// # -> Result<(), actix::MailboxError> {
+/// use sockactor::messages::GetInfo;
+///
+/// let handle = socket.send(GetInfo).await?.handle;
+/// if let Some(session) = sessions.get(handle) {
+///     let h2 = session.alpn_protocol.as_deref() == Some(&b"h2"[..]);
+///     println!("h2: {h2}, peer chain of {}", session.peer_certificates.len());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TlsSessions(Arc<DashMap<Handle, TlsSessionInfo>>);
+
+impl TlsSessions {
+    /// The session on `handle`, if its handshake finished and it is still open.
+    pub fn get(&self, handle: Handle) -> Option<TlsSessionInfo> {
+        self.0.get(&handle).map(|entry| entry.value().clone())
+    }
+
+    /// Every open session, with its handle (in no particular order).
+    pub fn all(&self) -> Vec<(Handle, TlsSessionInfo)> {
+        self.0
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().clone()))
+            .collect()
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TlsSessionInfo {
+    fn of(conn: &Connection, client_name: Option<&ServerName<'static>>) -> Self {
+        let server_name = match conn {
+            Connection::Server(server) => server.server_name().map(str::to_owned),
+            Connection::Client(_) => client_name.map(|name| match name {
+                ServerName::DnsName(dns) => dns.as_ref().to_owned(),
+                ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+                other => format!("{other:?}"),
+            }),
+        };
+        TlsSessionInfo {
+            alpn_protocol: conn.alpn_protocol().map(<[u8]>::to_vec),
+            protocol_version: conn.protocol_version(),
+            cipher_suite: conn.negotiated_cipher_suite().map(|s| s.suite()),
+            server_name,
+            peer_certificates: conn
+                .peer_certificates()
+                .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl Tls {
@@ -525,6 +613,7 @@ impl Tls {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             sessions: HashMap::new(),
+            agreed: TlsSessions::default(),
         }
     }
 
@@ -546,6 +635,12 @@ impl Tls {
     pub fn max_output_per_call(mut self, n: usize) -> Self {
         self.max_output_per_call = n.max(1);
         self
+    }
+
+    /// The sessions this filter secures, by handle: what each handshake agreed on (ALPN,
+    /// version, cipher suite, server name, the peer's certificates).
+    pub fn sessions(&self) -> TlsSessions {
+        self.agreed.clone()
     }
 
     /// A server runs at most this many handshakes at once per listener (default 64, at
@@ -644,12 +739,21 @@ impl Tls {
             }
             done
         };
+        let agreed = self.agreed.clone();
+        let client_name = match &self.role {
+            Role::Client { name, .. } => Some(name.clone()),
+            Role::Server { .. } => None,
+        };
         Box::pin(actix::fut::wrap_future(done).map(move |done, _, _| {
             let mut state = session.state.borrow_mut();
             state.handshaking = false;
             match &done {
                 Ok(()) => {
                     tracing::debug!(%handle, "tls: handshake done");
+                    if !state.closed {
+                        let info = TlsSessionInfo::of(&state.conn, client_name.as_ref());
+                        agreed.0.insert(handle, info);
+                    }
                     if !state.input.is_empty() || state.plaintext_ready {
                         // Data came with the handshake: the socket may read it now.
                         if let Some(events) = state.events.as_ref().and_then(|e| e.upgrade()) {
@@ -881,6 +985,7 @@ impl Filter for Tls {
     }
 
     fn closed(&mut self, handle: Handle) {
+        self.agreed.0.remove(&handle);
         if let Some(session) = self.sessions.remove(&handle) {
             session.state.borrow_mut().closed = true;
             session.wake.notify_one();
