@@ -2,7 +2,8 @@
 //! burst, and the inner transport never sees more than the bucket allows at any moment;
 //! tokens for bytes the inner transport did not take go back to the bucket; a bucket
 //! shared by two tables splits its rate between their sockets, while
-//! per-socket buckets give each socket the whole rate.
+//! per-socket buckets give each socket the whole rate. Received bytes, when asked for,
+//! keep to a bucket of their own (within one burst, since reads are paid afterwards).
 
 mod support;
 
@@ -171,5 +172,49 @@ fn tokens_for_bytes_the_inner_transport_did_not_take_go_back_to_the_bucket() {
         );
         assert_eq!(mock.written(Handle(1)), pattern(N, 3));
         assert_within_bucket(&mock, &[Handle(1)], start);
+    });
+}
+
+#[test]
+fn received_bytes_keep_to_their_own_bucket_and_the_peer_is_read_no_faster() {
+    run_paused(|| async {
+        const N: usize = 60_000;
+        let mock = MockTransport::start();
+        let (subscriber, mut events) = support::channel_subscriber();
+        // Sending is all but unlimited; receiving has its own RATE.
+        let functions = Throttle::per_socket(1 << 30, 1 << 20)
+            .receive_per_socket(RATE, BURST)
+            .wrap(mock.functions());
+        let _socket = Socket::builder()
+            .functions(functions)
+            .subscriber(subscriber)
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let start = tokio::time::Instant::now();
+        mock.push_inbound(Handle(1), pattern(N, 3));
+        let mut got = Vec::new();
+        while got.len() < N {
+            let event = events.recv().await.expect("subscriber alive");
+            if let sockactor::messages::SocketEventKind::Received(bytes) = event {
+                got.extend_from_slice(&bytes);
+                // Paid after the fact: a stream read is cut to the burst, so at most one
+                // burst ahead of the bucket.
+                let elapsed = start.elapsed();
+                let allowed =
+                    2 * BURST + (elapsed.as_nanos() * u128::from(RATE) / 1_000_000_000) as u64;
+                assert!(
+                    got.len() as u64 <= allowed,
+                    "{} bytes received by {elapsed:?}, the bucket allows {allowed}",
+                    got.len()
+                );
+            }
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= seconds(N as u64 - 2 * BURST) && elapsed <= seconds(N as u64),
+            "{N} bytes received at {RATE} B/s took {elapsed:?}"
+        );
+        assert_eq!(got, pattern(N, 3), "every byte, in order");
     });
 }

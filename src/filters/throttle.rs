@@ -1,5 +1,5 @@
 //! [`Throttle`]: a token-bucket rate limit on the bytes a socket (or a group of sockets)
-//! sends.
+//! sends, and optionally on the bytes it receives.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -9,7 +9,7 @@ use actix::{ActorFutureExt, Context};
 use tokio::time::Instant;
 
 use super::link::{Filter, FilterActor, FilterAnswer, Link};
-use crate::messages::functions::{Handle, Readiness, SendV, Sent, SocketKind};
+use crate::messages::functions::{Handle, Readiness, Received, RecvFrom, SendV, Sent, SocketKind};
 use crate::SocketFunctions;
 
 /// Default bound on the bytes handed to the inner transport per `sendv`.
@@ -115,6 +115,24 @@ impl TokenBucket {
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
+    /// Pays for `bytes` already used, going into debt if the bucket holds fewer.
+    fn charge(&self, bytes: u64) {
+        let mut state = self.refilled();
+        state.tokens -= i128::from(bytes) * SCALE;
+    }
+
+    /// How long until the bucket holds at least one whole byte again (zero if it does).
+    fn wait_for_a_byte(&self) -> Duration {
+        let state = self.refilled();
+        let short = SCALE - state.tokens;
+        if short <= 0 {
+            return Duration::ZERO;
+        }
+        let rate = i128::from(self.rate);
+        let nanos = (short + rate - 1) / rate;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
     /// Gives back tokens taken or reserved but not used.
     fn refund(&self, bytes: u64) {
         if bytes == 0 {
@@ -147,7 +165,14 @@ enum Buckets {
 /// When the bucket is empty, a `sendv` reserves its next chunk (at most the burst and
 /// the per-call bound), answers would-block, and sends the owed `Ready(Writable)` once
 /// the reservation is paid for; the socket's next `sendv` uses the reserved bytes.
-/// Receiving is not limited.
+/// Receiving is not limited unless asked for: [`receive_per_socket`](Self::receive_per_socket)
+/// or [`receive_shared`](Self::receive_shared) give received bytes a bucket of their own.
+/// A read then asks the inner transport for at most the bucket's burst (and the read's
+/// own limit), pays for what arrived after the fact (a datagram is never cut, so it may
+/// put the bucket into debt), and while the bucket is empty or in debt answers
+/// would-block and sends the owed `Ready(Readable)` when a byte's worth has refilled. The
+/// socket stops reading meanwhile, so the kernel's buffers fill and TCP holds the peer
+/// back: the peer is slowed, not just the delivery.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -164,6 +189,8 @@ enum Buckets {
 #[derive(Debug)]
 pub struct Throttle {
     buckets: Buckets,
+    /// Buckets for received bytes (`None`: receiving is not limited).
+    receive: Option<Buckets>,
     max_per_call: usize,
     /// Bytes reserved (and paid for by waiting) per handle, not sent yet.
     granted: HashMap<Handle, u64>,
@@ -187,9 +214,29 @@ impl Throttle {
     fn with(buckets: Buckets) -> Self {
         Throttle {
             buckets,
+            receive: None,
             max_per_call: DEFAULT_MAX_PER_CALL,
             granted: HashMap::new(),
         }
+    }
+
+    /// Also limits received bytes: each socket gets a bucket of its own of `burst` bytes
+    /// refilled at `bytes_per_second`, apart from the sending bucket.
+    pub fn receive_per_socket(mut self, bytes_per_second: u64, burst: u64) -> Self {
+        self.receive = Some(Buckets::PerSocket {
+            rate: bytes_per_second,
+            burst,
+            each: HashMap::new(),
+        });
+        self
+    }
+
+    /// Also limits received bytes, sharing `bucket` between every socket that uses it
+    /// for receiving (it may be the sending bucket too: then sent and received bytes
+    /// share one rate).
+    pub fn receive_shared(mut self, bucket: Arc<TokenBucket>) -> Self {
+        self.receive = Some(Buckets::Shared(bucket));
+        self
     }
 
     /// Hands the inner transport at most `n` bytes (at least 1) per `sendv` (default 64
@@ -206,12 +253,27 @@ impl Throttle {
     }
 
     fn bucket(&mut self, handle: Handle) -> Arc<TokenBucket> {
-        match &mut self.buckets {
+        self.buckets.of(handle)
+    }
+}
+
+impl Buckets {
+    /// The bucket `handle` uses (made on first use, per socket).
+    fn of(&mut self, handle: Handle) -> Arc<TokenBucket> {
+        match self {
             Buckets::Shared(bucket) => bucket.clone(),
             Buckets::PerSocket { rate, burst, each } => each
                 .entry(handle)
                 .or_insert_with(|| Arc::new(TokenBucket::new(*rate, *burst)))
                 .clone(),
+        }
+    }
+
+    /// Forgets `handle`'s own bucket, returning the bucket it used.
+    fn forget(&mut self, handle: Handle) -> Option<Arc<TokenBucket>> {
+        match self {
+            Buckets::Shared(bucket) => Some(bucket.clone()),
+            Buckets::PerSocket { each, .. } => each.remove(&handle),
         }
     }
 }
@@ -291,14 +353,52 @@ impl Filter for Throttle {
         }))
     }
 
+    fn recvfrom(
+        &mut self,
+        msg: RecvFrom,
+        link: &mut Link,
+        ctx: &mut Context<FilterActor<Self>>,
+    ) -> FilterAnswer<Self, Received> {
+        let Some(buckets) = self.receive.as_mut() else {
+            return Box::pin(actix::fut::wrap_future(link.recvfrom(msg)));
+        };
+        let handle = msg.handle;
+        let bucket = buckets.of(handle);
+        let wait = bucket.wait_for_a_byte();
+        if !wait.is_zero() {
+            tracing::trace!(%handle, ?wait, "throttle: out of receive tokens");
+            FilterActor::notify_later(ctx, handle, Readiness::Readable, wait);
+            return Box::pin(actix::fut::ready(Ok(Received::WouldBlock)));
+        }
+        let datagram = link.kind(handle) == Some(SocketKind::Datagram);
+        let msg = if datagram {
+            msg
+        } else {
+            // A stream read is cut to the burst, so the debt stays under one burst.
+            RecvFrom {
+                handle,
+                max_len: msg.max_len.min(as_usize(bucket.burst())).max(1),
+            }
+        };
+        let read = actix::fut::wrap_future(link.recvfrom(msg));
+        Box::pin(read.map(move |answer, _: &mut FilterActor<Self>, _| {
+            match &answer {
+                Ok(Received::Data { bytes, .. } | Received::Truncated { bytes, .. }) => {
+                    bucket.charge(as_u64(bytes.len()))
+                }
+                _ => {}
+            }
+            answer
+        }))
+    }
+
     fn closed(&mut self, handle: Handle) {
         let granted = self.granted.remove(&handle).unwrap_or(0);
-        let bucket = match &mut self.buckets {
-            Buckets::Shared(bucket) => Some(bucket.clone()),
-            Buckets::PerSocket { each, .. } => each.remove(&handle),
-        };
-        if let Some(bucket) = bucket {
+        if let Some(bucket) = self.buckets.forget(handle) {
             bucket.refund(granted);
+        }
+        if let Some(receive) = self.receive.as_mut() {
+            receive.forget(handle);
         }
     }
 }
