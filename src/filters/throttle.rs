@@ -382,11 +382,8 @@ impl Filter for Throttle {
         };
         let read = actix::fut::wrap_future(link.recvfrom(msg));
         Box::pin(read.map(move |answer, _: &mut FilterActor<Self>, _| {
-            match &answer {
-                Ok(Received::Data { bytes, .. } | Received::Truncated { bytes, .. }) => {
-                    bucket.charge(as_u64(bytes.len()))
-                }
-                _ => {}
+            if let Ok(Received::Data { bytes, .. } | Received::Truncated { bytes, .. }) = &answer {
+                bucket.charge(as_u64(bytes.len()));
             }
             answer
         }))
