@@ -83,6 +83,13 @@ pub struct SocketConfig {
     /// keeps the socket open for the whole linger time. Zero (the default) closes at
     /// once after the shutdown.
     pub close_linger: std::time::Duration,
+    /// How long a graceful close may take to send the writes still queued. A peer that
+    /// stops reading can hold a draining socket (and its queued bytes) forever; with a
+    /// drain timeout, a graceful close that has not sent everything by then turns into
+    /// an abort: the writes left are answered [`WriteError::Aborted`] with how far each
+    /// got, and the handle closes. `None` (the default) waits as long as it takes. At
+    /// most about 49 days; counted in whole milliseconds (at least one).
+    pub drain_timeout: Option<std::time::Duration>,
 }
 
 impl Default for SocketConfig {
@@ -95,6 +102,7 @@ impl Default for SocketConfig {
             max_frame_bytes: 8 * 1024 * 1024,
             close_on_decode_error: true,
             close_linger: std::time::Duration::ZERO,
+            drain_timeout: None,
         }
     }
 }
@@ -221,6 +229,8 @@ pub struct Socket {
     max_bytes_per_turn: u32,
     /// [`SocketConfig::close_linger`], in milliseconds.
     linger_ms: u32,
+    /// [`SocketConfig::drain_timeout`], in milliseconds (0: none).
+    drain_timeout_ms: u32,
     waiting: VecDeque<(Write, Reply)>,
     /// The Flusher to ask (deferred policy), or `None` (immediate).
     flusher: Option<Arc<Recipient<PendingWrite>>>,
@@ -528,6 +538,9 @@ impl SocketBuilder {
             max_waiting_writes: clamp_u32(self.config.max_waiting_writes),
             max_bytes_per_turn: clamp_u32(self.config.queue.max_bytes_per_turn),
             linger_ms: u32::try_from(self.config.close_linger.as_millis()).unwrap_or(u32::MAX),
+            drain_timeout_ms: self.config.drain_timeout.map_or(0, |t| {
+                u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
             waiting: VecDeque::new(),
             flusher,
             flush: FlushState::Idle,
@@ -1749,6 +1762,17 @@ impl Handler<Close> for Socket {
                     }
                     let _ = st.queue.take_writability_change();
                     st.shut = Some(Shut::Closed);
+                }
+                if self.drain_timeout_ms > 0 {
+                    let limit = std::time::Duration::from_millis(u64::from(self.drain_timeout_ms));
+                    ctx.run_later(limit, move |act, ctx| {
+                        if act.life == Lifecycle::Draining {
+                            let queued = act.core.lock().queue.queued_bytes();
+                            tracing::debug!(parent: &act.core.span, ?limit, queued,
+                                "graceful close did not drain in time; aborting");
+                            <Self as Handler<Close>>::handle(act, Close::Abort, ctx);
+                        }
+                    });
                 }
                 // Flush now rather than wait for the Flusher's round.
                 if matches!(self.flush, FlushState::Idle | FlushState::Requested) {
