@@ -289,13 +289,47 @@ fn gather<'a, T>(
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
 /// keeps the reply channel there); it comes back with the write's one answer.
 pub struct WriteQueue<T> {
-    config: QueueConfig,
+    limits: Limits,
     entries: VecDeque<Entry<T>>,
     queued: usize,
     writable: bool,
     writability_change: Option<bool>,
     in_flight: Option<InFlight>,
     file_bytes_read: u64,
+}
+
+/// The limits of a [`QueueConfig`], kept compactly: every socket, idle or not, holds
+/// one (the per-turn and chunk sizes are clamped to 4 GiB, segments to 1024).
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    high_watermark: usize,
+    low_watermark: usize,
+    max_bytes_per_turn: u32,
+    file_read_chunk: u32,
+    max_segments: u16,
+}
+
+impl Limits {
+    fn new(config: QueueConfig) -> Self {
+        let config = config.sanitized();
+        Limits {
+            high_watermark: config.high_watermark,
+            low_watermark: config.low_watermark,
+            max_bytes_per_turn: u32::try_from(config.max_bytes_per_turn).unwrap_or(u32::MAX),
+            file_read_chunk: u32::try_from(config.file_read_chunk).unwrap_or(u32::MAX),
+            max_segments: u16::try_from(config.max_segments).unwrap_or(1024),
+        }
+    }
+
+    fn config(self) -> QueueConfig {
+        QueueConfig {
+            high_watermark: self.high_watermark,
+            low_watermark: self.low_watermark,
+            max_bytes_per_turn: self.max_bytes_per_turn as usize,
+            max_segments: usize::from(self.max_segments),
+            file_read_chunk: self.file_read_chunk as usize,
+        }
+    }
 }
 
 impl<T> std::fmt::Debug for WriteQueue<T> {
@@ -305,6 +339,7 @@ impl<T> std::fmt::Debug for WriteQueue<T> {
             .field("queued", &self.queued)
             .field("writable", &self.writable)
             .field("in_flight", &self.in_flight)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -313,7 +348,7 @@ impl<T> WriteQueue<T> {
     /// An empty, writable queue.
     pub fn new(config: QueueConfig) -> Self {
         WriteQueue {
-            config: config.sanitized(),
+            limits: Limits::new(config),
             entries: VecDeque::new(),
             queued: 0,
             writable: true,
@@ -323,9 +358,9 @@ impl<T> WriteQueue<T> {
         }
     }
 
-    /// The limits in force.
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
+    /// The limits in force (sanitized; per-turn and chunk sizes at most 4 GiB).
+    pub fn config(&self) -> QueueConfig {
+        self.limits.config()
     }
 
     /// Unsent bytes queued.
@@ -436,7 +471,7 @@ impl<T> WriteQueue<T> {
         }
         self.entries.push_back(Entry::new(batch, tag, token, now));
         self.queued += len;
-        if self.queued >= self.config.high_watermark {
+        if self.queued >= self.limits.high_watermark {
             self.set_writable(false);
         }
         Ok(())
@@ -461,7 +496,7 @@ impl<T> WriteQueue<T> {
         let (len, writes) = gather(
             &self.entries,
             budget,
-            self.config.max_segments,
+            usize::from(self.limits.max_segments),
             Files::ReadAhead,
             |piece| {
                 if let Piece::Memory(bytes, range) = piece {
@@ -507,7 +542,7 @@ impl<T> WriteQueue<T> {
         let (len, writes) = gather(
             &self.entries,
             budget,
-            self.config.max_segments,
+            usize::from(self.limits.max_segments),
             files,
             |piece| match piece {
                 Piece::Memory(bytes, range) => out.push(IoSlice::new(&bytes[range])),
@@ -531,8 +566,8 @@ impl<T> WriteQueue<T> {
     /// error; a later one ends the transmit before it and is met again when it comes first.
     fn read_ahead(&mut self, budget: usize) -> io::Result<()> {
         let budget = budget.max(1);
-        let chunk = self.config.file_read_chunk;
-        let max_segments = self.config.max_segments;
+        let chunk = self.limits.file_read_chunk as usize;
+        let max_segments = usize::from(self.limits.max_segments);
         let mut len = 0;
         let mut pieces = 0;
         for entry in self.entries.iter_mut() {
@@ -623,7 +658,7 @@ impl<T> WriteQueue<T> {
             left -= take;
         }
         self.pop_finished(now, completed);
-        if !self.writable && self.queued <= self.config.low_watermark {
+        if !self.writable && self.queued <= self.limits.low_watermark {
             self.set_writable(true);
         }
         Ok(())
@@ -669,7 +704,7 @@ impl<T> WriteQueue<T> {
         if self.in_flight.is_none() {
             self.pop_finished(now, completed);
         }
-        if !self.writable && self.queued <= self.config.low_watermark {
+        if !self.writable && self.queued <= self.limits.low_watermark {
             self.set_writable(true);
         }
         Some(entry.segments)
