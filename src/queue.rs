@@ -95,6 +95,9 @@ pub enum InPlaceTransmit<'a> {
         len: usize,
         /// How many queued writes the slices carry bytes of.
         writes: usize,
+        /// A file range follows these bytes at once (send them with `MSG_MORE`, so a
+        /// header and the file behind it can share packets).
+        more: bool,
     },
     /// One file range to hand to `sendfile`.
     File {
@@ -216,6 +219,8 @@ enum Piece<'a> {
         at: usize,
         len: usize,
     },
+    /// The transmit ends here because a file range comes next (sendfile mode).
+    FileNext,
 }
 
 /// Walks the unsent bytes from the front: at most `budget` bytes (at least one) in at
@@ -249,6 +254,7 @@ fn gather<'a, T>(
                 }
                 Segment::File(range) if files == Files::Sendfile => {
                     if pieces > 0 {
+                        piece(Piece::FileNext);
                         return (len, writes + usize::from(took));
                     }
                     let n = (range.len() - start).min(room);
@@ -539,6 +545,7 @@ impl<T> WriteQueue<T> {
             Files::ReadAhead
         };
         let mut file = None;
+        let mut more = false;
         let (len, writes) = gather(
             &self.entries,
             budget,
@@ -547,6 +554,7 @@ impl<T> WriteQueue<T> {
             |piece| match piece {
                 Piece::Memory(bytes, range) => out.push(IoSlice::new(&bytes[range])),
                 Piece::File { range, at, len } => file = Some((range, at, len)),
+                Piece::FileNext => more = true,
             },
         );
         self.in_flight = Some(InFlight { len, writes });
@@ -557,7 +565,7 @@ impl<T> WriteQueue<T> {
                 len,
                 writes,
             },
-            None => InPlaceTransmit::Vectored { len, writes },
+            None => InPlaceTransmit::Vectored { len, writes, more },
         }))
     }
 

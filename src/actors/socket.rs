@@ -708,9 +708,14 @@ impl Socket {
                 };
                 st.flushing = true;
                 let (result, len, writes) = match transmit {
-                    InPlaceTransmit::Vectored { len, writes } => {
+                    InPlaceTransmit::Vectored { len, writes, more } => {
                         st.stats.sendv_calls += 1;
-                        let result = match stream.try_write_vectored(&slices) {
+                        let written = if more {
+                            stream.try_write_vectored_more(&slices)
+                        } else {
+                            stream.try_write_vectored(&slices)
+                        };
+                        let result = match written {
                             Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                             Ok(n) => Ok(Sent::Accepted(n)),
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),

@@ -196,6 +196,19 @@ impl SystemStream {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
 
+    /// `writev` without waiting, telling a TCP stack that more follows at once
+    /// (`MSG_MORE`, Linux), so these bytes may wait to share a packet with the next
+    /// send. Elsewhere, and on Unix streams, a plain `writev`.
+    pub(crate) fn try_write_vectored_more(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            SystemStream::Tcp(s) => s.try_io(Interest::WRITABLE, || {
+                socket2::SockRef::from(s).send_vectored_with_flags(bufs, libc::MSG_MORE)
+            }),
+            _ => self.try_write_vectored(bufs),
+        }
+    }
+
     /// `read` into `buf`'s spare capacity without waiting.
     pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         match self {
