@@ -75,7 +75,7 @@ mod registry;
 mod rng;
 pub mod runtime;
 
-pub use actors::functions::{Adopt, SendRecord};
+pub use actors::functions::{Adopt, AdoptedStream, SendRecord};
 pub use actors::socket::WriteResponse;
 pub use actors::{
     Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, DatagramBuilder, DatagramConfig,

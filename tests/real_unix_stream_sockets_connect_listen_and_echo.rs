@@ -1,7 +1,7 @@
 //! Unix domain stream sockets through the system transport: a `Listener` on a path under
 //! the temporary directory, a `Socket` that connects to it, an echo round trip (both
 //! ends socket actors, both on the in-place path), and the path removed when listening
-//! stops.
+//! stops; and one end of a `UnixStream::pair` adopted by a socket.
 #![cfg(unix)]
 
 mod support;
@@ -135,4 +135,54 @@ async fn connecting_to_a_unix_path_nobody_listens_on_fails() {
         ),
         "{error:?}"
     );
+}
+
+#[actix::test]
+async fn one_end_of_a_unix_stream_pair_is_adopted_and_carries_bytes_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, mut theirs) = tokio::net::UnixStream::pair().expect("a pair");
+    let (subscriber, mut events) = channel_subscriber();
+    let socket = Socket::builder()
+        .subscriber(subscriber)
+        .adopt(ours)
+        .await
+        .expect("adopted");
+    let info = socket
+        .send(sockactor::messages::GetInfo)
+        .await
+        .expect("info");
+    assert_eq!(
+        info.peer,
+        Some(Address::Unix(PathBuf::new())),
+        "an unnamed peer"
+    );
+    let data = pattern(100_000, 21);
+    socket
+        .send(Write::new(data.clone()))
+        .await
+        .expect("mailbox")
+        .expect("written");
+    let mut got = vec![0u8; data.len()];
+    tokio::time::timeout(Duration::from_secs(10), theirs.read_exact(&mut got))
+        .await
+        .expect("within 10 s")
+        .expect("read");
+    assert!(got == data, "our bytes arrive byte-exact");
+    theirs.write_all(b"and back").await.expect("write");
+    let mut back = Vec::new();
+    while back.len() < 8 {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("within 10 s")
+            .expect("subscriber alive")
+        {
+            SocketEventKind::Received(bytes) => back.extend_from_slice(&bytes),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(back, b"and back");
+    socket.do_send(Close::Graceful);
+    let mut rest = Vec::new();
+    theirs.read_to_end(&mut rest).await.expect("EOF");
+    assert!(rest.is_empty());
 }

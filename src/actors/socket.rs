@@ -16,7 +16,8 @@ use tokio_util::codec::Decoder;
 
 use super::flusher::{request_flush, Flusher};
 use super::functions::{
-    flatten, sendfile_unsupported, Adopt, ShareStream, SocketFunctions, SystemStream, SENDFILE,
+    flatten, sendfile_unsupported, Adopt, AdoptedStream, ShareStream, SocketFunctions,
+    SystemStream, SENDFILE,
 };
 use super::inbound::{Deframe, Deframer, ReadLimits, ReadPermit, ReadWindow};
 use super::writer::{
@@ -428,9 +429,13 @@ impl SocketBuilder {
         Ok(ctx.run(socket))
     }
 
-    /// Starts a socket on an already connected TCP stream (from a listener's `accept`),
-    /// handing the stream to the system transport.
-    pub async fn adopt(self, stream: tokio::net::TcpStream) -> Result<Addr<Socket>, SocketError> {
+    /// Starts a socket on an already connected stream (TCP or Unix: from a listener's
+    /// `accept`, a `UnixStream::pair`…), handing the stream to the system transport.
+    pub async fn adopt(
+        self,
+        stream: impl Into<AdoptedStream>,
+    ) -> Result<Addr<Socket>, SocketError> {
+        let stream = stream.into();
         let functions = self
             .functions
             .clone()
@@ -440,7 +445,7 @@ impl SocketBuilder {
                 "adopting a stream needs the system transport",
             )));
         };
-        let peer = stream.peer_addr().ok().map(Address::Inet);
+        let peer = stream.peer();
         let ctx = Context::<Socket>::new();
         let adopt = Adopt {
             stream,

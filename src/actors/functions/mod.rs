@@ -12,7 +12,7 @@ use actix::{Actor, Addr, Handler, Recipient};
 
 pub use mock::{MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep};
 pub(crate) use system::{sendfile_unsupported, ShareStream, SystemStream, SENDFILE};
-pub use system::{Adopt, SystemFunctions};
+pub use system::{Adopt, AdoptedStream, SystemFunctions};
 
 use crate::error::TransportError;
 use crate::messages::functions::{

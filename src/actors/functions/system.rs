@@ -295,12 +295,53 @@ impl SystemListener {
     }
 }
 
-/// Hand an already connected TCP stream (from a listener's `accept`) to the system
-/// transport. Answered with its handle. Handled by [`SystemFunctions`].
+/// A connected stream made elsewhere (a listener's `accept`, `UnixStream::pair`…), to
+/// hand to the system transport with [`Adopt`] or
+/// [`SocketBuilder::adopt`](crate::SocketBuilder::adopt).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AdoptedStream {
+    /// A TCP stream (`TCP_NODELAY` is set on it, as on every system TCP stream).
+    Tcp(TcpStream),
+    /// A Unix domain stream.
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl From<TcpStream> for AdoptedStream {
+    fn from(stream: TcpStream) -> Self {
+        AdoptedStream::Tcp(stream)
+    }
+}
+
+#[cfg(unix)]
+impl From<UnixStream> for AdoptedStream {
+    fn from(stream: UnixStream) -> Self {
+        AdoptedStream::Unix(stream)
+    }
+}
+
+impl AdoptedStream {
+    /// The peer's address, where the stream knows it (an unnamed Unix peer is an empty
+    /// path).
+    pub fn peer(&self) -> Option<Address> {
+        match self {
+            AdoptedStream::Tcp(s) => s.peer_addr().ok().map(Address::Inet),
+            #[cfg(unix)]
+            AdoptedStream::Unix(s) => s.peer_addr().ok().map(|peer| {
+                Address::Unix(peer.as_pathname().map(PathBuf::from).unwrap_or_default())
+            }),
+        }
+    }
+}
+
+/// Hand an already connected stream (TCP or Unix, from a listener's `accept` or a
+/// `pair`) to the system transport. Answered with its handle. Handled by
+/// [`SystemFunctions`].
 #[derive(Debug)]
 pub struct Adopt {
     /// The stream.
-    pub stream: TcpStream,
+    pub stream: AdoptedStream,
     /// Where [`Ready`] notices go (weak, as in [`OpenSocket`]).
     pub events: WeakRecipient<Ready>,
 }
@@ -803,7 +844,11 @@ impl Handler<Adopt> for SystemFunctions {
     type Result = Result<Handle, TransportError>;
 
     fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
-        let stream = SystemStream::tcp(msg.stream)?;
+        let stream = match msg.stream {
+            AdoptedStream::Tcp(tcp) => SystemStream::tcp(tcp)?,
+            #[cfg(unix)]
+            AdoptedStream::Unix(unix) => SystemStream::Unix(Box::new(unix)),
+        };
         Ok(self.insert(State::Stream(Arc::new(stream)), msg.events))
     }
 }
