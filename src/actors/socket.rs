@@ -29,7 +29,7 @@ use crate::error::{SocketError, TransportError, WriteError};
 use crate::messages::flush::{Flush, PendingWrite};
 use crate::messages::functions::{
     Address, CloseSocket, Connect, Handle, OpenSocket, Readiness, Ready, Received, RecvFrom, SendV,
-    Sent, SocketKind,
+    Sent, ShutdownWrite, SocketKind,
 };
 use crate::messages::interest::{AssignUserData, Interest, SocketInterest, UserData};
 use crate::messages::read::{Frame, PauseReading, ResumeReading};
@@ -1140,17 +1140,46 @@ impl Socket {
         }
     }
 
-    /// Everything queued has gone out: shut down the sending half (in place), then read
-    /// on until the peer's EOF (at most `linger_ms`), or close now when there is nothing
-    /// to wait for (not reading, no linger time).
+    /// Everything queued has gone out: shut down the sending half (in place, or through
+    /// the table's `shutdown` when it has one), then read on until the peer's EOF (at
+    /// most `linger_ms`), or close now when there is nothing to wait for (not reading,
+    /// no linger time, no way to shut down only the sending half).
     fn linger_or_close(&mut self, ctx: &mut Context<Self>) {
         let Some(stream) = self.stream.as_ref() else {
-            return self.close_now(ctx);
+            let Some(shutdown) = self.functions.shutdown().cloned() else {
+                return self.close_now(ctx);
+            };
+            // Lingering from now on, so the drain is not finished twice; a reply that
+            // finds the socket closed meanwhile (an abort, the peer's EOF) is ignored.
+            self.life = Lifecycle::Lingering;
+            let asked = shutdown.send(ShutdownWrite {
+                handle: self.handle,
+            });
+            ctx.spawn(asked.into_actor(self).map(|answer, act, ctx| {
+                if act.life != Lifecycle::Lingering {
+                    return;
+                }
+                match flatten(answer) {
+                    Ok(()) => act.linger(ctx),
+                    Err(error) => {
+                        tracing::debug!(parent: &act.core.span, %error,
+                            "shutdown of the sending half failed");
+                        act.close_now(ctx);
+                    }
+                }
+            }));
+            return;
         };
         if let Err(error) = stream.shutdown_write() {
             tracing::debug!(parent: &self.core.span, %error, "shutdown of the sending half failed");
             return self.close_now(ctx);
         }
+        self.linger(ctx);
+    }
+
+    /// The sending half is shut down: read on until the peer's EOF, for at most
+    /// `linger_ms`, or close now when not reading or without a linger time.
+    fn linger(&mut self, ctx: &mut Context<Self>) {
         let reading = !matches!(self.read, ReadState::Off | ReadState::Done);
         if !reading || self.linger_ms == 0 {
             return self.close_now(ctx);

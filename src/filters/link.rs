@@ -18,7 +18,7 @@ use crate::actors::functions::call;
 use crate::error::TransportError;
 use crate::messages::functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
-    Readiness, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
+    Readiness, Ready, Received, RecvFrom, SendV, Sent, ShutdownWrite, SocketKind,
 };
 use crate::SocketFunctions;
 
@@ -327,7 +327,14 @@ impl<F: Filter> FilterActor<F> {
             filter,
             ahead: HashMap::new(),
         };
-        SocketFunctions::from_actor_ex(actor.start())
+        let has_shutdown = actor.link.inner.shutdown().is_some();
+        let addr = actor.start();
+        let functions = SocketFunctions::from_actor_ex(addr.clone());
+        if has_shutdown {
+            functions.with_shutdown(addr.recipient())
+        } else {
+            functions
+        }
     }
 
     /// The connection to the inner transport.
@@ -626,6 +633,29 @@ impl<F: Filter> Handler<Listen> for FilterActor<F> {
     fn handle(&mut self, msg: Listen, _: &mut Context<Self>) -> Self::Result {
         let inner = self.link.inner.listen().cloned();
         Box::pin(async move { call(inner.as_ref(), "listen", msg).await })
+    }
+}
+
+impl<F: Filter> Handler<ShutdownWrite> for FilterActor<F> {
+    type Result = ResponseActFuture<Self, Result<(), TransportError>>;
+
+    /// Lets the filter hand on what it holds ([`Filter::closing`]: a TLS filter sends
+    /// its close_notify), then shuts down the sending half on the inner transport.
+    fn handle(&mut self, msg: ShutdownWrite, ctx: &mut Context<Self>) -> Self::Result {
+        let handle = msg.handle;
+        let finishing = if self.link.routes.contains_key(&handle) {
+            self.filter.closing(handle, &mut self.link, ctx)
+        } else {
+            Box::pin(actix::fut::ready(Ok(())))
+        };
+        let inner = self.link.inner.shutdown().cloned();
+        Box::pin(finishing.then(move |finished, act, _| {
+            async move {
+                finished?;
+                call(inner.as_ref(), "shutdown", msg).await
+            }
+            .into_actor(act)
+        }))
     }
 }
 

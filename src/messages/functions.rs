@@ -271,6 +271,21 @@ pub enum Accepted {
     WouldBlock,
 }
 
+/// Shut down the sending half of a stream handle (`shutdown(SHUT_WR)`): the peer reads
+/// EOF after the bytes already sent, and the handle can still be read from. An optional
+/// operation of a table ([`SocketFunctions::with_shutdown`](crate::SocketFunctions::with_shutdown));
+/// a socket whose table has it shuts its sending half down when a graceful close has
+/// drained, and can then linger reading ([`SocketConfig::close_linger`](crate::SocketConfig::close_linger)).
+#[derive(Debug)]
+pub struct ShutdownWrite {
+    /// The handle.
+    pub handle: Handle,
+}
+
+impl Message for ShutdownWrite {
+    type Result = Result<(), TransportError>;
+}
+
 /// Close a handle (`aclose`). The handle is invalid afterwards.
 #[derive(Debug)]
 pub struct CloseSocket {

@@ -17,7 +17,7 @@ use super::SocketFunctions;
 use crate::error::TransportError;
 use crate::messages::functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Handle, Listen, OpenSocket, Readiness,
-    Ready, Received, RecvFrom, SendV, Sent, SocketKind,
+    Ready, Received, RecvFrom, SendV, Sent, ShutdownWrite, SocketKind,
 };
 
 /// What the mock does with one `sendv` call on a handle.
@@ -95,6 +95,8 @@ struct MockHandle {
     failed: Option<io::ErrorKind>,
     eof: bool,
     closed: bool,
+    /// The sending half was shut down: later sends fail with `BrokenPipe`.
+    shut_write: bool,
     peer: Option<Address>,
     local: Option<Address>,
     reuse_port: bool,
@@ -126,6 +128,7 @@ impl MockHandle {
             failed: None,
             eof: false,
             closed: false,
+            shut_write: false,
             peer: None,
             local: None,
             reuse_port: false,
@@ -270,9 +273,26 @@ impl MockTransport {
     }
 
     /// A transport table with every operation (`bind`, `listen` and `accept` included)
-    /// handled by this mock.
+    /// handled by this mock, except the optional `shutdown` of the sending half (see
+    /// [`functions_with_shutdown`](Self::functions_with_shutdown)).
     pub fn functions(&self) -> SocketFunctions {
         SocketFunctions::from_actor_ex(self.addr.clone())
+    }
+
+    /// [`functions`](Self::functions) plus the shutdown of the sending half, as the
+    /// system transport has it: a graceful close then shuts the sending half down before
+    /// it closes the handle ([`is_shut_down`](Self::is_shut_down)).
+    pub fn functions_with_shutdown(&self) -> SocketFunctions {
+        self.functions()
+            .with_shutdown(self.addr.clone().recipient())
+    }
+
+    /// Whether the handle's sending half was shut down.
+    pub fn is_shut_down(&self, handle: Handle) -> bool {
+        self.lock()
+            .handles
+            .get(&handle)
+            .is_some_and(|h| h.shut_write)
     }
 
     /// The mock's actor.
@@ -579,6 +599,11 @@ impl MockFunctions {
             h.log.push(record);
             return Err(kind.into());
         }
+        if h.shut_write {
+            record.failed = Some(io::ErrorKind::BrokenPipe);
+            h.log.push(record);
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         let step = h.script.pop_front().unwrap_or(default_step);
         let datagram = h.kind == SocketKind::Datagram;
         let answer = match step {
@@ -672,6 +697,20 @@ impl Handler<RecvFrom> for MockFunctions {
                 Ok(Received::WouldBlock)
             }
         }
+    }
+}
+
+impl Handler<ShutdownWrite> for MockFunctions {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, msg: ShutdownWrite, _: &mut Context<Self>) -> Self::Result {
+        let mut state = self.lock();
+        let h = open_handle(&mut state, msg.handle)?;
+        if h.kind != SocketKind::Stream {
+            return Err(io::Error::from(io::ErrorKind::NotConnected).into());
+        }
+        h.shut_write = true;
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ pub use system::{Adopt, AdoptedStream, SystemFunctions};
 
 use crate::error::TransportError;
 use crate::messages::functions::{
-    Accept, Bind, CloseSocket, Connect, Listen, OpenSocket, RecvFrom, SendV,
+    Accept, Bind, CloseSocket, Connect, Listen, OpenSocket, RecvFrom, SendV, ShutdownWrite,
 };
 
 /// The transport of a socket: one recipient per operation, like c-ares'
@@ -78,6 +78,7 @@ struct Table {
     bind: Option<Recipient<Bind>>,
     listen: Option<Recipient<Listen>>,
     accept: Option<Recipient<Accept>>,
+    shutdown: Option<Recipient<ShutdownWrite>>,
     system: Option<Addr<SystemFunctions>>,
     /// `sendv` / `recvfrom` are still the system ones, on handles the system opened: the
     /// socket may then call them in place (see [`SystemFunctions`]).
@@ -112,7 +113,8 @@ impl SocketFunctions {
     /// A fresh table over this thread's system transport.
     fn new_system() -> Self {
         let addr = SystemFunctions::current();
-        let mut functions = Self::from_actor_ex(addr.clone());
+        let mut functions =
+            Self::from_actor_ex(addr.clone()).with_shutdown(addr.clone().recipient());
         let table = Arc::make_mut(&mut functions.table);
         table.system = Some(addr);
         table.system_sendv = true;
@@ -145,6 +147,7 @@ impl SocketFunctions {
                 bind: None,
                 listen: None,
                 accept: None,
+                shutdown: None,
                 system: None,
                 system_sendv: false,
                 system_recvfrom: false,
@@ -269,6 +272,17 @@ impl SocketFunctions {
     /// The `close` operation.
     pub fn close(&self) -> &Recipient<CloseSocket> {
         &self.table.close
+    }
+
+    /// Replaces (or adds) the shutdown of a stream's sending half.
+    pub fn with_shutdown(mut self, shutdown: Recipient<ShutdownWrite>) -> Self {
+        Arc::make_mut(&mut self.table).shutdown = Some(shutdown);
+        self
+    }
+
+    /// The shutdown of a stream's sending half, if the table has one.
+    pub fn shutdown(&self) -> Option<&Recipient<ShutdownWrite>> {
+        self.table.shutdown.as_ref()
     }
 
     /// The `bind` operation, if this table has one.

@@ -22,7 +22,7 @@ use tokio::net::{UnixListener, UnixSocket, UnixStream};
 use crate::error::TransportError;
 use crate::messages::functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
-    Readiness, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
+    Readiness, Ready, Received, RecvFrom, SendV, Sent, ShutdownWrite, SocketKind,
 };
 
 /// The built-in transport: non-blocking TCP, Unix domain stream sockets and UDP through
@@ -907,6 +907,14 @@ impl Handler<RecvFrom> for SystemFunctions {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+impl Handler<ShutdownWrite> for SystemFunctions {
+    type Result = Result<(), TransportError>;
+
+    fn handle(&mut self, msg: ShutdownWrite, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.stream(msg.handle)?.shutdown_write()?)
     }
 }
 
