@@ -42,8 +42,8 @@ use crate::messages::functions::{
 /// (Unix-like systems only). A Unix domain path this transport bound is removed when its
 /// handle closes. Datagrams: one [`SendV`] is one datagram (several segments are copied
 /// into one buffer first); [`RecvFrom`] answers a datagram longer than `max_len` with
-/// [`Received::Truncated`]. Unix domain datagram sockets answer
-/// [`TransportError::Unsupported`].
+/// [`Received::Truncated`]. Unix domain datagram sockets work like UDP ones, with paths
+/// for addresses (an unbound sender is an unnamed peer: an empty path).
 #[derive(Debug, Default)]
 pub struct SystemFunctions {
     next: u64,
@@ -81,7 +81,7 @@ enum State {
     /// A Unix domain stream socket, opened (and perhaps bound).
     #[cfg(unix)]
     Unix(Box<UnixEntry>),
-    /// A UDP socket, neither bound nor connected yet.
+    /// A datagram socket (UDP, or Unix domain), neither bound nor connected yet.
     Udp(socket2::Socket),
     /// A connect is under way.
     Connecting,
@@ -91,8 +91,92 @@ enum State {
     Stream(Arc<SystemStream>),
     /// A listener.
     Listening(Box<Listening>),
-    /// A bound (and perhaps connected) UDP socket.
-    Datagram(Arc<UdpSocket>),
+    /// A bound (and perhaps connected) datagram socket.
+    Datagram(Arc<SystemDatagram>),
+}
+
+/// A datagram socket of the system transport.
+#[derive(Debug)]
+enum SystemDatagram {
+    Udp(UdpSocket),
+    #[cfg(unix)]
+    Unix {
+        socket: tokio::net::UnixDatagram,
+        /// The path this transport bound, removed when the handle closes.
+        bound: Option<PathBuf>,
+    },
+}
+
+impl SystemDatagram {
+    fn try_send(&self, payload: &[u8]) -> io::Result<usize> {
+        match self {
+            SystemDatagram::Udp(udp) => udp.try_send(payload),
+            #[cfg(unix)]
+            SystemDatagram::Unix { socket, .. } => socket.try_send(payload),
+        }
+    }
+
+    fn try_send_to(&self, payload: &[u8], to: &Address) -> io::Result<usize> {
+        match (self, to) {
+            (SystemDatagram::Udp(udp), Address::Inet(to)) => udp.try_send_to(payload, *to),
+            #[cfg(unix)]
+            (SystemDatagram::Unix { socket, .. }, Address::Unix(path)) => {
+                socket.try_send_to(payload, path)
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the destination is not of the socket's family",
+            )),
+        }
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+        match self {
+            SystemDatagram::Udp(udp) => udp
+                .try_recv_from(buf)
+                .map(|(n, from)| (n, Address::Inet(from))),
+            #[cfg(unix)]
+            SystemDatagram::Unix { socket, .. } => socket.try_recv_from(buf).map(|(n, from)| {
+                let path = from.as_pathname().map(PathBuf::from).unwrap_or_default();
+                (n, Address::Unix(path))
+            }),
+        }
+    }
+
+    async fn ready(&self, readiness: Readiness) {
+        // An error here surfaces on the retry, so it is not reported twice.
+        let _ = match (self, readiness) {
+            (SystemDatagram::Udp(udp), Readiness::Readable) => udp.readable().await,
+            (SystemDatagram::Udp(udp), Readiness::Writable) => udp.writable().await,
+            #[cfg(unix)]
+            (SystemDatagram::Unix { socket, .. }, Readiness::Readable) => socket.readable().await,
+            #[cfg(unix)]
+            (SystemDatagram::Unix { socket, .. }, Readiness::Writable) => socket.writable().await,
+        };
+    }
+
+    fn connect(&self, to: &Address) -> io::Result<()> {
+        match (self, to) {
+            (SystemDatagram::Udp(udp), Address::Inet(addr)) => {
+                socket2::SockRef::from(udp).connect(&(*addr).into())
+            }
+            #[cfg(unix)]
+            (SystemDatagram::Unix { socket, .. }, Address::Unix(path)) => socket.connect(path),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "connect: the address is not of the socket's family",
+            )),
+        }
+    }
+
+    /// The Unix path this transport bound, if any.
+    #[cfg(unix)]
+    fn bound(&self) -> Option<&PathBuf> {
+        match self {
+            SystemDatagram::Unix { bound, .. } => bound.as_ref(),
+            SystemDatagram::Udp(_) => None,
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -521,7 +605,7 @@ impl SystemFunctions {
     fn recv_datagram(
         &mut self,
         handle: Handle,
-        udp: Arc<UdpSocket>,
+        udp: Arc<SystemDatagram>,
         max_len: usize,
         ctx: &mut Context<Self>,
     ) -> Result<Received, TransportError> {
@@ -532,7 +616,7 @@ impl SystemFunctions {
         }
         match udp.try_recv_from(&mut self.scratch[..room]) {
             Ok((n, from)) => {
-                let from = Some(Address::Inet(from));
+                let from = Some(from);
                 let bytes = Bytes::copy_from_slice(&self.scratch[..n.min(max_len)]);
                 if n > max_len {
                     Ok(Received::Truncated { bytes, from })
@@ -541,9 +625,7 @@ impl SystemFunctions {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let wait = async move {
-                    let _ = udp.readable().await;
-                };
+                let wait = async move { udp.ready(Readiness::Readable).await };
                 self.arm(handle, Readiness::Readable, wait, ctx);
                 Ok(Received::WouldBlock)
             }
@@ -555,7 +637,7 @@ impl SystemFunctions {
     fn send_datagram(
         &mut self,
         msg: SendV,
-        udp: Arc<UdpSocket>,
+        udp: Arc<SystemDatagram>,
         ctx: &mut Context<Self>,
     ) -> Result<Sent, TransportError> {
         let joined;
@@ -569,15 +651,12 @@ impl SystemFunctions {
         };
         let result = match &msg.to {
             None => udp.try_send(payload),
-            Some(Address::Inet(to)) => udp.try_send_to(payload, *to),
-            Some(Address::Unix(_)) => return Err(invalid("a Unix address for a UDP socket")),
+            Some(to) => udp.try_send_to(payload, to),
         };
         match result {
             Ok(n) => Ok(Sent::Accepted(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let wait = async move {
-                    let _ = udp.writable().await;
-                };
+                let wait = async move { udp.ready(Readiness::Writable).await };
                 self.arm(msg.handle, Readiness::Writable, wait, ctx);
                 Ok(Sent::WouldBlock)
             }
@@ -598,8 +677,24 @@ fn udp_socket(family: Family) -> io::Result<socket2::Socket> {
 }
 
 /// Registers a bound UDP socket with tokio's reactor.
-fn into_tokio_udp(socket: socket2::Socket) -> io::Result<Arc<UdpSocket>> {
-    Ok(Arc::new(UdpSocket::from_std(socket.into())?))
+fn into_tokio_udp(socket: socket2::Socket) -> io::Result<Arc<SystemDatagram>> {
+    Ok(Arc::new(SystemDatagram::Udp(UdpSocket::from_std(
+        socket.into(),
+    )?)))
+}
+
+/// A bound or connected Unix datagram socket, as tokio's.
+#[cfg(unix)]
+fn into_tokio_unix_datagram(
+    socket: socket2::Socket,
+    bound: Option<PathBuf>,
+) -> io::Result<Arc<SystemDatagram>> {
+    let std_socket = std::os::unix::net::UnixDatagram::from(std::os::fd::OwnedFd::from(socket));
+    std_socket.set_nonblocking(true)?;
+    Ok(Arc::new(SystemDatagram::Unix {
+        socket: tokio::net::UnixDatagram::from_std(std_socket)?,
+        bound,
+    }))
 }
 
 /// `SO_REUSEPORT`, where the platform has it.
@@ -662,9 +757,17 @@ impl Handler<OpenSocket> for SystemFunctions {
                 socket: UnixSocket::new_stream()?,
                 bound: None,
             })),
+            #[cfg(unix)]
+            (Family::Unix, SocketKind::Datagram) => {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::DGRAM, None)?;
+                socket.set_nonblocking(true)?;
+                State::Udp(socket)
+            }
+            #[cfg(not(unix))]
             (Family::Unix, _) => {
                 return Err(TransportError::Unsupported(
-                    "this kind of Unix domain socket",
+                    "Unix domain sockets on this platform",
                 ))
             }
             (family, SocketKind::Datagram) => State::Udp(udp_socket(family)?),
@@ -709,6 +812,19 @@ impl Handler<Bind> for SystemFunctions {
                 local
                     .map(Address::Inet)
                     .ok_or_else(|| invalid("no local address"))
+            }
+            #[cfg(unix)]
+            (State::Udp(socket), Address::Unix(path)) => {
+                if msg.reuse_port {
+                    return Err(TransportError::Unsupported("SO_REUSEPORT on a Unix socket"));
+                }
+                socket.bind(&socket2::SockAddr::unix(&path)?)?;
+                let State::Udp(socket) = std::mem::replace(&mut entry.state, State::Spent) else {
+                    return Err(invalid("not a datagram socket"));
+                };
+                entry.state =
+                    State::Datagram(into_tokio_unix_datagram(socket, Some(path.clone()))?);
+                Ok(Address::Unix(path))
             }
             _ => Err(invalid(
                 "bind: handle and address do not match, or already bound",
@@ -812,10 +928,23 @@ impl Handler<Connect> for SystemFunctions {
                 };
                 return answer(Ok(()));
             }
-            (State::Datagram(udp), Address::Inet(addr)) => {
-                let connected = socket2::SockRef::from(&*udp).connect(&addr.into());
+            (State::Datagram(udp), addr) => {
+                let connected = udp.connect(&addr);
                 entry.state = State::Datagram(udp);
                 return answer(connected.map_err(TransportError::from));
+            }
+            #[cfg(unix)]
+            (State::Udp(socket), Address::Unix(path)) => {
+                // A Unix datagram socket connects at once, and needs no name of its own
+                // to send (it can then not be answered, unless it is bound).
+                let connected = socket2::SockAddr::unix(&path)
+                    .and_then(|to| socket.connect(&to))
+                    .and_then(|()| into_tokio_unix_datagram(socket, None));
+                entry.state = match connected {
+                    Ok(datagram) => State::Datagram(datagram),
+                    Err(e) => return answer(Err(e.into())),
+                };
+                return answer(Ok(()));
             }
             (other, _) => {
                 entry.state = other;
@@ -934,6 +1063,7 @@ impl Handler<CloseSocket> for SystemFunctions {
             let bound = match entry.state {
                 State::Unix(unix) => unix.bound,
                 State::Listening(listening) => listening.bound,
+                State::Datagram(datagram) => datagram.bound().cloned(),
                 _ => None,
             };
             if let Some(path) = bound {
