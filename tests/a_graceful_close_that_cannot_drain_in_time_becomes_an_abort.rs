@@ -129,3 +129,31 @@ fn without_a_drain_timeout_a_draining_socket_waits_as_long_as_it_takes() {
         assert!(mock.is_closed(Handle(1)));
     });
 }
+
+#[test]
+fn a_close_that_drained_leaves_no_timer_keeping_the_actor_alive() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let registry = sockactor::Registry::new();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config(Some(Duration::from_secs(30))))
+            .registry(&registry)
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        socket
+            .send(Write::new(&b"quick"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        socket.do_send(Close::Graceful);
+        drop(socket);
+        settle().await;
+        assert!(mock.is_closed(Handle(1)));
+        assert!(
+            registry.is_empty(),
+            "the actor stopped with its close, not when the drain timeout would have fired"
+        );
+    });
+}

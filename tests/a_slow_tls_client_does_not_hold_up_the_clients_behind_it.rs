@@ -3,7 +3,10 @@
 //! comes after them (it is served long before their handshakes time out), each silent
 //! client is one failed accept when its handshake times out, and at most
 //! `max_handshakes` run at once (a client past the bound waits in the backlog until a
-//! slot frees). Real loopback TCP. (Descriptors: a test file of its own,
+//! slot frees). Clients that connect and leave at once (port scanners, health checks)
+//! are failed handshakes, each reported, but they are not failures of the listening
+//! socket: no back-off, so a good client behind twenty of them is served at once. Real
+//! loopback TCP. (Descriptors: a test file of its own,
 //! `tls_handshakes_cut_off_by_a_closing_listener_leave_no_descriptor_behind.rs`.)
 
 mod support;
@@ -18,7 +21,9 @@ use sockactor::filters::Tls;
 use sockactor::messages::{ListenerEvent, StopListening};
 use sockactor::{Socket, SocketFunctions};
 use support::{channel_subscriber, pattern, EchoServer};
-use tls_support::{client_config, collect, pki, tls_listener, write_mixed};
+use tls_support::{
+    client_config, collect, pki, tls_listener, tls_listener_backing_off, write_mixed,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Connects a TLS client, has the listener's socket echo it, and checks the echo.
@@ -133,4 +138,31 @@ async fn each_silent_client_is_one_failed_accept_when_its_handshake_times_out() 
     }
     listener.do_send(StopListening);
     drop(silent);
+}
+
+#[actix::test]
+async fn clients_that_connect_and_leave_do_not_put_the_listener_into_back_off() {
+    let server = pki(&["localhost"]);
+    // A back-off this long would hold a good client for many seconds per failure.
+    let (listener, addr, echo, mut listener_events) = tls_listener_backing_off(
+        &server,
+        64,
+        Duration::from_secs(60),
+        Duration::from_secs(30),
+    )
+    .await;
+    for _ in 0..20 {
+        let scanner = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("a scanner connects");
+        drop(scanner);
+    }
+    let started = Instant::now();
+    serve_one_good_client(&server, addr, &echo, &mut listener_events).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "served behind twenty failed handshakes in {:?}",
+        started.elapsed()
+    );
+    listener.do_send(StopListening);
 }

@@ -348,6 +348,15 @@ impl Listener {
                 self.start_socket(handle, peer, socket_ctx);
                 self.accept_next(ctx);
             }
+            Ok(Accepted::Refused(error)) => {
+                // A connection came and went (a failed handshake): news, not trouble
+                // with the listening handle, so no back-off.
+                self.ready_hint = false;
+                self.turn += 1;
+                tracing::debug!(handle = %self.handle, %error, "connection refused by the transport");
+                self.event(ListenerEvent::AcceptFailed { error });
+                self.accept_next(ctx);
+            }
             Ok(Accepted::WouldBlock) => {
                 self.turn = 0;
                 if std::mem::take(&mut self.ready_hint) {

@@ -277,6 +277,9 @@ struct Watch {
     /// the socket: four more bytes there made every idle socket 125 bytes larger (the
     /// actor crossed an allocation size).
     drain_timeout: Option<std::time::Duration>,
+    /// The drain timeout's timer while a graceful close drains: cancelled when the
+    /// drain ends, so it does not keep a closed actor alive.
+    drain_timer: Option<SpawnHandle>,
 }
 
 /// Configures and starts a [`Socket`].
@@ -535,6 +538,7 @@ impl SocketBuilder {
                 deframer: self.deframer,
                 close_on_decode_error: self.config.close_on_decode_error,
                 drain_timeout: self.config.drain_timeout,
+                drain_timer: None,
             })
         });
         Socket {
@@ -1145,6 +1149,7 @@ impl Socket {
     /// most `linger_ms`), or close now when there is nothing to wait for (not reading,
     /// no linger time, no way to shut down only the sending half).
     fn linger_or_close(&mut self, ctx: &mut Context<Self>) {
+        self.cancel_drain_timer(ctx);
         let Some(stream) = self.stream.as_ref() else {
             let Some(shutdown) = self.functions.shutdown().cloned() else {
                 return self.close_now(ctx);
@@ -1203,10 +1208,18 @@ impl Socket {
         }));
     }
 
+    /// The drain is over (or the socket closes): its timeout no longer applies.
+    fn cancel_drain_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.watch.as_deref_mut().and_then(|w| w.drain_timer.take()) {
+            ctx.cancel_future(timer);
+        }
+    }
+
     fn close_now(&mut self, ctx: &mut Context<Self>) {
         if self.life == Lifecycle::Closed {
             return;
         }
+        self.cancel_drain_timer(ctx);
         self.life = Lifecycle::Closed;
         self.read = ReadState::Done;
         if let Some(r) = self.registration() {
@@ -1803,7 +1816,10 @@ impl Handler<Close> for Socket {
                     st.shut = Some(Shut::Closed);
                 }
                 if let Some(limit) = self.watch.as_deref().and_then(|w| w.drain_timeout) {
-                    ctx.run_later(limit, move |act, ctx| {
+                    let timer = ctx.run_later(limit, move |act, ctx| {
+                        if let Some(w) = act.watch.as_deref_mut() {
+                            w.drain_timer = None;
+                        }
                         if act.life == Lifecycle::Draining {
                             let queued = act.core.lock().queue.queued_bytes();
                             tracing::debug!(parent: &act.core.span, ?limit, queued,
@@ -1811,6 +1827,9 @@ impl Handler<Close> for Socket {
                             <Self as Handler<Close>>::handle(act, Close::Abort, ctx);
                         }
                     });
+                    if let Some(w) = self.watch.as_deref_mut() {
+                        w.drain_timer = Some(timer);
+                    }
                 }
                 // Flush now rather than wait for the Flusher's round.
                 if matches!(self.flush, FlushState::Idle | FlushState::Requested) {

@@ -389,7 +389,9 @@ impl Filter for Capture {
                 peer: peer.clone(),
             },
             Ok(Accepted::WouldBlock) => AcceptAnswer::WouldBlock,
-            Err(e) => AcceptAnswer::Failed(e.into()),
+            // Recorded as a failed accept: the format has no code of its own for it, so
+            // a replay answers it as an error (with the listener's back-off).
+            Ok(Accepted::Refused(e)) | Err(e) => AcceptAnswer::Failed(e.into()),
         };
         self.record(listener, Instant::now(), CaptureEvent::Accept(answer));
     }

@@ -91,8 +91,9 @@ pub trait Filter: Sized + Unpin + 'static {
 
     /// The inner transport accepted a connection as `handle`: what must happen before the
     /// listener gets it (a TLS server runs its handshake here). On an error the handle is
-    /// closed on the inner transport and the error is the accept's answer. Nothing by
-    /// default.
+    /// closed on the inner transport and the listener is answered
+    /// [`Accepted::Refused`] with the error (it reports it and goes on at once). Nothing
+    /// by default.
     fn accepted(
         &mut self,
         _handle: Handle,
@@ -295,20 +296,38 @@ pub struct FilterActor<F: Filter> {
 /// The connections a filter accepts ahead of one listener.
 #[derive(Debug, Default)]
 struct AcceptAhead {
-    /// Answers ready for the listener's next `accept`s, oldest first: finished
-    /// connections, and failures (of the inner accept or of finishing a connection).
-    finished: VecDeque<Result<Accepted, TransportError>>,
+    /// Connections finished, oldest first: the listener's next `accept`s get these first.
+    connections: VecDeque<(Handle, Address)>,
+    /// A failure of the inner `accept` itself, for the listener (which backs off); no
+    /// more inner accepts until it has taken it.
+    error: Option<TransportError>,
+    /// Connections that failed to finish (already closed), reported to the listener as
+    /// [`Accepted::Refused`] after the finished ones. At most [`MAX_REFUSED`] are kept.
+    refused: VecDeque<TransportError>,
     /// Connections being finished.
     running: usize,
     /// An inner `accept` is out.
     in_flight: bool,
     /// The inner transport would block; it owes a `Ready`.
     blocked: bool,
-    /// An inner accept failed: no more until the listener has taken that failure (and
-    /// backed off as it does for any accept error).
-    paused: bool,
+    /// A `Ready` came while an inner `accept` was out: if that answer is a would-block,
+    /// the notice was for it (it overtook the answer), so accept again at once.
+    ready_hint: bool,
     /// The listener was answered would-block and is owed a `Ready`.
     owed: bool,
+}
+
+/// Refused connections kept for a listener that does not ask; older ones are only
+/// logged.
+const MAX_REFUSED: usize = 64;
+
+/// Keeps at most [`MAX_REFUSED`] refusals, dropping the oldest.
+fn trim_refused(ahead: &mut AcceptAhead) {
+    while ahead.refused.len() > MAX_REFUSED {
+        if let Some(error) = ahead.refused.pop_front() {
+            tracing::debug!(%error, "refused connection not reported: too many waiting");
+        }
+    }
 }
 
 impl<F: Filter> FilterActor<F> {
@@ -439,7 +458,7 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
                     match (refused, close) {
                         (Some(e), Some(close)) => {
                             close.await;
-                            Err(e)
+                            Ok(Accepted::Refused(e))
                         }
                         _ => answer,
                     }
@@ -452,7 +471,8 @@ impl<F: Filter> Handler<Accept> for FilterActor<F> {
 
 impl<F: Filter> FilterActor<F> {
     /// The listener's `accept` when connections are finished ahead: the oldest finished
-    /// answer, or would-block (and a `Ready` owed). Accepting ahead goes on either way.
+    /// connection, else the inner transport's error, else the oldest refused connection,
+    /// else would-block (and a `Ready` owed). Accepting ahead goes on either way.
     fn take_ahead(
         &mut self,
         msg: Accept,
@@ -460,22 +480,19 @@ impl<F: Filter> FilterActor<F> {
     ) -> Result<Accepted, TransportError> {
         let listener = msg.handle;
         let ahead = self.ahead.entry(listener).or_default();
-        let answer = match ahead.finished.pop_front() {
-            Some(Ok(Accepted::Connection { handle, peer })) => {
-                if let Some(route) = self.link.routes.get_mut(&handle) {
-                    route.events = Some(msg.events.clone());
-                }
-                self.filter.routed(handle, &msg.events);
-                Ok(Accepted::Connection { handle, peer })
+        let answer = if let Some((handle, peer)) = ahead.connections.pop_front() {
+            if let Some(route) = self.link.routes.get_mut(&handle) {
+                route.events = Some(msg.events.clone());
             }
-            Some(Err(e)) => {
-                ahead.paused = false;
-                Err(e)
-            }
-            Some(Ok(Accepted::WouldBlock)) | None => {
-                ahead.owed = true;
-                Ok(Accepted::WouldBlock)
-            }
+            self.filter.routed(handle, &msg.events);
+            Ok(Accepted::Connection { handle, peer })
+        } else if let Some(error) = ahead.error.take() {
+            Err(error)
+        } else if let Some(error) = ahead.refused.pop_front() {
+            Ok(Accepted::Refused(error))
+        } else {
+            ahead.owed = true;
+            Ok(Accepted::WouldBlock)
         };
         self.accept_ahead(listener, ctx);
         answer
@@ -489,8 +506,8 @@ impl<F: Filter> FilterActor<F> {
         };
         if ahead.in_flight
             || ahead.blocked
-            || ahead.paused
-            || ahead.running + ahead.finished.len() >= room
+            || ahead.error.is_some()
+            || ahead.running + ahead.connections.len() >= room
         {
             return;
         }
@@ -527,12 +544,22 @@ impl<F: Filter> FilterActor<F> {
             return;
         };
         ahead.in_flight = false;
+        let hinted = std::mem::take(&mut ahead.ready_hint);
         match answer {
+            Ok(Accepted::WouldBlock) if hinted => {
+                // Its `Ready` already came (it overtook this answer): try again now.
+                self.accept_ahead(listener, ctx);
+            }
             Ok(Accepted::WouldBlock) => ahead.blocked = true,
             Err(e) => {
-                ahead.finished.push_back(Err(e));
-                ahead.paused = true;
+                ahead.error = Some(e);
                 self.wake_listener(listener);
+            }
+            Ok(Accepted::Refused(e)) => {
+                ahead.refused.push_back(e);
+                trim_refused(ahead);
+                self.wake_listener(listener);
+                self.accept_ahead(listener, ctx);
             }
             Ok(Accepted::Connection { handle, peer }) => {
                 ahead.running += 1;
@@ -565,11 +592,10 @@ impl<F: Filter> FilterActor<F> {
         };
         ahead.running -= 1;
         match finished {
-            Ok(()) => ahead
-                .finished
-                .push_back(Ok(Accepted::Connection { handle, peer })),
+            Ok(()) => ahead.connections.push_back((handle, peer)),
             Err(e) => {
-                ahead.finished.push_back(Err(e));
+                ahead.refused.push_back(e);
+                trim_refused(ahead);
                 ctx.spawn(actix::fut::wrap_future(self.refuse(handle)));
             }
         }
@@ -669,10 +695,8 @@ impl<F: Filter> Handler<CloseSocket> for FilterActor<F> {
         if let Some(ahead) = self.ahead.remove(&handle) {
             // A closing listener: connections finished for it are not wanted (those
             // still finishing are closed when they are done).
-            for answer in ahead.finished {
-                if let Ok(Accepted::Connection { handle, .. }) = answer {
-                    ctx.spawn(actix::fut::wrap_future(self.refuse(handle)));
-                }
+            for (handle, _) in ahead.connections {
+                ctx.spawn(actix::fut::wrap_future(self.refuse(handle)));
             }
         }
         let finishing = if self.link.routes.contains_key(&handle) {
@@ -729,6 +753,9 @@ impl<F: Filter> Handler<Ready> for FilterActor<F> {
         if let Some(ahead) = self.ahead.get_mut(&msg.handle) {
             // A listener this filter accepts ahead of: the notice is the filter's own.
             ahead.blocked = false;
+            if ahead.in_flight {
+                ahead.ready_hint = true;
+            }
             self.accept_ahead(msg.handle, ctx);
             return;
         }

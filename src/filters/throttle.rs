@@ -169,7 +169,8 @@ enum Buckets {
 /// or [`receive_shared`](Self::receive_shared) give received bytes a bucket of their own.
 /// A read then asks the inner transport for at most the bucket's burst (and the read's
 /// own limit), pays for what arrived after the fact (a datagram is never cut, so it may
-/// put the bucket into debt), and while the bucket is empty or in debt answers
+/// put the bucket into debt, as may several sockets reading from a shared bucket at
+/// once), and while the bucket is empty or in debt answers
 /// would-block and sends the owed `Ready(Readable)` when a byte's worth has refilled. The
 /// socket stops reading meanwhile, so the kernel's buffers fill and TCP holds the peer
 /// back: the peer is slowed, not just the delivery.

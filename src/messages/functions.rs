@@ -256,7 +256,7 @@ impl Message for Accept {
 }
 
 /// What an [`Accept`] found.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Accepted {
     /// A new connection with its own handle, connected and ready for [`SendV`] and
     /// [`RecvFrom`].
@@ -269,6 +269,11 @@ pub enum Accepted {
     },
     /// No connection is waiting; a [`Ready`] with [`Readiness::Readable`] will follow.
     WouldBlock,
+    /// The transport took a connection but could not finish it (a filter's handshake
+    /// failed: a bad certificate, a client that left or never spoke) and has closed it.
+    /// Not a failure of the listening handle: a listener reports it and accepts the next
+    /// connection at once, without backing off.
+    Refused(TransportError),
 }
 
 /// Shut down the sending half of a stream handle (`shutdown(SHUT_WR)`): the peer reads

@@ -261,6 +261,27 @@ pub async fn tls_listener(
     Addr<EchoServer>,
     UnboundedReceiver<ListenerEvent>,
 ) {
+    tls_listener_backing_off(
+        server,
+        max_handshakes,
+        handshake_timeout,
+        Duration::from_millis(1),
+    )
+    .await
+}
+
+/// [`tls_listener`] with this accept back-off.
+pub async fn tls_listener_backing_off(
+    server: &Pki,
+    max_handshakes: usize,
+    handshake_timeout: Duration,
+    backoff: Duration,
+) -> (
+    Addr<Listener>,
+    SocketAddr,
+    Addr<EchoServer>,
+    UnboundedReceiver<ListenerEvent>,
+) {
     let echo = EchoServer::default().start();
     let (seen, listener_events) = crate::support::channel::<ListenerEvent>();
     let subscriber = echo.clone();
@@ -270,7 +291,7 @@ pub async fn tls_listener(
     let (listener, local) = Listener::builder()
         .functions(tls.wrap(SocketFunctions::system()))
         .subscriber(seen)
-        .accept_backoff(Duration::from_millis(1))
+        .accept_backoff(backoff)
         .socket_builder(move |_| Socket::builder().subscriber(subscriber.clone().recipient()))
         .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
