@@ -16,7 +16,7 @@
 //! `--seconds S` (default 20 per mode), `--count N` (datagram: pairs, default 200; client:
 //! clients, default 100; system: connections, default 1,000), `--seed X` (default 1),
 //! `--faults` (through `FaultInjector`s: see each mode), `--reset-p P` (client mode: the
-//! probability that a client `sendv` is reset, default 0.002).
+//! probability that a client `sendv` is reset, default 0.005).
 //!
 //! - `datagram`: N pairs of bound, deferred `DatagramSocket`s; each socket sends its peer
 //!   bursts of 1 to 16 datagrams (`SendDatagram` with `send`, answers awaited in order)
@@ -120,7 +120,7 @@ impl Options {
             count: None,
             seed: 1,
             faults: false,
-            reset_p: 0.002,
+            reset_p: 0.005,
             simultaneous_close: false,
             burst: DG_MAX_BURST,
         };
