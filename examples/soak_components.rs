@@ -16,7 +16,11 @@
 //! `--seconds S` (default 20 per mode), `--count N` (datagram: pairs, default 200; client:
 //! clients, default 100; system: connections, default 1,000), `--seed X` (default 1),
 //! `--faults` (through `FaultInjector`s: see each mode), `--reset-p P` (client mode: the
-//! probability that a client `sendv` is reset, default 0.005).
+//! probability that a client `sendv` is reset, default 0.005), `--burst N` (datagram
+//! mode: most datagrams per burst, default 16), `--simultaneous-close` (system mode:
+//! close both ends of every connection at once instead of the accepted end first; with
+//! `--faults` this loses data, since a socket on a filter transport closes its handle
+//! right after its writes drained, without reading to the peer's EOF).
 //!
 //! - `datagram`: N pairs of bound, deferred `DatagramSocket`s; each socket sends its peer
 //!   bursts of 1 to 16 datagrams (`SendDatagram` with `send`, answers awaited in order)
