@@ -17,10 +17,9 @@
 //! clients, default 100; system: connections, default 1,000), `--seed X` (default 1),
 //! `--faults` (through `FaultInjector`s: see each mode), `--reset-p P` (client mode: the
 //! probability that a client `sendv` is reset, default 0.005), `--burst N` (datagram
-//! mode: most datagrams per burst, default 16), `--simultaneous-close` (system mode:
-//! close both ends of every connection at once instead of the accepted end first; with
-//! `--faults` this loses data, since a socket on a filter transport closes its handle
-//! right after its writes drained, without reading to the peer's EOF).
+//! mode: most datagrams per burst, default 16), `--ordered-close` (system mode:
+//! close the accepted end of every connection first and the connecting end when it reads
+//! that end's EOF, instead of both ends at once).
 //!
 //! - `datagram`: N pairs of bound, deferred `DatagramSocket`s; each socket sends its peer
 //!   bursts of 1 to 16 datagrams (`SendDatagram` with `send`, answers awaited in order)
@@ -41,8 +40,9 @@
 //! - `system`: a `SocketSystem` of one arbiter per core (at least 2); K loopback
 //!   connections, both ends on the arbiters (clients by `SocketSystem::connect`, accepted
 //!   streams by `SocketSystem::adopt`), each end writing checksummed records and
-//!   verifying what it reads; then every socket closes gracefully, the system shuts down,
-//!   and must refuse new work with `SocketSystemError::ShutDown`.
+//!   verifying what it reads; then both ends of every connection close gracefully at
+//!   once (each lingering until its peer's EOF, filtered ends included), the system
+//!   shuts down, and must refuse new work with `SocketSystemError::ShutDown`.
 //!
 //! The exit status is 1 if any check fails, 2 on bad arguments or a descriptor limit that
 //! cannot be raised far enough.
@@ -111,7 +111,7 @@ struct Options {
     seed: u64,
     faults: bool,
     reset_p: f64,
-    simultaneous_close: bool,
+    ordered_close: bool,
     /// Datagram mode: most datagrams per burst.
     burst: u64,
 }
@@ -125,7 +125,7 @@ impl Options {
             seed: 1,
             faults: false,
             reset_p: 0.005,
-            simultaneous_close: false,
+            ordered_close: false,
             burst: DG_MAX_BURST,
         };
         let mut args = args.peekable();
@@ -146,7 +146,7 @@ impl Options {
                 "--seed" => o.seed = number(&value("--seed")?)?,
                 "--burst" => o.burst = number::<u64>(&value("--burst")?)?.clamp(1, 1024),
                 "--faults" => o.faults = true,
-                "--simultaneous-close" => o.simultaneous_close = true,
+                "--ordered-close" => o.ordered_close = true,
                 "--reset-p" => {
                     let v = value("--reset-p")?;
                     o.reset_p = v.parse().map_err(|_| format!("bad probability {v}"))?;
@@ -2036,7 +2036,7 @@ fn end_builder(
     run: u64,
     faults: Option<u64>,
     connecting: bool,
-    simultaneous_close: bool,
+    ordered_close: bool,
     placed: tokio::sync::oneshot::Sender<(usize, Addr<Checker>)>,
 ) -> impl FnOnce() -> sockactor::SocketBuilder + Send + 'static {
     move || {
@@ -2049,7 +2049,7 @@ fn end_builder(
             arbiter,
             side: if connecting { "connecting" } else { "adopted" },
             socket: None,
-            close_on_eof: connecting && !simultaneous_close,
+            close_on_eof: connecting && ordered_close,
             check: StreamCheck::new(run, SeqRule::Consecutive, MAX_PAYLOAD, false),
             totals,
         }
@@ -2167,7 +2167,7 @@ async fn run_system(opts: &Options) -> Report {
         return report;
     };
     let run = opts.seed;
-    let simultaneous_close = opts.simultaneous_close;
+    let ordered_close = opts.ordered_close;
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
     let started = Instant::now();
 
@@ -2198,7 +2198,7 @@ async fn run_system(opts: &Options) -> Report {
                     run,
                     None,
                     false,
-                    simultaneous_close,
+                    ordered_close,
                     tx,
                 );
                 let system = system.clone();
@@ -2223,7 +2223,7 @@ async fn run_system(opts: &Options) -> Report {
             run,
             opts.faults.then_some(run ^ 0xFA),
             true,
-            simultaneous_close,
+            ordered_close,
             tx,
         );
         let (system, connects) = (system.clone(), connects.clone());
@@ -2254,13 +2254,12 @@ async fn run_system(opts: &Options) -> Report {
         }
     }
     let writing = started.elapsed();
-    // The accepted ends close gracefully: each shuts down its sending half and reads on
-    // until the peer's EOF; a connecting end closes when it reads that EOF. (A socket on
-    // a filter transport closes its handle right after the drain, without the lingering
-    // read: closed at the same time as its peer, it would reset the connection with the
-    // peer's last bytes unread. `--simultaneous-close` closes every end at once.)
+    // Every end closes gracefully at once: each shuts down its sending half and reads
+    // on until its peer's EOF (`close_linger`), so neither closes with the other's last
+    // bytes unread, whatever its transport. With `--ordered-close` only the accepted ends
+    // are told; each connecting end closes when it reads their EOF.
     for (socket, r) in sockets.iter().zip(&reports) {
-        if simultaneous_close || r.id as usize >= count {
+        if !ordered_close || r.id as usize >= count {
             socket.do_send(Close::Graceful);
         }
     }
@@ -2372,10 +2371,10 @@ async fn run_system(opts: &Options) -> Report {
     );
     report.line(
         "closing",
-        if simultaneous_close {
-            "every end Close::Graceful at once (close_linger 30 s)".into()
-        } else {
+        if ordered_close {
             "accepted ends Close::Graceful (close_linger 30 s: read until EOF); connecting ends close at that EOF".into()
+        } else {
+            "every end Close::Graceful at once (close_linger 30 s: each reads until its peer's EOF)".into()
         },
     );
     report.line("registry after", format!("{registry_after} sockets"));
@@ -2468,7 +2467,7 @@ async fn run_system(opts: &Options) -> Report {
 fn usage() {
     eprintln!(
         "usage: soak_components [--mode datagram|client|system|all] [--seconds S] [--count N] \
-         [--seed X] [--faults] [--reset-p P] [--simultaneous-close] [--burst N]"
+         [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]"
     );
 }
 
