@@ -7,13 +7,16 @@
 //!   error: `InvalidData` holding the [`rustls::Error`], or `UnexpectedEof` when the
 //!   peer's bytes end first. With bit 2 of the mode set the peer's bytes start with a
 //!   real first flight (a real server's answer to the client's hello, or a real client's
-//!   hello) with one byte flipped at a position the fuzzer picks: the handshake then
-//!   succeeds exactly when the flip fell past the flight's end.
+//!   hello) with one byte flipped at a position the fuzzer picks, then the rest of the
+//!   data: a client's handshake then fails whenever the flip fell inside the flight
+//!   (but on a record header's legacy version, which may be ignored), and succeeds when
+//!   nothing follows an intact flight.
 //! - **A session** (modes 2 and 3: a client that completed a real handshake with an
 //!   in-process rustls server, TLS 1.3 or 1.2 by bit 2): the fuzz data is a list of
 //!   operations: plaintext the peer encrypts (small or up to 32 KiB, over several
 //!   records), a key update from the peer, raw bytes put on the wire, a byte flipped in
-//!   the ciphertext already on the wire, the wire cut short. Then the peer's
+//!   the ciphertext already on the wire, the wire cut short (which spoils it only if the
+//!   cut took bytes the peer sent, not if it took back raw bytes). Then the peer's
 //!   close_notify and an inner EOF. The socket delivers exactly the plaintext of the
 //!   records that lie wholly before the first byte the fuzzer spoiled, byte exact and in
 //!   order, however the wire was cut into reads; its reads end with exactly one event:
@@ -245,7 +248,9 @@ async fn client_handshake(real: bool, seed: &[u8], data: &[u8]) {
         let spoiled = match flip(&mut flight, at, mask) {
             Some(at) if header_version_byte(&flight, at) => None,
             Some(_) => Some(true),
-            None => Some(!rest.is_empty()),
+            // Bytes after a whole flight come after the handshake, which may finish.
+            None if rest.is_empty() => Some(false),
+            None => None,
         };
         flight.extend_from_slice(rest);
         (flight, spoiled)
@@ -324,21 +329,55 @@ struct Wire {
     bytes: Vec<u8>,
     /// Each record of plaintext: where its ciphertext ends, and the plaintext.
     records: Vec<(usize, Vec<u8>)>,
-    /// The first byte that is not what the peer sent.
-    spoiled: Option<usize>,
+    /// The bytes as put on the wire, before any flip.
+    unflipped: Vec<u8>,
+    /// Per byte: whether the fuzzer put it there (raw) rather than the peer.
+    raw: Vec<bool>,
+    /// Where raw bytes start, or a cut took bytes the peer sent.
+    spoils: Vec<usize>,
     plaintext: usize,
 }
 
 impl Wire {
-    fn spoil(&mut self, at: usize) {
-        self.spoiled = Some(self.spoiled.map_or(at, |s| s.min(at)));
+    /// Appends what the peer sent.
+    fn sent(&mut self, bytes: Vec<u8>) {
+        self.raw.resize(self.raw.len() + bytes.len(), false);
+        self.unflipped.extend_from_slice(&bytes);
+        self.bytes.extend(bytes);
+    }
+
+    /// Appends raw bytes.
+    fn put_raw(&mut self, bytes: &[u8]) {
+        self.spoils.push(self.bytes.len());
+        self.raw.resize(self.raw.len() + bytes.len(), true);
+        self.unflipped.extend_from_slice(bytes);
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// The first byte that is not what the peer sent (two flips of a byte may cancel).
+    fn spoiled(&self) -> Option<usize> {
+        let flipped = self.bytes.iter().zip(&self.unflipped).position(|(a, b)| a != b);
+        self.spoils.iter().copied().chain(flipped).min()
+    }
+
+    /// Cuts the wire at `at`: what was spoiled after it is gone, and the cut spoils the
+    /// stream if it took any byte the peer sent (a record, or a part of one).
+    fn cut(&mut self, at: usize) {
+        let took_peer_bytes = self.raw[at..].iter().any(|raw| !raw);
+        self.bytes.truncate(at);
+        self.unflipped.truncate(at);
+        self.raw.truncate(at);
+        self.spoils.retain(|&s| s < at);
+        if took_peer_bytes {
+            self.spoils.push(at);
+        }
     }
 
     /// The plaintext of every record that lies wholly before the first spoiled byte.
     fn expected(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (end, plain) in &self.records {
-            if self.spoiled.is_some_and(|s| *end > s) {
+            if self.spoiled().is_some_and(|s| *end > s) {
                 break;
             }
             out.extend_from_slice(plain);
@@ -375,7 +414,7 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                 wire.plaintext += plain.len();
                 for record in plain.chunks(RECORD) {
                     peer.conn.writer().write_all(record).expect("peer write");
-                    wire.bytes.extend(peer.sealed());
+                    wire.sent(peer.sealed());
                     wire.records.push((wire.bytes.len(), record.to_vec()));
                 }
             }
@@ -385,22 +424,20 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                 let (head, rest) = data.split_at(n);
                 data = rest;
                 if !head.is_empty() {
-                    wire.spoil(wire.bytes.len());
-                    wire.bytes.extend_from_slice(head);
+                    wire.put_raw(head);
                 }
             }
             _ => match arg & 3 {
                 // A key update from the peer (TLS 1.3 only).
                 1 if tls13 => {
                     peer.conn.refresh_traffic_keys().expect("key update");
-                    wire.bytes.extend(peer.sealed());
+                    wire.sent(peer.sealed());
                 }
                 // The wire cut short by 1 to 32 bytes.
                 2 => {
                     let k = usize::from(next(&mut data).unwrap_or(0) % 32) + 1;
                     if let Some(at) = wire.bytes.len().checked_sub(k) {
-                        wire.bytes.truncate(at);
-                        wire.spoil(at);
+                        wire.cut(at);
                     }
                 }
                 // A byte flipped, counted back from the wire's end.
@@ -410,14 +447,13 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                     let mask = next(&mut data).unwrap_or(1);
                     if let Some(at) = wire.bytes.len().checked_sub(1 + back) {
                         wire.bytes[at] ^= mask | 1;
-                        wire.spoil(at);
                     }
                 }
             },
         }
     }
     peer.conn.send_close_notify();
-    wire.bytes.extend(peer.sealed());
+    wire.sent(peer.sealed());
     wire
 }
 
@@ -492,7 +528,7 @@ async fn session(setup: Setup, tls13: bool, seed: &[u8], data: &[u8]) {
         })
         .collect();
     assert_eq!(eofs + failed.len(), 1, "one end: {eofs} EOFs, {failed:?}");
-    if wire.spoiled.is_some() {
+    if wire.spoiled().is_some() {
         assert_eq!(eofs, 0, "a spoiled stream ended cleanly");
         assert!(typed(&failed[0]), "a read failure not typed: {}", failed[0]);
     } else {
@@ -511,7 +547,7 @@ async fn session(setup: Setup, tls13: bool, seed: &[u8], data: &[u8]) {
         "received {} bytes, expected {} (spoiled at {:?} of {})",
         received.len(),
         expected.len(),
-        wire.spoiled,
+        wire.spoiled(),
         wire.bytes.len()
     );
 }
