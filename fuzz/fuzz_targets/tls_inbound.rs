@@ -15,12 +15,13 @@
 //!   in-process rustls server, TLS 1.3 or 1.2 by bit 2): the fuzz data is a list of
 //!   operations: plaintext the peer encrypts (small or up to 32 KiB, over several
 //!   records), a key update from the peer, raw bytes put on the wire, a byte flipped in
-//!   the ciphertext already on the wire, the wire cut short (which spoils it only if the
-//!   cut took bytes the peer sent, not if it took back raw bytes). Then the peer's
-//!   close_notify and an inner EOF. The socket delivers exactly the plaintext of the
-//!   records that lie wholly before the first byte the fuzzer spoiled, byte exact and in
-//!   order, however the wire was cut into reads; its reads end with exactly one event:
-//!   `Eof` if nothing was spoiled, else one typed `ReadFailed` (as above). No delivery
+//!   the ciphertext already on the wire, the wire cut short. Then the peer's
+//!   close_notify and an inner EOF. The wire is spoiled from the first byte where it
+//!   differs from what the peer sent (compared byte by byte, so raw bytes after a cut
+//!   that happen to be the bytes cut spoil nothing). The socket delivers exactly the
+//!   plaintext of the records that lie wholly before that byte, byte exact and in order,
+//!   however the wire was cut into reads; its reads end with exactly one event: `Eof`
+//!   if nothing was spoiled, else one typed `ReadFailed` (as above). No delivery
 //!   is empty or larger than the filter's `max_output_per_call` or the socket's
 //!   `read_chunk`.
 //!
@@ -323,54 +324,34 @@ async fn server_handshake(real: bool, seed: &[u8], data: &[u8]) {
     }
 }
 
-/// What the session's peer put on the wire, and which plaintext each span carries.
+/// What the session's peer sent, what the fuzzer made of it, and which plaintext each
+/// part carries.
 #[derive(Default)]
 struct Wire {
+    /// The wire as the socket gets it.
     bytes: Vec<u8>,
-    /// Each record of plaintext: where its ciphertext ends, and the plaintext.
+    /// Everything the peer sent, in order, untouched.
+    truth: Vec<u8>,
+    /// Each record of plaintext: where its ciphertext ends (on the wire, as sent), and
+    /// the plaintext.
     records: Vec<(usize, Vec<u8>)>,
-    /// The bytes as put on the wire, before any flip.
-    unflipped: Vec<u8>,
-    /// Per byte: whether the fuzzer put it there (raw) rather than the peer.
-    raw: Vec<bool>,
-    /// Where raw bytes start, or a cut took bytes the peer sent.
-    spoils: Vec<usize>,
     plaintext: usize,
 }
 
 impl Wire {
     /// Appends what the peer sent.
     fn sent(&mut self, bytes: Vec<u8>) {
-        self.raw.resize(self.raw.len() + bytes.len(), false);
-        self.unflipped.extend_from_slice(&bytes);
+        self.truth.extend_from_slice(&bytes);
         self.bytes.extend(bytes);
     }
 
-    /// Appends raw bytes.
-    fn put_raw(&mut self, bytes: &[u8]) {
-        self.spoils.push(self.bytes.len());
-        self.raw.resize(self.raw.len() + bytes.len(), true);
-        self.unflipped.extend_from_slice(bytes);
-        self.bytes.extend_from_slice(bytes);
-    }
-
-    /// The first byte that is not what the peer sent (two flips of a byte may cancel).
+    /// The first byte where the wire stops being what the peer sent (raw bytes, a flip,
+    /// a cut; unless chance made them the very bytes the peer sent there).
     fn spoiled(&self) -> Option<usize> {
-        let flipped = self.bytes.iter().zip(&self.unflipped).position(|(a, b)| a != b);
-        self.spoils.iter().copied().chain(flipped).min()
-    }
-
-    /// Cuts the wire at `at`: what was spoiled after it is gone, and the cut spoils the
-    /// stream if it took any byte the peer sent (a record, or a part of one).
-    fn cut(&mut self, at: usize) {
-        let took_peer_bytes = self.raw[at..].iter().any(|raw| !raw);
-        self.bytes.truncate(at);
-        self.unflipped.truncate(at);
-        self.raw.truncate(at);
-        self.spoils.retain(|&s| s < at);
-        if took_peer_bytes {
-            self.spoils.push(at);
-        }
+        let differs = self.bytes.iter().zip(&self.truth).position(|(a, b)| a != b);
+        differs.or_else(|| {
+            (self.bytes.len() != self.truth.len()).then(|| self.bytes.len().min(self.truth.len()))
+        })
     }
 
     /// The plaintext of every record that lies wholly before the first spoiled byte.
@@ -423,9 +404,7 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                 let n = (arg + 1).min(data.len());
                 let (head, rest) = data.split_at(n);
                 data = rest;
-                if !head.is_empty() {
-                    wire.put_raw(head);
-                }
+                wire.bytes.extend_from_slice(head);
             }
             _ => match arg & 3 {
                 // A key update from the peer (TLS 1.3 only).
@@ -436,9 +415,8 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                 // The wire cut short by 1 to 32 bytes.
                 2 => {
                     let k = usize::from(next(&mut data).unwrap_or(0) % 32) + 1;
-                    if let Some(at) = wire.bytes.len().checked_sub(k) {
-                        wire.cut(at);
-                    }
+                    let at = wire.bytes.len().saturating_sub(k);
+                    wire.bytes.truncate(at);
                 }
                 // A byte flipped, counted back from the wire's end.
                 _ => {
