@@ -233,8 +233,12 @@ async fn client_handshake(real: bool, seed: &[u8], data: &[u8]) {
     let functions = Tls::client(pki.client13.clone(), "localhost")
         .expect("server name")
         .wrap(mock.functions());
-    let connecting =
-        actix::spawn(async move { Socket::builder().functions(functions).connect(mock_peer()).await });
+    let connecting = actix::spawn(async move {
+        Socket::builder()
+            .functions(functions)
+            .connect(mock_peer())
+            .await
+    });
     settle().await;
     let (stream, spoiled) = if real {
         let mut peer = Peer {
@@ -387,7 +391,9 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                     head.to_vec()
                 } else {
                     let salt = next(&mut data).unwrap_or(0);
-                    (0..(arg + 1) * 512).map(|i| (i % 251) as u8 ^ salt).collect()
+                    (0..(arg + 1) * 512)
+                        .map(|i| (i % 251) as u8 ^ salt)
+                        .collect()
                 };
                 if plain.is_empty() || wire.plaintext + plain.len() > cap {
                     continue;
