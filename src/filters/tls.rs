@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,14 +244,39 @@ impl State {
         self.from = from;
     }
 
+    /// Plaintext rustls decrypted before reading failed (at most `max_len` bytes), if
+    /// any: the records it came from were whole and authentic.
+    fn plaintext_before_failure(&mut self, max_len: usize) -> Option<Received> {
+        let held = self.conn.reader().fill_buf().map_or(0, |chunk| chunk.len());
+        let n = held.min(max_len.max(1));
+        if n == 0 {
+            return None;
+        }
+        let mut out = vec![0u8; n];
+        self.conn.reader().read_exact(&mut out).ok()?;
+        Some(Received::Data {
+            bytes: Bytes::from(out),
+            from: self.from.clone(),
+        })
+    }
+
     /// What one `recvfrom` can answer without reading: plaintext rustls holds, or
-    /// plaintext from the held ciphertext.
+    /// plaintext from the held ciphertext. Once reading failed, the plaintext of the
+    /// good records that came before the bad one goes first, then the failure.
     fn deliver(&mut self, max_len: usize) -> Result<Option<Received>, TransportError> {
         loop {
+            if let Some(e) = &self.read_failed {
+                let e = e.clone();
+                return match self.plaintext_before_failure(max_len) {
+                    Some(received) => Ok(Some(received)),
+                    None => Err(e),
+                };
+            }
             if let Some(received) = self.plaintext(max_len)? {
                 return Ok(Some(received));
             }
-            if self.input.is_empty() || !self.feed()? {
+            // A failure to feed is in `read_failed`, for the next turn.
+            if self.input.is_empty() || !self.feed().unwrap_or(true) {
                 return Ok(None);
             }
         }
@@ -903,9 +928,6 @@ impl Filter for Tls {
         let max_len = msg.max_len.min(self.max_output_per_call).max(1);
         {
             let mut state = session.state.borrow_mut();
-            if let Some(e) = &state.read_failed {
-                return answer(Err(e.clone()));
-            }
             let delivered = state.deliver(max_len);
             drop(state);
             session.wake.notify_one();

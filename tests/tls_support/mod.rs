@@ -212,6 +212,18 @@ impl MockPeer {
         self.pump(mock);
     }
 
+    /// Encrypts `data` into records and returns them without pushing them (nor anything
+    /// else the server has to say): for a test to tamper with them first.
+    pub fn seal(&mut self, data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        self.server.writer().write_all(data).expect("server write");
+        let mut out = Vec::new();
+        while self.server.wants_write() {
+            self.server.write_tls(&mut out).expect("write_tls");
+        }
+        out
+    }
+
     /// Sends the server's close_notify to the client.
     pub fn close_notify(&mut self, mock: &sockactor::MockTransport) {
         self.server.send_close_notify();
