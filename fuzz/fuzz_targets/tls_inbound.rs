@@ -14,7 +14,7 @@
 //! - **A session** (modes 2 and 3: a client that completed a real handshake with an
 //!   in-process rustls server, TLS 1.3 or 1.2 by bit 2): the fuzz data is a list of
 //!   operations: plaintext the peer encrypts (small or up to 32 KiB, over several
-//!   records), a key update from the peer, raw bytes put on the wire, a byte flipped in
+//!   records), a key update from the peer (at most 8 in a row), raw bytes put on the wire, a byte flipped in
 //!   the ciphertext already on the wire, the wire cut short. Then the peer's
 //!   close_notify and an inner EOF. The wire is spoiled from the first byte where it
 //!   differs from what the peer sent (compared byte by byte, so raw bytes after a cut
@@ -48,6 +48,9 @@ use sockactor_fuzz::{chunks, mock_peer, run_paused, settle, settle_until, Record
 
 /// The largest plaintext one record carries.
 const RECORD: usize = 16 * 1024;
+/// Key updates the peer sends with no data between them (rustls, rightly, takes a
+/// flood of them for an attack: `PeerMisbehaved::TooManyKeyUpdateRequests`).
+const MAX_KEY_UPDATES_IN_A_ROW: usize = 8;
 
 /// Certificates and configs, made once per process.
 struct Pki {
@@ -374,6 +377,7 @@ impl Wire {
 /// Runs the operations in `data` against the session's peer.
 fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire {
     let mut wire = Wire::default();
+    let mut key_updates = 0;
     let next = |data: &mut &[u8]| -> Option<u8> {
         let (&b, rest) = data.split_first()?;
         *data = rest;
@@ -399,6 +403,7 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                     continue;
                 }
                 wire.plaintext += plain.len();
+                key_updates = 0;
                 for record in plain.chunks(RECORD) {
                     peer.conn.writer().write_all(record).expect("peer write");
                     wire.sent(peer.sealed());
@@ -414,7 +419,9 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
             }
             _ => match arg & 3 {
                 // A key update from the peer (TLS 1.3 only).
-                1 if tls13 => {
+                // rustls refuses more than 32 in a row without data between: a few only.
+                1 if tls13 && key_updates < MAX_KEY_UPDATES_IN_A_ROW => {
+                    key_updates += 1;
                     peer.conn.refresh_traffic_keys().expect("key update");
                     wire.sent(peer.sealed());
                 }
