@@ -14,14 +14,16 @@
 //! - **A session** (modes 2 and 3: a client that completed a real handshake with an
 //!   in-process rustls server, TLS 1.3 or 1.2 by bit 2): the fuzz data is a list of
 //!   operations: plaintext the peer encrypts (small or up to 32 KiB, over several
-//!   records), a key update from the peer, raw bytes put on the wire, a byte flipped in
+//!   records), a key update from the peer (at most 8 in a row), raw bytes put on the wire, a byte flipped in
 //!   the ciphertext already on the wire, the wire cut short. Then the peer's
 //!   close_notify and an inner EOF. The wire is spoiled from the first byte where it
 //!   differs from what the peer sent (compared byte by byte, so raw bytes after a cut
 //!   that happen to be the bytes cut spoil nothing). The socket delivers exactly the
 //!   plaintext of the records that lie wholly before that byte, byte exact and in order,
 //!   however the wire was cut into reads; its reads end with exactly one event: `Eof`
-//!   if nothing was spoiled, else one typed `ReadFailed` (as above). No delivery
+//!   if nothing was spoiled, else one typed `ReadFailed` (as above). A flip of a record
+//!   header's content type or legacy version may or may not spoil (rustls does not
+//!   always check them): either reading is accepted. No delivery
 //!   is empty or larger than the filter's `max_output_per_call` or the socket's
 //!   `read_chunk`.
 //!
@@ -48,6 +50,9 @@ use sockactor_fuzz::{chunks, mock_peer, run_paused, settle, settle_until, Record
 
 /// The largest plaintext one record carries.
 const RECORD: usize = 16 * 1024;
+/// Key updates the peer sends with no data between them (rustls, rightly, takes a
+/// flood of them for an attack: `PeerMisbehaved::TooManyKeyUpdateRequests`).
+const MAX_KEY_UPDATES_IN_A_ROW: usize = 8;
 
 /// Certificates and configs, made once per process.
 struct Pki {
@@ -352,17 +357,37 @@ impl Wire {
     /// The first byte where the wire stops being what the peer sent (raw bytes, a flip,
     /// a cut; unless chance made them the very bytes the peer sent there).
     fn spoiled(&self) -> Option<usize> {
-        let differs = self.bytes.iter().zip(&self.truth).position(|(a, b)| a != b);
+        self.spoiled_but(&[])
+    }
+
+    /// As `spoiled`, with differences at the positions in `ignored` overlooked.
+    fn spoiled_but(&self, ignored: &[usize]) -> Option<usize> {
+        let differs = (self.bytes.iter().zip(&self.truth))
+            .enumerate()
+            .position(|(i, (a, b))| a != b && !ignored.contains(&i));
         differs.or_else(|| {
             (self.bytes.len() != self.truth.len()).then(|| self.bytes.len().min(self.truth.len()))
         })
     }
 
-    /// The plaintext of every record that lies wholly before the first spoiled byte.
-    fn expected(&self) -> Vec<u8> {
+    /// The content-type and legacy-version bytes of the record headers the peer sent:
+    /// rustls does not check them on encrypted TLS 1.3 records (seen: a type of 0x16
+    /// for 0x17 decrypts), so a flip there may spoil nothing.
+    fn version_bytes(&self) -> Vec<usize> {
+        let (mut out, mut start) = (Vec::new(), 0);
+        while start + 5 <= self.truth.len() {
+            out.extend([start, start + 1, start + 2]);
+            let len = u16::from_be_bytes([self.truth[start + 3], self.truth[start + 4]]);
+            start += 5 + usize::from(len);
+        }
+        out
+    }
+
+    /// The plaintext of every record that lies wholly before `spoiled`.
+    fn expected(&self, spoiled: Option<usize>) -> Vec<u8> {
         let mut out = Vec::new();
         for (end, plain) in &self.records {
-            if self.spoiled().is_some_and(|s| *end > s) {
+            if spoiled.is_some_and(|s| *end > s) {
                 break;
             }
             out.extend_from_slice(plain);
@@ -374,6 +399,7 @@ impl Wire {
 /// Runs the operations in `data` against the session's peer.
 fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire {
     let mut wire = Wire::default();
+    let mut key_updates = 0;
     let next = |data: &mut &[u8]| -> Option<u8> {
         let (&b, rest) = data.split_first()?;
         *data = rest;
@@ -399,6 +425,7 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
                     continue;
                 }
                 wire.plaintext += plain.len();
+                key_updates = 0;
                 for record in plain.chunks(RECORD) {
                     peer.conn.writer().write_all(record).expect("peer write");
                     wire.sent(peer.sealed());
@@ -414,7 +441,9 @@ fn operations(peer: &mut Peer, tls13: bool, cap: usize, mut data: &[u8]) -> Wire
             }
             _ => match arg & 3 {
                 // A key update from the peer (TLS 1.3 only).
-                1 if tls13 => {
+                // rustls refuses more than 32 in a row without data between: a few only.
+                1 if tls13 && key_updates < MAX_KEY_UPDATES_IN_A_ROW => {
+                    key_updates += 1;
                     peer.conn.refresh_traffic_keys().expect("key update");
                     wire.sent(peer.sealed());
                 }
@@ -512,11 +541,8 @@ async fn session(setup: Setup, tls13: bool, seed: &[u8], data: &[u8]) {
         })
         .collect();
     assert_eq!(eofs + failed.len(), 1, "one end: {eofs} EOFs, {failed:?}");
-    if wire.spoiled().is_some() {
-        assert_eq!(eofs, 0, "a spoiled stream ended cleanly");
-        assert!(typed(&failed[0]), "a read failure not typed: {}", failed[0]);
-    } else {
-        assert_eq!(eofs, 1, "a clean stream failed: {failed:?}");
+    if let Some(error) = failed.first() {
+        assert!(typed(error), "a read failure not typed: {error}");
     }
     let sizes = recorder.deliveries();
     assert!(
@@ -525,13 +551,24 @@ async fn session(setup: Setup, tls13: bool, seed: &[u8], data: &[u8]) {
         setup.bound()
     );
     let received = recorder.received();
-    let expected = wire.expected();
+    // Spoiled counting every flip, or overlooking flips of header types and versions: the
+    // outcome must be the one of either reading.
+    let strict = wire.spoiled();
+    let lenient = wire.spoiled_but(&wire.version_bytes());
+    let fits = |spoiled: Option<usize>| {
+        let clean_end = if spoiled.is_some() {
+            eofs == 0
+        } else {
+            eofs == 1
+        };
+        clean_end && received == wire.expected(spoiled)
+    };
     assert!(
-        received == expected,
-        "received {} bytes, expected {} (spoiled at {:?} of {})",
+        fits(strict) || fits(lenient),
+        "received {} bytes, {eofs} EOFs, {failed:?}; expected {} (spoiled at {strict:?}, \
+         or {lenient:?} overlooking header versions, of {})",
         received.len(),
-        expected.len(),
-        wire.spoiled(),
+        wire.expected(strict).len(),
         wire.bytes.len()
     );
 }
