@@ -563,8 +563,20 @@ async fn session(setup: Setup, tls13: bool, seed: &[u8], data: &[u8]) {
         };
         clean_end && received == wire.expected(spoiled)
     };
+    // rustls may take some header flips and reject others (a content type it does not
+    // know, seen: `InvalidContentType` on a later record after an earlier flip was
+    // taken), so the stream may also end at any flipped header byte before the first
+    // other difference.
+    let header = wire.version_bytes();
+    let flipped_headers = header
+        .iter()
+        .copied()
+        .filter(|&i| {
+            wire.bytes.get(i) != wire.truth.get(i) && lenient.is_none_or(|end| i < end)
+        });
+    let at_a_flipped_header = flipped_headers.clone().any(|i| fits(Some(i)));
     assert!(
-        fits(strict) || fits(lenient),
+        fits(strict) || fits(lenient) || at_a_flipped_header,
         "received {} bytes, {eofs} EOFs, {failed:?}; expected {} (spoiled at {strict:?}, \
          or {lenient:?} overlooking header versions, of {})",
         received.len(),
