@@ -612,6 +612,16 @@ impl<F: Filter> FilterActor<F> {
         }
     }
 
+    /// What the filter must do before `handle` is shut down or closed on the inner
+    /// transport ([`Filter::closing`]), or nothing for a handle it does not know.
+    fn finishing(&mut self, handle: Handle, ctx: &mut Context<Self>) -> FilterAnswer<F, ()> {
+        if self.link.routes.contains_key(&handle) {
+            self.filter.closing(handle, &mut self.link, ctx)
+        } else {
+            Box::pin(actix::fut::ready(Ok(())))
+        }
+    }
+
     /// Forgets a handle the filter refused and closes it on the inner transport.
     fn refuse(&mut self, handle: Handle) -> impl Future<Output = ()> + 'static {
         tracing::debug!(filter = self.filter.name(), %handle, "filter refused a connection");
@@ -669,11 +679,7 @@ impl<F: Filter> Handler<ShutdownWrite> for FilterActor<F> {
     /// its close_notify), then shuts down the sending half on the inner transport.
     fn handle(&mut self, msg: ShutdownWrite, ctx: &mut Context<Self>) -> Self::Result {
         let handle = msg.handle;
-        let finishing = if self.link.routes.contains_key(&handle) {
-            self.filter.closing(handle, &mut self.link, ctx)
-        } else {
-            Box::pin(actix::fut::ready(Ok(())))
-        };
+        let finishing = self.finishing(handle, ctx);
         let inner = self.link.inner.shutdown().cloned();
         Box::pin(finishing.then(move |finished, act, _| {
             async move {
@@ -699,11 +705,7 @@ impl<F: Filter> Handler<CloseSocket> for FilterActor<F> {
                 ctx.spawn(actix::fut::wrap_future(self.refuse(handle)));
             }
         }
-        let finishing = if self.link.routes.contains_key(&handle) {
-            self.filter.closing(handle, &mut self.link, ctx)
-        } else {
-            Box::pin(actix::fut::ready(Ok(())))
-        };
+        let finishing = self.finishing(handle, ctx);
         Box::pin(finishing.then(move |finished, act, _| {
             act.link.routes.remove(&handle);
             act.filter.closed(handle);
