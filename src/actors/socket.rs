@@ -1034,19 +1034,16 @@ impl Socket {
 
     /// Tells writability subscribers about a watermark crossing the socket itself caused.
     fn publish_writability(&mut self) {
-        let (change, subscribers) = {
-            let mut st = self.core.lock();
-            match st.queue.take_writability_change() {
-                Some(w) if st.shut.is_none() => {
-                    st.writability.retain(|r| r.connected());
-                    (Some(w), st.writability.clone())
-                }
-                _ => (None, Vec::new()),
+        let mut guard = self.core.lock();
+        let st = &mut *guard;
+        if let Some(writable) = st.queue.take_writability_change() {
+            if st.shut.is_none() {
+                tracing::debug!(parent: &self.core.span, writable, "writability changed");
+                // Under the lock, as a writer's push does: the notices leave in the order
+                // of the changes, whichever thread made them.
+                st.writability.retain(|r| r.connected());
+                notify_writability(self.core.id, &st.writability, writable);
             }
-        };
-        if let Some(writable) = change {
-            tracing::debug!(parent: &self.core.span, writable, "writability changed");
-            notify_writability(self.core.id, &subscribers, writable);
         }
     }
 

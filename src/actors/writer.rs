@@ -218,14 +218,13 @@ impl Core {
             }
         }
         st.stats.writes += 1;
-        let change = st.queue.take_writability_change();
-        let subscribers = match change {
-            Some(_) => {
-                st.writability.retain(|r| r.connected());
-                st.writability.clone()
-            }
-            None => Vec::new(),
-        };
+        if let Some(writable) = st.queue.take_writability_change() {
+            // Sent under the lock: the socket's thread publishes the opposite change under
+            // the same lock, so every subscriber hears the changes in the order they
+            // happened (sent after releasing it, a `true` could overtake this `false`).
+            st.writability.retain(|r| r.connected());
+            notify_writability(self.id, &st.writability, writable);
+        }
         let wake = was_empty && !st.queue.is_empty() && !st.flushing;
         if wake {
             st.flushing = true;
@@ -235,9 +234,6 @@ impl Core {
             answer(self, &mut st.stats, reply, result);
         }
         drop(guard);
-        if let Some(writable) = change {
-            notify_writability(self.id, &subscribers, writable);
-        }
         Ok(if completed_now {
             Pushed::Done
         } else {
