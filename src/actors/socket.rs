@@ -408,6 +408,12 @@ impl SocketBuilder {
             events: ctx.address().downgrade().recipient(),
         };
         let handle = flatten(functions.open().send(open).await).map_err(SocketError::Open)?;
+        // Closes the handle unless the socket takes it: on a failed or timed-out connect,
+        // and when the caller drops this future mid-way.
+        let guard = CloseOnDrop {
+            functions: &functions,
+            handle: Some(handle),
+        };
         let connect = Connect {
             handle,
             addr: addr.clone(),
@@ -423,11 +429,9 @@ impl SocketBuilder {
                 flatten(attempt.await).map_err(|e| SocketError::from_connect(e, started.elapsed()))
             }
         };
-        if let Err(e) = result {
-            functions.close().do_send(CloseSocket { handle });
-            return Err(e);
-        }
+        result?;
         let stream = share_stream(&functions, handle).await;
+        guard.disarm();
         let socket = self.build(functions, handle, Some(addr), stream, &ctx);
         Ok(ctx.run(socket))
     }
@@ -571,6 +575,27 @@ impl SocketBuilder {
             out_waiting: false,
             paused: false,
             watch,
+        }
+    }
+}
+
+/// Closes a handle on drop, unless disarmed: a connect that fails, times out or is
+/// abandoned by its caller leaves no handle (nor descriptor) behind.
+struct CloseOnDrop<'a> {
+    functions: &'a SocketFunctions,
+    handle: Option<Handle>,
+}
+
+impl CloseOnDrop<'_> {
+    fn disarm(mut self) {
+        self.handle = None;
+    }
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.functions.close().do_send(CloseSocket { handle });
         }
     }
 }

@@ -230,3 +230,18 @@ impl Handler<SocketEvent> for EchoServer {
         }
     }
 }
+
+/// How many descriptors this process has open now.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .expect("/proc/self/fd")
+}
+
+/// Serializes the tests of one crate that count this process's descriptors (tests run
+/// on parallel threads, and a descriptor count is process-wide). Hold it for the whole
+/// test.
+pub fn fd_count_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

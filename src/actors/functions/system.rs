@@ -83,8 +83,9 @@ enum State {
     Unix(Box<UnixEntry>),
     /// A datagram socket (UDP, or Unix domain), neither bound nor connected yet.
     Udp(socket2::Socket),
-    /// A connect is under way.
-    Connecting,
+    /// A connect is under way: the spawned attempt owns the operating system's socket,
+    /// and closing the handle cancels it (the descriptor closes at once).
+    Connecting(SpawnHandle),
     /// A failed operation consumed the operating system's object (a failed `listen`).
     Spent,
     /// A connected stream: lent to the socket actor by `ShareStream`.
@@ -900,13 +901,13 @@ type Connecting = std::pin::Pin<Box<dyn Future<Output = io::Result<SystemStream>
 impl Handler<Connect> for SystemFunctions {
     type Result = ResponseActFuture<Self, Result<(), TransportError>>;
 
-    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Connect, ctx: &mut Context<Self>) -> Self::Result {
         let handle = msg.handle;
         let entry = match self.entry(handle) {
             Ok(entry) => entry,
             Err(e) => return answer(Err(e)),
         };
-        let state = std::mem::replace(&mut entry.state, State::Connecting);
+        let state = std::mem::replace(&mut entry.state, State::Spent);
         let connecting: Connecting = match (state, msg.addr) {
             (State::Tcp(socket), Address::Inet(addr)) => {
                 Box::pin(async move { SystemStream::tcp(socket.connect(addr).await?) })
@@ -955,16 +956,35 @@ impl Handler<Connect> for SystemFunctions {
                 .into()));
             }
         };
-        Box::pin(connecting.into_actor(self).map(move |res, act, _| {
-            let stream = res?;
-            match act.handles.get_mut(&handle) {
-                Some(entry) => {
-                    entry.state = State::Stream(Arc::new(stream));
-                    Ok(())
+        // The attempt runs on its own, not as this message's response: closing the handle
+        // (a timed-out or abandoned connect) cancels it, and dropping it closes the
+        // descriptor at once instead of when the system gives up on the SYN.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let attempt = ctx.spawn(connecting.into_actor(self).map(move |res, act, _| {
+            let result = match res {
+                Ok(stream) => match act.handles.get_mut(&handle) {
+                    Some(entry) => {
+                        entry.state = State::Stream(Arc::new(stream));
+                        Ok(())
+                    }
+                    None => Err(TransportError::UnknownHandle(handle)),
+                },
+                Err(e) => {
+                    if let Some(entry) = act.handles.get_mut(&handle) {
+                        entry.state = State::Spent;
+                    }
+                    Err(e.into())
                 }
-                // Closed while connecting: the stream drops here.
-                None => Err(TransportError::UnknownHandle(handle)),
-            }
+            };
+            let _ = tx.send(result);
+        }));
+        if let Some(entry) = self.handles.get_mut(&handle) {
+            entry.state = State::Connecting(attempt);
+        }
+        Box::pin(actix::fut::wrap_future(async move {
+            // A dropped sender: the handle was closed while connecting.
+            rx.await
+                .unwrap_or(Err(TransportError::UnknownHandle(handle)))
         }))
     }
 }
@@ -1057,6 +1077,11 @@ impl Handler<CloseSocket> for SystemFunctions {
             .ok_or(TransportError::UnknownHandle(msg.handle))?;
         for wait in [entry.write_wait, entry.read_wait].into_iter().flatten() {
             ctx.cancel_future(wait);
+        }
+        if let State::Connecting(attempt) = entry.state {
+            // The attempt owns the descriptor: cancelling it closes the descriptor now.
+            ctx.cancel_future(attempt);
+            return Ok(());
         }
         #[cfg(unix)]
         {
