@@ -1790,7 +1790,20 @@ impl Handler<CancelWrite> for Socket {
         };
         self.admit_waiting(ctx);
         self.publish_writability();
-        if self.flush == FlushState::Idle {
+        let drained = {
+            let st = self.core.lock();
+            st.queue.is_empty() && !st.queue.in_flight()
+        };
+        if drained && self.waiting.is_empty() && self.flush != FlushState::Idle {
+            // The cancel took the last queued write while a flush was blocked (or asked
+            // for): nothing is left to wait for.
+            if self.flush == FlushState::Blocked {
+                if let Some(wait) = self.write_wait.take() {
+                    ctx.cancel_future(wait);
+                }
+            }
+            self.go_idle(ctx);
+        } else if self.flush == FlushState::Idle {
             self.maybe_finish_drain(ctx);
         }
         Some(batch)
