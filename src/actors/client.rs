@@ -237,7 +237,12 @@ impl ClientBuilder {
     /// connects at once. Must be called inside a running actix system.
     pub fn start(self) -> Addr<ReconnectingClient> {
         let client = self.build();
-        Supervisor::start(move |_| client)
+        Supervisor::start(move |ctx: &mut Context<ReconnectingClient>| {
+            // Unbounded, as a socket's: writes and closes keep program order whether
+            // sent with `send` or `do_send`.
+            ctx.set_mailbox_capacity(0);
+            client
+        })
     }
 
     fn build(self) -> ReconnectingClient {

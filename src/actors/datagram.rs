@@ -364,7 +364,10 @@ impl DatagramBuilder {
             .functions
             .clone()
             .unwrap_or_else(SocketFunctions::system);
-        let ctx = Context::<DatagramSocket>::new();
+        let mut ctx = Context::<DatagramSocket>::new();
+        // Unbounded, as a socket's: `send` then never parks a datagram in its future,
+        // so datagrams from one sender keep their order however they are sent.
+        ctx.set_mailbox_capacity(0);
         let open = OpenSocket {
             family,
             kind: SocketKind::Datagram,

@@ -297,7 +297,7 @@ impl Listener {
         self.state = AcceptState::InFlight;
         // The accepted connection's readiness notices must reach its socket, so the
         // socket's context exists before it is accepted.
-        let socket_ctx = Context::<Socket>::new();
+        let socket_ctx = Socket::context();
         let accept = Accept {
             handle: self.handle,
             events: socket_ctx.address().downgrade().recipient(),

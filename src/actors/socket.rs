@@ -401,7 +401,7 @@ impl SocketBuilder {
             .functions
             .clone()
             .unwrap_or_else(SocketFunctions::system);
-        let ctx = Context::<Socket>::new();
+        let ctx = Socket::context();
         let open = OpenSocket {
             family: addr.family(),
             kind: SocketKind::Stream,
@@ -453,7 +453,7 @@ impl SocketBuilder {
             )));
         };
         let peer = stream.peer();
-        let ctx = Context::<Socket>::new();
+        let ctx = Socket::context();
         let adopt = Adopt {
             stream,
             events: ctx.address().downgrade().recipient(),
@@ -624,6 +624,17 @@ impl Socket {
     /// A builder for a socket.
     pub fn builder() -> SocketBuilder {
         SocketBuilder::default()
+    }
+
+    /// A context for a new socket actor. Its mailbox is unbounded: actix's `send` on a
+    /// full mailbox (16 messages by default) parks the message inside its future until
+    /// polled, so a later `do_send` could overtake it. Unbounded, every message is queued
+    /// when sent, and the mailbox stays the socket's FIFO (the write queue bounds memory,
+    /// with its watermarks).
+    pub(crate) fn context() -> Context<Socket> {
+        let mut ctx = Context::new();
+        ctx.set_mailbox_capacity(0);
+        ctx
     }
 
     fn event(&self, kind: SocketEventKind) {
