@@ -1,5 +1,11 @@
-//! Helpers shared by the behaviour tests.
+//! Helpers shared by the behaviour tests, included by each test crate's `main.rs` (each
+//! crate uses a subset of them). `tls`, `capture` and `client` hold the helpers of the
+//! TLS, capture / replay and reconnecting-client tests.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod capture;
+pub mod client;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -243,5 +249,52 @@ pub fn open_fds() -> usize {
 /// test.
 pub fn fd_count_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An actix system for the tests that count this process's descriptors (use it as
+/// `#[actix_rt::test(system = "crate::support::SerialSystem")]`): it takes
+/// [`fd_count_lock`] before its runtime opens a descriptor and lets go of it only after
+/// the runtime has been dropped, so no two such tests overlap, not even by one test's
+/// runtime starting or stopping while another counts.
+pub struct SerialSystem {
+    runner: actix::SystemRunner,
+    serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl SerialSystem {
+    /// Waits for the lock, then makes the system.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let serial = fd_count_lock();
+        SerialSystem {
+            runner: actix::System::new(),
+            serial,
+        }
+    }
+
+    /// Runs `future` to completion, then drops the runtime, then lets go of the lock.
+    pub fn block_on<F: Future>(self, future: F) -> F::Output {
+        let SerialSystem { runner, serial } = self;
+        let output = runner.block_on(future);
+        drop(runner);
+        drop(serial);
+        output
+    }
+}
+
+/// The config of this suite's property tests: `cases` cases, and failures kept in a file
+/// beside the test's module file, named after it with the extension
+/// `.proptest-regressions` (committed, and re-run first on every run). Proptest's default
+/// would look for a `main.rs` above the module file and keep them in
+/// `tests/proptest-regressions/<module>.txt` instead.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
 }

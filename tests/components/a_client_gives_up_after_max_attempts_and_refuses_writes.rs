@@ -1,0 +1,134 @@
+//! After `max_attempts` failed connects the client gives up: `GaveUp` with the attempt
+//! count and the last error, writes it held and every later write answered with
+//! `WriteError::GaveUp` (never left hanging, also fire-and-forget ones), no further
+//! attempt; a `Reconnect` starts over from attempt 1.
+
+use std::time::Duration;
+
+use crate::support::client::{client_events, ConnectGate};
+use crate::support::{mock_peer, run_paused, settle};
+use sockactor::messages::{ClientEvent, ClientState, GetClientState, Handle, Reconnect, Write};
+use sockactor::{MockTransport, ReconnectingClient, SocketError, WriteError};
+
+#[test]
+fn three_refusals_with_three_attempts_allowed_give_up_and_refuse_writes() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let gate = ConnectGate::new(&mock);
+        gate.refuse_all(true);
+        let (subscriber, mut events) = client_events();
+        let client = ReconnectingClient::builder(mock_peer())
+            .functions(gate.functions())
+            .subscriber(subscriber)
+            .backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .max_attempts(Some(3))
+            .start();
+        let held = client.send(Write::new(&b"never sent"[..]));
+        for attempt in [2, 3] {
+            match events.next().await {
+                ClientEvent::Reconnecting { attempt: a, .. } => assert_eq!(a, attempt),
+                other => panic!("expected Reconnecting, got {other:?}"),
+            }
+        }
+        match events.next().await {
+            ClientEvent::GaveUp {
+                attempts,
+                last_error,
+            } => {
+                assert_eq!(attempts, 3);
+                assert!(
+                    matches!(last_error, SocketError::Refused(_)),
+                    "{last_error:?}"
+                );
+            }
+            other => panic!("expected GaveUp, got {other:?}"),
+        }
+        match held.await.expect("mailbox") {
+            Err(WriteError::GaveUp { len, attempts, .. }) => assert_eq!((len, attempts), (10, 3)),
+            other => panic!("expected GaveUp, got {other:?}"),
+        }
+        match client
+            .send(Write::new(&b"late"[..]))
+            .await
+            .expect("mailbox")
+        {
+            Err(e @ WriteError::GaveUp { len: 4, .. }) => assert_eq!(e.bytes_sent(), 0),
+            other => panic!("expected GaveUp, got {other:?}"),
+        }
+        client.do_send(Write::new(&b"fire and forget"[..]).tag(7));
+        match events.next().await {
+            ClientEvent::WriteFailed {
+                tag: Some(7),
+                error: WriteError::GaveUp { .. },
+            } => {}
+            other => panic!("expected the fire-and-forget failure, got {other:?}"),
+        }
+        assert_eq!(
+            client.send(GetClientState).await.expect("mailbox"),
+            ClientState::GaveUp { attempts: 3 }
+        );
+
+        // No further attempt, however long we wait.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(gate.calls().len(), 3);
+        assert!(events.drain().is_empty());
+
+        // Starting over: attempt 1 again, at once.
+        gate.refuse_all(false);
+        assert!(client.send(Reconnect).await.expect("mailbox"));
+        match events.next().await {
+            ClientEvent::Connected { attempt, .. } => assert_eq!(attempt, 1),
+            other => panic!("expected Connected, got {other:?}"),
+        }
+        let written = client
+            .send(Write::new(&b"after"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        assert_eq!(written.len, 5);
+        assert_eq!(mock.written(Handle(4)), b"after");
+        assert!(
+            !client.send(Reconnect).await.expect("mailbox"),
+            "a connected client does not start over"
+        );
+        settle().await;
+        assert_eq!(gate.calls().len(), 4);
+    });
+}
+
+#[test]
+fn connects_that_time_out_count_as_failed_attempts() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.delay_connect(mock_peer(), Duration::from_secs(3600));
+        let (subscriber, mut events) = client_events();
+        let started = tokio::time::Instant::now();
+        let _client = ReconnectingClient::builder(mock_peer())
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .connect_timeout(Some(Duration::from_secs(2)))
+            .backoff(Duration::from_secs(1), Duration::from_secs(1))
+            .jitter(sockactor::Jitter::None)
+            .max_attempts(Some(2))
+            .start();
+        match events.next().await {
+            ClientEvent::Reconnecting { attempt: 2, delay } => {
+                assert_eq!(delay, Duration::from_secs(1))
+            }
+            other => panic!("expected Reconnecting, got {other:?}"),
+        }
+        match events.next().await {
+            ClientEvent::GaveUp {
+                attempts: 2,
+                last_error: SocketError::TimedOut(limit),
+            } => assert_eq!(limit, Duration::from_secs(2)),
+            other => panic!("expected GaveUp after timeouts, got {other:?}"),
+        }
+        // Two 2 s timeouts and one 1 s backoff.
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(5) && elapsed <= Duration::from_millis(5010),
+            "{elapsed:?}"
+        );
+    });
+}

@@ -1,0 +1,28 @@
+//! The components built on the socket: `Listener`, `DatagramSocket`,
+//! `ReconnectingClient`, `SocketSystem` (arbiters, adoption, shutdown), and the chat
+//! example serving a room over loopback.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod a_client_gives_up_after_max_attempts_and_refuses_writes;
+mod a_datagram_burst_through_the_flusher_makes_one_pending_write;
+mod a_datagram_socket_gives_up_on_a_receive_error_that_never_clears;
+mod a_full_client_queue_refuses_writes_and_hands_the_payload_back;
+mod a_listener_accepts_each_connection_as_a_socket_actor;
+mod a_reconnecting_client_connects_at_once_and_writes_through_its_socket;
+mod a_reconnecting_client_survives_a_real_server_restart;
+mod a_socket_system_shuts_down_cleanly_and_then_refuses_with_typed_errors;
+mod a_transient_accept_error_is_reported_and_the_listener_keeps_accepting;
+mod a_transport_failure_replays_unsent_writes_in_order_after_reconnect;
+mod closing_a_client_ends_it_for_good;
+mod datagrams_are_sent_whole_in_order_and_answered_once;
+mod dropping_a_client_closes_its_connection_after_the_writes;
+mod every_client_write_is_answered_once_and_in_order_across_reconnects;
+mod news_from_a_fresh_connection_follows_its_connected_event;
+mod refused_connects_are_retried_with_capped_exponential_backoff;
+mod stop_listening_closes_the_listening_handle;
+mod streams_adopted_onto_arbiters_carry_data_both_ways;
+mod the_chat_example_serves_a_room_over_loopback;
+mod the_peers_eof_makes_the_client_reconnect;
+mod truncated_datagrams_are_reported_never_silently_cut;

@@ -1,0 +1,105 @@
+//! A datagram longer than the socket's `max_datagram_size` reaches the subscriber flagged
+//! `truncated` (its first `max_datagram_size` bytes), never as if it were whole; shorter
+//! ones arrive whole, each with its sender. On the mock transport and on real UDP.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::{channel, drain, pattern, run_paused, settle};
+use sockactor::messages::{
+    Address, DatagramEvent, DatagramEventKind, GetDatagramStats, Handle, SendDatagram,
+};
+use sockactor::{DatagramConfig, DatagramSocket, MockTransport};
+
+fn small() -> DatagramConfig {
+    DatagramConfig {
+        max_datagram_size: 16,
+        ..DatagramConfig::default()
+    }
+}
+
+/// (bytes, from, truncated) of each received datagram.
+fn received(events: Vec<DatagramEvent>) -> Vec<(Vec<u8>, Option<Address>, bool)> {
+    events
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            DatagramEventKind::Received {
+                bytes,
+                from,
+                truncated,
+            } => Some((bytes.to_vec(), from, truncated)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_mock_flags_a_long_datagram_truncated_and_keeps_short_ones_whole() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (events, mut heard) = channel::<DatagramEvent>();
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .config(small())
+            .subscriber(events)
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let sender = SocketAddr::from(([203, 0, 113, 5], 777));
+        let long = pattern(40, 1);
+        mock.push_datagram(Handle(1), long.clone(), sender);
+        mock.push_datagram(Handle(1), pattern(16, 2), sender);
+        mock.push_datagram(Handle(1), Vec::new(), sender);
+        settle().await;
+        assert_eq!(
+            received(drain(&mut heard)),
+            [
+                (long[..16].to_vec(), Some(sender.into()), true),
+                (pattern(16, 2), Some(sender.into()), false),
+                (Vec::new(), Some(sender.into()), false),
+            ]
+        );
+        let stats = socket.send(GetDatagramStats).await.expect("stats");
+        assert_eq!((stats.received, stats.truncated), (3, 1));
+    });
+}
+
+#[actix::test]
+async fn real_udp_flags_a_long_datagram_truncated() {
+    let (events, mut heard) = channel::<DatagramEvent>();
+    let (receiver, receiver_addr) = DatagramSocket::builder()
+        .config(small())
+        .subscriber(events)
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let (sender, sender_addr) = DatagramSocket::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let long = pattern(100, 3);
+    for payload in [long.clone(), pattern(16, 4)] {
+        sender
+            .send(SendDatagram::new(payload).to(receiver_addr.clone()))
+            .await
+            .expect("answered")
+            .expect("sent");
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("datagram within 10 s")
+            .expect("subscriber alive");
+        got.extend(received(vec![event]));
+    }
+    assert_eq!(
+        got,
+        [
+            (long[..16].to_vec(), Some(sender_addr.clone()), true),
+            (pattern(16, 4), Some(sender_addr), false),
+        ]
+    );
+    let stats = receiver.send(GetDatagramStats).await.expect("stats");
+    assert_eq!(stats.truncated, 1);
+}

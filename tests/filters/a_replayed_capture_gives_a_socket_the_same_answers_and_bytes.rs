@@ -1,0 +1,172 @@
+//! A capture replayed into a fresh mock: a socket running the same program meets the
+//! same transport at the same times (paused tokio time), so its write answers (with
+//! their sendv counts, would-blocks and latencies), the bytes it received, its events,
+//! and the byte stream and `sendv` log the transport recorded equal the captured run's.
+
+use std::io;
+use std::time::Duration;
+
+use crate::support::capture::{sendv_log, session, Seen};
+use crate::support::{mock_peer, run_paused, settle, Recorder};
+use bytes::Bytes;
+use sockactor::filters::{Capture, CaptureBuffer, Replay};
+use sockactor::messages::{Handle, Write};
+use sockactor::{MockTransport, SendStep, Socket, SocketFunctions};
+
+type Log = Vec<(Duration, usize, usize, bool, Option<io::ErrorKind>)>;
+
+/// What one run left behind: what the socket saw, and what the transport took.
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    seen: Seen,
+    written: Vec<u8>,
+    log: Log,
+}
+
+fn capture_run<F, Fut>(
+    script: impl FnOnce(&MockTransport) + 'static,
+    program: F,
+) -> (Run, CaptureBuffer)
+where
+    F: FnOnce(SocketFunctions) -> Fut + 'static,
+    Fut: std::future::Future<Output = Seen>,
+{
+    run_paused(|| async move {
+        let start = tokio::time::Instant::now();
+        let mock = MockTransport::start();
+        script(&mock);
+        let (capture, file) = Capture::to_memory();
+        let seen = program(capture.wrap(mock.functions())).await;
+        let run = Run {
+            seen,
+            written: mock.written(Handle(1)),
+            log: sendv_log(&mock, Handle(1), start),
+        };
+        (run, file)
+    })
+}
+
+fn replay_run<F, Fut>(file: &CaptureBuffer, program: F) -> Run
+where
+    F: FnOnce(SocketFunctions) -> Fut + 'static,
+    Fut: std::future::Future<Output = Seen>,
+{
+    let bytes = file.contents();
+    run_paused(|| async move {
+        let start = tokio::time::Instant::now();
+        let replay = Replay::from_reader(&bytes[..]).expect("a valid capture");
+        let seen = program(replay.functions()).await;
+        let handle = replay.handle(Handle(1)).expect("the session's handle");
+        Run {
+            seen,
+            written: replay.mock().written(handle),
+            log: sendv_log(replay.mock(), handle, start),
+        }
+    })
+}
+
+#[test]
+fn partial_accepts_would_blocks_inbound_data_and_eof_replay_exactly() {
+    let (captured, file) = capture_run(
+        |mock| {
+            crate::support::capture::script_session(mock);
+            crate::support::capture::spawn_peer(mock);
+        },
+        session,
+    );
+    assert_eq!(captured.seen.received, b"pingpong!");
+    assert_eq!(
+        captured.log.iter().filter(|l| l.3).count(),
+        2,
+        "the captured run met two would-blocks"
+    );
+    let replayed = replay_run(&file, session);
+    assert_eq!(replayed.seen.answers, captured.seen.answers);
+    assert_eq!(replayed.seen.received, captured.seen.received);
+    assert_eq!(replayed.seen.events, captured.seen.events);
+    assert_eq!(replayed.written, captured.written);
+    assert_eq!(replayed.log, captured.log);
+}
+
+/// Writes while the peer sends a little; the transport fails mid-way.
+async fn failing_session(functions: SocketFunctions) -> Seen {
+    let recorder = Recorder::default();
+    let socket = Socket::builder()
+        .functions(functions)
+        .subscriber(recorder.start().recipient())
+        .connect(mock_peer())
+        .await
+        .expect("connect");
+    let mut answers = Vec::new();
+    for payload in [&b"first"[..], b"second write", b"third"] {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            socket.send(Write::new(Bytes::from_static(payload))),
+        )
+        .await
+        .expect("answered")
+        .expect("mailbox");
+        answers.push(crate::support::capture::answer_of(answer));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    settle().await;
+    Seen {
+        answers,
+        received: recorder.received(),
+        events: crate::support::capture::events(&recorder),
+    }
+}
+
+#[test]
+fn a_transport_failure_mid_write_replays_with_the_same_bytes_sent() {
+    let (captured, file) = capture_run(
+        |mock| {
+            mock.script_sendv(
+                Handle(1),
+                [
+                    SendStep::AcceptAll,
+                    SendStep::Accept(4),
+                    SendStep::WouldBlock(Duration::from_micros(300)),
+                    SendStep::Fail(io::ErrorKind::ConnectionReset),
+                ],
+            );
+            let mock = mock.clone();
+            actix::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                mock.push_inbound(Handle(1), &b"hi"[..]);
+            });
+        },
+        failing_session,
+    );
+    assert_eq!(
+        captured.seen.answers[1],
+        crate::support::capture::Answer::Failed(4, Some(io::ErrorKind::ConnectionReset))
+    );
+    let replayed = replay_run(&file, failing_session);
+    assert_eq!(replayed, captured);
+}
+
+#[test]
+fn a_read_error_replays_at_the_same_time() {
+    let (captured, file) = capture_run(
+        |mock| {
+            let mock = mock.clone();
+            actix::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(1500)).await;
+                mock.push_inbound(Handle(1), &b"last words"[..]);
+                mock.push_read_error(Handle(1), io::ErrorKind::ConnectionAborted);
+            });
+        },
+        failing_session,
+    );
+    assert_eq!(
+        captured.seen.events,
+        vec![
+            "data \"last words\"".to_string(),
+            "read failed Some(ConnectionAborted)".to_string(),
+            "closed Some(ConnectionAborted)".to_string(),
+        ]
+    );
+    let replayed = replay_run(&file, failing_session);
+    assert_eq!(replayed, captured);
+}

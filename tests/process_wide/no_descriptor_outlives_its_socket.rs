@@ -1,0 +1,92 @@
+//! No file descriptor outlives its socket: 1,000 loopback connect/write/close cycles,
+//! alternating graceful close and abort, leave the process with as many open
+//! descriptors as before.
+
+use std::time::Duration;
+
+use crate::support::channel_subscriber;
+use sockactor::messages::{Close, SocketEventKind, Write};
+use sockactor::Socket;
+use tokio::io::AsyncReadExt;
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .expect("/proc/self/fd")
+}
+
+#[actix_rt::test(system = "crate::support::SerialSystem")]
+async fn a_thousand_connect_close_cycles_leave_no_descriptor_behind() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    actix::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let done = done_tx.clone();
+            actix::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink).await;
+                let _ = done.send(sink.len());
+            });
+        }
+    });
+
+    // One cycle first, so the runtime's own lazily created descriptors are counted.
+    let cycle = |i: usize| async move {
+        let (subscriber, mut events) = channel_subscriber();
+        let socket = Socket::builder()
+            .subscriber(subscriber)
+            .connect(addr)
+            .await
+            .expect("connect");
+        socket
+            .send(Write::new(&b"ping"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        socket.do_send(if i.is_multiple_of(2) {
+            Close::Graceful
+        } else {
+            Close::Abort
+        });
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("closed within 10 s")
+                .expect("subscriber alive");
+            if matches!(event, SocketEventKind::Closed { .. }) {
+                break;
+            }
+        }
+    };
+    cycle(0).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), done_rx.recv())
+        .await
+        .expect("peer saw EOF")
+        .expect("acceptor alive");
+    assert_eq!(first, 4);
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    let before = open_fds();
+
+    for i in 1..=1000 {
+        cycle(i).await;
+    }
+    for _ in 0..1000 {
+        tokio::time::timeout(Duration::from_secs(10), done_rx.recv())
+            .await
+            .expect("every peer saw EOF")
+            .expect("acceptor alive");
+    }
+    for _ in 0..16 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        open_fds(),
+        before,
+        "descriptors left open after 1,000 cycles"
+    );
+}

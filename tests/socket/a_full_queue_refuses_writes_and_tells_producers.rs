@@ -1,0 +1,185 @@
+//! Bounded memory: with a transport that never accepts, writes past the high watermark
+//! get a typed queue-full error (with their payload back) and queued bytes stay bounded;
+//! producers hear "unwritable" and "writable" once per crossing; a queued write that has
+//! not started can be cancelled and its payload comes back; an awaiting write waits for
+//! room instead of failing.
+
+use crate::support::{mock_peer, run_paused, settle, watermarks, Recorder};
+use bytes::Bytes;
+use sockactor::messages::{CancelWrite, GetStats, Handle, SubscribeWritability, Write};
+use sockactor::{MockTransport, SendStep, Socket, SocketConfig, WriteError};
+
+fn config() -> SocketConfig {
+    watermarks(1000, 200)
+}
+
+#[test]
+fn writes_past_the_high_watermark_are_refused_with_their_payload() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let recorder = Recorder::default();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config())
+            .writability_subscriber(recorder.start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        // 100-byte writes: the tenth reaches the mark and is still accepted.
+        let mut accepted = Vec::new();
+        for i in 0..10u8 {
+            accepted.push(actix::spawn(socket.send(Write::new(vec![i; 100]))));
+        }
+        settle().await;
+        for i in 0..1000u32 {
+            let answer = socket
+                .send(Write::new(Bytes::from(vec![0xAB; 100])).tag(u64::from(i)))
+                .await
+                .expect("mailbox");
+            match answer {
+                Err(WriteError::QueueFull {
+                    queued,
+                    high_watermark,
+                    payload,
+                }) => {
+                    assert_eq!((queued, high_watermark), (1000, 1000));
+                    assert_eq!(
+                        payload.to_vec().expect("in memory"),
+                        vec![0xAB; 100],
+                        "payload handed back"
+                    );
+                }
+                other => panic!("expected QueueFull, got {other:?}"),
+            }
+        }
+        let stats = socket.send(GetStats).await.expect("stats");
+        assert_eq!(stats.queued_bytes, 1000, "memory stays bounded");
+        assert_eq!(stats.writes_failed, 1000);
+        assert_eq!(
+            recorder.writability(),
+            vec![false],
+            "one notice per crossing"
+        );
+
+        // The peer starts reading: everything queued goes, and producers hear it once.
+        mock.set_default_step(SendStep::AcceptAll);
+        mock.release(Handle(1));
+        for w in accepted {
+            w.await.expect("join").expect("mailbox").expect("written");
+        }
+        settle().await;
+        assert_eq!(recorder.writability(), vec![false, true]);
+        let written = mock.written(Handle(1));
+        assert_eq!(written.len(), 1000);
+        assert!(written
+            .chunks(100)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == i as u8)));
+    });
+}
+
+#[test]
+fn crossing_again_notifies_again() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let recorder = Recorder::default();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        socket.do_send(SubscribeWritability(recorder.start().recipient()));
+        for _round in 0..3 {
+            socket.do_send(Write::new(vec![1u8; 1000]));
+            settle().await;
+            mock.script_sendv(Handle(1), [SendStep::AcceptAll]);
+            mock.release(Handle(1));
+            settle().await;
+        }
+        assert_eq!(
+            recorder.writability(),
+            vec![false, true, false, true, false, true]
+        );
+    });
+}
+
+#[test]
+fn a_queued_write_can_be_cancelled_and_its_payload_comes_back() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        // The first write starts (3 bytes out), then the transport blocks.
+        mock.script_sendv(Handle(1), [SendStep::Accept(3)]);
+        mock.set_default_step(SendStep::Hold);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let first = actix::spawn(socket.send(Write::new(&b"in flight"[..]).tag(1)));
+        let second = actix::spawn(socket.send(Write::new(&b"queued"[..]).tag(2)));
+        settle().await;
+        assert!(
+            socket
+                .send(CancelWrite { tag: 1 })
+                .await
+                .expect("mailbox")
+                .is_none(),
+            "a write that has started cannot be cancelled"
+        );
+        let payload = socket
+            .send(CancelWrite { tag: 2 })
+            .await
+            .expect("mailbox")
+            .expect("cancelled");
+        assert_eq!(payload.to_vec().expect("in memory"), b"queued");
+        assert!(matches!(
+            second.await.expect("join").expect("mailbox"),
+            Err(WriteError::Cancelled)
+        ));
+        mock.set_default_step(SendStep::AcceptAll);
+        mock.release(Handle(1));
+        first
+            .await
+            .expect("join")
+            .expect("mailbox")
+            .expect("written");
+        assert_eq!(mock.written(Handle(1)), b"in flight");
+    });
+}
+
+#[test]
+fn an_awaiting_write_waits_for_room_instead_of_failing() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let big = actix::spawn(socket.send(Write::new(vec![1u8; 1000])));
+        let waiting = actix::spawn(socket.send(Write::new(vec![2u8; 10]).wait_when_full()));
+        let refused = socket
+            .send(Write::new(vec![3u8; 10]))
+            .await
+            .expect("mailbox");
+        assert!(matches!(refused, Err(WriteError::QueueFull { .. })));
+        settle().await;
+        assert!(!waiting.is_finished());
+        mock.set_default_step(SendStep::AcceptAll);
+        mock.release(Handle(1));
+        big.await.expect("join").expect("mailbox").expect("written");
+        waiting
+            .await
+            .expect("join")
+            .expect("mailbox")
+            .expect("written");
+        let mut expected = vec![1u8; 1000];
+        expected.extend_from_slice(&[2u8; 10]);
+        assert_eq!(mock.written(Handle(1)), expected);
+    });
+}

@@ -1,0 +1,37 @@
+//! The socket itself, over the mock transport (paused time) and real loopback TCP: the
+//! write path (queue, watermarks, zero-length and oversized writes, cancels, program
+//! order, promises answered once), the Flusher and the `Writer` handle, the read path
+//! (delivery, read permits, framing, a stopped subscriber), interest notices, the
+//! registry, the lifecycle and closing (graceful, abort, drain timeout, linger, dropped
+//! addresses), and the property tests about all of these.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod a_burst_through_the_flusher_leaves_in_a_few_vectored_writes;
+mod a_full_queue_refuses_writes_and_tells_producers;
+mod a_graceful_close_that_cannot_drain_in_time_becomes_an_abort;
+mod a_graceful_close_whose_writes_are_all_cancelled_closes_at_once;
+mod a_lingering_close_reads_until_the_peer_is_done;
+mod a_peer_that_never_reads_bounds_the_queue_and_gets_queue_full;
+mod a_stopped_flusher_falls_back_to_immediate_writes;
+mod a_stopped_subscriber_stops_reading_while_writes_and_close_go_on;
+mod a_transport_failure_answers_every_write_with_how_far_it_got;
+mod a_write_larger_than_the_high_watermark_goes_out_whole_and_holds_back_the_next;
+mod a_writer_handle_writes_without_a_message_per_write;
+mod a_zero_length_write_is_answered_in_order_and_sends_nothing;
+mod any_interleaving_of_writes_closes_reads_and_faults_keeps_every_write_answered_once;
+mod closing_answers_every_write_truthfully;
+mod dropping_every_address_of_a_reading_socket_closes_it;
+mod framed_sockets_deliver_whole_frames_and_reject_bad_ones;
+mod inbound_data_eof_and_read_errors_reach_the_subscriber;
+mod interest_changes_are_reported_once_each_with_user_data;
+mod message_path_sockets_shut_down_their_sending_half_and_linger_too;
+mod reading_holds_while_deliveries_are_unacknowledged;
+mod the_registry_lists_live_sockets_and_forgets_ended_ones;
+mod writability_notices_alternate_across_threads_and_end_writable;
+mod writes_and_closes_from_one_sender_keep_program_order_however_sent;
+mod writes_by_message_and_writer_cancels_and_held_read_permits_keep_every_invariant;
+mod writes_during_a_flush_are_sent_without_another_burst;
+mod writes_stay_ordered_and_answered_once_under_any_transport_behaviour;
+mod writes_to_a_closed_socket_are_refused_with_nothing_sent;

@@ -1,0 +1,70 @@
+//! Writes and closes from one sender reach the socket's queue in program order, whether
+//! they are sent with `send` (awaited later, pipelined far past actix's mailbox capacity
+//! of 16) or `do_send`: a later close never overtakes an earlier write.
+
+use crate::support::{mock_peer, run_paused};
+use futures_util::future::join_all;
+use sockactor::messages::{Close, Handle, Write};
+use sockactor::{MockTransport, SendStep, Socket};
+
+#[test]
+fn a_close_sent_after_508_pipelined_writes_closes_after_all_of_them() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::AcceptAll);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        // None of these futures is polled before the close is sent.
+        let writes: Vec<_> = (0..508u32)
+            .map(|i| socket.send(Write::new(i.to_be_bytes().to_vec())))
+            .collect();
+        socket.do_send(Close::Graceful);
+        let mut expected = Vec::new();
+        for (i, answer) in join_all(writes).await.into_iter().enumerate() {
+            let written = answer
+                .expect("mailbox")
+                .unwrap_or_else(|e| panic!("write {i} sent before the close: {e}"));
+            assert_eq!(written.len, 4);
+            expected.extend_from_slice(&(i as u32).to_be_bytes());
+        }
+        assert_eq!(mock.written(Handle(1)), expected, "all of them, in order");
+        assert!(mock.is_closed(Handle(1)));
+    });
+}
+
+#[test]
+fn send_and_do_send_interleaved_past_the_mailbox_capacity_keep_their_order() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::AcceptAll);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let mut pending = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..600u32 {
+            let bytes = i.to_be_bytes();
+            expected.extend_from_slice(&bytes);
+            // Two of every three are awaited later, one is fire-and-forget.
+            if i % 3 == 2 {
+                socket.do_send(Write::new(bytes.to_vec()));
+            } else {
+                pending.push(socket.send(Write::new(bytes.to_vec())));
+            }
+        }
+        socket.do_send(Close::Graceful);
+        for answer in join_all(pending).await {
+            answer.expect("mailbox").expect("sent before the close");
+        }
+        assert_eq!(
+            mock.written(Handle(1)),
+            expected,
+            "the wire holds the writes in program order"
+        );
+    });
+}

@@ -1,0 +1,300 @@
+//! Property: whatever the transport does (partial accepts down to one byte, would-block
+//! runs, an error at a random point), the byte stream it received is exactly the
+//! completed writes, in order, plus the reported part of the first failed one; every
+//! write is answered exactly once, in FIFO order; after an error every remaining write
+//! is answered with an error. Both write paths: `Write` messages and a `Writer` handle.
+//! Segments are memory or file ranges; each file byte is read into memory once at most,
+//! however the transport cuts the sends.
+
+use std::io::{self, Write as _};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::{mock_peer, run_paused, settle};
+use bytes::Bytes;
+use proptest::prelude::*;
+use sockactor::messages::{GetStats, GetWriter, Handle, Write};
+use sockactor::{
+    FileRange, FlushPolicy, Flusher, IoBatch, MockTransport, QueueConfig, SendStep, Socket,
+    SocketConfig, WriteError,
+};
+
+#[derive(Clone, Debug)]
+enum Step {
+    Accept(usize),
+    AcceptAll,
+    WouldBlock(u64),
+    Slow(usize, u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (1usize..400).prop_map(Step::Accept),
+        2 => Just(Step::AcceptAll),
+        2 => (0u64..5).prop_map(Step::WouldBlock),
+        1 => (1usize..400, 0u64..3).prop_map(|(n, ms)| Step::Slow(n, ms)),
+    ]
+}
+
+/// Each write: its segments' lengths and whether each is a file range (possibly no
+/// segments, possibly empty ones).
+fn writes() -> impl Strategy<Value = Vec<Vec<(usize, bool)>>> {
+    prop::collection::vec(
+        prop::collection::vec((0usize..300, prop::bool::weighted(0.3)), 0..5),
+        1..40,
+    )
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    writes: Vec<Vec<(usize, bool)>>,
+    steps: Vec<Step>,
+    fail_at: Option<usize>,
+    immediate: bool,
+    via_writer: bool,
+    max_bytes_per_turn: usize,
+    max_segments: usize,
+    file_read_chunk: usize,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        writes(),
+        prop::collection::vec(step(), 0..60),
+        prop::option::of(0usize..60),
+        any::<bool>(),
+        any::<bool>(),
+        1usize..2000,
+        1usize..8,
+        1usize..500,
+    )
+        .prop_map(
+            |(
+                writes,
+                steps,
+                fail_at,
+                immediate,
+                via_writer,
+                max_bytes_per_turn,
+                max_segments,
+                file_read_chunk,
+            )| {
+                Case {
+                    writes,
+                    steps,
+                    fail_at,
+                    immediate,
+                    via_writer,
+                    max_bytes_per_turn,
+                    max_segments,
+                    file_read_chunk,
+                }
+            },
+        )
+}
+
+/// Payloads of the writes: every byte names its write, so interleaving would show. File
+/// segments are ranges of one file the payloads' bytes are written into.
+fn payloads(writes: &[Vec<(usize, bool)>]) -> Vec<IoBatch> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "sockactor-proptest-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut file = std::fs::File::create(&path).expect("create the file");
+    let mut ranges = Vec::new();
+    let mut at = 0u64;
+    for (w, segments) in writes.iter().enumerate() {
+        for (s, &(len, in_file)) in segments.iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|i| (w * 31 + s * 7 + i) as u8).collect();
+            if in_file {
+                file.write_all(&bytes).expect("write the file");
+                ranges.push((at, len));
+                at += len as u64;
+            }
+        }
+    }
+    drop(file);
+    let file = Arc::new(std::fs::File::open(&path).expect("open the file"));
+    let _ = std::fs::remove_file(&path);
+    let mut ranges = ranges.into_iter();
+    writes
+        .iter()
+        .enumerate()
+        .map(|(w, segments)| {
+            let mut batch = IoBatch::new();
+            for (s, &(len, in_file)) in segments.iter().enumerate() {
+                if in_file {
+                    let (offset, len) = ranges.next().expect("a range per file segment");
+                    batch.push_file(FileRange::new(file.clone(), offset, len).expect("fits"));
+                } else {
+                    batch.push(Bytes::from(
+                        (0..len)
+                            .map(|i| (w * 31 + s * 7 + i) as u8)
+                            .collect::<Vec<u8>>(),
+                    ));
+                }
+            }
+            batch
+        })
+        .collect()
+}
+
+fn run_case(case: Case) -> Result<(), TestCaseError> {
+    if std::env::var("CASE_DEBUG").is_ok() {
+        eprintln!("{case:?}");
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("sockactor=trace")
+            .with_test_writer()
+            .try_init();
+    }
+    run_paused(|| async move {
+        let mock = MockTransport::start();
+        let mut script: Vec<SendStep> = case
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Accept(n) => SendStep::Accept(*n),
+                Step::AcceptAll => SendStep::AcceptAll,
+                Step::WouldBlock(ms) => SendStep::WouldBlock(Duration::from_millis(*ms)),
+                Step::Slow(bytes, ms) => SendStep::Slow {
+                    bytes: *bytes,
+                    after: Duration::from_millis(*ms),
+                },
+            })
+            .collect();
+        if let Some(at) = case.fail_at {
+            script.insert(
+                at.min(script.len()),
+                SendStep::Fail(io::ErrorKind::ConnectionReset),
+            );
+        }
+        mock.script_sendv(Handle(1), script);
+        let config = SocketConfig {
+            queue: QueueConfig {
+                high_watermark: 1 << 30,
+                low_watermark: 0,
+                max_bytes_per_turn: case.max_bytes_per_turn,
+                max_segments: case.max_segments,
+                file_read_chunk: case.file_read_chunk,
+            },
+            ..SocketConfig::default()
+        };
+        let policy = if case.immediate {
+            FlushPolicy::Immediate
+        } else {
+            FlushPolicy::Deferred(Flusher::current().recipient())
+        };
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config)
+            .flush_policy(policy)
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+
+        let batches = payloads(&case.writes);
+        let file_bytes: usize = case
+            .writes
+            .iter()
+            .flatten()
+            .filter(|(_, in_file)| *in_file)
+            .map(|(len, _)| len)
+            .sum();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let writer = socket.send(GetWriter).await.expect("writer");
+        let mut tasks = Vec::new();
+        for (w, batch) in batches.iter().enumerate() {
+            let order = order.clone();
+            if case.via_writer {
+                let answer = writer.write_answered(batch.clone());
+                tasks.push(actix::spawn(async move {
+                    let answer = answer.await;
+                    order.lock().expect("lock").push(w);
+                    Ok(answer)
+                }));
+            } else {
+                let request = socket.send(Write::new(batch.clone()));
+                tasks.push(actix::spawn(async move {
+                    let answer = request.await;
+                    order.lock().expect("lock").push(w);
+                    answer
+                }));
+            }
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(
+                t.await
+                    .expect("join")
+                    .expect("every write answered by the socket"),
+            );
+        }
+        settle().await;
+        let stats = socket.send(GetStats).await.ok();
+
+        let order = order.lock().expect("lock").clone();
+        prop_assert_eq!(
+            order,
+            (0..batches.len()).collect::<Vec<_>>(),
+            "FIFO answers"
+        );
+
+        let mut expected = Vec::new();
+        let mut failed = false;
+        for (w, answer) in answers.iter().enumerate() {
+            match answer {
+                Ok(done) => {
+                    prop_assert!(!failed, "write {} completed after an earlier one failed", w);
+                    prop_assert_eq!(done.len, batches[w].len());
+                    expected.extend_from_slice(&batches[w].to_vec().expect("in memory"));
+                }
+                Err(e) => {
+                    prop_assert!(
+                        matches!(e, WriteError::Transport { .. }),
+                        "unexpected error {:?}",
+                        e
+                    );
+                    if !failed {
+                        let sent = e.bytes_sent();
+                        expected
+                            .extend_from_slice(&batches[w].to_vec().expect("in memory")[..sent]);
+                    } else {
+                        prop_assert_eq!(e.bytes_sent(), 0);
+                    }
+                    failed = true;
+                }
+            }
+        }
+        prop_assert_eq!(mock.written(Handle(1)), expected, "recorded stream");
+        if !failed {
+            let stats = stats.expect("a socket that has not failed answers");
+            prop_assert_eq!(
+                stats.file_bytes_read,
+                file_bytes as u64,
+                "every file byte read into memory exactly once"
+            );
+        }
+        if failed {
+            prop_assert!(
+                mock.is_closed(Handle(1)),
+                "a failed socket closes its handle"
+            );
+        }
+        for record in mock.sendv_log(Handle(1)) {
+            prop_assert!(record.offered <= case.max_bytes_per_turn.max(1));
+            prop_assert!(record.segments <= case.max_segments);
+        }
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(crate::support::proptest_config(192))]
+    #[test]
+    fn writes_are_ordered_and_answered_once(case in case()) {
+        run_case(case)?;
+    }
+}

@@ -1,0 +1,136 @@
+//! Unix domain datagram sockets through the system transport: two sockets bound to paths
+//! under the temporary directory trade datagrams, each received whole with the sender's
+//! path; a socket connected to a path sends without naming it; an unbound sender is an
+//! unnamed peer; a datagram longer than the receiver's limit is flagged truncated; the
+//! bound paths are removed when the sockets close.
+#![cfg(unix)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::channel;
+use sockactor::messages::{Address, Close, DatagramEvent, DatagramEventKind, SendDatagram};
+use sockactor::{DatagramConfig, DatagramSocket};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+fn temp_path(name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "sockactor-dgram-{name}-{}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+async fn next_datagram(
+    heard: &mut UnboundedReceiver<DatagramEvent>,
+) -> (Vec<u8>, Option<Address>, bool) {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("a datagram within 10 s")
+            .expect("subscriber alive");
+        if let DatagramEventKind::Received {
+            bytes,
+            from,
+            truncated,
+        } = event.kind
+        {
+            return (bytes.to_vec(), from, truncated);
+        }
+    }
+}
+
+#[actix::test]
+async fn two_bound_unix_datagram_sockets_trade_datagrams_with_their_paths() {
+    let (a_path, b_path) = (temp_path("a"), temp_path("b"));
+    let (a_events, mut a_heard) = channel::<DatagramEvent>();
+    let (b_events, mut b_heard) = channel::<DatagramEvent>();
+    let (a, a_local) = DatagramSocket::builder()
+        .subscriber(a_events)
+        .bind(Address::Unix(a_path.clone()))
+        .await
+        .expect("bind a");
+    let (b, b_local) = DatagramSocket::builder()
+        .subscriber(b_events)
+        .bind(Address::Unix(b_path.clone()))
+        .await
+        .expect("bind b");
+    assert_eq!(a_local, Address::Unix(a_path.clone()));
+    assert_eq!(b_local, Address::Unix(b_path.clone()));
+
+    for i in 0..16usize {
+        let payload = vec![i as u8; 10 + i * 50];
+        let sent = a
+            .send(SendDatagram::new(payload.clone()).to(b_local.clone()))
+            .await
+            .expect("mailbox")
+            .expect("sent");
+        assert_eq!(sent.len, payload.len());
+        let (bytes, from, truncated) = next_datagram(&mut b_heard).await;
+        assert_eq!(bytes, payload, "whole and in order");
+        assert_eq!(from, Some(a_local.clone()), "from a's path");
+        assert!(!truncated);
+    }
+    b.send(SendDatagram::new(&b"reply"[..]).to(a_local.clone()))
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    let (bytes, from, _) = next_datagram(&mut a_heard).await;
+    assert_eq!(bytes, b"reply");
+    assert_eq!(from, Some(b_local.clone()));
+
+    a.send(Close::Graceful).await.expect("close a");
+    b.send(Close::Graceful).await.expect("close b");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (a_path.exists() || b_path.exists()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        !a_path.exists() && !b_path.exists(),
+        "bound paths removed on close"
+    );
+}
+
+#[actix::test]
+async fn a_connected_unbound_sender_reaches_its_path_as_an_unnamed_peer_and_long_ones_are_flagged()
+{
+    let path = temp_path("server");
+    let (events, mut heard) = channel::<DatagramEvent>();
+    let (server, local) = DatagramSocket::builder()
+        .subscriber(events)
+        .config(DatagramConfig {
+            max_datagram_size: 100,
+            ..DatagramConfig::default()
+        })
+        .bind(Address::Unix(path.clone()))
+        .await
+        .expect("bind");
+    let client = DatagramSocket::builder()
+        .connect(local.clone())
+        .await
+        .expect("connect to the path");
+    client
+        .send(SendDatagram::new(&b"no address needed"[..]))
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    let (bytes, from, truncated) = next_datagram(&mut heard).await;
+    assert_eq!(bytes, b"no address needed");
+    assert_eq!(
+        from,
+        Some(Address::Unix(PathBuf::new())),
+        "an unnamed sender"
+    );
+    assert!(!truncated);
+    client
+        .send(SendDatagram::new(vec![7u8; 300]))
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    let (bytes, _, truncated) = next_datagram(&mut heard).await;
+    assert!(truncated, "longer than the receiver's limit");
+    assert_eq!(bytes, vec![7u8; 100]);
+    server.send(Close::Graceful).await.expect("close");
+    client.send(Close::Graceful).await.expect("close");
+}
