@@ -4,13 +4,8 @@
 
 use std::net::SocketAddr;
 
+use crate::support::open_fds;
 use sockactor::{Socket, SocketError};
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .expect("/proc/self/fd")
-}
 
 #[actix_rt::test(system = "crate::support::SerialSystem")]
 async fn multicast_and_broadcast_addresses_are_unreachable_and_leak_nothing() {

@@ -5,17 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::EchoServer;
+use crate::support::{open_fds, EchoServer};
 use actix::prelude::*;
 use sockactor::messages::{Address, StopListening};
 use sockactor::{Listener, Socket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .expect("/proc/self/fd")
-}
 
 async fn echo_once(addr: SocketAddr, i: usize) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

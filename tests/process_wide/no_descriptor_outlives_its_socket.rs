@@ -4,16 +4,10 @@
 
 use std::time::Duration;
 
-use crate::support::channel_subscriber;
+use crate::support::{channel_subscriber, open_fds};
 use sockactor::messages::{Close, SocketEventKind, Write};
 use sockactor::Socket;
 use tokio::io::AsyncReadExt;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .expect("/proc/self/fd")
-}
 
 #[actix_rt::test(system = "crate::support::SerialSystem")]
 async fn a_thousand_connect_close_cycles_leave_no_descriptor_behind() {

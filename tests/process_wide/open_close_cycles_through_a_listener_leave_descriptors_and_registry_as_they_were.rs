@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::{channel, settle};
+use crate::support::{channel, open_fds, settle};
 use actix::prelude::*;
 use sockactor::messages::{
     Address, Close, ListenerEvent, SocketEvent, SocketEventKind, SocketId, StopListening, Write,
@@ -20,12 +20,6 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 const CYCLES: usize = 2_000;
 const BATCH: usize = 50;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .expect("/proc/self/fd")
-}
 
 /// The server: keeps each accepted socket's address until it has closed, closes it at
 /// the peer's EOF, and reports each close.

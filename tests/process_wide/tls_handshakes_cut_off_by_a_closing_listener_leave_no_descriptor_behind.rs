@@ -5,14 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::open_fds;
 use crate::support::tls::{pki, tls_listener};
 use sockactor::messages::{ListenerEvent, StopListening};
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|dir| dir.count())
-        .unwrap_or(0)
-}
 
 #[actix_rt::test(system = "crate::support::SerialSystem")]
 async fn handshakes_still_running_when_listening_stops_leave_no_descriptor_behind() {
