@@ -4,7 +4,7 @@
 //! not started can be cancelled and its payload comes back; an awaiting write waits for
 //! room instead of failing.
 
-use crate::support::{mock_peer, run_paused, settle, watermarks, Recorder};
+use crate::support::{mock_peer, mock_socket, run_paused, settle, watermarks, Recorder};
 use bytes::Bytes;
 use sockactor::messages::{CancelWrite, GetStats, Handle, SubscribeWritability, Write};
 use sockactor::{MockTransport, SendStep, Socket, SocketConfig, WriteError};
@@ -113,11 +113,7 @@ fn a_queued_write_can_be_cancelled_and_its_payload_comes_back() {
         // The first write starts (3 bytes out), then the transport blocks.
         mock.script_sendv(Handle(1), [SendStep::Accept(3)]);
         mock.set_default_step(SendStep::Hold);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let first = actix::spawn(socket.send(Write::new(&b"in flight"[..]).tag(1)));
         let second = actix::spawn(socket.send(Write::new(&b"queued"[..]).tag(2)));
         settle().await;

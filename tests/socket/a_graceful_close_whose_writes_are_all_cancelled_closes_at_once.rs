@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::support::{channel_subscriber, mock_peer, run_paused, settle};
+use crate::support::{channel_subscriber, run_paused, settle, subscribed_mock_socket};
 use sockactor::messages::{CancelWrite, Close, Handle, SocketEventKind, Write};
-use sockactor::{MockTransport, SendStep, Socket, WriteError};
+use sockactor::{MockTransport, SendStep, WriteError};
 
 #[test]
 fn cancelling_every_write_of_a_blocked_drain_closes_the_socket() {
@@ -14,12 +14,7 @@ fn cancelling_every_write_of_a_blocked_drain_closes_the_socket() {
         // The first sendv blocks until released (which never happens here).
         mock.set_default_step(SendStep::Hold);
         let (subscriber, mut events) = channel_subscriber();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .subscriber(subscriber)
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = subscribed_mock_socket(&mock, subscriber).await;
         let first = actix::spawn(socket.send(Write::new(&b"first"[..]).tag(1)));
         let second = actix::spawn(socket.send(Write::new(&b"second"[..]).tag(2)));
         settle().await;

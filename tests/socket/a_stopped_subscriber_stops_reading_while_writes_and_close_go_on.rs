@@ -3,10 +3,10 @@
 //! grow), while writing goes on and a graceful close still drains and closes the handle;
 //! writes after that are refused as on any closed socket.
 
-use crate::support::{mock_peer, run_paused, settle};
+use crate::support::{run_paused, settle, subscribed_mock_socket};
 use actix::prelude::*;
 use sockactor::messages::{Close, GetStats, Handle, SocketEvent, SocketEventKind, Write};
-use sockactor::{MockTransport, Socket, WriteError};
+use sockactor::{MockTransport, WriteError};
 
 /// Takes one event, then stops.
 struct OneEvent;
@@ -28,12 +28,7 @@ fn reading_stops_writes_go_out_and_the_close_completes() {
     run_paused(|| async {
         let mock = MockTransport::start();
         let subscriber = OneEvent.start();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .subscriber(subscriber.clone().recipient())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = subscribed_mock_socket(&mock, subscriber.clone().recipient()).await;
         settle().await;
         mock.push_inbound(Handle(1), &b"one"[..]);
         settle().await;

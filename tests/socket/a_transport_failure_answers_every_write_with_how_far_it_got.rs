@@ -5,7 +5,9 @@
 use std::io;
 use std::time::Duration;
 
-use crate::support::{mock_peer, run_paused, settle, Recorder};
+use crate::support::{
+    mock_peer, mock_socket, run_paused, settle, subscribed_mock_socket, Recorder,
+};
 use bytes::Bytes;
 use sockactor::messages::{Handle, SocketEventKind, Write};
 use sockactor::{MockTransport, SendStep, Socket, SocketError, WriteError};
@@ -22,12 +24,7 @@ fn a_reset_fails_the_write_in_flight_and_everything_behind_it() {
             ],
         );
         let recorder = Recorder::default();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .subscriber(recorder.start().recipient())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = subscribed_mock_socket(&mock, recorder.start().recipient()).await;
         let first = actix::spawn(socket.send(Write::new(&b"abcdefgh"[..])));
         let second = actix::spawn(socket.send(Write::new(&b"ijkl"[..])));
         socket.do_send(Write::new(&b"fire and forget"[..]).tag(99));
@@ -77,11 +74,7 @@ fn a_transport_that_breaks_the_sendv_contract_is_a_typed_error() {
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.script_sendv(Handle(1), [SendStep::Accept(0)]);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let answer = socket.send(Write::new(&b"xyz"[..])).await.expect("mailbox");
         assert!(matches!(
             answer,

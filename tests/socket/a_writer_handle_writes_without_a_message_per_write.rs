@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::support::{mock_peer, run_paused, settle, watermarks, Recorder};
+use crate::support::{mock_peer, mock_socket, run_paused, settle, watermarks, Recorder};
 use bytes::Bytes;
 use sockactor::messages::{GetStats, GetWriter, Handle, Write};
 use sockactor::{MockTransport, SendStep, Socket, WriteError};
@@ -13,11 +13,7 @@ use sockactor::{MockTransport, SendStep, Socket, WriteError};
 fn a_burst_through_a_writer_costs_one_wake_and_one_sendv() {
     run_paused(|| async {
         let mock = MockTransport::start();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let writer = socket.send(GetWriter).await.expect("writer");
         let mut expected = Vec::new();
         for i in 0..1000u32 {
@@ -83,11 +79,7 @@ fn a_writer_on_a_failed_socket_gets_the_transport_error() {
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.script_sendv(Handle(1), [SendStep::Fail(io::ErrorKind::BrokenPipe)]);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let writer = socket.send(GetWriter).await.expect("writer");
         let first = writer.write_answered(&b"doomed"[..]).await;
         assert!(matches!(
@@ -110,11 +102,7 @@ fn a_writer_on_a_failed_socket_gets_the_transport_error() {
 #[actix::test]
 async fn writers_on_other_threads_feed_the_same_socket() {
     let mock = MockTransport::start();
-    let socket = Socket::builder()
-        .functions(mock.functions())
-        .connect(mock_peer())
-        .await
-        .expect("connect");
+    let socket = mock_socket(&mock).await;
     let writer = socket.send(GetWriter).await.expect("writer");
     let threads: Vec<_> = (0..4u8)
         .map(|t| {

@@ -2,20 +2,16 @@
 //! `len: 0` and no `sendv`; behind queued writes it waits for them and is answered after
 //! them; through a `Writer` the same. It never puts a byte on the wire.
 
-use crate::support::{mock_peer, run_paused, settle};
+use crate::support::{mock_socket, run_paused, settle};
 use bytes::Bytes;
 use sockactor::messages::{GetStats, GetWriter, Handle, Write};
-use sockactor::{MockTransport, SendStep, Socket};
+use sockactor::{MockTransport, SendStep};
 
 #[test]
 fn into_an_empty_queue_it_is_answered_at_once_without_a_sendv() {
     run_paused(|| async {
         let mock = MockTransport::start();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let written = socket
             .send(Write::new(Bytes::new()))
             .await
@@ -41,11 +37,7 @@ fn behind_a_queued_write_it_is_answered_after_it() {
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.set_default_step(SendStep::Hold);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let first = actix::spawn(socket.send(Write::new(&b"first"[..])));
         settle().await;
         let empty = actix::spawn(socket.send(Write::new(Bytes::new())));

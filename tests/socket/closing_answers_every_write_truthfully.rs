@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::{mock_peer, run_paused, settle, watermarks, Recorder};
+use crate::support::{mock_peer, mock_socket, run_paused, settle, watermarks, Recorder};
 use sockactor::messages::{Close, Handle, SocketEventKind, Write};
 use sockactor::{MockTransport, SendStep, Socket, WriteError};
 
@@ -66,11 +66,7 @@ fn a_graceful_close_sends_everything_including_writes_waiting_for_room() {
 fn an_abort_during_a_sendv_reports_what_that_sendv_sent() {
     run_paused(|| async {
         let mock = MockTransport::start();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         // The transport takes 3 bytes, but answers only after 10 ms.
         mock.script_sendv(
             Handle(1),

@@ -4,7 +4,7 @@
 
 use std::io;
 
-use crate::support::{mock_peer, run_paused, settle, Recorder};
+use crate::support::{mock_peer, run_paused, settle, subscribed_mock_socket, Recorder};
 use sockactor::messages::{Handle, SocketEventKind, Write};
 use sockactor::{MockTransport, Socket, SocketConfig};
 
@@ -45,12 +45,7 @@ fn a_read_error_is_reported_and_closes_the_socket() {
     run_paused(|| async {
         let mock = MockTransport::start();
         let recorder = Recorder::default();
-        let _socket = Socket::builder()
-            .functions(mock.functions())
-            .subscriber(recorder.start().recipient())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let _socket = subscribed_mock_socket(&mock, recorder.start().recipient()).await;
         settle().await;
         mock.push_read_error(Handle(1), io::ErrorKind::ConnectionReset);
         settle().await;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{mock_peer, pattern, run_paused, settle};
+use crate::support::{mock_peer, pattern, run_paused, settle, subscribed_mock_socket};
 use actix::prelude::*;
 use sockactor::messages::{
     GetStats, Handle, PauseReading, ResumeReading, SocketEvent, SocketEventKind,
@@ -162,12 +162,7 @@ fn pause_stops_reading_and_resume_restarts_it() {
     run_paused(|| async {
         let mock = MockTransport::start();
         let keeper = Keeper::default();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .subscriber(keeper.start())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = subscribed_mock_socket(&mock, keeper.start()).await;
         settle().await;
         socket.send(PauseReading).await.expect("pause");
         mock.push_inbound(Handle(1), &b"held back"[..]);

@@ -2,21 +2,17 @@
 //! they are sent with `send` (awaited later, pipelined far past actix's mailbox capacity
 //! of 16) or `do_send`: a later close never overtakes an earlier write.
 
-use crate::support::{mock_peer, run_paused};
+use crate::support::{mock_socket, run_paused};
 use futures_util::future::join_all;
 use sockactor::messages::{Close, Handle, Write};
-use sockactor::{MockTransport, SendStep, Socket};
+use sockactor::{MockTransport, SendStep};
 
 #[test]
 fn a_close_sent_after_508_pipelined_writes_closes_after_all_of_them() {
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.set_default_step(SendStep::AcceptAll);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         // None of these futures is polled before the close is sent.
         let writes: Vec<_> = (0..508u32)
             .map(|i| socket.send(Write::new(i.to_be_bytes().to_vec())))
@@ -40,11 +36,7 @@ fn send_and_do_send_interleaved_past_the_mailbox_capacity_keep_their_order() {
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.set_default_step(SendStep::AcceptAll);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let mut pending = Vec::new();
         let mut expected = Vec::new();
         for i in 0..600u32 {

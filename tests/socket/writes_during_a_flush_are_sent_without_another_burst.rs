@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{mock_peer, run_paused, settle};
+use crate::support::{mock_peer, mock_socket, run_paused, settle};
 use bytes::Bytes;
 use sockactor::messages::{Handle, Write};
 use sockactor::{Flusher, MockTransport, SendStep, Socket};
@@ -14,11 +14,7 @@ fn writes_made_while_blocked_go_out_when_writable() {
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.script_sendv(Handle(1), [SendStep::WouldBlock(Duration::from_millis(10))]);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = mock_socket(&mock).await;
         let first = socket.send(Write::new(Bytes::from_static(b"first ")));
         let first = actix::spawn(first);
         settle().await;

@@ -2,17 +2,13 @@
 //! with `WriteError::Closed { bytes_sent: 0 }`, through a `Write` message or a `Writer`,
 //! and nothing reaches the transport.
 
-use crate::support::{mock_peer, run_paused, settle};
+use crate::support::{mock_socket, run_paused, settle};
 use sockactor::messages::{Close, GetWriter, Handle, Write};
-use sockactor::{MockTransport, Socket, WriteError};
+use sockactor::{MockTransport, WriteError};
 
 async fn assert_refused(close: Close) {
     let mock = MockTransport::start();
-    let socket = Socket::builder()
-        .functions(mock.functions())
-        .connect(mock_peer())
-        .await
-        .expect("connect");
+    let socket = mock_socket(&mock).await;
     let writer = socket.send(GetWriter).await.expect("writer");
     socket.send(close).await.expect("mailbox");
     settle().await;

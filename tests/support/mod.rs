@@ -31,6 +31,30 @@ pub fn mock_peer() -> SocketAddr {
     "127.0.0.1:9".parse().expect("addr")
 }
 
+/// A socket over `mock`'s transport table, connected to [`mock_peer`], with every other
+/// setting at its default.
+pub async fn mock_socket(mock: &sockactor::MockTransport) -> Addr<sockactor::Socket> {
+    sockactor::Socket::builder()
+        .functions(mock.functions())
+        .connect(mock_peer())
+        .await
+        .expect("connect")
+}
+
+/// A socket over `mock`'s transport table, connected to [`mock_peer`], whose events go to
+/// `subscriber`; every other setting at its default.
+pub async fn subscribed_mock_socket(
+    mock: &sockactor::MockTransport,
+    subscriber: Recipient<SocketEvent>,
+) -> Addr<sockactor::Socket> {
+    sockactor::Socket::builder()
+        .functions(mock.functions())
+        .subscriber(subscriber)
+        .connect(mock_peer())
+        .await
+        .expect("connect")
+}
+
 /// Records every socket event and writability change it receives.
 #[derive(Clone, Default)]
 pub struct Recorder {

@@ -6,23 +6,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::{channel, drain, mock_peer, run_paused, settle, Recorder};
+use crate::support::{channel, drain, run_paused, settle, subscribed_mock_socket, Recorder};
 use sockactor::messages::{
     DatagramEvent, DatagramEventKind, Handle, SendDatagram, SocketEventKind, Write,
 };
-use sockactor::{DatagramSocket, MockTransport, SendStep, Socket};
+use sockactor::{DatagramSocket, MockTransport, SendStep};
 
 #[test]
 fn a_stream_socket_drains_its_queue_then_closes() {
     run_paused(|| async {
         let mock = MockTransport::start();
         let recorder = Recorder::default();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .subscriber(recorder.start().recipient())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = subscribed_mock_socket(&mock, recorder.start().recipient()).await;
         mock.script_sendv(Handle(1), [SendStep::WouldBlock(Duration::from_millis(20))]);
         for i in 0..10u8 {
             socket.do_send(Write::new(vec![i; 100]));
@@ -57,12 +52,7 @@ fn an_idle_reading_socket_closes_at_once() {
     run_paused(|| async {
         let mock = MockTransport::start();
         let recorder = Recorder::default();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .subscriber(recorder.start().recipient())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let socket = subscribed_mock_socket(&mock, recorder.start().recipient()).await;
         mock.push_inbound(Handle(1), &b"before"[..]);
         settle().await;
         assert_eq!(recorder.received(), b"before");
