@@ -5,38 +5,17 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
 
 use crate::support::capture::{session, writes};
-use crate::support::{mock_peer, run_paused, settle};
+use crate::support::{mock_peer, run_paused, settle, TempPath};
 use sockactor::filters::{Capture, CaptureEvent, CaptureReader, Replay};
 use sockactor::messages::Handle;
 use sockactor::messages::Write;
 use sockactor::{MockTransport, Socket};
 
-/// A unique path under the temporary directory, removed when dropped.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let name = format!("sockactor-capture-{}-{nanos}.skcap", std::process::id());
-        TempPath(std::env::temp_dir().join(name))
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn a_file_capture_is_written_out_on_close_and_replays() {
-    let path = TempPath::new();
+    let path = TempPath::new("capture.skcap");
     let file = File::create(&path.0).expect("create the capture file");
     let captured = run_paused(|| async move {
         let mock = MockTransport::start();
@@ -67,7 +46,7 @@ fn a_file_capture_is_written_out_on_close_and_replays() {
 
 #[test]
 fn a_file_capture_still_open_is_written_out_when_its_system_stops() {
-    let path = TempPath::new();
+    let path = TempPath::new("capture.skcap");
     let file = File::create(&path.0).expect("create the capture file");
     let (socket, before) = run_paused(|| async {
         let mock = MockTransport::start();

@@ -7,11 +7,10 @@
 //! however the transport cuts the sends.
 
 use std::io::{self, Write as _};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{mock_peer, run_paused, settle};
+use crate::support::{mock_peer, run_paused, settle, temp_path};
 use bytes::Bytes;
 use proptest::prelude::*;
 use sockactor::messages::{GetStats, GetWriter, Handle, Write};
@@ -97,12 +96,7 @@ fn case() -> impl Strategy<Value = Case> {
 /// Payloads of the writes: every byte names its write, so interleaving would show. File
 /// segments are ranges of one file the payloads' bytes are written into.
 fn payloads(writes: &[Vec<(usize, bool)>]) -> Vec<IoBatch> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "sockactor-proptest-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let path = temp_path("proptest");
     let mut file = std::fs::File::create(&path).expect("create the file");
     let mut ranges = Vec::new();
     let mut at = 0u64;

@@ -261,6 +261,33 @@ impl Handler<SocketEvent> for EchoServer {
     }
 }
 
+/// A path under the temporary directory that no other test uses, in this process or in
+/// any other: `sockactor-<process id>-<n>-<name>`, `n` counted across the process (tests
+/// that share a crate share its process). Whatever an earlier process with the same id
+/// left there is removed first.
+pub fn temp_path(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("sockactor-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A [`temp_path`], removed (if still there) when dropped.
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(name: &str) -> Self {
+        TempPath(temp_path(name))
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// How many descriptors this process has open now.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")

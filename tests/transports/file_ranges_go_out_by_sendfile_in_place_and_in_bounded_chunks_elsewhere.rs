@@ -9,11 +9,10 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{mock_peer, pattern, run_paused, sink};
+use crate::support::{mock_peer, pattern, run_paused, sink, temp_path};
 use bytes::Bytes;
 use sockactor::filters::{FaultInjector, Faults};
 use sockactor::messages::{Close, GetStats, GetWriter, Handle, SendDatagram, Write};
@@ -24,12 +23,7 @@ use sockactor::{
 
 /// A file holding `content`, already unlinked (it lives as long as its handle).
 fn temp_file(content: &[u8]) -> Arc<File> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "sockactor-file-ranges-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let path = temp_path("file-ranges");
     let mut file = File::create(&path).expect("create");
     file.write_all(content).expect("write");
     let file = File::open(&path).expect("open");
@@ -107,9 +101,7 @@ async fn over_a_unix_stream_in_place_ranges_go_out_by_sendfile_byte_exact() {
     use sockactor::messages::Address;
     use tokio::io::AsyncReadExt;
 
-    let path =
-        std::env::temp_dir().join(format!("sockactor-file-ranges-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let path = temp_path("file-ranges.sock");
     let listener = tokio::net::UnixListener::bind(&path).expect("bind");
     let reader = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await?;

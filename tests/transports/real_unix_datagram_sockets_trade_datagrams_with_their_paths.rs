@@ -8,19 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::channel;
+use crate::support::{channel, temp_path};
 use sockactor::messages::{Address, Close, DatagramEvent, DatagramEventKind, SendDatagram};
 use sockactor::{DatagramConfig, DatagramSocket};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-fn temp_path(name: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "sockactor-dgram-{name}-{}.sock",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
-    path
-}
 
 async fn next_datagram(
     heard: &mut UnboundedReceiver<DatagramEvent>,
@@ -43,7 +34,7 @@ async fn next_datagram(
 
 #[actix::test]
 async fn two_bound_unix_datagram_sockets_trade_datagrams_with_their_paths() {
-    let (a_path, b_path) = (temp_path("a"), temp_path("b"));
+    let (a_path, b_path) = (temp_path("dgram-a.sock"), temp_path("dgram-b.sock"));
     let (a_events, mut a_heard) = channel::<DatagramEvent>();
     let (b_events, mut b_heard) = channel::<DatagramEvent>();
     let (a, a_local) = DatagramSocket::builder()
@@ -95,7 +86,7 @@ async fn two_bound_unix_datagram_sockets_trade_datagrams_with_their_paths() {
 #[actix::test]
 async fn a_connected_unbound_sender_reaches_its_path_as_an_unnamed_peer_and_long_ones_are_flagged()
 {
-    let path = temp_path("server");
+    let path = temp_path("dgram-server.sock");
     let (events, mut heard) = channel::<DatagramEvent>();
     let (server, local) = DatagramSocket::builder()
         .subscriber(events)

@@ -7,37 +7,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{channel, channel_subscriber, pattern, EchoServer};
+use crate::support::{channel, channel_subscriber, pattern, EchoServer, TempPath};
 use actix::prelude::*;
 use sockactor::messages::{Address, Close, ListenerEvent, SocketEventKind, StopListening, Write};
 use sockactor::{Listener, Socket};
 
-/// A socket path nobody else uses, removed (if still there) when dropped.
-struct TempPath(PathBuf);
-
-impl TempPath {
-    fn new(name: &str) -> Self {
-        let unique = format!(
-            "sockactor-{name}-{}-{:?}.sock",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock")
-                .as_nanos()
-        );
-        TempPath(std::env::temp_dir().join(unique))
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[actix::test]
 async fn a_unix_socket_connects_to_a_unix_listener_and_gets_its_bytes_echoed() {
-    let path = TempPath::new("echo");
+    let path = TempPath::new("echo.sock");
     let server = EchoServer::default().start();
     let (events, mut heard) = channel::<ListenerEvent>();
     let (listener, local) = Listener::builder()
@@ -121,7 +98,7 @@ async fn a_unix_socket_connects_to_a_unix_listener_and_gets_its_bytes_echoed() {
 
 #[actix::test]
 async fn connecting_to_a_unix_path_nobody_listens_on_fails() {
-    let path = TempPath::new("nobody");
+    let path = TempPath::new("nobody.sock");
     let error = Socket::builder()
         .connect(Address::Unix(path.0.clone()))
         .await
