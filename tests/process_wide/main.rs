@@ -2,8 +2,9 @@
 //! descriptors before and after (sockets, listeners, connects, TLS handshakes), or
 //! install a process-wide tracing subscriber. Every test here runs in a
 //! `support::SerialSystem`, which holds `support::fd_count_lock()` from before its
-//! runtime opens a descriptor until after it has closed the last one, so they run one
-//! at a time; no test that does not hold that lock may be added to this crate.
+//! runtime opens a descriptor until its thread has ended and closed the last one, so
+//! they run one at a time; no test that does not hold that lock may be added to this
+//! crate.
 
 #[path = "../support/mod.rs"]
 mod support;

@@ -306,12 +306,24 @@ pub fn fd_count_lock() -> std::sync::MutexGuard<'static, ()> {
 
 /// An actix system for the tests that count this process's descriptors (use it as
 /// `#[actix_rt::test(system = "crate::support::SerialSystem")]`): it takes
-/// [`fd_count_lock`] before its runtime opens a descriptor and lets go of it only after
-/// the runtime has been dropped, so no two such tests overlap, not even by one test's
+/// [`fd_count_lock`] before its runtime opens a descriptor and lets go of it only when
+/// the test's thread ends, so no two such tests overlap, not even by one test's
 /// runtime starting or stopping while another counts.
+///
+/// Not as soon as the runtime is dropped: two of its descriptors (an epoll and an
+/// eventfd, its I/O driver's handle) stay open until the thread's thread-locals are
+/// destroyed, and were seen closing in the middle of the next test's count. The guard
+/// is kept in a thread-local that is first used here, before the runtime is built;
+/// thread-local destructors run in the reverse order of their first use, so it is
+/// dropped after all the others.
 pub struct SerialSystem {
     runner: actix::SystemRunner,
-    serial: std::sync::MutexGuard<'static, ()>,
+}
+
+thread_local! {
+    /// The [`fd_count_lock`] guard of this thread's [`SerialSystem`].
+    static SERIAL: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 impl SerialSystem {
@@ -319,18 +331,20 @@ impl SerialSystem {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let serial = fd_count_lock();
+        SERIAL.with(|held| *held.borrow_mut() = Some(serial));
         SerialSystem {
             runner: actix::System::new(),
-            serial,
         }
     }
 
-    /// Runs `future` to completion, then drops the runtime, then lets go of the lock.
+    /// Runs `future` to completion, then drops the runtime. The lock goes when the
+    /// thread ends (at once if the test runs on the main thread, which never ends).
     pub fn block_on<F: Future>(self, future: F) -> F::Output {
-        let SerialSystem { runner, serial } = self;
-        let output = runner.block_on(future);
-        drop(runner);
-        drop(serial);
+        let output = self.runner.block_on(future);
+        drop(self.runner);
+        if std::thread::current().name() == Some("main") {
+            SERIAL.with(|held| held.borrow_mut().take());
+        }
         output
     }
 }
