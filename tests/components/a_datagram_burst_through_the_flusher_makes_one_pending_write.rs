@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{run_paused, settle};
+use crate::support::{local, run_paused, settle};
 use actix::prelude::*;
 use sockactor::messages::{Flush, GetDatagramStats, Handle, PendingWrite, SendDatagram};
 use sockactor::{DatagramSocket, FlushPolicy, Flusher, MockTransport};
@@ -15,10 +15,6 @@ const BURST: usize = 100;
 
 fn to(i: usize) -> SocketAddr {
     SocketAddr::from(([198, 51, 100, (i % 4) as u8 + 1], 9000))
-}
-
-fn local() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// A Flusher that answers only when the test says so.

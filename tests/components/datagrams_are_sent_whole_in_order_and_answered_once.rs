@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::{channel, drain, run_paused, settle};
+use crate::support::{channel, drain, local, run_paused, settle};
 use bytes::Bytes;
 use sockactor::messages::{
     Address, Close, DatagramEvent, DatagramEventKind, GetDatagramInfo, GetDatagramStats, Handle,
@@ -19,10 +19,6 @@ use sockactor::{
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([192, 0, 2, 1], port))
-}
-
-fn local() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 #[test]

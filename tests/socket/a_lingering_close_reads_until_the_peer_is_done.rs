@@ -5,17 +5,10 @@
 
 use std::time::Duration;
 
-use crate::support::Recorder;
+use crate::support::{lingering, Recorder};
 use sockactor::messages::{Close, SocketEventKind, Write};
-use sockactor::{Socket, SocketConfig};
+use sockactor::Socket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn lingering(linger: Duration) -> SocketConfig {
-    SocketConfig {
-        close_linger: linger,
-        ..SocketConfig::default()
-    }
-}
 
 async fn until(deadline: tokio::time::Instant, what: &str, done: impl Fn() -> bool) {
     while !done() {

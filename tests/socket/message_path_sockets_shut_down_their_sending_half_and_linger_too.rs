@@ -7,18 +7,11 @@
 
 use std::time::Duration;
 
-use crate::support::{mock_peer, run_paused, settle, Recorder};
+use crate::support::{lingering, mock_peer, run_paused, settle, Recorder};
 use sockactor::filters::{FaultInjector, Faults};
 use sockactor::messages::{Close, Handle, SocketEventKind, Write};
-use sockactor::{MockTransport, Socket, SocketConfig, SocketFunctions};
+use sockactor::{MockTransport, Socket, SocketFunctions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn lingering(linger: Duration) -> SocketConfig {
-    SocketConfig {
-        close_linger: linger,
-        ..SocketConfig::default()
-    }
-}
 
 #[test]
 fn on_a_mock_with_shutdown_the_close_shuts_the_sending_half_then_reads_until_eof() {

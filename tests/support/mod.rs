@@ -184,6 +184,20 @@ pub fn watermarks(high: usize, low: usize) -> sockactor::SocketConfig {
     }
 }
 
+/// A socket config that lingers this long after a graceful close for the peer's EOF
+/// (everything else default).
+pub fn lingering(linger: std::time::Duration) -> sockactor::SocketConfig {
+    sockactor::SocketConfig {
+        close_linger: linger,
+        ..sockactor::SocketConfig::default()
+    }
+}
+
+/// 127.0.0.1 on port 0: a datagram socket's bind address when any port will do.
+pub fn local() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 /// A recipient of any message type that forwards each message into a channel the test
 /// can await or drain.
 pub fn channel<M>() -> (Recipient<M>, tokio::sync::mpsc::UnboundedReceiver<M>)
