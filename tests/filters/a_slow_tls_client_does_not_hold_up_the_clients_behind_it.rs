@@ -6,8 +6,8 @@
 //! slot frees). Clients that connect and leave at once (port scanners, health checks)
 //! are failed handshakes, each reported, but they are not failures of the listening
 //! socket: no back-off, so a good client behind twenty of them is served at once. Real
-//! loopback TCP. (Descriptors: a test file of its own,
-//! `tls_handshakes_cut_off_by_a_closing_listener_leave_no_descriptor_behind.rs`.)
+//! loopback TCP. (Descriptors: in the process_wide crate,
+//! `tls_handshakes_cut_off_by_a_closing_listener_leave_no_descriptor_behind`.)
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
