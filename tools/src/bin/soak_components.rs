@@ -1,15 +1,15 @@
-//! The soak of the components `examples/soak.rs` does not drive: datagram sockets, the
-//! `ReconnectingClient`, and a `SocketSystem` of several arbiters. Each mode drives
+//! The soak of the components `tools/src/bin/soak.rs` does not drive: datagram sockets,
+//! the `ReconnectingClient`, and a `SocketSystem` of several arbiters. Each mode drives
 //! seeded random traffic over loopback, verifies every byte, and prints a summary in the
 //! style of `soak.rs`: what ran, counts, errors by kind, RSS, descriptors, and `PASS` or
 //! `FAIL` per check and overall.
 //!
 //! ```text
-//! cargo run --release --example soak_components                      # all three modes, 20 s each
-//! cargo run --release --example soak_components -- --mode datagram   # 200 pairs of UDP sockets
-//! cargo run --release --example soak_components -- --mode client     # 100 reconnecting clients
-//! cargo run --release --example soak_components -- --mode system     # 1,000 connections, N arbiters
-//! cargo run --release --example soak_components -- --seconds 4       # the CI variant
+//! cargo run --release -p sockactor-tools --bin soak_components                     # all three modes, 20 s each
+//! cargo run --release -p sockactor-tools --bin soak_components -- --mode datagram  # 200 pairs of UDP sockets
+//! cargo run --release -p sockactor-tools --bin soak_components -- --mode client    # 100 reconnecting clients
+//! cargo run --release -p sockactor-tools --bin soak_components -- --mode system    # 1,000 connections, N arbiters
+//! cargo run --release -p sockactor-tools --bin soak_components -- --seconds 4      # the CI variant
 //! ```
 //!
 //! Options: `--mode datagram|client|system|all` (default `all`: the three in turn),

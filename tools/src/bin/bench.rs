@@ -2,9 +2,9 @@
 //! over loopback TCP, one markdown table.
 //!
 //! ```text
-//! cargo run --release --example bench                      # full run, 5 repetitions
-//! cargo run --release --example bench -- --quick           # tiny sizes, 1 repetition (CI)
-//! cargo run --release --example bench -- --workload a,d --sender ceiling,naive --reps 3
+//! cargo run --release -p sockactor-tools --bin bench             # full run, 5 repetitions
+//! cargo run --release -p sockactor-tools --bin bench -- --quick  # tiny sizes, 1 repetition (CI)
+//! cargo run --release -p sockactor-tools --bin bench -- --workload a,d --sender ceiling,naive --reps 3
 //! ```
 //!
 //! Workloads: (a) 1M × 64 B from 1 producer, (b) the same from 16 producers, (b1) 16

@@ -5,9 +5,9 @@
 //! limit). One markdown table.
 //!
 //! ```text
-//! cargo run --release --example file_bench                 # 256 MiB, 5 repetitions
-//! cargo run --release --example file_bench -- --quick      # 16 MiB, 1 repetition (CI)
-//! cargo run --release --example file_bench -- --mib 1024 --reps 3
+//! cargo run --release -p sockactor-tools --bin file_bench             # 256 MiB, 5 repetitions
+//! cargo run --release -p sockactor-tools --bin file_bench -- --quick  # 16 MiB, 1 repetition (CI)
+//! cargo run --release -p sockactor-tools --bin file_bench -- --mib 1024 --reps 3
 //! ```
 //!
 //! Method: every measurement runs in a fresh process (this binary re-executed with

@@ -5,12 +5,12 @@
 //! registries must be back where they started.
 //!
 //! ```text
-//! cargo run --release --example soak                                   # 2,000 connections, 30 s
-//! cargo run --release --example soak -- --connections 200 --seconds 5 # the CI variant
-//! cargo run --release --example soak -- --faults                      # through the fault injector
-//! cargo run --release --example soak -- --faults --resets             # ... with resets too
-//! cargo run --release --example soak -- --connections 10000 --client-process
-//! cargo run --release --example soak -- --cycles 10000                # open/close leak check
+//! cargo run --release -p sockactor-tools --bin soak                                   # 2,000 connections, 30 s
+//! cargo run --release -p sockactor-tools --bin soak -- --connections 200 --seconds 5 # the CI variant
+//! cargo run --release -p sockactor-tools --bin soak -- --faults                      # through the fault injector
+//! cargo run --release -p sockactor-tools --bin soak -- --faults --resets             # ... with resets too
+//! cargo run --release -p sockactor-tools --bin soak -- --connections 10000 --client-process
+//! cargo run --release -p sockactor-tools --bin soak -- --cycles 10000                # open/close leak check
 //! ```
 //!
 //! Options: `--connections N` (default 2,000: concurrent connections; with `--cycles`, how
