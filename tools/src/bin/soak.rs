@@ -42,48 +42,46 @@
 //! Prints a summary and `PASS` or `FAIL`; the exit status is 1 on `FAIL`, 2 on bad
 //! arguments or a descriptor limit that cannot be raised far enough.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
-use sockactor::filters::{FaultInjector, Faults};
-use sockactor::messages::{
-    Address, Close, GetStats, GetWriter, ListenerEvent, SocketEvent, SocketEventKind, SocketId,
-    Write, Written,
+use sockactor::filters::Faults;
+use sockactor::messages::{Close, GetStats, GetWriter, StopListening, Write, Written};
+use sockactor::{Registry, Socket, SocketFunctions, WriteError, Writer};
+use sockactor_tools::args::{bad_arguments, unknown, Args};
+use sockactor_tools::child::{self, fields, this_binary, Stderr};
+use sockactor_tools::procfs::raise_nofile;
+use sockactor_tools::records::{
+    digest_of, Corruption, RecordFormat, SeqRule, StreamCheck, HEADER, MAX_BURST, TRAILER,
 };
-use sockactor::{Listener, Registry, Socket, SocketFunctions, WriteError, Writer};
+use sockactor_tools::report::Report;
+use sockactor_tools::rng::Rng;
+use sockactor_tools::soak::{
+    bump, check_received, error_kind, injected, settle_until, start_server, write_faults, Meter,
+    ServerConfig, ServerTotals, Streams, Usage, CONNECTS_AT_ONCE, FD_SLACK, GRACE, SETTLE,
+};
 use tokio::sync::Semaphore;
 
-/// First word of every record.
-const MAGIC: u32 = 0x534F_414B;
-/// Header bytes: magic, connection, sequence, payload length.
-const HEADER: usize = 16;
-/// Trailer bytes: the payload's FNV-1a checksum.
-const TRAILER: usize = 8;
-/// Largest payload a record carries.
-const MAX_PAYLOAD: usize = 64 * 1024;
-/// Most records in one burst.
-const MAX_BURST: u64 = 8;
-/// Connects under way at once.
-const CONNECTS_AT_ONCE: usize = 256;
+/// The records: `SOAK` first, payloads up to 64 KiB.
+const RECORDS: RecordFormat = RecordFormat {
+    magic: 0x534F_414B,
+    max_payload: 64 * 1024,
+};
 /// Bursts each connection writes in `--cycles` mode (at most).
 const CYCLE_BURSTS: u64 = 3;
-/// How long the answers of the last bursts, and the server's end of every connection,
-/// may take after the clients stop writing.
-const GRACE: Duration = Duration::from_secs(60);
-/// Descriptors a process needs besides the connections' (std streams, the runtimes'
-/// reactors, the listener, slack).
-const FD_SLACK: u64 = 256;
 /// First word of the line a client process reports on.
 const CLIENT_LINE: &str = "SOAK-CLIENT";
+const USAGE: &str = "usage: soak [--connections N] [--seconds S] [--seed X] [--faults] [--resets] \
+                     [--reset-p P] [--cycles N] [--client-process]";
+/// What to do when the hard descriptor limit is too low.
+const NOFILE_ADVICE: &str = "raise it (ulimit -Hn, limits.conf), lower --connections, or use \
+                             --client-process to split client and server over two processes";
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -102,7 +100,7 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
+    fn parse(mut args: Args) -> Result<Options, String> {
         let mut o = Options {
             connections: 0,
             seconds: 30,
@@ -114,27 +112,22 @@ impl Options {
             client_process: false,
             client_of: None,
         };
-        let mut args = args.peekable();
         while let Some(arg) = args.next() {
-            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
             match arg.as_str() {
-                "--connections" => o.connections = number(&value("--connections")?)?,
-                "--seconds" => o.seconds = number(&value("--seconds")?)?,
-                "--seed" => o.seed = number(&value("--seed")?)?,
+                "--connections" => o.connections = args.number("--connections")?,
+                "--seconds" => o.seconds = args.number("--seconds")?,
+                "--seed" => o.seed = args.number("--seed")?,
                 "--faults" => o.faults = true,
                 "--resets" => o.resets = true,
-                "--reset-p" => {
-                    let v = value("--reset-p")?;
-                    o.reset_p = v.parse().map_err(|_| format!("bad probability {v}"))?;
-                }
-                "--cycles" => o.cycles = Some(number(&value("--cycles")?)?),
+                "--reset-p" => o.reset_p = args.probability("--reset-p")?,
+                "--cycles" => o.cycles = Some(args.number("--cycles")?),
                 "--client-process" => o.client_process = true,
                 "--client-of" => {
-                    let v = value("--client-of")?;
+                    let v = args.value("--client-of")?;
                     o.client_of = Some(v.parse().map_err(|_| format!("bad address {v}"))?);
                 }
                 "-h" | "--help" => return Err(String::new()),
-                other => return Err(format!("unknown argument {other}")),
+                other => return Err(unknown(other)),
             }
         }
         if o.connections == 0 {
@@ -180,334 +173,19 @@ impl Options {
     }
 }
 
-fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.replace('_', "")
-        .parse()
-        .map_err(|_| format!("bad number {v}"))
-}
-
-// ───────────────────────────── records ─────────────────────────────
-
-/// SplitMix64: the payload generator and every random choice of the run.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
+/// A corruption's name in the summary (a record of another connection is `Connection`).
+fn corruption_name(c: Corruption) -> String {
+    match c {
+        Corruption::Writer => "Connection".into(),
+        other => format!("{other:?}"),
     }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `1..=max`.
-    fn one_to(&mut self, max: u64) -> u64 {
-        1 + self.next_u64() % max.max(1)
-    }
-}
-
-/// The seed of one record's payload.
-fn payload_seed(run: u64, conn: u32, seq: u32) -> u64 {
-    run ^ (u64::from(conn) << 32 | u64::from(seq)).wrapping_mul(0xD6E8_FEB8_6659_FD93)
-}
-
-/// A payload length: mostly small, sometimes a few KiB, now and then up to 64 KiB.
-fn payload_len(rng: &mut Rng) -> usize {
-    let max = match rng.next_u64() % 100 {
-        0..=69 => 256,
-        70..=94 => 4096,
-        _ => MAX_PAYLOAD as u64,
-    };
-    rng.one_to(max) as usize
-}
-
-/// FNV-1a, 64 bits.
-#[derive(Clone, Copy, Debug)]
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xCBF2_9CE4_8422_2325)
-    }
-
-    fn byte(&mut self, b: u8) {
-        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
-    }
-}
-
-/// A payload's bytes, eight at a time from its generator.
-#[derive(Debug)]
-struct PayloadBytes {
-    rng: Rng,
-    word: [u8; 8],
-    at: usize,
-}
-
-impl PayloadBytes {
-    fn new(seed: u64) -> PayloadBytes {
-        PayloadBytes {
-            rng: Rng::new(seed),
-            word: [0; 8],
-            at: 8,
-        }
-    }
-
-    fn next_byte(&mut self) -> u8 {
-        if self.at == 8 {
-            self.word = self.rng.next_u64().to_le_bytes();
-            self.at = 0;
-        }
-        self.at += 1;
-        self.word[self.at - 1]
-    }
-}
-
-/// One record as three segments: header, payload, checksum.
-fn record(run: u64, conn: u32, seq: u32, len: usize) -> Vec<Bytes> {
-    let mut gen = PayloadBytes::new(payload_seed(run, conn, seq));
-    let mut fnv = Fnv::new();
-    let payload: Vec<u8> = (0..len)
-        .map(|_| {
-            let b = gen.next_byte();
-            fnv.byte(b);
-            b
-        })
-        .collect();
-    let mut header = Vec::with_capacity(HEADER);
-    for word in [MAGIC, conn, seq, len as u32] {
-        header.extend_from_slice(&word.to_le_bytes());
-    }
-    vec![
-        Bytes::from(header),
-        Bytes::from(payload),
-        Bytes::copy_from_slice(&fnv.0.to_le_bytes()),
-    ]
-}
-
-/// Where the server's parser is within the record stream of one connection.
-#[derive(Debug)]
-enum Parse {
-    Header(Vec<u8>),
-    Payload {
-        left: usize,
-        gen: PayloadBytes,
-        fnv: Fnv,
-    },
-    Trailer {
-        fnv: Fnv,
-        got: Vec<u8>,
-    },
-}
-
-/// Why a connection's stream was wrong (the first fault only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Corruption {
-    Magic,
-    Connection,
-    Sequence,
-    Length,
-    PayloadByte,
-    Checksum,
-}
-
-/// The server's view of one connection's stream.
-#[derive(Debug)]
-struct StreamCheck {
-    run: u64,
-    conn: Option<u32>,
-    next_seq: u32,
-    bytes: u64,
-    records: u64,
-    parse: Parse,
-    corrupt: Option<Corruption>,
-}
-
-impl StreamCheck {
-    fn new(run: u64) -> StreamCheck {
-        StreamCheck {
-            run,
-            conn: None,
-            next_seq: 0,
-            bytes: 0,
-            records: 0,
-            parse: Parse::Header(Vec::with_capacity(HEADER)),
-            corrupt: None,
-        }
-    }
-
-    fn feed(&mut self, chunk: &[u8]) {
-        self.bytes += chunk.len() as u64;
-        for &b in chunk {
-            if self.corrupt.is_some() {
-                return;
-            }
-            self.byte(b);
-        }
-    }
-
-    fn byte(&mut self, b: u8) {
-        match &mut self.parse {
-            Parse::Header(h) => {
-                h.push(b);
-                if h.len() == HEADER {
-                    let h = std::mem::take(h);
-                    self.header(&h);
-                }
-            }
-            Parse::Payload { left, gen, fnv } => {
-                if gen.next_byte() != b {
-                    self.corrupt = Some(Corruption::PayloadByte);
-                    return;
-                }
-                fnv.byte(b);
-                *left -= 1;
-                if *left == 0 {
-                    let fnv = *fnv;
-                    self.parse = Parse::Trailer {
-                        fnv,
-                        got: Vec::with_capacity(TRAILER),
-                    };
-                }
-            }
-            Parse::Trailer { fnv, got } => {
-                got.push(b);
-                if got.len() == TRAILER {
-                    if got[..] != fnv.0.to_le_bytes() {
-                        self.corrupt = Some(Corruption::Checksum);
-                        return;
-                    }
-                    self.records += 1;
-                    self.next_seq = self.next_seq.wrapping_add(1);
-                    self.parse = Parse::Header(Vec::with_capacity(HEADER));
-                }
-            }
-        }
-    }
-
-    fn header(&mut self, h: &[u8]) {
-        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-        let (magic, conn, seq, len) = (word(0), word(4), word(8), word(12) as usize);
-        let fault = if magic != MAGIC {
-            Some(Corruption::Magic)
-        } else if self.conn.is_some_and(|c| c != conn) {
-            Some(Corruption::Connection)
-        } else if seq != self.next_seq {
-            Some(Corruption::Sequence)
-        } else if len == 0 || len > MAX_PAYLOAD {
-            Some(Corruption::Length)
-        } else {
-            None
-        };
-        if fault.is_some() {
-            self.corrupt = fault;
-            return;
-        }
-        self.conn = Some(conn);
-        self.parse = Parse::Payload {
-            left: len,
-            gen: PayloadBytes::new(payload_seed(self.run, conn, seq)),
-            fnv: Fnv::new(),
-        };
-    }
-
-    /// Whether the stream stopped inside a record.
-    fn mid_record(&self) -> bool {
-        !matches!(&self.parse, Parse::Header(h) if h.is_empty())
-    }
-}
-
-/// One connection's contribution to the digest both sides compute: its id and its byte
-/// count, mixed, summed over connections. The server learns the id from the first
-/// record's header, so a connection cut before a whole header got across contributes its
-/// byte count alone (and one that got no byte across, nothing), on both sides.
-fn digest_of(conn: Option<u32>, bytes: u64) -> u64 {
-    if bytes == 0 {
-        return 0;
-    }
-    let key = match conn {
-        Some(conn) if bytes >= HEADER as u64 => u64::from(conn) << 32 ^ bytes,
-        _ => bytes ^ 1 << 63,
-    };
-    Rng::new(key).next_u64()
-}
-
-// ───────────────────────────── measurements ─────────────────────────────
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Hands the heap's free memory back to the system, so that RSS after the run shows
-/// what is still in use rather than what the allocator keeps; answers whether it could.
-fn trim_heap() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim only releases free memory of glibc's own heap.
-        unsafe { libc::malloc_trim(0) };
-        true
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
-}
-
-/// Raises the soft descriptor limit to `want` if the hard limit allows; answers the
-/// limit in force, or an explanation.
-fn raise_nofile(want: u64) -> Result<u64, String> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err("getrlimit(RLIMIT_NOFILE) failed".into());
-    }
-    let (soft, hard): (u64, u64) = (r.rlim_cur, r.rlim_max);
-    if soft >= want {
-        return Ok(soft);
-    }
-    if hard < want {
-        return Err(format!(
-            "this run needs {want} descriptors but the hard limit (RLIMIT_NOFILE) is {hard}: \
-             raise it (ulimit -Hn, limits.conf), lower --connections, or use --client-process \
-             to split client and server over two processes"
-        ));
-    }
-    r.rlim_cur = want as libc::rlim_t;
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-        return Err(format!(
-            "setrlimit(RLIMIT_NOFILE, {want}) failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(want)
 }
 
 // ───────────────────────────── the server ─────────────────────────────
 
-/// What the server saw, over all connections.
+/// What the server's streams held, over all connections.
 #[derive(Debug, Default)]
-struct ServerTotals {
-    accepted: u64,
-    closed: u64,
+struct SoakStreams {
     bytes: u64,
     records: u64,
     digest: u64,
@@ -515,163 +193,21 @@ struct ServerTotals {
     mid_record: u64,
     /// Connections whose stream was wrong, by the first fault found.
     corrupt: BTreeMap<Corruption, u64>,
-    /// Read errors and accept errors, by kind.
-    errors: BTreeMap<String, u64>,
 }
 
-/// Subscribed to the listener and to every socket it accepts: checks each stream,
-/// closes a socket at the peer's EOF and books the connection when it has closed.
-struct Server {
-    run: u64,
-    sockets: HashMap<SocketId, (Addr<Socket>, StreamCheck)>,
-    totals: Arc<Mutex<ServerTotals>>,
-}
-
-impl Actor for Server {
-    type Context = Context<Self>;
-}
-
-impl Server {
-    fn book(&self, f: impl FnOnce(&mut ServerTotals)) {
-        if let Ok(mut t) = self.totals.lock() {
-            f(&mut t);
+impl Streams for SoakStreams {
+    fn closed(&mut self, check: StreamCheck) {
+        self.bytes += check.bytes;
+        self.records += check.records;
+        self.digest = self
+            .digest
+            .wrapping_add(digest_of(check.writer, check.bytes));
+        match check.corrupt {
+            Some(c) => *self.corrupt.entry(c).or_default() += 1,
+            None if check.mid_record() => self.mid_record += 1,
+            None => {}
         }
     }
-}
-
-impl Handler<ListenerEvent> for Server {
-    type Result = ();
-    fn handle(&mut self, event: ListenerEvent, _: &mut Context<Self>) {
-        match event {
-            ListenerEvent::Accepted { socket, id, .. } => {
-                self.sockets
-                    .insert(id, (socket, StreamCheck::new(self.run)));
-                self.book(|t| t.accepted += 1);
-            }
-            ListenerEvent::AcceptFailed { error } => {
-                let kind = format!("accept: {error}");
-                self.book(|t| *t.errors.entry(kind).or_default() += 1);
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Handler<SocketEvent> for Server {
-    type Result = ();
-    fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
-        let Some((socket, check)) = self.sockets.get_mut(&event.socket) else {
-            return;
-        };
-        match event.kind {
-            SocketEventKind::Received(bytes) => check.feed(&bytes),
-            SocketEventKind::Eof => socket.do_send(Close::Graceful),
-            SocketEventKind::ReadFailed(error) => {
-                let kind = format!("server read: {error}");
-                self.book(|t| *t.errors.entry(kind).or_default() += 1);
-            }
-            SocketEventKind::Closed { .. } => {
-                if let Some((_, check)) = self.sockets.remove(&event.socket) {
-                    self.book(|t| {
-                        t.closed += 1;
-                        t.bytes += check.bytes;
-                        t.records += check.records;
-                        t.digest = t.digest.wrapping_add(digest_of(check.conn, check.bytes));
-                        match check.corrupt {
-                            Some(c) => *t.corrupt.entry(c).or_default() += 1,
-                            None if check.mid_record() => t.mid_record += 1,
-                            None => {}
-                        }
-                    });
-                }
-            }
-            other => {
-                let kind = format!("server event: {other:?}");
-                self.book(|t| *t.errors.entry(kind).or_default() += 1);
-            }
-        }
-    }
-}
-
-/// The server side, on its own arbiter: the listener, its sockets' registry, and the
-/// totals the server actor keeps.
-struct ServerSide {
-    local: SocketAddr,
-    listener: Addr<Listener>,
-    registry: Registry,
-    totals: Arc<Mutex<ServerTotals>>,
-    _arbiter: Arbiter,
-}
-
-/// The server's transport: the system one, or read faults over it.
-fn server_functions(opts: &Options) -> SocketFunctions {
-    if !opts.faults {
-        return SocketFunctions::system();
-    }
-    let faults = Faults::default()
-        .short_reads(0.3)
-        .read_would_block(0.05, Duration::from_millis(2))
-        .read_delay(0.05, Duration::from_millis(1));
-    FaultInjector::new(opts.seed ^ 0x5E5E, faults).wrap(SocketFunctions::system())
-}
-
-type Bound = Result<(Addr<Listener>, Address), sockactor::SocketError>;
-
-/// On the server arbiter: the server actor and its listener.
-async fn bind_server(
-    opts: Options,
-    registry: Registry,
-    totals: Arc<Mutex<ServerTotals>>,
-    tx: tokio::sync::oneshot::Sender<Bound>,
-) {
-    let server = Server {
-        run: opts.seed,
-        sockets: HashMap::new(),
-        totals,
-    }
-    .start();
-    let for_sockets = server.clone();
-    let bound = Listener::builder()
-        .functions(server_functions(&opts))
-        .backlog(4096)
-        .subscriber(server.recipient())
-        .socket_builder(move |_| {
-            Socket::builder()
-                .subscriber(for_sockets.clone().recipient())
-                .registry(&registry)
-        })
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await;
-    let _ = tx.send(bound);
-}
-
-async fn start_server(opts: &Options) -> Result<ServerSide, String> {
-    let arbiter = Arbiter::new();
-    let registry = Registry::new();
-    let totals = Arc::new(Mutex::new(ServerTotals::default()));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let (opts2, reg2, totals2) = (opts.clone(), registry.clone(), totals.clone());
-    // `spawn_fn` takes a `Send` closure; the future it spawns there need not be.
-    let started = arbiter.spawn_fn(move || {
-        actix::spawn(bind_server(opts2, reg2, totals2, tx));
-    });
-    if !started {
-        return Err("the server arbiter is not running".into());
-    }
-    let (listener, local) = rx
-        .await
-        .map_err(|_| "the server arbiter dropped the bind".to_string())?
-        .map_err(|e| format!("bind: {e}"))?;
-    let Address::Inet(local) = local else {
-        return Err(format!("listening on {local:?}, not an IP address"));
-    };
-    Ok(ServerSide {
-        local,
-        listener,
-        registry,
-        totals,
-        _arbiter: arbiter,
-    })
 }
 
 // ───────────────────────────── the clients ─────────────────────────────
@@ -750,8 +286,8 @@ impl ClientTotals {
 
     fn from_line(line: &str) -> Option<ClientTotals> {
         let mut t = ClientTotals::default();
-        for field in line.strip_prefix(CLIENT_LINE)?.split_whitespace() {
-            let (key, value) = field.rsplit_once('=')?;
+        for field in fields(line.strip_prefix(CLIENT_LINE)?) {
+            let (key, value) = field?;
             if let Some(kind) = key.strip_prefix("error:") {
                 t.errors.insert(kind.replace('_', " "), value.parse().ok()?);
                 continue;
@@ -800,7 +336,7 @@ struct ConnReport {
 
 impl ConnReport {
     fn error(&mut self, kind: impl Into<String>) {
-        *self.errors.entry(kind.into()).or_default() += 1;
+        bump(&mut self.errors, kind);
     }
 
     /// Books one write's answer (`len`: the record's length). `Lost` (the socket
@@ -840,19 +376,6 @@ impl ConnReport {
     }
 }
 
-/// A write error's kind, for the summary.
-fn error_kind(e: &WriteError) -> String {
-    match e {
-        WriteError::QueueFull { .. } => "queue full".into(),
-        WriteError::Cancelled => "cancelled".into(),
-        WriteError::Closed { .. } => "closed".into(),
-        WriteError::Aborted { .. } => "aborted".into(),
-        WriteError::Lost { .. } => "lost".into(),
-        WriteError::Transport { source, .. } => format!("transport ({source})"),
-        other => format!("other ({other})"),
-    }
-}
-
 type Answer = Pin<Box<dyn Future<Output = Result<Written, WriteError>>>>;
 
 /// The clients' transport: the system one, or write faults (and resets) over it.
@@ -862,17 +385,12 @@ fn client_functions(opts: &Options) -> SocketFunctions {
     }
     let mut faults = Faults::default();
     if opts.faults {
-        faults = faults
-            .partial(0.3)
-            .would_block(0.05, Duration::from_millis(2))
-            .delay(0.05, Duration::from_millis(1));
+        faults = write_faults(faults);
     }
     if opts.resets {
         faults = faults.reset(opts.reset_p);
     }
-    FaultInjector::new(opts.seed, faults)
-        .max_per_call(16 * 1024)
-        .wrap(SocketFunctions::system())
+    injected(opts.seed, faults)
 }
 
 /// Everything a client connection needs, shared by all of them.
@@ -973,8 +491,8 @@ impl ClientStream {
         let count = self.rng.one_to(MAX_BURST);
         (0..count)
             .map(|_| {
-                let len = payload_len(&mut self.rng);
-                let rec = record(self.run, self.conn, self.seq, len);
+                let len = RECORDS.payload_len(&mut self.rng);
+                let rec = RECORDS.record(self.run, self.conn, self.seq, len);
                 self.seq = self.seq.wrapping_add(1);
                 let total = HEADER + len + TRAILER;
                 let answer: Answer = if through_writer {
@@ -1046,67 +564,44 @@ async fn run_clients(opts: &Options, addr: SocketAddr) -> ClientTotals {
         }
     }
     drop(shared);
-    settle_until(|| registry.is_empty()).await;
+    settle_until(SETTLE, || registry.is_empty()).await;
     totals.registry_after = registry.len() as u64;
     totals
 }
 
-/// Waits (real time, at most 10 s) until `done` holds; answers whether it did.
-async fn settle_until(done: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !done() {
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}
-
 /// The clients in a child process: this binary again, with `--client-of`.
 async fn clients_in_child(opts: &Options, addr: SocketAddr) -> Result<ClientTotals, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let child = Command::new(exe)
-        .args(opts.child_args(addr))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("spawn the client process: {e}"))?;
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let mut cmd = Command::new(this_binary()?);
+    cmd.args(opts.child_args(addr));
+    let finished = tokio::task::spawn_blocking(move || child::run(&mut cmd, Stderr::Inherit, None))
         .await
         .map_err(|e| format!("client process: {e}"))?
-        .map_err(|e| format!("client process: {e}"))?;
-    let line = BufReader::new(&output.stdout[..])
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with(CLIENT_LINE));
-    match line.as_deref().and_then(ClientTotals::from_line) {
+        .map_err(|e| format!("spawn the client process: {e}"))?;
+    match finished.line(CLIENT_LINE).and_then(ClientTotals::from_line) {
         Some(t) => Ok(t),
         None => Err(format!(
             "the client process ({}) printed no report",
-            output.status
+            finished.status.map_or("killed".into(), |s| s.to_string())
         )),
     }
 }
 
 /// The child: the clients only, then one report line.
 fn client_main(opts: &Options, addr: SocketAddr) -> ExitCode {
-    if let Err(e) = raise_nofile(opts.at_once() as u64 + FD_SLACK) {
+    if let Err(e) = raise_nofile(opts.at_once() as u64 + FD_SLACK, NOFILE_ADVICE) {
         eprintln!("soak client: {e}");
         return ExitCode::from(2);
     }
     let system = System::new();
     let totals = system.block_on(async {
-        let _ = SocketFunctions::system();
-        let before = open_fds() as u64;
+        let meter = Meter::start(false);
         let mut totals = run_clients(opts, addr).await;
-        totals.fds_before = before;
-        settle_until(|| open_fds() as u64 <= before).await;
-        totals.fds_after = open_fds() as u64;
-        totals.peak_rss_kb = status_kb("VmHWM");
-        totals.rss_after_kb = status_kb("VmRSS");
-        trim_heap();
-        totals.rss_trimmed_kb = status_kb("VmRSS");
+        let after = meter.settle().await;
+        totals.fds_before = meter.fds_before as u64;
+        totals.fds_after = after.fds as u64;
+        totals.peak_rss_kb = after.peak_rss_kb;
+        totals.rss_after_kb = after.rss_kb;
+        totals.rss_trimmed_kb = after.trimmed_rss_kb.unwrap_or(after.rss_kb);
         totals
     });
     println!("{}", totals.to_line());
@@ -1118,27 +613,25 @@ fn client_main(opts: &Options, addr: SocketAddr) -> ExitCode {
 /// Everything the summary prints.
 struct Outcome {
     clients: ClientTotals,
-    server: ServerTotals,
-    fds_before: usize,
-    fds_after: usize,
-    rss_before_kb: u64,
-    rss_after_kb: u64,
-    /// RSS after handing free heap memory back to the system (glibc only).
-    rss_trimmed_kb: Option<u64>,
-    peak_rss_kb: u64,
+    server: ServerTotals<SoakStreams>,
+    meter: Meter,
+    after: Usage,
     server_registry_after: usize,
     elapsed: Duration,
     all_closed: bool,
 }
 
 async fn run(opts: &Options) -> Result<Outcome, String> {
-    // The lazily made parts of this thread's runtime first, so that the descriptor count
-    // before is comparable with the one after.
-    let _ = SocketFunctions::system();
-    let server = start_server(opts).await?;
-    let fds_before = open_fds();
-    let rss_before_kb = status_kb("VmRSS");
-    let started = Instant::now();
+    let server = start_server::<SoakStreams>(ServerConfig {
+        format: RECORDS,
+        run: opts.seed,
+        rule: SeqRule::Consecutive,
+        keep_whole: false,
+        faults: opts.faults,
+        backlog: 4096,
+    })
+    .await?;
+    let meter = Meter::start(false);
     let clients = if opts.client_process {
         clients_in_child(opts, server.local).await?
     } else {
@@ -1146,149 +639,29 @@ async fn run(opts: &Options) -> Result<Outcome, String> {
     };
     let totals = server.totals.clone();
     let connected = clients.connected;
-    let until = Instant::now() + GRACE;
-    let mut all_closed = false;
-    while Instant::now() < until {
-        if totals.lock().is_ok_and(|t| t.closed >= connected) {
-            all_closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = started.elapsed();
+    let all_closed =
+        settle_until(GRACE, || totals.lock().is_ok_and(|t| t.closed >= connected)).await;
+    let elapsed = meter.started.elapsed();
     let registry = server.registry.clone();
-    settle_until(|| registry.is_empty()).await;
-    settle_until(|| open_fds() <= fds_before).await;
+    settle_until(SETTLE, || registry.is_empty()).await;
+    let after = meter.settle().await;
     let server_totals = std::mem::take(&mut *totals.lock().map_err(|_| "poisoned totals")?);
     let outcome = Outcome {
-        fds_after: open_fds(),
-        rss_after_kb: status_kb("VmRSS"),
-        rss_trimmed_kb: trim_heap().then(|| status_kb("VmRSS")),
-        peak_rss_kb: status_kb("VmHWM"),
         server_registry_after: registry.len(),
         clients,
         server: server_totals,
-        fds_before,
-        rss_before_kb,
+        meter,
+        after,
         elapsed,
         all_closed,
     };
-    server.listener.do_send(sockactor::messages::StopListening);
+    server.listener.do_send(StopListening);
     Ok(outcome)
 }
 
-/// Every check of the run, with whether it held.
-fn checks(opts: &Options, o: &Outcome) -> Vec<(String, bool)> {
-    let (c, s) = (&o.clients, &o.server);
-    let mut v = vec![
-        (
-            format!(
-                "every connection made ({} of {})",
-                c.connected,
-                opts.total()
-            ),
-            c.connected == opts.total() as u64,
-        ),
-        (
-            format!(
-                "the server accepted and closed each ({} accepted, {} closed)",
-                s.accepted, s.closed
-            ),
-            o.all_closed && s.accepted == c.connected && s.closed == c.connected,
-        ),
-        (
-            format!(
-                "every write answered exactly once ({} writes, {} answers, {} unanswered)",
-                c.writes, c.answered, c.unanswered
-            ),
-            c.writes == c.answered && c.unanswered == 0,
-        ),
-        (
-            format!(
-                "answers consistent with each other and the sockets' counters ({} connections not)",
-                c.inconsistent
-            ),
-            c.inconsistent == 0,
-        ),
-        (
-            format!(
-                "every received byte verified ({} corrupt streams)",
-                s.corrupt.values().sum::<u64>()
-            ),
-            s.corrupt.is_empty(),
-        ),
-        (
-            format!(
-                "bytes received = bytes answered as sent ({} / {}), per connection (digest {})",
-                s.bytes,
-                c.bytes,
-                if s.digest == c.digest {
-                    "equal"
-                } else {
-                    "differs"
-                }
-            ),
-            s.bytes == c.bytes && s.digest == c.digest,
-        ),
-        (
-            format!(
-                "streams cut inside a record only where a write was cut ({} / {})",
-                s.mid_record, c.mid_record
-            ),
-            s.mid_record == c.mid_record,
-        ),
-        (
-            format!(
-                "whole records received = writes answered Ok ({} / {})",
-                s.records, c.ok
-            ),
-            s.records == c.ok,
-        ),
-        (
-            format!(
-                "registries empty after (server {}, clients {})",
-                o.server_registry_after, c.registry_after
-            ),
-            o.server_registry_after == 0 && c.registry_after == 0,
-        ),
-        (
-            format!(
-                "descriptors back where they started ({} → {})",
-                o.fds_before, o.fds_after
-            ),
-            o.fds_after <= o.fds_before,
-        ),
-    ];
-    v.push((
-        format!(
-            "the server saw no accept or read error ({})",
-            s.errors.values().sum::<u64>()
-        ),
-        s.errors.is_empty(),
-    ));
-    if opts.client_process {
-        v.push((
-            format!(
-                "client process descriptors back ({} → {})",
-                c.fds_before, c.fds_after
-            ),
-            c.fds_after <= c.fds_before,
-        ));
-    }
-    if !opts.resets {
-        v.push((
-            format!(
-                "no write failed without injected resets ({} reset)",
-                c.reset
-            ),
-            c.errors.is_empty() && c.reset == 0,
-        ));
-    }
-    v
-}
-
-fn print_summary(opts: &Options, o: &Outcome) -> bool {
-    let (c, s) = (&o.clients, &o.server);
+/// The summary: what ran, the counts, and every check of the run.
+fn summary(opts: &Options, o: &Outcome) -> Report {
+    let (c, s, streams) = (&o.clients, &o.server, &o.server.streams);
     let mode = match opts.cycles {
         Some(n) => format!("cycles: {n} connections, {} at a time", opts.at_once()),
         None => format!(
@@ -1296,56 +669,61 @@ fn print_summary(opts: &Options, o: &Outcome) -> bool {
             opts.connections, opts.seconds
         ),
     };
-    println!("== sockactor soak ({mode}; seed {})", opts.seed);
-    println!(
-        "transport      : {}{}{}",
-        if opts.faults {
-            "fault injector (partial, would-block, delay; server: short reads, read would-block, read delay)"
-        } else {
-            "system"
-        },
-        if opts.resets {
-            format!(", resets p={}", opts.reset_p)
-        } else {
-            String::new()
-        },
-        if opts.client_process {
-            ", clients in a child process"
-        } else {
-            ""
-        }
+    let mut r = Report::new("soak", mode, opts.seed);
+    r.line(
+        "transport",
+        format!(
+            "{}{}{}",
+            if opts.faults {
+                "fault injector (partial, would-block, delay; server: short reads, read would-block, read delay)"
+            } else {
+                "system"
+            },
+            if opts.resets {
+                format!(", resets p={}", opts.reset_p)
+            } else {
+                String::new()
+            },
+            if opts.client_process {
+                ", clients in a child process"
+            } else {
+                ""
+            }
+        ),
     );
-    println!(
-        "connections    : {} made, {} reset by the injector",
-        c.connected, c.reset
+    r.line(
+        "connections",
+        format!("{} made, {} reset by the injector", c.connected, c.reset),
     );
-    println!(
-        "writes         : {} issued, {} answered, {} Ok ({:.0}/s)",
-        c.writes,
-        c.answered,
-        c.ok,
-        c.writes as f64 / o.elapsed.as_secs_f64()
+    r.line(
+        "writes",
+        format!(
+            "{} issued, {} answered, {} Ok ({:.0}/s)",
+            c.writes,
+            c.answered,
+            c.ok,
+            c.writes as f64 / o.elapsed.as_secs_f64()
+        ),
     );
-    println!(
-        "bytes          : {} answered as sent, {} received and verified ({:.1} MiB/s)",
-        c.bytes,
-        s.bytes,
-        s.bytes as f64 / (1 << 20) as f64 / o.elapsed.as_secs_f64()
+    r.line(
+        "bytes",
+        format!(
+            "{} answered as sent, {} received and verified ({:.1} MiB/s)",
+            c.bytes,
+            streams.bytes,
+            streams.bytes as f64 / (1 << 20) as f64 / o.elapsed.as_secs_f64()
+        ),
     );
-    let mut errors: Vec<String> = c
-        .errors
+    let corrupt = streams
+        .corrupt
         .iter()
-        .chain(s.errors.iter())
-        .map(|(k, n)| format!("{k}: {n}"))
-        .collect();
-    errors.extend(s.corrupt.iter().map(|(k, n)| format!("corrupt {k:?}: {n}")));
-    println!(
-        "errors by kind : {}",
-        if errors.is_empty() {
-            "none".into()
-        } else {
-            errors.join(", ")
-        }
+        .map(|(k, n)| (format!("corrupt {}", corruption_name(*k)), *n));
+    r.errors(
+        c.errors
+            .iter()
+            .chain(&s.errors)
+            .map(|(k, n)| (k.clone(), *n))
+            .chain(corrupt),
     );
     let client_rss = if opts.client_process {
         format!(
@@ -1357,62 +735,121 @@ fn print_summary(opts: &Options, o: &Outcome) -> bool {
     } else {
         String::new()
     };
-    println!(
-        "RSS            : {} MiB before, {} MiB peak, {} MiB after, {} after malloc_trim{client_rss}",
-        o.rss_before_kb / 1024,
-        o.peak_rss_kb / 1024,
-        o.rss_after_kb / 1024,
-        o.rss_trimmed_kb
-            .map_or("nothing".into(), |kb| format!("{} MiB", kb / 1024))
+    r.line("RSS", format!("{}{client_rss}", o.meter.rss_line(&o.after)));
+    r.line("open fds", o.meter.fds_line(&o.after));
+    r.line(
+        "registry after",
+        format!(
+            "{} server sockets, {} client sockets",
+            o.server_registry_after, c.registry_after
+        ),
     );
-    println!(
-        "open fds       : {} before, {} after",
-        o.fds_before, o.fds_after
-    );
-    println!(
-        "registry after : {} server sockets, {} client sockets",
-        o.server_registry_after, c.registry_after
-    );
-    println!("elapsed        : {:.1} s", o.elapsed.as_secs_f64());
-    let mut pass = true;
-    for (what, ok) in checks(opts, o) {
-        println!("  [{}] {what}", if ok { "ok" } else { "FAIL" });
-        pass &= ok;
-    }
-    println!("{}", if pass { "PASS" } else { "FAIL" });
-    pass
-}
+    r.line("elapsed", format!("{:.1} s", o.elapsed.as_secs_f64()));
 
-fn usage() {
-    eprintln!(
-        "usage: soak [--connections N] [--seconds S] [--seed X] [--faults] [--resets] \
-         [--reset-p P] [--cycles N] [--client-process]"
+    r.check(
+        format!(
+            "every connection made ({} of {})",
+            c.connected,
+            opts.total()
+        ),
+        c.connected == opts.total() as u64,
     );
+    r.check(
+        format!(
+            "the server accepted and closed each ({} accepted, {} closed)",
+            s.accepted, s.closed
+        ),
+        o.all_closed && s.accepted == c.connected && s.closed == c.connected,
+    );
+    r.check(
+        format!(
+            "every write answered exactly once ({} writes, {} answers, {} unanswered)",
+            c.writes, c.answered, c.unanswered
+        ),
+        c.writes == c.answered && c.unanswered == 0,
+    );
+    r.check(
+        format!(
+            "answers consistent with each other and the sockets' counters ({} connections not)",
+            c.inconsistent
+        ),
+        c.inconsistent == 0,
+    );
+    check_received(
+        &mut r,
+        streams.corrupt.values().sum(),
+        (streams.bytes, streams.digest),
+        (c.bytes, c.digest),
+        "connection",
+    );
+    r.check(
+        format!(
+            "streams cut inside a record only where a write was cut ({} / {})",
+            streams.mid_record, c.mid_record
+        ),
+        streams.mid_record == c.mid_record,
+    );
+    r.check(
+        format!(
+            "whole records received = writes answered Ok ({} / {})",
+            streams.records, c.ok
+        ),
+        streams.records == c.ok,
+    );
+    r.check(
+        format!(
+            "registries empty after (server {}, clients {})",
+            o.server_registry_after, c.registry_after
+        ),
+        o.server_registry_after == 0 && c.registry_after == 0,
+    );
+    let (what, ok) = o.meter.fds_check(&o.after);
+    r.check(what, ok);
+    r.check(
+        format!(
+            "the server saw no accept or read error ({})",
+            s.errors.values().sum::<u64>()
+        ),
+        s.errors.is_empty(),
+    );
+    if opts.client_process {
+        r.check(
+            format!(
+                "client process descriptors back ({} → {})",
+                c.fds_before, c.fds_after
+            ),
+            c.fds_after <= c.fds_before,
+        );
+    }
+    if !opts.resets {
+        r.check(
+            format!(
+                "no write failed without injected resets ({} reset)",
+                c.reset
+            ),
+            c.errors.is_empty() && c.reset == 0,
+        );
+    }
+    r
 }
 
 fn main() -> ExitCode {
-    let opts = match Options::parse(std::env::args().skip(1)) {
+    let opts = match Options::parse(Args::from_env()) {
         Ok(o) => o,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("soak: {e}");
-            }
-            usage();
-            return ExitCode::from(2);
-        }
+        Err(e) => return bad_arguments("soak", &e, USAGE),
     };
     if let Some(addr) = opts.client_of {
         return client_main(&opts, addr);
     }
     let per_conn = if opts.client_process { 1 } else { 2 };
-    if let Err(e) = raise_nofile(opts.at_once() as u64 * per_conn + FD_SLACK) {
+    if let Err(e) = raise_nofile(opts.at_once() as u64 * per_conn + FD_SLACK, NOFILE_ADVICE) {
         eprintln!("soak: {e}");
         return ExitCode::from(2);
     }
     let system = System::new();
     let outcome = system.block_on(run(&opts));
     match outcome {
-        Ok(o) if print_summary(&opts, &o) => ExitCode::SUCCESS,
+        Ok(o) if summary(&opts, &o).print() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {
             eprintln!("soak: {e}");
