@@ -68,3 +68,20 @@ pub fn bad_arguments(tool: &str, why: &str, usage: &str) -> ExitCode {
     eprintln!("{usage}");
     ExitCode::from(2)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_take_their_values() {
+        let mut args = Args::new(["--n", "10_000", "--p", "0.5", "--x"].map(String::from));
+        assert_eq!(args.next().as_deref(), Some("--n"));
+        assert_eq!(args.number::<u64>("--n"), Ok(10_000));
+        assert_eq!(args.next().as_deref(), Some("--p"));
+        assert_eq!(args.probability("--p"), Ok(0.5));
+        assert_eq!(args.next().as_deref(), Some("--x"));
+        assert_eq!(args.value("--x"), Err("--x needs a value".into()));
+        assert_eq!(number::<u32>("1x"), Err("bad number 1x".into()));
+    }
+}

@@ -305,3 +305,110 @@ pub fn digest_of(writer: Option<u32>, bytes: u64) -> u64 {
     };
     Rng::new(key).next_u64()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT: RecordFormat = RecordFormat {
+        magic: 0x5445_5354,
+        max_payload: 4096,
+    };
+
+    fn stream(records: &[(u32, u32, usize)]) -> Vec<u8> {
+        records
+            .iter()
+            .flat_map(|&(writer, seq, len)| FORMAT.record(7, writer, seq, len))
+            .flat_map(|b| b.to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn records_fed_in_any_chunks_check_whole() {
+        let bytes = stream(&[(3, 0, 1), (3, 1, 300), (3, 2, 4096)]);
+        for chunk in [1, 7, 4096, bytes.len()] {
+            let mut check = StreamCheck::new(FORMAT, 7, SeqRule::Consecutive, true);
+            bytes.chunks(chunk).for_each(|c| check.feed(c));
+            assert_eq!(check.corrupt, None);
+            assert_eq!((check.records, check.bytes), (3, bytes.len() as u64));
+            assert_eq!(check.whole, Some(vec![0, 1, 2]));
+            assert_eq!(check.writer, Some(3));
+            assert!(!check.mid_record());
+        }
+    }
+
+    #[test]
+    fn each_fault_is_named() {
+        let check = |bytes: &[u8], rule| {
+            let mut check = StreamCheck::new(FORMAT, 7, rule, false);
+            check.feed(bytes);
+            check.corrupt
+        };
+        let good = stream(&[(1, 0, 10), (1, 1, 10)]);
+        let mut bad = good.clone();
+        bad[0] ^= 1;
+        assert_eq!(check(&bad, SeqRule::Consecutive), Some(Corruption::Magic));
+        let mut bad = good.clone();
+        bad[HEADER + 3] ^= 1;
+        assert_eq!(
+            check(&bad, SeqRule::Consecutive),
+            Some(Corruption::PayloadByte)
+        );
+        let mut bad = good.clone();
+        bad[HEADER + 10] ^= 1;
+        assert_eq!(
+            check(&bad, SeqRule::Consecutive),
+            Some(Corruption::Checksum)
+        );
+        let other = stream(&[(1, 0, 10), (2, 1, 10)]);
+        assert_eq!(
+            check(&other, SeqRule::Consecutive),
+            Some(Corruption::Writer)
+        );
+        let gap = stream(&[(1, 0, 10), (1, 2, 10)]);
+        assert_eq!(
+            check(&gap, SeqRule::Consecutive),
+            Some(Corruption::Sequence)
+        );
+        assert_eq!(check(&gap, SeqRule::Increasing), None);
+        let late = stream(&[(1, 5, 10), (1, 4, 10)]);
+        assert_eq!(
+            check(&late, SeqRule::Increasing),
+            Some(Corruption::Sequence)
+        );
+        let too_long = RecordFormat {
+            max_payload: 8,
+            ..FORMAT
+        };
+        let mut check = StreamCheck::new(too_long, 7, SeqRule::Consecutive, false);
+        check.feed(&good);
+        assert_eq!(check.corrupt, Some(Corruption::Length));
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_record_says_so() {
+        let bytes = stream(&[(1, 0, 100)]);
+        let mut check = StreamCheck::new(FORMAT, 7, SeqRule::Consecutive, false);
+        check.feed(&bytes[..HEADER + 5]);
+        assert!(check.mid_record());
+        assert_eq!(check.current, (Some(0), HEADER + 5));
+    }
+
+    #[test]
+    fn payload_lengths_stay_within_the_format() {
+        let mut rng = Rng::new(1);
+        for _ in 0..10_000 {
+            let len = FORMAT.payload_len(&mut rng);
+            assert!((1..=FORMAT.max_payload).contains(&len));
+        }
+    }
+
+    #[test]
+    fn digests_match_only_for_the_same_writer_and_bytes() {
+        assert_eq!(digest_of(Some(1), 0), 0);
+        assert_eq!(digest_of(Some(1), 100), digest_of(Some(1), 100));
+        assert_ne!(digest_of(Some(1), 100), digest_of(Some(2), 100));
+        // Fewer bytes than a header: the writer is not known to the receiver.
+        assert_eq!(digest_of(Some(1), 10), digest_of(None, 10));
+    }
+}

@@ -137,3 +137,24 @@ pub fn spread(
         fmt(m)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(upper_median(&[4.0, 1.0, 2.0, 3.0]), Some(3.0));
+        assert_eq!(upper_median(&[]), None);
+        let fmt = |v: f64| format!("{v:.0}");
+        assert_eq!(spread(&[5.0], median, fmt), Some("5".into()));
+        assert_eq!(
+            spread(&[3.0, 9.0, 5.0], median, fmt),
+            Some("5 (3..9)".into())
+        );
+        assert_eq!(spread(&[], median, fmt), None);
+    }
+}
