@@ -1,15 +1,15 @@
-//! The soak of the components `examples/soak.rs` does not drive: datagram sockets, the
-//! `ReconnectingClient`, and a `SocketSystem` of several arbiters. Each mode drives
+//! The soak of the components `tools/src/bin/soak.rs` does not drive: datagram sockets,
+//! the `ReconnectingClient`, and a `SocketSystem` of several arbiters. Each mode drives
 //! seeded random traffic over loopback, verifies every byte, and prints a summary in the
 //! style of `soak.rs`: what ran, counts, errors by kind, RSS, descriptors, and `PASS` or
 //! `FAIL` per check and overall.
 //!
 //! ```text
-//! cargo run --release --example soak_components                      # all three modes, 20 s each
-//! cargo run --release --example soak_components -- --mode datagram   # 200 pairs of UDP sockets
-//! cargo run --release --example soak_components -- --mode client     # 100 reconnecting clients
-//! cargo run --release --example soak_components -- --mode system     # 1,000 connections, N arbiters
-//! cargo run --release --example soak_components -- --seconds 4       # the CI variant
+//! cargo run --release -p sockactor-tools --bin soak_components                     # all three modes, 20 s each
+//! cargo run --release -p sockactor-tools --bin soak_components -- --mode datagram  # 200 pairs of UDP sockets
+//! cargo run --release -p sockactor-tools --bin soak_components -- --mode client    # 100 reconnecting clients
+//! cargo run --release -p sockactor-tools --bin soak_components -- --mode system    # 1,000 connections, N arbiters
+//! cargo run --release -p sockactor-tools --bin soak_components -- --seconds 4      # the CI variant
 //! ```
 //!
 //! Options: `--mode datagram|client|system|all` (default `all`: the three in turn),
@@ -63,21 +63,34 @@ use bytes::Bytes;
 use sockactor::filters::{FaultInjector, Faults};
 use sockactor::messages::{
     Address, ClientEvent, ClientState, Close, DatagramEvent, DatagramEventKind, GetClientState,
-    GetDatagramInfo, GetDatagramStats, GetStats, GetWriter, ListenerEvent, SendDatagram,
-    SocketEvent, SocketEventKind, SocketId, StopListening, Write, Written,
+    GetDatagramInfo, GetDatagramStats, GetStats, GetWriter, SendDatagram, SocketEvent,
+    SocketEventKind, SocketId, StopListening, Write, Written,
 };
 use sockactor::{
-    DatagramError, DatagramSocket, Listener, ReconnectingClient, Registry, Socket, SocketConfig,
+    DatagramError, DatagramSocket, ReconnectingClient, Registry, Socket, SocketConfig,
     SocketFunctions, SocketSystem, SocketSystemError, UnsentWrites, WriteError, Writer,
+};
+use sockactor_tools::args::{bad_arguments, unknown, Args};
+use sockactor_tools::procfs::raise_nofile;
+use sockactor_tools::records::{
+    digest_of, payload, payload_seed, word, Corruption, Fnv, PayloadBytes, RecordFormat, SeqRule,
+    StreamCheck, HEADER, MAX_BURST, TRAILER,
+};
+use sockactor_tools::report::Report;
+use sockactor_tools::rng::Rng;
+use sockactor_tools::soak::{
+    bump, check_received, error_kind, injected, read_faults, settle_until, start_server,
+    write_faults, Meter, ServerConfig, Streams, CONNECTS_AT_ONCE, FD_SLACK, GRACE, SETTLE,
 };
 use tokio::sync::Semaphore;
 
-/// How long answers, closes and the last datagrams may take after the writers stop.
-const GRACE: Duration = Duration::from_secs(60);
-/// Descriptors a process needs besides the sockets'.
-const FD_SLACK: u64 = 256;
-/// Connects under way at once.
-const CONNECTS_AT_ONCE: usize = 256;
+/// The stream records of client and system modes: `SOAC` first, payloads up to 16 KiB.
+const RECORDS: RecordFormat = RecordFormat {
+    magic: 0x534F_4143,
+    max_payload: 16 * 1024,
+};
+const USAGE: &str = "usage: soak_components [--mode datagram|client|system|all] [--seconds S] \
+                     [--count N] [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]";
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -117,7 +130,7 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: impl Iterator<Item = String>) -> Result<Options, String> {
+    fn parse(mut args: Args) -> Result<Options, String> {
         let mut o = Options {
             modes: vec![Mode::Datagram, Mode::Client, Mode::System],
             seconds: 20,
@@ -128,12 +141,10 @@ impl Options {
             ordered_close: false,
             burst: DG_MAX_BURST,
         };
-        let mut args = args.peekable();
         while let Some(arg) = args.next() {
-            let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
             match arg.as_str() {
                 "--mode" => {
-                    o.modes = match value("--mode")?.as_str() {
+                    o.modes = match args.value("--mode")?.as_str() {
                         "datagram" => vec![Mode::Datagram],
                         "client" => vec![Mode::Client],
                         "system" => vec![Mode::System],
@@ -141,18 +152,15 @@ impl Options {
                         other => return Err(format!("unknown mode {other}")),
                     }
                 }
-                "--seconds" => o.seconds = number(&value("--seconds")?)?,
-                "--count" => o.count = Some(number(&value("--count")?)?),
-                "--seed" => o.seed = number(&value("--seed")?)?,
-                "--burst" => o.burst = number::<u64>(&value("--burst")?)?.clamp(1, 1024),
+                "--seconds" => o.seconds = args.number("--seconds")?,
+                "--count" => o.count = Some(args.number("--count")?),
+                "--seed" => o.seed = args.number("--seed")?,
+                "--burst" => o.burst = args.number::<u64>("--burst")?.clamp(1, 1024),
                 "--faults" => o.faults = true,
                 "--ordered-close" => o.ordered_close = true,
-                "--reset-p" => {
-                    let v = value("--reset-p")?;
-                    o.reset_p = v.parse().map_err(|_| format!("bad probability {v}"))?;
-                }
+                "--reset-p" => o.reset_p = args.probability("--reset-p")?,
                 "-h" | "--help" => return Err(String::new()),
-                other => return Err(format!("unknown argument {other}")),
+                other => return Err(unknown(other)),
             }
         }
         if o.count == Some(0) {
@@ -166,411 +174,7 @@ impl Options {
     }
 }
 
-fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
-    v.replace('_', "")
-        .parse()
-        .map_err(|_| format!("bad number {v}"))
-}
-
-// ───────────────────────────── generators and checksums ─────────────────────────────
-
-/// SplitMix64: payloads and every random choice of the run.
-#[derive(Clone, Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `1..=max`.
-    fn one_to(&mut self, max: u64) -> u64 {
-        1 + self.next_u64() % max.max(1)
-    }
-}
-
-/// The seed of one payload: the run, the writer and the sequence number.
-fn payload_seed(run: u64, writer: u32, seq: u32) -> u64 {
-    run ^ (u64::from(writer) << 32 | u64::from(seq)).wrapping_mul(0xD6E8_FEB8_6659_FD93)
-}
-
-/// FNV-1a, 64 bits.
-#[derive(Clone, Copy, Debug)]
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xCBF2_9CE4_8422_2325)
-    }
-
-    fn byte(&mut self, b: u8) {
-        self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
-    }
-}
-
-/// A payload's bytes, eight at a time from its generator.
-#[derive(Debug)]
-struct PayloadBytes {
-    rng: Rng,
-    word: [u8; 8],
-    at: usize,
-}
-
-impl PayloadBytes {
-    fn new(seed: u64) -> PayloadBytes {
-        PayloadBytes {
-            rng: Rng::new(seed),
-            word: [0; 8],
-            at: 8,
-        }
-    }
-
-    fn next_byte(&mut self) -> u8 {
-        if self.at == 8 {
-            self.word = self.rng.next_u64().to_le_bytes();
-            self.at = 0;
-        }
-        self.at += 1;
-        self.word[self.at - 1]
-    }
-}
-
-/// A payload of `len` bytes and its checksum.
-fn payload(seed: u64, len: usize) -> (Vec<u8>, Fnv) {
-    let mut gen = PayloadBytes::new(seed);
-    let mut fnv = Fnv::new();
-    let bytes = (0..len)
-        .map(|_| {
-            let b = gen.next_byte();
-            fnv.byte(b);
-            b
-        })
-        .collect();
-    (bytes, fnv)
-}
-
-fn word(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-}
-
-// ───────────────────────────── stream records ─────────────────────────────
-
-/// First word of every stream record.
-const MAGIC: u32 = 0x534F_4143;
-/// Record header: magic, writer id, sequence number, payload length.
-const HEADER: usize = 16;
-/// Record trailer: the payload's FNV-1a.
-const TRAILER: usize = 8;
-/// Most records in one burst.
-const MAX_BURST: u64 = 8;
-
-/// A payload length: mostly small, sometimes a few KiB, now and then up to `max`.
-fn record_len(rng: &mut Rng, max: usize) -> usize {
-    let cap = match rng.next_u64() % 100 {
-        0..=69 => 256,
-        70..=94 => 4096,
-        _ => max as u64,
-    };
-    rng.one_to(cap.min(max as u64)) as usize
-}
-
-/// One record as three segments: header, payload, checksum.
-fn record(run: u64, writer: u32, seq: u32, len: usize) -> Vec<Bytes> {
-    let (bytes, fnv) = payload(payload_seed(run, writer, seq), len);
-    let mut header = Vec::with_capacity(HEADER);
-    for w in [MAGIC, writer, seq, len as u32] {
-        header.extend_from_slice(&w.to_le_bytes());
-    }
-    vec![
-        Bytes::from(header),
-        Bytes::from(bytes),
-        Bytes::copy_from_slice(&fnv.0.to_le_bytes()),
-    ]
-}
-
-/// Where a stream parser is within a record.
-#[derive(Debug)]
-enum Parse {
-    Header(Vec<u8>),
-    Payload {
-        left: usize,
-        gen: PayloadBytes,
-        fnv: Fnv,
-    },
-    Trailer {
-        fnv: Fnv,
-        got: Vec<u8>,
-    },
-}
-
-/// Why a stream was wrong (the first fault only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Corruption {
-    Magic,
-    Writer,
-    Sequence,
-    Length,
-    PayloadByte,
-    Checksum,
-}
-
-/// How sequence numbers must run within one stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SeqRule {
-    /// 0, 1, 2… (a socket's own stream).
-    Consecutive,
-    /// Strictly increasing from anywhere (one connection of a reconnecting client: a
-    /// write cut short on the last connection is not sent again).
-    Increasing,
-}
-
-/// One stream's check: records parsed, regenerated and compared byte by byte.
-#[derive(Debug)]
-struct StreamCheck {
-    run: u64,
-    rule: SeqRule,
-    max_payload: usize,
-    writer: Option<u32>,
-    last_seq: Option<u32>,
-    bytes: u64,
-    records: u64,
-    /// Sequence numbers of the whole records (kept only when asked).
-    whole: Option<Vec<u32>>,
-    /// The record being parsed: its sequence number once its header is in, and its bytes
-    /// so far.
-    current: (Option<u32>, usize),
-    parse: Parse,
-    corrupt: Option<Corruption>,
-}
-
-impl StreamCheck {
-    fn new(run: u64, rule: SeqRule, max_payload: usize, keep_whole: bool) -> StreamCheck {
-        StreamCheck {
-            run,
-            rule,
-            max_payload,
-            writer: None,
-            last_seq: None,
-            bytes: 0,
-            records: 0,
-            whole: keep_whole.then(Vec::new),
-            current: (None, 0),
-            parse: Parse::Header(Vec::with_capacity(HEADER)),
-            corrupt: None,
-        }
-    }
-
-    fn feed(&mut self, chunk: &[u8]) {
-        self.bytes += chunk.len() as u64;
-        for &b in chunk {
-            if self.corrupt.is_some() {
-                return;
-            }
-            self.current.1 += 1;
-            self.byte(b);
-        }
-    }
-
-    fn byte(&mut self, b: u8) {
-        match &mut self.parse {
-            Parse::Header(h) => {
-                h.push(b);
-                if h.len() == HEADER {
-                    let h = std::mem::take(h);
-                    self.header(&h);
-                }
-            }
-            Parse::Payload { left, gen, fnv } => {
-                if gen.next_byte() != b {
-                    self.corrupt = Some(Corruption::PayloadByte);
-                    return;
-                }
-                fnv.byte(b);
-                *left -= 1;
-                if *left == 0 {
-                    let fnv = *fnv;
-                    self.parse = Parse::Trailer {
-                        fnv,
-                        got: Vec::with_capacity(TRAILER),
-                    };
-                }
-            }
-            Parse::Trailer { fnv, got } => {
-                got.push(b);
-                if got.len() == TRAILER {
-                    if got[..] != fnv.0.to_le_bytes() {
-                        self.corrupt = Some(Corruption::Checksum);
-                        return;
-                    }
-                    self.records += 1;
-                    let seq = self.current.0;
-                    if let (Some(whole), Some(seq)) = (&mut self.whole, seq) {
-                        whole.push(seq);
-                    }
-                    self.last_seq = seq;
-                    self.current = (None, 0);
-                    self.parse = Parse::Header(Vec::with_capacity(HEADER));
-                }
-            }
-        }
-    }
-
-    fn header(&mut self, h: &[u8]) {
-        let (magic, writer, seq, len) = (word(h, 0), word(h, 4), word(h, 8), word(h, 12));
-        let len = len as usize;
-        let in_order = match (self.rule, self.last_seq) {
-            (SeqRule::Consecutive, None) => seq == 0,
-            (SeqRule::Consecutive, Some(last)) => seq == last.wrapping_add(1),
-            (SeqRule::Increasing, None) => true,
-            (SeqRule::Increasing, Some(last)) => seq > last,
-        };
-        let fault = if magic != MAGIC {
-            Some(Corruption::Magic)
-        } else if self.writer.is_some_and(|w| w != writer) {
-            Some(Corruption::Writer)
-        } else if !in_order {
-            Some(Corruption::Sequence)
-        } else if len == 0 || len > self.max_payload {
-            Some(Corruption::Length)
-        } else {
-            None
-        };
-        if fault.is_some() {
-            self.corrupt = fault;
-            return;
-        }
-        self.writer = Some(writer);
-        self.current.0 = Some(seq);
-        self.parse = Parse::Payload {
-            left: len,
-            gen: PayloadBytes::new(payload_seed(self.run, writer, seq)),
-            fnv: Fnv::new(),
-        };
-    }
-
-    /// Whether the stream stopped inside a record.
-    fn mid_record(&self) -> bool {
-        !matches!(&self.parse, Parse::Header(h) if h.is_empty())
-    }
-}
-
-/// One stream's contribution to the digest both sides sum: its writer and byte count.
-fn digest_of(writer: Option<u32>, bytes: u64) -> u64 {
-    if bytes == 0 {
-        return 0;
-    }
-    let key = match writer {
-        Some(w) if bytes >= HEADER as u64 => u64::from(w) << 32 ^ bytes,
-        _ => bytes ^ 1 << 63,
-    };
-    Rng::new(key).next_u64()
-}
-
-/// A write error's kind, for the summary.
-fn error_kind(e: &WriteError) -> String {
-    match e {
-        WriteError::QueueFull { .. } => "queue full".into(),
-        WriteError::Cancelled => "cancelled".into(),
-        WriteError::Closed { .. } => "closed".into(),
-        WriteError::Aborted { .. } => "aborted".into(),
-        WriteError::Lost { .. } => "lost".into(),
-        WriteError::GaveUp { .. } => "gave up".into(),
-        WriteError::Transport { source, .. } => format!("transport ({source})"),
-        other => format!("other ({other})"),
-    }
-}
-
-fn bump(map: &mut BTreeMap<String, u64>, kind: impl Into<String>) {
-    *map.entry(kind.into()).or_default() += 1;
-}
-
 // ───────────────────────────── measurements ─────────────────────────────
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
-}
-
-fn status_kb(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// Resets the peak RSS (`VmHWM`) to the current RSS, so each mode reports its own peak;
-/// answers whether the kernel allowed it.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// Hands the heap's free memory back to the system (glibc); answers whether it could.
-fn trim_heap() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: malloc_trim only releases free memory of glibc's own heap.
-        unsafe { libc::malloc_trim(0) };
-        true
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
-}
-
-/// Raises the soft descriptor limit to `want` if the hard limit allows.
-fn raise_nofile(want: u64) -> Result<u64, String> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err("getrlimit(RLIMIT_NOFILE) failed".into());
-    }
-    let (soft, hard): (u64, u64) = (r.rlim_cur, r.rlim_max);
-    if soft >= want {
-        return Ok(soft);
-    }
-    if hard < want {
-        return Err(format!(
-            "this run needs {want} descriptors but the hard limit (RLIMIT_NOFILE) is {hard}: \
-             raise it or lower --count"
-        ));
-    }
-    r.rlim_cur = want as libc::rlim_t;
-    // SAFETY: setrlimit reads the struct we own.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-        return Err(format!(
-            "setrlimit(RLIMIT_NOFILE, {want}) failed: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(want)
-}
-
-/// Waits (real time, at most `limit`) until `done` holds; answers whether it did.
-async fn settle_until(limit: Duration, done: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
-}
 
 /// The kernel's own count of datagrams it dropped on receive, over all sockets of this
 /// network namespace: UDP `InErrors` (which includes `RcvbufErrors`: a full receive
@@ -618,126 +222,6 @@ impl KernelDrops {
 
     fn total(self) -> u64 {
         self.udp_in_errors + self.backlog
-    }
-}
-
-/// What every mode measures around its run.
-struct Meter {
-    started: Instant,
-    fds_before: usize,
-    rss_before_kb: u64,
-    peak_reset: bool,
-}
-
-impl Meter {
-    fn start() -> Meter {
-        // The lazily made parts of this thread's runtime first, so that the descriptor
-        // count before is comparable with the one after.
-        let _ = SocketFunctions::system();
-        Meter {
-            peak_reset: reset_peak_rss(),
-            started: Instant::now(),
-            fds_before: open_fds(),
-            rss_before_kb: status_kb("VmRSS"),
-        }
-    }
-
-    /// Waits for the descriptors to come back, then adds the RSS, descriptor and time
-    /// lines and the descriptor check.
-    async fn finish(self, report: &mut Report) {
-        let elapsed = self.started.elapsed();
-        let before = self.fds_before;
-        settle_until(Duration::from_secs(10), || open_fds() <= before).await;
-        let fds_after = open_fds();
-        let peak = status_kb("VmHWM");
-        let after = status_kb("VmRSS");
-        let trimmed = trim_heap().then(|| status_kb("VmRSS"));
-        report.line(
-            "RSS",
-            format!(
-                "{} MiB before, {} MiB peak{}, {} MiB after, {} after malloc_trim",
-                self.rss_before_kb / 1024,
-                peak / 1024,
-                if self.peak_reset {
-                    ""
-                } else {
-                    " (of the process)"
-                },
-                after / 1024,
-                trimmed.map_or("nothing".into(), |kb| format!("{} MiB", kb / 1024))
-            ),
-        );
-        report.line(
-            "open fds",
-            format!("{} before, {fds_after} after", self.fds_before),
-        );
-        report.line("elapsed", format!("{:.1} s", elapsed.as_secs_f64()));
-        report.check(
-            format!(
-                "descriptors back where they started ({} → {fds_after})",
-                self.fds_before
-            ),
-            fds_after <= self.fds_before,
-        );
-    }
-}
-
-// ───────────────────────────── the summary ─────────────────────────────
-
-/// One mode's summary: what ran, the counts, and the checks.
-struct Report {
-    title: String,
-    seed: u64,
-    lines: Vec<(&'static str, String)>,
-    checks: Vec<(String, bool)>,
-}
-
-impl Report {
-    fn new(title: String, seed: u64) -> Report {
-        Report {
-            title,
-            seed,
-            lines: Vec::new(),
-            checks: Vec::new(),
-        }
-    }
-
-    fn line(&mut self, key: &'static str, value: String) {
-        self.lines.push((key, value));
-    }
-
-    fn check(&mut self, what: String, ok: bool) {
-        self.checks.push((what, ok));
-    }
-
-    fn errors(&mut self, errors: &BTreeMap<String, u64>) {
-        let text = if errors.is_empty() {
-            "none".to_string()
-        } else {
-            errors
-                .iter()
-                .map(|(k, n)| format!("{k}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        self.line("errors by kind", text);
-    }
-
-    fn print(&self) -> bool {
-        println!(
-            "== sockactor soak_components ({}; seed {})",
-            self.title, self.seed
-        );
-        for (key, value) in &self.lines {
-            println!("{key:<15}: {value}");
-        }
-        let mut pass = true;
-        for (what, ok) in &self.checks {
-            println!("  [{}] {what}", if *ok { "ok" } else { "FAIL" });
-            pass &= ok;
-        }
-        println!("{}", if pass { "PASS" } else { "FAIL" });
-        pass
     }
 }
 
@@ -1001,13 +485,14 @@ fn datagram_functions(opts: &Options) -> SocketFunctions {
 async fn run_datagram(opts: &Options) -> Report {
     let pairs = opts.count(Mode::Datagram);
     let mut report = Report::new(
+        "soak_components",
         format!(
             "datagram: {pairs} pairs of DatagramSockets for {} s, bursts of 1 to {}",
             opts.seconds, opts.burst
         ),
         opts.seed,
     );
-    let meter = Meter::start();
+    let meter = Meter::start(true);
     let state = Rc::new(RefCell::new(DgState {
         run: opts.seed,
         ..DgState::default()
@@ -1121,7 +606,7 @@ async fn run_datagram(opts: &Options) -> Report {
     let closed_all = {
         let st = state.clone();
         let n = sockets.len();
-        settle_until(Duration::from_secs(10), move || st.borrow().closed >= n).await
+        settle_until(SETTLE, move || st.borrow().closed >= n).await
     };
     drop(sockets);
 
@@ -1258,9 +743,6 @@ async fn run_datagram(opts: &Options) -> Report {
 
 // ───────────────────────────── client mode ─────────────────────────────
 
-/// Largest record payload in client and system modes.
-const MAX_PAYLOAD: usize = 16 * 1024;
-
 /// A connection's stream as the server saw it.
 #[derive(Debug)]
 struct ConnSeen {
@@ -1273,158 +755,20 @@ struct ConnSeen {
     corrupt: Option<Corruption>,
 }
 
+/// Every connection's stream, as the server saw it.
 #[derive(Debug, Default)]
-struct ServerTotals {
-    accepted: u64,
-    closed: u64,
-    conns: Vec<ConnSeen>,
-    errors: BTreeMap<String, u64>,
-}
+struct Seen(Vec<ConnSeen>);
 
-/// Subscribed to the listener and its sockets: checks each connection's stream, closes
-/// a socket at the peer's EOF and books the connection when it has closed.
-struct StreamServer {
-    run: u64,
-    sockets: HashMap<SocketId, (Addr<Socket>, StreamCheck)>,
-    totals: Arc<Mutex<ServerTotals>>,
-}
-
-impl Actor for StreamServer {
-    type Context = Context<Self>;
-}
-
-impl StreamServer {
-    fn book(&self, f: impl FnOnce(&mut ServerTotals)) {
-        if let Ok(mut t) = self.totals.lock() {
-            f(&mut t);
-        }
-    }
-}
-
-impl Handler<ListenerEvent> for StreamServer {
-    type Result = ();
-    fn handle(&mut self, event: ListenerEvent, _: &mut Context<Self>) {
-        match event {
-            ListenerEvent::Accepted { socket, id, .. } => {
-                let check = StreamCheck::new(self.run, SeqRule::Increasing, MAX_PAYLOAD, true);
-                self.sockets.insert(id, (socket, check));
-                self.book(|t| t.accepted += 1);
-            }
-            ListenerEvent::AcceptFailed { error } => {
-                self.book(|t| bump(&mut t.errors, format!("accept: {error}")));
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Handler<SocketEvent> for StreamServer {
-    type Result = ();
-    fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
-        let Some((socket, check)) = self.sockets.get_mut(&event.socket) else {
-            return;
-        };
-        match event.kind {
-            SocketEventKind::Received(bytes) => check.feed(&bytes),
-            SocketEventKind::Eof => socket.do_send(Close::Graceful),
-            SocketEventKind::ReadFailed(error) => {
-                self.book(|t| bump(&mut t.errors, format!("server read: {error}")));
-            }
-            SocketEventKind::Closed { .. } => {
-                if let Some((_, check)) = self.sockets.remove(&event.socket) {
-                    let seen = ConnSeen {
-                        writer: check.writer,
-                        bytes: check.bytes,
-                        cut: check.mid_record().then_some(check.current),
-                        corrupt: check.corrupt,
-                        whole: check.whole.unwrap_or_default(),
-                    };
-                    self.book(|t| {
-                        t.closed += 1;
-                        t.conns.push(seen);
-                    });
-                }
-            }
-            other => {
-                self.book(|t| bump(&mut t.errors, format!("server event: {other:?}")));
-            }
-        }
-    }
-}
-
-type Bound = Result<(Addr<Listener>, Address), sockactor::SocketError>;
-
-/// The server side of client mode, on its own arbiter.
-struct ServerSide {
-    local: SocketAddr,
-    listener: Addr<Listener>,
-    registry: Registry,
-    totals: Arc<Mutex<ServerTotals>>,
-    arbiter: Arbiter,
-}
-
-async fn start_server(opts: &Options) -> Result<ServerSide, String> {
-    let arbiter = Arbiter::new();
-    let registry = Registry::new();
-    let totals = Arc::new(Mutex::new(ServerTotals::default()));
-    let (tx, rx) = tokio::sync::oneshot::channel::<Bound>();
-    let (reg, tot, run, faults) = (
-        registry.clone(),
-        totals.clone(),
-        opts.seed,
-        opts.faults.then_some(opts.seed ^ 0x5E5E),
-    );
-    let started = arbiter.spawn_fn(move || {
-        actix::spawn(async move {
-            let server = StreamServer {
-                run,
-                sockets: HashMap::new(),
-                totals: tot,
-            }
-            .start();
-            let functions = match faults {
-                None => SocketFunctions::system(),
-                Some(seed) => FaultInjector::new(
-                    seed,
-                    Faults::default()
-                        .short_reads(0.3)
-                        .read_would_block(0.05, Duration::from_millis(2))
-                        .read_delay(0.05, Duration::from_millis(1)),
-                )
-                .wrap(SocketFunctions::system()),
-            };
-            let for_sockets = server.clone();
-            let bound = Listener::builder()
-                .functions(functions)
-                .backlog(1024)
-                .subscriber(server.recipient())
-                .socket_builder(move |_| {
-                    Socket::builder()
-                        .subscriber(for_sockets.clone().recipient())
-                        .registry(&reg)
-                })
-                .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-                .await;
-            let _ = tx.send(bound);
+impl Streams for Seen {
+    fn closed(&mut self, check: StreamCheck) {
+        self.0.push(ConnSeen {
+            writer: check.writer,
+            bytes: check.bytes,
+            cut: check.mid_record().then_some(check.current),
+            corrupt: check.corrupt,
+            whole: check.whole.unwrap_or_default(),
         });
-    });
-    if !started {
-        return Err("the server arbiter is not running".into());
     }
-    let (listener, local) = rx
-        .await
-        .map_err(|_| "the server arbiter dropped the bind".to_string())?
-        .map_err(|e| format!("bind: {e}"))?;
-    let Address::Inet(local) = local else {
-        return Err(format!("listening on {local:?}, not an IP address"));
-    };
-    Ok(ServerSide {
-        local,
-        listener,
-        registry,
-        totals,
-        arbiter,
-    })
 }
 
 /// A client's lifecycle events, counted.
@@ -1496,8 +840,8 @@ async fn client_writes(
         let count = rng.one_to(MAX_BURST);
         let burst: Vec<(usize, Answer)> = (0..count)
             .map(|_| {
-                let len = record_len(&mut rng, MAX_PAYLOAD);
-                let rec = record(run, id, seq, len);
+                let len = RECORDS.payload_len(&mut rng);
+                let rec = RECORDS.record(run, id, seq, len);
                 seq += 1;
                 let request = client.send(Write::new(rec));
                 let answer: Answer = Box::pin(async move { request.await.ok() });
@@ -1539,27 +883,32 @@ async fn client_writes(
 fn client_functions(opts: &Options) -> SocketFunctions {
     let mut faults = Faults::default().reset(opts.reset_p);
     if opts.faults {
-        faults = faults
-            .partial(0.3)
-            .would_block(0.05, Duration::from_millis(2))
-            .delay(0.05, Duration::from_millis(1));
+        faults = write_faults(faults);
     }
-    FaultInjector::new(opts.seed, faults)
-        .max_per_call(16 * 1024)
-        .wrap(SocketFunctions::system())
+    injected(opts.seed, faults)
 }
 
 async fn run_client(opts: &Options) -> Report {
     let count = opts.count(Mode::Client);
     let mut report = Report::new(
+        "soak_components",
         format!(
             "client: {count} ReconnectingClients for {} s, connections reset at random",
             opts.seconds
         ),
         opts.seed,
     );
-    let meter = Meter::start();
-    let server = match start_server(opts).await {
+    let meter = Meter::start(true);
+    let server = match start_server::<Seen>(ServerConfig {
+        format: RECORDS,
+        run: opts.seed,
+        rule: SeqRule::Increasing,
+        keep_whole: true,
+        faults: opts.faults,
+        backlog: 1024,
+    })
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             report.check(format!("the server started ({e})"), false);
@@ -1643,7 +992,7 @@ async fn run_client(opts: &Options) -> Report {
     })
     .await;
     let registry = server.registry.clone();
-    settle_until(Duration::from_secs(10), || registry.is_empty()).await;
+    settle_until(SETTLE, || registry.is_empty()).await;
     let registry_after = registry.len();
     server.listener.do_send(StopListening);
     let t = std::mem::take(&mut *totals.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1660,7 +1009,7 @@ async fn run_client(opts: &Options) -> Report {
     let (mut server_bytes, mut server_records, mut cuts) = (0u64, 0u64, 0u64);
     let mut corrupt_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut whole_not_answered_whole = 0u64;
-    for conn in &t.conns {
+    for conn in &t.streams.0 {
         server_bytes += conn.bytes;
         server_records += conn.whole.len() as u64;
         if let Some(c) = conn.corrupt {
@@ -1974,8 +1323,8 @@ async fn drive_end(socket: Addr<Socket>, id: u32, run: u64, deadline: Instant) -
         let through_writer = rng.next_u64() & 1 == 1;
         let burst: Vec<(usize, Answer)> = (0..count)
             .map(|_| {
-                let len = record_len(&mut rng, MAX_PAYLOAD);
-                let rec = record(run, id, seq, len);
+                let len = RECORDS.payload_len(&mut rng);
+                let rec = RECORDS.record(run, id, seq, len);
                 seq += 1;
                 let answer: Answer = if through_writer {
                     let w: &Writer = &writer;
@@ -2050,7 +1399,7 @@ fn end_builder(
             side: if connecting { "connecting" } else { "adopted" },
             socket: None,
             close_on_eof: connecting && ordered_close,
-            check: StreamCheck::new(run, SeqRule::Consecutive, MAX_PAYLOAD, false),
+            check: StreamCheck::new(RECORDS, run, SeqRule::Consecutive, false),
             totals,
         }
         .start();
@@ -2078,18 +1427,7 @@ thread_local! {
 fn arbiter_faults(seed: u64) -> SocketFunctions {
     FAULTS.with(|f| {
         f.borrow_mut()
-            .get_or_insert_with(|| {
-                let faults = Faults::default()
-                    .partial(0.3)
-                    .would_block(0.05, Duration::from_millis(2))
-                    .delay(0.05, Duration::from_millis(1))
-                    .short_reads(0.3)
-                    .read_would_block(0.05, Duration::from_millis(2))
-                    .read_delay(0.05, Duration::from_millis(1));
-                FaultInjector::new(seed, faults)
-                    .max_per_call(16 * 1024)
-                    .wrap(SocketFunctions::system())
-            })
+            .get_or_insert_with(|| injected(seed, read_faults(write_faults(Faults::default()))))
             .clone()
     })
 }
@@ -2120,13 +1458,14 @@ async fn run_system(opts: &Options) -> Report {
         .map_or(2, |n| n.get())
         .max(2);
     let mut report = Report::new(
+        "soak_components",
         format!(
             "system: {count} connections over {arbiters} arbiters for {} s",
             opts.seconds
         ),
         opts.seed,
     );
-    let meter = Meter::start();
+    let meter = Meter::start(true);
     let system = match SocketSystem::builder().arbiters(arbiters).start() {
         Ok(s) => s,
         Err(e) => {
@@ -2273,7 +1612,7 @@ async fn run_system(opts: &Options) -> Report {
     };
     drop(sockets);
     let reg = registry.clone();
-    settle_until(Duration::from_secs(10), move || reg.is_empty()).await;
+    settle_until(SETTLE, move || reg.is_empty()).await;
     let registry_after = registry.len();
     let shutdown = system.shutdown().await;
     let refused_connect = system.connect(Socket::builder, addr).await;
@@ -2408,24 +1747,12 @@ async fn run_system(opts: &Options) -> Report {
         format!("answers consistent with each other and the sockets' counters ({inconsistent} ends not)"),
         inconsistent == 0,
     );
-    report.check(
-        format!(
-            "every received byte verified ({} corrupt streams)",
-            t.corrupt.values().sum::<u64>()
-        ),
-        t.corrupt.is_empty(),
-    );
-    report.check(
-        format!(
-            "bytes received = bytes answered as sent ({} / {bytes}), per stream (digest {})",
-            t.bytes,
-            if t.digest == digest {
-                "equal"
-            } else {
-                "differs"
-            }
-        ),
-        t.bytes == bytes && t.digest == digest,
+    check_received(
+        &mut report,
+        t.corrupt.values().sum(),
+        (t.bytes, t.digest),
+        (bytes, digest),
+        "stream",
     );
     report.check(
         format!(
@@ -2464,23 +1791,10 @@ async fn run_system(opts: &Options) -> Report {
 
 // ───────────────────────────── main ─────────────────────────────
 
-fn usage() {
-    eprintln!(
-        "usage: soak_components [--mode datagram|client|system|all] [--seconds S] [--count N] \
-         [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]"
-    );
-}
-
 fn main() -> ExitCode {
-    let opts = match Options::parse(std::env::args().skip(1)) {
+    let opts = match Options::parse(Args::from_env()) {
         Ok(o) => o,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("soak_components: {e}");
-            }
-            usage();
-            return ExitCode::from(2);
-        }
+        Err(e) => return bad_arguments("soak_components", &e, USAGE),
     };
     let want = opts
         .modes
@@ -2488,7 +1802,7 @@ fn main() -> ExitCode {
         .map(|&m| m.descriptors(opts.count(m)))
         .max()
         .unwrap_or(FD_SLACK);
-    if let Err(e) = raise_nofile(want) {
+    if let Err(e) = raise_nofile(want, "raise it or lower --count") {
         eprintln!("soak_components: {e}");
         return ExitCode::from(2);
     }

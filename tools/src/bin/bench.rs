@@ -2,9 +2,9 @@
 //! over loopback TCP, one markdown table.
 //!
 //! ```text
-//! cargo run --release --example bench                      # full run, 5 repetitions
-//! cargo run --release --example bench -- --quick           # tiny sizes, 1 repetition (CI)
-//! cargo run --release --example bench -- --workload a,d --sender ceiling,naive --reps 3
+//! cargo run --release -p sockactor-tools --bin bench             # full run, 5 repetitions
+//! cargo run --release -p sockactor-tools --bin bench -- --quick  # tiny sizes, 1 repetition (CI)
+//! cargo run --release -p sockactor-tools --bin bench -- --workload a,d --sender ceiling,naive --reps 3
 //! ```
 //!
 //! Workloads: (a) 1M × 64 B from 1 producer, (b) the same from 16 producers, (b1) 16
@@ -49,6 +49,12 @@ use sockactor::{
     FaultInjector, Faults, QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions,
     TransportError, Writer,
 };
+use sockactor_tools::args::{unknown, Args};
+use sockactor_tools::child::{self, fields, this_binary, Stderr};
+use sockactor_tools::procfs::{
+    nofile_limits, process_cpu_ns, raise_nofile_towards, status_kb, syscw,
+};
+use sockactor_tools::report::{self, median, table_header, table_row, Align};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -1444,7 +1450,7 @@ async fn stream(
     let ep = open(sink).await?;
     let plan = Plan::new(job);
 
-    let (w0, c0, t0) = (syscw(), cpu_ns(), Instant::now());
+    let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
     let mut done = Vec::new();
     for p in 0..job.producers {
         let n = job.count / job.producers + usize::from(p < job.count % job.producers);
@@ -1491,7 +1497,7 @@ async fn stream(
             Instant::now()
         }
     };
-    let (w1, c1) = (syscw(), cpu_ns());
+    let (w1, c1) = (syscw(), process_cpu_ns());
     ep.check()?;
     ep.close();
     drop(ep);
@@ -1525,10 +1531,10 @@ async fn ping_pong(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>
     let expected = (job.count * job.size) as u64;
     let peer = Peer::spawn(listener, expected, true);
     let go = connect(addr).await?;
-    let (w0, c0, t0) = (syscw(), cpu_ns(), Instant::now());
+    let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
     let mut latencies = within("ping-pong", go()).await??;
     let secs = t0.elapsed().as_secs_f64();
-    let (w1, c1) = (syscw(), cpu_ns());
+    let (w1, c1) = (syscw(), process_cpu_ns());
     let echoed = within("closing", peer.finished()).await??;
     if echoed != expected || latencies.len() != job.count {
         return Err(format!(
@@ -1566,7 +1572,7 @@ async fn idle(job: Job, mut open: impl FnMut(SocketAddr) -> BoxFut<Res<Held>>) -
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let rss0 = status_kb("VmRSS").ok_or("no VmRSS")?;
-    let (w0, c0, t0) = (syscw(), cpu_ns(), Instant::now());
+    let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
     let opened = async {
         for slot in &mut held[warm..] {
             *slot = Some(open(holder.addr).await?);
@@ -1578,7 +1584,7 @@ async fn idle(job: Job, mut open: impl FnMut(SocketAddr) -> BoxFut<Res<Held>>) -
     // Let every connection reach its idle state (reads armed).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss1 = status_kb("VmRSS").ok_or("no VmRSS")?;
-    let (w1, c1) = (syscw(), cpu_ns());
+    let (w1, c1) = (syscw(), process_cpu_ns());
     let per_conn = (rss1 as f64 - rss0 as f64) * 1024.0 / job.count as f64;
     drop(held);
     drop(holder);
@@ -1739,8 +1745,7 @@ struct Holder {
 
 impl Holder {
     fn spawn(n: usize) -> Res<Holder> {
-        let exe = std::env::current_exe().map_err(err("current_exe"))?;
-        let mut child = Command::new(exe)
+        let mut child = Command::new(this_binary()?)
             .args(["--peer-holder", &n.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1771,7 +1776,7 @@ impl Drop for Holder {
 }
 
 fn holder_main(n: usize) -> ! {
-    raise_nofile(n as u64 + FD_SLACK);
+    raise_nofile_towards(n as u64 + FD_SLACK);
     // Ends with the measuring child: its stdin closes then; and in any case after a while.
     std::thread::spawn(|| {
         std::thread::sleep(CHILD_TIMEOUT + Duration::from_secs(30));
@@ -1800,42 +1805,7 @@ fn holder_main(n: usize) -> ! {
     std::process::exit(0)
 }
 
-// ───────────────────────────── process probes ─────────────────────────────
-
-/// Write syscalls of this process so far (`syscw` in /proc/self/io: write(2), writev(2)…).
-fn syscw() -> Option<u64> {
-    let io = std::fs::read_to_string("/proc/self/io").ok()?;
-    io.lines()
-        .find_map(|l| l.strip_prefix("syscw:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A `VmXXX:   123 kB` field of /proc/self/status.
-fn status_kb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn nofile_limits() -> (u64, u64) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    (r.rlim_cur, r.rlim_max)
-}
+// ───────────────────────────── process settings ─────────────────────────────
 
 /// Pins the calling thread to one CPU (when the process may use more than one): the
 /// sender's runtime thread to the first allowed CPU, the receiver or echo thread to the
@@ -1865,22 +1835,6 @@ fn pin_to_cpu(cpu: usize) {
         libc::CPU_SET(target, &mut set);
         libc::sched_setaffinity(0, size, &set);
     }
-}
-
-/// Raises the soft descriptor limit towards `want`, as far as the hard limit allows.
-fn raise_nofile(want: u64) -> u64 {
-    let (soft, hard) = nofile_limits();
-    let new = want.min(hard);
-    if new > soft {
-        let r = libc::rlimit {
-            rlim_cur: new as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
-        };
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } != 0 {
-            return soft;
-        }
-    }
-    new.max(soft)
 }
 
 /// Pins glibc malloc in every child. With the defaults, the mmap threshold slides and the
@@ -1931,7 +1885,7 @@ fn child_main(opts: &Opts) -> ! {
         yield_each: spec.yield_each,
     };
     if job.kind == Kind::Idle {
-        raise_nofile(job.count as u64 + FD_SLACK);
+        raise_nofile_towards(job.count as u64 + FD_SLACK);
     }
     let run = sender.spec().run;
     pin_to_cpu(0);
@@ -1982,10 +1936,7 @@ impl Outcome {
         if let Some(e) = rest.strip_prefix("ok=0 error=") {
             return Err(e.to_string());
         }
-        let fields: HashMap<&str, &str> = rest
-            .split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .collect();
+        let fields: HashMap<&str, &str> = fields(rest).flatten().collect();
         let num = |k: &str| fields.get(k).and_then(|v| v.parse::<f64>().ok());
         let int = |k: &str| num(k).map(|v| v as u64);
         Ok(Outcome {
@@ -2024,9 +1975,9 @@ const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,
 
 fn parse_args() -> Res<Opts> {
     let mut opts = Opts::default();
-    let mut args = std::env::args().skip(1);
-    let number = |v: Option<String>, what: &str| -> Res<usize> {
-        v.and_then(|v| v.parse().ok())
+    let mut args = Args::from_env();
+    let number = |args: &mut Args, what: &str| -> Res<usize> {
+        args.parsed()
             .ok_or_else(|| format!("{what} needs a number"))
     };
     while let Some(arg) = args.next() {
@@ -2035,9 +1986,9 @@ fn parse_args() -> Res<Opts> {
             "--quick" => opts.quick = true,
             "--default-malloc" => opts.default_malloc = true,
             "--no-pin" => opts.no_pin = true,
-            "--reps" => opts.reps = Some(number(args.next(), "--reps")?.max(1)),
-            "--count" => opts.count = Some(number(args.next(), "--count")?.max(1)),
-            "--peer-holder" => opts.peer_holder = Some(number(args.next(), "--peer-holder")?),
+            "--reps" => opts.reps = Some(number(&mut args, "--reps")?.max(1)),
+            "--count" => opts.count = Some(number(&mut args, "--count")?.max(1)),
+            "--peer-holder" => opts.peer_holder = Some(number(&mut args, "--peer-holder")?),
             "--workload" => {
                 for w in args.next().ok_or("--workload needs a list")?.split(',') {
                     let w = Workload::parse(w.trim()).ok_or(format!("unknown workload {w}"))?;
@@ -2051,7 +2002,7 @@ fn parse_args() -> Res<Opts> {
                 }
             }
             "-h" | "--help" => return Err(USAGE.into()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+            other => return Err(format!("{}\n{USAGE}", unknown(other))),
         }
     }
     Ok(opts)
@@ -2078,10 +2029,10 @@ fn main() {
 type Reps = Vec<Option<Outcome>>;
 
 fn parent_main(opts: Opts) -> i32 {
-    let exe = match std::env::current_exe() {
+    let exe = match this_binary() {
         Ok(exe) => exe,
         Err(e) => {
-            eprintln!("current_exe: {e}");
+            eprintln!("{e}");
             return 2;
         }
     };
@@ -2102,7 +2053,7 @@ fn parent_main(opts: Opts) -> i32 {
         let spec = w.spec();
         let mut count = if opts.quick { spec.quick } else { spec.full };
         if w == Workload::E {
-            let (_, hard) = nofile_limits();
+            let (_, hard) = nofile_limits().unwrap_or((0, 0));
             let allowed = hard.saturating_sub(FD_SLACK) as usize;
             if allowed < count {
                 notes.push(format!(
@@ -2200,58 +2151,16 @@ fn run_child(
     if opts.no_pin {
         cmd.env(NO_PIN_ENV, "1");
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(err("spawn child"))?;
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_string(&mut s);
-            }
-            s
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|o| Box::new(o) as Box<dyn Read + Send>),
-    );
-    let errs = drain(
-        child
-            .stderr
-            .take()
-            .map(|e| Box::new(e) as Box<dyn Read + Send>),
-    );
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = errs.join().unwrap_or_default();
-    let tail: String = {
-        let lines: Vec<&str> = stderr.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join(" | ")
-    };
-    let Some(status) = status else {
+    let finished =
+        child::run(&mut cmd, Stderr::Capture, Some(CHILD_TIMEOUT)).map_err(err("spawn child"))?;
+    let tail = finished.stderr_tail(5);
+    let Some(status) = finished.status else {
         return Err(format!(
             "killed after {} s (stderr: {tail})",
             CHILD_TIMEOUT.as_secs()
         ));
     };
-    match stdout.lines().find(|l| l.starts_with("RESULT ")) {
+    match finished.line("RESULT ") {
         Some(line) => Outcome::parse(line).map_err(|e| {
             if tail.is_empty() {
                 e
@@ -2348,11 +2257,20 @@ fn print_table(
     counts: &HashMap<Workload, usize>,
     results: &HashMap<(Workload, Sender), Reps>,
 ) {
-    println!(
-        "| workload | sender | messages/s | MB/s | ratio to ceiling | write syscalls/msg | \
-         peak RSS MiB | p50 µs | p99 µs | bytes/conn | CPU ns/msg |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let (l, r) = (Align::Left, Align::Right);
+    table_header(&[
+        ("workload", l),
+        ("sender", l),
+        ("messages/s", r),
+        ("MB/s", r),
+        ("ratio to ceiling", r),
+        ("write syscalls/msg", r),
+        ("peak RSS MiB", r),
+        ("p50 µs", r),
+        ("p99 µs", r),
+        ("bytes/conn", r),
+        ("CPU ns/msg", r),
+    ]);
     for &w in workloads {
         let ceiling = results.get(&(w, Sender::Ceiling));
         for &s in senders {
@@ -2368,17 +2286,7 @@ fn print_table(
             };
             let spread = |f: &dyn Fn(&Outcome) -> Option<f64>, fmt: &dyn Fn(f64) -> String| {
                 let v: Vec<f64> = ok.iter().filter_map(|o| f(o)).collect();
-                match (
-                    median(&v),
-                    v.iter().cloned().reduce(f64::min),
-                    v.iter().cloned().reduce(f64::max),
-                ) {
-                    (Some(m), Some(lo), Some(hi)) if v.len() > 1 => {
-                        format!("{} ({}..{})", fmt(m), fmt(lo), fmt(hi))
-                    }
-                    (Some(m), ..) => fmt(m),
-                    _ => dash(),
-                }
+                report::spread(&v, median, fmt).unwrap_or_else(dash)
             };
             let rate = |o: &Outcome| o.msgs as f64 / o.secs;
             let streaming = w != Workload::E;
@@ -2430,23 +2338,9 @@ fn print_table(
                     dash()
                 },
             ];
-            println!("| {} |", cells.join(" | "));
+            table_row(&cells);
         }
     }
-}
-
-fn median(v: &[f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    })
 }
 
 fn fmt_count(x: f64) -> String {

@@ -5,9 +5,9 @@
 //! limit). One markdown table.
 //!
 //! ```text
-//! cargo run --release --example file_bench                 # 256 MiB, 5 repetitions
-//! cargo run --release --example file_bench -- --quick      # 16 MiB, 1 repetition (CI)
-//! cargo run --release --example file_bench -- --mib 1024 --reps 3
+//! cargo run --release -p sockactor-tools --bin file_bench             # 256 MiB, 5 repetitions
+//! cargo run --release -p sockactor-tools --bin file_bench -- --quick  # 16 MiB, 1 repetition (CI)
+//! cargo run --release -p sockactor-tools --bin file_bench -- --mib 1024 --reps 3
 //! ```
 //!
 //! Method: every measurement runs in a fresh process (this binary re-executed with
@@ -30,6 +30,10 @@ use bytes::Bytes;
 use sockactor::filters::{FaultInjector, Faults};
 use sockactor::messages::{Close, GetStats, GetWriter};
 use sockactor::{FileRange, IoBatch, QueueConfig, Socket, SocketConfig, SocketFunctions};
+use sockactor_tools::args::{unknown, Args};
+use sockactor_tools::child::{self, this_binary, Stderr};
+use sockactor_tools::procfs::{status_kb, thread_cpu};
+use sockactor_tools::report::{spread, table_header, table_row, upper_median, Align};
 
 const SENDERS: [&str; 5] = [
     "sendfile-loop",
@@ -47,7 +51,7 @@ const CHUNK: usize = 256 * 1024;
 const WRITE: usize = 8 << 20;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = Args::from_env().collect();
     if args.first().map(String::as_str) == Some("--child") {
         let (Some(sender), Some(path)) = (args.get(1), args.get(2)) else {
             eprintln!("usage: file_bench --child SENDER FILE");
@@ -75,11 +79,10 @@ struct Opts {
 
 fn parse(args: &[String]) -> Result<Opts, String> {
     let mut opts = Opts { mib: 256, reps: 5 };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
+    let mut args = Args::new(args.iter().cloned());
+    while let Some(arg) = args.next() {
         let mut value = |name: &str| -> Result<usize, String> {
-            it.next()
-                .and_then(|v| v.parse().ok())
+            args.parsed()
                 .filter(|v| *v > 0)
                 .ok_or(format!("{name} needs a positive number"))
         };
@@ -90,7 +93,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             }
             "--mib" => opts.mib = value("--mib")?,
             "--reps" => opts.reps = value("--reps")?,
-            other => return Err(format!("unknown argument {other}")),
+            other => return Err(unknown(other)),
         }
     }
     Ok(opts)
@@ -116,25 +119,21 @@ fn parent(args: &[String]) -> Result<(), String> {
         }
         file.sync_all().map_err(|e| format!("sync: {e}"))?;
     }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let exe = this_binary()?;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); SENDERS.len()];
     let started = Instant::now();
     for _ in 0..opts.reps {
         for (i, sender) in SENDERS.iter().enumerate() {
-            let out = Command::new(&exe)
-                .args(["--child", sender])
-                .arg(&path)
-                .output()
-                .map_err(|e| format!("spawn: {e}"))?;
-            if !out.status.success() {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--child", sender]).arg(&path);
+            let out =
+                child::run(&mut cmd, Stderr::Capture, None).map_err(|e| format!("spawn: {e}"))?;
+            if !out.status.is_some_and(|s| s.success()) {
                 let _ = std::fs::remove_file(&path);
-                return Err(format!(
-                    "{sender} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
+                return Err(format!("{sender} failed: {}", out.stderr));
             }
-            let line = String::from_utf8_lossy(&out.stdout);
-            samples[i].push(parse_sample(&line).ok_or(format!("{sender}: bad output {line}"))?);
+            let line = &out.stdout;
+            samples[i].push(parse_sample(line).ok_or(format!("{sender}: bad output {line}"))?);
         }
     }
     let _ = std::fs::remove_file(&path);
@@ -151,20 +150,30 @@ fn parent(args: &[String]) -> Result<(), String> {
         WRITE >> 20
     );
     println!();
-    println!("| sender | MB/s | vs sendfile loop | sender CPU ms/GiB | peak RSS MiB |");
-    println!("|---|---:|---:|---:|---:|");
-    let base = median(samples[0].iter().map(|s| s.mb_per_s).collect());
+    let r = Align::Right;
+    table_header(&[
+        ("sender", Align::Left),
+        ("MB/s", r),
+        ("vs sendfile loop", r),
+        ("sender CPU ms/GiB", r),
+        ("peak RSS MiB", r),
+    ]);
+    let median = |v: &[f64]| upper_median(v).unwrap_or(f64::NAN);
+    let base = median(&samples[0].iter().map(|s| s.mb_per_s).collect::<Vec<_>>());
     for (sender, runs) in SENDERS.iter().zip(&samples) {
         let mbs: Vec<f64> = runs.iter().map(|s| s.mb_per_s).collect();
         let cpu: Vec<f64> = runs.iter().map(|s| s.cpu_ms_per_gib).collect();
         let rss: Vec<f64> = runs.iter().map(|s| s.peak_rss_mib).collect();
-        println!(
-            "| {sender} | {} | {:.2}x | {} | {} |",
-            spread(&mbs, 0),
-            median(mbs.clone()) / base,
-            spread(&cpu, 0),
-            spread(&rss, 1),
-        );
+        let cell = |v: &[f64], decimals: usize| {
+            spread(v, upper_median, |x| format!("{x:.decimals$}")).unwrap_or_default()
+        };
+        table_row(&[
+            sender.to_string(),
+            cell(&mbs, 0),
+            format!("{:.2}x", median(&mbs) / base),
+            cell(&cpu, 0),
+            cell(&rss, 1),
+        ]);
     }
     Ok(())
 }
@@ -176,22 +185,6 @@ fn parse_sample(line: &str) -> Option<Sample> {
         cpu_ms_per_gib: it.next()?.parse().ok()?,
         peak_rss_mib: it.next()?.parse().ok()?,
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn spread(v: &[f64], decimals: usize) -> String {
-    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let med = median(v.to_vec());
-    if v.len() == 1 {
-        format!("{med:.decimals$}")
-    } else {
-        format!("{med:.decimals$} ({min:.decimals$}..{max:.decimals$})")
-    }
 }
 
 /// Runs one sender against a fresh receiver and prints `MB/s cpu-ms/GiB peak-rss-MiB`.
@@ -365,24 +358,4 @@ fn sockactor_send(
         socket.do_send(Close::Graceful);
         Ok(used)
     })
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, exclusive timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-/// A `VmXXX:   123 kB` field of /proc/self/status.
-fn status_kb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
