@@ -74,6 +74,7 @@ pub mod queue;
 mod registry;
 mod rng;
 pub mod runtime;
+mod types;
 
 pub use actors::functions::{Adopt, AdoptedStream, SendRecord};
 pub use actors::socket::WriteResponse;

@@ -11,17 +11,7 @@ use crate::messages::functions::Address;
 use crate::messages::interest::{SocketInterest, UserData};
 use crate::messages::socket::{Close, SocketId, SocketStats};
 
-/// Where a socket is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SocketState {
-    /// Taking writes.
-    Open,
-    /// Closing gracefully: no new writes, the queue draining.
-    Draining,
-    /// Closed: the handle is gone; the actor stops when its last address is dropped.
-    Closed,
-}
+pub use crate::types::SocketState;
 
 /// A registered socket: its address, peer, state, user data and live counters.
 #[derive(Clone, Debug)]

@@ -13,8 +13,8 @@ use support::{fd_count_lock, open_fds, settle};
 /// A loopback listener whose accept queue is full: further SYNs are dropped, so a
 /// connect to it stays in SYN-SENT. Keep the returned values alive.
 fn full_listener() -> (socket2::Socket, std::net::TcpStream, SocketAddr) {
-    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-        .expect("socket");
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     listener.bind(&any.into()).expect("bind loopback");
     // A backlog of 0 holds one connection nobody accepts; the next SYN is dropped.

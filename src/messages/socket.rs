@@ -1,6 +1,5 @@
 //! Producers and subscribers ↔ [`Socket`](crate::Socket).
 
-use std::fmt;
 use std::time::Duration;
 
 use actix::{Message, Recipient};
@@ -9,15 +8,7 @@ use bytes::Bytes;
 use crate::batch::IoBatch;
 use crate::error::{TransportError, WriteError};
 
-/// A socket's process-wide unique id (used in tracing spans, events and statistics).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SocketId(pub u64);
-
-impl fmt::Display for SocketId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use crate::types::SocketId;
 
 /// Write a batch to the socket. Sent by any producer; handled by [`Socket`](crate::Socket).
 ///

@@ -240,8 +240,15 @@ pub fn open_fds() -> usize {
 
 /// Serializes the tests of one crate that count this process's descriptors (tests run
 /// on parallel threads, and a descriptor count is process-wide). Hold it for the whole
-/// test.
-pub fn fd_count_lock() -> std::sync::MutexGuard<'static, ()> {
+/// test. (Each test runs on its own thread, so blocking here never stalls another test's
+/// runtime.)
+pub fn fd_count_lock() -> FdCountGuard {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    FdCountGuard(
+        LOCK.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
 }
+
+/// Held while a test counts descriptors: see [`fd_count_lock`].
+pub struct FdCountGuard(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);

@@ -313,6 +313,12 @@ impl SocketFunctions {
     }
 }
 
+impl From<actix::MailboxError> for TransportError {
+    fn from(_: actix::MailboxError) -> Self {
+        TransportError::Unavailable
+    }
+}
+
 /// A transport's answer, with a gone transport as [`TransportError::Unavailable`].
 pub(crate) fn flatten<T>(
     answer: Result<Result<T, TransportError>, actix::MailboxError>,
