@@ -147,3 +147,13 @@ pub enum SocketState {
     /// Closed: the handle is gone; the actor stops when its last address is dropped.
     Closed,
 }
+
+/// What a transport did with one vectored write (`SendV`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// This many bytes, from the front of the batch, were taken.
+    Accepted(usize),
+    /// Nothing was taken; a readiness notice (`Ready` with [`Readiness::Writable`]) will
+    /// follow.
+    WouldBlock,
+}

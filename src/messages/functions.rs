@@ -12,7 +12,7 @@ use actix::{Message, WeakRecipient};
 use bytes::Bytes;
 
 use crate::error::TransportError;
-pub use crate::types::{Address, Family, Handle, Readiness, SocketKind};
+pub use crate::types::{Address, Family, Handle, Readiness, Sent, SocketKind};
 
 /// Create a socket (`asocket`). Sent by [`SocketBuilder`](crate::SocketBuilder); answered
 /// with the new handle.
@@ -78,15 +78,6 @@ impl SendV {
 
 impl Message for SendV {
     type Result = Result<Sent, TransportError>;
-}
-
-/// What a transport did with a [`SendV`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// This many bytes, from the front of the batch, were taken.
-    Accepted(usize),
-    /// Nothing was taken; a [`Ready`] with [`Readiness::Writable`] will follow.
-    WouldBlock,
 }
 
 /// Receive data (`arecvfrom`). Sent by a [`Socket`](crate::Socket) with at most one
