@@ -4,7 +4,7 @@ use std::io;
 use std::sync::Arc;
 
 use crate::batch::IoBatch;
-use crate::messages::functions::Handle;
+use crate::types::Handle;
 
 /// An error from a transport (a [`SocketFunctions`](crate::SocketFunctions) operation).
 ///
@@ -58,12 +58,6 @@ impl From<io::Error> for TransportError {
 impl From<io::ErrorKind> for TransportError {
     fn from(kind: io::ErrorKind) -> Self {
         TransportError::Io(Arc::new(io::Error::from(kind)))
-    }
-}
-
-impl From<actix::MailboxError> for TransportError {
-    fn from(_: actix::MailboxError) -> Self {
-        TransportError::Unavailable
     }
 }
 

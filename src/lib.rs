@@ -14,7 +14,7 @@
 //!         WritabilityChanged, SocketEvent (to the subscriber)
 //! ```
 //!
-//! - [`Socket`] (one per socket) keeps a [`WriteQueue`]: writes leave in FIFO order, never
+//! - [`Socket`] (one per socket) keeps a write queue: writes leave in FIFO order, never
 //!   interleave, and each gets exactly one answer ([`messages::Written`] or a
 //!   [`WriteError`] saying how many of its bytes went out). The queue is bounded by
 //!   watermarks, and producers hear about writability changes. A [`Writer`] (from
@@ -65,24 +65,23 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
 
-pub mod actors;
+mod actors;
 mod batch;
 mod error;
 pub mod filters;
 pub mod messages;
-pub mod queue;
-mod registry;
+mod proto;
 mod rng;
-pub mod runtime;
+mod runtime;
+mod shared;
+mod types;
 
-pub use actors::functions::{Adopt, AdoptedStream, SendRecord};
-pub use actors::socket::WriteResponse;
 pub use actors::{
-    Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, DatagramBuilder, DatagramConfig,
-    DatagramResponse, DatagramSocket, FlushPolicy, Flusher, Jitter, Listener, ListenerBuilder,
-    MockDatagram, MockFunctions, MockTransport, ReadLimits, ReadPermit, ReconnectingClient,
-    SendStep, Socket, SocketBuilder, SocketConfig, SocketFunctions, SystemFunctions, UnsentWrites,
-    WriteFuture, Writer,
+    Adopt, AdoptedStream, Backoff, ClientBuilder, ClientConfig, DatagramBuilder, DatagramConfig,
+    DatagramSocket, FlushPolicy, Flusher, InterestGroup, Jitter, Listener, ListenerBuilder,
+    MockDatagram, MockFunctions, MockTransport, ReadLimits, ReconnectingClient, Registry,
+    SendRecord, SendStep, Socket, SocketBuilder, SocketConfig, SocketFunctions, SocketHandle,
+    SystemFunctions, UnsentWrites, WriteFuture, WriteResponse, Writer,
 };
 pub use batch::{FileRange, FileRangeError, IoBatch, Segment};
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
@@ -90,9 +89,10 @@ pub use filters::{
     Capture, CaptureError, CaptureReader, Compress, CompressError, FaultInjector, Faults, Replay,
     Throttle, Tls, TokenBucket,
 };
-pub use queue::{QueueConfig, WriteQueue};
-pub use registry::{InterestGroup, Registry, SocketHandle, SocketState};
+pub use proto::QueueConfig;
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
+pub use shared::ReadPermit;
+pub use types::SocketState;
 
 /// The types most programs need.
 pub mod prelude {
@@ -103,6 +103,6 @@ pub mod prelude {
     pub use crate::{
         DatagramError, DatagramSocket, FileRange, FlushPolicy, Flusher, IoBatch, Listener,
         MockTransport, ReconnectingClient, SendStep, Socket, SocketFunctions, SocketSystem,
-        TransportError, UnsentWrites, WriteError,
+        TransportError, UnsentWrites, WriteError, Writer,
     };
 }

@@ -1,50 +1,4 @@
 //! [`SocketSystem`]: sockets spread over one arbiter (thread) per core.
-//!
-//! # Threading model
-//!
-//! ```text
-//!  caller (any thread of the running actix System)
-//!    │  SocketSystem::connect / adopt / run_on: a closure sent to one arbiter
-//!    ▼
-//!  arbiter 0 (OS thread, current-thread tokio runtime)   arbiter 1   …   arbiter N-1
-//!    Flusher::current()            ─┐ thread-locals,
-//!    SocketFunctions::system()      │ started by the first
-//!      (its SystemFunctions actor) ─┘ socket built there
-//!    Socket actors started there, their streams registered with this thread's reactor
-//! ```
-//!
-//! - [`SocketSystem::start`] (or [`SocketSystem::builder`]) must be called inside a
-//!   running actix [`System`]. It starts N [`Arbiter`]s, by default one per core
-//!   ([`std::thread::available_parallelism`]). Each arbiter is an OS thread with its own
-//!   current-thread tokio runtime.
-//! - Each arbiter *owns* what is started on it: its [`Flusher`](crate::Flusher)
-//!   ([`Flusher::current`](crate::Flusher::current)) and its system transport
-//!   ([`SocketFunctions::system`](crate::SocketFunctions::system)) are thread-locals,
-//!   started on first use on that thread; and every [`Socket`] started there, with its
-//!   stream registered with that thread's reactor. A socket, its Flusher and its
-//!   transport share one thread, as they do on a single-threaded system.
-//! - The `make_builder` closures of [`SocketSystem::connect`] and
-//!   [`SocketSystem::adopt`] run *on the chosen arbiter*, so the defaults they leave in
-//!   place (Flusher, transport) are that arbiter's. A builder given a Flusher or
-//!   transport from another thread uses those instead, across threads.
-//! - Placement is round-robin over the arbiters that are still alive (a cheap atomic
-//!   counter); [`SocketSystem::run_on`] picks one explicitly.
-//! - What comes back is `Send`: [`Addr<Socket>`], [`Writer`](crate::Writer)s from
-//!   [`GetWriter`](crate::messages::GetWriter), and subscribers may live on any thread.
-//!   Messages cross threads through the actors' mailboxes.
-//! - [`SocketSystem`] is a cheap `Clone` handle (`Send + Sync`); clones share the
-//!   arbiters.
-//!
-//! # Shutting down
-//!
-//! [`SocketSystem::shutdown`] stops every arbiter and waits until each thread has ended.
-//! An arbiter stops at once: the actors on it are dropped, not stopped, so writes still
-//! queued there are lost (a [`WriteFuture`](crate::WriteFuture) answers
-//! [`WriteError::Lost`](crate::WriteError::Lost), a pending `send` a mailbox error). To
-//! drain first, close the sockets ([`Close::Graceful`](crate::messages::Close)) and wait
-//! for [`SocketEventKind::Closed`](crate::messages::SocketEventKind::Closed). After
-//! shutdown every call answers [`SocketSystemError::ShutDown`]. Dropping the last
-//! handle without shutting down stops the arbiters without waiting for them.
 
 use std::future::Future;
 use std::io;
@@ -182,8 +136,53 @@ fn start_arbiter(index: usize) -> Result<(Arbiter, ThreadId), SocketSystemError>
     }
 }
 
-/// Sockets spread over a fixed set of arbiters, one thread each. See the
-/// [module docs](self) for which thread owns what.
+/// Sockets spread over a fixed set of arbiters, one thread each.
+///
+/// # Threading model
+///
+/// ```text
+///  caller (any thread of the running actix System)
+///    │  SocketSystem::connect / adopt / run_on: a closure sent to one arbiter
+///    ▼
+///  arbiter 0 (OS thread, current-thread tokio runtime)   arbiter 1   …   arbiter N-1
+///    Flusher::current()            ─┐ thread-locals,
+///    SocketFunctions::system()      │ started by the first
+///      (its SystemFunctions actor) ─┘ socket built there
+///    Socket actors started there, their streams registered with this thread's reactor
+/// ```
+///
+/// - [`SocketSystem::start`] (or [`SocketSystem::builder`]) must be called inside a
+///   running actix [`System`]. It starts N [`Arbiter`]s, by default one per core
+///   ([`std::thread::available_parallelism`]). Each arbiter is an OS thread with its own
+///   current-thread tokio runtime.
+/// - Each arbiter *owns* what is started on it: its [`Flusher`](crate::Flusher)
+///   ([`Flusher::current`](crate::Flusher::current)) and its system transport
+///   ([`SocketFunctions::system`](crate::SocketFunctions::system)) are thread-locals,
+///   started on first use on that thread; and every [`Socket`] started there, with its
+///   stream registered with that thread's reactor. A socket, its Flusher and its
+///   transport share one thread, as they do on a single-threaded system.
+/// - The `make_builder` closures of [`SocketSystem::connect`] and
+///   [`SocketSystem::adopt`] run *on the chosen arbiter*, so the defaults they leave in
+///   place (Flusher, transport) are that arbiter's. A builder given a Flusher or
+///   transport from another thread uses those instead, across threads.
+/// - Placement is round-robin over the arbiters that are still alive (a cheap atomic
+///   counter); [`SocketSystem::run_on`] picks one explicitly.
+/// - What comes back is `Send`: [`Addr<Socket>`], [`Writer`](crate::Writer)s from
+///   [`GetWriter`](crate::messages::GetWriter), and subscribers may live on any thread.
+///   Messages cross threads through the actors' mailboxes.
+/// - [`SocketSystem`] is a cheap `Clone` handle (`Send + Sync`); clones share the
+///   arbiters.
+///
+/// # Shutting down
+///
+/// [`SocketSystem::shutdown`] stops every arbiter and waits until each thread has ended.
+/// An arbiter stops at once: the actors on it are dropped, not stopped, so writes still
+/// queued there are lost (a [`WriteFuture`](crate::WriteFuture) answers
+/// [`WriteError::Lost`](crate::WriteError::Lost), a pending `send` a mailbox error). To
+/// drain first, close the sockets ([`Close::Graceful`](crate::messages::Close)) and wait
+/// for [`SocketEventKind::Closed`](crate::messages::SocketEventKind::Closed). After
+/// shutdown every call answers [`SocketSystemError::ShutDown`]. Dropping the last
+/// handle without shutting down stops the arbiters without waiting for them.
 ///
 /// ```no_run
 /// use sockactor::{Socket, SocketSystem};
@@ -336,7 +335,7 @@ impl SocketSystem {
     }
 
     /// Stops every arbiter and waits until each thread has ended. Sockets still on them
-    /// are dropped (see the [module docs](self#shutting-down)). Afterwards every call
+    /// are dropped (see [shutting down](SocketSystem#shutting-down)). Afterwards every call
     /// answers [`SocketSystemError::ShutDown`]; a second `shutdown` waits for the first
     /// and then succeeds. Cannot be called from one of the system's own arbiters.
     pub async fn shutdown(&self) -> Result<(), SocketSystemError> {

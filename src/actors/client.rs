@@ -6,23 +6,21 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use actix::dev::{MessageResponse, OneshotSender};
 use actix::{
     Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, MessageResult, Recipient,
     Supervised, Supervisor, WeakAddr,
 };
-use tokio::sync::oneshot;
 
 use super::functions::SocketFunctions;
-use super::socket::{Socket, SocketConfig};
-use super::writer::Writer;
+use super::reply::{Rendezvous, ReportFailure, WriteResponse};
+use super::socket::{GetWriter, Socket, SocketConfig, Writer};
 use crate::batch::IoBatch;
 use crate::error::{SocketError, TransportError, WriteError};
 use crate::messages::client::{ClientEvent, ClientState, GetClientState, Reconnect};
-use crate::messages::functions::Address;
 use crate::messages::socket::{
-    Close, GetWriter, SocketEvent, SocketEventKind, WritabilityChanged, Write, Written,
+    Close, SocketEvent, SocketEventKind, WritabilityChanged, Write, Written,
 };
+use crate::types::Address;
 
 /// How the delay before a reconnect attempt is drawn around its nominal value
 /// (`base · 2^(n−1)`, capped, after `n` consecutive failures).
@@ -266,11 +264,12 @@ impl ClientBuilder {
             held_bytes: 0,
             forwarded: BTreeMap::new(),
             outstanding: BTreeMap::new(),
+            replies: Rendezvous::default(),
         }
     }
 }
 
-type Reply = oneshot::Sender<Result<Written, WriteError>>;
+type Reply = super::reply::Reply<Result<Written, WriteError>>;
 
 /// A write the client holds: not handed to any socket (made while disconnected, retained
 /// from a lost connection, or waiting for the socket's queue to have room).
@@ -405,6 +404,8 @@ pub struct ReconnectingClient {
     held_bytes: usize,
     /// Writes handed to a socket, by arrival order.
     forwarded: BTreeMap<u64, Forwarded>,
+    /// Where the reply channel of the write handled last waits.
+    replies: Rendezvous<Result<Written, WriteError>>,
     /// How many forwarded writes of each connection await their answer.
     outstanding: BTreeMap<u64, usize>,
 }
@@ -467,12 +468,30 @@ impl ReconnectingClient {
             )
     }
 
+    /// The token of the write taken last, while the client still holds it.
+    fn last_reply_mut(&mut self) -> Option<&mut Reply> {
+        let held = self.held.last_key_value().map(|(&seq, _)| seq);
+        let forwarded = self.forwarded.last_key_value().map(|(&seq, _)| seq);
+        if held >= forwarded {
+            self.held.values_mut().next_back().map(|h| &mut h.reply)
+        } else {
+            self.forwarded
+                .values_mut()
+                .next_back()
+                .map(|f| &mut f.reply)
+        }
+    }
+
+    /// Delivers a write's one answer.
+    fn answer(&self, reply: Reply, result: Result<Written, WriteError>) {
+        let (subscriber, span) = (&self.subscriber, &self.span);
+        self.replies.answer(reply, result, |tag, error| {
+            report_failure(subscriber, span, tag, error);
+        });
+    }
+
     /// Takes a new write: refused, handed to the socket, or held.
-    fn accept(
-        &mut self,
-        write: Write,
-        ctx: &mut Context<Self>,
-    ) -> Result<oneshot::Receiver<Result<Written, WriteError>>, WriteError> {
+    fn accept(&mut self, write: Write, ctx: &mut Context<Self>) -> Result<(), WriteError> {
         let len = write.batch.len();
         match &self.link {
             Link::Closed | Link::Draining(_) => {
@@ -490,16 +509,15 @@ impl ReconnectingClient {
             }
             _ => {}
         }
-        let (reply, rx) = oneshot::channel();
         let held = Held {
             batch: write.batch,
             tag: write.tag,
-            reply,
+            reply: Reply::pending(write.tag),
         };
         if self.held.is_empty() && self.open_conn().is_some() {
             let seq = self.take_seq();
             self.forward(seq, held, ctx);
-            return Ok(rx);
+            return Ok(());
         }
         if self.held_bytes >= self.config.max_queued_bytes
             || self.held.len() >= self.config.max_queued_writes
@@ -513,7 +531,7 @@ impl ReconnectingClient {
         }
         let seq = self.take_seq();
         self.hold(seq, held);
-        Ok(rx)
+        Ok(())
     }
 
     fn take_seq(&mut self) -> u64 {
@@ -585,7 +603,8 @@ impl ReconnectingClient {
     fn fail_held(&mut self, error: impl Fn(usize) -> WriteError) {
         self.held_bytes = 0;
         for (_, held) in std::mem::take(&mut self.held) {
-            let _ = held.reply.send(Err(error(held.batch.len())));
+            let result = Err(error(held.batch.len()));
+            self.answer(held.reply, result);
         }
     }
 
@@ -606,9 +625,7 @@ impl ReconnectingClient {
             }
         }
         match result {
-            Ok(written) => {
-                let _ = entry.reply.send(Ok(written));
-            }
+            Ok(written) => self.answer(entry.reply, Ok(written)),
             Err(error) => {
                 let ended = matches!(
                     error,
@@ -632,9 +649,7 @@ impl ReconnectingClient {
                         };
                         self.hold(seq, held);
                     }
-                    _ => {
-                        let _ = entry.reply.send(Err(error));
-                    }
+                    _ => self.answer(entry.reply, Err(error)),
                 }
             }
         }
@@ -884,64 +899,19 @@ impl Drop for ReconnectingClient {
     }
 }
 
-/// The answer to a [`Write`] sent to a [`ReconnectingClient`]: given now, or awaited by a
-/// task of its own on the runtime (not on the actor's context, so it survives the
-/// actor's restarts). A failed write sent with `do_send` is reported to the subscriber
-/// as [`ClientEvent::WriteFailed`].
-#[derive(Debug)]
-pub struct ClientWriteResponse {
-    tag: Option<u64>,
-    answer: Answer,
-}
-
-#[derive(Debug)]
-enum Answer {
-    Now(Result<Written, WriteError>),
-    Later(oneshot::Receiver<Result<Written, WriteError>>, usize),
-}
-
-impl MessageResponse<ReconnectingClient, Write> for ClientWriteResponse {
-    fn handle(
-        self,
-        ctx: &mut Context<ReconnectingClient>,
-        tx: Option<OneshotSender<Result<Written, WriteError>>>,
-    ) {
-        let tag = self.tag;
-        match (self.answer, tx) {
-            (Answer::Now(result), Some(tx)) => {
-                let _ = tx.send(result);
-            }
-            (Answer::Now(Ok(_)), None) => {}
-            (Answer::Now(Err(error)), None) => ctx.address().do_send(ReportFailure { tag, error }),
-            (Answer::Later(rx, len), Some(tx)) => {
-                actix::spawn(async move {
-                    let _ = tx.send(rx.await.unwrap_or(Err(WriteError::Lost { len })));
-                });
-            }
-            (Answer::Later(rx, len), None) => {
-                let me = ctx.address().downgrade();
-                actix::spawn(async move {
-                    if let Err(error) = rx.await.unwrap_or(Err(WriteError::Lost { len })) {
-                        if let Some(me) = me.upgrade() {
-                            me.do_send(ReportFailure { tag, error });
-                        }
-                    }
-                });
-            }
-        }
-    }
-}
-
 impl Handler<Write> for ReconnectingClient {
-    type Result = ClientWriteResponse;
+    type Result = WriteResponse<Result<Written, WriteError>>;
 
-    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> ClientWriteResponse {
-        let (tag, len) = (msg.tag, msg.batch.len());
-        let answer = match self.accept(msg, ctx) {
-            Ok(rx) => Answer::Later(rx, len),
-            Err(error) => Answer::Now(Err(error)),
-        };
-        ClientWriteResponse { tag, answer }
+    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> Self::Result {
+        let tag = msg.tag;
+        // The channel of the write handled last goes onto its token first.
+        let replies = std::mem::take(&mut self.replies);
+        replies.attach(self.last_reply_mut());
+        self.replies = replies;
+        match self.accept(msg, ctx) {
+            Ok(()) => self.replies.later(tag),
+            Err(error) => WriteResponse::now(tag, Err(error)),
+        }
     }
 }
 
@@ -1034,26 +1004,24 @@ impl Handler<ConnectDone> for ReconnectingClient {
     }
 }
 
-/// A failed write nobody awaits.
-#[derive(Debug)]
-struct ReportFailure {
+impl Handler<ReportFailure<WriteError>> for ReconnectingClient {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportFailure<WriteError>, _: &mut Context<Self>) {
+        report_failure(&self.subscriber, &self.span, msg.tag, msg.error);
+    }
+}
+
+/// A write nobody waits for failed: the subscriber hears of it.
+fn report_failure(
+    subscriber: &Option<Recipient<ClientEvent>>,
+    span: &tracing::Span,
     tag: Option<u64>,
     error: WriteError,
-}
-
-impl Message for ReportFailure {
-    type Result = ();
-}
-
-impl Handler<ReportFailure> for ReconnectingClient {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReportFailure, _: &mut Context<Self>) {
-        tracing::debug!(parent: &self.span, tag = ?msg.tag, error = %msg.error, "fire-and-forget write failed");
-        self.emit(ClientEvent::WriteFailed {
-            tag: msg.tag,
-            error: msg.error,
-        });
+) {
+    tracing::debug!(parent: span, ?tag, %error, "fire-and-forget write failed");
+    if let Some(s) = subscriber {
+        s.do_send(ClientEvent::WriteFailed { tag, error });
     }
 }
 

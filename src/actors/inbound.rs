@@ -1,31 +1,31 @@
-//! The inbound side of a socket: the read window that gives reading backpressure
-//! ([`ReadPermit`]), and optional framing with a user's
-//! [`Decoder`](tokio_util::codec::Decoder).
+//! The inbound side of a socket: the read window's limits ([`ReadLimits`]), the buffer
+//! reads land in, and optional framing with a user's
+//! [`Decoder`](tokio_util::codec::Decoder). Deliveries go to the subscriber with a
+//! [`ReadPermit`](crate::ReadPermit) each.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::Recipient;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use super::writer::Core;
 use crate::error::DecodeError;
-use crate::messages::flush::Flush;
 use crate::messages::read::Frame;
+use crate::messages::socket::{SocketEvent, SocketEventKind};
+use crate::shared::Shared;
 
 /// How much inbound data a socket hands its subscriber before it waits for
 /// acknowledgements (the read window).
 ///
 /// Every delivery (a [`Received`](crate::messages::SocketEventKind::Received) chunk or a
-/// decoded [`Frame`]) carries a [`ReadPermit`]; the delivery is acknowledged when its
-/// permit is dropped, which by default happens when the subscriber's handler returns and
-/// the message is dropped. While `max_deliveries` deliveries or `max_bytes` bytes are
-/// unacknowledged the socket stops reading: the kernel's receive buffer fills and TCP
-/// flow control slows the peer, so a peer that floods cannot grow our memory. A
-/// subscriber that needs longer (say, until a database write finished) keeps the permit
-/// until then.
+/// decoded [`Frame`]) carries a [`ReadPermit`](crate::ReadPermit); the delivery is
+/// acknowledged when its permit is dropped, which by default happens when the
+/// subscriber's handler returns and the message is dropped. While `max_deliveries`
+/// deliveries or `max_bytes` bytes are unacknowledged the socket stops reading: the
+/// kernel's receive buffer fills and TCP flow control slows the peer, so a peer that
+/// floods cannot grow our memory. A subscriber that needs longer (say, until a database
+/// write finished) keeps the permit until then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadLimits {
     /// Most deliveries unacknowledged at once (at least 1).
@@ -53,123 +53,6 @@ impl ReadLimits {
     };
 }
 
-/// The read window's counters, shared by the socket and every outstanding permit.
-#[derive(Debug)]
-pub(crate) struct ReadWindow {
-    max_deliveries: u32,
-    max_bytes: usize,
-    deliveries: AtomicU32,
-    bytes: AtomicUsize,
-    /// The socket stopped reading because the window was full; the permit release that
-    /// reopens it wakes the socket.
-    held: AtomicBool,
-    /// The `Flush` on its way to the socket is a permit's wake-up, not the Flusher's.
-    reopened: AtomicBool,
-}
-
-impl ReadWindow {
-    pub(crate) fn new(limits: ReadLimits) -> Self {
-        ReadWindow {
-            max_deliveries: limits.max_deliveries.max(1),
-            max_bytes: limits.max_bytes.max(1),
-            deliveries: AtomicU32::new(0),
-            bytes: AtomicUsize::new(0),
-            held: AtomicBool::new(false),
-            reopened: AtomicBool::new(false),
-        }
-    }
-
-    /// Whether another read may be delivered now.
-    pub(crate) fn is_open(&self) -> bool {
-        self.deliveries.load(Ordering::SeqCst) < self.max_deliveries
-            && self.bytes.load(Ordering::SeqCst) < self.max_bytes
-    }
-
-    /// The socket is about to stop reading for a full window. `false`: the window
-    /// reopened meanwhile (a permit was dropped on another thread), read on.
-    pub(crate) fn hold(&self) -> bool {
-        self.held.store(true, Ordering::SeqCst);
-        if self.is_open() {
-            // Whoever clears the flag first resumes reading: us, or the releaser.
-            return !self.held.swap(false, Ordering::SeqCst);
-        }
-        true
-    }
-
-    /// Clears the hold, when the socket resumes on its own.
-    pub(crate) fn unhold(&self) {
-        self.held.store(false, Ordering::SeqCst);
-    }
-
-    /// Whether a permit reopened the window and sent the `Flush` that is being handled
-    /// (clears it).
-    pub(crate) fn take_reopened(&self) -> bool {
-        self.reopened.swap(false, Ordering::SeqCst)
-    }
-
-    /// Unacknowledged deliveries and bytes now.
-    pub(crate) fn outstanding(&self) -> (u32, usize) {
-        (
-            self.deliveries.load(Ordering::SeqCst),
-            self.bytes.load(Ordering::SeqCst),
-        )
-    }
-}
-
-/// One delivery's place in its socket's read window (see [`ReadLimits`]). Dropping it
-/// acknowledges the delivery; keep it to hold the window until you are done with the
-/// data.
-pub struct ReadPermit {
-    core: Arc<Core>,
-    bytes: usize,
-}
-
-impl ReadPermit {
-    /// Takes a place in the window for a delivery of `bytes` bytes.
-    pub(crate) fn take(core: &Arc<Core>, bytes: usize) -> ReadPermit {
-        let window = &core.reads;
-        window.deliveries.fetch_add(1, Ordering::SeqCst);
-        window.bytes.fetch_add(bytes, Ordering::SeqCst);
-        ReadPermit {
-            core: core.clone(),
-            bytes,
-        }
-    }
-
-    /// The stream bytes this delivery stands for.
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
-impl fmt::Debug for ReadPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadPermit")
-            .field("socket", &self.core.id)
-            .field("bytes", &self.bytes)
-            .finish()
-    }
-}
-
-impl Drop for ReadPermit {
-    fn drop(&mut self) {
-        let window = &self.core.reads;
-        window.deliveries.fetch_sub(1, Ordering::SeqCst);
-        window.bytes.fetch_sub(self.bytes, Ordering::SeqCst);
-        if window.held.load(Ordering::SeqCst)
-            && window.is_open()
-            && window.held.swap(false, Ordering::SeqCst)
-        {
-            // The socket's wake-up is a `Flush`, marked as the window's so that it does not
-            // start a write flush ahead of the Flusher's round.
-            window.reopened.store(true, Ordering::SeqCst);
-            if let Some(socket) = self.core.wake.socket.upgrade() {
-                socket.do_send(Flush);
-            }
-        }
-    }
-}
-
 /// A socket's frame decoder, type-erased: the socket reads into its buffer and asks it
 /// for frames, which it sends to the frame subscriber itself.
 pub(crate) trait Deframe: fmt::Debug {
@@ -186,7 +69,11 @@ pub(crate) trait Deframe: fmt::Debug {
     /// decoder's `decode_eof` allows) and sends it with a permit for the stream bytes it
     /// consumed. `Ok(Some(consumed))`: a frame went out, standing for `consumed` stream
     /// bytes; `Ok(None)`: no whole frame buffered.
-    fn deliver_next(&mut self, core: &Arc<Core>, eof: bool) -> Result<Option<usize>, DecodeError>;
+    fn deliver_next(
+        &mut self,
+        shared: &Arc<Shared>,
+        eof: bool,
+    ) -> Result<Option<usize>, DecodeError>;
 }
 
 pub(crate) struct Deframer<D: Decoder>
@@ -245,7 +132,11 @@ where
         self.to.connected()
     }
 
-    fn deliver_next(&mut self, core: &Arc<Core>, eof: bool) -> Result<Option<usize>, DecodeError> {
+    fn deliver_next(
+        &mut self,
+        shared: &Arc<Shared>,
+        eof: bool,
+    ) -> Result<Option<usize>, DecodeError> {
         let before = self.buf.len();
         let decoded = if eof {
             self.decoder.decode_eof(&mut self.buf)
@@ -267,14 +158,192 @@ where
         };
         let consumed = before.saturating_sub(self.buf.len());
         self.to.do_send(Frame {
-            socket: core.id,
+            socket: shared.id,
             frame,
-            permit: ReadPermit::take(core, consumed),
+            permit: shared.permit(consumed),
         });
         if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
             // A burst of large frames is over: let its buffer go.
             self.buf = BytesMut::new();
         }
         Ok(Some(consumed))
+    }
+}
+
+/// What a read brought in.
+#[derive(Debug)]
+pub(crate) enum Got {
+    /// Bytes, to deliver (or, framed, to copy into the decoder's buffer).
+    Chunk(Bytes),
+    /// This many bytes read in place (into the read buffer or the decoder's).
+    Buffered(usize),
+    Eof,
+    WouldBlock,
+}
+
+/// Where a socket's reads go: the raw-chunk subscriber, or a decoder and its frame
+/// subscriber, and the buffer reads land in.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) subscriber: Option<Recipient<SocketEvent>>,
+    deframer: Option<Box<dyn Deframe>>,
+    /// Raw reads in place land here; allocated when the stream is read (idle sockets
+    /// hold none), it starts small and doubles while reads fill it, up to `read_chunk`.
+    buf: Option<Box<BytesMut>>,
+    read_size: u32,
+    read_chunk: u32,
+}
+
+/// Why delivering stopped.
+#[derive(Debug)]
+pub(crate) enum Stopped {
+    /// Nobody is left to deliver to.
+    SubscriberGone,
+    /// The decoder rejected the stream.
+    Rejected(DecodeError),
+}
+
+impl Inbound {
+    pub(crate) fn new(
+        subscriber: Option<Recipient<SocketEvent>>,
+        deframer: Option<Box<dyn Deframe>>,
+        read_chunk: usize,
+        max_frame_bytes: usize,
+    ) -> Self {
+        let read_chunk = u32::try_from(read_chunk.max(1)).unwrap_or(u32::MAX);
+        let mut deframer = deframer;
+        if let Some(d) = deframer.as_deref_mut() {
+            d.set_limit(max_frame_bytes);
+        }
+        Inbound {
+            subscriber,
+            deframer,
+            buf: None,
+            read_size: 4096.min(read_chunk),
+            read_chunk,
+        }
+    }
+
+    /// Whether anything reads what comes in.
+    pub(crate) fn reads(&self) -> bool {
+        self.subscriber.is_some() || self.deframer.is_some()
+    }
+
+    /// Reads in place with `read` (a `read(2)` into spare capacity, returning the bytes
+    /// read): into the decoder's buffer, or the read buffer, whose chunk is split off.
+    pub(crate) fn read_in_place(
+        &mut self,
+        read: impl FnOnce(&mut BytesMut) -> std::io::Result<usize>,
+    ) -> std::io::Result<Got> {
+        let want = self.read_size as usize;
+        let (buf, split) = match self.deframer.as_deref_mut() {
+            Some(d) => (d.buffer(), false),
+            None => {
+                let buf = self
+                    .buf
+                    .get_or_insert_with(|| Box::new(BytesMut::with_capacity(want)));
+                let room = buf.capacity() - buf.len();
+                if room == 0 || room < want / 2 {
+                    **buf = BytesMut::with_capacity(want);
+                }
+                (&mut **buf, true)
+            }
+        };
+        buf.reserve(want);
+        let spare = buf.capacity() - buf.len();
+        match read(buf) {
+            Ok(0) => Ok(Got::Eof),
+            Ok(n) => {
+                if n == spare {
+                    self.read_size = (self.read_size.saturating_mul(2)).min(self.read_chunk);
+                }
+                Ok(if split {
+                    Got::Chunk(buf.split_to(n).freeze())
+                } else {
+                    Got::Buffered(n)
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Got::WouldBlock),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes in a chunk: to the decoder's buffer (framed: one copy), or to the
+    /// subscriber with its permit.
+    pub(crate) fn absorb(&mut self, bytes: Bytes, shared: &Arc<Shared>) -> Result<(), Stopped> {
+        match self.deframer.as_deref_mut() {
+            Some(deframer) => {
+                deframer.buffer().extend_from_slice(&bytes);
+                Ok(())
+            }
+            None => self.deliver(bytes, shared),
+        }
+    }
+
+    fn deliver(&mut self, bytes: Bytes, shared: &Arc<Shared>) -> Result<(), Stopped> {
+        let Some(s) = &self.subscriber else {
+            return Ok(());
+        };
+        if !s.connected() {
+            return Err(Stopped::SubscriberGone);
+        }
+        s.do_send(SocketEvent {
+            socket: shared.id,
+            permit: Some(shared.permit(bytes.len())),
+            kind: SocketEventKind::Received(bytes),
+        });
+        Ok(())
+    }
+
+    /// Sends the frames that are whole in the decoder's buffer, while `room()` says the
+    /// read window has room (at `eof`, all of them).
+    pub(crate) fn deliver_frames(
+        &mut self,
+        shared: &Arc<Shared>,
+        eof: bool,
+        mut room: impl FnMut() -> bool,
+    ) -> Result<(), Stopped> {
+        let Some(deframer) = self.deframer.as_deref_mut() else {
+            return Ok(());
+        };
+        loop {
+            if !eof && !room() {
+                return Ok(());
+            }
+            if !deframer.connected() {
+                return Err(Stopped::SubscriberGone);
+            }
+            match deframer.deliver_next(shared, eof) {
+                // A decoder that keeps returning frames without consuming anything at EOF
+                // would never end: its last frame ends it.
+                Ok(Some(0)) if eof => return Ok(()),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(Stopped::Rejected(e)),
+            }
+        }
+    }
+
+    /// Lets go of the read buffer, and of the decoder's when it holds nothing: a socket
+    /// that is not reading right now keeps no buffer.
+    pub(crate) fn drop_buffers(&mut self) {
+        self.buf = None;
+        if let Some(deframer) = self.deframer.as_deref_mut() {
+            let buf = deframer.buffer();
+            if buf.is_empty() {
+                *buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// Tells the subscriber something.
+    pub(crate) fn event(&self, shared: &Shared, kind: SocketEventKind) {
+        if let Some(s) = &self.subscriber {
+            s.do_send(SocketEvent {
+                socket: shared.id,
+                kind,
+                permit: None,
+            });
+        }
     }
 }

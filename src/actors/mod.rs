@@ -1,25 +1,27 @@
 //! The actors: [`Socket`], [`Listener`], [`DatagramSocket`], [`Flusher`], the transports
-//! in [`functions`], and the [`ReconnectingClient`] built on sockets.
+//! in [`functions`], and the [`ReconnectingClient`] built on sockets. Each is a thin
+//! driver of a sans-IO core (`crate::proto`) or a transport.
 
-pub mod client;
-pub mod datagram;
-pub mod flusher;
-pub mod functions;
+pub(crate) mod client;
+pub(crate) mod datagram;
+pub(crate) mod flusher;
+pub(crate) mod functions;
 pub(crate) mod inbound;
-pub mod listener;
-pub mod socket;
-pub mod writer;
+pub(crate) mod listener;
+pub(crate) mod reply;
+pub(crate) mod socket;
 
-pub use client::{
-    Backoff, ClientBuilder, ClientConfig, ClientWriteResponse, Jitter, ReconnectingClient,
-    UnsentWrites,
-};
-pub use datagram::{DatagramBuilder, DatagramConfig, DatagramResponse, DatagramSocket};
+pub use client::{Backoff, ClientBuilder, ClientConfig, Jitter, ReconnectingClient, UnsentWrites};
+pub use datagram::{DatagramBuilder, DatagramConfig, DatagramSocket};
 pub use flusher::Flusher;
 pub use functions::{
-    MockDatagram, MockFunctions, MockTransport, SendStep, SocketFunctions, SystemFunctions,
+    Adopt, AdoptedStream, MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep,
+    SocketFunctions, SystemFunctions,
 };
-pub use inbound::{ReadLimits, ReadPermit};
+pub use inbound::ReadLimits;
 pub use listener::{Listener, ListenerBuilder};
-pub use socket::{FlushPolicy, Socket, SocketBuilder, SocketConfig};
-pub use writer::{WriteFuture, Writer};
+pub use reply::WriteResponse;
+pub use socket::{
+    FlushPolicy, GetWriter, InterestGroup, Registry, Socket, SocketBuilder, SocketConfig,
+    SocketHandle, WriteFuture, Writer,
+};

@@ -1,14 +1,12 @@
 //! Producers and subscribers ↔ [`DatagramSocket`](crate::DatagramSocket).
 
-use std::time::Duration;
-
 use actix::Message;
 use bytes::Bytes;
 
-use super::functions::{Address, Handle};
-use super::socket::SocketId;
 use crate::batch::IoBatch;
 use crate::error::{DatagramError, TransportError};
+pub use crate::proto::{DatagramSent, DatagramStats};
+use crate::types::{Address, Handle, SocketId};
 
 /// Send one datagram: the payload's segments, in order, as one datagram. Handled by
 /// [`DatagramSocket`](crate::DatagramSocket).
@@ -68,15 +66,6 @@ impl SendDatagram {
 
 impl Message for SendDatagram {
     type Result = Result<DatagramSent, DatagramError>;
-}
-
-/// The success answer to a [`SendDatagram`]: the transport took the whole datagram.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DatagramSent {
-    /// Bytes in the datagram.
-    pub len: usize,
-    /// Time from enqueue to the transport taking it.
-    pub latency: Duration,
 }
 
 /// A notification from a datagram socket to its subscriber.
@@ -154,30 +143,4 @@ pub struct GetDatagramStats;
 
 impl Message for GetDatagramStats {
     type Result = DatagramStats;
-}
-
-/// A datagram socket's counters since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DatagramStats {
-    /// Datagrams sent whole.
-    pub sent: u64,
-    /// Datagrams that ended in an error (refused ones included).
-    pub send_failed: u64,
-    /// Bytes of the datagrams sent whole.
-    pub bytes_sent: u64,
-    /// `sendv` calls made.
-    pub sendv_calls: u64,
-    /// `sendv` calls answered with would-block.
-    pub would_blocks: u64,
-    /// Flushes requested from the Flusher.
-    pub pending_writes: u64,
-    /// Datagrams received (truncated ones included).
-    pub received: u64,
-    /// Datagrams received truncated.
-    pub truncated: u64,
-    /// Bytes received.
-    pub bytes_received: u64,
-    /// Datagrams queued right now (not counting one the transport is sending).
-    pub queued: u64,
 }

@@ -8,83 +8,11 @@
 //! socket one [`Ready`] notice when the handle becomes writable (after [`SendV`]) or
 //! readable (after [`RecvFrom`] or [`Accept`]). That notice is the signal to retry.
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
 use actix::{Message, WeakRecipient};
 use bytes::Bytes;
 
 use crate::error::TransportError;
-
-/// A transport's name for one of its sockets (c-ares' `ares_socket_t`). Only meaningful
-/// to the transport that issued it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Handle(pub u64);
-
-impl fmt::Display for Handle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// Address family of a new socket (`socket(2)`'s domain).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Family {
-    /// IPv4.
-    Ipv4,
-    /// IPv6.
-    Ipv6,
-    /// Unix domain.
-    Unix,
-}
-
-/// Socket type (`socket(2)`'s type).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SocketKind {
-    /// A byte stream (TCP, Unix stream).
-    Stream,
-    /// Datagrams (UDP, Unix datagram).
-    Datagram,
-}
-
-/// A peer address.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Address {
-    /// An IP address and port.
-    Inet(SocketAddr),
-    /// A Unix domain socket path.
-    Unix(PathBuf),
-}
-
-impl Address {
-    /// The family a socket needs to reach this address.
-    pub fn family(&self) -> Family {
-        match self {
-            Address::Inet(SocketAddr::V4(_)) => Family::Ipv4,
-            Address::Inet(SocketAddr::V6(_)) => Family::Ipv6,
-            Address::Unix(_) => Family::Unix,
-        }
-    }
-}
-
-impl From<SocketAddr> for Address {
-    fn from(a: SocketAddr) -> Self {
-        Address::Inet(a)
-    }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Address::Inet(a) => write!(f, "{a}"),
-            Address::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
+pub use crate::types::{Address, Family, Handle, Readiness, Sent, SocketKind};
 
 /// Create a socket (`asocket`). Sent by [`SocketBuilder`](crate::SocketBuilder); answered
 /// with the new handle.
@@ -150,15 +78,6 @@ impl SendV {
 
 impl Message for SendV {
     type Result = Result<Sent, TransportError>;
-}
-
-/// What a transport did with a [`SendV`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// This many bytes, from the front of the batch, were taken.
-    Accepted(usize),
-    /// Nothing was taken; a [`Ready`] with [`Readiness::Writable`] will follow.
-    WouldBlock,
 }
 
 /// Receive data (`arecvfrom`). Sent by a [`Socket`](crate::Socket) with at most one
@@ -300,15 +219,6 @@ pub struct CloseSocket {
 
 impl Message for CloseSocket {
     type Result = Result<(), TransportError>;
-}
-
-/// What a handle became ready for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Readiness {
-    /// A [`RecvFrom`] (or, on a listening handle, an [`Accept`]) may now make progress.
-    Readable,
-    /// A [`SendV`] may now make progress.
-    Writable,
 }
 
 /// Readiness notice: sent by a transport to the `events` recipient given at open, once

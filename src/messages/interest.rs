@@ -2,54 +2,13 @@
 //! a message. A socket tells whoever watches it what it is waiting for, only when that
 //! changes, with the user data assigned to it (`curl_multi_assign`).
 
-use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
 
 use actix::Message;
 
 use super::socket::SocketId;
 
-/// Data attached to a socket, handed back with every [`SocketInterest`].
-pub type UserData = Arc<dyn Any + Send + Sync>;
-
-/// What a socket is waiting for (libcurl's `CURL_POLL_*`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Interest {
-    /// Waiting for nothing right now (`CURL_POLL_NONE`): not reading, nothing blocked.
-    None,
-    /// Waiting to become readable (`CURL_POLL_IN`): reading, no data at hand.
-    In,
-    /// Waiting to become writable (`CURL_POLL_OUT`): the transport would block and
-    /// queued data waits. Goes away when the queue drains.
-    Out,
-    /// Both (`CURL_POLL_INOUT`).
-    InOut,
-    /// The socket is done (`CURL_POLL_REMOVE`): closed; nothing more will come.
-    Remove,
-}
-
-impl Interest {
-    /// Combines the two directions.
-    pub fn from_directions(readable: bool, writable: bool) -> Self {
-        match (readable, writable) {
-            (false, false) => Interest::None,
-            (true, false) => Interest::In,
-            (false, true) => Interest::Out,
-            (true, true) => Interest::InOut,
-        }
-    }
-
-    /// Whether it includes waiting to read.
-    pub fn is_in(self) -> bool {
-        matches!(self, Interest::In | Interest::InOut)
-    }
-
-    /// Whether it includes waiting to write.
-    pub fn is_out(self) -> bool {
-        matches!(self, Interest::Out | Interest::InOut)
-    }
-}
+pub use crate::types::{Interest, UserData};
 
 /// Interest change: sent by a [`Socket`](crate::Socket) to its interest subscriber each
 /// time what it waits for changes, and once with [`Interest::Remove`] when it closes.

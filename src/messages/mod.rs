@@ -32,6 +32,8 @@ pub use interest::{AssignUserData, Interest, InterestRefused, SocketInterest, Us
 pub use listener::{GetLocalAddr, ListenerEvent, StopListening};
 pub use read::{Frame, PauseReading, ResumeReading};
 pub use socket::{
-    CancelWrite, Close, GetInfo, GetStats, GetWriter, SocketEvent, SocketEventKind, SocketId,
-    SocketInfo, SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
+    CancelWrite, Close, GetInfo, GetStats, SocketEvent, SocketEventKind, SocketId, SocketInfo,
+    SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
 };
+
+pub use crate::actors::GetWriter;

@@ -6,8 +6,8 @@
 
 use actix::Message;
 
-use super::socket::SocketId;
-use crate::actors::inbound::ReadPermit;
+use crate::shared::ReadPermit;
+use crate::types::SocketId;
 
 /// A whole frame decoded from a socket's byte stream by the
 /// [`Decoder`](tokio_util::codec::Decoder) given to

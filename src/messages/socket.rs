@@ -1,23 +1,14 @@
 //! Producers and subscribers ↔ [`Socket`](crate::Socket).
 
-use std::fmt;
-use std::time::Duration;
-
 use actix::{Message, Recipient};
 use bytes::Bytes;
 
 use crate::batch::IoBatch;
 use crate::error::{TransportError, WriteError};
 
-/// A socket's process-wide unique id (used in tracing spans, events and statistics).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SocketId(pub u64);
-
-impl fmt::Display for SocketId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+pub use crate::proto::{SocketStats, Written};
+pub use crate::shared::WritabilityChanged;
+pub use crate::types::SocketId;
 
 /// Write a batch to the socket. Sent by any producer; handled by [`Socket`](crate::Socket).
 ///
@@ -39,6 +30,12 @@ pub struct Write {
     pub(crate) batch: IoBatch,
     pub(crate) tag: Option<u64>,
     pub(crate) wait_when_full: bool,
+    /// Already admitted by the socket's gate (a `Writer`'s write): never refused for
+    /// room.
+    pub(crate) admitted: bool,
+    /// Where the answer goes instead of actix's reply channel (a `Writer`'s writes, sent
+    /// with `do_send`: dropping the caller's future must not cancel the write).
+    pub(crate) reply: Option<tokio::sync::oneshot::Sender<Result<Written, WriteError>>>,
 }
 
 impl Write {
@@ -48,6 +45,8 @@ impl Write {
             batch: batch.into(),
             tag: None,
             wait_when_full: false,
+            admitted: false,
+            reply: None,
         }
     }
 
@@ -79,24 +78,6 @@ impl Write {
 
 impl Message for Write {
     type Result = Result<Written, WriteError>;
-}
-
-/// The success answer to a [`Write`]: its last byte was accepted by the transport. Also
-/// the write's flush telemetry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Written {
-    /// Bytes written.
-    pub len: usize,
-    /// Vectored writes (`sendv` calls) that carried bytes of this write and were answered
-    /// with an accepted count.
-    pub sendv_calls: u32,
-    /// Would-block answers met while this write was being offered.
-    pub would_blocks: u32,
-    /// The largest number of writes one of those vectored writes carried: the
-    /// coalescing this write enjoyed.
-    pub max_writes_per_sendv: u32,
-    /// Time from enqueue to the transport accepting the last byte.
-    pub latency: Duration,
 }
 
 /// Cancel a queued write that has not started: none of its bytes accepted by the
@@ -136,41 +117,6 @@ impl Message for GetStats {
     type Result = SocketStats;
 }
 
-/// A socket's counters since it started.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SocketStats {
-    /// Writes accepted into the queue.
-    pub writes: u64,
-    /// Writes completed.
-    pub writes_completed: u64,
-    /// Writes that ended in an error (including refused ones).
-    pub writes_failed: u64,
-    /// Bytes accepted by the transport.
-    pub bytes_sent: u64,
-    /// `sendv` calls made (in place: `writev` and `sendfile` calls).
-    pub sendv_calls: u64,
-    /// Of those, `sendfile` calls: file ranges sent without entering this process.
-    pub sendfile_calls: u64,
-    /// Bytes of file ranges read into memory to be sent (where `sendfile` could not be
-    /// used: a filter or other message-path transport, or a file that does not support it).
-    pub file_bytes_read: u64,
-    /// `sendv` calls answered with would-block.
-    pub would_blocks: u64,
-    /// Flushes requested from the Flusher.
-    pub pending_writes: u64,
-    /// Bytes received.
-    pub bytes_received: u64,
-    /// Unsent bytes queued right now.
-    pub queued_bytes: u64,
-    /// Writes queued right now.
-    pub queued_writes: u64,
-    /// Deliveries (chunks or frames) the subscriber holds unacknowledged right now.
-    pub unacked_deliveries: u64,
-    /// Stream bytes those deliveries stand for.
-    pub unacked_bytes: u64,
-}
-
 /// Ask who a socket is.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GetInfo;
@@ -186,20 +132,11 @@ pub struct SocketInfo {
     /// Its id.
     pub id: SocketId,
     /// The peer, where known.
-    pub peer: Option<crate::messages::functions::Address>,
+    pub peer: Option<crate::types::Address>,
     /// Its transport handle.
-    pub handle: crate::messages::functions::Handle,
+    pub handle: crate::types::Handle,
     /// Whether it still takes writes.
     pub open: bool,
-}
-
-/// Ask for a [`Writer`](crate::Writer): a cloneable handle that writes into the socket's
-/// queue directly, without a message per write.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GetWriter;
-
-impl Message for GetWriter {
-    type Result = crate::actors::writer::Writer;
 }
 
 /// Subscribe a producer to writability changes of this socket.
@@ -207,21 +144,6 @@ impl Message for GetWriter {
 pub struct SubscribeWritability(pub Recipient<WritabilityChanged>);
 
 impl Message for SubscribeWritability {
-    type Result = ();
-}
-
-/// Writability change: sent by a socket to each writability subscriber once per
-/// crossing. `writable: false` when queued bytes reached the high watermark (writes are
-/// refused with [`WriteError::QueueFull`]); `true` when they drained to the low watermark.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WritabilityChanged {
-    /// The socket.
-    pub socket: SocketId,
-    /// Whether writes are accepted now.
-    pub writable: bool,
-}
-
-impl Message for WritabilityChanged {
     type Result = ();
 }
 
@@ -234,7 +156,7 @@ pub struct SocketEvent {
     pub kind: SocketEventKind,
     /// For [`SocketEventKind::Received`]: the chunk's place in the read window, released
     /// when this is dropped (see [`ReadLimits`](crate::ReadLimits)). `None` otherwise.
-    pub permit: Option<crate::ReadPermit>,
+    pub permit: Option<crate::shared::ReadPermit>,
 }
 
 impl Message for SocketEvent {

@@ -80,10 +80,10 @@ struct Table {
     accept: Option<Recipient<Accept>>,
     shutdown: Option<Recipient<ShutdownWrite>>,
     system: Option<Addr<SystemFunctions>>,
-    /// `sendv` / `recvfrom` are still the system ones, on handles the system opened: the
-    /// socket may then call them in place (see [`SystemFunctions`]).
-    system_sendv: bool,
-    system_recvfrom: bool,
+    /// The data path (`open`, `sendv`, `recvfrom`, `accept`) is still the system's own:
+    /// a socket may then call `writev`/`read` on the stream in place (see
+    /// [`SystemFunctions`]). Replacing any of those operations clears it.
+    in_place: bool,
 }
 
 thread_local! {
@@ -117,8 +117,7 @@ impl SocketFunctions {
             Self::from_actor_ex(addr.clone()).with_shutdown(addr.clone().recipient());
         let table = Arc::make_mut(&mut functions.table);
         table.system = Some(addr);
-        table.system_sendv = true;
-        table.system_recvfrom = true;
+        table.in_place = true;
         functions
     }
 
@@ -149,8 +148,7 @@ impl SocketFunctions {
                 accept: None,
                 shutdown: None,
                 system: None,
-                system_sendv: false,
-                system_recvfrom: false,
+                in_place: false,
             }),
         }
     }
@@ -188,8 +186,7 @@ impl SocketFunctions {
         let table = Arc::make_mut(&mut self.table);
         table.open = open;
         // Handles are no longer the system's own.
-        table.system_sendv = false;
-        table.system_recvfrom = false;
+        table.in_place = false;
         self
     }
 
@@ -204,7 +201,7 @@ impl SocketFunctions {
     pub fn with_sendv(mut self, sendv: Recipient<SendV>) -> Self {
         let table = Arc::make_mut(&mut self.table);
         table.sendv = sendv;
-        table.system_sendv = false;
+        table.in_place = false;
         self
     }
 
@@ -212,7 +209,7 @@ impl SocketFunctions {
     pub fn with_recvfrom(mut self, recvfrom: Recipient<RecvFrom>) -> Self {
         let table = Arc::make_mut(&mut self.table);
         table.recvfrom = recvfrom;
-        table.system_recvfrom = false;
+        table.in_place = false;
         self
     }
 
@@ -244,8 +241,7 @@ impl SocketFunctions {
         let table = Arc::make_mut(&mut self.table);
         table.accept = Some(accept);
         // Accepted handles are no longer the system's own.
-        table.system_sendv = false;
-        table.system_recvfrom = false;
+        table.in_place = false;
         self
     }
 
@@ -306,10 +302,16 @@ impl SocketFunctions {
         self.table.system.as_ref()
     }
 
-    /// Whether `sendv` and `recvfrom` are still the system ones (each may be called in
-    /// place by the socket, with no message per call).
-    pub(crate) fn in_place(&self) -> (bool, bool) {
-        (self.table.system_sendv, self.table.system_recvfrom)
+    /// Whether the data path is still the system's own (a socket then calls it in place,
+    /// with no message per call).
+    pub(crate) fn in_place(&self) -> bool {
+        self.table.in_place
+    }
+}
+
+impl From<actix::MailboxError> for TransportError {
+    fn from(_: actix::MailboxError) -> Self {
+        TransportError::Unavailable
     }
 }
 

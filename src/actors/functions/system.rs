@@ -436,14 +436,12 @@ impl Message for Adopt {
 }
 
 /// Lend a socket actor the stream behind a handle, so it can call `writev`/`read` in
-/// place instead of sending [`SendV`]/[`RecvFrom`] (crate-internal: only for handles whose
-/// `sendv`/`recvfrom` are still the system ones).
+/// place instead of sending [`SendV`]/[`RecvFrom`] (crate-internal: only for tables whose
+/// data path is still the system's). The socket then waits for readiness itself, so the
+/// transport lets go of its `Ready` recipient.
 #[derive(Debug)]
 pub(crate) struct ShareStream {
     pub(crate) handle: Handle,
-    /// The socket calls both `sendv` and `recvfrom` in place: it waits for readiness
-    /// itself, so the transport can let go of its `Ready` recipient.
-    pub(crate) all_in_place: bool,
 }
 
 impl Message for ShareStream {
@@ -455,10 +453,8 @@ impl Handler<ShareStream> for SystemFunctions {
 
     fn handle(&mut self, msg: ShareStream, _: &mut Context<Self>) -> Self::Result {
         let stream = self.stream(msg.handle).ok()?;
-        if msg.all_in_place {
-            if let Some(entry) = self.handles.get_mut(&msg.handle) {
-                entry.events = None;
-            }
+        if let Some(entry) = self.handles.get_mut(&msg.handle) {
+            entry.events = None;
         }
         Some(stream)
     }

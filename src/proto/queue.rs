@@ -1,22 +1,43 @@
-//! The write queue: ordering, batching, fairness and watermarks, with no actors, no I/O
-//! and no clock (the time is passed in).
+//! The write queue: ordering, batching and the bytes each write has left, with no actors,
+//! no I/O and no clock (the time is passed in).
 //!
-//! The [`Socket`](crate::Socket) actor owns one [`WriteQueue`] and drives it:
+//! [`StreamCore`](super::StreamCore) owns one [`WriteQueue`] and drives it:
 //! [`push`](WriteQueue::push) a write, [`poll_transmit`](WriteQueue::poll_transmit) the next
 //! vectored write, tell it what the transport did with [`handle_sent`](WriteQueue::handle_sent)
 //! or [`handle_would_block`](WriteQueue::handle_would_block), and it reports each finished
 //! write exactly once, in FIFO order.
+//!
+//! File ranges that must go out as memory (no `sendfile`) are read by the caller, not
+//! here: [`poll_chunk_request`](WriteQueue::poll_chunk_request) says which chunk the next
+//! transmit needs, and [`handle_chunk`](WriteQueue::handle_chunk) takes what was read.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use tokio::time::Instant;
 
 use crate::batch::{FileRange, IoBatch, Segment};
 use crate::error::{TransportError, WriteError};
-use crate::messages::socket::Written;
+
+/// The success answer to a write: its last byte was accepted by the transport. Also the
+/// write's flush telemetry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes written.
+    pub len: usize,
+    /// Vectored writes (`sendv` calls) that carried bytes of this write and were answered
+    /// with an accepted count.
+    pub sendv_calls: u32,
+    /// Would-block answers met while this write was being offered.
+    pub would_blocks: u32,
+    /// The largest number of writes one of those vectored writes carried: the
+    /// coalescing this write enjoyed.
+    pub max_writes_per_sendv: u32,
+    /// Time from enqueue to the transport accepting the last byte.
+    pub latency: Duration,
+}
 
 /// Limits of a write queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,31 +85,20 @@ impl QueueConfig {
 
 /// One vectored write to hand to the transport.
 #[derive(Clone, Debug)]
-pub struct Transmit {
+pub(crate) struct Transmit {
     /// The segments: slices of the callers' own buffers (no payload copies), and chunks
     /// read from file ranges.
-    pub segments: Vec<Bytes>,
+    pub(crate) segments: Vec<Bytes>,
     /// Total bytes in `segments`.
-    pub len: usize,
+    pub(crate) len: usize,
     /// How many queued writes this transmit carries bytes of.
-    pub writes: usize,
-}
-
-/// A write refused by [`WriteQueue::push`], with its payload and token handed back.
-#[derive(Debug)]
-pub struct Refused<T> {
-    /// The payload.
-    pub batch: IoBatch,
-    /// The caller's token.
-    pub token: T,
-    /// Bytes queued at the time.
-    pub queued: usize,
+    pub(crate) writes: usize,
 }
 
 /// What a transmit prepared for a transport called in place: see
 /// [`WriteQueue::poll_transmit_in_place`].
 #[derive(Debug)]
-pub enum InPlaceTransmit<'a> {
+pub(crate) enum InPlaceTransmit<'a> {
     /// A vectored write of the slices pushed into the caller's vector.
     Vectored {
         /// Total bytes in the slices.
@@ -109,6 +119,7 @@ pub enum InPlaceTransmit<'a> {
         len: usize,
         /// How many queued writes this transmit covers (the range's own and any
         /// zero-length ones before it).
+        #[allow(dead_code)]
         writes: usize,
     },
 }
@@ -294,23 +305,25 @@ fn gather<'a, T>(
 
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
 /// keeps the reply channel there); it comes back with the write's one answer.
-pub struct WriteQueue<T> {
+///
+/// The queue takes every write it is given: how much may be queued (the watermarks) is
+/// decided before a write gets here ([`Watermarks`](super::Watermarks)).
+pub(crate) struct WriteQueue<T> {
     limits: Limits,
     entries: VecDeque<Entry<T>>,
     queued: usize,
-    writable: bool,
-    writability_change: Option<bool>,
     in_flight: Option<InFlight>,
+    /// A chunk read failed for a file segment that was not the first piece of the
+    /// transmit being prepared: that transmit ends before it (it is met again when it
+    /// comes first). Cleared by the next transmit.
+    chunk_stop: Option<(usize, usize)>,
     file_bytes_read: u64,
 }
 
-/// The limits of a [`QueueConfig`], kept compactly: every socket, idle or not, holds
-/// one (the per-turn and chunk sizes are clamped to 4 GiB, segments to 1024).
+/// The limits of a [`QueueConfig`] the queue needs, kept compactly: every socket, idle or
+/// not, holds one (chunk sizes are clamped to 4 GiB, segments to 1024).
 #[derive(Clone, Copy, Debug)]
 struct Limits {
-    high_watermark: usize,
-    low_watermark: usize,
-    max_bytes_per_turn: u32,
     file_read_chunk: u32,
     max_segments: u16,
 }
@@ -319,23 +332,27 @@ impl Limits {
     fn new(config: QueueConfig) -> Self {
         let config = config.sanitized();
         Limits {
-            high_watermark: config.high_watermark,
-            low_watermark: config.low_watermark,
-            max_bytes_per_turn: u32::try_from(config.max_bytes_per_turn).unwrap_or(u32::MAX),
             file_read_chunk: u32::try_from(config.file_read_chunk).unwrap_or(u32::MAX),
             max_segments: u16::try_from(config.max_segments).unwrap_or(1024),
         }
     }
+}
 
-    fn config(self) -> QueueConfig {
-        QueueConfig {
-            high_watermark: self.high_watermark,
-            low_watermark: self.low_watermark,
-            max_bytes_per_turn: self.max_bytes_per_turn as usize,
-            max_segments: usize::from(self.max_segments),
-            file_read_chunk: self.file_read_chunk as usize,
-        }
-    }
+/// One chunk of a file range that the next transmit needs in memory: read
+/// `len` bytes of `range` from `at` (`range.read_chunk(at, len)`) and hand the result to
+/// [`WriteQueue::handle_chunk`].
+#[derive(Clone, Debug)]
+pub(crate) struct ChunkRequest {
+    /// The range.
+    pub(crate) range: FileRange,
+    /// Offset in the range.
+    pub(crate) at: usize,
+    /// Bytes wanted.
+    pub(crate) len: usize,
+    entry: usize,
+    seg: usize,
+    /// The chunk is the transmit's first piece: failing to read it fails the socket.
+    first: bool,
 }
 
 impl<T> std::fmt::Debug for WriteQueue<T> {
@@ -343,7 +360,6 @@ impl<T> std::fmt::Debug for WriteQueue<T> {
         f.debug_struct("WriteQueue")
             .field("writes", &self.entries.len())
             .field("queued", &self.queued)
-            .field("writable", &self.writable)
             .field("in_flight", &self.in_flight)
             .field("limits", &self.limits)
             .finish()
@@ -351,85 +367,60 @@ impl<T> std::fmt::Debug for WriteQueue<T> {
 }
 
 impl<T> WriteQueue<T> {
-    /// An empty, writable queue.
-    pub fn new(config: QueueConfig) -> Self {
+    /// An empty queue.
+    pub(crate) fn new(config: QueueConfig) -> Self {
         WriteQueue {
             limits: Limits::new(config),
             entries: VecDeque::new(),
             queued: 0,
-            writable: true,
-            writability_change: None,
             in_flight: None,
+            chunk_stop: None,
             file_bytes_read: 0,
         }
     }
 
-    /// The limits in force (sanitized; per-turn and chunk sizes at most 4 GiB).
-    pub fn config(&self) -> QueueConfig {
-        self.limits.config()
-    }
-
     /// Unsent bytes queued.
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.queued
     }
 
     /// Writes queued (including the one partly sent).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no write is queued.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Whether a new write would be accepted.
-    pub fn is_writable(&self) -> bool {
-        self.writable
     }
 
     /// Bytes of file ranges read into memory so far (ranges that could not go out with
     /// `sendfile`).
-    pub fn file_bytes_read(&self) -> u64 {
+    pub(crate) fn file_bytes_read(&self) -> u64 {
         self.file_bytes_read
     }
 
     /// Whether a transmit is out with the transport, awaiting its answer.
-    pub fn in_flight(&self) -> bool {
+    pub(crate) fn in_flight(&self) -> bool {
         self.in_flight.is_some()
     }
 
     /// Whether there are unsent bytes and no transmit in flight.
-    pub fn has_transmit(&self) -> bool {
+    pub(crate) fn has_transmit(&self) -> bool {
         self.in_flight.is_none() && self.queued > 0
     }
 
-    /// The writability flip since the last call, if any (`false`: crossed the high
-    /// watermark; `true`: drained to the low watermark).
-    pub fn take_writability_change(&mut self) -> Option<bool> {
-        self.writability_change.take()
+    /// The token of the write queued last, if any (the socket attaches a reply channel
+    /// that arrives after the write was queued).
+    pub(crate) fn last_token_mut(&mut self) -> Option<&mut T> {
+        self.entries.back_mut().map(|e| &mut e.token)
     }
 
-    /// Queues a write. Refused (payload and token back) while the queue is unwritable.
+    /// Queues a write.
     ///
     /// A zero-length write is queued like any other and completes, in order, once every
     /// write ahead of it has; `completed` answers it at once when the queue is empty.
-    pub fn push(
-        &mut self,
-        batch: IoBatch,
-        tag: Option<u64>,
-        token: T,
-        now: Instant,
-        completed: impl FnOnce(T, Result<Written, WriteError>),
-    ) -> Result<(), Refused<T>> {
-        self.push_inner(batch, tag, token, now, completed, false)
-    }
-
-    /// [`push`](Self::push), accepted even while unwritable: for writes whose payload is
-    /// already held in memory elsewhere (writes that waited for room, when a graceful
-    /// close moves them into the queue).
-    pub fn push_forced(
+    pub(crate) fn push(
         &mut self,
         batch: IoBatch,
         tag: Option<u64>,
@@ -437,67 +428,111 @@ impl<T> WriteQueue<T> {
         now: Instant,
         completed: impl FnOnce(T, Result<Written, WriteError>),
     ) {
-        if let Err(refused) = self.push_inner(batch, tag, token, now, completed, true) {
-            // Unreachable: a forced push is never refused. Keep the write anyway.
-            self.queued += refused.batch.len();
-            self.entries
-                .push_back(Entry::new(refused.batch, tag, refused.token, now));
-        }
-    }
-
-    fn push_inner(
-        &mut self,
-        batch: IoBatch,
-        tag: Option<u64>,
-        token: T,
-        now: Instant,
-        completed: impl FnOnce(T, Result<Written, WriteError>),
-        force: bool,
-    ) -> Result<(), Refused<T>> {
-        if !self.writable && !force {
-            return Err(Refused {
-                batch,
-                token,
-                queued: self.queued,
-            });
-        }
         let len = batch.len();
         if len == 0 && self.entries.is_empty() {
-            completed(
-                token,
-                Ok(Written {
-                    len: 0,
-                    sendv_calls: 0,
-                    would_blocks: 0,
-                    max_writes_per_sendv: 0,
-                    latency: std::time::Duration::ZERO,
-                }),
-            );
-            return Ok(());
+            completed(token, Ok(Written::default()));
+            return;
         }
         self.entries.push_back(Entry::new(batch, tag, token, now));
         self.queued += len;
-        if self.queued >= self.limits.high_watermark {
-            self.set_writable(false);
+    }
+
+    /// The next file chunk the transmit of at most `budget` bytes needs in memory (a
+    /// transport without `sendfile`), front first; `None` when it needs none (more).
+    /// Each request must be answered with [`handle_chunk`](Self::handle_chunk) before the
+    /// next call. At most one chunk per write is held at a time.
+    pub(crate) fn poll_chunk_request(&self, budget: usize) -> Option<ChunkRequest> {
+        if !self.has_transmit() {
+            return None;
         }
-        Ok(())
+        let budget = budget.max(1);
+        let chunk = self.limits.file_read_chunk as usize;
+        let max_segments = usize::from(self.limits.max_segments);
+        let mut len = 0;
+        let mut pieces = 0;
+        for (index, entry) in self.entries.iter().enumerate() {
+            if entry.remaining() == 0 {
+                continue;
+            }
+            let segments = entry.segments.segments();
+            for (seg, piece) in segments.iter().enumerate().skip(entry.seg) {
+                if self.chunk_stop == Some((index, seg)) {
+                    return None;
+                }
+                let start = if seg == entry.seg { entry.off } else { 0 };
+                let room = budget - len;
+                let n = match piece {
+                    Segment::Bytes(bytes) => (bytes.len() - start).min(room),
+                    Segment::File(range) => match &entry.read_ahead {
+                        Some(ahead) if ahead.seg == seg => {
+                            if ahead.buf.len() < range.len() - start {
+                                return None;
+                            }
+                            ahead.buf.len().min(room)
+                        }
+                        // One chunk per write: the rest waits for a later transmit.
+                        Some(_) => return None,
+                        None => {
+                            return Some(ChunkRequest {
+                                range: range.clone(),
+                                at: start,
+                                len: (range.len() - start).min(room).min(chunk),
+                                entry: index,
+                                seg,
+                                first: pieces == 0,
+                            })
+                        }
+                    },
+                };
+                len += n;
+                pieces += 1;
+                if len == budget || pieces == max_segments {
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// What reading a requested chunk gave. An error reading the transmit's first piece is
+    /// handed back (the caller fails the socket: its peer may have part of that write); a
+    /// later piece's error ends the transmit before it.
+    pub(crate) fn handle_chunk(
+        &mut self,
+        request: ChunkRequest,
+        read: io::Result<Bytes>,
+    ) -> io::Result<()> {
+        match read {
+            Ok(buf) => {
+                self.file_bytes_read += buf.len() as u64;
+                if let Some(entry) = self.entries.get_mut(request.entry) {
+                    entry.read_ahead = Some(ReadAhead {
+                        seg: request.seg,
+                        buf,
+                    });
+                }
+                Ok(())
+            }
+            Err(e) if request.first => Err(e),
+            Err(_) => {
+                self.chunk_stop = Some((request.entry, request.seg));
+                Ok(())
+            }
+        }
     }
 
     /// The next vectored write: at most `budget` bytes (at least one) and
-    /// `max_segments` segments, from the front of the queue. `None` while a transmit is in
-    /// flight or nothing is queued. Each transmit must be answered with `handle_sent`,
-    /// `handle_would_block` or `fail_all` before the next.
-    ///
-    /// File ranges are read into memory here, at most
-    /// [`file_read_chunk`](QueueConfig::file_read_chunk) bytes of each at a time, and kept
-    /// until the transport has taken them (a partial send never reads a byte twice). An
-    /// error reading the file of the front write is returned; the queue is unchanged and
-    /// the caller should fail the writes.
-    pub fn poll_transmit(&mut self, budget: usize) -> io::Result<Option<Transmit>> {
+    /// `max_segments` segments, from the front of the queue, as slices of the writers'
+    /// buffers and of file chunks read ahead (see
+    /// [`poll_chunk_request`](Self::poll_chunk_request): a transmit stops at a file range
+    /// with nothing read). `None` while a transmit is in flight or nothing is queued.
+    /// Each transmit must be answered with `handle_sent`, `handle_would_block` or
+    /// `handle_failed` before the next.
+    pub(crate) fn poll_transmit(&mut self, budget: usize) -> Option<Transmit> {
         if !self.has_transmit() {
-            return Ok(None);
+            return None;
         }
-        self.read_ahead(budget)?;
+        self.chunk_stop = None;
         let mut segments = Vec::new();
         let (len, writes) = gather(
             &self.entries,
@@ -511,11 +546,11 @@ impl<T> WriteQueue<T> {
             },
         );
         self.in_flight = Some(InFlight { len, writes });
-        Ok(Some(Transmit {
+        Some(Transmit {
             segments,
             len,
             writes,
-        }))
+        })
     }
 
     /// Like [`poll_transmit`](Self::poll_transmit), for a transport called in place (the
@@ -524,21 +559,19 @@ impl<T> WriteQueue<T> {
     ///
     /// With `sendfile`, a file range is not read at all: a transmit is either a run of
     /// memory slices up to the next range, or one range
-    /// ([`InPlaceTransmit::File`]) for the caller to send. Without it, ranges are read
-    /// ahead as for `poll_transmit`. Drop `out` before answering with `handle_sent` and
-    /// the others.
-    pub fn poll_transmit_in_place<'a>(
+    /// ([`InPlaceTransmit::File`]) for the caller to send. Without it, ranges go out as
+    /// the chunks read ahead, as for `poll_transmit`. Drop `out` before answering with
+    /// `handle_sent` and the others.
+    pub(crate) fn poll_transmit_in_place<'a>(
         &'a mut self,
         budget: usize,
         sendfile: bool,
         out: &mut Vec<IoSlice<'a>>,
-    ) -> io::Result<Option<InPlaceTransmit<'a>>> {
+    ) -> Option<InPlaceTransmit<'a>> {
         if !self.has_transmit() {
-            return Ok(None);
+            return None;
         }
-        if !sendfile {
-            self.read_ahead(budget)?;
-        }
+        self.chunk_stop = None;
         let files = if sendfile {
             Files::Sendfile
         } else {
@@ -558,7 +591,7 @@ impl<T> WriteQueue<T> {
             },
         );
         self.in_flight = Some(InFlight { len, writes });
-        Ok(Some(match file {
+        Some(match file {
             Some((range, at, len)) => InPlaceTransmit::File {
                 file: range.file(),
                 offset: range.offset() + at as u64,
@@ -566,71 +599,14 @@ impl<T> WriteQueue<T> {
                 writes,
             },
             None => InPlaceTransmit::Vectored { len, writes, more },
-        }))
-    }
-
-    /// Reads ahead the file segments the next transmit of at most `budget` bytes reaches
-    /// (one chunk per write at most). Only a failure on the first unsent segment is an
-    /// error; a later one ends the transmit before it and is met again when it comes first.
-    fn read_ahead(&mut self, budget: usize) -> io::Result<()> {
-        let budget = budget.max(1);
-        let chunk = self.limits.file_read_chunk as usize;
-        let max_segments = usize::from(self.limits.max_segments);
-        let mut len = 0;
-        let mut pieces = 0;
-        for entry in self.entries.iter_mut() {
-            if entry.remaining() == 0 {
-                continue;
-            }
-            let segments = entry.segments.segments();
-            for (index, seg) in segments.iter().enumerate().skip(entry.seg) {
-                let start = if index == entry.seg { entry.off } else { 0 };
-                let room = budget - len;
-                let n = match seg {
-                    Segment::Bytes(bytes) => (bytes.len() - start).min(room),
-                    Segment::File(range) => match &entry.read_ahead {
-                        Some(ahead) if ahead.seg == index => {
-                            if ahead.buf.len() < range.len() - start {
-                                return Ok(());
-                            }
-                            ahead.buf.len().min(room)
-                        }
-                        // One chunk per write: the rest waits for a later transmit.
-                        Some(_) => return Ok(()),
-                        None => {
-                            let want = (range.len() - start).min(room).min(chunk);
-                            match range.read_chunk(start, want) {
-                                Ok(buf) => {
-                                    self.file_bytes_read += buf.len() as u64;
-                                    let n = buf.len();
-                                    entry.read_ahead = Some(ReadAhead { seg: index, buf });
-                                    if n < range.len() - start {
-                                        // The transmit ends inside this range.
-                                        return Ok(());
-                                    }
-                                    n
-                                }
-                                Err(e) if pieces == 0 => return Err(e),
-                                Err(_) => return Ok(()),
-                            }
-                        }
-                    },
-                };
-                len += n;
-                pieces += 1;
-                if len == budget || pieces == max_segments {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
+        })
     }
 
     /// The transport accepted `n` bytes of the transmit in flight. Finished writes are
     /// reported to `completed`, in order. An answer that breaks the transport contract
     /// (more than offered, or zero of a non-empty transmit) is an error; the caller should
-    /// then `fail_all`.
-    pub fn handle_sent(
+    /// then fail every write.
+    pub(crate) fn handle_sent(
         &mut self,
         n: usize,
         now: Instant,
@@ -666,15 +642,12 @@ impl<T> WriteQueue<T> {
             left -= take;
         }
         self.pop_finished(now, completed);
-        if !self.writable && self.queued <= self.limits.low_watermark {
-            self.set_writable(true);
-        }
         Ok(())
     }
 
     /// The transport would block: nothing of the transmit in flight was taken. The same
     /// bytes are offered again by the next `poll_transmit`.
-    pub fn handle_would_block(&mut self) {
+    pub(crate) fn handle_would_block(&mut self) {
         if let Some(flight) = self.in_flight.take() {
             for entry in self.entries.iter_mut().take(flight.writes) {
                 entry.would_blocks += 1;
@@ -682,9 +655,9 @@ impl<T> WriteQueue<T> {
         }
     }
 
-    /// The transport failed the transmit in flight: how far it got is what earlier
-    /// answers said. Clears the in-flight mark so every write can be failed.
-    pub fn handle_failed(&mut self) {
+    /// The transport failed the transmit in flight (or it was never handed over): how
+    /// far it got is what earlier answers said. Clears the in-flight mark.
+    pub(crate) fn handle_failed(&mut self) {
         self.in_flight = None;
     }
 
@@ -692,7 +665,7 @@ impl<T> WriteQueue<T> {
     /// answers it with [`WriteError::Cancelled`] through `completed`, and hands back its
     /// payload. `None` if no such write has this tag. Zero-length writes that the removal
     /// leaves at the front are completed next, in order.
-    pub fn cancel(
+    pub(crate) fn cancel(
         &mut self,
         tag: u64,
         now: Instant,
@@ -712,44 +685,45 @@ impl<T> WriteQueue<T> {
         if self.in_flight.is_none() {
             self.pop_finished(now, completed);
         }
-        if !self.writable && self.queued <= self.limits.low_watermark {
-            self.set_writable(true);
-        }
         Some(entry.segments)
     }
 
     /// Ends every write behind the transmit in flight (every write, when none is in
-    /// flight) with the error `error(bytes_sent, len)` makes, front first. The writes in
-    /// flight stay until the transport's answer says how far they got.
-    pub fn fail_behind_in_flight(
+    /// flight) with the error `error(bytes_sent, len)` makes, front first, and returns
+    /// the unsent bytes they held. The writes in flight stay until the transport's answer
+    /// says how far they got.
+    pub(crate) fn fail_behind_in_flight(
         &mut self,
         error: impl Fn(usize, usize) -> WriteError,
         mut completed: impl FnMut(T, Result<Written, WriteError>),
-    ) {
+    ) -> usize {
         let keep = self
             .in_flight
             .map_or(0, |f| f.writes)
             .min(self.entries.len());
+        let mut released = 0;
         for entry in self.entries.drain(keep..) {
-            self.queued -= entry.remaining();
+            released += entry.remaining();
             completed(entry.token, Err(error(entry.sent, entry.len)));
         }
+        self.queued -= released;
+        released
     }
 
-    /// Ends every queued write with the error `error(bytes_sent, len)` makes, front first.
-    pub fn fail_all(
+    /// Ends every queued write with the error `error(bytes_sent, len)` makes, front
+    /// first, and returns the unsent bytes they held.
+    pub(crate) fn fail_all(
         &mut self,
         error: impl Fn(usize, usize) -> WriteError,
         mut completed: impl FnMut(T, Result<Written, WriteError>),
-    ) {
+    ) -> usize {
         self.in_flight = None;
+        let released = self.queued;
         self.queued = 0;
         for entry in self.entries.drain(..) {
             completed(entry.token, Err(error(entry.sent, entry.len)));
         }
-        if !self.writable {
-            self.set_writable(true);
-        }
+        released
     }
 
     /// Completes the writes at the front that have nothing left to send.
@@ -763,17 +737,6 @@ impl<T> WriteQueue<T> {
                 let report = done.written(now);
                 completed(done.token, Ok(report));
             }
-        }
-    }
-
-    fn set_writable(&mut self, writable: bool) {
-        if self.writable != writable {
-            self.writable = writable;
-            self.writability_change = match self.writability_change {
-                // Two flips since the last look cancel out.
-                Some(prev) if prev != writable => None,
-                _ => Some(writable),
-            };
         }
     }
 }
@@ -798,8 +761,7 @@ mod tests {
         let batch: IoBatch = data.iter().map(|s| Bytes::from_static(s)).collect();
         q.push(batch, Some(id as u64), id, Instant::now(), |t, r| {
             out.push((t, r))
-        })
-        .expect("writable");
+        });
     }
 
     fn concat(t: &Transmit) -> Vec<u8> {
@@ -812,23 +774,17 @@ mod tests {
         let mut out = Vec::new();
         push(&mut q, 1, &[b"ab", b"cd"], &mut out);
         push(&mut q, 2, &[b"efg"], &mut out);
-        let t = q
-            .poll_transmit(usize::MAX)
-            .expect("memory only")
-            .expect("data");
+        let t = q.poll_transmit(usize::MAX).expect("data");
         assert_eq!(concat(&t), b"abcdefg");
         assert_eq!(t.writes, 2);
         assert!(
-            q.poll_transmit(usize::MAX).expect("memory only").is_none(),
+            q.poll_transmit(usize::MAX).is_none(),
             "one transmit at a time"
         );
         q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
         assert!(out.is_empty());
-        let t = q
-            .poll_transmit(usize::MAX)
-            .expect("memory only")
-            .expect("rest");
+        let t = q.poll_transmit(usize::MAX).expect("rest");
         assert_eq!(concat(&t), b"defg");
         q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
@@ -845,11 +801,11 @@ mod tests {
         let mut q = WriteQueue::new(config(1 << 20, 0, 5, 2));
         let mut out = Vec::new();
         push(&mut q, 1, &[b"abc", b"def", b"ghi"], &mut out);
-        let t = q.poll_transmit(5).expect("memory only").expect("data");
+        let t = q.poll_transmit(5).expect("data");
         assert_eq!(concat(&t), b"abcde");
         q.handle_sent(5, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
-        let t = q.poll_transmit(100).expect("memory only").expect("data");
+        let t = q.poll_transmit(100).expect("data");
         assert_eq!(t.segments.len(), 2, "max_segments caps the iovec count");
         assert_eq!(concat(&t), b"fghi");
     }
@@ -864,43 +820,9 @@ mod tests {
             0u32,
             Instant::now(),
             |_, _| {},
-        )
-        .expect("writable");
-        let t = q
-            .poll_transmit(usize::MAX)
-            .expect("memory only")
-            .expect("data");
+        );
+        let t = q.poll_transmit(usize::MAX).expect("data");
         assert_eq!(t.segments[0].as_ptr(), payload.as_ptr());
-    }
-
-    #[test]
-    fn watermarks_flip_once_per_crossing_and_refuse_while_unwritable() {
-        let mut q = WriteQueue::new(config(10, 4, 100, 64));
-        let mut out = Vec::new();
-        push(&mut q, 1, &[b"123456"], &mut out);
-        assert_eq!(q.take_writability_change(), None);
-        push(&mut q, 2, &[b"7890ab"], &mut out);
-        assert_eq!(q.take_writability_change(), Some(false));
-        let refused = q
-            .push(
-                Bytes::from_static(b"x").into(),
-                None,
-                3,
-                Instant::now(),
-                |_, _| {},
-            )
-            .expect_err("unwritable");
-        assert_eq!(refused.batch.to_vec().expect("memory"), b"x");
-        assert_eq!(refused.token, 3);
-        q.poll_transmit(100).expect("memory only").expect("data");
-        q.handle_sent(6, Instant::now(), |t, r| out.push((t, r)))
-            .expect("ok");
-        assert_eq!(q.take_writability_change(), None, "6 queued > low 4");
-        q.poll_transmit(100).expect("memory only").expect("data");
-        q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
-            .expect("ok");
-        assert_eq!(q.take_writability_change(), Some(true));
-        assert_eq!(q.take_writability_change(), None);
     }
 
     #[test]
@@ -910,7 +832,7 @@ mod tests {
         push(&mut q, 1, &[b"aaaa"], &mut out);
         push(&mut q, 2, &[b"bbbb"], &mut out);
         push(&mut q, 3, &[b"cccc"], &mut out);
-        let t = q.poll_transmit(6).expect("memory only").expect("data");
+        let t = q.poll_transmit(6).expect("data");
         assert_eq!(t.writes, 2);
         assert!(
             q.cancel(1, Instant::now(), |_, _| {}).is_none(),
@@ -937,7 +859,7 @@ mod tests {
         push(&mut q, 2, &[b"xy"], &mut out);
         push(&mut q, 3, &[], &mut out);
         assert_eq!(out.len(), 1);
-        q.poll_transmit(10).expect("memory only").expect("data");
+        q.poll_transmit(10).expect("data");
         q.handle_sent(2, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
         let ids: Vec<u32> = out.iter().map(|(t, _)| *t).collect();
@@ -950,7 +872,7 @@ mod tests {
         let mut q = WriteQueue::new(QueueConfig::default());
         let mut out = Vec::new();
         push(&mut q, 1, &[b"abc"], &mut out);
-        q.poll_transmit(10).expect("memory only").expect("data");
+        q.poll_transmit(10).expect("data");
         assert!(matches!(
             q.handle_sent(4, Instant::now(), |_, _| {}),
             Err(TransportError::OverAccepted {
@@ -958,7 +880,7 @@ mod tests {
                 offered: 3
             })
         ));
-        q.poll_transmit(10).expect("memory only").expect("data");
+        q.poll_transmit(10).expect("data");
         assert!(q.handle_sent(0, Instant::now(), |_, _| {}).is_err());
     }
 
@@ -968,14 +890,15 @@ mod tests {
         let mut out = Vec::new();
         push(&mut q, 1, &[b"abcd"], &mut out);
         push(&mut q, 2, &[b"efgh"], &mut out);
-        q.poll_transmit(10).expect("memory only").expect("data");
+        q.poll_transmit(10).expect("data");
         q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
-        q.poll_transmit(10).expect("memory only").expect("data");
-        q.fail_all(
+        q.poll_transmit(10).expect("data");
+        let released = q.fail_all(
             |bytes_sent, len| WriteError::Closed { bytes_sent, len },
             |t, r| out.push((t, r)),
         );
+        assert_eq!(released, 5, "the unsent bytes are handed back");
         let sent: Vec<(u32, usize)> = out
             .iter()
             .map(|(t, r)| (*t, r.as_ref().expect_err("failed").bytes_sent()))

@@ -5,23 +5,14 @@ use std::sync::Arc;
 use actix::{Addr, Recipient, WeakAddr, WeakRecipient};
 use dashmap::DashMap;
 
-use crate::actors::socket::Socket;
-use crate::actors::writer::{Core, Writer};
-use crate::messages::functions::Address;
-use crate::messages::interest::{SocketInterest, UserData};
-use crate::messages::socket::{Close, SocketId, SocketStats};
+use super::{Socket, Writer};
+use crate::messages::interest::SocketInterest;
+use crate::messages::socket::Close;
+use crate::proto::SocketStats;
+use crate::shared::Shared;
+use crate::types::{Address, SocketId, UserData};
 
-/// Where a socket is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SocketState {
-    /// Taking writes.
-    Open,
-    /// Closing gracefully: no new writes, the queue draining.
-    Draining,
-    /// Closed: the handle is gone; the actor stops when its last address is dropped.
-    Closed,
-}
+use crate::types::SocketState;
 
 /// A registered socket: its address, peer, state, user data and live counters.
 #[derive(Clone, Debug)]
@@ -31,7 +22,7 @@ pub struct SocketHandle {
     state: SocketState,
     user_data: Option<UserData>,
     addr: WeakAddr<Socket>,
-    core: Arc<Core>,
+    shared: Arc<Shared>,
 }
 
 impl SocketHandle {
@@ -61,15 +52,17 @@ impl SocketHandle {
         self.addr.upgrade()
     }
 
-    /// A writer into its queue.
+    /// A writer to it (one that refuses with [`WriteError::Closed`](crate::WriteError::Closed)
+    /// if its actor has ended).
     pub fn writer(&self) -> Writer {
-        Writer::new(self.core.clone())
+        Writer::new(self.addr.upgrade(), self.shared.clone())
     }
 
-    /// Its counters, now.
+    /// Its counters, as the socket last published them (after its latest turn).
     pub fn stats(&self) -> SocketStats {
-        let st = self.core.lock();
-        st.stats.stats(&st.queue, 0)
+        let mut stats = self.shared.published();
+        stats.writes_failed += self.shared.refused();
+        stats
     }
 }
 
@@ -121,12 +114,12 @@ impl Registry {
 
     pub(crate) fn insert(
         &self,
-        core: Arc<Core>,
+        shared: Arc<Shared>,
         addr: WeakAddr<Socket>,
         peer: Option<Address>,
         user_data: Option<UserData>,
     ) -> Registration {
-        let id = core.id;
+        let id = shared.id;
         self.map.insert(
             id,
             SocketHandle {
@@ -135,7 +128,7 @@ impl Registry {
                 state: SocketState::Open,
                 user_data,
                 addr,
-                core,
+                shared,
             },
         );
         Registration {

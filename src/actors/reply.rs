@@ -1,0 +1,244 @@
+//! Where a write's one answer goes: the rendezvous shared by [`Socket`](crate::Socket),
+//! [`DatagramSocket`](crate::DatagramSocket) and
+//! [`ReconnectingClient`](crate::ReconnectingClient).
+//!
+//! actix hands a handler's reply channel over only after the handler has returned (to
+//! its [`MessageResponse`]), while the write is already queued. So a queued write's token
+//! starts [`Reply::pending`], the response parks the channel in the actor's one
+//! [`Rendezvous`] slot, and the actor moves it onto the token before it queues the next
+//! write ([`Rendezvous::attach`]). An answer that comes before the channel (a write that
+//! finishes inside its own handler) waits in the slot for it. One slot per actor, no
+//! allocation per write: only the write handled last can be waiting for its channel.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
+
+/// Where one write's answer goes.
+#[derive(Debug)]
+enum To<R> {
+    /// Fire-and-forget (`do_send`, a `Writer`'s `write`): a failure is reported to the
+    /// actor's subscriber instead.
+    Nobody,
+    /// The caller's reply channel (`send`).
+    Channel(OneshotSender<R>),
+    /// A channel of our own that came with the write (a `Writer`'s awaited write: its
+    /// future may be dropped without cancelling the write, unlike actix's `send`).
+    Own(tokio::sync::oneshot::Sender<R>),
+    /// The channel is in the actor's rendezvous slot, or about to be.
+    Pending,
+}
+
+/// A write's token: its tag and where its answer goes.
+#[derive(Debug)]
+pub(crate) struct Reply<R> {
+    pub(crate) tag: Option<u64>,
+    to: To<R>,
+}
+
+impl<R> Reply<R> {
+    /// A write whose reply channel actix hands over after its handler returns.
+    pub(crate) fn pending(tag: Option<u64>) -> Self {
+        Reply {
+            tag,
+            to: To::Pending,
+        }
+    }
+
+    /// A write that brought its own reply channel (or none: fire-and-forget) and needs
+    /// none from actix.
+    pub(crate) fn own(tag: Option<u64>, tx: Option<tokio::sync::oneshot::Sender<R>>) -> Self {
+        let to = match tx {
+            Some(tx) => To::Own(tx),
+            None => To::Nobody,
+        };
+        Reply { tag, to }
+    }
+}
+
+#[derive(Debug, Default)]
+enum Slot<R> {
+    #[default]
+    Empty,
+    /// The channel came (`None`: `do_send`, nobody listens).
+    Channel(Option<OneshotSender<R>>),
+    /// The answer came first.
+    Answered(R),
+}
+
+/// An actor's rendezvous of reply channels and answers (see the [module docs](self)).
+#[derive(Debug)]
+pub(crate) struct Rendezvous<R>(Rc<RefCell<Slot<R>>>);
+
+impl<R> Default for Rendezvous<R> {
+    fn default() -> Self {
+        Rendezvous(Rc::new(RefCell::new(Slot::Empty)))
+    }
+}
+
+impl<R> Rendezvous<R> {
+    /// The response for a write that was queued: it parks the reply channel here.
+    pub(crate) fn later(&self, tag: Option<u64>) -> WriteResponse<R> {
+        WriteResponse(Inner::Later(tag, Rc::clone(&self.0)))
+    }
+
+    /// Moves a parked reply channel onto `token` (the token of the write handled last, if
+    /// still pending). Call before queuing the next write.
+    pub(crate) fn attach(&self, token: Option<&mut Reply<R>>) {
+        let slot = std::mem::take(&mut *self.0.borrow_mut());
+        match slot {
+            Slot::Channel(tx) => match token.filter(|t| matches!(t.to, To::Pending)) {
+                Some(token) => {
+                    token.to = match tx {
+                        Some(tx) => To::Channel(tx),
+                        None => To::Nobody,
+                    };
+                }
+                // Unreachable while the owner finds the token of every write whose
+                // answer is still to come.
+                None => debug_assert!(tx.is_none(), "a reply channel with no write to take it"),
+            },
+            // Not ours to take: the response of the write being handled picks it up.
+            answered @ Slot::Answered(_) => *self.0.borrow_mut() = answered,
+            Slot::Empty => {}
+        }
+    }
+
+    /// Delivers a write's answer: to its channel, or (a failure nobody waits for) to
+    /// `report`.
+    pub(crate) fn answer(
+        &self,
+        reply: Reply<R>,
+        result: R,
+        report: impl FnOnce(Option<u64>, R::Error),
+    ) where
+        R: Outcome,
+    {
+        let tx = match reply.to {
+            To::Nobody => None,
+            To::Channel(tx) => Some(tx),
+            To::Own(tx) => {
+                if let Err(result) = tx.send(result) {
+                    if let Some(error) = result.failure() {
+                        report(reply.tag, error);
+                    }
+                }
+                return;
+            }
+            To::Pending => {
+                let slot = std::mem::take(&mut *self.0.borrow_mut());
+                match slot {
+                    Slot::Channel(tx) => tx,
+                    // Answered inside its own handler: the response picks it up.
+                    Slot::Empty | Slot::Answered(_) => {
+                        *self.0.borrow_mut() = Slot::Answered(result);
+                        return;
+                    }
+                }
+            }
+        };
+        let unanswered = match tx {
+            Some(tx) => tx.send(result).err(),
+            None => Some(result),
+        };
+        if let Some(error) = unanswered.and_then(Outcome::failure) {
+            report(reply.tag, error);
+        }
+    }
+}
+
+/// A write's answer: done, or a failure to report when nobody waits for it.
+pub(crate) trait Outcome {
+    /// The failure.
+    type Error: 'static;
+    /// The failure, if it is one.
+    fn failure(self) -> Option<Self::Error>;
+}
+
+impl<T, E: 'static> Outcome for Result<T, E> {
+    type Error = E;
+    fn failure(self) -> Option<E> {
+        self.err()
+    }
+}
+
+/// A failed write whose answer nobody waits for, noticed by a handler's response:
+/// reported by the actor as it reports other failures.
+#[derive(Debug)]
+pub(crate) struct ReportFailure<E> {
+    pub(crate) tag: Option<u64>,
+    pub(crate) error: E,
+}
+
+impl<E: 'static> Message for ReportFailure<E> {
+    type Result = ();
+}
+
+/// A write handler's response: the answer now (a write refused or done at once), or the
+/// rendezvous where the reply channel is parked until the write finishes. Allocates
+/// nothing per write.
+pub struct WriteResponse<R>(Inner<R>);
+
+enum Inner<R> {
+    Now(Option<u64>, R),
+    Later(Option<u64>, Rc<RefCell<Slot<R>>>),
+    /// The write brought its own reply channel: nothing to park.
+    Detached,
+}
+
+impl<R> WriteResponse<R> {
+    /// The answer, now.
+    pub(crate) fn now(tag: Option<u64>, result: R) -> Self {
+        WriteResponse(Inner::Now(tag, result))
+    }
+
+    /// A write that brought its own reply channel (see [`Reply::own`]).
+    pub(crate) fn detached() -> Self {
+        WriteResponse(Inner::Detached)
+    }
+}
+
+impl<R> fmt::Debug for WriteResponse<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Inner::Now(tag, ..) => f.debug_tuple("Now").field(tag).finish(),
+            Inner::Later(tag, _) => f.debug_tuple("Later").field(tag).finish(),
+            Inner::Detached => f.write_str("Detached"),
+        }
+    }
+}
+
+impl<A, M, R> MessageResponse<A, M> for WriteResponse<R>
+where
+    A: Actor<Context = Context<A>> + Handler<ReportFailure<R::Error>>,
+    M: Message<Result = R>,
+    R: Outcome + 'static,
+{
+    fn handle(self, ctx: &mut Context<A>, tx: Option<OneshotSender<R>>) {
+        let (tag, result) = match self.0 {
+            Inner::Now(tag, result) => (tag, result),
+            Inner::Detached => return,
+            Inner::Later(tag, slot) => {
+                let mut slot = slot.borrow_mut();
+                match std::mem::take(&mut *slot) {
+                    Slot::Answered(result) => (tag, result),
+                    _ => {
+                        *slot = Slot::Channel(tx);
+                        return;
+                    }
+                }
+            }
+        };
+        let unanswered = match tx {
+            Some(tx) => tx.send(result).err(),
+            None => Some(result),
+        };
+        if let Some(error) = unanswered.and_then(Outcome::failure) {
+            // Fire-and-forget, refused or done at once: the actor reports it.
+            ctx.notify(ReportFailure { tag, error });
+        }
+    }
+}

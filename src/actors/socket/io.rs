@@ -1,0 +1,357 @@
+//! The one I/O mechanism a [`Socket`] sees: [`StreamIo`]. The socket does what its core's
+//! [`IoAction`](crate::proto::IoAction)s ask through it, without knowing how the transport
+//! is reached; the answer is fed to the core now (a transport called in place) or when it
+//! comes (one reached by message).
+//!
+//! - [`TableIo`]: the transport table. On the unreplaced system table it borrows the
+//!   stream and calls `writev`, `sendfile`, `read` and `shutdown` in place, waiting for
+//!   readiness on the reactor itself; on any other table it sends `SendV`, `RecvFrom` and
+//!   `ShutdownWrite` and the transport's `Ready` notices wake it.
+//! - In-place byte layers (TLS, compression) wrap a `StreamIo` in another
+//!   (`crate::layers`).
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::task::Poll;
+
+use actix::{ActorFutureExt, AsyncContext, Context, SpawnHandle};
+
+use super::{Socket, WriteReply};
+use crate::actors::functions::{flatten, sendfile_unsupported, SocketFunctions, SystemStream};
+use crate::actors::inbound::{Got, Inbound};
+use crate::error::TransportError;
+use crate::messages::functions::{CloseSocket, Received, RecvFrom, SendV, ShutdownWrite};
+use crate::proto::{InPlaceTransmit, StreamCore};
+use crate::types::{Handle, Readiness, Sent};
+
+/// The core a socket drives.
+pub(crate) type Core = StreamCore<WriteReply>;
+
+/// When a transport's answer comes.
+#[derive(Debug)]
+pub(crate) enum Answer<T> {
+    /// Now (a transport called in place).
+    Now(T),
+    /// Later, to the socket (`Socket::on_sent`, `on_read`, `on_shutdown`): the transport
+    /// is reached by message.
+    Later,
+    /// Nothing was done (the core failed meanwhile, or asks again).
+    Nothing,
+}
+
+/// How a socket reaches its transport: see the [module docs](self).
+pub(crate) trait StreamIo: fmt::Debug {
+    /// Whether file ranges go out with `sendfile`.
+    fn sendfile(&self) -> bool;
+
+    /// Whether the sending half can be shut down alone.
+    fn can_shutdown(&self) -> bool;
+
+    /// Hands the core's next transmit (at most `budget` bytes) to the transport.
+    fn transmit(
+        &mut self,
+        core: &mut Core,
+        budget: usize,
+        ctx: &mut Context<Socket>,
+    ) -> Answer<Result<Sent, TransportError>>;
+
+    /// Reads at most `max` bytes into `inbound`.
+    fn read(
+        &mut self,
+        inbound: &mut Inbound,
+        max: usize,
+        ctx: &mut Context<Socket>,
+    ) -> Answer<Result<Got, TransportError>>;
+
+    /// Waits for `readiness`, then wakes the socket (`Socket::on_ready`). A transport
+    /// reached by message sends its own `Ready` notice: nothing to do.
+    fn wait(&mut self, readiness: Readiness, ctx: &mut Context<Socket>);
+
+    /// The wait for `readiness` ended.
+    fn waited(&mut self, readiness: Readiness);
+
+    /// Shuts down the sending half.
+    fn shutdown(&mut self, ctx: &mut Context<Socket>) -> Answer<Result<(), TransportError>>;
+
+    /// Closes the handle (the descriptor closes now, on the system transport) and stops
+    /// waiting.
+    fn close(&mut self, ctx: &mut Context<Socket>);
+}
+
+/// A socket's transport table as its I/O: see the [module docs](self).
+pub(crate) struct TableIo {
+    functions: SocketFunctions,
+    handle: Handle,
+    /// The stream, when the table's data path is the system's and it is called in place.
+    stream: Option<Arc<SystemStream>>,
+    /// File ranges go out with `sendfile` (in place, on an OS that has it, until a file
+    /// says it cannot).
+    sendfile: bool,
+    write_wait: Option<SpawnHandle>,
+    read_wait: Option<SpawnHandle>,
+    /// The immediate flush policy: a socket that sends by message handles nothing else
+    /// until the transport has answered (c-ares without a pending-write callback: one
+    /// send per write).
+    exclusive: bool,
+}
+
+impl fmt::Debug for TableIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableIo")
+            .field("handle", &self.handle)
+            .field("in_place", &self.stream.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableIo {
+    pub(crate) fn new(
+        functions: SocketFunctions,
+        handle: Handle,
+        stream: Option<Arc<SystemStream>>,
+        exclusive: bool,
+    ) -> Self {
+        let sendfile = stream.is_some() && crate::actors::functions::SENDFILE;
+        TableIo {
+            functions,
+            handle,
+            stream,
+            sendfile,
+            write_wait: None,
+            read_wait: None,
+            exclusive,
+        }
+    }
+}
+
+/// Reads the file chunks the next transmit needs in memory (no `sendfile`). `false` when
+/// reading one failed the socket.
+pub(crate) fn read_chunks(core: &mut Core, budget: usize) -> bool {
+    while let Some(request) = core.poll_chunk_request(budget) {
+        let read = request.range.read_chunk(request.at, request.len);
+        core.handle_chunk(request, read);
+        if core.is_closed() {
+            return false;
+        }
+    }
+    true
+}
+
+impl StreamIo for TableIo {
+    fn sendfile(&self) -> bool {
+        self.sendfile
+    }
+
+    fn can_shutdown(&self) -> bool {
+        self.stream.is_some() || self.functions.shutdown().is_some()
+    }
+
+    fn transmit(
+        &mut self,
+        core: &mut Core,
+        budget: usize,
+        ctx: &mut Context<Socket>,
+    ) -> Answer<Result<Sent, TransportError>> {
+        if !core.sendfile() && !read_chunks(core, budget) {
+            return Answer::Nothing;
+        }
+        let Some(stream) = &self.stream else {
+            // By message: owned slices of the writers' buffers.
+            let Some(transmit) = core.poll_transmit(budget) else {
+                return Answer::Nothing;
+            };
+            tracing::trace!(
+                bytes = transmit.len,
+                segments = transmit.segments.len(),
+                writes = transmit.writes,
+                "sendv"
+            );
+            let sendv = SendV {
+                handle: self.handle,
+                segments: transmit.segments,
+                to: None,
+            };
+            let answer = actix::fut::wrap_future::<_, Socket>(self.functions.sendv().send(sendv))
+                .map(|result, act, ctx| act.on_sent(flatten(result), ctx));
+            if self.exclusive {
+                ctx.wait(answer);
+            } else {
+                ctx.spawn(answer);
+            }
+            return Answer::Later;
+        };
+        // In place: `writev` on slices borrowed from the queue, `sendfile` for ranges.
+        let mut slices = Vec::new();
+        let Some(transmit) = core.poll_transmit_in_place(budget, &mut slices) else {
+            return Answer::Nothing;
+        };
+        let result = match transmit {
+            InPlaceTransmit::Vectored { len, writes, more } => {
+                let written = if more {
+                    stream.try_write_vectored_more(&slices)
+                } else {
+                    stream.try_write_vectored(&slices)
+                };
+                tracing::trace!(bytes = len, writes, ?written, "writev");
+                match written {
+                    Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                    Ok(n) => Ok(Sent::Accepted(n)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            InPlaceTransmit::File {
+                file, offset, len, ..
+            } => match stream.try_sendfile(file, offset, len) {
+                Err(e) if sendfile_unsupported(&e) => {
+                    drop(slices);
+                    // This file cannot be sent from (some file systems): read ranges
+                    // instead, from now on.
+                    tracing::debug!("sendfile unsupported for this file; reading it instead");
+                    self.sendfile = false;
+                    core.handle_sendfile_unsupported();
+                    return Answer::Nothing;
+                }
+                // The file ended before the range did: it shrank.
+                Ok(0) => Err(TransportError::File(Arc::new(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended before the range did (it shrank after the range was made)",
+                )))),
+                Ok(n) => Ok(Sent::Accepted(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+                Err(e) => Err(e.into()),
+            },
+        };
+        Answer::Now(result)
+    }
+
+    fn read(
+        &mut self,
+        inbound: &mut Inbound,
+        max: usize,
+        ctx: &mut Context<Socket>,
+    ) -> Answer<Result<Got, TransportError>> {
+        let Some(stream) = &self.stream else {
+            let recv = RecvFrom {
+                handle: self.handle,
+                max_len: max,
+            };
+            let answer = self.functions.recvfrom().send(recv);
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Socket>(answer).map(|result, act, ctx| {
+                    let got = flatten(result).map(|received| match received {
+                        // A stream has no datagram boundaries to truncate at.
+                        Received::Data { bytes, .. } | Received::Truncated { bytes, .. } => {
+                            Got::Chunk(bytes)
+                        }
+                        Received::Eof => Got::Eof,
+                        Received::WouldBlock => Got::WouldBlock,
+                    });
+                    act.on_read(got, ctx);
+                }),
+            );
+            return Answer::Later;
+        };
+        Answer::Now(
+            inbound
+                .read_in_place(|buf| stream.try_read_buf(buf))
+                .map_err(TransportError::from),
+        )
+    }
+
+    fn wait(&mut self, readiness: Readiness, ctx: &mut Context<Socket>) {
+        let Some(stream) = self.stream.clone() else {
+            return;
+        };
+        let slot = match readiness {
+            Readiness::Writable => &mut self.write_wait,
+            Readiness::Readable => &mut self.read_wait,
+        };
+        if slot.is_some() {
+            return;
+        }
+        // `poll_*_ready` keeps the waker in the stream's own readiness slot (only this
+        // socket ever waits on it), so an armed idle socket holds no waiter node. An error
+        // here surfaces on the retry.
+        let wait = ReadinessWait { stream, readiness };
+        *slot = Some(ctx.spawn(wait.map(move |woke, act, ctx| match woke {
+            Woke::Ready => act.on_ready(readiness, true, ctx),
+            Woke::Orphaned => act.on_orphaned(readiness, ctx),
+        })));
+    }
+
+    fn waited(&mut self, readiness: Readiness) {
+        match readiness {
+            Readiness::Writable => self.write_wait = None,
+            Readiness::Readable => self.read_wait = None,
+        }
+    }
+
+    fn shutdown(&mut self, ctx: &mut Context<Socket>) -> Answer<Result<(), TransportError>> {
+        if let Some(stream) = &self.stream {
+            return Answer::Now(stream.shutdown_write().map_err(TransportError::from));
+        }
+        let Some(shutdown) = self.functions.shutdown() else {
+            return Answer::Now(Err(TransportError::Unsupported("shutdown")));
+        };
+        let answer = shutdown.send(ShutdownWrite {
+            handle: self.handle,
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Socket>(answer)
+                .map(|result, act, ctx| act.on_shutdown(flatten(result), ctx)),
+        );
+        Answer::Later
+    }
+
+    fn close(&mut self, ctx: &mut Context<Socket>) {
+        for wait in [self.write_wait.take(), self.read_wait.take()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.cancel_future(wait);
+        }
+        // Let go of the stream: with the system transport's own reference dropped on
+        // `CloseSocket`, the descriptor closes now.
+        self.stream = None;
+        self.functions.close().do_send(CloseSocket {
+            handle: self.handle,
+        });
+    }
+}
+
+/// A socket's own wait for its stream's readiness (in place). Besides readiness it
+/// watches the actor's mailbox: actix keeps an actor with spawned futures running, so an
+/// open socket waiting on the reactor would otherwise outlive its last address.
+struct ReadinessWait {
+    stream: Arc<SystemStream>,
+    readiness: Readiness,
+}
+
+enum Woke {
+    Ready,
+    /// No address of the socket is left (checked only while it is open).
+    Orphaned,
+}
+
+impl actix::ActorFuture<Socket> for ReadinessWait {
+    type Output = Woke;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut Socket,
+        ctx: &mut Context<Socket>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<Woke> {
+        // Dropping the last address wakes the actor's task, which polls this again.
+        if act.is_open() && !ctx.connected() {
+            return Poll::Ready(Woke::Orphaned);
+        }
+        let ready = match self.readiness {
+            Readiness::Writable => self.stream.poll_write_ready(task),
+            Readiness::Readable => self.stream.poll_read_ready(task),
+        };
+        ready.map(|_| Woke::Ready)
+    }
+}

@@ -1,0 +1,1124 @@
+//! The [`Socket`] actor: one per stream socket, a thin driver of its sans-IO
+//! [`StreamCore`](crate::proto::StreamCore). Messages come in, the core decides, and the
+//! socket does what it asks through its [`StreamIo`] and tells others what it says.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, Running, SpawnHandle,
+    WrapFuture,
+};
+use tokio_util::codec::Decoder;
+
+mod io;
+mod registry;
+mod writer;
+
+use super::flusher::{request_flush, Flusher};
+use super::functions::{flatten, Adopt, AdoptedStream, ShareStream, SocketFunctions, SystemStream};
+use super::inbound::{Deframer, Got, Inbound, ReadLimits, Stopped};
+use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
+use crate::error::{SocketError, TransportError, WriteError};
+use crate::messages::flush::{Flush, PendingWrite};
+use crate::messages::functions::{CloseSocket, Connect, OpenSocket, Ready};
+use crate::messages::interest::{AssignUserData, SocketInterest};
+use crate::messages::read::{Frame, PauseReading, ResumeReading};
+use crate::messages::socket::{
+    CancelWrite, Close, GetInfo, GetStats, SocketEvent, SocketEventKind, SocketInfo,
+    SubscribeWritability, Write,
+};
+use crate::proto::{
+    Event, IoAction, QueueConfig, ReadOutcome, StreamCore, StreamSettings, Watermarks, Written,
+};
+use crate::shared::{Shared, WindowReopened, WritabilityChanged};
+use crate::types::{
+    Address, Handle, Interest, Readiness, SocketId, SocketKind, SocketState, UserData,
+};
+use io::{Answer, Core, StreamIo, TableIo};
+pub use registry::{InterestGroup, Registry, SocketHandle};
+use registry::{Membership, Registration};
+pub use writer::{GetWriter, WriteFuture, Writer};
+
+/// A write's token in the core: where its answer goes.
+pub(crate) type WriteReply = Reply<Result<Written, WriteError>>;
+
+/// How a socket's queued writes reach the transport.
+#[derive(Clone, Debug)]
+pub enum FlushPolicy {
+    /// No Flusher: a write goes to the transport as soon as the socket has handled it
+    /// (c-ares without a pending-write callback); on a transport reached by message the
+    /// socket handles no other message until that `sendv` is answered, so each write is
+    /// its own `sendv`. Writes that queue up behind a would-block still leave together.
+    Immediate,
+    /// Coalesce: on fresh data send one [`PendingWrite`] here and flush everything queued
+    /// when the [`Flush`] comes back (c-ares with a pending-write callback).
+    Deferred(Recipient<PendingWrite>),
+}
+
+/// Limits and sizes of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// Write queue limits: watermarks and fairness bounds.
+    pub queue: QueueConfig,
+    /// Most bytes asked of one `recvfrom`.
+    pub read_chunk: usize,
+    /// Most writes that may wait for room ([`Write::wait_when_full`]) at once; past it
+    /// they are refused like other writes.
+    pub max_waiting_writes: usize,
+    /// The read window: how much inbound data may be unacknowledged by the subscriber
+    /// before the socket stops reading (read backpressure).
+    pub read_limits: ReadLimits,
+    /// Framed sockets: most undecoded bytes buffered without a whole frame; past it the
+    /// stream is rejected with [`DecodeError::FrameTooLong`](crate::DecodeError::FrameTooLong).
+    pub max_frame_bytes: usize,
+    /// Framed sockets: close gracefully when the stream is rejected (the default). With
+    /// `false` reading stops and the subscriber, told by
+    /// [`SocketEventKind::DecodeFailed`], decides: it can still write (say, an error
+    /// reply) and then send [`Close`].
+    pub close_on_decode_error: bool,
+    /// A lingering close. Once a graceful close has sent every queued write, the socket
+    /// shuts down its sending half (the peer reads EOF), where its transport can. With a
+    /// linger time, a socket that reads then reads on until the peer's EOF, for at most
+    /// this long, before it closes the handle: what the peer sends meanwhile still
+    /// reaches the subscriber, instead of arriving at a closed socket and resetting the
+    /// connection (which can make the peer lose the last bytes we sent). The price: a
+    /// peer that does not close its side (or does not read, so never sees our EOF) keeps
+    /// the socket open for the whole linger time. Zero (the default) closes at once after
+    /// the shutdown.
+    pub close_linger: Duration,
+    /// How long a graceful close may take to send the writes still queued. A peer that
+    /// stops reading can hold a draining socket (and its queued bytes) forever; with a
+    /// drain timeout, a graceful close that has not sent everything by then turns into
+    /// an abort: the writes left are answered [`WriteError::Aborted`] with how far each
+    /// got, and the handle closes. `None` (the default) waits as long as it takes.
+    pub drain_timeout: Option<Duration>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            queue: QueueConfig::default(),
+            read_chunk: 64 * 1024,
+            max_waiting_writes: 1024,
+            read_limits: ReadLimits::default(),
+            max_frame_bytes: 8 * 1024 * 1024,
+            close_on_decode_error: true,
+            close_linger: Duration::ZERO,
+            drain_timeout: None,
+        }
+    }
+}
+
+pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Now, on tokio's clock (paused in tests), for the core.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// One stream socket as an actor.
+///
+/// Producers send it [`Write`]s (or write through a [`Writer`] handle); its core keeps
+/// them in a FIFO queue and hands the transport ([`SocketFunctions`]) vectored writes,
+/// one at a time, so writes leave in the order the socket receives them and never
+/// interleave, however the transport answers. Every write is answered exactly once.
+/// Inbound data goes to the subscriber as [`SocketEvent`]s.
+///
+/// Start one with [`Socket::builder`].
+///
+/// Once closed (by [`Close`], or by a transport error) the handle is closed, the
+/// subscriber gets [`SocketEventKind::Closed`], and every later write is answered with a
+/// typed error ([`WriteError::Closed`], or [`WriteError::Transport`] carrying the error
+/// that closed it). A socket actor stops when its last address (a [`Writer`] holds one)
+/// is dropped and it has nothing under way (its transport holds only a weak recipient);
+/// an open one drains its queued writes and closes first.
+#[derive(Debug)]
+pub struct Socket {
+    core: Core,
+    io: Box<dyn StreamIo>,
+    shared: Arc<Shared>,
+    inbound: Inbound,
+    /// The Flusher to ask (deferred policy), or `None` (immediate).
+    flusher: Option<Arc<Recipient<PendingWrite>>>,
+    replies: Rendezvous<Result<Written, WriteError>>,
+    handle: Handle,
+    peer: Option<Address>,
+    /// The timer for the core's deadline, and that deadline.
+    timer: Option<(std::time::Instant, SpawnHandle)>,
+    /// The core's shut reason was handed to the gate.
+    gate_shut: bool,
+    /// Interest subscriber, user data and registry entry; boxed, as most sockets have
+    /// none of them.
+    watch: Option<Box<Watch>>,
+    span: tracing::Span,
+}
+
+/// A socket's optional extras: where its interest goes, and its entry in a registry
+/// (removed when dropped, with the actor).
+#[derive(Debug, Default)]
+struct Watch {
+    membership: Option<Membership>,
+    user_data: Option<UserData>,
+    registration: Option<Registration>,
+}
+
+/// Configures and starts a [`Socket`].
+#[derive(Debug, Default)]
+pub struct SocketBuilder {
+    functions: Option<SocketFunctions>,
+    config: SocketConfig,
+    policy: Option<FlushPolicy>,
+    subscriber: Option<Recipient<SocketEvent>>,
+    writability: Vec<Recipient<WritabilityChanged>>,
+    interest: Option<InterestGroup>,
+    user_data: Option<UserData>,
+    connect_timeout: Option<Duration>,
+    registry: Option<Registry>,
+    deframer: Option<Box<dyn super::inbound::Deframe>>,
+}
+
+impl SocketBuilder {
+    /// The transport (default: [`SocketFunctions::system`]).
+    pub fn functions(mut self, functions: SocketFunctions) -> Self {
+        self.functions = Some(functions);
+        self
+    }
+
+    /// Limits and sizes (default: [`SocketConfig::default`]).
+    pub fn config(mut self, config: SocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Flush policy (default: deferred to this thread's [`Flusher::current`]).
+    pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Shorthand for [`FlushPolicy::Immediate`].
+    pub fn immediate(self) -> Self {
+        self.flush_policy(FlushPolicy::Immediate)
+    }
+
+    /// Shorthand for [`FlushPolicy::Deferred`] with the given Flusher.
+    pub fn flusher(self, flusher: Addr<Flusher>) -> Self {
+        self.flush_policy(FlushPolicy::Deferred(flusher.recipient()))
+    }
+
+    /// Who receives inbound data, EOF, errors and failures of fire-and-forget writes.
+    /// Without a subscriber the socket does not read.
+    pub fn subscriber(mut self, subscriber: Recipient<SocketEvent>) -> Self {
+        self.subscriber = Some(subscriber);
+        self
+    }
+
+    /// A producer to tell about writability changes (more can subscribe later with
+    /// [`SubscribeWritability`]).
+    pub fn writability_subscriber(mut self, producer: Recipient<WritabilityChanged>) -> Self {
+        self.writability.push(producer);
+        self
+    }
+
+    /// Who hears what the socket waits for ([`SocketInterest`]), only when it changes
+    /// (libcurl's socket callback).
+    /// A refused notification aborts this socket: it is a group of one.
+    pub fn interest_subscriber(self, subscriber: Recipient<SocketInterest>) -> Self {
+        self.interest_group(&InterestGroup::new(subscriber))
+    }
+
+    /// Like [`interest_subscriber`](Self::interest_subscriber), sharing the group's
+    /// subscriber: a refused notification aborts every socket of the group (libcurl's
+    /// rule for the transfers of a multi handle).
+    pub fn interest_group(mut self, group: &InterestGroup) -> Self {
+        self.interest = Some(group.clone());
+        self
+    }
+
+    /// Data handed back with every [`SocketInterest`] (libcurl's `curl_multi_assign`);
+    /// can be changed later with [`AssignUserData`].
+    pub fn user_data(mut self, data: UserData) -> Self {
+        self.user_data = Some(data);
+        self
+    }
+
+    /// Decodes the inbound byte stream with `decoder` (any tokio-util
+    /// [`Decoder`], e.g. `LinesCodec`) and sends each whole
+    /// frame to `frames` as a [`Frame`], in stream order, instead of raw
+    /// [`SocketEventKind::Received`] chunks. Each frame holds a
+    /// [`ReadPermit`](crate::ReadPermit) in the read window. A decoder error, or more than
+    /// [`SocketConfig::max_frame_bytes`] buffered without a whole frame, ends reading: the
+    /// events subscriber (if any) gets [`SocketEventKind::DecodeFailed`] and the socket
+    /// closes gracefully. At the peer's EOF the decoder's `decode_eof` gets the rest.
+    pub fn framed<D>(mut self, decoder: D, frames: Recipient<Frame<D::Item>>) -> Self
+    where
+        D: Decoder + 'static,
+        D::Item: Send + 'static,
+        D::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.deframer = Some(Box::new(Deframer::new(decoder, frames, usize::MAX)));
+        self
+    }
+
+    /// Registers the socket in `registry` (removed again when its actor ends).
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    /// Gives up a connect that has not succeeded after `timeout` (tokio time), with
+    /// [`SocketError::TimedOut`]. Without it, the operating system's own timeout applies.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Opens a stream socket through the transport, connects it to `addr`, and starts
+    /// the actor on the current arbiter.
+    pub async fn connect(self, addr: impl Into<Address>) -> Result<Addr<Socket>, SocketError> {
+        let addr = addr.into();
+        let functions = self
+            .functions
+            .clone()
+            .unwrap_or_else(SocketFunctions::system);
+        let ctx = Socket::context();
+        let open = OpenSocket {
+            family: addr.family(),
+            kind: SocketKind::Stream,
+            events: ctx.address().downgrade().recipient(),
+        };
+        let handle = flatten(functions.open().send(open).await).map_err(SocketError::Open)?;
+        // Closes the handle unless the socket takes it: on a failed or timed-out connect,
+        // and when the caller drops this future mid-way.
+        let guard = CloseOnDrop {
+            functions: &functions,
+            handle: Some(handle),
+        };
+        let connect = Connect {
+            handle,
+            addr: addr.clone(),
+        };
+        let started = tokio::time::Instant::now();
+        let attempt = functions.connect().send(connect);
+        let result = match self.connect_timeout {
+            Some(limit) => match tokio::time::timeout(limit, attempt).await {
+                Ok(answer) => flatten(answer).map_err(|e| SocketError::from_connect(e, limit)),
+                Err(_) => Err(SocketError::TimedOut(limit)),
+            },
+            None => {
+                flatten(attempt.await).map_err(|e| SocketError::from_connect(e, started.elapsed()))
+            }
+        };
+        result?;
+        let stream = share_stream(&functions, handle).await;
+        guard.disarm();
+        let socket = self.build(functions, handle, Some(addr), stream, &ctx);
+        Ok(ctx.run(socket))
+    }
+
+    /// Starts a socket on an already connected stream (TCP or Unix: from a listener's
+    /// `accept`, a `UnixStream::pair`…), handing the stream to the system transport.
+    pub async fn adopt(
+        self,
+        stream: impl Into<AdoptedStream>,
+    ) -> Result<Addr<Socket>, SocketError> {
+        let stream = stream.into();
+        let functions = self
+            .functions
+            .clone()
+            .unwrap_or_else(SocketFunctions::system);
+        let Some(system) = functions.system_actor().cloned() else {
+            return Err(SocketError::Open(TransportError::Unsupported(
+                "adopting a stream needs the system transport",
+            )));
+        };
+        let peer = stream.peer();
+        let ctx = Socket::context();
+        let adopt = Adopt {
+            stream,
+            events: ctx.address().downgrade().recipient(),
+        };
+        let handle = flatten(system.send(adopt).await).map_err(SocketError::Open)?;
+        let stream = share_stream(&functions, handle).await;
+        let socket = self.build(functions, handle, peer, stream, &ctx);
+        Ok(ctx.run(socket))
+    }
+
+    /// Starts a socket on a handle its transport has already connected (an accepted
+    /// connection, whose `Ready` notices already go to `ctx`), on the current arbiter.
+    /// Uses the builder's own transport if it has one, else `functions`.
+    pub(crate) async fn start_connected(
+        self,
+        functions: SocketFunctions,
+        handle: Handle,
+        peer: Address,
+        ctx: Context<Socket>,
+    ) -> (Addr<Socket>, SocketId) {
+        let functions = self.functions.clone().unwrap_or(functions);
+        let stream = share_stream(&functions, handle).await;
+        let socket = self.build(functions, handle, Some(peer), stream, &ctx);
+        let id = socket.shared.id;
+        (ctx.run(socket), id)
+    }
+
+    fn build(
+        self,
+        functions: SocketFunctions,
+        handle: Handle,
+        peer: Option<Address>,
+        stream: Option<Arc<SystemStream>>,
+        ctx: &Context<Socket>,
+    ) -> Socket {
+        let config = self.config;
+        let queue = config.queue.sanitized();
+        let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+        let peer_text = peer.as_ref().map(|p| p.to_string()).unwrap_or_default();
+        let flusher = match self.policy {
+            None => Some(Flusher::current_recipient()),
+            Some(FlushPolicy::Deferred(recipient)) => Some(Arc::new(recipient)),
+            Some(FlushPolicy::Immediate) => None,
+        };
+        let io: Box<dyn StreamIo> =
+            Box::new(TableIo::new(functions, handle, stream, flusher.is_none()));
+        let inbound = Inbound::new(
+            self.subscriber,
+            self.deframer,
+            config.read_chunk,
+            config.max_frame_bytes,
+        );
+        let settings = StreamSettings {
+            queue,
+            read_chunk: config.read_chunk,
+            max_waiting_writes: config.max_waiting_writes,
+            max_deliveries: config.read_limits.max_deliveries,
+            max_window_bytes: config.read_limits.max_bytes,
+            close_linger: config.close_linger,
+            drain_timeout: config.drain_timeout,
+            close_on_decode_error: config.close_on_decode_error,
+            close_on_eof: false,
+            deferred: flusher.is_some(),
+            reading: inbound.reads(),
+            watch_interest: false,
+            shutdown: io.can_shutdown(),
+        };
+        let mut core = StreamCore::new(settings);
+        core.set_sendfile(io.sendfile());
+        let shared = Arc::new(Shared::new(
+            id,
+            Watermarks::new(queue.high_watermark, queue.low_watermark),
+            self.writability,
+            ctx.address().downgrade().recipient(),
+            self.registry.is_some(),
+        ));
+        let registration = self.registry.as_ref().map(|r| {
+            r.insert(
+                shared.clone(),
+                ctx.address().downgrade(),
+                peer.clone(),
+                self.user_data.clone(),
+            )
+        });
+        let membership = self
+            .interest
+            .as_ref()
+            .map(|g| g.join(id, ctx.address().recipient::<Close>().downgrade()));
+        let extras = membership.is_some() || self.user_data.is_some() || registration.is_some();
+        let watch = extras.then(|| {
+            Box::new(Watch {
+                membership,
+                user_data: self.user_data,
+                registration,
+            })
+        });
+        Socket {
+            core,
+            io,
+            shared,
+            inbound,
+            flusher,
+            replies: Rendezvous::default(),
+            handle,
+            peer,
+            timer: None,
+            gate_shut: false,
+            watch,
+            span: tracing::debug_span!("socket", id = id.0, peer = %peer_text),
+        }
+    }
+}
+
+/// Closes a handle on drop, unless disarmed: a connect that fails, times out or is
+/// abandoned by its caller leaves no handle (nor descriptor) behind.
+struct CloseOnDrop<'a> {
+    functions: &'a SocketFunctions,
+    handle: Option<Handle>,
+}
+
+impl CloseOnDrop<'_> {
+    fn disarm(mut self) {
+        self.handle = None;
+    }
+}
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.functions.close().do_send(CloseSocket { handle });
+        }
+    }
+}
+
+/// The stream behind a system handle, when the table's data path is the system's and
+/// the socket may call it in place.
+async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<SystemStream>> {
+    if !functions.in_place() {
+        return None;
+    }
+    let system = functions.system_actor()?;
+    system.send(ShareStream { handle }).await.ok().flatten()
+}
+
+impl Socket {
+    /// A builder for a socket.
+    pub fn builder() -> SocketBuilder {
+        SocketBuilder::default()
+    }
+
+    /// A context for a new socket actor. Its mailbox is unbounded: actix's `send` on a
+    /// full mailbox (16 messages by default) parks the message inside its future until
+    /// polled, so a later `do_send` could overtake it. Unbounded, every message is queued
+    /// when sent, and the mailbox stays the socket's FIFO (the watermarks bound memory).
+    pub(crate) fn context() -> Context<Socket> {
+        let mut ctx = Context::new();
+        ctx.set_mailbox_capacity(0);
+        ctx
+    }
+
+    /// Whether the socket still takes writes.
+    pub(crate) fn is_open(&self) -> bool {
+        self.core.is_open()
+    }
+
+    /// Does what the core asks, tells others what it says, and sets its timer, until it
+    /// has nothing more to say.
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        let (deliveries, bytes) = self.shared.unacked();
+        self.core.handle_unacked(deliveries, bytes);
+        loop {
+            let mut busy = false;
+            while let Some(action) = self.core.poll_io() {
+                busy = true;
+                self.perform(action, ctx);
+            }
+            while let Some(event) = self.core.poll_event() {
+                busy = true;
+                self.dispatch(event, ctx);
+            }
+            // Room may have come back: writes waiting for it go in.
+            busy |= self.admit_waiting();
+            if self.core.read_held() {
+                // Reading holds for a full window: the permit drop that frees it must wake
+                // us. One may have been dropped meanwhile: look again after asking.
+                self.shared.hold();
+                let (deliveries, bytes) = self.shared.unacked();
+                self.core.handle_unacked(deliveries, bytes);
+                if !self.core.read_held() {
+                    self.shared.unhold();
+                    busy = true;
+                }
+            }
+            if !busy {
+                break;
+            }
+        }
+        if !self.gate_shut {
+            if let Some(shut) = self.core.shut() {
+                self.shared.shut(shut);
+                self.gate_shut = true;
+            }
+        }
+        self.set_timer(ctx);
+        if self
+            .watch
+            .as_ref()
+            .is_some_and(|w| w.registration.is_some())
+        {
+            self.shared.publish(self.core.stats());
+        }
+    }
+
+    fn perform(&mut self, action: IoAction, ctx: &mut Context<Self>) {
+        let now = now();
+        match action {
+            IoAction::RequestFlush => {
+                let (id, span) = (self.shared.id, &self.span);
+                if !request_flush(&mut self.flusher, id, || ctx.address().recipient(), span) {
+                    self.core.handle_flusher_gone();
+                }
+            }
+            IoAction::Transmit { budget } => match self.io.transmit(&mut self.core, budget, ctx) {
+                Answer::Now(result) => self.core.handle_sent(result, now),
+                Answer::Later => self.core.handle_send_pending(),
+                Answer::Nothing => {}
+            },
+            IoAction::Yield(direction) => {
+                // Fairness: let the other tasks of this thread run once.
+                ctx.spawn(
+                    tokio::task::yield_now()
+                        .into_actor(self)
+                        .map(move |_, act, ctx| {
+                            act.core.handle_yielded(direction);
+                            act.drive(ctx);
+                        }),
+                );
+            }
+            IoAction::Wait(readiness) => self.io.wait(readiness, ctx),
+            IoAction::Read { max } => {
+                // Frames already buffered go out before anything more is read.
+                if !self.deliver_frames(false, now) || !self.window_open() {
+                    return;
+                }
+                match self.io.read(&mut self.inbound, max, ctx) {
+                    Answer::Now(got) => self.absorb(got, now),
+                    Answer::Later => self.core.handle_read_pending(),
+                    Answer::Nothing => {}
+                }
+            }
+            IoAction::ShutdownWrite => match self.io.shutdown(ctx) {
+                Answer::Now(result) => {
+                    if let Err(error) = &result {
+                        tracing::debug!(%error, "shutdown of the sending half failed");
+                    }
+                    self.core.handle_shutdown(result, now)
+                }
+                Answer::Later | Answer::Nothing => {}
+            },
+            IoAction::CloseHandle => {
+                self.io.close(ctx);
+                self.inbound.drop_buffers();
+                if let Some((_, timer)) = self.timer.take() {
+                    ctx.cancel_future(timer);
+                }
+            }
+        }
+    }
+
+    /// Whether the read window has room now (the core learns what was acknowledged).
+    fn window_open(&mut self) -> bool {
+        let (deliveries, bytes) = self.shared.unacked();
+        self.core.handle_unacked(deliveries, bytes);
+        self.core.window_open()
+    }
+
+    /// Sends the frames whole in the decoder's buffer while the window has room (at `eof`
+    /// all). `false` when delivering stopped for good (rejected, or nobody to deliver to).
+    fn deliver_frames(&mut self, eof: bool, now: std::time::Instant) -> bool {
+        let shared = &self.shared;
+        let core = &mut self.core;
+        let delivered = self.inbound.deliver_frames(shared, eof, || {
+            let (deliveries, bytes) = shared.unacked();
+            core.handle_unacked(deliveries, bytes);
+            core.window_open()
+        });
+        match delivered {
+            Ok(()) => true,
+            Err(Stopped::SubscriberGone) => {
+                tracing::warn!("subscriber gone; reading stops");
+                self.core.handle_subscriber_gone();
+                self.inbound.drop_buffers();
+                false
+            }
+            Err(Stopped::Rejected(error)) => {
+                tracing::warn!(%error, "frame decoding failed");
+                self.core.handle_decode_error(error, now);
+                false
+            }
+        }
+    }
+
+    /// Takes in what a read found.
+    fn absorb(&mut self, got: Result<Got, TransportError>, now: std::time::Instant) {
+        let outcome = match got {
+            Ok(Got::Chunk(bytes)) => {
+                let n = bytes.len();
+                if self.inbound.absorb(bytes, &self.shared).is_err() {
+                    tracing::warn!("subscriber gone; reading stops");
+                    self.core.handle_read(ReadOutcome::Data(n), now);
+                    self.core.handle_subscriber_gone();
+                    self.inbound.drop_buffers();
+                    return;
+                }
+                ReadOutcome::Data(n)
+            }
+            Ok(Got::Buffered(n)) => ReadOutcome::Data(n),
+            Ok(Got::Eof) => ReadOutcome::Eof,
+            Ok(Got::WouldBlock) => {
+                // Idle sockets keep no read buffer.
+                self.inbound.drop_buffers();
+                ReadOutcome::WouldBlock
+            }
+            Err(e) => ReadOutcome::Failed(e),
+        };
+        self.core.handle_read(outcome, now);
+    }
+
+    /// Tells others what the core said.
+    fn dispatch(&mut self, event: Event<WriteReply>, ctx: &mut Context<Self>) {
+        match event {
+            Event::Answer(reply, result) => {
+                if let Ok(w) = &result {
+                    tracing::trace!(
+                        len = w.len,
+                        sendv_calls = w.sendv_calls,
+                        would_blocks = w.would_blocks,
+                        writes_per_sendv = w.max_writes_per_sendv,
+                        latency_us = w.latency.as_micros() as u64,
+                        "write done"
+                    );
+                }
+                let (inbound, shared) = (&self.inbound, &self.shared);
+                self.replies.answer(reply, result, |tag, error| {
+                    report_failure(inbound, shared, tag, error);
+                });
+            }
+            Event::Released(n) => self.shared.release(n),
+            Event::Charged(n) => self.shared.charge(n),
+            Event::Interest(interest) => self.tell_interest(interest, ctx),
+            Event::State(state) => {
+                if let Some(r) = self.registration() {
+                    r.set_state(state);
+                }
+                if state == SocketState::Closed {
+                    tracing::debug!("closed");
+                }
+            }
+            Event::Eof => {
+                tracing::debug!("peer closed its sending half");
+                // The decoder gets the rest; the window does not hold back the last frames
+                // (they are already in memory, bounded by the frame limit).
+                if self.deliver_frames(true, now()) {
+                    self.inbound.event(&self.shared, SocketEventKind::Eof);
+                }
+                self.inbound.drop_buffers();
+            }
+            Event::ReadFailed(error) => {
+                self.inbound
+                    .event(&self.shared, SocketEventKind::ReadFailed(error));
+            }
+            Event::DecodeFailed(error) => {
+                self.inbound
+                    .event(&self.shared, SocketEventKind::DecodeFailed(error));
+            }
+            Event::Closed(cause) => {
+                if let Some(error) = &cause {
+                    tracing::warn!(%error, "transport failed; closed");
+                }
+                self.inbound
+                    .event(&self.shared, SocketEventKind::Closed { cause });
+            }
+        }
+    }
+
+    fn registration(&self) -> Option<&Registration> {
+        self.watch.as_deref().and_then(|w| w.registration.as_ref())
+    }
+
+    /// Tells the interest subscriber what the socket now waits for (libcurl's socket
+    /// callback); a refusal aborts the socket's group.
+    fn tell_interest(&mut self, interest: Interest, ctx: &mut Context<Self>) {
+        let Some(watch) = self.watch.as_deref() else {
+            return;
+        };
+        let Some(to) = watch.membership.as_ref().map(|m| m.group().subscriber()) else {
+            return;
+        };
+        tracing::trace!(?interest, "interest changed");
+        let note = SocketInterest {
+            socket: self.shared.id,
+            interest,
+            user_data: watch.user_data.clone(),
+        };
+        if interest == Interest::Remove {
+            to.do_send(note);
+            return;
+        }
+        // libcurl's rule: a callback that reports an error aborts the transfer.
+        ctx.spawn(to.send(note).into_actor(self).map(|answer, act, ctx| {
+            if let Ok(Err(refused)) = answer {
+                tracing::warn!(parent: &act.span, %refused, "interest refused; aborting the group");
+                act.core.handle_close(true, now());
+                act.drive(ctx);
+                if let Some(m) = act.watch.as_deref().and_then(|w| w.membership.as_ref()) {
+                    m.group().abort_all();
+                }
+            }
+        }));
+    }
+
+    /// Keeps one timer, for the core's next deadline.
+    fn set_timer(&mut self, ctx: &mut Context<Self>) {
+        let deadline = self.core.poll_timeout();
+        if self.timer.as_ref().map(|(at, _)| *at) == deadline {
+            return;
+        }
+        if let Some((_, timer)) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some(at) = deadline {
+            let wait = at.saturating_duration_since(now());
+            let timer = ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                act.core.handle_timeout(now());
+                act.drive(ctx);
+            });
+            self.timer = Some((at, timer));
+        }
+    }
+
+    /// The counters now.
+    fn stats(&self) -> crate::proto::SocketStats {
+        let mut stats = self.core.stats();
+        stats.writes_failed += self.shared.refused();
+        stats
+    }
+
+    // ---- answers from the transport (see `StreamIo`) ----
+
+    /// A transport reached by message answered a transmit.
+    pub(crate) fn on_sent(
+        &mut self,
+        result: Result<crate::types::Sent, TransportError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.core.handle_sent(result, now());
+        self.drive(ctx);
+    }
+
+    /// A transport reached by message answered a read.
+    pub(crate) fn on_read(&mut self, got: Result<Got, TransportError>, ctx: &mut Context<Self>) {
+        self.absorb(got, now());
+        self.drive(ctx);
+    }
+
+    /// A transport reached by message answered a shutdown of the sending half.
+    pub(crate) fn on_shutdown(
+        &mut self,
+        result: Result<(), TransportError>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Err(error) = &result {
+            tracing::debug!(parent: &self.span, %error, "shutdown of the sending half failed");
+        }
+        self.core.handle_shutdown(result, now());
+        self.drive(ctx);
+    }
+
+    /// The transport is ready again (`waited`: the socket's own wait ended).
+    pub(crate) fn on_ready(&mut self, readiness: Readiness, waited: bool, ctx: &mut Context<Self>) {
+        if waited {
+            self.io.waited(readiness);
+        }
+        self.core.handle_ready(readiness);
+        self.drive(ctx);
+    }
+
+    /// Every address of the socket was dropped while it waited on the reactor. actix
+    /// keeps an actor with spawned futures alive, so the wait itself notices, and the
+    /// socket closes gracefully: reading stops, queued writes drain (their wait is armed
+    /// again), then the handle closes and, with nothing left under way, the actor stops.
+    pub(crate) fn on_orphaned(&mut self, readiness: Readiness, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, "every address dropped; closing gracefully");
+        self.io.waited(readiness);
+        self.inbound.drop_buffers();
+        self.core.handle_orphaned(now());
+        self.core.rearm(readiness);
+        self.drive(ctx);
+    }
+}
+
+/// A failed write nobody waits for: tracing and the subscriber hear of it.
+fn report_failure(inbound: &Inbound, shared: &Shared, tag: Option<u64>, error: WriteError) {
+    tracing::warn!(?tag, %error, "write failed with nobody waiting for its answer");
+    inbound.event(shared, SocketEventKind::WriteFailed { tag, error });
+}
+
+impl Actor for Socket {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, handle = %self.handle, "socket started");
+        let watching = self
+            .watch
+            .as_deref()
+            .is_some_and(|w| w.membership.is_some());
+        self.core.set_watch_interest(watching);
+        self.drive(ctx);
+    }
+
+    /// Nobody holds the socket's address any more. With writes still queued, it closes
+    /// gracefully first (the queue drains, then the handle closes) and only then stops.
+    fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
+        self.replies.attach(self.core.last_token_mut());
+        if self.core.handle_stopping(now()) {
+            self.drive(ctx);
+            if !self.core.is_closed() {
+                return Running::Continue;
+            }
+        }
+        Running::Stop
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.replies.attach(self.core.last_token_mut());
+        self.core.handle_stopped();
+        while let Some(action) = self.core.poll_io() {
+            if action == IoAction::CloseHandle {
+                self.io.close(ctx);
+            }
+        }
+        while let Some(event) = self.core.poll_event() {
+            self.dispatch(event, ctx);
+        }
+    }
+}
+
+impl Handler<Write> for Socket {
+    type Result = WriteResponse<Result<Written, WriteError>>;
+
+    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> Self::Result {
+        self.replies.attach(self.core.last_token_mut());
+        let now = now();
+        let (tag, len) = (msg.tag, msg.batch.len());
+        // A writer's write brings its own answer channel (or needs none).
+        let token = if msg.admitted {
+            Reply::own(tag, msg.reply)
+        } else {
+            Reply::pending(tag)
+        };
+        let queued = if self.core.has_waiting() {
+            // Writes already waiting for room go first: this one waits behind them, or
+            // (not willing to wait) is refused.
+            if msg.admitted || msg.wait_when_full {
+                let (queued, high_watermark) =
+                    (self.shared.admitted(), self.shared.high_watermark());
+                let full = move |payload| WriteError::QueueFull {
+                    queued,
+                    high_watermark,
+                    payload,
+                };
+                self.core
+                    .handle_wait(msg.batch, tag, token, msg.admitted, full)
+            } else {
+                self.core.handle_refused();
+                let error = self.full(msg.batch);
+                return WriteResponse::now(tag, Err(error));
+            }
+        } else if msg.admitted {
+            self.core.handle_write(msg.batch, tag, token, now)
+        } else {
+            match self.shared.admit(len) {
+                Ok(()) => self.core.handle_write(msg.batch, tag, token, now),
+                Err(WriteError::QueueFull {
+                    queued,
+                    high_watermark,
+                    ..
+                }) => {
+                    let full = |payload| WriteError::QueueFull {
+                        queued,
+                        high_watermark,
+                        payload,
+                    };
+                    if msg.wait_when_full {
+                        self.core.handle_wait(msg.batch, tag, token, false, full)
+                    } else {
+                        tracing::debug!(parent: &self.span, queued, "write refused: queue full");
+                        self.core.handle_refused();
+                        return WriteResponse::now(tag, Err(full(msg.batch)));
+                    }
+                }
+                Err(other) => {
+                    self.core.handle_refused();
+                    return WriteResponse::now(tag, Err(other));
+                }
+            }
+        };
+        if let Err(refused) = queued {
+            if !msg.admitted {
+                return WriteResponse::now(tag, Err(refused.error));
+            }
+            // A writer's write, refused after all (the socket shut since): its bytes go
+            // back to the gate and its answer to its own channel.
+            self.shared.release(len);
+            let (inbound, shared) = (&self.inbound, &self.shared);
+            self.replies
+                .answer(refused.token, Err(refused.error), |tag, error| {
+                    report_failure(inbound, shared, tag, error);
+                });
+            return WriteResponse::detached();
+        }
+        self.drive(ctx);
+        if msg.admitted {
+            WriteResponse::detached()
+        } else {
+            self.replies.later(tag)
+        }
+    }
+}
+
+impl Socket {
+    /// The queue-full error for a payload refused now.
+    fn full(&self, payload: crate::batch::IoBatch) -> WriteError {
+        WriteError::QueueFull {
+            queued: self.shared.admitted(),
+            high_watermark: self.shared.high_watermark(),
+            payload,
+        }
+    }
+
+    /// Moves writes that waited for room into the queue, while the gate admits them.
+    /// `true` when one went in.
+    fn admit_waiting(&mut self) -> bool {
+        let now = now();
+        let mut admitted = false;
+        while let Some((len, charged)) = self.core.waiting_front() {
+            if !charged && self.shared.admit(len).is_err() {
+                break;
+            }
+            self.core.admit_waiting_front(now);
+            admitted = true;
+        }
+        admitted
+    }
+}
+
+impl Handler<ReportFailure<WriteError>> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportFailure<WriteError>, _: &mut Context<Self>) {
+        report_failure(&self.inbound, &self.shared, msg.tag, msg.error);
+    }
+}
+
+impl Handler<Flush> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
+        self.replies.attach(self.core.last_token_mut());
+        self.core.handle_flush();
+        self.drive(ctx);
+    }
+}
+
+impl Handler<WindowReopened> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, _: WindowReopened, ctx: &mut Context<Self>) {
+        self.replies.attach(self.core.last_token_mut());
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Ready> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
+        self.replies.attach(self.core.last_token_mut());
+        if msg.handle == self.handle {
+            self.on_ready(msg.readiness, false, ctx);
+        }
+    }
+}
+
+impl Handler<CancelWrite> for Socket {
+    type Result = Option<crate::batch::IoBatch>;
+
+    fn handle(&mut self, msg: CancelWrite, ctx: &mut Context<Self>) -> Self::Result {
+        self.replies.attach(self.core.last_token_mut());
+        let batch = self.core.handle_cancel(msg.tag, now());
+        self.drive(ctx);
+        batch
+    }
+}
+
+impl Handler<Close> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
+        self.replies.attach(self.core.last_token_mut());
+        self.core.handle_close(msg == Close::Abort, now());
+        self.drive(ctx);
+    }
+}
+
+impl Handler<GetStats> for Socket {
+    type Result = actix::MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        let (deliveries, bytes) = self.shared.unacked();
+        self.core.handle_unacked(deliveries, bytes);
+        actix::MessageResult(self.stats())
+    }
+}
+
+impl Handler<SubscribeWritability> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeWritability, _: &mut Context<Self>) {
+        self.shared.subscribe(msg.0);
+    }
+}
+
+impl Handler<GetInfo> for Socket {
+    type Result = actix::MessageResult<GetInfo>;
+
+    fn handle(&mut self, _: GetInfo, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(SocketInfo {
+            id: self.shared.id,
+            peer: self.peer.clone(),
+            handle: self.handle,
+            open: self.core.is_open(),
+        })
+    }
+}
+
+impl Handler<AssignUserData> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: AssignUserData, _: &mut Context<Self>) {
+        let watch = self.watch.get_or_insert_with(Box::default);
+        if let Some(r) = &watch.registration {
+            r.set_user_data(msg.0.clone());
+        }
+        watch.user_data = msg.0;
+    }
+}
+
+impl Handler<GetWriter> for Socket {
+    type Result = actix::MessageResult<GetWriter>;
+
+    fn handle(&mut self, _: GetWriter, ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(Writer::new(Some(ctx.address()), self.shared.clone()))
+    }
+}
+
+impl Handler<PauseReading> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, _: PauseReading, ctx: &mut Context<Self>) {
+        self.core.handle_pause();
+        self.drive(ctx);
+    }
+}
+
+impl Handler<ResumeReading> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, _: ResumeReading, ctx: &mut Context<Self>) {
+        self.core.handle_resume();
+        self.drive(ctx);
+    }
+}

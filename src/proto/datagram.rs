@@ -1,0 +1,670 @@
+//! [`DatagramCore`]: every decision one datagram socket makes, sans I/O. It shares the
+//! send and receive schedules ([`SendFlow`], [`ReceiveFlow`]) with the stream core; what
+//! differs is the queue (whole datagrams, bounded by count and bytes) and that a datagram
+//! is sent whole or not at all.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::flow::{ReceiveFlow, ReceivePoll, SendFlow, SendPoll};
+use super::stream::{Direction, IoAction};
+use crate::batch::IoBatch;
+use crate::error::{DatagramError, TransportError};
+use crate::types::{Address, Readiness, Sent};
+
+/// Receive errors in a row after which a datagram socket gives up and fails: an error
+/// that recurs with no datagram in between will not clear.
+const MAX_READ_ERRORS: u32 = 8;
+
+/// The success answer to a datagram: the transport took all of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatagramSent {
+    /// Bytes sent.
+    pub len: usize,
+    /// Time from enqueue to the transport taking it.
+    pub latency: Duration,
+}
+
+/// A datagram socket's counters since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatagramStats {
+    /// Datagrams sent whole.
+    pub sent: u64,
+    /// Datagrams that failed (refused, partial, transport errors, closed before sent).
+    pub send_failed: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// `sendv` calls made.
+    pub sendv_calls: u64,
+    /// `sendv` calls answered with would-block.
+    pub would_blocks: u64,
+    /// Flushes requested from the Flusher.
+    pub pending_writes: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Of those, datagrams cut short (longer than `max_datagram_size`).
+    pub truncated: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Datagrams queued right now.
+    pub queued: u64,
+}
+
+/// Limits of a datagram core.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DatagramSettings {
+    /// Most datagrams queued at once.
+    pub(crate) max_queued: usize,
+    /// Most bytes queued at once (one datagram larger than this is taken when the queue
+    /// is empty).
+    pub(crate) max_queued_bytes: usize,
+    /// The longest datagram received whole.
+    pub(crate) max_datagram_size: usize,
+    /// Most datagrams sent, and most received, per turn.
+    pub(crate) max_per_turn: usize,
+    /// Ask a Flusher before sending.
+    pub(crate) deferred: bool,
+    /// Read (someone subscribes).
+    pub(crate) reading: bool,
+    /// The socket has a peer: datagrams need no destination of their own.
+    pub(crate) connected: bool,
+}
+
+/// One queued datagram.
+#[derive(Debug)]
+struct Queued<T> {
+    payload: IoBatch,
+    to: Option<Address>,
+    token: T,
+    at: Instant,
+}
+
+/// The bounded FIFO of datagrams waiting for the transport.
+#[derive(Debug)]
+struct DatagramQueue<T> {
+    items: VecDeque<Queued<T>>,
+    bytes: usize,
+    max: usize,
+    max_bytes: usize,
+}
+
+impl<T> DatagramQueue<T> {
+    fn new(max: usize, max_bytes: usize) -> Self {
+        DatagramQueue {
+            items: VecDeque::new(),
+            bytes: 0,
+            max: max.max(1),
+            max_bytes,
+        }
+    }
+
+    /// Queues a datagram, or hands it back when the queue is full: `max` datagrams, or
+    /// its bytes would pass `max_bytes` (an empty queue takes any one datagram).
+    fn push(&mut self, item: Queued<T>) -> Result<(), Queued<T>> {
+        let len = item.payload.len();
+        let over_bytes = !self.items.is_empty() && self.bytes.saturating_add(len) > self.max_bytes;
+        if self.items.len() >= self.max || over_bytes {
+            return Err(item);
+        }
+        self.bytes += len;
+        self.items.push_back(item);
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Option<Queued<T>> {
+        let item = self.items.pop_front()?;
+        self.bytes -= item.payload.len();
+        Some(item)
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// What a receive found, for [`DatagramCore::handle_received`].
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// A datagram of `len` bytes (its first bytes only, when `truncated`), already
+    /// delivered by the driver.
+    Datagram {
+        /// Bytes delivered.
+        len: usize,
+        /// It was longer than the socket receives whole.
+        truncated: bool,
+    },
+    /// Nothing to receive now.
+    WouldBlock,
+    /// The transport will deliver nothing more.
+    Eof,
+    /// Receiving failed.
+    Failed(TransportError),
+}
+
+/// What the datagram driver must tell others, from [`DatagramCore::poll_event`].
+#[derive(Debug)]
+pub(crate) enum DatagramEvent<T> {
+    /// A datagram's one answer.
+    Answer(T, Result<DatagramSent, DatagramError>),
+    /// One receive failed (the socket goes on), or receiving failed for good (it closes).
+    ReadFailed(TransportError),
+    /// The handle is closed; the transport error that closed it, if any.
+    Closed(Option<TransportError>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Open,
+    Draining,
+    Closed,
+}
+
+/// One datagram socket, sans I/O: the bounded queue of whole datagrams, the one being
+/// offered (kept until the transport takes it, so one that met a would-block goes again,
+/// whole), the send and receive schedules, and the lifecycle.
+#[derive(Debug)]
+pub(crate) struct DatagramCore<T> {
+    queue: DatagramQueue<T>,
+    offered: Option<Queued<T>>,
+    settings: DatagramSettings,
+    send: SendFlow,
+    receive: ReceiveFlow,
+    read_errors: u32,
+    life: Life,
+    cause: Option<TransportError>,
+    aborted: bool,
+    close: bool,
+    stats: DatagramStats,
+    events: VecDeque<DatagramEvent<T>>,
+}
+
+impl<T> DatagramCore<T> {
+    /// A new, open socket.
+    pub(crate) fn new(settings: DatagramSettings) -> Self {
+        let mut settings = settings;
+        settings.max_per_turn = settings.max_per_turn.max(1);
+        DatagramCore {
+            queue: DatagramQueue::new(settings.max_queued, settings.max_queued_bytes),
+            offered: None,
+            send: SendFlow::new(settings.deferred),
+            receive: ReceiveFlow::new(settings.reading),
+            read_errors: 0,
+            life: Life::Open,
+            cause: None,
+            aborted: false,
+            close: false,
+            stats: DatagramStats::default(),
+            events: VecDeque::new(),
+            settings,
+        }
+    }
+
+    /// Whether it still takes datagrams.
+    pub(crate) fn is_open(&self) -> bool {
+        self.life == Life::Open
+    }
+
+    /// Whether the handle is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.life == Life::Closed
+    }
+
+    /// Whether datagrams are queued or being offered.
+    pub(crate) fn is_busy(&self) -> bool {
+        !self.queue.is_empty() || self.offered.is_some()
+    }
+
+    /// The counters, with the queue's size now.
+    pub(crate) fn stats(&self) -> DatagramStats {
+        let mut stats = self.stats;
+        stats.queued = self.queue.len() as u64;
+        stats
+    }
+
+    /// The token of the datagram queued last (the driver attaches a reply channel that
+    /// arrives after the datagram was queued).
+    pub(crate) fn last_token_mut(&mut self) -> Option<&mut T> {
+        match self.queue.items.back_mut() {
+            Some(last) => Some(&mut last.token),
+            // The last one may be out with the transport already.
+            None => self.offered.as_mut().map(|o| &mut o.token),
+        }
+    }
+
+    /// The error for a datagram that can no longer be sent.
+    fn refusal(&self) -> DatagramError {
+        match &self.cause {
+            Some(e) => DatagramError::Transport(e.clone()),
+            None => DatagramError::Closed,
+        }
+    }
+
+    fn answer(&mut self, token: T, result: Result<DatagramSent, DatagramError>) {
+        match &result {
+            Ok(sent) => {
+                self.stats.sent += 1;
+                self.stats.bytes_sent += sent.len as u64;
+            }
+            Err(_) => self.stats.send_failed += 1,
+        }
+        self.events.push_back(DatagramEvent::Answer(token, result));
+    }
+
+    /// A datagram to send (its file ranges already read into memory). Refused (token
+    /// back) when the socket no longer takes datagrams, it has no destination, or the
+    /// queue is full.
+    pub(crate) fn handle_send(
+        &mut self,
+        payload: IoBatch,
+        to: Option<Address>,
+        token: T,
+        now: Instant,
+    ) -> Result<(), (DatagramError, T)> {
+        let refused = |core: &mut Self, error, token| {
+            core.stats.send_failed += 1;
+            Err((error, token))
+        };
+        if self.life != Life::Open {
+            let error = self.refusal();
+            return refused(self, error, token);
+        }
+        if to.is_none() && !self.settings.connected {
+            return refused(self, DatagramError::NoDestination { payload }, token);
+        }
+        let item = Queued {
+            payload,
+            to,
+            token,
+            at: now,
+        };
+        if let Err(item) = self.queue.push(item) {
+            let error = DatagramError::QueueFull {
+                queued: self.queue.len(),
+                queued_bytes: self.queue.bytes,
+                payload: item.payload,
+            };
+            return refused(self, error, item.token);
+        }
+        if self.send.start() {
+            self.stats.pending_writes += 1;
+        }
+        Ok(())
+    }
+
+    /// The Flusher's `Flush`.
+    pub(crate) fn handle_flush(&mut self) {
+        self.send.flush();
+    }
+
+    /// The Flusher is gone: send at once from now on.
+    pub(crate) fn handle_flusher_gone(&mut self) {
+        self.stats.pending_writes = self.stats.pending_writes.saturating_sub(1);
+        self.send.flusher_gone();
+    }
+
+    /// The datagram to offer the transport now (after [`IoAction::Transmit`]): its bytes
+    /// and destination. Answer with `handle_sent` or `handle_send_pending`.
+    pub(crate) fn poll_datagram(&mut self) -> Option<(&IoBatch, Option<&Address>)> {
+        if self.offered.is_none() {
+            self.offered = self.queue.pop();
+        }
+        let offered = self.offered.as_ref()?;
+        self.stats.sendv_calls += 1;
+        Some((&offered.payload, offered.to.as_ref()))
+    }
+
+    /// The datagram was handed to a transport that answers later.
+    pub(crate) fn handle_send_pending(&mut self) {
+        self.send.pending();
+    }
+
+    /// What the transport did with the datagram offered.
+    pub(crate) fn handle_sent(&mut self, result: Result<Sent, TransportError>, now: Instant) {
+        let Some(offered) = self.offered.take() else {
+            return;
+        };
+        if let Ok(Sent::WouldBlock) = result {
+            self.stats.would_blocks += 1;
+            if self.life == Life::Closed {
+                // Never sent: closed meanwhile.
+                let error = match self.cause {
+                    None if self.aborted => DatagramError::Aborted,
+                    _ => self.refusal(),
+                };
+                return self.answer(offered.token, Err(error));
+            }
+            // Not taken: it goes out first when the transport can.
+            self.offered = Some(offered);
+            self.send.would_block();
+            return;
+        }
+        let len = offered.payload.len();
+        let answer = match result {
+            Ok(Sent::Accepted(n)) if n == len => Ok(DatagramSent {
+                len,
+                latency: now.saturating_duration_since(offered.at),
+            }),
+            Ok(Sent::Accepted(n)) if n < len => Err(DatagramError::Partial { sent: n, len }),
+            Ok(Sent::Accepted(n)) => Err(DatagramError::Transport(TransportError::OverAccepted {
+                accepted: n,
+                offered: len,
+            })),
+            Ok(Sent::WouldBlock) => return,
+            Err(e) if matches!(e, TransportError::Io(_)) => Err(DatagramError::Transport(e)),
+            Err(e) => {
+                // The handle or the transport is gone: nothing else can be sent.
+                self.answer(offered.token, Err(DatagramError::Transport(e.clone())));
+                return self.fail(e);
+            }
+        };
+        self.answer(offered.token, answer);
+        if self.life != Life::Closed {
+            self.send.took(1);
+        }
+    }
+
+    /// The transport is ready again.
+    pub(crate) fn handle_ready(&mut self, readiness: Readiness) {
+        match readiness {
+            Readiness::Writable => self.send.ready(),
+            Readiness::Readable => self.receive.ready(),
+        }
+    }
+
+    /// The yield asked for is over.
+    pub(crate) fn handle_yielded(&mut self, direction: Direction) {
+        match direction {
+            Direction::Send => self.send.yielded(),
+            Direction::Receive => self.receive.yielded(),
+        }
+    }
+
+    /// The receive was handed to a transport that answers later.
+    pub(crate) fn handle_read_pending(&mut self) {
+        self.receive.pending();
+    }
+
+    /// What a receive found.
+    pub(crate) fn handle_received(&mut self, received: Received) {
+        if self.receive.expecting().is_none() || self.life == Life::Closed {
+            return;
+        }
+        match received {
+            Received::Datagram { len, truncated } => {
+                self.read_errors = 0;
+                self.stats.received += 1;
+                self.stats.truncated += u64::from(truncated);
+                self.stats.bytes_received += len as u64;
+                self.receive.took(1);
+            }
+            Received::WouldBlock => self.receive.would_block(),
+            // Datagram transports have no end of stream; one that says so is done.
+            Received::Eof => self.receive.done(),
+            // One failed receive (an ICMP error reported on a connected UDP socket, say)
+            // does not end the socket; a run of them with no datagram between is an error
+            // that will not clear, and does.
+            Received::Failed(e)
+                if matches!(e, TransportError::Io(_)) && self.read_errors < MAX_READ_ERRORS =>
+            {
+                self.read_errors += 1;
+                self.events.push_back(DatagramEvent::ReadFailed(e));
+                self.receive.took(1);
+            }
+            Received::Failed(e) => {
+                self.receive.done();
+                self.events.push_back(DatagramEvent::ReadFailed(e.clone()));
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Nobody is left to receive for: receiving stops.
+    pub(crate) fn handle_subscriber_gone(&mut self) {
+        self.receive.done();
+    }
+
+    /// Closes: gracefully (queued datagrams leave first) or at once (they are answered
+    /// `Aborted`).
+    pub(crate) fn handle_close(&mut self, abort: bool) {
+        if abort {
+            if self.life == Life::Closed {
+                return;
+            }
+            self.aborted = true;
+            while let Some(item) = self.queue.pop() {
+                self.answer(item.token, Err(DatagramError::Aborted));
+            }
+            if !self.send.in_flight() {
+                if let Some(offered) = self.offered.take() {
+                    self.answer(offered.token, Err(DatagramError::Aborted));
+                }
+            }
+            self.close_now();
+            return;
+        }
+        if self.life != Life::Open {
+            return;
+        }
+        self.life = Life::Draining;
+        self.send.flush();
+    }
+
+    /// The actor is asked to stop: `true` to keep it running while queued datagrams
+    /// leave (the close is begun here).
+    pub(crate) fn handle_stopping(&mut self) -> bool {
+        let busy = self.is_busy();
+        if self.life == Life::Open && busy {
+            self.handle_close(false);
+        }
+        self.life != Life::Closed && busy
+    }
+
+    /// The actor stopped: what is unfinished ends now.
+    pub(crate) fn handle_stopped(&mut self) {
+        self.close_now();
+        // A datagram still out will never be answered.
+        if let Some(offered) = self.offered.take() {
+            self.answer(offered.token, Err(DatagramError::Lost));
+        }
+    }
+
+    /// The next I/O to do; see the stream core's [`IoAction`] (datagram sockets never
+    /// shut down a sending half).
+    pub(crate) fn poll_io(&mut self) -> Option<IoAction> {
+        loop {
+            if self.close {
+                self.close = false;
+                return Some(IoAction::CloseHandle);
+            }
+            if self.life == Life::Closed {
+                return None;
+            }
+            let has_work = self.offered.is_some() || !self.queue.is_empty();
+            match self.send.poll(has_work, false, self.settings.max_per_turn) {
+                SendPoll::RequestFlush => return Some(IoAction::RequestFlush),
+                SendPoll::Transmit(_) => return Some(IoAction::Transmit { budget: 1 }),
+                SendPoll::Yield => return Some(IoAction::Yield(Direction::Send)),
+                SendPoll::Wait => return Some(IoAction::Wait(Readiness::Writable)),
+                SendPoll::WentIdle => {
+                    if self.life == Life::Draining {
+                        self.close_now();
+                    }
+                    continue;
+                }
+                SendPoll::Nothing => {}
+            }
+            return match self.receive.poll(false, self.settings.max_per_turn) {
+                ReceivePoll::Read => Some(IoAction::Read {
+                    max: self.settings.max_datagram_size,
+                }),
+                ReceivePoll::Yield => Some(IoAction::Yield(Direction::Receive)),
+                ReceivePoll::Wait => Some(IoAction::Wait(Readiness::Readable)),
+                ReceivePoll::Held | ReceivePoll::Nothing => None,
+            };
+        }
+    }
+
+    /// The next answer or notice to hand on.
+    pub(crate) fn poll_event(&mut self) -> Option<DatagramEvent<T>> {
+        self.events.pop_front()
+    }
+
+    fn fail(&mut self, error: TransportError) {
+        self.cause = Some(error);
+        self.close_now();
+    }
+
+    fn close_now(&mut self) {
+        if self.life == Life::Closed {
+            return;
+        }
+        self.life = Life::Closed;
+        self.receive.done();
+        self.send.stop();
+        let refusal = self.refusal();
+        while let Some(item) = self.queue.pop() {
+            self.answer(item.token, Err(refusal.clone()));
+        }
+        if !self.send.in_flight() {
+            // A datagram blocked on the transport is not going out now.
+            if let Some(offered) = self.offered.take() {
+                self.answer(offered.token, Err(refusal));
+            }
+        }
+        self.send.idle();
+        self.close = true;
+        self.events
+            .push_back(DatagramEvent::Closed(self.cause.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(len: usize) -> Queued<usize> {
+        Queued {
+            payload: vec![0u8; len].into(),
+            to: None,
+            token: len,
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_queue_refuses_past_its_datagram_count() {
+        let mut q = DatagramQueue::new(2, 1 << 20);
+        assert!(q.push(item(1)).is_ok());
+        assert!(q.push(item(2)).is_ok());
+        let refused = q.push(item(3)).expect_err("full");
+        assert_eq!(refused.token, 3);
+        assert_eq!(refused.payload.len(), 3, "the payload comes back");
+        assert_eq!(q.pop().map(|i| i.token), Some(1));
+        assert!(q.push(item(4)).is_ok(), "room again");
+    }
+
+    #[test]
+    fn the_queue_refuses_past_its_bytes_but_takes_any_one_datagram() {
+        let mut q = DatagramQueue::new(100, 10);
+        assert!(
+            q.push(item(50)).is_ok(),
+            "an empty queue takes any one datagram"
+        );
+        assert!(q.push(item(1)).is_err());
+        assert_eq!(q.pop().map(|i| i.token), Some(50));
+        assert_eq!(q.bytes, 0);
+        assert!(q.push(item(6)).is_ok());
+        assert!(q.push(item(4)).is_ok(), "exactly at the limit");
+        assert!(q.push(item(1)).is_err());
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn the_queue_is_fifo_and_counts_bytes() {
+        let mut q = DatagramQueue::new(10, 100);
+        for len in [3, 1, 2] {
+            assert!(q.push(item(len)).is_ok());
+        }
+        assert_eq!(q.bytes, 6);
+        let order: Vec<usize> = std::iter::from_fn(|| q.pop().map(|i| i.token)).collect();
+        assert_eq!(order, [3, 1, 2]);
+        assert!(q.is_empty());
+    }
+
+    fn settings() -> DatagramSettings {
+        DatagramSettings {
+            max_queued: 8,
+            max_queued_bytes: 1 << 20,
+            max_datagram_size: 1500,
+            max_per_turn: 2,
+            deferred: true,
+            reading: false,
+            connected: true,
+        }
+    }
+
+    fn answers(core: &mut DatagramCore<u32>) -> Vec<(u32, bool)> {
+        let mut out = Vec::new();
+        while let Some(e) = core.poll_event() {
+            if let DatagramEvent::Answer(t, r) = e {
+                out.push((t, r.is_ok()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn datagrams_leave_whole_in_order_with_a_yield_per_turn() {
+        let mut core = DatagramCore::new(settings());
+        let now = Instant::now();
+        for t in 0..3u32 {
+            core.handle_send(vec![t as u8; 10].into(), None, t, now)
+                .expect("queued");
+        }
+        assert_eq!(core.poll_io(), Some(IoAction::RequestFlush));
+        assert_eq!(core.poll_io(), None);
+        core.handle_flush();
+        for _ in 0..2 {
+            assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+            assert_eq!(core.poll_datagram().map(|(p, _)| p.len()), Some(10));
+            core.handle_sent(Ok(Sent::Accepted(10)), now);
+        }
+        assert_eq!(core.poll_io(), Some(IoAction::Yield(Direction::Send)));
+        core.handle_yielded(Direction::Send);
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+        core.poll_datagram();
+        core.handle_sent(Ok(Sent::Accepted(4)), now);
+        assert_eq!(answers(&mut core), [(0, true), (1, true), (2, false)]);
+        assert_eq!(core.poll_io(), None, "idle");
+    }
+
+    #[test]
+    fn a_blocked_datagram_goes_again_whole_and_a_graceful_close_waits_for_it() {
+        let mut core = DatagramCore::new(DatagramSettings {
+            deferred: false,
+            ..settings()
+        });
+        let now = Instant::now();
+        core.handle_send(vec![1u8; 5].into(), None, 1, now)
+            .expect("queued");
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+        core.poll_datagram();
+        core.handle_send_pending();
+        core.handle_sent(Ok(Sent::WouldBlock), now);
+        core.handle_close(false);
+        assert_eq!(core.poll_io(), Some(IoAction::Wait(Readiness::Writable)));
+        assert!(!core.is_closed());
+        core.handle_ready(Readiness::Writable);
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+        assert_eq!(core.poll_datagram().map(|(p, _)| p.len()), Some(5));
+        core.handle_sent(Ok(Sent::Accepted(5)), now);
+        assert_eq!(core.poll_io(), Some(IoAction::CloseHandle));
+        assert_eq!(answers(&mut core), [(1, true)]);
+        assert!(core.is_closed());
+    }
+}

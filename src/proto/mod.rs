@@ -1,0 +1,54 @@
+//! The sans-IO socket core: every decision a socket makes, with no actors, no runtime, no
+//! file or socket I/O and no clock (the time is passed in), in the manner of
+//! quinn-proto's `Connection`. The actors only wire it to messages
+//! and to a transport.
+//!
+//! - [`StreamCore`]: one stream socket. Its parts: the [`WriteQueue`] (FIFO writes,
+//!   vectored transmits, partial sends, cancels), writes waiting for room, the flush state
+//!   with its fairness budget, the read state with its window, the lifecycle (open,
+//!   draining, shutting down, lingering, closed) with its drain and linger deadlines, and
+//!   interest changes.
+//! - [`DatagramCore`]: one datagram socket, the same flush, read and lifecycle parts
+//!   around a queue of whole datagrams.
+//! - [`Watermarks`]: admission by watermarks with hysteresis, the one writability state a
+//!   socket and its writers share (the actors keep it behind a lock, because a `Writer`
+//!   on another thread admits its writes before they reach the mailbox).
+//!
+//! # Calling order
+//!
+//! A driver owns one core and, after every input, drains its outputs:
+//!
+//! 1. **Inputs** (`handle_*`): a write (`handle_write`, or `handle_wait` for one that
+//!    must wait for room), the Flusher's `handle_flush`, `handle_cancel`, `handle_close`,
+//!    what the transport did (`handle_sent`, `handle_read`, `handle_ready`,
+//!    `handle_shutdown`), what the subscriber did (`handle_unacked`, `handle_pause`, `handle_resume`), `handle_yielded` after a yield, and
+//!    `handle_timeout` when the deadline from `poll_timeout` has passed. Time comes in as
+//!    an argument.
+//! 2. **`poll_io`** until `None`: each [`IoAction`] is one thing to do with the transport
+//!    or the runtime (ask the Flusher, transmit, yield, wait for readiness, read, shut
+//!    down the sending half, close the handle). Doing it produces another input, at once
+//!    (a transport called in place) or later (one reached by message: then the driver
+//!    says `handle_send_pending` / `handle_read_pending` and feeds the answer when it
+//!    comes). A transmit is taken with `poll_transmit` (owned slices) or
+//!    `poll_transmit_in_place` (borrowed `IoSlice`s), after any file chunks asked for by
+//!    `poll_chunk_request` were read and given back with `handle_chunk`.
+//! 3. **`poll_event`** until `None`: write answers, bytes released from the queue (for the
+//!    admission gate), interest and state changes, EOF, failures, the close.
+//! 4. **`poll_timeout`**: when to call `handle_timeout` next.
+//!
+//! Every write gets exactly one [`Event::Answer`]; a core never answers a write inside the
+//! `handle_*` call that queued it, except a zero-length write with nothing ahead of it.
+
+mod datagram;
+mod flow;
+mod queue;
+mod stream;
+mod watermarks;
+
+pub(crate) use datagram::{DatagramCore, DatagramEvent, DatagramSettings, Received};
+pub use datagram::{DatagramSent, DatagramStats};
+pub(crate) use queue::InPlaceTransmit;
+pub use queue::{QueueConfig, Written};
+pub use stream::SocketStats;
+pub(crate) use stream::{Event, IoAction, ReadOutcome, Shut, StreamCore, StreamSettings};
+pub(crate) use watermarks::Watermarks;

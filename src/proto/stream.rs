@@ -1,0 +1,1037 @@
+//! [`StreamCore`]: every decision one stream socket makes, with no actors, no I/O and no
+//! clock. See the [module docs](super) for the calling order.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::flow::{ReceiveFlow, ReceivePoll, SendFlow, SendPoll};
+use super::queue::{ChunkRequest, InPlaceTransmit, QueueConfig, Transmit, WriteQueue, Written};
+use crate::batch::IoBatch;
+use crate::error::{DecodeError, TransportError, WriteError};
+use crate::types::{Interest, Readiness, Sent, SocketState};
+
+/// What [`StreamCore`] needs to know about its socket, fixed when it is made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamSettings {
+    /// Queue limits (the watermarks are the admission gate's, not the core's).
+    pub(crate) queue: QueueConfig,
+    /// Most bytes asked of one read.
+    pub(crate) read_chunk: usize,
+    /// Most writes that may wait for room at once.
+    pub(crate) max_waiting_writes: usize,
+    /// The read window: most deliveries, and bytes, unacknowledged at once.
+    pub(crate) max_deliveries: u32,
+    /// See `max_deliveries`.
+    pub(crate) max_window_bytes: usize,
+    /// How long a closing socket reads on for the peer's EOF after shutting down its
+    /// sending half (zero: not at all).
+    pub(crate) close_linger: Duration,
+    /// How long a graceful close may take to drain before it becomes an abort.
+    pub(crate) drain_timeout: Option<Duration>,
+    /// Close gracefully when the stream is rejected by the frame decoder.
+    pub(crate) close_on_decode_error: bool,
+    /// Close gracefully at the peer's EOF (else keep the half-open socket writable).
+    pub(crate) close_on_eof: bool,
+    /// Ask a Flusher before flushing (else flush as soon as data is queued).
+    pub(crate) deferred: bool,
+    /// Read (someone subscribes to what comes in).
+    pub(crate) reading: bool,
+    /// Report interest changes.
+    pub(crate) watch_interest: bool,
+    /// The transport can shut down the sending half alone (then a graceful close does,
+    /// and may linger reading).
+    pub(crate) shutdown: bool,
+}
+
+/// One direction, for [`IoAction::Yield`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// The sending side.
+    Send,
+    /// The receiving side.
+    Receive,
+}
+
+/// The next thing the driver must do with the transport, from [`StreamCore::poll_io`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IoAction {
+    /// Ask the Flusher for a flush (a `PendingWrite`); answer with `handle_flush` when
+    /// its `Flush` comes, or `handle_flusher_gone`.
+    RequestFlush,
+    /// Hand the transport the next transmit of at most `budget` bytes
+    /// ([`StreamCore::poll_transmit`] or [`StreamCore::poll_transmit_in_place`]), then
+    /// answer with `handle_sent`, or `handle_send_pending` when the answer comes later.
+    Transmit {
+        /// Most bytes in this transmit.
+        budget: usize,
+    },
+    /// Let the other tasks of the thread run once, then `handle_yielded`.
+    Yield(Direction),
+    /// Wait for the transport to become ready, then `handle_ready`. (A transport that
+    /// sends readiness notices on its own needs nothing done here.)
+    Wait(Readiness),
+    /// Read at most `max` bytes, then `handle_read` (or `handle_read_pending`).
+    Read {
+        /// Most bytes to read.
+        max: usize,
+    },
+    /// Shut down the sending half, then `handle_shutdown`.
+    ShutdownWrite,
+    /// Close the transport handle. The last action: nothing else follows.
+    CloseHandle,
+}
+
+/// What a read found, for [`StreamCore::handle_read`].
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    /// This many bytes (already delivered, or buffered for the decoder, by the driver).
+    Data(usize),
+    /// The peer closed its sending half.
+    Eof,
+    /// Nothing to read now.
+    WouldBlock,
+    /// Reading failed; the socket closes.
+    Failed(TransportError),
+}
+
+/// What the driver must tell others, from [`StreamCore::poll_event`].
+#[derive(Debug)]
+pub(crate) enum Event<T> {
+    /// A write's one answer.
+    Answer(T, Result<Written, WriteError>),
+    /// Unsent bytes left the queue (sent, cancelled or failed): give them back to the
+    /// admission gate.
+    Released(usize),
+    /// Writes that waited for room entered the queue unadmitted (a graceful close takes
+    /// them all): charge the admission gate with their bytes.
+    Charged(usize),
+    /// What the socket waits for changed (only when watching interest).
+    Interest(Interest),
+    /// The socket's state changed.
+    State(SocketState),
+    /// The peer closed its sending half.
+    Eof,
+    /// Reading failed (the socket is closing with this error).
+    ReadFailed(TransportError),
+    /// The frame decoder rejected the stream.
+    DecodeFailed(DecodeError),
+    /// The handle is closed; the transport error that closed it, if any.
+    Closed(Option<TransportError>),
+}
+
+/// Why the socket no longer takes writes.
+#[derive(Clone, Debug)]
+pub(crate) enum Shut {
+    /// Closing gracefully, or closed: `WriteError::Closed`.
+    Closed,
+    /// Aborted: queued writes end with `WriteError::Aborted`.
+    Aborted,
+    /// A transport error closed it: `WriteError::Transport`.
+    Failed(TransportError),
+}
+
+impl Shut {
+    /// The answer for a write that was queued when the socket shut.
+    pub(crate) fn error(&self, bytes_sent: usize, len: usize) -> WriteError {
+        match self {
+            Shut::Closed => WriteError::Closed { bytes_sent, len },
+            Shut::Aborted => WriteError::Aborted { bytes_sent, len },
+            Shut::Failed(source) => WriteError::Transport {
+                bytes_sent,
+                len,
+                source: source.clone(),
+            },
+        }
+    }
+
+    /// The answer for a write that arrives after the socket shut.
+    pub(crate) fn refusal(&self, len: usize) -> WriteError {
+        match self {
+            Shut::Closed | Shut::Aborted => WriteError::Closed { bytes_sent: 0, len },
+            Shut::Failed(_) => self.error(0, len),
+        }
+    }
+}
+
+/// A socket's counters since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Writes accepted into the queue.
+    pub writes: u64,
+    /// Writes completed.
+    pub writes_completed: u64,
+    /// Writes that ended in an error (including refused ones).
+    pub writes_failed: u64,
+    /// Bytes accepted by the transport.
+    pub bytes_sent: u64,
+    /// `sendv` calls made (in place: `writev` and `sendfile` calls).
+    pub sendv_calls: u64,
+    /// Of those, `sendfile` calls: file ranges sent without entering this process.
+    pub sendfile_calls: u64,
+    /// Bytes of file ranges read into memory to be sent (where `sendfile` could not be
+    /// used: a filter or other message-path transport, or a file that does not support it).
+    pub file_bytes_read: u64,
+    /// `sendv` calls answered with would-block.
+    pub would_blocks: u64,
+    /// Flushes requested from the Flusher.
+    pub pending_writes: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Unsent bytes queued right now.
+    pub queued_bytes: u64,
+    /// Writes queued right now (waiting for room included).
+    pub queued_writes: u64,
+    /// Deliveries (chunks or frames) the subscriber holds unacknowledged right now.
+    pub unacked_deliveries: u64,
+    /// Stream bytes those deliveries stand for.
+    pub unacked_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// Closing gracefully: no new writes, the queue draining.
+    Draining,
+    /// Drained: the sending half is being shut down.
+    ShuttingDown,
+    /// The sending half is shut down: reading until the peer's EOF or the linger time.
+    Lingering,
+    Closed,
+}
+
+/// A write waiting for room ([`StreamCore::handle_wait`]).
+#[derive(Debug)]
+struct Waiting<T> {
+    batch: IoBatch,
+    tag: Option<u64>,
+    token: T,
+    /// Already admitted (charged to the gate) before it had to wait behind others.
+    charged: bool,
+}
+
+/// A refused write, handed back with its token.
+#[derive(Debug)]
+pub(crate) struct Refused<T> {
+    /// Why.
+    pub(crate) error: WriteError,
+    /// The caller's token.
+    pub(crate) token: T,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    writes: u64,
+    writes_completed: u64,
+    writes_failed: u64,
+    bytes_sent: u64,
+    sendv_calls: u64,
+    sendfile_calls: u64,
+    would_blocks: u64,
+    pending_writes: u64,
+    bytes_received: u64,
+}
+
+/// One stream socket, sans I/O: the write queue and writes waiting for room, the flush
+/// state and its fairness budget, the read state and its window, the lifecycle with its
+/// drain and linger deadlines, and interest changes. `T` is the driver's per-write token
+/// (where the write's answer goes).
+#[derive(Debug)]
+pub(crate) struct StreamCore<T> {
+    queue: WriteQueue<T>,
+    waiting: VecDeque<Waiting<T>>,
+    settings: StreamSettings,
+    send: SendFlow,
+    receive: ReceiveFlow,
+    paused: bool,
+    /// Deliveries and bytes the subscriber has not acknowledged.
+    unacked: (u32, usize),
+    life: Life,
+    shut: Option<Shut>,
+    /// The socket shut while a transmit was out: its answer ends the writes it carried.
+    end_after_flight: bool,
+    deadline: Option<Instant>,
+    /// Met a would-block since the queue was last empty: the OUT of the interest.
+    out_waiting: bool,
+    interest: Option<Interest>,
+    shutdown: bool,
+    close: bool,
+    /// File ranges go out with `sendfile` (set by the driver; cleared when a file
+    /// cannot be sent that way).
+    sendfile: bool,
+    events: VecDeque<Event<T>>,
+    counters: Counters,
+}
+
+impl<T> StreamCore<T> {
+    /// A new, open socket.
+    pub(crate) fn new(settings: StreamSettings) -> Self {
+        let mut settings = settings;
+        settings.queue = settings.queue.sanitized();
+        settings.read_chunk = settings.read_chunk.max(1);
+        settings.max_deliveries = settings.max_deliveries.max(1);
+        settings.max_window_bytes = settings.max_window_bytes.max(1);
+        StreamCore {
+            queue: WriteQueue::new(settings.queue),
+            waiting: VecDeque::new(),
+            send: SendFlow::new(settings.deferred),
+            receive: ReceiveFlow::new(settings.reading),
+            paused: false,
+            unacked: (0, 0),
+            life: Life::Open,
+            shut: None,
+            end_after_flight: false,
+            deadline: None,
+            out_waiting: false,
+            interest: None,
+            shutdown: false,
+            close: false,
+            sendfile: false,
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            settings,
+        }
+    }
+
+    // ---- state the driver asks about ----
+
+    /// Whether the socket still takes writes.
+    pub(crate) fn is_open(&self) -> bool {
+        self.life == Life::Open
+    }
+
+    /// Whether the handle is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.life == Life::Closed
+    }
+
+    /// Why writes are refused, if they are.
+    pub(crate) fn shut(&self) -> Option<&Shut> {
+        self.shut.as_ref()
+    }
+
+    /// Whether reading has ended for good.
+    pub(crate) fn reading_done(&self) -> bool {
+        self.receive.is_done()
+    }
+
+    /// Whether reading is held for the window or a pause.
+    pub(crate) fn read_held(&self) -> bool {
+        self.receive.is_held()
+    }
+
+    /// Whether the read window has room for another delivery.
+    pub(crate) fn window_open(&self) -> bool {
+        self.unacked.0 < self.settings.max_deliveries
+            && self.unacked.1 < self.settings.max_window_bytes
+    }
+
+    /// Whether writes wait for room: a new write must wait behind them.
+    pub(crate) fn has_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Whether another write may wait for room.
+    pub(crate) fn can_wait(&self) -> bool {
+        self.waiting.len() < self.settings.max_waiting_writes
+    }
+
+    /// The first write waiting for room: its length, and whether it is already admitted.
+    pub(crate) fn waiting_front(&self) -> Option<(usize, bool)> {
+        self.waiting.front().map(|w| (w.batch.len(), w.charged))
+    }
+
+    /// Whether writes are queued or waiting, or a transmit is out.
+    pub(crate) fn has_writes(&self) -> bool {
+        !self.queue.is_empty() || !self.waiting.is_empty() || self.queue.in_flight()
+    }
+
+    /// Whether file ranges go out with `sendfile`.
+    pub(crate) fn sendfile(&self) -> bool {
+        self.sendfile
+    }
+
+    /// The token of the write queued last (see `WriteQueue::last_token_mut`), or of the
+    /// last one waiting for room.
+    pub(crate) fn last_token_mut(&mut self) -> Option<&mut T> {
+        match self.waiting.back_mut() {
+            Some(w) => Some(&mut w.token),
+            None => self.queue.last_token_mut(),
+        }
+    }
+
+    /// The counters, with the queue's and window's sizes now.
+    pub(crate) fn stats(&self) -> SocketStats {
+        let c = &self.counters;
+        SocketStats {
+            writes: c.writes,
+            writes_completed: c.writes_completed,
+            writes_failed: c.writes_failed,
+            bytes_sent: c.bytes_sent,
+            sendv_calls: c.sendv_calls,
+            sendfile_calls: c.sendfile_calls,
+            file_bytes_read: self.queue.file_bytes_read(),
+            would_blocks: c.would_blocks,
+            pending_writes: c.pending_writes,
+            bytes_received: c.bytes_received,
+            queued_bytes: self.queue.queued_bytes() as u64,
+            queued_writes: (self.queue.len() + self.waiting.len()) as u64,
+            unacked_deliveries: u64::from(self.unacked.0),
+            unacked_bytes: self.unacked.1 as u64,
+        }
+    }
+
+    // ---- inputs: writes ----
+
+    /// Lets file ranges go out with `sendfile` (the driver's transport can).
+    pub(crate) fn set_sendfile(&mut self, sendfile: bool) {
+        self.sendfile = sendfile;
+    }
+
+    /// A write, already admitted by the gate. Refused (token back, and its bytes to
+    /// release) once the socket no longer takes writes.
+    pub(crate) fn handle_write(
+        &mut self,
+        batch: IoBatch,
+        tag: Option<u64>,
+        token: T,
+        now: Instant,
+    ) -> Result<(), Refused<T>> {
+        if let Some(shut) = &self.shut {
+            self.counters.writes_failed += 1;
+            return Err(Refused {
+                error: shut.refusal(batch.len()),
+                token,
+            });
+        }
+        self.enqueue(batch, tag, token, now);
+        Ok(())
+    }
+
+    /// A write that may not be queued yet (the gate refused it, or writes wait ahead of
+    /// it): it waits for room, in order, or is refused with the error `full` makes when
+    /// too many wait already (or the socket no longer takes writes).
+    pub(crate) fn handle_wait(
+        &mut self,
+        batch: IoBatch,
+        tag: Option<u64>,
+        token: T,
+        charged: bool,
+        full: impl FnOnce(IoBatch) -> WriteError,
+    ) -> Result<(), Refused<T>> {
+        let error = match &self.shut {
+            Some(shut) => Some(shut.refusal(batch.len())),
+            None if !self.can_wait() && !charged => Some(full(batch.clone())),
+            None => None,
+        };
+        if let Some(error) = error {
+            self.counters.writes_failed += 1;
+            return Err(Refused { error, token });
+        }
+        self.waiting.push_back(Waiting {
+            batch,
+            tag,
+            token,
+            charged,
+        });
+        Ok(())
+    }
+
+    /// The first waiting write was admitted by the gate (or was already): it joins the
+    /// queue.
+    pub(crate) fn admit_waiting_front(&mut self, now: Instant) {
+        if let Some(w) = self.waiting.pop_front() {
+            self.enqueue(w.batch, w.tag, w.token, now);
+        }
+    }
+
+    fn enqueue(&mut self, batch: IoBatch, tag: Option<u64>, token: T, now: Instant) {
+        self.counters.writes += 1;
+        let events = &mut self.events;
+        let counters = &mut self.counters;
+        self.queue.push(batch, tag, token, now, |token, result| {
+            counters.writes_completed += 1;
+            events.push_back(Event::Answer(token, result));
+        });
+        if !self.queue.is_empty() && self.send.start() {
+            self.counters.pending_writes += 1;
+        }
+    }
+
+    /// A write was refused before it reached the core (by the admission gate).
+    pub(crate) fn handle_refused(&mut self) {
+        self.counters.writes_failed += 1;
+    }
+
+    /// The Flusher's `Flush`: send what is queued.
+    pub(crate) fn handle_flush(&mut self) {
+        self.send.flush();
+    }
+
+    /// The Flusher is gone: flush at once from now on.
+    pub(crate) fn handle_flusher_gone(&mut self) {
+        self.counters.pending_writes = self.counters.pending_writes.saturating_sub(1);
+        self.send.flusher_gone();
+    }
+
+    /// Takes back a write that has not started; `None` if no such write has this tag.
+    /// Its answer is [`WriteError::Cancelled`].
+    pub(crate) fn handle_cancel(&mut self, tag: u64, now: Instant) -> Option<IoBatch> {
+        let events = &mut self.events;
+        let counters = &mut self.counters;
+        let batch = match self.queue.cancel(tag, now, |token, result| {
+            match &result {
+                Ok(_) => counters.writes_completed += 1,
+                Err(_) => counters.writes_failed += 1,
+            }
+            events.push_back(Event::Answer(token, result));
+        }) {
+            Some(batch) => {
+                self.events.push_back(Event::Released(batch.len()));
+                batch
+            }
+            None => {
+                let index = self.waiting.iter().position(|w| w.tag == Some(tag))?;
+                let w = self.waiting.remove(index)?;
+                self.counters.writes_failed += 1;
+                self.events
+                    .push_back(Event::Answer(w.token, Err(WriteError::Cancelled)));
+                if w.charged {
+                    self.events.push_back(Event::Released(w.batch.len()));
+                }
+                w.batch
+            }
+        };
+        if self.queue.is_empty() && !self.queue.in_flight() && self.waiting.is_empty() {
+            // Nothing is left to send (a blocked or requested flush included).
+            if !self.send.is_idle() {
+                self.send.idle();
+                self.went_idle();
+            } else {
+                self.maybe_finish_drain();
+            }
+        }
+        Some(batch)
+    }
+
+    /// Closes: gracefully (refuse new writes, send what is queued and waiting, shut down
+    /// the sending half, maybe linger, close), or at once (`abort`: every unfinished write
+    /// is answered `Aborted`).
+    pub(crate) fn handle_close(&mut self, abort: bool, now: Instant) {
+        if abort {
+            if self.life != Life::Closed {
+                self.shut_and_fail(Shut::Aborted);
+                self.close_now();
+            }
+            return;
+        }
+        if self.life != Life::Open {
+            return;
+        }
+        self.life = Life::Draining;
+        self.events.push_back(Event::State(SocketState::Draining));
+        // Writes waiting for room are already in memory: queue them all, so the drain
+        // sends them too. Then refuse new ones.
+        let mut charged = 0;
+        while let Some(w) = self.waiting.pop_front() {
+            if !w.charged {
+                charged += w.batch.len();
+            }
+            self.enqueue(w.batch, w.tag, w.token, now);
+        }
+        if charged > 0 {
+            self.events.push_back(Event::Charged(charged));
+        }
+        self.shut = Some(Shut::Closed);
+        if let Some(limit) = self.settings.drain_timeout {
+            self.deadline = Some(now + limit);
+        }
+        // Flush now rather than wait for the Flusher's round.
+        self.send.flush();
+    }
+
+    /// Every address of the socket is gone: stop reading and close gracefully.
+    pub(crate) fn handle_orphaned(&mut self, now: Instant) {
+        self.receive.done();
+        self.handle_close(false, now);
+        self.update_interest();
+    }
+
+    /// The actor is asked to stop (no address left): `true` to keep it running, because
+    /// queued writes still drain (the close is begun here).
+    pub(crate) fn handle_stopping(&mut self, now: Instant) -> bool {
+        if self.life == Life::Closed || !self.has_writes() {
+            return false;
+        }
+        if self.life == Life::Open {
+            self.handle_close(false, now);
+        }
+        self.life != Life::Closed
+    }
+
+    /// The actor stopped: whatever is unfinished ends now (a transmit still out will never
+    /// be answered).
+    pub(crate) fn handle_stopped(&mut self) {
+        if self.life != Life::Closed {
+            self.shut_and_fail(Shut::Closed);
+            self.close_now();
+        }
+        if self.end_after_flight {
+            self.end_in_flight(Err(TransportError::Unavailable), Instant::now());
+        }
+    }
+
+    // ---- inputs: the transport ----
+
+    /// The transmit was handed to a transport that answers later (`handle_sent`).
+    pub(crate) fn handle_send_pending(&mut self) {
+        self.send.pending();
+    }
+
+    /// What the transport did with the transmit: took `n` bytes, would block, or failed.
+    pub(crate) fn handle_sent(&mut self, result: Result<Sent, TransportError>, now: Instant) {
+        if self.life == Life::Closed {
+            self.end_in_flight(result, now);
+            return;
+        }
+        match result {
+            Ok(Sent::Accepted(n)) => {
+                let events = &mut self.events;
+                let counters = &mut self.counters;
+                let handled = self.queue.handle_sent(n, now, |token, result| {
+                    counters.writes_completed += 1;
+                    events.push_back(Event::Answer(token, result));
+                });
+                if let Err(e) = handled {
+                    self.fail(e);
+                    return;
+                }
+                self.counters.bytes_sent += n as u64;
+                self.events.push_back(Event::Released(n));
+                self.send.took(n);
+            }
+            Ok(Sent::WouldBlock) => {
+                self.queue.handle_would_block();
+                self.counters.would_blocks += 1;
+                self.out_waiting = true;
+                self.send.would_block();
+                self.update_interest();
+            }
+            Err(e) => {
+                self.queue.handle_failed();
+                self.fail(e);
+            }
+        }
+    }
+
+    /// The transport is ready again (after a would-block), or says so early.
+    pub(crate) fn handle_ready(&mut self, readiness: Readiness) {
+        match readiness {
+            Readiness::Writable => self.send.ready(),
+            Readiness::Readable => self.receive.ready(),
+        }
+    }
+
+    /// The wait for `readiness` ended without it (the driver's wait was cut short): ask
+    /// for it again if still needed.
+    pub(crate) fn rearm(&mut self, readiness: Readiness) {
+        match readiness {
+            Readiness::Writable => self.send.rewait(),
+            Readiness::Readable => self.receive.rewait(),
+        }
+    }
+
+    /// The yield asked for by [`IoAction::Yield`] is over.
+    pub(crate) fn handle_yielded(&mut self, direction: Direction) {
+        match direction {
+            Direction::Send => self.send.yielded(),
+            Direction::Receive => self.receive.yielded(),
+        }
+    }
+
+    /// A file cannot be sent with `sendfile` (some file systems): the transmit was not
+    /// made; read file ranges from now on.
+    pub(crate) fn handle_sendfile_unsupported(&mut self) {
+        self.queue.handle_failed();
+        self.sendfile = false;
+        self.counters.sendv_calls -= 1;
+        self.counters.sendfile_calls -= 1;
+    }
+
+    /// The read was handed to a transport that answers later (`handle_read`).
+    pub(crate) fn handle_read_pending(&mut self) {
+        self.receive.pending();
+    }
+
+    /// What the read found.
+    pub(crate) fn handle_read(&mut self, outcome: ReadOutcome, now: Instant) {
+        // Only the read that is out may change the read state: reading may have ended
+        // (closed, orphaned) while a message-path read was awaiting its answer.
+        if self.receive.expecting().is_none() || self.life == Life::Closed {
+            return;
+        }
+        match outcome {
+            ReadOutcome::Data(n) => {
+                self.counters.bytes_received += n as u64;
+                self.receive.took(n);
+            }
+            ReadOutcome::WouldBlock => self.receive.would_block(),
+            ReadOutcome::Eof => {
+                self.receive.done();
+                self.events.push_back(Event::Eof);
+                self.update_interest();
+                if self.life == Life::Lingering {
+                    // The peer is done too: the close is complete.
+                    self.close_now();
+                } else if self.settings.close_on_eof {
+                    self.handle_close(false, now);
+                }
+            }
+            ReadOutcome::Failed(e) => {
+                self.receive.done();
+                self.events.push_back(Event::ReadFailed(e.clone()));
+                self.fail(e);
+            }
+        }
+    }
+
+    /// The sending half was shut down (or could not be).
+    pub(crate) fn handle_shutdown(&mut self, result: Result<(), TransportError>, now: Instant) {
+        if self.life != Life::ShuttingDown {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                let reading = !self.reading_done();
+                if !reading || self.settings.close_linger.is_zero() {
+                    self.close_now();
+                } else {
+                    self.life = Life::Lingering;
+                    self.deadline = Some(now + self.settings.close_linger);
+                }
+            }
+            Err(_) => self.close_now(),
+        }
+    }
+
+    /// A transport error outside a transmit or read (a failed file read, a broken
+    /// transport): every write is answered with it, and the socket closes.
+    pub(crate) fn handle_failure(&mut self, error: TransportError) {
+        if self.life != Life::Closed {
+            self.queue.handle_failed();
+            self.fail(error);
+        }
+    }
+
+    /// The next file chunk the coming transmit needs in memory (see
+    /// `WriteQueue::poll_chunk_request`); answer with `handle_chunk`.
+    pub(crate) fn poll_chunk_request(&self, budget: usize) -> Option<ChunkRequest> {
+        self.queue.poll_chunk_request(budget)
+    }
+
+    /// What reading a chunk gave; an error on the transmit's first piece fails the
+    /// socket.
+    pub(crate) fn handle_chunk(&mut self, request: ChunkRequest, read: io::Result<Bytes>) {
+        if let Err(e) = self.queue.handle_chunk(request, read) {
+            self.handle_failure(TransportError::File(std::sync::Arc::new(e)));
+        }
+    }
+
+    /// The next transmit as owned slices (a transport reached by message).
+    pub(crate) fn poll_transmit(&mut self, budget: usize) -> Option<Transmit> {
+        let transmit = self.queue.poll_transmit(budget)?;
+        self.counters.sendv_calls += 1;
+        Some(transmit)
+    }
+
+    /// The next transmit lent as `IoSlice`s (a transport called in place).
+    pub(crate) fn poll_transmit_in_place<'a>(
+        &'a mut self,
+        budget: usize,
+        out: &mut Vec<IoSlice<'a>>,
+    ) -> Option<InPlaceTransmit<'a>> {
+        let sendfile = self.sendfile;
+        let transmit = self.queue.poll_transmit_in_place(budget, sendfile, out)?;
+        self.counters.sendv_calls += 1;
+        if matches!(transmit, InPlaceTransmit::File { .. }) {
+            self.counters.sendfile_calls += 1;
+        }
+        Some(transmit)
+    }
+
+    // ---- inputs: the subscriber ----
+
+    /// The deliveries (and their stream bytes) the subscriber holds unacknowledged now:
+    /// reading holds while they fill the window, and resumes when they no longer do.
+    pub(crate) fn handle_unacked(&mut self, deliveries: u32, bytes: usize) {
+        self.unacked = (deliveries, bytes);
+        self.resume_if_free();
+    }
+
+    /// Stop reading until `handle_resume`.
+    pub(crate) fn handle_pause(&mut self) {
+        if !self.paused {
+            self.paused = true;
+            self.update_interest();
+        }
+    }
+
+    /// Read again after `handle_pause`, as far as the window allows.
+    pub(crate) fn handle_resume(&mut self) {
+        if self.paused {
+            self.paused = false;
+            self.update_interest();
+            self.resume_if_free();
+        }
+    }
+
+    /// The frame decoder rejected the stream: reading ends, and (by default) the socket
+    /// closes gracefully.
+    pub(crate) fn handle_decode_error(&mut self, error: DecodeError, now: Instant) {
+        self.receive.done();
+        self.events.push_back(Event::DecodeFailed(error));
+        if self.settings.close_on_decode_error {
+            self.handle_close(false, now);
+        }
+        self.update_interest();
+    }
+
+    /// Nobody is left to read for: reading stops (writing goes on).
+    pub(crate) fn handle_subscriber_gone(&mut self) {
+        if !self.reading_done() {
+            self.receive.done();
+            self.update_interest();
+        }
+    }
+
+    /// Starts watching interest (or stops): the current interest is reported next.
+    pub(crate) fn set_watch_interest(&mut self, watch: bool) {
+        self.settings.watch_interest = watch;
+        self.update_interest();
+    }
+
+    /// Time went on: a deadline may have passed.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        self.deadline = None;
+        match self.life {
+            Life::Draining => self.handle_close(true, now),
+            Life::Lingering => self.close_now(),
+            _ => {}
+        }
+    }
+
+    // ---- outputs ----
+
+    /// The next I/O to do, or `None` when there is nothing to do until an input comes.
+    /// Call it until `None` after every input.
+    pub(crate) fn poll_io(&mut self) -> Option<IoAction> {
+        loop {
+            if self.close {
+                self.close = false;
+                return Some(IoAction::CloseHandle);
+            }
+            if self.life == Life::Closed {
+                return None;
+            }
+            let limit = self.settings.queue.max_bytes_per_turn;
+            match self
+                .send
+                .poll(self.queue.has_transmit(), self.queue.in_flight(), limit)
+            {
+                SendPoll::RequestFlush => return Some(IoAction::RequestFlush),
+                SendPoll::Transmit(budget) => return Some(IoAction::Transmit { budget }),
+                SendPoll::Yield => return Some(IoAction::Yield(Direction::Send)),
+                SendPoll::Wait => return Some(IoAction::Wait(Readiness::Writable)),
+                SendPoll::WentIdle => {
+                    self.went_idle();
+                    continue;
+                }
+                SendPoll::Nothing => {}
+            }
+            if self.shutdown {
+                self.shutdown = false;
+                return Some(IoAction::ShutdownWrite);
+            }
+            let hold = self.paused || !self.window_open();
+            return match self.receive.poll(hold, limit) {
+                ReceivePoll::Read => Some(IoAction::Read {
+                    max: self.settings.read_chunk,
+                }),
+                ReceivePoll::Held => {
+                    self.update_interest();
+                    continue;
+                }
+                ReceivePoll::Yield => Some(IoAction::Yield(Direction::Receive)),
+                ReceivePoll::Wait => Some(IoAction::Wait(Readiness::Readable)),
+                ReceivePoll::Nothing => None,
+            };
+        }
+    }
+
+    /// The next answer or notice to hand on.
+    pub(crate) fn poll_event(&mut self) -> Option<Event<T>> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next, if ever.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    // ---- internals ----
+
+    fn resume_if_free(&mut self) {
+        if self.receive.is_held() && !self.paused && self.window_open() && self.receive.release() {
+            self.update_interest();
+        }
+    }
+
+    /// The send flow went idle: nothing left to send.
+    fn went_idle(&mut self) {
+        self.out_waiting = false;
+        self.update_interest();
+        self.maybe_finish_drain();
+    }
+
+    fn maybe_finish_drain(&mut self) {
+        if self.life == Life::Draining
+            && self.queue.is_empty()
+            && self.waiting.is_empty()
+            && !self.queue.in_flight()
+        {
+            self.deadline = None;
+            if self.settings.shutdown {
+                self.life = Life::ShuttingDown;
+                self.shutdown = true;
+            } else {
+                self.close_now();
+            }
+        }
+    }
+
+    fn fail(&mut self, error: TransportError) {
+        self.shut_and_fail(Shut::Failed(error));
+        self.close_now();
+    }
+
+    /// Stops taking writes and ends every queued and waiting write with the error `shut`
+    /// gives. Writes in a transmit still awaiting its answer are ended when the answer
+    /// comes, so their errors say truly how many bytes went out.
+    fn shut_and_fail(&mut self, shut: Shut) {
+        if self.shut.is_none() || !matches!(shut, Shut::Closed) {
+            self.shut = Some(shut);
+        }
+        let Some(shut) = self.shut.clone() else {
+            return;
+        };
+        let mut released = 0;
+        while let Some(w) = self.waiting.pop_front() {
+            if w.charged {
+                released += w.batch.len();
+            }
+            self.counters.writes_failed += 1;
+            self.events
+                .push_back(Event::Answer(w.token, Err(shut.error(0, w.batch.len()))));
+        }
+        let events = &mut self.events;
+        let counters = &mut self.counters;
+        let error = |sent, len| shut.error(sent, len);
+        let answer = |token, result: Result<Written, WriteError>| {
+            counters.writes_failed += 1;
+            events.push_back(Event::Answer(token, result));
+        };
+        if self.queue.in_flight() {
+            released += self.queue.fail_behind_in_flight(error, answer);
+            self.end_after_flight = true;
+        } else {
+            released += self.queue.fail_all(error, answer);
+        }
+        if released > 0 {
+            self.events.push_back(Event::Released(released));
+        }
+    }
+
+    /// The answer to a transmit that was out when the socket shut: account for what it
+    /// sent, then end the writes it carried.
+    fn end_in_flight(&mut self, result: Result<Sent, TransportError>, now: Instant) {
+        if !std::mem::take(&mut self.end_after_flight) {
+            return;
+        }
+        let events = &mut self.events;
+        let counters = &mut self.counters;
+        match result {
+            Ok(Sent::Accepted(n)) => {
+                let handled = self.queue.handle_sent(n, now, |token, result| {
+                    counters.writes_completed += 1;
+                    events.push_back(Event::Answer(token, result));
+                });
+                if handled.is_ok() {
+                    counters.bytes_sent += n as u64;
+                    events.push_back(Event::Released(n));
+                }
+            }
+            Ok(Sent::WouldBlock) => self.queue.handle_would_block(),
+            Err(_) => {}
+        }
+        let shut = self.shut.clone().unwrap_or(Shut::Closed);
+        let released = self.queue.fail_all(
+            |sent, len| shut.error(sent, len),
+            |token, result| {
+                counters.writes_failed += 1;
+                events.push_back(Event::Answer(token, result));
+            },
+        );
+        if released > 0 {
+            events.push_back(Event::Released(released));
+        }
+    }
+
+    fn close_now(&mut self) {
+        if self.life == Life::Closed {
+            return;
+        }
+        self.life = Life::Closed;
+        self.receive.done();
+        self.send.stop();
+        self.deadline = None;
+        self.close = true;
+        self.shutdown = false;
+        if self.shut.is_none() {
+            self.shut = Some(Shut::Closed);
+        }
+        let cause = match &self.shut {
+            Some(Shut::Failed(e)) => Some(e.clone()),
+            _ => None,
+        };
+        self.events.push_back(Event::State(SocketState::Closed));
+        self.events.push_back(Event::Closed(cause));
+        self.update_interest();
+    }
+
+    /// Reports what the socket now waits for, if that changed and someone watches.
+    fn update_interest(&mut self) {
+        if !self.settings.watch_interest {
+            return;
+        }
+        let now = if self.life == Life::Closed {
+            Interest::Remove
+        } else {
+            let reading = !self.paused && self.receive.is_active();
+            Interest::from_directions(reading, self.out_waiting)
+        };
+        if self.interest == Some(now) || self.interest == Some(Interest::Remove) {
+            return;
+        }
+        self.interest = Some(now);
+        self.events.push_back(Event::Interest(now));
+    }
+}

@@ -1,0 +1,329 @@
+//! The one piece of a socket that other threads touch: [`Shared`], behind an `Arc`, held
+//! by the socket actor, its [`Writer`](crate::Writer)s, the [`ReadPermit`]s of its
+//! deliveries and its registry entry.
+//!
+//! It holds two things. The **admission gate**: the socket's [`Watermarks`] behind a
+//! lock, so that a `Writer` on any thread is refused synchronously (before its write
+//! reaches the mailbox) and every writability change is told to subscribers under the
+//! same lock, in the order it happened. And the **acknowledgements** of the read window:
+//! counters a dropped permit adds to, and a flag that makes the drop that reopens a full
+//! window wake the socket.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use actix::{Message, Recipient, WeakRecipient};
+use tokio::sync::Notify;
+
+use crate::error::WriteError;
+use crate::proto::{Shut, SocketStats, Watermarks};
+use crate::types::SocketId;
+
+/// Writability change: sent by a socket to each writability subscriber once per
+/// crossing. `writable: false` when queued bytes reached the high watermark (writes are
+/// refused with [`WriteError::QueueFull`]); `true` when they drained to the low watermark.
+///
+/// The notices of one socket alternate (`false`, `true`, `false`, …) and reach every
+/// subscriber in the order the changes happened, whichever thread caused them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WritabilityChanged {
+    /// The socket.
+    pub socket: SocketId,
+    /// Whether writes are accepted now.
+    pub writable: bool,
+}
+
+impl Message for WritabilityChanged {
+    type Result = ();
+}
+
+/// A permit was dropped while the socket's read window was held full: read again.
+/// Sent to the socket by the permit, handled by the socket.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WindowReopened;
+
+impl Message for WindowReopened {
+    type Result = ();
+}
+
+/// The gate's state, under its lock.
+#[derive(Debug)]
+struct Gate {
+    marks: Watermarks,
+    /// Why writes are refused (the socket shut), if they are.
+    shut: Option<Shut>,
+    subscribers: Vec<Recipient<WritabilityChanged>>,
+}
+
+/// What a socket shares with other threads: see the [module docs](self).
+pub(crate) struct Shared {
+    pub(crate) id: SocketId,
+    gate: Mutex<Gate>,
+    /// Woken when the gate opens (or shuts): writers waiting for room.
+    room: Notify,
+    unacked_deliveries: AtomicU32,
+    unacked_bytes: AtomicUsize,
+    /// The socket holds reading for a full window: the permit drop that frees it wakes
+    /// the socket.
+    held: AtomicBool,
+    wake: WeakRecipient<WindowReopened>,
+    /// The counters as last published (registered sockets only).
+    stats: Option<Mutex<SocketStats>>,
+    /// Writes a `Writer` had refused before they reached the socket.
+    refused: std::sync::atomic::AtomicU64,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("id", &self.id)
+            .field("gate", &self.gate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        id: SocketId,
+        marks: Watermarks,
+        subscribers: Vec<Recipient<WritabilityChanged>>,
+        wake: WeakRecipient<WindowReopened>,
+        registered: bool,
+    ) -> Self {
+        Shared {
+            id,
+            gate: Mutex::new(Gate {
+                marks,
+                shut: None,
+                subscribers,
+            }),
+            room: Notify::new(),
+            unacked_deliveries: AtomicU32::new(0),
+            unacked_bytes: AtomicUsize::new(0),
+            held: AtomicBool::new(false),
+            wake,
+            stats: registered.then(|| Mutex::new(SocketStats::default())),
+            refused: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits a write of `len` bytes, or says why not: the socket shut, or the queue is
+    /// at its high watermark (`QueueFull`, with an empty payload for the caller to fill).
+    pub(crate) fn admit(&self, len: usize) -> Result<(), WriteError> {
+        let mut gate = self.gate();
+        if let Some(shut) = &gate.shut {
+            return Err(shut.refusal(len));
+        }
+        match gate.marks.admit(len) {
+            Ok(change) => {
+                Self::tell(&mut gate, self.id, change);
+                Ok(())
+            }
+            Err(queued) => Err(WriteError::QueueFull {
+                queued,
+                high_watermark: gate.marks.high(),
+                payload: crate::batch::IoBatch::new(),
+            }),
+        }
+    }
+
+    /// Admits `len` bytes unconditionally (writes already held in memory).
+    pub(crate) fn charge(&self, len: usize) {
+        let mut gate = self.gate();
+        let change = gate.marks.charge(len);
+        Self::tell(&mut gate, self.id, change);
+    }
+
+    /// `len` admitted bytes left the queue.
+    pub(crate) fn release(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let mut gate = self.gate();
+        let change = gate.marks.release(len);
+        if change == Some(true) {
+            self.room.notify_waiters();
+        }
+        Self::tell(&mut gate, self.id, change);
+    }
+
+    /// Tells the subscribers of a change, under the lock: the notices leave in the order
+    /// of the changes, whichever thread made them. A shut socket's watermark changes are
+    /// not news.
+    fn tell(gate: &mut Gate, id: SocketId, change: Option<bool>) {
+        let Some(writable) = change else {
+            return;
+        };
+        if gate.shut.is_some() {
+            return;
+        }
+        tracing::debug!(socket = id.0, writable, "writability changed");
+        gate.subscribers.retain(|r| r.connected());
+        let msg = WritabilityChanged {
+            socket: id,
+            writable,
+        };
+        for r in &gate.subscribers {
+            r.do_send(msg);
+        }
+    }
+
+    /// The socket no longer takes writes: writers are refused with `shut`'s error from
+    /// now on, and writers waiting for room wake up to hear it.
+    pub(crate) fn shut(&self, shut: &Shut) {
+        let mut gate = self.gate();
+        let replace = matches!(
+            (&gate.shut, shut),
+            (None, _) | (Some(Shut::Closed), Shut::Aborted | Shut::Failed(_))
+        );
+        if replace {
+            gate.shut = Some(shut.clone());
+        }
+        drop(gate);
+        self.room.notify_waiters();
+    }
+
+    /// Subscribes a producer to writability changes.
+    pub(crate) fn subscribe(&self, producer: Recipient<WritabilityChanged>) {
+        self.gate().subscribers.push(producer);
+    }
+
+    /// Whether a write would be admitted now.
+    pub(crate) fn is_writable(&self) -> bool {
+        let gate = self.gate();
+        gate.shut.is_none() && gate.marks.is_writable()
+    }
+
+    /// The high watermark.
+    pub(crate) fn high_watermark(&self) -> usize {
+        self.gate().marks.high()
+    }
+
+    /// Bytes admitted and not yet sent.
+    pub(crate) fn admitted(&self) -> usize {
+        self.gate().marks.admitted()
+    }
+
+    /// Waits until a write would be admitted, or the socket shuts (its refusal).
+    pub(crate) async fn room(&self) -> Result<(), WriteError> {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let gate = self.gate();
+                if let Some(shut) = &gate.shut {
+                    return Err(shut.refusal(0));
+                }
+                if gate.marks.is_writable() {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    // ---- the read window's acknowledgements ----
+
+    /// A delivery of `bytes` holds a place in the window until its permit is dropped.
+    pub(crate) fn permit(self: &Arc<Self>, bytes: usize) -> ReadPermit {
+        self.unacked_deliveries.fetch_add(1, Ordering::AcqRel);
+        self.unacked_bytes.fetch_add(bytes, Ordering::AcqRel);
+        ReadPermit {
+            shared: self.clone(),
+            bytes,
+        }
+    }
+
+    /// Deliveries and bytes not acknowledged now.
+    pub(crate) fn unacked(&self) -> (u32, usize) {
+        (
+            self.unacked_deliveries.load(Ordering::Acquire),
+            self.unacked_bytes.load(Ordering::Acquire),
+        )
+    }
+
+    /// The socket holds reading for a full window: the permit drop that could reopen it
+    /// must wake the socket. Call [`unacked`](Self::unacked) after this, and resume at
+    /// once if the window reopened meanwhile.
+    pub(crate) fn hold(&self) {
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// The socket reads again: no wake-up is owed.
+    pub(crate) fn unhold(&self) {
+        self.held.store(false, Ordering::SeqCst);
+    }
+
+    fn acknowledge(&self, bytes: usize) {
+        self.unacked_deliveries.fetch_sub(1, Ordering::AcqRel);
+        self.unacked_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if self.held.load(Ordering::SeqCst) && self.held.swap(false, Ordering::SeqCst) {
+            if let Some(socket) = self.wake.upgrade() {
+                socket.do_send(WindowReopened);
+            }
+        }
+    }
+
+    // ---- counters ----
+
+    /// A `Writer` refused a write before it reached the socket.
+    pub(crate) fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes `Writer`s refused so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the counters (registered sockets only).
+    pub(crate) fn publish(&self, stats: SocketStats) {
+        if let Some(cell) = &self.stats {
+            *cell.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+        }
+    }
+
+    /// The counters as last published.
+    pub(crate) fn published(&self) -> SocketStats {
+        self.stats
+            .as_ref()
+            .map(|cell| *cell.lock().unwrap_or_else(PoisonError::into_inner))
+            .unwrap_or_default()
+    }
+}
+
+/// One delivery's place in its socket's read window (see
+/// [`ReadLimits`](crate::ReadLimits)). Dropping it acknowledges the delivery; keep it to
+/// hold the window until you are done with the data.
+pub struct ReadPermit {
+    shared: Arc<Shared>,
+    bytes: usize,
+}
+
+impl ReadPermit {
+    /// The stream bytes this delivery stands for.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for ReadPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadPermit")
+            .field("socket", &self.shared.id)
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Drop for ReadPermit {
+    fn drop(&mut self) {
+        self.shared.acknowledge(self.bytes);
+    }
+}

@@ -1,0 +1,159 @@
+//! Value types at the bottom of the crate: ids, handles, addresses, kinds, interest. They
+//! import nothing of the crate's own, and every other module may use them.
+
+use std::any::Any;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A socket's process-wide unique id (used in tracing spans, events and statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u64);
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A transport's name for one of its sockets (c-ares' `ares_socket_t`). Only meaningful
+/// to the transport that issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Handle(pub u64);
+
+impl fmt::Display for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Address family of a new socket (`socket(2)`'s domain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+    /// Unix domain.
+    Unix,
+}
+
+/// Socket type (`socket(2)`'s type).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SocketKind {
+    /// A byte stream (TCP, Unix stream).
+    Stream,
+    /// Datagrams (UDP, Unix datagram).
+    Datagram,
+}
+
+/// A peer address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Address {
+    /// An IP address and port.
+    Inet(SocketAddr),
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+}
+
+impl Address {
+    /// The family a socket needs to reach this address.
+    pub fn family(&self) -> Family {
+        match self {
+            Address::Inet(SocketAddr::V4(_)) => Family::Ipv4,
+            Address::Inet(SocketAddr::V6(_)) => Family::Ipv6,
+            Address::Unix(_) => Family::Unix,
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Self {
+        Address::Inet(a)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// What a handle became ready for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Readiness {
+    /// A read (or, on a listening handle, an accept) may now make progress.
+    Readable,
+    /// A send may now make progress.
+    Writable,
+}
+
+/// Data attached to a socket, handed back with every interest notification.
+pub type UserData = Arc<dyn Any + Send + Sync>;
+
+/// What a socket is waiting for (libcurl's `CURL_POLL_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Interest {
+    /// Waiting for nothing right now (`CURL_POLL_NONE`): not reading, nothing blocked.
+    None,
+    /// Waiting to become readable (`CURL_POLL_IN`): reading, no data at hand.
+    In,
+    /// Waiting to become writable (`CURL_POLL_OUT`): the transport would block and
+    /// queued data waits. Goes away when the queue drains.
+    Out,
+    /// Both (`CURL_POLL_INOUT`).
+    InOut,
+    /// The socket is done (`CURL_POLL_REMOVE`): closed; nothing more will come.
+    Remove,
+}
+
+impl Interest {
+    /// Combines the two directions.
+    pub fn from_directions(readable: bool, writable: bool) -> Self {
+        match (readable, writable) {
+            (false, false) => Interest::None,
+            (true, false) => Interest::In,
+            (false, true) => Interest::Out,
+            (true, true) => Interest::InOut,
+        }
+    }
+
+    /// Whether it includes waiting to read.
+    pub fn is_in(self) -> bool {
+        matches!(self, Interest::In | Interest::InOut)
+    }
+
+    /// Whether it includes waiting to write.
+    pub fn is_out(self) -> bool {
+        matches!(self, Interest::Out | Interest::InOut)
+    }
+}
+
+/// Where a socket is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SocketState {
+    /// Taking writes.
+    Open,
+    /// Closing gracefully: no new writes, the queue draining.
+    Draining,
+    /// Closed: the handle is gone; the actor stops when its last address is dropped.
+    Closed,
+}
+
+/// What a transport did with one vectored write (`SendV`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// This many bytes, from the front of the batch, were taken.
+    Accepted(usize),
+    /// Nothing was taken; a readiness notice (`Ready` with [`Readiness::Writable`]) will
+    /// follow.
+    WouldBlock,
+}
