@@ -1035,3 +1035,410 @@ impl<T> StreamCore<T> {
         self.events.push_back(Event::Interest(now));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Core = StreamCore<u32>;
+
+    fn settings() -> StreamSettings {
+        StreamSettings {
+            queue: QueueConfig {
+                max_bytes_per_turn: 100,
+                ..QueueConfig::default()
+            },
+            read_chunk: 64,
+            max_waiting_writes: 4,
+            max_deliveries: 2,
+            max_window_bytes: 1000,
+            close_linger: Duration::ZERO,
+            drain_timeout: None,
+            close_on_decode_error: true,
+            close_on_eof: false,
+            deferred: true,
+            reading: false,
+            watch_interest: false,
+            shutdown: false,
+        }
+    }
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
+    /// Every answer so far, as (token, ok).
+    fn answers(core: &mut Core) -> Vec<(u32, Result<Written, WriteError>)> {
+        let mut out = Vec::new();
+        let mut rest = VecDeque::new();
+        while let Some(e) = core.poll_event() {
+            match e {
+                Event::Answer(t, r) => out.push((t, r)),
+                other => rest.push_back(other),
+            }
+        }
+        core.events = rest;
+        out
+    }
+
+    fn events(core: &mut Core) -> Vec<String> {
+        std::iter::from_fn(|| core.poll_event())
+            .map(|e| match e {
+                Event::Answer(t, r) => format!("answer {t} {}", r.is_ok()),
+                Event::Released(n) => format!("released {n}"),
+                Event::Charged(n) => format!("charged {n}"),
+                Event::Interest(i) => format!("interest {i:?}"),
+                Event::State(s) => format!("state {s:?}"),
+                Event::Eof => "eof".into(),
+                Event::ReadFailed(_) => "read failed".into(),
+                Event::DecodeFailed(_) => "decode failed".into(),
+                Event::Closed(cause) => format!("closed {}", cause.is_some()),
+            })
+            .collect()
+    }
+
+    fn write(core: &mut Core, token: u32, len: usize) {
+        core.handle_write(
+            vec![token as u8; len].into(),
+            Some(u64::from(token)),
+            token,
+            t0(),
+        )
+        .map_err(|r| r.error)
+        .expect("open");
+    }
+
+    /// Takes the next transmit's length (message path) after `Transmit`.
+    fn transmit(core: &mut Core) -> usize {
+        match core.poll_io() {
+            Some(IoAction::Transmit { budget }) => {
+                core.poll_transmit(budget).expect("a transmit").len
+            }
+            other => panic!("expected a transmit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_burst_asks_the_flusher_once_and_leaves_in_one_transmit() {
+        let mut core = Core::new(settings());
+        for t in 0..5 {
+            write(&mut core, t, 10);
+        }
+        assert_eq!(core.poll_io(), Some(IoAction::RequestFlush));
+        assert_eq!(core.poll_io(), None, "nothing until the Flusher answers");
+        core.handle_flush();
+        assert_eq!(transmit(&mut core), 50);
+        core.handle_send_pending();
+        assert_eq!(core.poll_io(), None, "one transmit out at a time");
+        core.handle_sent(Ok(Sent::Accepted(50)), t0());
+        assert_eq!(core.poll_io(), None);
+        let done: Vec<u32> = answers(&mut core).iter().map(|(t, _)| *t).collect();
+        assert_eq!(done, [0, 1, 2, 3, 4]);
+        assert_eq!(core.stats().pending_writes, 1);
+        assert_eq!(core.stats().sendv_calls, 1);
+    }
+
+    #[test]
+    fn a_turn_yields_after_its_byte_budget_and_goes_on_after() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        write(&mut core, 1, 250);
+        for expected in [100, 100] {
+            assert_eq!(
+                transmit(&mut core),
+                expected,
+                "a turn is capped at its budget"
+            );
+            core.handle_sent(Ok(Sent::Accepted(expected)), t0());
+            assert_eq!(core.poll_io(), Some(IoAction::Yield(Direction::Send)));
+            assert_eq!(core.poll_io(), None, "nothing more until the yield ends");
+            core.handle_yielded(Direction::Send);
+        }
+        assert_eq!(transmit(&mut core), 50);
+        core.handle_sent(Ok(Sent::Accepted(50)), t0());
+        assert_eq!(answers(&mut core).len(), 1);
+    }
+
+    #[test]
+    fn a_would_block_waits_for_readiness_once_and_a_notice_that_comes_early_retries() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        write(&mut core, 1, 10);
+        transmit(&mut core);
+        core.handle_sent(Ok(Sent::WouldBlock), t0());
+        assert_eq!(core.poll_io(), Some(IoAction::Wait(Readiness::Writable)));
+        assert_eq!(core.poll_io(), None);
+        core.handle_ready(Readiness::Writable);
+        assert_eq!(transmit(&mut core), 10, "the same bytes again");
+        core.handle_send_pending();
+        // The transport's notice overtakes its would-block answer.
+        core.handle_ready(Readiness::Writable);
+        core.handle_sent(Ok(Sent::WouldBlock), t0());
+        assert_eq!(transmit(&mut core), 10, "retried without waiting");
+        core.handle_sent(Ok(Sent::Accepted(10)), t0());
+        let (_, result) = answers(&mut core).pop().expect("answered");
+        assert_eq!(result.expect("written").would_blocks, 2);
+    }
+
+    #[test]
+    fn a_graceful_close_drains_shuts_down_lingers_and_closes_at_the_peers_eof() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            reading: true,
+            shutdown: true,
+            close_linger: Duration::from_secs(5),
+            ..settings()
+        });
+        assert_eq!(core.poll_io(), Some(IoAction::Read { max: 64 }));
+        core.handle_read(ReadOutcome::WouldBlock, t0());
+        assert_eq!(core.poll_io(), Some(IoAction::Wait(Readiness::Readable)));
+        write(&mut core, 1, 10);
+        core.handle_close(false, t0());
+        assert!(matches!(
+            core.handle_write(vec![0u8].into(), None, 2, t0()),
+            Err(Refused {
+                error: WriteError::Closed { .. },
+                token: 2
+            })
+        ));
+        assert_eq!(transmit(&mut core), 10);
+        core.handle_sent(Ok(Sent::Accepted(10)), t0());
+        assert_eq!(core.poll_io(), Some(IoAction::ShutdownWrite));
+        let now = t0();
+        core.handle_shutdown(Ok(()), now);
+        assert_eq!(core.poll_timeout(), Some(now + Duration::from_secs(5)));
+        assert!(!core.is_closed(), "lingering");
+        core.handle_ready(Readiness::Readable);
+        assert_eq!(core.poll_io(), Some(IoAction::Read { max: 64 }));
+        core.handle_read(ReadOutcome::Eof, now);
+        assert_eq!(core.poll_io(), Some(IoAction::CloseHandle));
+        assert_eq!(core.poll_io(), None);
+        assert_eq!(
+            events(&mut core),
+            [
+                "state Draining",
+                "answer 1 true",
+                "released 10",
+                "eof",
+                "state Closed",
+                "closed false"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_linger_deadline_closes_a_socket_whose_peer_never_finishes() {
+        let mut core = Core::new(StreamSettings {
+            reading: true,
+            shutdown: true,
+            close_linger: Duration::from_secs(5),
+            ..settings()
+        });
+        let now = t0();
+        core.handle_close(false, now);
+        assert_eq!(core.poll_io(), Some(IoAction::ShutdownWrite));
+        core.handle_shutdown(Ok(()), now);
+        core.handle_timeout(now + Duration::from_secs(4));
+        assert!(!core.is_closed());
+        core.handle_timeout(now + Duration::from_secs(5));
+        assert!(core.is_closed());
+        assert_eq!(core.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_drain_that_cannot_finish_in_time_aborts_with_how_far_each_write_got() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            drain_timeout: Some(Duration::from_secs(1)),
+            ..settings()
+        });
+        write(&mut core, 1, 10);
+        write(&mut core, 2, 10);
+        assert_eq!(transmit(&mut core), 20);
+        core.handle_sent(Ok(Sent::Accepted(4)), t0());
+        core.poll_io();
+        core.handle_sent(Ok(Sent::WouldBlock), t0());
+        let now = t0();
+        core.handle_close(false, now);
+        core.handle_timeout(now + Duration::from_secs(1));
+        assert!(core.is_closed());
+        let sent: Vec<(u32, usize)> = answers(&mut core)
+            .into_iter()
+            .map(|(t, r)| match r {
+                Err(WriteError::Aborted { bytes_sent, .. }) => (t, bytes_sent),
+                other => panic!("expected an abort, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(sent, [(1, 4), (2, 0)]);
+    }
+
+    #[test]
+    fn cancelling_every_write_of_a_blocked_drain_closes_at_once() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        write(&mut core, 1, 10);
+        write(&mut core, 2, 10);
+        transmit(&mut core);
+        core.handle_send_pending();
+        core.handle_sent(Ok(Sent::WouldBlock), t0());
+        core.handle_close(false, t0());
+        assert!(core.handle_cancel(1, t0()).is_some());
+        assert!(core.handle_cancel(2, t0()).is_some());
+        while let Some(action) = core.poll_io() {
+            assert_ne!(
+                action,
+                IoAction::Wait(Readiness::Writable),
+                "nothing to wait for"
+            );
+        }
+        assert!(core.is_closed());
+    }
+
+    #[test]
+    fn an_abort_with_a_transmit_out_answers_its_writes_when_the_transport_does() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        write(&mut core, 1, 10);
+        write(&mut core, 2, 10);
+        assert_eq!(transmit(&mut core), 20);
+        core.handle_send_pending();
+        write(&mut core, 3, 10);
+        core.handle_close(true, t0());
+        let early: Vec<u32> = answers(&mut core).iter().map(|(t, _)| *t).collect();
+        assert_eq!(early, [3], "the write behind the transmit ends now");
+        core.handle_sent(Ok(Sent::Accepted(15)), t0());
+        let late: Vec<(u32, bool, usize)> = answers(&mut core)
+            .into_iter()
+            .map(|(t, r)| (t, r.is_ok(), r.map_or_else(|e| e.bytes_sent(), |w| w.len)))
+            .collect();
+        assert_eq!(late, [(1, true, 10), (2, false, 5)]);
+    }
+
+    #[test]
+    fn writes_wait_for_room_in_order_and_a_graceful_close_takes_them_all() {
+        let mut core = Core::new(settings());
+        let full = |payload: IoBatch| WriteError::QueueFull {
+            queued: 0,
+            high_watermark: 0,
+            payload,
+        };
+        core.handle_wait(vec![1u8; 5].into(), None, 1, false, full)
+            .map_err(|r| r.error)
+            .expect("waits");
+        core.handle_wait(vec![2u8; 5].into(), None, 2, true, full)
+            .map_err(|r| r.error)
+            .expect("waits");
+        assert_eq!(core.waiting_front(), Some((5, false)));
+        core.admit_waiting_front(t0());
+        assert_eq!(core.waiting_front(), Some((5, true)));
+        core.handle_close(false, t0());
+        assert_eq!(core.waiting_front(), None);
+        let charged: Vec<String> = events(&mut core)
+            .into_iter()
+            .filter(|e| e.starts_with("charged"))
+            .collect();
+        assert_eq!(
+            charged, ["charged 0"; 0],
+            "the already admitted one is not charged again"
+        );
+        assert_eq!(core.stats().queued_writes, 2);
+    }
+
+    #[test]
+    fn too_many_waiting_writes_are_refused_with_their_payload() {
+        let mut core = Core::new(settings());
+        let full = |payload: IoBatch| WriteError::QueueFull {
+            queued: 0,
+            high_watermark: 0,
+            payload,
+        };
+        for t in 0..4 {
+            core.handle_wait(vec![0u8; 1].into(), None, t, false, full)
+                .map_err(|r| r.error)
+                .expect("waits");
+        }
+        let refused = core
+            .handle_wait(vec![9u8; 3].into(), None, 9, false, full)
+            .expect_err("too many");
+        assert_eq!(refused.token, 9);
+        match refused.error {
+            WriteError::QueueFull { payload, .. } => assert_eq!(payload.len(), 3),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(core.stats().writes_failed, 1);
+    }
+
+    #[test]
+    fn reading_holds_for_a_full_window_and_resumes_when_acknowledged() {
+        let mut core = Core::new(StreamSettings {
+            reading: true,
+            watch_interest: true,
+            ..settings()
+        });
+        core.set_watch_interest(true);
+        assert_eq!(core.poll_io(), Some(IoAction::Read { max: 64 }));
+        core.handle_read(ReadOutcome::Data(10), t0());
+        core.handle_unacked(2, 20);
+        assert_eq!(core.poll_io(), None, "the window is full");
+        assert!(core.read_held());
+        core.handle_unacked(1, 10);
+        assert_eq!(core.poll_io(), Some(IoAction::Read { max: 64 }));
+        core.handle_pause();
+        core.handle_read(ReadOutcome::Data(10), t0());
+        assert_eq!(core.poll_io(), None, "paused");
+        core.handle_resume();
+        assert_eq!(core.poll_io(), Some(IoAction::Read { max: 64 }));
+        let interest: Vec<String> = events(&mut core)
+            .into_iter()
+            .filter(|e| e.starts_with("interest"))
+            .collect();
+        assert_eq!(
+            interest,
+            [
+                "interest In",
+                "interest None",
+                "interest In",
+                "interest None",
+                "interest In"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_transport_failure_answers_every_write_and_closes_with_the_cause() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        write(&mut core, 1, 10);
+        transmit(&mut core);
+        core.handle_sent(Ok(Sent::Accepted(3)), t0());
+        core.poll_io();
+        let error = TransportError::from(io::ErrorKind::BrokenPipe);
+        core.handle_sent(Err(error), t0());
+        assert_eq!(core.poll_io(), Some(IoAction::CloseHandle));
+        let evs = events(&mut core);
+        assert_eq!(evs.last().map(String::as_str), Some("closed true"));
+        assert!(evs.contains(&"answer 1 false".to_string()));
+        assert!(matches!(
+            core.shut(),
+            Some(Shut::Failed(e)) if e.io_kind() == Some(io::ErrorKind::BrokenPipe)
+        ));
+    }
+
+    #[test]
+    fn a_zero_length_write_with_nothing_ahead_is_answered_at_once_and_sends_nothing() {
+        let mut core = Core::new(settings());
+        write(&mut core, 7, 0);
+        assert_eq!(events(&mut core), ["answer 7 true"]);
+        assert_eq!(core.poll_io(), None, "no flush for nothing");
+    }
+}

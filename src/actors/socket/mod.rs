@@ -2,114 +2,41 @@
 //! [`StreamCore`](crate::proto::StreamCore). Messages come in, the core decides, and the
 //! socket does what it asks through its [`StreamIo`] and tells others what it says.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, Running, SpawnHandle,
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Recipient, Running, SpawnHandle,
     WrapFuture,
 };
-use tokio_util::codec::Decoder;
 
+mod builder;
 mod io;
 mod registry;
 mod writer;
 
-use super::flusher::{request_flush, Flusher};
-use super::functions::{flatten, Adopt, AdoptedStream, ShareStream, SocketFunctions, SystemStream};
-use super::inbound::{Deframer, Got, Inbound, ReadLimits, Stopped};
+use super::flusher::request_flush;
+use super::inbound::{Got, Inbound, Stopped};
 use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
-use crate::error::{SocketError, TransportError, WriteError};
+use crate::error::{TransportError, WriteError};
 use crate::messages::flush::{Flush, PendingWrite};
-use crate::messages::functions::{CloseSocket, Connect, OpenSocket, Ready};
+use crate::messages::functions::Ready;
 use crate::messages::interest::{AssignUserData, SocketInterest};
-use crate::messages::read::{Frame, PauseReading, ResumeReading};
+use crate::messages::read::{PauseReading, ResumeReading};
 use crate::messages::socket::{
-    CancelWrite, Close, GetInfo, GetStats, SocketEvent, SocketEventKind, SocketInfo,
-    SubscribeWritability, Write,
+    CancelWrite, Close, GetInfo, GetStats, SocketEventKind, SocketInfo, SubscribeWritability, Write,
 };
-use crate::proto::{
-    Event, IoAction, QueueConfig, ReadOutcome, StreamCore, StreamSettings, Watermarks, Written,
-};
-use crate::shared::{Shared, WindowReopened, WritabilityChanged};
-use crate::types::{
-    Address, Handle, Interest, Readiness, SocketId, SocketKind, SocketState, UserData,
-};
-use io::{Answer, Core, StreamIo, TableIo};
+use crate::proto::{Event, IoAction, ReadOutcome, Written};
+use crate::shared::{Shared, WindowReopened};
+use crate::types::{Address, Handle, Interest, Readiness, SocketState, UserData};
+pub use builder::{FlushPolicy, SocketBuilder, SocketConfig};
+use io::{Answer, Core, StreamIo};
 pub use registry::{InterestGroup, Registry, SocketHandle};
 use registry::{Membership, Registration};
 pub use writer::{GetWriter, WriteFuture, Writer};
 
 /// A write's token in the core: where its answer goes.
 pub(crate) type WriteReply = Reply<Result<Written, WriteError>>;
-
-/// How a socket's queued writes reach the transport.
-#[derive(Clone, Debug)]
-pub enum FlushPolicy {
-    /// No Flusher: a write goes to the transport as soon as the socket has handled it
-    /// (c-ares without a pending-write callback); on a transport reached by message the
-    /// socket handles no other message until that `sendv` is answered, so each write is
-    /// its own `sendv`. Writes that queue up behind a would-block still leave together.
-    Immediate,
-    /// Coalesce: on fresh data send one [`PendingWrite`] here and flush everything queued
-    /// when the [`Flush`] comes back (c-ares with a pending-write callback).
-    Deferred(Recipient<PendingWrite>),
-}
-
-/// Limits and sizes of a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SocketConfig {
-    /// Write queue limits: watermarks and fairness bounds.
-    pub queue: QueueConfig,
-    /// Most bytes asked of one `recvfrom`.
-    pub read_chunk: usize,
-    /// Most writes that may wait for room ([`Write::wait_when_full`]) at once; past it
-    /// they are refused like other writes.
-    pub max_waiting_writes: usize,
-    /// The read window: how much inbound data may be unacknowledged by the subscriber
-    /// before the socket stops reading (read backpressure).
-    pub read_limits: ReadLimits,
-    /// Framed sockets: most undecoded bytes buffered without a whole frame; past it the
-    /// stream is rejected with [`DecodeError::FrameTooLong`](crate::DecodeError::FrameTooLong).
-    pub max_frame_bytes: usize,
-    /// Framed sockets: close gracefully when the stream is rejected (the default). With
-    /// `false` reading stops and the subscriber, told by
-    /// [`SocketEventKind::DecodeFailed`], decides: it can still write (say, an error
-    /// reply) and then send [`Close`].
-    pub close_on_decode_error: bool,
-    /// A lingering close. Once a graceful close has sent every queued write, the socket
-    /// shuts down its sending half (the peer reads EOF), where its transport can. With a
-    /// linger time, a socket that reads then reads on until the peer's EOF, for at most
-    /// this long, before it closes the handle: what the peer sends meanwhile still
-    /// reaches the subscriber, instead of arriving at a closed socket and resetting the
-    /// connection (which can make the peer lose the last bytes we sent). The price: a
-    /// peer that does not close its side (or does not read, so never sees our EOF) keeps
-    /// the socket open for the whole linger time. Zero (the default) closes at once after
-    /// the shutdown.
-    pub close_linger: Duration,
-    /// How long a graceful close may take to send the writes still queued. A peer that
-    /// stops reading can hold a draining socket (and its queued bytes) forever; with a
-    /// drain timeout, a graceful close that has not sent everything by then turns into
-    /// an abort: the writes left are answered [`WriteError::Aborted`] with how far each
-    /// got, and the handle closes. `None` (the default) waits as long as it takes.
-    pub drain_timeout: Option<Duration>,
-}
-
-impl Default for SocketConfig {
-    fn default() -> Self {
-        SocketConfig {
-            queue: QueueConfig::default(),
-            read_chunk: 64 * 1024,
-            max_waiting_writes: 1024,
-            read_limits: ReadLimits::default(),
-            max_frame_bytes: 8 * 1024 * 1024,
-            close_on_decode_error: true,
-            close_linger: Duration::ZERO,
-            drain_timeout: None,
-        }
-    }
-}
 
 pub(crate) static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -121,10 +48,10 @@ pub(crate) fn now() -> std::time::Instant {
 /// One stream socket as an actor.
 ///
 /// Producers send it [`Write`]s (or write through a [`Writer`] handle); its core keeps
-/// them in a FIFO queue and hands the transport ([`SocketFunctions`]) vectored writes,
+/// them in a FIFO queue and hands the transport ([`SocketFunctions`](crate::SocketFunctions)) vectored writes,
 /// one at a time, so writes leave in the order the socket receives them and never
 /// interleave, however the transport answers. Every write is answered exactly once.
-/// Inbound data goes to the subscriber as [`SocketEvent`]s.
+/// Inbound data goes to the subscriber as [`SocketEvent`](crate::messages::SocketEvent)s.
 ///
 /// Start one with [`Socket::builder`].
 ///
@@ -158,326 +85,10 @@ pub struct Socket {
 /// A socket's optional extras: where its interest goes, and its entry in a registry
 /// (removed when dropped, with the actor).
 #[derive(Debug, Default)]
-struct Watch {
+pub(crate) struct Watch {
     membership: Option<Membership>,
     user_data: Option<UserData>,
     registration: Option<Registration>,
-}
-
-/// Configures and starts a [`Socket`].
-#[derive(Debug, Default)]
-pub struct SocketBuilder {
-    functions: Option<SocketFunctions>,
-    config: SocketConfig,
-    policy: Option<FlushPolicy>,
-    subscriber: Option<Recipient<SocketEvent>>,
-    writability: Vec<Recipient<WritabilityChanged>>,
-    interest: Option<InterestGroup>,
-    user_data: Option<UserData>,
-    connect_timeout: Option<Duration>,
-    registry: Option<Registry>,
-    deframer: Option<Box<dyn super::inbound::Deframe>>,
-}
-
-impl SocketBuilder {
-    /// The transport (default: [`SocketFunctions::system`]).
-    pub fn functions(mut self, functions: SocketFunctions) -> Self {
-        self.functions = Some(functions);
-        self
-    }
-
-    /// Limits and sizes (default: [`SocketConfig::default`]).
-    pub fn config(mut self, config: SocketConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Flush policy (default: deferred to this thread's [`Flusher::current`]).
-    pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
-        self.policy = Some(policy);
-        self
-    }
-
-    /// Shorthand for [`FlushPolicy::Immediate`].
-    pub fn immediate(self) -> Self {
-        self.flush_policy(FlushPolicy::Immediate)
-    }
-
-    /// Shorthand for [`FlushPolicy::Deferred`] with the given Flusher.
-    pub fn flusher(self, flusher: Addr<Flusher>) -> Self {
-        self.flush_policy(FlushPolicy::Deferred(flusher.recipient()))
-    }
-
-    /// Who receives inbound data, EOF, errors and failures of fire-and-forget writes.
-    /// Without a subscriber the socket does not read.
-    pub fn subscriber(mut self, subscriber: Recipient<SocketEvent>) -> Self {
-        self.subscriber = Some(subscriber);
-        self
-    }
-
-    /// A producer to tell about writability changes (more can subscribe later with
-    /// [`SubscribeWritability`]).
-    pub fn writability_subscriber(mut self, producer: Recipient<WritabilityChanged>) -> Self {
-        self.writability.push(producer);
-        self
-    }
-
-    /// Who hears what the socket waits for ([`SocketInterest`]), only when it changes
-    /// (libcurl's socket callback).
-    /// A refused notification aborts this socket: it is a group of one.
-    pub fn interest_subscriber(self, subscriber: Recipient<SocketInterest>) -> Self {
-        self.interest_group(&InterestGroup::new(subscriber))
-    }
-
-    /// Like [`interest_subscriber`](Self::interest_subscriber), sharing the group's
-    /// subscriber: a refused notification aborts every socket of the group (libcurl's
-    /// rule for the transfers of a multi handle).
-    pub fn interest_group(mut self, group: &InterestGroup) -> Self {
-        self.interest = Some(group.clone());
-        self
-    }
-
-    /// Data handed back with every [`SocketInterest`] (libcurl's `curl_multi_assign`);
-    /// can be changed later with [`AssignUserData`].
-    pub fn user_data(mut self, data: UserData) -> Self {
-        self.user_data = Some(data);
-        self
-    }
-
-    /// Decodes the inbound byte stream with `decoder` (any tokio-util
-    /// [`Decoder`], e.g. `LinesCodec`) and sends each whole
-    /// frame to `frames` as a [`Frame`], in stream order, instead of raw
-    /// [`SocketEventKind::Received`] chunks. Each frame holds a
-    /// [`ReadPermit`](crate::ReadPermit) in the read window. A decoder error, or more than
-    /// [`SocketConfig::max_frame_bytes`] buffered without a whole frame, ends reading: the
-    /// events subscriber (if any) gets [`SocketEventKind::DecodeFailed`] and the socket
-    /// closes gracefully. At the peer's EOF the decoder's `decode_eof` gets the rest.
-    pub fn framed<D>(mut self, decoder: D, frames: Recipient<Frame<D::Item>>) -> Self
-    where
-        D: Decoder + 'static,
-        D::Item: Send + 'static,
-        D::Error: std::error::Error + Send + Sync + 'static,
-    {
-        self.deframer = Some(Box::new(Deframer::new(decoder, frames, usize::MAX)));
-        self
-    }
-
-    /// Registers the socket in `registry` (removed again when its actor ends).
-    pub fn registry(mut self, registry: &Registry) -> Self {
-        self.registry = Some(registry.clone());
-        self
-    }
-
-    /// Gives up a connect that has not succeeded after `timeout` (tokio time), with
-    /// [`SocketError::TimedOut`]. Without it, the operating system's own timeout applies.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// Opens a stream socket through the transport, connects it to `addr`, and starts
-    /// the actor on the current arbiter.
-    pub async fn connect(self, addr: impl Into<Address>) -> Result<Addr<Socket>, SocketError> {
-        let addr = addr.into();
-        let functions = self
-            .functions
-            .clone()
-            .unwrap_or_else(SocketFunctions::system);
-        let ctx = Socket::context();
-        let open = OpenSocket {
-            family: addr.family(),
-            kind: SocketKind::Stream,
-            events: ctx.address().downgrade().recipient(),
-        };
-        let handle = flatten(functions.open().send(open).await).map_err(SocketError::Open)?;
-        // Closes the handle unless the socket takes it: on a failed or timed-out connect,
-        // and when the caller drops this future mid-way.
-        let guard = CloseOnDrop {
-            functions: &functions,
-            handle: Some(handle),
-        };
-        let connect = Connect {
-            handle,
-            addr: addr.clone(),
-        };
-        let started = tokio::time::Instant::now();
-        let attempt = functions.connect().send(connect);
-        let result = match self.connect_timeout {
-            Some(limit) => match tokio::time::timeout(limit, attempt).await {
-                Ok(answer) => flatten(answer).map_err(|e| SocketError::from_connect(e, limit)),
-                Err(_) => Err(SocketError::TimedOut(limit)),
-            },
-            None => {
-                flatten(attempt.await).map_err(|e| SocketError::from_connect(e, started.elapsed()))
-            }
-        };
-        result?;
-        let stream = share_stream(&functions, handle).await;
-        guard.disarm();
-        let socket = self.build(functions, handle, Some(addr), stream, &ctx);
-        Ok(ctx.run(socket))
-    }
-
-    /// Starts a socket on an already connected stream (TCP or Unix: from a listener's
-    /// `accept`, a `UnixStream::pair`…), handing the stream to the system transport.
-    pub async fn adopt(
-        self,
-        stream: impl Into<AdoptedStream>,
-    ) -> Result<Addr<Socket>, SocketError> {
-        let stream = stream.into();
-        let functions = self
-            .functions
-            .clone()
-            .unwrap_or_else(SocketFunctions::system);
-        let Some(system) = functions.system_actor().cloned() else {
-            return Err(SocketError::Open(TransportError::Unsupported(
-                "adopting a stream needs the system transport",
-            )));
-        };
-        let peer = stream.peer();
-        let ctx = Socket::context();
-        let adopt = Adopt {
-            stream,
-            events: ctx.address().downgrade().recipient(),
-        };
-        let handle = flatten(system.send(adopt).await).map_err(SocketError::Open)?;
-        let stream = share_stream(&functions, handle).await;
-        let socket = self.build(functions, handle, peer, stream, &ctx);
-        Ok(ctx.run(socket))
-    }
-
-    /// Starts a socket on a handle its transport has already connected (an accepted
-    /// connection, whose `Ready` notices already go to `ctx`), on the current arbiter.
-    /// Uses the builder's own transport if it has one, else `functions`.
-    pub(crate) async fn start_connected(
-        self,
-        functions: SocketFunctions,
-        handle: Handle,
-        peer: Address,
-        ctx: Context<Socket>,
-    ) -> (Addr<Socket>, SocketId) {
-        let functions = self.functions.clone().unwrap_or(functions);
-        let stream = share_stream(&functions, handle).await;
-        let socket = self.build(functions, handle, Some(peer), stream, &ctx);
-        let id = socket.shared.id;
-        (ctx.run(socket), id)
-    }
-
-    fn build(
-        self,
-        functions: SocketFunctions,
-        handle: Handle,
-        peer: Option<Address>,
-        stream: Option<Arc<SystemStream>>,
-        ctx: &Context<Socket>,
-    ) -> Socket {
-        let config = self.config;
-        let queue = config.queue.sanitized();
-        let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-        let peer_text = peer.as_ref().map(|p| p.to_string()).unwrap_or_default();
-        let flusher = match self.policy {
-            None => Some(Flusher::current_recipient()),
-            Some(FlushPolicy::Deferred(recipient)) => Some(Arc::new(recipient)),
-            Some(FlushPolicy::Immediate) => None,
-        };
-        let io: Box<dyn StreamIo> =
-            Box::new(TableIo::new(functions, handle, stream, flusher.is_none()));
-        let inbound = Inbound::new(
-            self.subscriber,
-            self.deframer,
-            config.read_chunk,
-            config.max_frame_bytes,
-        );
-        let settings = StreamSettings {
-            queue,
-            read_chunk: config.read_chunk,
-            max_waiting_writes: config.max_waiting_writes,
-            max_deliveries: config.read_limits.max_deliveries,
-            max_window_bytes: config.read_limits.max_bytes,
-            close_linger: config.close_linger,
-            drain_timeout: config.drain_timeout,
-            close_on_decode_error: config.close_on_decode_error,
-            close_on_eof: false,
-            deferred: flusher.is_some(),
-            reading: inbound.reads(),
-            watch_interest: false,
-            shutdown: io.can_shutdown(),
-        };
-        let mut core = StreamCore::new(settings);
-        core.set_sendfile(io.sendfile());
-        let shared = Arc::new(Shared::new(
-            id,
-            Watermarks::new(queue.high_watermark, queue.low_watermark),
-            self.writability,
-            ctx.address().downgrade().recipient(),
-            self.registry.is_some(),
-        ));
-        let registration = self.registry.as_ref().map(|r| {
-            r.insert(
-                shared.clone(),
-                ctx.address().downgrade(),
-                peer.clone(),
-                self.user_data.clone(),
-            )
-        });
-        let membership = self
-            .interest
-            .as_ref()
-            .map(|g| g.join(id, ctx.address().recipient::<Close>().downgrade()));
-        let extras = membership.is_some() || self.user_data.is_some() || registration.is_some();
-        let watch = extras.then(|| {
-            Box::new(Watch {
-                membership,
-                user_data: self.user_data,
-                registration,
-            })
-        });
-        Socket {
-            core,
-            io,
-            shared,
-            inbound,
-            flusher,
-            replies: Rendezvous::default(),
-            handle,
-            peer,
-            timer: None,
-            gate_shut: false,
-            watch,
-            span: tracing::debug_span!("socket", id = id.0, peer = %peer_text),
-        }
-    }
-}
-
-/// Closes a handle on drop, unless disarmed: a connect that fails, times out or is
-/// abandoned by its caller leaves no handle (nor descriptor) behind.
-struct CloseOnDrop<'a> {
-    functions: &'a SocketFunctions,
-    handle: Option<Handle>,
-}
-
-impl CloseOnDrop<'_> {
-    fn disarm(mut self) {
-        self.handle = None;
-    }
-}
-
-impl Drop for CloseOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.functions.close().do_send(CloseSocket { handle });
-        }
-    }
-}
-
-/// The stream behind a system handle, when the table's data path is the system's and
-/// the socket may call it in place.
-async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<SystemStream>> {
-    if !functions.in_place() {
-        return None;
-    }
-    let system = functions.system_actor()?;
-    system.send(ShareStream { handle }).await.ok().flatten()
 }
 
 impl Socket {
