@@ -40,6 +40,15 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// The TLS error inside, when TLS failed ([`Tls`](crate::filters::Tls)): a
+    /// certificate refused, a wrong name, no common protocol, a bad record from the peer.
+    pub fn tls(&self) -> Option<&rustls::Error> {
+        match self {
+            TransportError::Io(e) => e.get_ref().and_then(|inner| inner.downcast_ref()),
+            _ => None,
+        }
+    }
+
     /// The I/O error kind, when this is an I/O error.
     pub fn io_kind(&self) -> Option<io::ErrorKind> {
         match self {
@@ -177,6 +186,38 @@ pub enum SocketError {
 }
 
 impl SocketError {
+    /// The transport's error behind this one, if there is one.
+    pub fn transport(&self) -> Option<&TransportError> {
+        match self {
+            SocketError::Open(e)
+            | SocketError::Refused(e)
+            | SocketError::Unreachable(e)
+            | SocketError::Connect(e)
+            | SocketError::Bind(e)
+            | SocketError::Listen(e) => Some(e),
+            SocketError::TimedOut(_) => None,
+        }
+    }
+
+    /// The TLS error, when the socket could not start because TLS failed: the rustls
+    /// error of a refused certificate, a wrong server name or a failed handshake, in one
+    /// step.
+    ///
+    /// ```
+    /// use sockactor::SocketError;
+    ///
+    /// fn explain(error: &SocketError) -> String {
+    ///     match error.tls() {
+    ///         Some(rustls::Error::InvalidCertificate(why)) => format!("bad certificate: {why:?}"),
+    ///         Some(other) => format!("TLS failed: {other}"),
+    ///         None => error.to_string(),
+    ///     }
+    /// }
+    /// ```
+    pub fn tls(&self) -> Option<&rustls::Error> {
+        self.transport()?.tls()
+    }
+
     /// Sorts a failed connect into refused, unreachable, timed out, or other.
     pub(crate) fn from_connect(error: TransportError, waited: std::time::Duration) -> Self {
         match error.io_kind() {

@@ -191,6 +191,12 @@ impl DatagramBuilder {
             .functions
             .clone()
             .unwrap_or_else(SocketFunctions::system);
+        if !functions.layers().is_empty() {
+            // A byte layer cannot cut a datagram, nor its reader tell where one ends.
+            return Err(SocketError::Open(TransportError::Unsupported(
+                "byte layers (TLS, compression) on a datagram socket",
+            )));
+        }
         let mut ctx = Context::<DatagramSocket>::new();
         // Unbounded, as a socket's: `send` then never parks a datagram in its future,
         // so datagrams from one sender keep their order however they are sent.

@@ -48,6 +48,7 @@ mod replay;
 mod throttle;
 mod tls;
 
+pub use crate::proto::{Decoded, Layer};
 pub use capture::{Capture, CaptureBuffer};
 pub use compress::{Compress, CompressError};
 pub use fault::{FaultInjector, Faults};
@@ -58,4 +59,4 @@ pub use record::{
 };
 pub use replay::Replay;
 pub use throttle::{Throttle, TokenBucket};
-pub use tls::{Tls, TlsSessionInfo, TlsSessions};
+pub use tls::{Tls, TlsConfigError, TlsSessionInfo, TlsSessions};

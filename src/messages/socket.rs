@@ -137,6 +137,12 @@ pub struct SocketInfo {
     pub handle: crate::types::Handle,
     /// Whether it still takes writes.
     pub open: bool,
+    /// Whether it calls its transport in place (`writev` and `read` on the stream, the
+    /// system transport's data path), rather than by `SendV`/`RecvFrom` messages.
+    pub in_place: bool,
+    /// The byte layers it runs in place (TLS, compression, a user's), plaintext side
+    /// first.
+    pub layers: Vec<&'static str>,
 }
 
 /// Subscribe a producer to writability changes of this socket.

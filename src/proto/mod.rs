@@ -10,6 +10,8 @@
 //!   interest changes.
 //! - [`DatagramCore`]: one datagram socket, the same flush, read and lifecycle parts
 //!   around a queue of whole datagrams.
+//! - [`Layer`]s in a `LayerStack`: byte transforms (TLS, compression) run in place
+//!   between the core's plaintext and the transport, with one bounded outbox.
 //! - [`Watermarks`]: admission by watermarks with hysteresis, the one writability state a
 //!   socket and its writers share (the actors keep it behind a lock, because a `Writer`
 //!   on another thread admits its writes before they reach the mailbox).
@@ -41,12 +43,15 @@
 
 mod datagram;
 mod flow;
+mod layer;
 mod queue;
 mod stream;
 mod watermarks;
 
 pub(crate) use datagram::{DatagramCore, DatagramEvent, DatagramSettings, Received};
 pub use datagram::{DatagramSent, DatagramStats};
+pub(crate) use layer::LayerStack;
+pub use layer::{Decoded, Layer};
 pub(crate) use queue::InPlaceTransmit;
 pub use queue::{QueueConfig, Written};
 pub use stream::SocketStats;

@@ -1,17 +1,14 @@
-//! Fairness through the compression filter: however large the batches a socket offers,
-//! the filter takes at most its per-call bound of the caller's bytes per `sendv`, no
-//! `sendv` it makes on its inner transport carries more than that bound of encoded
-//! bytes, and no `recvfrom` returns more than its per-call output; every byte still
-//! arrives in order.
+//! Fairness through the compression layer: however large the writes a socket queues, no
+//! `sendv` it makes on its transport carries more than the per-call bound of encoded
+//! bytes (a transport that takes all gets full calls), and no delivery of inflated
+//! bytes is larger than the per-call output bound; every byte still arrives in order.
 
-use crate::support::{channel, mock_peer, pattern, run_paused, settle, watermarks};
+use crate::support::{mock_peer, pattern, run_paused, settle, watermarks, Recorder};
 use bytes::Bytes;
 use flate2::FlushDecompress;
 use sockactor::filters::Compress;
-use sockactor::messages::{
-    Family, GetWriter, Handle, OpenSocket, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
-};
-use sockactor::{MockTransport, Socket};
+use sockactor::messages::{GetWriter, Handle, SocketEventKind, Write};
+use sockactor::{MockTransport, Socket, SocketConfig};
 
 const BOUND: usize = 1000;
 
@@ -26,47 +23,35 @@ fn inflate(encoded: &[u8], len: usize) -> Vec<u8> {
 }
 
 #[test]
-fn each_sendv_takes_at_most_the_bound_of_the_callers_bytes() {
+fn each_sendv_carries_at_most_the_bound_and_full_calls_when_the_transport_takes_all() {
     run_paused(|| async {
         let mock = MockTransport::start();
-        let functions = Compress::new().max_per_call(BOUND).wrap(mock.functions());
-        let (events, _ready) = channel::<Ready>();
-        let handle = functions
-            .open()
-            .send(OpenSocket {
-                family: Family::Ipv4,
-                kind: SocketKind::Stream,
-                events: events.downgrade(),
-            })
+        let socket = Socket::builder()
+            .functions(Compress::new().max_per_call(BOUND).wrap(mock.functions()))
+            .connect(mock_peer())
             .await
-            .expect("mailbox")
-            .expect("open");
+            .expect("connect");
         let data = Bytes::from(pattern(10_000, 3));
-        let mut offset = 0;
-        let mut calls = 0;
-        while offset < data.len() {
-            // Offer everything left, in two segments.
-            let mid = offset + (data.len() - offset) / 2;
-            let answer = functions
-                .sendv()
-                .send(SendV {
-                    handle,
-                    segments: vec![data.slice(offset..mid), data.slice(mid..)],
-                    to: None,
-                })
-                .await
-                .expect("mailbox")
-                .expect("sendv");
-            let Sent::Accepted(n) = answer else {
-                panic!("the mock never blocks, nor does a filter with room");
-            };
-            assert!((1..=BOUND).contains(&n), "took {n}");
-            offset += n;
-            calls += 1;
+        // Two writes in one batch, as two segments were offered before.
+        let (a, b) = (data.slice(..5000), data.slice(5000..));
+        let first = socket.send(Write::new(a));
+        let second = socket.send(Write::new(b));
+        first.await.expect("mailbox").expect("written");
+        second.await.expect("mailbox").expect("written");
+        for _ in 0..10 {
             settle().await;
         }
-        assert_eq!(calls, data.len().div_ceil(BOUND));
-        assert_eq!(inflate(&mock.written(handle), data.len()), data);
+        let log = mock.sendv_log(Handle(1));
+        let written = mock.written(Handle(1));
+        assert!(log.iter().all(|r| (1..=BOUND).contains(&r.offered)));
+        // The mock takes all: every call but the last of each flush is full.
+        let full = log.iter().filter(|r| r.offered == BOUND).count();
+        assert!(
+            full >= written.len() / BOUND - 2,
+            "{full} full calls of {}",
+            log.len()
+        );
+        assert_eq!(inflate(&written, data.len()), data);
     });
 }
 
@@ -112,51 +97,51 @@ fn no_inner_sendv_carries_more_than_the_bound() {
 }
 
 #[test]
-fn no_recvfrom_returns_more_than_its_output_bound() {
+fn no_delivery_is_larger_than_the_output_bound() {
     run_paused(|| async {
         let mock = MockTransport::start();
-        let functions = Compress::new()
-            .max_output_per_call(BOUND)
-            .wrap(mock.functions());
-        let (events, _ready) = channel::<Ready>();
-        let handle = functions
-            .open()
-            .send(OpenSocket {
-                family: Family::Ipv4,
-                kind: SocketKind::Stream,
-                events: events.downgrade(),
+        let recorder = Recorder::default();
+        let _socket = Socket::builder()
+            .functions(
+                Compress::new()
+                    .max_output_per_call(BOUND)
+                    .wrap(mock.functions()),
+            )
+            .config(SocketConfig {
+                read_chunk: 1 << 20,
+                ..SocketConfig::default()
             })
+            .subscriber(recorder.start().recipient())
+            .connect(mock_peer())
             .await
-            .expect("mailbox")
-            .expect("open");
+            .expect("connect");
         let plain = vec![7u8; 50_000];
         let mut deflater = flate2::Compress::new(flate2::Compression::default(), false);
         let mut encoded = Vec::with_capacity(1 << 16);
         deflater
             .compress_vec(&plain, &mut encoded, flate2::FlushCompress::Sync)
             .expect("deflate");
-        mock.push_inbound(handle, encoded);
-        let mut got = Vec::new();
+        mock.push_inbound(Handle(1), encoded);
         for _ in 0..1000 {
-            let received = functions
-                .recvfrom()
-                .send(RecvFrom {
-                    handle,
-                    max_len: 1 << 20,
-                })
-                .await
-                .expect("mailbox")
-                .expect("recvfrom");
-            match received {
-                Received::Data { bytes, .. } => {
-                    assert!(bytes.len() <= BOUND, "{} bytes in one call", bytes.len());
-                    got.extend_from_slice(&bytes);
-                }
-                Received::WouldBlock if got.len() == plain.len() => break,
-                Received::WouldBlock => {}
-                other => panic!("unexpected {other:?}"),
+            settle().await;
+            if recorder.received().len() >= plain.len() {
+                break;
             }
         }
-        assert_eq!(got, plain);
+        let largest = recorder
+            .events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|e| match e {
+                SocketEventKind::Received(bytes) => Some(bytes.len()),
+                _ => None,
+            })
+            .max();
+        assert!(
+            largest.is_some_and(|n| n <= BOUND),
+            "{largest:?} bytes in one delivery"
+        );
+        assert_eq!(recorder.received(), plain);
     });
 }

@@ -33,6 +33,10 @@ pub struct Pki {
     pub chain: Vec<CertificateDer<'static>>,
     /// The leaf's key.
     pub key: PrivateKeyDer<'static>,
+    /// The CA certificate, the leaf certificate and the leaf's key, as PEM.
+    pub ca_pem: String,
+    pub chain_pem: String,
+    pub key_pem: String,
 }
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -71,6 +75,9 @@ pub fn pki(names: &[&str]) -> Pki {
         roots,
         server: Arc::new(server),
         chain,
+        ca_pem: ca_cert.pem(),
+        chain_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
         key,
     }
 }

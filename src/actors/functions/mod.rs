@@ -5,6 +5,8 @@ mod mock;
 mod system;
 
 use std::cell::RefCell;
+use std::fmt;
+use std::io;
 use std::sync::Arc;
 
 use actix::dev::ToEnvelope;
@@ -18,6 +20,8 @@ use crate::error::TransportError;
 use crate::messages::functions::{
     Accept, Bind, CloseSocket, Connect, Listen, OpenSocket, RecvFrom, SendV, ShutdownWrite,
 };
+use crate::proto::Layer;
+use crate::types::Handle;
 
 /// The transport of a socket: one recipient per operation, like c-ares'
 /// `struct ares_socket_functions` (and, with `bind`, `listen` and `accept`, its newer
@@ -84,7 +88,48 @@ struct Table {
     /// a socket may then call `writev`/`read` on the stream in place (see
     /// [`SystemFunctions`]). Replacing any of those operations clears it.
     in_place: bool,
+    /// Byte layers every stream socket of the table runs in place, plaintext side first.
+    layers: Vec<LayerSpec>,
 }
+
+/// Makes one socket's [`Layer`] for its handle.
+pub(crate) type MakeLayer = dyn Fn(Handle) -> io::Result<Box<dyn Layer>> + Send + Sync;
+
+/// A byte layer a table puts on each of its stream sockets, with its bounds.
+#[derive(Clone)]
+pub(crate) struct LayerSpec {
+    pub(crate) name: &'static str,
+    pub(crate) make: Arc<MakeLayer>,
+    /// Bound on the bytes for the transport the socket holds.
+    pub(crate) max_buffered: usize,
+    /// Bound on the plaintext one decode returns.
+    pub(crate) max_output: usize,
+    /// Bound on the bytes handed to (or read from) a transport reached by message, per
+    /// call.
+    pub(crate) max_per_call: usize,
+    /// The longest wait, at a graceful close, for the layers' bytes left to go out.
+    pub(crate) close_timeout: std::time::Duration,
+}
+
+impl fmt::Debug for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LayerSpec")
+            .field("name", &self.name)
+            .field("max_buffered", &self.max_buffered)
+            .field("max_output", &self.max_output)
+            .field("max_per_call", &self.max_per_call)
+            .field("close_timeout", &self.close_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default bound on a layered socket's bytes for the transport.
+pub(crate) const LAYER_MAX_BUFFERED: usize = 128 * 1024;
+/// Default bound on the plaintext one decode returns, and on the bytes per call to a
+/// transport reached by message.
+pub(crate) const LAYER_MAX_PER_CALL: usize = 64 * 1024;
+/// Default longest wait, at a graceful close, for a layered socket's bytes left.
+pub(crate) const LAYER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 thread_local! {
     /// The system table of this thread, shared by every socket built without a table of
@@ -149,6 +194,7 @@ impl SocketFunctions {
                 shutdown: None,
                 system: None,
                 in_place: false,
+                layers: Vec::new(),
             }),
         }
     }
@@ -306,6 +352,73 @@ impl SocketFunctions {
     /// with no message per call).
     pub(crate) fn in_place(&self) -> bool {
         self.table.in_place
+    }
+
+    /// Puts a byte [`Layer`] over the streams of this table: every stream socket built
+    /// on the returned table calls `make` with its handle and runs the layer in place,
+    /// between its plaintext and the transport (the system transport keeps its in-place
+    /// `writev` and `read`). Layers stack: the last one put on is nearest the plaintext,
+    /// so `table.layer(compress).layer(cipher)` ciphers, then compresses. A socket holds
+    /// at most 128 KiB of the layers' output for the transport, reads at most 64 KiB per
+    /// call, and waits at most 10 s at a graceful close for that output to go out; an
+    /// error from `make` fails the socket at its start (its subscriber hears why).
+    ///
+    /// ```no_run
+    /// # use std::io::{self, IoSlice};
+    /// # use bytes::BytesMut;
+    /// # use sockactor::filters::{Decoded, Layer};
+    /// # #[derive(Debug)]
+    /// # struct Invert;
+    /// # impl Layer for Invert {
+    /// #     fn name(&self) -> &'static str { "invert" }
+    /// #     fn worst_case(&self, n: usize) -> usize { n }
+    /// #     fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> { Ok(()) }
+    /// #     fn decode(&mut self, i: &mut BytesMut, o: &mut BytesMut, max: usize) -> io::Result<Decoded> { Ok(Decoded::NeedInput) }
+    /// # }
+    /// use sockactor::SocketFunctions;
+    ///
+    /// # fn demo() {
+    /// let functions = SocketFunctions::system().layer(|_handle| Ok(Box::new(Invert)));
+    /// # }
+    /// ```
+    pub fn layer<F>(self, make: F) -> Self
+    where
+        F: Fn(Handle) -> io::Result<Box<dyn Layer>> + Send + Sync + 'static,
+    {
+        self.with_layer(LayerSpec {
+            name: "user",
+            make: Arc::new(make),
+            max_buffered: LAYER_MAX_BUFFERED,
+            max_output: LAYER_MAX_PER_CALL,
+            max_per_call: LAYER_MAX_PER_CALL,
+            close_timeout: LAYER_CLOSE_TIMEOUT,
+        })
+    }
+
+    /// Puts `spec` nearest the plaintext.
+    pub(crate) fn with_layer(mut self, spec: LayerSpec) -> Self {
+        Arc::make_mut(&mut self.table).layers.insert(0, spec);
+        self
+    }
+
+    /// The byte layers, plaintext side first.
+    pub(crate) fn layers(&self) -> &[LayerSpec] {
+        &self.table.layers
+    }
+
+    /// This table with its connection operations (`open`, `connect`, `close`, `bind`,
+    /// `listen`, `accept`) taken from `hooks`, which passes them on to this table: the
+    /// data path (`sendv`, `recvfrom`, shutdown) stays this table's, in place if it was.
+    pub(crate) fn with_hooks(&self, hooks: &SocketFunctions) -> Self {
+        let mut functions = self.clone();
+        let table = Arc::make_mut(&mut functions.table);
+        table.open = hooks.table.open.clone();
+        table.connect = hooks.table.connect.clone();
+        table.close = hooks.table.close.clone();
+        table.bind = hooks.table.bind.clone();
+        table.listen = hooks.table.listen.clone();
+        table.accept = hooks.table.accept.clone();
+        functions
     }
 }
 

@@ -8,6 +8,7 @@ use actix::{Addr, AsyncContext, Context, Recipient};
 use tokio_util::codec::Decoder;
 
 use super::io::{StreamIo, TableIo};
+use super::layered::LayeredIo;
 use super::registry::{InterestGroup, Registry};
 use super::{Socket, Watch, NEXT_ID};
 use crate::actors::flusher::Flusher;
@@ -309,8 +310,17 @@ impl SocketBuilder {
             Some(FlushPolicy::Deferred(recipient)) => Some(Arc::new(recipient)),
             Some(FlushPolicy::Immediate) => None,
         };
-        let io: Box<dyn StreamIo> =
-            Box::new(TableIo::new(functions, handle, stream, flusher.is_none()));
+        let layers = functions.layers().to_vec();
+        let base = TableIo::new(functions, handle, stream, flusher.is_none());
+        let (io, layer_error): (Box<dyn StreamIo>, _) = if layers.is_empty() {
+            (Box::new(base), None)
+        } else {
+            match LayeredIo::new(base, &layers, handle) {
+                Ok(io) => (Box::new(io), None),
+                // The socket starts failed: its subscriber hears why, writes are refused.
+                Err((base, e)) => (Box::new(base), Some(e)),
+            }
+        };
         let inbound = Inbound::new(
             self.subscriber,
             self.deframer,
@@ -334,6 +344,10 @@ impl SocketBuilder {
         };
         let mut core = StreamCore::new(settings);
         core.set_sendfile(io.sendfile());
+        if let Some(e) = layer_error {
+            tracing::warn!(%handle, error = %e, "a byte layer could not be made; the socket fails");
+            core.handle_failure(e.into());
+        }
         let shared = Arc::new(Shared::new(
             id,
             Watermarks::new(queue.high_watermark, queue.low_watermark),

@@ -7,8 +7,8 @@
 //!   stream and calls `writev`, `sendfile`, `read` and `shutdown` in place, waiting for
 //!   readiness on the reactor itself; on any other table it sends `SendV`, `RecvFrom` and
 //!   `ShutdownWrite` and the transport's `Ready` notices wake it.
-//! - In-place byte layers (TLS, compression) wrap a `StreamIo` in another
-//!   (`crate::layers`).
+//! - [`LayeredIo`](super::layered::LayeredIo): byte layers (TLS, compression) run in
+//!   place over a `TableIo`, with one bounded outbox.
 
 use std::fmt;
 use std::io;
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use actix::{ActorFutureExt, AsyncContext, Context, SpawnHandle};
+use bytes::Bytes;
 
 use super::{Socket, WriteReply};
 use crate::actors::functions::{flatten, sendfile_unsupported, SocketFunctions, SystemStream};
@@ -40,10 +41,34 @@ pub(crate) enum Answer<T> {
     Nothing,
 }
 
+/// A transport's answer by message to a byte layer's own call (see `LayeredIo`).
+#[derive(Debug)]
+pub(crate) enum Lower {
+    /// What it did with the bytes offered.
+    Sent {
+        offered: Bytes,
+        result: Result<Sent, TransportError>,
+    },
+    /// What it read.
+    Read(Result<Received, TransportError>),
+    /// It shut the sending half down (or could not).
+    Shutdown(Result<(), TransportError>),
+    /// A graceful close waited its longest for the layers' bytes to go out.
+    CloseTimedOut,
+}
+
 /// How a socket reaches its transport: see the [module docs](self).
 pub(crate) trait StreamIo: fmt::Debug {
     /// Whether file ranges go out with `sendfile`.
     fn sendfile(&self) -> bool;
+
+    /// Whether the transport is called in place.
+    fn in_place(&self) -> bool;
+
+    /// The byte layers in place, plaintext side first.
+    fn layers(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 
     /// Whether the sending half can be shut down alone.
     fn can_shutdown(&self) -> bool;
@@ -59,6 +84,7 @@ pub(crate) trait StreamIo: fmt::Debug {
     /// Reads at most `max` bytes into `inbound`.
     fn read(
         &mut self,
+        core: &mut Core,
         inbound: &mut Inbound,
         max: usize,
         ctx: &mut Context<Socket>,
@@ -71,8 +97,31 @@ pub(crate) trait StreamIo: fmt::Debug {
     /// The wait for `readiness` ended.
     fn waited(&mut self, readiness: Readiness);
 
+    /// The transport is ready (a notice, or the socket's own wait ended): `true` when the
+    /// core is to hear of it (a byte layer keeps writability for its own outbox).
+    fn ready(&mut self, readiness: Readiness, core: &mut Core, ctx: &mut Context<Socket>) -> bool {
+        let _ = (readiness, core, ctx);
+        true
+    }
+
+    /// A transport's answer to a byte layer's own call; a read's outcome for the core,
+    /// if it has one now.
+    fn lower(
+        &mut self,
+        lower: Lower,
+        core: &mut Core,
+        ctx: &mut Context<Socket>,
+    ) -> Option<Result<Got, TransportError>> {
+        let _ = (lower, core, ctx);
+        None
+    }
+
     /// Shuts down the sending half.
-    fn shutdown(&mut self, ctx: &mut Context<Socket>) -> Answer<Result<(), TransportError>>;
+    fn shutdown(
+        &mut self,
+        core: &mut Core,
+        ctx: &mut Context<Socket>,
+    ) -> Answer<Result<(), TransportError>>;
 
     /// Closes the handle (the descriptor closes now, on the system transport) and stops
     /// waiting.
@@ -125,6 +174,71 @@ impl TableIo {
     }
 }
 
+impl TableIo {
+    /// The stream, when the transport is called in place.
+    pub(crate) fn stream(&self) -> Option<&Arc<SystemStream>> {
+        self.stream.as_ref()
+    }
+
+    /// Sends `bytes` by message; the answer comes to `Socket::on_lower`.
+    pub(crate) fn send_raw(&self, bytes: Bytes, ctx: &mut Context<Socket>) {
+        let sendv = SendV {
+            handle: self.handle,
+            segments: vec![bytes.clone()],
+            to: None,
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Socket>(self.functions.sendv().send(sendv)).map(
+                move |result, act, ctx| {
+                    let result = flatten(result);
+                    act.on_lower(
+                        Lower::Sent {
+                            offered: bytes,
+                            result,
+                        },
+                        ctx,
+                    )
+                },
+            ),
+        );
+    }
+
+    /// Reads at most `max` bytes by message; the answer comes to `Socket::on_lower`.
+    pub(crate) fn recv_raw(&self, max: usize, ctx: &mut Context<Socket>) {
+        let recv = RecvFrom {
+            handle: self.handle,
+            max_len: max,
+        };
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Socket>(self.functions.recvfrom().send(recv))
+                .map(|result, act, ctx| act.on_lower(Lower::Read(flatten(result)), ctx)),
+        );
+    }
+
+    /// Shuts the sending half down: now in place, by message if the table has the
+    /// operation (the answer comes to `Socket::on_lower`), or not at all (`Ok`: the close
+    /// follows).
+    pub(crate) fn shutdown_raw(
+        &self,
+        ctx: &mut Context<Socket>,
+    ) -> Answer<Result<(), TransportError>> {
+        if let Some(stream) = &self.stream {
+            return Answer::Now(stream.shutdown_write().map_err(TransportError::from));
+        }
+        let Some(shutdown) = self.functions.shutdown() else {
+            return Answer::Now(Ok(()));
+        };
+        let answer = shutdown.send(ShutdownWrite {
+            handle: self.handle,
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Socket>(answer)
+                .map(|result, act, ctx| act.on_lower(Lower::Shutdown(flatten(result)), ctx)),
+        );
+        Answer::Later
+    }
+}
+
 /// Reads the file chunks the next transmit needs in memory (no `sendfile`). `false` when
 /// reading one failed the socket.
 pub(crate) fn read_chunks(core: &mut Core, budget: usize) -> bool {
@@ -141,6 +255,10 @@ pub(crate) fn read_chunks(core: &mut Core, budget: usize) -> bool {
 impl StreamIo for TableIo {
     fn sendfile(&self) -> bool {
         self.sendfile
+    }
+
+    fn in_place(&self) -> bool {
+        self.stream.is_some()
     }
 
     fn can_shutdown(&self) -> bool {
@@ -228,6 +346,7 @@ impl StreamIo for TableIo {
 
     fn read(
         &mut self,
+        _core: &mut Core,
         inbound: &mut Inbound,
         max: usize,
         ctx: &mut Context<Socket>,
@@ -288,7 +407,11 @@ impl StreamIo for TableIo {
         }
     }
 
-    fn shutdown(&mut self, ctx: &mut Context<Socket>) -> Answer<Result<(), TransportError>> {
+    fn shutdown(
+        &mut self,
+        _core: &mut Core,
+        ctx: &mut Context<Socket>,
+    ) -> Answer<Result<(), TransportError>> {
         if let Some(stream) = &self.stream {
             return Answer::Now(stream.shutdown_write().map_err(TransportError::from));
         }

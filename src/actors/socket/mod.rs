@@ -12,6 +12,7 @@ use actix::{
 
 mod builder;
 mod io;
+mod layered;
 mod registry;
 mod writer;
 
@@ -30,7 +31,7 @@ use crate::proto::{Event, IoAction, ReadOutcome, Written};
 use crate::shared::{Shared, WindowReopened};
 use crate::types::{Address, Handle, Interest, Readiness, SocketState, UserData};
 pub use builder::{FlushPolicy, SocketBuilder, SocketConfig};
-use io::{Answer, Core, StreamIo};
+use io::{Answer, Core, Lower, StreamIo};
 pub use registry::{InterestGroup, Registry, SocketHandle};
 use registry::{Membership, Registration};
 pub use writer::{GetWriter, WriteFuture, Writer};
@@ -193,13 +194,13 @@ impl Socket {
                 if !self.deliver_frames(false, now) || !self.window_open() {
                     return;
                 }
-                match self.io.read(&mut self.inbound, max, ctx) {
+                match self.io.read(&mut self.core, &mut self.inbound, max, ctx) {
                     Answer::Now(got) => self.absorb(got, now),
                     Answer::Later => self.core.handle_read_pending(),
                     Answer::Nothing => {}
                 }
             }
-            IoAction::ShutdownWrite => match self.io.shutdown(ctx) {
+            IoAction::ShutdownWrite => match self.io.shutdown(&mut self.core, ctx) {
                 Answer::Now(result) => {
                     if let Err(error) = &result {
                         tracing::debug!(%error, "shutdown of the sending half failed");
@@ -433,7 +434,17 @@ impl Socket {
         if waited {
             self.io.waited(readiness);
         }
-        self.core.handle_ready(readiness);
+        if self.io.ready(readiness, &mut self.core, ctx) {
+            self.core.handle_ready(readiness);
+        }
+        self.drive(ctx);
+    }
+
+    /// A transport reached by message answered a byte layer's own call.
+    pub(crate) fn on_lower(&mut self, lower: Lower, ctx: &mut Context<Self>) {
+        if let Some(got) = self.io.lower(lower, &mut self.core, ctx) {
+            self.absorb(got, now());
+        }
         self.drive(ctx);
     }
 
@@ -446,7 +457,9 @@ impl Socket {
         self.io.waited(readiness);
         self.inbound.drop_buffers();
         self.core.handle_orphaned(now());
-        self.core.rearm(readiness);
+        if self.io.ready(readiness, &mut self.core, ctx) {
+            self.core.rearm(readiness);
+        }
         self.drive(ctx);
     }
 }
@@ -692,6 +705,8 @@ impl Handler<GetInfo> for Socket {
             peer: self.peer.clone(),
             handle: self.handle,
             open: self.core.is_open(),
+            in_place: self.io.in_place(),
+            layers: self.io.layers(),
         })
     }
 }

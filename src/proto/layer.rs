@@ -1,0 +1,586 @@
+//! Byte layers: synchronous transforms between a stream socket's plaintext and the bytes
+//! its transport carries (TLS, compression, a user's own), run in place over the socket's
+//! buffers, as ntex-io runs its filter layers. No I/O here: a [`LayerStack`] takes the
+//! plaintext the core transmits and keeps what the layers made of it in one bounded
+//! outbox for the driver to write; it takes the bytes the driver read and gives back
+//! plaintext, a bounded amount per call.
+//!
+//! # Calling order (a driver, for one socket)
+//!
+//! - **Writing**: [`room`](LayerStack::room) says how much plaintext may be taken now (0:
+//!   the outbox is full, the driver answers the core would-block);
+//!   [`encode`](LayerStack::encode) takes that much; [`outbox`](LayerStack::outbox) is
+//!   what to write, and [`sent`](LayerStack::sent) drops what the transport took.
+//! - **Reading**: the driver appends what it read to [`inbox`](LayerStack::inbox), then
+//!   calls [`decode`](LayerStack::decode) until it says [`Decoded::NeedInput`]; at the
+//!   transport's end of stream, [`eof`](LayerStack::eof) says whether the layers ended
+//!   cleanly. A layer may make bytes of its own while decoding (a TLS key update, an
+//!   alert): they land in the outbox, for the driver to write.
+//! - **Closing**: [`close`](LayerStack::close) puts the layers' last bytes (TLS
+//!   close_notify) in the outbox; the driver writes them before it shuts the transport
+//!   down.
+
+use std::fmt;
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, BytesMut};
+
+/// A synchronous byte transform over a stream socket: what [`Tls`](crate::filters::Tls)
+/// and [`Compress`](crate::filters::Compress) are, and what a user's byte filter
+/// implements (then wraps a table with [`SocketFunctions::layer`](crate::SocketFunctions::layer)).
+///
+/// The socket calls it on its own thread, in place: no actor, no message, no copy of the
+/// plaintext beyond the one the transform makes. Errors are `io::Error`s (their kind
+/// [`InvalidData`](io::ErrorKind::InvalidData) for a peer's bad input), which close the
+/// socket as its transport error.
+///
+/// ```
+/// use std::io::{self, IoSlice};
+/// use bytes::BytesMut;
+/// use sockactor::filters::{Decoded, Layer};
+///
+/// /// Flips every bit both ways: a toy cipher.
+/// #[derive(Debug)]
+/// struct Invert;
+///
+/// impl Layer for Invert {
+///     fn name(&self) -> &'static str {
+///         "invert"
+///     }
+///     fn worst_case(&self, n: usize) -> usize {
+///         n
+///     }
+///     fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
+///         for slice in input {
+///             out.extend(slice.iter().map(|b| !b));
+///         }
+///         Ok(())
+///     }
+///     fn decode(&mut self, input: &mut BytesMut, out: &mut BytesMut, max: usize) -> io::Result<Decoded> {
+///         let n = input.len().min(max);
+///         out.extend(input.split_to(n).iter().map(|b| !b));
+///         Ok(if input.is_empty() { Decoded::NeedInput } else { Decoded::More })
+///     }
+/// }
+/// ```
+pub trait Layer: Send + fmt::Debug + 'static {
+    /// A short name, for tracing.
+    fn name(&self) -> &'static str;
+
+    /// The most bytes `encode` can make of `n` input bytes given in one call: the outbox
+    /// takes no more plaintext than fits by this bound.
+    fn worst_case(&self, n: usize) -> usize;
+
+    /// Encodes all of `input`, appending to `out`; what one call was given must be
+    /// decodable by the peer without waiting for more (a compressor flushes).
+    fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()>;
+
+    /// Decodes from the front of `input` (removing what it took), appending at most `max`
+    /// bytes to `out`.
+    fn decode(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut BytesMut,
+        max: usize,
+    ) -> io::Result<Decoded>;
+
+    /// Bytes the layer wants sent of its own accord, after a decode (an answer to what
+    /// came in), appended to `out`. Nothing by default.
+    fn poll_output(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        let _ = out;
+        Ok(())
+    }
+
+    /// The socket closes gracefully: the layer's last bytes (TLS close_notify), appended
+    /// to `out`. Nothing by default.
+    fn close(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+        let _ = out;
+        Ok(())
+    }
+
+    /// The bytes below ended (the transport's EOF, or the end of the layer below): `Ok`
+    /// for a clean end, an error for a stream cut short (TLS without close_notify).
+    /// `Ok` by default.
+    fn eof(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a [`Layer::decode`] call left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// More plaintext may come from what it holds, without more input.
+    More,
+    /// It needs more input to make more plaintext.
+    NeedInput,
+    /// The peer ended the stream inside the layer (TLS close_notify): nothing comes after.
+    End,
+}
+
+/// The layers of one socket, from the plaintext's side to the wire's, with the one
+/// bounded outbox they share: see the [module docs](self).
+#[derive(Debug)]
+pub(crate) struct LayerStack {
+    /// Plaintext side first.
+    layers: Vec<Box<dyn Layer>>,
+    /// Bytes for the transport, oldest first.
+    outbox: BytesMut,
+    /// The bound on the outbox and the bytes out with a transport together.
+    max_buffered: usize,
+    /// Bytes taken from the outbox and out with a transport (by message).
+    out: usize,
+    /// The most plaintext one `decode` call returns.
+    max_output: usize,
+    /// What the transport read, not yet decoded.
+    inbox: BytesMut,
+    /// Between layers: `between[i]` is what layer `i + 1` decoded for layer `i`.
+    between: Vec<BytesMut>,
+    /// Between layers on the way out.
+    scratch: Vec<Vec<u8>>,
+    /// The layer at `ended` (or the transport, at `layers.len()`) ended its stream.
+    ended: Option<usize>,
+    /// Decoding failed: the error not yet returned (after the plaintext before it), or
+    /// `None` once it was.
+    failed: Option<Option<io::Error>>,
+}
+
+impl LayerStack {
+    /// Layers from the plaintext's side to the wire's; an outbox of at most
+    /// `max_buffered` bytes; at most `max_output` plaintext bytes per `decode`.
+    pub(crate) fn new(layers: Vec<Box<dyn Layer>>, max_buffered: usize, max_output: usize) -> Self {
+        let n = layers.len();
+        LayerStack {
+            layers,
+            outbox: BytesMut::new(),
+            max_buffered: max_buffered.max(1),
+            out: 0,
+            max_output: max_output.max(1),
+            inbox: BytesMut::new(),
+            between: (1..n).map(|_| BytesMut::new()).collect(),
+            scratch: (0..n).map(|_| Vec::new()).collect(),
+            ended: None,
+            failed: None,
+        }
+    }
+
+    /// The layers' names, plaintext side first.
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        self.layers.iter().map(|l| l.name()).collect()
+    }
+
+    /// The most bytes `n` plaintext bytes can become through every layer.
+    fn worst_case(&self, n: usize) -> usize {
+        self.layers
+            .iter()
+            .fold(n, |n, layer| layer.worst_case(n).max(n))
+    }
+
+    /// How much plaintext may be encoded now, at most `limit`: what fits in the outbox's
+    /// room by the layers' worst case (0 when it is full).
+    pub(crate) fn room(&self, limit: usize) -> usize {
+        let room = self
+            .max_buffered
+            .saturating_sub(self.outbox.len() + self.out);
+        if room == 0 || limit == 0 {
+            return 0;
+        }
+        if self.worst_case(limit) <= room {
+            return limit;
+        }
+        // The largest n with worst_case(n) <= room (worst_case is monotone).
+        let (mut lo, mut hi) = (0, limit);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.worst_case(mid) <= room {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// Encodes `input` (all of it: take at most [`room`](Self::room)) through every layer
+    /// into the outbox.
+    pub(crate) fn encode(&mut self, input: &[IoSlice<'_>]) -> io::Result<()> {
+        let Some(last) = self.layers.len().checked_sub(1) else {
+            for slice in input {
+                self.outbox.extend_from_slice(slice);
+            }
+            return Ok(());
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = (|| {
+            for (i, layer) in self.layers.iter_mut().enumerate() {
+                let (before, rest) = scratch.split_at_mut(i);
+                let out = &mut rest[0];
+                out.clear();
+                if i == 0 {
+                    layer.encode(input, out)?;
+                } else {
+                    layer.encode(&[IoSlice::new(&before[i - 1])], out)?;
+                }
+            }
+            Ok(())
+        })();
+        if result.is_ok() {
+            self.outbox.extend_from_slice(&scratch[last]);
+        }
+        for s in &mut scratch {
+            // Keep a sensible buffer, not the largest one ever used.
+            if s.capacity() > 256 * 1024 {
+                *s = Vec::new();
+            }
+        }
+        self.scratch = scratch;
+        result
+    }
+
+    /// Bytes for the transport, oldest first.
+    pub(crate) fn outbox(&self) -> &[u8] {
+        &self.outbox
+    }
+
+    /// The front `n` bytes of the outbox, taken out to hand to a transport by message
+    /// (they count against the bound until [`returned`](Self::returned)).
+    pub(crate) fn take_outbox(&mut self, n: usize) -> bytes::Bytes {
+        let taken = self.outbox.split_to(n.min(self.outbox.len())).freeze();
+        self.out += taken.len();
+        taken
+    }
+
+    /// The transport took the outbox's first `n` bytes.
+    pub(crate) fn sent(&mut self, n: usize) {
+        self.outbox.advance(n.min(self.outbox.len()));
+        if self.outbox.is_empty() && self.outbox.capacity() > 4 * self.max_buffered.max(65536) {
+            self.outbox = BytesMut::new();
+        }
+    }
+
+    /// The transport answered for bytes from [`take_outbox`](Self::take_outbox): it took
+    /// the first `accepted`; the rest go back to the front of the outbox.
+    pub(crate) fn returned(&mut self, offered: &[u8], accepted: usize) {
+        self.out -= offered.len().min(self.out);
+        let rest = &offered[accepted.min(offered.len())..];
+        if rest.is_empty() {
+            return;
+        }
+        let mut joined = BytesMut::with_capacity(rest.len() + self.outbox.len());
+        joined.extend_from_slice(rest);
+        joined.extend_from_slice(&self.outbox);
+        self.outbox = joined;
+    }
+
+    /// Whether the outbox is empty.
+    pub(crate) fn drained(&self) -> bool {
+        self.outbox.is_empty()
+    }
+
+    /// Where the transport's bytes go (append, then [`decode`](Self::decode)).
+    pub(crate) fn inbox(&mut self) -> &mut BytesMut {
+        &mut self.inbox
+    }
+
+    /// Decodes at most `max` plaintext bytes (and the stack's own bound) into `out`,
+    /// pulling through every layer. Bytes a layer made of its own accord go to the
+    /// outbox. After an error, the plaintext decoded before it comes first, then the
+    /// error again on every call.
+    pub(crate) fn decode(&mut self, out: &mut BytesMut, max: usize) -> io::Result<Decoded> {
+        if let Some(failed) = &mut self.failed {
+            // The error itself once (its inner error intact), a copy after.
+            return Err(failed.take().unwrap_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "the layers failed before")
+            }));
+        }
+        let max = max.min(self.max_output).max(1);
+        let before = out.len();
+        let result = self.pull(0, out, max);
+        self.poll_output()?;
+        match result {
+            Ok(decoded) => Ok(decoded),
+            Err(e) if out.len() > before => {
+                // The plaintext before the error goes first.
+                self.failed = Some(Some(e));
+                Ok(Decoded::More)
+            }
+            Err(e) => {
+                self.failed = Some(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Layer `i` decodes into `out`, its input refilled from layer `i + 1` as needed.
+    fn pull(&mut self, i: usize, out: &mut BytesMut, max: usize) -> io::Result<Decoded> {
+        let n = self.layers.len();
+        if n == 0 {
+            let take = self.inbox.len().min(max);
+            out.extend_from_slice(&self.inbox.split_to(take));
+            return Ok(if self.ended.is_some() && self.inbox.is_empty() {
+                Decoded::End
+            } else if self.inbox.is_empty() {
+                Decoded::NeedInput
+            } else {
+                Decoded::More
+            });
+        }
+        if self.ended.is_some_and(|e| e <= i) {
+            return Ok(Decoded::End);
+        }
+        loop {
+            let input = if i + 1 == n {
+                &mut self.inbox
+            } else {
+                &mut self.between[i]
+            };
+            let before = out.len();
+            let decoded = self.layers[i].decode(input, out, max)?;
+            let made = out.len() > before;
+            match decoded {
+                Decoded::End => {
+                    self.ended = Some(i);
+                    return Ok(if made { Decoded::More } else { Decoded::End });
+                }
+                Decoded::More => return Ok(Decoded::More),
+                Decoded::NeedInput if made => return Ok(Decoded::More),
+                Decoded::NeedInput => {}
+            }
+            // Layer i needs more: ask the layer below for some.
+            if i + 1 == n {
+                return Ok(Decoded::NeedInput);
+            }
+            let mut below = std::mem::take(&mut self.between[i]);
+            let held = below.len();
+            // Between layers, the stack's bound; the caller's applies to the top only.
+            let pulled = self.pull(i + 1, &mut below, self.max_output);
+            let grew = below.len() > held;
+            self.between[i] = below;
+            match pulled? {
+                Decoded::NeedInput if !grew => return Ok(Decoded::NeedInput),
+                Decoded::End if !grew => {
+                    // The layer below ended: so does this one's input.
+                    self.layers[i].eof()?;
+                    self.ended = Some(i);
+                    return Ok(Decoded::End);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The transport's stream ended: `Ok(())` when every layer ends cleanly there (the
+    /// plaintext left is decoded first: call `decode` until it says `End`).
+    pub(crate) fn eof(&mut self) -> io::Result<()> {
+        if self.ended.is_some() {
+            return Ok(());
+        }
+        if let Some(layer) = self.layers.last_mut() {
+            layer.eof()?;
+        }
+        Ok(())
+    }
+
+    /// Moves what the layers want sent of their own accord into the outbox, wire side
+    /// last (a layer's own bytes go through the layers below it).
+    pub(crate) fn poll_output(&mut self) -> io::Result<()> {
+        for i in 0..self.layers.len() {
+            let mut own = Vec::new();
+            self.layers[i].poll_output(&mut own)?;
+            if !own.is_empty() {
+                self.encode_from(i + 1, own)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The layers' last bytes, into the outbox (graceful close).
+    pub(crate) fn close(&mut self) -> io::Result<()> {
+        for i in 0..self.layers.len() {
+            let mut last = Vec::new();
+            self.layers[i].close(&mut last)?;
+            if !last.is_empty() {
+                self.encode_from(i + 1, last)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes `bytes` through the layers from `first` down into the outbox.
+    fn encode_from(&mut self, first: usize, mut bytes: Vec<u8>) -> io::Result<()> {
+        for layer in &mut self.layers[first..] {
+            let mut out = Vec::new();
+            layer.encode(&[IoSlice::new(&bytes)], &mut out)?;
+            bytes = out;
+        }
+        self.outbox.extend_from_slice(&bytes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Adds one to every byte; decodes at most 3 bytes a call (to exercise `More`).
+    #[derive(Debug)]
+    struct AddOne;
+
+    impl Layer for AddOne {
+        fn name(&self) -> &'static str {
+            "add-one"
+        }
+        fn worst_case(&self, n: usize) -> usize {
+            n
+        }
+        fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
+            for s in input {
+                out.extend(s.iter().map(|b| b.wrapping_add(1)));
+            }
+            Ok(())
+        }
+        fn decode(
+            &mut self,
+            input: &mut BytesMut,
+            out: &mut BytesMut,
+            max: usize,
+        ) -> io::Result<Decoded> {
+            let n = input.len().min(max).min(3);
+            out.extend(input.split_to(n).iter().map(|b| b.wrapping_sub(1)));
+            Ok(if input.is_empty() {
+                Decoded::NeedInput
+            } else {
+                Decoded::More
+            })
+        }
+    }
+
+    /// Frames each encode as a length byte and the bytes (at most 255 a frame); a zero
+    /// length frame is the end.
+    #[derive(Debug, Default)]
+    struct Frames;
+
+    impl Layer for Frames {
+        fn name(&self) -> &'static str {
+            "frames"
+        }
+        fn worst_case(&self, n: usize) -> usize {
+            n + n.div_ceil(255)
+        }
+        fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
+            let all: Vec<u8> = input.iter().flat_map(|s| s.iter().copied()).collect();
+            for chunk in all.chunks(255) {
+                out.push(chunk.len() as u8);
+                out.extend_from_slice(chunk);
+            }
+            Ok(())
+        }
+        fn decode(
+            &mut self,
+            input: &mut BytesMut,
+            out: &mut BytesMut,
+            max: usize,
+        ) -> io::Result<Decoded> {
+            let Some(&len) = input.first() else {
+                return Ok(Decoded::NeedInput);
+            };
+            if len == 0 {
+                input.advance(1);
+                return Ok(Decoded::End);
+            }
+            let len = usize::from(len);
+            if input.len() < 1 + len || len > max {
+                return Ok(Decoded::NeedInput);
+            }
+            input.advance(1);
+            out.extend_from_slice(&input.split_to(len));
+            Ok(Decoded::More)
+        }
+        fn close(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+            out.push(0);
+            Ok(())
+        }
+        fn eof(&mut self) -> io::Result<()> {
+            Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no end frame"))
+        }
+    }
+
+    fn stack(max_buffered: usize) -> LayerStack {
+        LayerStack::new(vec![Box::new(AddOne), Box::new(Frames)], max_buffered, 1024)
+    }
+
+    fn decode_all(s: &mut LayerStack) -> (Vec<u8>, Decoded) {
+        let mut out = BytesMut::new();
+        loop {
+            match s.decode(&mut out, 1024).expect("decodes") {
+                Decoded::More => continue,
+                other => return (out.to_vec(), other),
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_go_through_every_layer_and_back() {
+        let mut a = stack(1 << 20);
+        a.encode(&[IoSlice::new(b"hello "), IoSlice::new(b"world")])
+            .expect("encodes");
+        let wire = a.take_outbox(usize::MAX);
+        assert_eq!(wire[0], 11, "the frame layer is on the wire's side");
+        let mut b = stack(1 << 20);
+        // In pieces, as a transport might read them.
+        for piece in wire.chunks(4) {
+            b.inbox().extend_from_slice(piece);
+        }
+        let (plain, last) = decode_all(&mut b);
+        assert_eq!(plain, b"hello world");
+        assert_eq!(last, Decoded::NeedInput);
+    }
+
+    #[test]
+    fn the_outbox_takes_no_more_than_its_bound_by_the_worst_case() {
+        let mut s = stack(300);
+        let n = s.room(1000);
+        assert!(
+            s.worst_case(n) <= 300 && s.worst_case(n + 1) > 300,
+            "n = {n}"
+        );
+        s.encode(&[IoSlice::new(&vec![7; n])]).expect("encodes");
+        assert!(s.outbox().len() <= 300);
+        assert_eq!(s.room(1000), 0, "full");
+        s.sent(100);
+        assert!(s.room(1000) > 0, "room again once the transport took some");
+    }
+
+    #[test]
+    fn a_closed_stream_ends_cleanly_and_a_cut_one_is_an_error() {
+        let mut a = stack(1 << 20);
+        a.encode(&[IoSlice::new(b"bye")]).expect("encodes");
+        a.close().expect("closes");
+        let wire = a.take_outbox(usize::MAX);
+        let mut b = stack(1 << 20);
+        b.inbox().extend_from_slice(&wire);
+        let (plain, last) = decode_all(&mut b);
+        assert_eq!((plain.as_slice(), last), (&b"bye"[..], Decoded::End));
+        assert!(b.eof().is_ok());
+
+        let mut c = stack(1 << 20);
+        c.inbox().extend_from_slice(&wire[..wire.len() - 1]);
+        let (plain, _) = decode_all(&mut c);
+        assert_eq!(plain, b"bye", "the plaintext before the cut comes first");
+        assert_eq!(
+            c.eof().expect_err("cut").kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
+
+    #[test]
+    fn decoding_returns_at_most_what_was_asked() {
+        let mut a = stack(1 << 20);
+        a.encode(&[IoSlice::new(&[1; 100])]).expect("encodes");
+        let wire = a.take_outbox(usize::MAX);
+        let mut b = stack(1 << 20);
+        b.inbox().extend_from_slice(&wire);
+        let mut out = BytesMut::new();
+        assert_eq!(b.decode(&mut out, 2).expect("decodes"), Decoded::More);
+        assert_eq!(out.len(), 2);
+    }
+}
