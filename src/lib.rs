@@ -85,10 +85,6 @@ pub use actors::{
 };
 pub use batch::{FileRange, FileRangeError, IoBatch, Segment};
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
-pub use filters::{
-    Capture, CaptureError, CaptureReader, Compress, CompressError, FaultInjector, Faults, Replay,
-    Throttle, Tls, TokenBucket,
-};
 pub use proto::QueueConfig;
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
 pub use shared::ReadPermit;

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use crate::support::{channel, drain, run_paused, settle};
 use sockactor::messages::{DatagramEvent, DatagramEventKind, GetDatagramInfo, Handle};
-use sockactor::{DatagramSocket, FaultInjector, Faults, MockTransport};
+use sockactor::filters::{FaultInjector, Faults};
+use sockactor::{DatagramSocket, MockTransport};
 
 #[test]
 fn a_permanent_receive_error_fails_the_socket_after_a_bounded_run() {

@@ -46,9 +46,10 @@ use sockactor::messages::{
     SocketEvent, SocketEventKind, Write,
 };
 use sockactor::{
-    FaultInjector, Faults, QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions,
+    QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions,
     TransportError, Writer,
 };
+use sockactor::filters::{Decoded, Layer};
 use sockactor_tools::args::{unknown, Args};
 use sockactor_tools::child::{self, fields, this_binary, Stderr};
 use sockactor_tools::procfs::{
@@ -228,8 +229,8 @@ enum Sender {
     /// sockactor through its `Writer` handle (deferred policy): writes go straight into
     /// the socket's queue, no message per write.
     SockactorWriter,
-    /// `sockactor-writer` through a pass-through filter (a `FaultInjector` injecting
-    /// nothing): what one filter layer costs. Not in the default run.
+    /// `sockactor-writer` through a pass-through byte layer (it copies every byte each
+    /// way, in place): what one filter layer costs. Not in the default run.
     SockactorFiltered,
     Naive,
     Ceiling,
@@ -337,7 +338,7 @@ enum Mode {
     Immediate,
     /// A `Writer` handle, deferred policy.
     Writer,
-    /// As `Writer`, through one pass-through filter (every `sendv`/`recvfrom` a message).
+    /// As `Writer`, through one pass-through byte layer (a copy each way, in place).
     Filtered,
 }
 
@@ -347,11 +348,48 @@ impl Mode {
     }
 }
 
-/// The transport of `mode` over `inner`: one filter layer that injects nothing, for
+/// A byte layer that passes every byte through (copying it), as a filter that changes
+/// nothing would.
+#[derive(Debug)]
+struct PassThrough;
+
+impl Layer for PassThrough {
+    fn name(&self) -> &'static str {
+        "pass-through"
+    }
+
+    fn worst_case(&self, n: usize) -> usize {
+        n
+    }
+
+    fn encode(&mut self, input: &[std::io::IoSlice<'_>], out: &mut Vec<u8>) -> std::io::Result<()> {
+        for slice in input {
+            out.extend_from_slice(slice);
+        }
+        Ok(())
+    }
+
+    fn decode(
+        &mut self,
+        input: &mut bytes::BytesMut,
+        out: &mut bytes::BytesMut,
+        max: usize,
+    ) -> std::io::Result<Decoded> {
+        let n = input.len().min(max);
+        out.extend_from_slice(&input.split_to(n));
+        Ok(if input.is_empty() {
+            Decoded::NeedInput
+        } else {
+            Decoded::More
+        })
+    }
+}
+
+/// The transport of `mode` over `inner`: one pass-through byte layer for
 /// `Mode::Filtered`.
 fn transport_for(mode: Mode, inner: SocketFunctions) -> SocketFunctions {
     match mode {
-        Mode::Filtered => FaultInjector::new(0, Faults::default()).wrap(inner),
+        Mode::Filtered => inner.layer(|_| Ok(Box::new(PassThrough))),
         _ => inner,
     }
 }
