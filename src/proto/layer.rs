@@ -276,6 +276,13 @@ impl LayerStack {
         self.outbox.is_empty()
     }
 
+    /// Lets go of the read buffer if it holds nothing (an idle socket keeps none).
+    pub(crate) fn release_inbox(&mut self) {
+        if self.inbox.is_empty() {
+            self.inbox = BytesMut::new();
+        }
+    }
+
     /// Where the transport's bytes go (append, then [`decode`](Self::decode)).
     pub(crate) fn inbox(&mut self) -> &mut BytesMut {
         &mut self.inbox

@@ -277,7 +277,10 @@ impl StreamIo for LayeredIo {
                 Ok(0) => self.raw_eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Answer::Now(Ok(Got::WouldBlock))
+                    // Idle sockets keep no read buffers.
+                    self.stack.release_inbox();
+                    self.plain = BytesMut::new();
+                    return Answer::Now(Ok(Got::WouldBlock));
                 }
                 Err(e) => return Answer::Now(Err(e.into())),
             }
