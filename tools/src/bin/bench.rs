@@ -41,15 +41,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
+use sockactor::filters::{Decoded, Layer};
 use sockactor::messages::{
     Close, CloseSocket, Connect, GetWriter, Handle, OpenSocket, Received, RecvFrom, SendV, Sent,
     SocketEvent, SocketEventKind, Write,
 };
 use sockactor::{
-    QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions,
-    TransportError, Writer,
+    QueueConfig, Socket, SocketBuilder, SocketConfig, SocketFunctions, TransportError, Writer,
 };
-use sockactor::filters::{Decoded, Layer};
 use sockactor_tools::args::{unknown, Args};
 use sockactor_tools::child::{self, fields, this_binary, Stderr};
 use sockactor_tools::procfs::{

@@ -17,7 +17,10 @@
 //! clients, default 100; system: connections, default 1,000), `--seed X` (default 1),
 //! `--faults` (through `FaultInjector`s: see each mode), `--reset-p P` (client mode: the
 //! probability that a client `sendv` is reset, default 0.005), `--burst N` (datagram
-//! mode: most datagrams per burst, default 16), `--ordered-close` (system mode:
+//! mode: most datagrams per burst, default 16), `--pass-through` (datagram mode: through a
+//! `FaultInjector` that injects nothing, to measure the filter hop alone), `--rate R`
+//! (datagram mode: at most R datagrams per second per socket, to compare transports at
+//! the same offered rate), `--ordered-close` (system mode:
 //! close the accepted end of every connection first and the connecting end when it reads
 //! that end's EOF, instead of both ends at once).
 //!
@@ -90,7 +93,8 @@ const RECORDS: RecordFormat = RecordFormat {
     max_payload: 16 * 1024,
 };
 const USAGE: &str = "usage: soak_components [--mode datagram|client|system|all] [--seconds S] \
-                     [--count N] [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]";
+                     [--count N] [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]
+                     [--pass-through] [--rate R]";
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -127,6 +131,12 @@ struct Options {
     ordered_close: bool,
     /// Datagram mode: most datagrams per burst.
     burst: u64,
+    /// Datagram mode: through a fault injector that injects nothing (the cost of a
+    /// filter hop alone).
+    pass_through: bool,
+    /// Datagram mode: at most this many datagrams per second per socket (0: as fast as
+    /// answers come).
+    rate: u64,
 }
 
 impl Options {
@@ -140,6 +150,8 @@ impl Options {
             reset_p: 0.005,
             ordered_close: false,
             burst: DG_MAX_BURST,
+            pass_through: false,
+            rate: 0,
         };
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -157,6 +169,8 @@ impl Options {
                 "--seed" => o.seed = args.number("--seed")?,
                 "--burst" => o.burst = args.number::<u64>("--burst")?.clamp(1, 1024),
                 "--faults" => o.faults = true,
+                "--pass-through" => o.pass_through = true,
+                "--rate" => o.rate = args.number("--rate")?,
                 "--ordered-close" => o.ordered_close = true,
                 "--reset-p" => o.reset_p = args.probability("--reset-p")?,
                 "-h" | "--help" => return Err(String::new()),
@@ -420,13 +434,18 @@ async fn dg_send(
     me: u32,
     to: SocketAddr,
     run: u64,
-    max_burst: u64,
+    (max_burst, rate): (u64, u64),
     deadline: Instant,
 ) -> DgSender {
     let mut rng = Rng::new(run ^ u64::from(me).wrapping_mul(0x9E37_79B9) ^ 0xD6);
     let mut out = DgSender::default();
     let mut seq = 0u32;
+    let mut next = tokio::time::Instant::now();
     while Instant::now() < deadline {
+        if rate > 0 {
+            // Paced: the next burst no sooner than its share of the rate allows.
+            tokio::time::sleep_until(next).await;
+        }
         let count = rng.one_to(max_burst);
         let burst: Vec<(usize, DgAnswer)> = (0..count)
             .map(|_| {
@@ -442,6 +461,9 @@ async fn dg_send(
             })
             .collect();
         out.issued += count;
+        if rate > 0 {
+            next += Duration::from_secs_f64(count as f64 / rate as f64);
+        }
         let limit = tokio::time::Instant::from_std(Instant::now().max(deadline) + GRACE);
         for (len, answer) in burst {
             let state = match tokio::time::timeout_at(limit, answer).await {
@@ -471,6 +493,10 @@ async fn dg_send(
 }
 
 fn datagram_functions(opts: &Options) -> SocketFunctions {
+    if opts.pass_through && !opts.faults {
+        return FaultInjector::new(opts.seed ^ 0xD6, Faults::default())
+            .wrap(SocketFunctions::system());
+    }
     if !opts.faults {
         return SocketFunctions::system();
     }
@@ -536,10 +562,18 @@ async fn run_datagram(opts: &Options) -> Report {
         if opts.faults {
             "fault injector (would-block, delay; read would-block, read delay), deferred (Flusher)"
                 .into()
+        } else if opts.pass_through {
+            "a fault injector that injects nothing (one filter hop), deferred (Flusher)".into()
         } else {
             "system, deferred (Flusher)".into()
         },
     );
+    if opts.rate > 0 {
+        report.line(
+            "rate",
+            format!("at most {} datagrams/s per socket", opts.rate),
+        );
+    }
 
     let kernel_before = KernelDrops::read();
     let deadline = Instant::now() + Duration::from_secs(opts.seconds);
@@ -554,7 +588,7 @@ async fn run_datagram(opts: &Options) -> Report {
                 i as u32,
                 addrs[i ^ 1],
                 opts.seed,
-                opts.burst,
+                (opts.burst, opts.rate),
                 deadline,
             ))
         })
