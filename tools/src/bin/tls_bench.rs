@@ -1,0 +1,304 @@
+//! TLS against plain, on loopback, in one run: what the in-place TLS layer costs a
+//! sockactor socket.
+//!
+//! - **ping-pong**: 64 B round trips through an echo peer (a std thread: plain TCP, or
+//!   rustls over TCP), one at a time; p50 and p99 per repetition, the TLS/plain ratio
+//!   per repetition.
+//! - **small writes**: 64 B writes through a `Writer` (1,024 in flight), the peer reading
+//!   and (for TLS) decrypting; messages per second, TLS/plain per repetition.
+//!
+//! Every repetition runs each mode in turn (plain, TLS); the table gives medians with
+//! (min..max). `cargo run --release -p sockactor-tools --bin tls_bench -- [--reps N]
+//! [--count N] [--quick]`
+
+use std::io::{self, Read, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use rcgen::{CertificateParams, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use sockactor::filters::Tls;
+use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
+use sockactor::{Socket, SocketFunctions, Writer};
+use sockactor_tools::args::{bad_arguments, unknown, Args};
+use sockactor_tools::report::median;
+use tokio::sync::mpsc;
+
+const USAGE: &str = "usage: tls_bench [--reps N] [--count N] [--quick]";
+const SIZE: usize = 64;
+
+struct Options {
+    reps: usize,
+    count: usize,
+}
+
+fn parse() -> Result<Options, String> {
+    let mut args = Args::from_env();
+    let mut o = Options {
+        reps: 5,
+        count: 20_000,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--reps" => o.reps = args.number::<usize>("--reps")?.max(1),
+            "--count" => o.count = args.number::<usize>("--count")?.max(100),
+            "--quick" => {
+                o.reps = 1;
+                o.count = 2_000;
+            }
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(unknown(other)),
+        }
+    }
+    Ok(o)
+}
+
+/// A server config for "localhost" and a client config trusting it.
+fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let der: CertificateDer<'static> = cert.der().clone();
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    let mut roots = RootCertStore::empty();
+    roots.add(der).expect("root");
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// The peer: accepts one connection, plain or TLS; echoes (`echo`) or reads everything;
+/// answers the bytes it read when the connection ends.
+fn peer(
+    tls: Option<Arc<ServerConfig>>,
+    echo: bool,
+) -> (SocketAddr, std::thread::JoinHandle<io::Result<u64>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let thread = std::thread::spawn(move || -> io::Result<u64> {
+        let (tcp, _) = listener.accept()?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut stream: Box<dyn ReadWrite> = match tls {
+            Some(config) => {
+                let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+                Box::new(StreamOwned::new(conn, tcp))
+            }
+            None => Box::new(tcp),
+        };
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match stream.read(&mut buf) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A client that closes without close_notify: the end all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(total),
+                Err(e) => return Err(e),
+            };
+            total += n as u64;
+            if echo {
+                stream.write_all(&buf[..n])?;
+                stream.flush()?;
+            }
+        }
+    });
+    (addr, thread)
+}
+
+trait ReadWrite: Read + io::Write + Send {}
+impl<T: Read + io::Write + Send> ReadWrite for T {}
+
+/// Forwards a socket's events into a channel.
+struct Events(mpsc::UnboundedSender<SocketEventKind>);
+
+impl Actor for Events {
+    type Context = Context<Self>;
+}
+
+impl Handler<SocketEvent> for Events {
+    type Result = ();
+    fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
+        let _ = self.0.send(msg.kind);
+    }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+) -> (
+    Addr<Socket>,
+    Writer,
+    mpsc::UnboundedReceiver<SocketEventKind>,
+) {
+    let functions = match tls {
+        Some(config) => Tls::client(config.clone(), "localhost")
+            .expect("name")
+            .wrap(SocketFunctions::system()),
+        None => SocketFunctions::system(),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let socket = Socket::builder()
+        .functions(functions)
+        .subscriber(Events(tx).start().recipient())
+        .connect(addr)
+        .await
+        .expect("connect");
+    let writer = socket.send(GetWriter).await.expect("writer");
+    (socket, writer, rx)
+}
+
+/// p50 and p99 of `count` round trips, in µs.
+async fn ping_pong(
+    count: usize,
+    tls: Option<(&Arc<ServerConfig>, &Arc<ClientConfig>)>,
+) -> (f64, f64) {
+    let (addr, thread) = peer(tls.map(|(s, _)| s.clone()), true);
+    let (socket, writer, mut events) = connect(addr, tls.map(|(_, c)| c)).await;
+    let ping = Bytes::from(vec![7u8; SIZE]);
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        writer.write(ping.clone()).expect("write");
+        let mut got = 0;
+        while got < SIZE {
+            match events.recv().await.expect("events") {
+                SocketEventKind::Received(bytes) => got += bytes.len(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    socket.do_send(sockactor::messages::Close::Graceful);
+    drop(writer);
+    drop(socket);
+    let _ = thread.join();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+/// Messages per second for `count` 64 B writes through a `Writer`, 1,024 in flight.
+async fn small_writes(count: usize, tls: Option<(&Arc<ServerConfig>, &Arc<ClientConfig>)>) -> f64 {
+    let (addr, thread) = peer(tls.map(|(s, _)| s.clone()), false);
+    let (socket, writer, _events) = connect(addr, tls.map(|(_, c)| c)).await;
+    let message = Bytes::from(vec![9u8; SIZE]);
+    let start = Instant::now();
+    let mut answers = std::collections::VecDeque::with_capacity(1024);
+    for _ in 0..count {
+        if answers.len() == 1024 {
+            let answer: sockactor::WriteFuture = answers.pop_front().expect("answer");
+            answer.await.expect("written");
+        }
+        answers.push_back(writer.write_answered(message.clone()));
+    }
+    for answer in answers {
+        answer.await.expect("written");
+    }
+    socket.do_send(sockactor::messages::Close::Graceful);
+    drop(writer);
+    drop(socket);
+    let read = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join")
+        .expect("peer")
+        .expect("peer read");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(read, (count * SIZE) as u64, "the peer read every byte");
+    count as f64 / elapsed
+}
+
+fn cell(values: &mut [f64], digits: usize) -> String {
+    values.sort_by(f64::total_cmp);
+    format!(
+        "{:.digits$} ({:.digits$}..{:.digits$})",
+        median(values).unwrap_or(f64::NAN),
+        values[0],
+        values[values.len() - 1]
+    )
+}
+
+fn main() -> ExitCode {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(why) => return bad_arguments("tls_bench", &why, USAGE),
+    };
+    let (server, client) = configs();
+    let system = actix::System::new();
+    system.block_on(async move {
+        let tls = Some((&server, &client));
+        let (mut p50s, mut p99s, mut ratio50, mut ratio99) = (vec![], vec![], vec![], vec![]);
+        let (mut tp50s, mut tp99s) = (vec![], vec![]);
+        let (mut plain_rate, mut tls_rate, mut rate_ratio) = (vec![], vec![], vec![]);
+        for rep in 1..=o.reps {
+            let (p50, p99) = ping_pong(o.count, None).await;
+            let (t50, t99) = ping_pong(o.count, tls).await;
+            let plain = small_writes(o.count * 50, None).await;
+            let secured = small_writes(o.count * 50, tls).await;
+            eprintln!(
+                "[rep {rep}] ping-pong p50/p99 plain {p50:.1}/{p99:.1} µs, TLS {t50:.1}/{t99:.1} µs; \
+                 64 B writes plain {plain:.0}/s, TLS {secured:.0}/s"
+            );
+            p50s.push(p50);
+            p99s.push(p99);
+            tp50s.push(t50);
+            tp99s.push(t99);
+            ratio50.push(t50 / p50);
+            ratio99.push(t99 / p99);
+            plain_rate.push(plain / 1e6);
+            tls_rate.push(secured / 1e6);
+            rate_ratio.push(secured / plain);
+        }
+        println!("## TLS (in-place layer) against plain, sockactor sockets on loopback");
+        println!();
+        println!(
+            "- {} repetitions, each: {} ping-pongs of {SIZE} B per mode; {} writes of {SIZE} B through a Writer (1,024 in flight) per mode",
+            o.reps,
+            o.count,
+            o.count * 50
+        );
+        println!("- medians with (min..max); ratios are TLS ÷ plain per repetition");
+        println!();
+        println!("| measure | plain | TLS | TLS ÷ plain |");
+        println!("|---|---:|---:|---:|");
+        println!(
+            "| ping-pong p50 µs | {} | {} | {} |",
+            cell(&mut p50s, 1),
+            cell(&mut tp50s, 1),
+            cell(&mut ratio50, 2)
+        );
+        println!(
+            "| ping-pong p99 µs | {} | {} | {} |",
+            cell(&mut p99s, 1),
+            cell(&mut tp99s, 1),
+            cell(&mut ratio99, 2)
+        );
+        println!(
+            "| 64 B writes, M msg/s | {} | {} | {} |",
+            cell(&mut plain_rate, 2),
+            cell(&mut tls_rate, 2),
+            cell(&mut rate_ratio, 2)
+        );
+    });
+    ExitCode::SUCCESS
+}
