@@ -242,7 +242,11 @@ impl Layer for Deflate {
             )
             .into());
         }
-        self.check()?;
+        if let Err(e) = self.check() {
+            // Nothing past the bound reaches the socket: this call's output goes too.
+            out.truncate(start);
+            return Err(e.into());
+        }
         Ok(if made == max.max(1) {
             // The output filled: the decompressor may hold more.
             Decoded::More
@@ -431,6 +435,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn no_plaintext_past_the_total_comes_out_of_a_decode() {
+        // Found by the compress_inbound fuzz target: 257 bytes through a max_total of 256.
+        let mut deflate = Deflate::new(
+            Compression::new(6),
+            Bounds {
+                max_ratio: DEFAULT_MAX_RATIO,
+                max_total: 256,
+            },
+        );
+        let mut wire = Vec::new();
+        layer(6)
+            .encode(&[IoSlice::new(&[b'x'; 257])], &mut wire)
+            .expect("encode");
+        let (mut input, mut out) = (BytesMut::from(&wire[..]), BytesMut::new());
+        let error = deflate
+            .decode(&mut input, &mut out, 1024)
+            .expect_err("too large");
+        assert!(out.len() <= 256, "{} bytes came out", out.len());
+        let inner = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<CompressError>());
+        assert_eq!(inner, Some(&CompressError::TooLarge { limit: 256 }));
     }
 
     #[test]
