@@ -69,7 +69,7 @@ pub(crate) struct Shared {
     held: AtomicBool,
     wake: WeakRecipient<WindowReopened>,
     /// The counters as last published (registered sockets only).
-    stats: Option<Mutex<SocketStats>>,
+    stats: Option<Box<Mutex<SocketStats>>>,
     /// Writes a `Writer` had refused before they reached the socket.
     refused: std::sync::atomic::AtomicU64,
 }
@@ -103,7 +103,8 @@ impl Shared {
             unacked_bytes: AtomicUsize::new(0),
             held: AtomicBool::new(false),
             wake,
-            stats: registered.then(|| Mutex::new(SocketStats::default())),
+            // Boxed: most sockets are not registered, and idle ones are many.
+            stats: registered.then(|| Box::new(Mutex::new(SocketStats::default()))),
             refused: std::sync::atomic::AtomicU64::new(0),
         }
     }

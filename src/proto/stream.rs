@@ -46,6 +46,42 @@ pub(crate) struct StreamSettings {
     pub(crate) shutdown: bool,
 }
 
+/// What the core keeps of its [`StreamSettings`], compactly: every socket, idle or not,
+/// holds one.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    max_bytes_per_turn: usize,
+    max_window_bytes: usize,
+    close_linger: Duration,
+    drain_timeout: Option<Duration>,
+    read_chunk: u32,
+    max_waiting_writes: u32,
+    max_deliveries: u32,
+    close_on_decode_error: bool,
+    close_on_eof: bool,
+    watch_interest: bool,
+    shutdown: bool,
+}
+
+impl Settings {
+    fn of(s: &StreamSettings) -> Self {
+        let small = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
+        Settings {
+            max_bytes_per_turn: s.queue.max_bytes_per_turn,
+            max_window_bytes: s.max_window_bytes.max(1),
+            close_linger: s.close_linger,
+            drain_timeout: s.drain_timeout,
+            read_chunk: small(s.read_chunk),
+            max_waiting_writes: u32::try_from(s.max_waiting_writes).unwrap_or(u32::MAX),
+            max_deliveries: s.max_deliveries.max(1),
+            close_on_decode_error: s.close_on_decode_error,
+            close_on_eof: s.close_on_eof,
+            watch_interest: s.watch_interest,
+            shutdown: s.shutdown,
+        }
+    }
+}
+
 /// One direction, for [`IoAction::Yield`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Direction {
@@ -243,7 +279,7 @@ struct Counters {
 pub(crate) struct StreamCore<T> {
     queue: WriteQueue<T>,
     waiting: VecDeque<Waiting<T>>,
-    settings: StreamSettings,
+    settings: Settings,
     send: SendFlow,
     receive: ReceiveFlow,
     paused: bool,
@@ -292,7 +328,7 @@ impl<T> StreamCore<T> {
             sendfile: false,
             events: VecDeque::new(),
             counters: Counters::default(),
-            settings,
+            settings: Settings::of(&settings),
         }
     }
 
@@ -336,7 +372,7 @@ impl<T> StreamCore<T> {
 
     /// Whether another write may wait for room.
     pub(crate) fn can_wait(&self) -> bool {
-        self.waiting.len() < self.settings.max_waiting_writes
+        self.waiting.len() < self.settings.max_waiting_writes as usize
     }
 
     /// The first write waiting for room: its length, and whether it is already admitted.
@@ -842,7 +878,7 @@ impl<T> StreamCore<T> {
             if self.life == Life::Closed {
                 return None;
             }
-            let limit = self.settings.queue.max_bytes_per_turn;
+            let limit = self.settings.max_bytes_per_turn;
             match self
                 .send
                 .poll(self.queue.has_transmit(), self.queue.in_flight(), limit)
@@ -864,7 +900,7 @@ impl<T> StreamCore<T> {
             let hold = self.paused || !self.window_open();
             return match self.receive.poll(hold, limit) {
                 ReceivePoll::Read => Some(IoAction::Read {
-                    max: self.settings.read_chunk,
+                    max: self.settings.read_chunk as usize,
                 }),
                 ReceivePoll::Held => {
                     self.update_interest();

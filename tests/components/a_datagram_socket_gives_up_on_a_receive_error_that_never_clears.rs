@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use crate::support::{channel, drain, run_paused, settle};
-use sockactor::messages::{DatagramEvent, DatagramEventKind, GetDatagramInfo, Handle};
 use sockactor::filters::{FaultInjector, Faults};
+use sockactor::messages::{DatagramEvent, DatagramEventKind, GetDatagramInfo, Handle};
 use sockactor::{DatagramSocket, MockTransport};
 
 #[test]
