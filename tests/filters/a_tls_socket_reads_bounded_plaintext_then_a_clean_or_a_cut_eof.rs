@@ -2,7 +2,10 @@
 //! far end): no read hands the socket more plaintext than the filter's per-call bound,
 //! and the rest comes in the next reads, byte exact; the peer's close_notify reaches the
 //! subscriber as EOF after all the data; an inner EOF without close_notify is a read
-//! error of kind `UnexpectedEof` (the stream may have been cut), never a clean EOF.
+//! error of kind `UnexpectedEof` (the stream may have been cut), never a clean EOF. No
+//! delivery is larger than the socket's `read_chunk` either (found by the tls_inbound
+//! fuzz target: a read answered by message delivered the filter's bound, not the
+//! socket's).
 
 use std::io;
 
@@ -20,6 +23,42 @@ fn tls(pki: &Pki, mock: &MockTransport) -> SocketFunctions {
         .expect("server name")
         .max_output_per_call(BOUND)
         .wrap(mock.functions())
+}
+
+#[test]
+fn no_delivery_is_larger_than_the_sockets_read_chunk() {
+    run_paused(|| async {
+        let pki = pki(&["localhost"]);
+        let mock = MockTransport::start();
+        let recorder = Recorder::default();
+        let builder = Socket::builder()
+            .config(sockactor::SocketConfig {
+                read_chunk: 13,
+                ..sockactor::SocketConfig::default()
+            })
+            .subscriber(recorder.start().recipient());
+        let (_socket, mut peer) =
+            connect_to_mock_peer(&mock, builder, tls(&pki, &mock), pki.server.clone()).await;
+        let data = pattern(100, 7);
+        peer.send(&mock, &data);
+        peer.close_notify(&mock);
+        settle().await;
+        let largest = recorder
+            .events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|e| match e {
+                SocketEventKind::Received(bytes) => Some(bytes.len()),
+                _ => None,
+            })
+            .max();
+        assert!(
+            largest.is_some_and(|n| n <= 13),
+            "a delivery of {largest:?} bytes"
+        );
+        assert_eq!(recorder.received(), data);
+    });
 }
 
 #[test]

@@ -60,6 +60,8 @@ pub(crate) struct LayeredIo {
     raw_eof: bool,
     /// The layers' stream ended cleanly: the core hears EOF once the plaintext is out.
     ended: bool,
+    /// The most the core asked of its last read (a read by message answers that).
+    read_max: usize,
 }
 
 impl LayeredIo {
@@ -98,6 +100,7 @@ impl LayeredIo {
             plain: BytesMut::new(),
             raw_eof: false,
             ended: false,
+            read_max: 1,
         })
     }
 
@@ -263,6 +266,7 @@ impl StreamIo for LayeredIo {
         max: usize,
         ctx: &mut Context<Socket>,
     ) -> Answer<Result<Got, TransportError>> {
+        self.read_max = max.max(1);
         loop {
             if let Some(got) = self.decoded(max, ctx, core) {
                 return Answer::Now(got);
@@ -347,7 +351,7 @@ impl StreamIo for LayeredIo {
                 None
             }
             Lower::Read(result) => {
-                let max = self.max_per_call;
+                let max = self.read_max;
                 match result {
                     Ok(crate::messages::functions::Received::Data { bytes, .. })
                     | Ok(crate::messages::functions::Received::Truncated { bytes, .. }) => {
