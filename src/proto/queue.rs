@@ -316,7 +316,7 @@ pub(crate) struct WriteQueue<T> {
     /// A chunk read failed for a file segment that was not the first piece of the
     /// transmit being prepared: that transmit ends before it (it is met again when it
     /// comes first). Cleared by the next transmit.
-    chunk_stop: Option<(usize, usize)>,
+    chunk_stop: Option<Box<(usize, usize)>>,
     file_bytes_read: u64,
 }
 
@@ -456,7 +456,7 @@ impl<T> WriteQueue<T> {
             }
             let segments = entry.segments.segments();
             for (seg, piece) in segments.iter().enumerate().skip(entry.seg) {
-                if self.chunk_stop == Some((index, seg)) {
+                if self.chunk_stop.as_deref() == Some(&(index, seg)) {
                     return None;
                 }
                 let start = if seg == entry.seg { entry.off } else { 0 };
@@ -515,7 +515,7 @@ impl<T> WriteQueue<T> {
             }
             Err(e) if request.first => Err(e),
             Err(_) => {
-                self.chunk_stop = Some((request.entry, request.seg));
+                self.chunk_stop = Some(Box::new((request.entry, request.seg)));
                 Ok(())
             }
         }

@@ -286,7 +286,8 @@ pub(crate) struct StreamCore<T> {
     /// Deliveries and bytes the subscriber has not acknowledged.
     unacked: (u32, usize),
     life: Life,
-    shut: Option<Shut>,
+    /// Why the socket shut (boxed: open sockets, most of them, have none).
+    shut: Option<Box<Shut>>,
     /// The socket shut while a transmit was out: its answer ends the writes it carried.
     end_after_flight: bool,
     deadline: Option<Instant>,
@@ -346,7 +347,7 @@ impl<T> StreamCore<T> {
 
     /// Why writes are refused, if they are.
     pub(crate) fn shut(&self) -> Option<&Shut> {
-        self.shut.as_ref()
+        self.shut.as_deref()
     }
 
     /// Whether reading has ended for good.
@@ -581,7 +582,7 @@ impl<T> StreamCore<T> {
         if charged > 0 {
             self.events.push_back(Event::Charged(charged));
         }
-        self.shut = Some(Shut::Closed);
+        self.shut = Some(Box::new(Shut::Closed));
         if let Some(limit) = self.settings.drain_timeout {
             self.deadline = Some(now + limit);
         }
@@ -964,9 +965,9 @@ impl<T> StreamCore<T> {
     /// comes, so their errors say truly how many bytes went out.
     fn shut_and_fail(&mut self, shut: Shut) {
         if self.shut.is_none() || !matches!(shut, Shut::Closed) {
-            self.shut = Some(shut);
+            self.shut = Some(Box::new(shut));
         }
-        let Some(shut) = self.shut.clone() else {
+        let Some(shut) = self.shut.as_deref().cloned() else {
             return;
         };
         let mut released = 0;
@@ -1018,7 +1019,7 @@ impl<T> StreamCore<T> {
             Ok(Sent::WouldBlock) => self.queue.handle_would_block(),
             Err(_) => {}
         }
-        let shut = self.shut.clone().unwrap_or(Shut::Closed);
+        let shut = self.shut.as_deref().cloned().unwrap_or(Shut::Closed);
         let released = self.queue.fail_all(
             |sent, len| shut.error(sent, len),
             |token, result| {
@@ -1042,9 +1043,9 @@ impl<T> StreamCore<T> {
         self.close = true;
         self.shutdown = false;
         if self.shut.is_none() {
-            self.shut = Some(Shut::Closed);
+            self.shut = Some(Box::new(Shut::Closed));
         }
-        let cause = match &self.shut {
+        let cause = match self.shut.as_deref() {
             Some(Shut::Failed(e)) => Some(e.clone()),
             _ => None,
         };

@@ -387,7 +387,10 @@ impl SocketBuilder {
             timer: None,
             gate_shut: false,
             watch,
-            span: tracing::debug_span!("socket", id = id.0, peer = %peer_text),
+            span: {
+                let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
+                (!span.is_disabled()).then(|| Box::new(span))
+            },
         }
     }
 }

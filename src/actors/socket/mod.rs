@@ -80,7 +80,8 @@ pub struct Socket {
     /// Interest subscriber, user data and registry entry; boxed, as most sockets have
     /// none of them.
     watch: Option<Box<Watch>>,
-    span: tracing::Span,
+    /// Its tracing span, when tracing wants it (an idle socket saves the bytes else).
+    span: Option<Box<tracing::Span>>,
 }
 
 /// A socket's optional extras: where its interest goes, and its entry in a registry
@@ -108,6 +109,11 @@ impl Socket {
         ctx
     }
 
+    /// Its tracing span (a disabled one when tracing does not want it).
+    fn span(&self) -> &tracing::Span {
+        span_of(&self.span)
+    }
+
     /// Whether the socket still takes writes.
     pub(crate) fn is_open(&self) -> bool {
         self.core.is_open()
@@ -116,7 +122,7 @@ impl Socket {
     /// Does what the core asks, tells others what it says, and sets its timer, until it
     /// has nothing more to say.
     fn drive(&mut self, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
+        let span = self.span().clone();
         let _entered = span.enter();
         let (deliveries, bytes) = self.shared.unacked();
         self.core.handle_unacked(deliveries, bytes);
@@ -167,7 +173,7 @@ impl Socket {
         let now = now();
         match action {
             IoAction::RequestFlush => {
-                let (id, span) = (self.shared.id, &self.span);
+                let (id, span) = (self.shared.id, span_of(&self.span));
                 if !request_flush(&mut self.flusher, id, || ctx.address().recipient(), span) {
                     self.core.handle_flusher_gone();
                 }
@@ -361,7 +367,7 @@ impl Socket {
         // libcurl's rule: a callback that reports an error aborts the transfer.
         ctx.spawn(to.send(note).into_actor(self).map(|answer, act, ctx| {
             if let Ok(Err(refused)) = answer {
-                tracing::warn!(parent: &act.span, %refused, "interest refused; aborting the group");
+                tracing::warn!(parent: act.span(), %refused, "interest refused; aborting the group");
                 act.core.handle_close(true, now());
                 act.drive(ctx);
                 if let Some(m) = act.watch.as_deref().and_then(|w| w.membership.as_ref()) {
@@ -423,7 +429,7 @@ impl Socket {
         ctx: &mut Context<Self>,
     ) {
         if let Err(error) = &result {
-            tracing::debug!(parent: &self.span, %error, "shutdown of the sending half failed");
+            tracing::debug!(parent: self.span(), %error, "shutdown of the sending half failed");
         }
         self.core.handle_shutdown(result, now());
         self.drive(ctx);
@@ -453,7 +459,7 @@ impl Socket {
     /// socket closes gracefully: reading stops, queued writes drain (their wait is armed
     /// again), then the handle closes and, with nothing left under way, the actor stops.
     pub(crate) fn on_orphaned(&mut self, readiness: Readiness, ctx: &mut Context<Self>) {
-        tracing::debug!(parent: &self.span, "every address dropped; closing gracefully");
+        tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
         self.io.waited(readiness);
         self.inbound.drop_buffers();
         self.core.handle_orphaned(now());
@@ -462,6 +468,13 @@ impl Socket {
         }
         self.drive(ctx);
     }
+}
+
+/// `span`, or a disabled span.
+fn span_of(span: &Option<Box<tracing::Span>>) -> &tracing::Span {
+    static NONE: std::sync::OnceLock<tracing::Span> = std::sync::OnceLock::new();
+    span.as_deref()
+        .unwrap_or_else(|| NONE.get_or_init(tracing::Span::none))
 }
 
 /// A failed write nobody waits for: tracing and the subscriber hear of it.
@@ -474,7 +487,7 @@ impl Actor for Socket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        tracing::debug!(parent: &self.span, handle = %self.handle, "socket started");
+        tracing::debug!(parent: self.span(), handle = %self.handle, "socket started");
         let watching = self
             .watch
             .as_deref()
@@ -559,7 +572,7 @@ impl Handler<Write> for Socket {
                     if msg.wait_when_full {
                         self.core.handle_wait(msg.batch, tag, token, false, full)
                     } else {
-                        tracing::debug!(parent: &self.span, queued, "write refused: queue full");
+                        tracing::debug!(parent: self.span(), queued, "write refused: queue full");
                         self.core.handle_refused();
                         return WriteResponse::now(tag, Err(full(msg.batch)));
                     }
