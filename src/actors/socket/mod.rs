@@ -6,11 +6,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Handler, Recipient, Running, SpawnHandle,
-    WrapFuture,
+    Actor, ActorFutureExt, AsyncContext, Context, Recipient, Running, SpawnHandle, WrapFuture,
 };
 
 mod builder;
+mod handlers;
 mod io;
 mod layered;
 mod registry;
@@ -18,17 +18,13 @@ mod writer;
 
 use super::flusher::request_flush;
 use super::inbound::{Got, Inbound, Stopped};
-use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
+use super::reply::{Rendezvous, Reply};
 use crate::error::{TransportError, WriteError};
-use crate::messages::flush::{Flush, PendingWrite};
-use crate::messages::functions::Ready;
-use crate::messages::interest::{AssignUserData, SocketInterest};
-use crate::messages::read::{PauseReading, ResumeReading};
-use crate::messages::socket::{
-    CancelWrite, Close, GetInfo, GetStats, SocketEventKind, SocketInfo, SubscribeWritability, Write,
-};
+use crate::messages::flush::PendingWrite;
+use crate::messages::interest::SocketInterest;
+use crate::messages::socket::SocketEventKind;
 use crate::proto::{Event, IoAction, ReadOutcome, Written};
-use crate::shared::{Shared, WindowReopened};
+use crate::shared::Shared;
 use crate::types::{Address, Handle, Interest, Readiness, SocketState, UserData};
 pub use builder::{FlushPolicy, SocketBuilder, SocketConfig};
 use io::{Answer, Core, Lower, StreamIo};
@@ -470,6 +466,32 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// The queue-full error for a payload refused now.
+    fn full(&self, payload: crate::batch::IoBatch) -> WriteError {
+        WriteError::QueueFull {
+            queued: self.shared.admitted(),
+            high_watermark: self.shared.high_watermark(),
+            payload,
+        }
+    }
+
+    /// Moves writes that waited for room into the queue, while the gate admits them.
+    /// `true` when one went in.
+    fn admit_waiting(&mut self) -> bool {
+        let now = now();
+        let mut admitted = false;
+        while let Some((len, charged)) = self.core.waiting_front() {
+            if !charged && self.shared.admit(len).is_err() {
+                break;
+            }
+            self.core.admit_waiting_front(now);
+            admitted = true;
+        }
+        admitted
+    }
+}
+
 /// `span`, or a disabled span.
 fn span_of(span: &Option<Box<tracing::Span>>) -> &tracing::Span {
     static NONE: std::sync::OnceLock<tracing::Span> = std::sync::OnceLock::new();
@@ -478,7 +500,12 @@ fn span_of(span: &Option<Box<tracing::Span>>) -> &tracing::Span {
 }
 
 /// A failed write nobody waits for: tracing and the subscriber hear of it.
-fn report_failure(inbound: &Inbound, shared: &Shared, tag: Option<u64>, error: WriteError) {
+pub(super) fn report_failure(
+    inbound: &Inbound,
+    shared: &Shared,
+    tag: Option<u64>,
+    error: WriteError,
+) {
     tracing::warn!(?tag, %error, "write failed with nobody waiting for its answer");
     inbound.event(shared, SocketEventKind::WriteFailed { tag, error });
 }
@@ -520,244 +547,5 @@ impl Actor for Socket {
         while let Some(event) = self.core.poll_event() {
             self.dispatch(event, ctx);
         }
-    }
-}
-
-impl Handler<Write> for Socket {
-    type Result = WriteResponse<Result<Written, WriteError>>;
-
-    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> Self::Result {
-        self.replies.attach(self.core.last_token_mut());
-        let now = now();
-        let (tag, len) = (msg.tag, msg.batch.len());
-        // A writer's write brings its own answer channel (or needs none).
-        let token = if msg.admitted {
-            Reply::own(tag, msg.reply)
-        } else {
-            Reply::pending(tag)
-        };
-        let queued = if self.core.has_waiting() {
-            // Writes already waiting for room go first: this one waits behind them, or
-            // (not willing to wait) is refused.
-            if msg.admitted || msg.wait_when_full {
-                let (queued, high_watermark) =
-                    (self.shared.admitted(), self.shared.high_watermark());
-                let full = move |payload| WriteError::QueueFull {
-                    queued,
-                    high_watermark,
-                    payload,
-                };
-                self.core
-                    .handle_wait(msg.batch, tag, token, msg.admitted, full)
-            } else {
-                self.core.handle_refused();
-                let error = self.full(msg.batch);
-                return WriteResponse::now(tag, Err(error));
-            }
-        } else if msg.admitted {
-            self.core.handle_write(msg.batch, tag, token, now)
-        } else {
-            match self.shared.admit(len) {
-                Ok(()) => self.core.handle_write(msg.batch, tag, token, now),
-                Err(WriteError::QueueFull {
-                    queued,
-                    high_watermark,
-                    ..
-                }) => {
-                    let full = |payload| WriteError::QueueFull {
-                        queued,
-                        high_watermark,
-                        payload,
-                    };
-                    if msg.wait_when_full {
-                        self.core.handle_wait(msg.batch, tag, token, false, full)
-                    } else {
-                        tracing::debug!(parent: self.span(), queued, "write refused: queue full");
-                        self.core.handle_refused();
-                        return WriteResponse::now(tag, Err(full(msg.batch)));
-                    }
-                }
-                Err(other) => {
-                    self.core.handle_refused();
-                    return WriteResponse::now(tag, Err(other));
-                }
-            }
-        };
-        if let Err(refused) = queued {
-            if !msg.admitted {
-                return WriteResponse::now(tag, Err(refused.error));
-            }
-            // A writer's write, refused after all (the socket shut since): its bytes go
-            // back to the gate and its answer to its own channel.
-            self.shared.release(len);
-            let (inbound, shared) = (&self.inbound, &self.shared);
-            self.replies
-                .answer(refused.token, Err(refused.error), |tag, error| {
-                    report_failure(inbound, shared, tag, error);
-                });
-            return WriteResponse::detached();
-        }
-        self.drive(ctx);
-        if msg.admitted {
-            WriteResponse::detached()
-        } else {
-            self.replies.later(tag)
-        }
-    }
-}
-
-impl Socket {
-    /// The queue-full error for a payload refused now.
-    fn full(&self, payload: crate::batch::IoBatch) -> WriteError {
-        WriteError::QueueFull {
-            queued: self.shared.admitted(),
-            high_watermark: self.shared.high_watermark(),
-            payload,
-        }
-    }
-
-    /// Moves writes that waited for room into the queue, while the gate admits them.
-    /// `true` when one went in.
-    fn admit_waiting(&mut self) -> bool {
-        let now = now();
-        let mut admitted = false;
-        while let Some((len, charged)) = self.core.waiting_front() {
-            if !charged && self.shared.admit(len).is_err() {
-                break;
-            }
-            self.core.admit_waiting_front(now);
-            admitted = true;
-        }
-        admitted
-    }
-}
-
-impl Handler<ReportFailure<WriteError>> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, msg: ReportFailure<WriteError>, _: &mut Context<Self>) {
-        report_failure(&self.inbound, &self.shared, msg.tag, msg.error);
-    }
-}
-
-impl Handler<Flush> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
-        self.core.handle_flush();
-        self.drive(ctx);
-    }
-}
-
-impl Handler<WindowReopened> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, _: WindowReopened, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
-        self.drive(ctx);
-    }
-}
-
-impl Handler<Ready> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
-        if msg.handle == self.handle {
-            self.on_ready(msg.readiness, false, ctx);
-        }
-    }
-}
-
-impl Handler<CancelWrite> for Socket {
-    type Result = Option<crate::batch::IoBatch>;
-
-    fn handle(&mut self, msg: CancelWrite, ctx: &mut Context<Self>) -> Self::Result {
-        self.replies.attach(self.core.last_token_mut());
-        let batch = self.core.handle_cancel(msg.tag, now());
-        self.drive(ctx);
-        batch
-    }
-}
-
-impl Handler<Close> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
-        self.core.handle_close(msg == Close::Abort, now());
-        self.drive(ctx);
-    }
-}
-
-impl Handler<GetStats> for Socket {
-    type Result = actix::MessageResult<GetStats>;
-
-    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        let (deliveries, bytes) = self.shared.unacked();
-        self.core.handle_unacked(deliveries, bytes);
-        actix::MessageResult(self.stats())
-    }
-}
-
-impl Handler<SubscribeWritability> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, msg: SubscribeWritability, _: &mut Context<Self>) {
-        self.shared.subscribe(msg.0);
-    }
-}
-
-impl Handler<GetInfo> for Socket {
-    type Result = actix::MessageResult<GetInfo>;
-
-    fn handle(&mut self, _: GetInfo, _: &mut Context<Self>) -> Self::Result {
-        actix::MessageResult(SocketInfo {
-            id: self.shared.id,
-            peer: self.peer.clone(),
-            handle: self.handle,
-            open: self.core.is_open(),
-            in_place: self.io.in_place(),
-            layers: self.io.layers(),
-        })
-    }
-}
-
-impl Handler<AssignUserData> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, msg: AssignUserData, _: &mut Context<Self>) {
-        let watch = self.watch.get_or_insert_with(Box::default);
-        if let Some(r) = &watch.registration {
-            r.set_user_data(msg.0.clone());
-        }
-        watch.user_data = msg.0;
-    }
-}
-
-impl Handler<GetWriter> for Socket {
-    type Result = actix::MessageResult<GetWriter>;
-
-    fn handle(&mut self, _: GetWriter, ctx: &mut Context<Self>) -> Self::Result {
-        actix::MessageResult(Writer::new(Some(ctx.address()), self.shared.clone()))
-    }
-}
-
-impl Handler<PauseReading> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, _: PauseReading, ctx: &mut Context<Self>) {
-        self.core.handle_pause();
-        self.drive(ctx);
-    }
-}
-
-impl Handler<ResumeReading> for Socket {
-    type Result = ();
-
-    fn handle(&mut self, _: ResumeReading, ctx: &mut Context<Self>) {
-        self.core.handle_resume();
-        self.drive(ctx);
     }
 }
