@@ -228,6 +228,11 @@ impl Layer for Deflate {
         let made = as_usize(self.inflate.total_out() - before_out);
         out.truncate(start + made);
         input.advance(used.min(input.len()));
+        if let Err(e) = self.check() {
+            // Nothing past the bound reaches the socket: this call's output goes too.
+            out.truncate(start);
+            return Err(e.into());
+        }
         if let Err(e) = status {
             if made == 0 {
                 return Err(e.into());
@@ -241,11 +246,6 @@ impl Layer for Deflate {
                 "no progress: bytes after the end of the deflate stream".into(),
             )
             .into());
-        }
-        if let Err(e) = self.check() {
-            // Nothing past the bound reaches the socket: this call's output goes too.
-            out.truncate(start);
-            return Err(e.into());
         }
         Ok(if made == max.max(1) {
             // The output filled: the decompressor may hold more.
@@ -456,6 +456,33 @@ mod tests {
             .decode(&mut input, &mut out, 1024)
             .expect_err("too large");
         assert!(out.len() <= 256, "{} bytes came out", out.len());
+        let inner = error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<CompressError>());
+        assert_eq!(inner, Some(&CompressError::TooLarge { limit: 256 }));
+    }
+
+    #[test]
+    fn no_plaintext_past_the_total_comes_out_before_a_corrupt_byte_either() {
+        // Found by the compress_inbound fuzz target: 512 bytes through a max_total of 256
+        // when the stream turned corrupt after them.
+        let mut deflate = Deflate::new(
+            Compression::new(6),
+            Bounds {
+                max_ratio: DEFAULT_MAX_RATIO,
+                max_total: 256,
+            },
+        );
+        let mut wire = Vec::new();
+        layer(6)
+            .encode(&[IoSlice::new(&[b'y'; 300])], &mut wire)
+            .expect("encode");
+        // The stream goes bad after a sync flush: a reserved block type.
+        wire.extend_from_slice(&[0xff, 0xff, 0xff]);
+        let (mut input, mut out) = (BytesMut::from(&wire[..]), BytesMut::new());
+        let result = deflate.decode(&mut input, &mut out, 512);
+        assert!(out.len() <= 256, "{} bytes came out", out.len());
+        let error = result.expect_err("too large");
         let inner = error
             .get_ref()
             .and_then(|e| e.downcast_ref::<CompressError>());
