@@ -35,7 +35,9 @@ pub struct Written {
     /// The largest number of writes one of those vectored writes carried: the
     /// coalescing this write enjoyed.
     pub max_writes_per_sendv: u32,
-    /// Time from enqueue to the transport accepting the last byte.
+    /// Time from enqueue to the transport accepting the last byte; zero for a write
+    /// whose answer nobody can see (`Writer::write` and `write_tagged`: the socket
+    /// spares them the clock read).
     pub latency: Duration,
 }
 
@@ -141,7 +143,8 @@ struct Entry<T> {
     off: usize,
     /// At most one file segment's chunk, read ahead for a message-path transmit.
     read_ahead: Option<ReadAhead>,
-    enqueued: Instant,
+    /// When it was queued (`None`: nobody sees its latency).
+    enqueued: Option<Instant>,
     sendv_calls: u32,
     would_blocks: u32,
     max_writes_per_sendv: u32,
@@ -149,7 +152,7 @@ struct Entry<T> {
 }
 
 impl<T> Entry<T> {
-    fn new(batch: IoBatch, tag: Option<u64>, token: T, now: Instant) -> Self {
+    fn new(batch: IoBatch, tag: Option<u64>, token: T, now: Option<Instant>) -> Self {
         Entry {
             tag,
             len: batch.len(),
@@ -200,7 +203,9 @@ impl<T> Entry<T> {
             sendv_calls: self.sendv_calls,
             would_blocks: self.would_blocks,
             max_writes_per_sendv: self.max_writes_per_sendv,
-            latency: now.saturating_duration_since(self.enqueued),
+            latency: self
+                .enqueued
+                .map_or(Duration::ZERO, |at| now.saturating_duration_since(at)),
         }
     }
 }
@@ -425,7 +430,7 @@ impl<T> WriteQueue<T> {
         batch: IoBatch,
         tag: Option<u64>,
         token: T,
-        now: Instant,
+        now: Option<Instant>,
         completed: impl FnOnce(T, Result<Written, WriteError>),
     ) {
         let len = batch.len();
@@ -759,7 +764,7 @@ mod tests {
 
     fn push(q: &mut WriteQueue<u32>, id: u32, data: &[&'static [u8]], out: &mut Answers) {
         let batch: IoBatch = data.iter().map(|s| Bytes::from_static(s)).collect();
-        q.push(batch, Some(id as u64), id, Instant::now(), |t, r| {
+        q.push(batch, Some(id as u64), id, Some(Instant::now()), |t, r| {
             out.push((t, r))
         });
     }
@@ -818,7 +823,7 @@ mod tests {
             payload.clone().into(),
             None,
             0u32,
-            Instant::now(),
+            Some(Instant::now()),
             |_, _| {},
         );
         let t = q.poll_transmit(usize::MAX).expect("data");

@@ -435,7 +435,7 @@ impl<T> StreamCore<T> {
         batch: IoBatch,
         tag: Option<u64>,
         token: T,
-        now: Instant,
+        now: Option<Instant>,
     ) -> Result<(), Refused<T>> {
         if let Some(shut) = &self.shut {
             self.counters.writes_failed += 1;
@@ -481,11 +481,11 @@ impl<T> StreamCore<T> {
     /// queue.
     pub(crate) fn admit_waiting_front(&mut self, now: Instant) {
         if let Some(w) = self.waiting.pop_front() {
-            self.enqueue(w.batch, w.tag, w.token, now);
+            self.enqueue(w.batch, w.tag, w.token, Some(now));
         }
     }
 
-    fn enqueue(&mut self, batch: IoBatch, tag: Option<u64>, token: T, now: Instant) {
+    fn enqueue(&mut self, batch: IoBatch, tag: Option<u64>, token: T, now: Option<Instant>) {
         self.counters.writes += 1;
         let events = &mut self.events;
         let counters = &mut self.counters;
@@ -577,7 +577,7 @@ impl<T> StreamCore<T> {
             if !w.charged {
                 charged += w.batch.len();
             }
-            self.enqueue(w.batch, w.tag, w.token, now);
+            self.enqueue(w.batch, w.tag, w.token, Some(now));
         }
         if charged > 0 {
             self.events.push_back(Event::Charged(charged));
@@ -1139,7 +1139,7 @@ mod tests {
             vec![token as u8; len].into(),
             Some(u64::from(token)),
             token,
-            t0(),
+            Some(t0()),
         )
         .map_err(|r| r.error)
         .expect("open");
@@ -1236,7 +1236,7 @@ mod tests {
         write(&mut core, 1, 10);
         core.handle_close(false, t0());
         assert!(matches!(
-            core.handle_write(vec![0u8].into(), None, 2, t0()),
+            core.handle_write(vec![0u8].into(), None, 2, Some(t0())),
             Err(Refused {
                 error: WriteError::Closed { .. },
                 token: 2

@@ -166,7 +166,7 @@ impl Socket {
     }
 
     fn perform(&mut self, action: IoAction, ctx: &mut Context<Self>) {
-        let now = now();
+        // The clock is read only where the core needs the time (a vDSO call each).
         match action {
             IoAction::RequestFlush => {
                 let (id, span) = (self.shared.id, span_of(&self.span));
@@ -175,7 +175,7 @@ impl Socket {
                 }
             }
             IoAction::Transmit { budget } => match self.io.transmit(&mut self.core, budget, ctx) {
-                Answer::Now(result) => self.core.handle_sent(result, now),
+                Answer::Now(result) => self.core.handle_sent(result, now()),
                 Answer::Later => self.core.handle_send_pending(),
                 Answer::Nothing => {}
             },
@@ -192,6 +192,7 @@ impl Socket {
             }
             IoAction::Wait(readiness) => self.io.wait(readiness, ctx),
             IoAction::Read { max } => {
+                let now = now();
                 // Frames already buffered go out before anything more is read.
                 if !self.deliver_frames(false, now) || !self.window_open() {
                     return;
@@ -207,7 +208,7 @@ impl Socket {
                     if let Err(error) = &result {
                         tracing::debug!(%error, "shutdown of the sending half failed");
                     }
-                    self.core.handle_shutdown(result, now)
+                    self.core.handle_shutdown(result, now())
                 }
                 Answer::Later | Answer::Nothing => {}
             },
@@ -479,13 +480,12 @@ impl Socket {
     /// Moves writes that waited for room into the queue, while the gate admits them.
     /// `true` when one went in.
     fn admit_waiting(&mut self) -> bool {
-        let now = now();
         let mut admitted = false;
         while let Some((len, charged)) = self.core.waiting_front() {
             if !charged && self.shared.admit(len).is_err() {
                 break;
             }
-            self.core.admit_waiting_front(now);
+            self.core.admit_waiting_front(now());
             admitted = true;
         }
         admitted
