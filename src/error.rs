@@ -241,8 +241,13 @@ pub enum DecodeError {
     /// The decoder rejected the stream (its own error, downcastable from the source).
     #[error("frame decoder failed: {0}")]
     Decoder(#[source] Arc<dyn std::error::Error + Send + Sync>),
-    /// More undecoded bytes are buffered than any frame may take, without a whole frame.
-    #[error("{buffered} bytes buffered without a whole frame; the limit is {limit}")]
+    /// More undecoded bytes are buffered than any frame may take, without a whole frame:
+    /// a frame longer than [`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes)
+    /// (8 MiB by default); raise it for larger frames.
+    #[error(
+        "a frame longer than max_frame_bytes: {buffered} bytes buffered without a whole \
+         frame, the limit is {limit} (raise SocketConfig::max_frame_bytes for larger frames)"
+    )]
     FrameTooLong {
         /// Bytes buffered.
         buffered: usize,

@@ -13,3 +13,4 @@ mod real_loopback_tcp_carries_writes_byte_exact;
 mod real_udp_exchange_between_two_bound_sockets;
 mod real_unix_datagram_sockets_trade_datagrams_with_their_paths;
 mod real_unix_stream_sockets_connect_listen_and_echo;
+mod std_streams_are_adopted_and_carry_bytes_both_ways;

@@ -380,9 +380,9 @@ impl SystemListener {
     }
 }
 
-/// A connected stream made elsewhere (a listener's `accept`, `UnixStream::pair`…), to
-/// hand to the system transport with [`Adopt`] or
-/// [`SocketBuilder::adopt`](crate::SocketBuilder::adopt).
+/// A connected stream made elsewhere (a listener's `accept`, `UnixStream::pair`…), tokio's
+/// or std's (made non-blocking when adopted), to hand to the system transport with
+/// [`Adopt`] or [`SocketBuilder::adopt`](crate::SocketBuilder::adopt).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AdoptedStream {
@@ -391,6 +391,24 @@ pub enum AdoptedStream {
     /// A Unix domain stream.
     #[cfg(unix)]
     Unix(UnixStream),
+    /// A std TCP stream: made non-blocking and registered with the reactor when adopted.
+    StdTcp(std::net::TcpStream),
+    /// A std Unix domain stream: made non-blocking and registered when adopted.
+    #[cfg(unix)]
+    StdUnix(std::os::unix::net::UnixStream),
+}
+
+impl From<std::net::TcpStream> for AdoptedStream {
+    fn from(stream: std::net::TcpStream) -> Self {
+        AdoptedStream::StdTcp(stream)
+    }
+}
+
+#[cfg(unix)]
+impl From<std::os::unix::net::UnixStream> for AdoptedStream {
+    fn from(stream: std::os::unix::net::UnixStream) -> Self {
+        AdoptedStream::StdUnix(stream)
+    }
 }
 
 impl From<TcpStream> for AdoptedStream {
@@ -414,6 +432,11 @@ impl AdoptedStream {
             AdoptedStream::Tcp(s) => s.peer_addr().ok().map(Address::Inet),
             #[cfg(unix)]
             AdoptedStream::Unix(s) => s.peer_addr().ok().map(|peer| {
+                Address::Unix(peer.as_pathname().map(PathBuf::from).unwrap_or_default())
+            }),
+            AdoptedStream::StdTcp(s) => s.peer_addr().ok().map(Address::Inet),
+            #[cfg(unix)]
+            AdoptedStream::StdUnix(s) => s.peer_addr().ok().map(|peer| {
                 Address::Unix(peer.as_pathname().map(PathBuf::from).unwrap_or_default())
             }),
         }
@@ -993,6 +1016,15 @@ impl Handler<Adopt> for SystemFunctions {
             AdoptedStream::Tcp(tcp) => SystemStream::tcp(tcp)?,
             #[cfg(unix)]
             AdoptedStream::Unix(unix) => SystemStream::Unix(Box::new(unix)),
+            AdoptedStream::StdTcp(tcp) => {
+                tcp.set_nonblocking(true)?;
+                SystemStream::tcp(TcpStream::from_std(tcp)?)?
+            }
+            #[cfg(unix)]
+            AdoptedStream::StdUnix(unix) => {
+                unix.set_nonblocking(true)?;
+                SystemStream::Unix(Box::new(UnixStream::from_std(unix)?))
+            }
         };
         Ok(self.insert(State::Stream(Arc::new(stream)), msg.events))
     }

@@ -61,6 +61,13 @@ pub struct SocketConfig {
     /// [`SocketEventKind::DecodeFailed`](crate::messages::SocketEventKind::DecodeFailed), decides: it can still write (say, an error
     /// reply) and then send [`Close`].
     pub close_on_decode_error: bool,
+    /// What the peer's EOF (it shut its sending half down) does. `false` (the default):
+    /// the subscriber hears [`SocketEventKind::Eof`](crate::messages::SocketEventKind::Eof)
+    /// and the socket stays open, half-open, for writes (a request may still be
+    /// answered), until you send [`Close`]. `true`: the socket closes gracefully at the
+    /// EOF (the writes already queued go out first), and the subscriber hears `Closed`
+    /// after `Eof`.
+    pub close_on_eof: bool,
     /// A lingering close. Once a graceful close has sent every queued write, the socket
     /// shuts down its sending half (the peer reads EOF), where its transport can. With a
     /// linger time, a socket that reads then reads on until the peer's EOF, for at most
@@ -88,6 +95,7 @@ impl Default for SocketConfig {
             read_limits: ReadLimits::default(),
             max_frame_bytes: 8 * 1024 * 1024,
             close_on_decode_error: true,
+            close_on_eof: false,
             close_linger: Duration::ZERO,
             drain_timeout: None,
         }
@@ -336,7 +344,7 @@ impl SocketBuilder {
             close_linger: config.close_linger,
             drain_timeout: config.drain_timeout,
             close_on_decode_error: config.close_on_decode_error,
-            close_on_eof: false,
+            close_on_eof: config.close_on_eof,
             deferred: flusher.is_some(),
             reading: inbound.reads(),
             watch_interest: false,
