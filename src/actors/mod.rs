@@ -22,6 +22,6 @@ pub use inbound::ReadLimits;
 pub use listener::{Listener, ListenerBuilder};
 pub use reply::WriteResponse;
 pub use socket::{
-    FlushPolicy, GetWriter, InterestGroup, Registry, Socket, SocketBuilder, SocketConfig,
-    SocketHandle, WriteFuture, Writer,
+    FlushPolicy, FrameError, FrameStream, FramedWriteError, FramedWriter, GetWriter, InterestGroup,
+    Registry, Socket, SocketBuilder, SocketConfig, SocketHandle, WriteFuture, Writer,
 };

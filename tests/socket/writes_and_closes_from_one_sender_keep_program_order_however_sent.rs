@@ -1,6 +1,7 @@
 //! Writes and closes from one sender reach the socket's queue in program order, whether
 //! they are sent with `send` (awaited later, pipelined far past actix's mailbox capacity
-//! of 16) or `do_send`: a later close never overtakes an earlier write.
+//! of 16), `do_send` or a `Writer`, mixed: a later close never overtakes an earlier
+//! write.
 
 use crate::support::{mock_socket, run_paused};
 use futures_util::future::join_all;
@@ -58,5 +59,42 @@ fn send_and_do_send_interleaved_past_the_mailbox_capacity_keep_their_order() {
             expected,
             "the wire holds the writes in program order"
         );
+    });
+}
+
+#[test]
+fn writer_writes_and_address_messages_mixed_keep_program_order() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::AcceptAll);
+        let socket = mock_socket(&mock).await;
+        let writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        // 600 writes, by turns through the writer, `do_send` and pipelined `send`s (none
+        // polled until the end), then a close through the address: far past the
+        // mailbox's 16.
+        let mut pending = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..600u32 {
+            let bytes = i.to_be_bytes().to_vec();
+            expected.extend_from_slice(&bytes);
+            match i % 3 {
+                0 => writer.write(bytes).expect("room"),
+                1 => socket.do_send(Write::new(bytes)),
+                _ => pending.push(socket.send(Write::new(bytes))),
+            }
+        }
+        socket.do_send(Close::Graceful);
+        for answer in join_all(pending).await {
+            answer.expect("mailbox").expect("written before the close");
+        }
+        assert_eq!(
+            mock.written(Handle(1)),
+            expected,
+            "program order across the paths"
+        );
+        assert!(mock.is_closed(Handle(1)));
     });
 }

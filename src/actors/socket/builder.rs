@@ -4,13 +4,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, AsyncContext, Context, Recipient};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Recipient};
 use tokio_util::codec::Decoder;
 
+use super::framed::{Forward, FrameStream, FramedWriter};
 use super::io::{StreamIo, TableIo};
 use super::layered::LayeredIo;
 use super::registry::{InterestGroup, Registry};
-use super::{Socket, Watch, NEXT_ID};
+use super::{GetWriter, Socket, Watch, Writer, NEXT_ID};
 use crate::actors::flusher::Flusher;
 use crate::actors::functions::{
     flatten, Adopt, AdoptedStream, ShareStream, SocketFunctions, SystemStream,
@@ -256,6 +257,111 @@ impl SocketBuilder {
         Ok(ctx.run(socket))
     }
 
+    /// Connects, and hands back the typed pair in one call: a [`FramedWriter`] that
+    /// encodes items with `codec` and a [`FrameStream`] of what `codec` decodes from the
+    /// peer (tokio-util's `Framed::new(stream, codec).split()`, over a socket actor). The
+    /// stream takes the socket's events (it ends at the peer's EOF or the close; a decode
+    /// or read failure is its last item), so a subscriber set on this builder is replaced.
+    ///
+    /// ```no_run
+    /// use sockactor::Socket;
+    /// use tokio_util::codec::LinesCodec;
+    ///
+    /// # async fn demo(addr: std::net::SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
+    /// let (mut tx, mut rx) = Socket::builder().connect_framed(addr, LinesCodec::new()).await?;
+    /// tx.send("hello".to_string()).await?;
+    /// while let Some(line) = rx.next().await {
+    ///     println!("{}", line?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_framed<C>(
+        self,
+        addr: impl Into<Address>,
+        codec: C,
+    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), SocketError>
+    where
+        C: Decoder + Clone + 'static,
+        C::Item: Send + 'static,
+        C::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let (forward, half) = Forward::<C::Item>::start();
+        let socket = self
+            .subscriber(forward.clone().recipient())
+            .framed(codec.clone(), forward.recipient())
+            .connect(addr)
+            .await?;
+        let writer = get_writer(&socket).await?;
+        Ok((writer.framed(codec), half.with_socket(socket)))
+    }
+
+    /// Connects, then starts the actor `make` returns, given the socket's [`Writer`], as
+    /// the socket's subscriber: the actor has its handle from its first message on, with
+    /// no start-up message of its own.
+    ///
+    /// ```no_run
+    /// use actix::prelude::*;
+    /// use sockactor::messages::{SocketEvent, SocketEventKind};
+    /// use sockactor::{Socket, Writer};
+    ///
+    /// struct Echo(Writer);
+    /// impl Actor for Echo { type Context = Context<Self>; }
+    /// impl Handler<SocketEvent> for Echo {
+    ///     type Result = ();
+    ///     fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
+    ///         if let SocketEventKind::Received(bytes) = event.kind {
+    ///             let _ = self.0.write(bytes);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # async fn demo(addr: std::net::SocketAddr) -> Result<(), sockactor::SocketError> {
+    /// let echo: Addr<Echo> = Socket::builder().connect_actor(addr, Echo).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_actor<A, F>(
+        self,
+        addr: impl Into<Address>,
+        make: F,
+    ) -> Result<Addr<A>, SocketError>
+    where
+        A: Actor<Context = Context<A>> + Handler<SocketEvent>,
+        F: FnOnce(Writer) -> A,
+    {
+        let ctx = Context::<A>::new();
+        let socket = self
+            .subscriber(ctx.address().recipient())
+            .connect(addr)
+            .await?;
+        let writer = get_writer(&socket).await?;
+        Ok(ctx.run(make(writer)))
+    }
+
+    /// As [`connect_actor`](Self::connect_actor), with the peer's bytes decoded by
+    /// `decoder` into [`Frame`]s for the actor (see [`framed`](Self::framed)).
+    pub async fn connect_framed_actor<A, D, F>(
+        self,
+        addr: impl Into<Address>,
+        decoder: D,
+        make: F,
+    ) -> Result<Addr<A>, SocketError>
+    where
+        A: Actor<Context = Context<A>> + Handler<SocketEvent> + Handler<Frame<D::Item>>,
+        D: Decoder + 'static,
+        D::Item: Send + 'static,
+        D::Error: std::error::Error + Send + Sync + 'static,
+        F: FnOnce(Writer) -> A,
+    {
+        let ctx = Context::<A>::new();
+        let socket = self
+            .subscriber(ctx.address().recipient())
+            .framed(decoder, ctx.address().recipient())
+            .connect(addr)
+            .await?;
+        let writer = get_writer(&socket).await?;
+        Ok(ctx.run(make(writer)))
+    }
+
     /// Starts a socket on an already connected stream (TCP or Unix: from a listener's
     /// `accept`, a `UnixStream::pair`…), handing the stream to the system transport.
     pub async fn adopt(
@@ -426,6 +532,14 @@ impl Drop for CloseOnDrop<'_> {
 
 /// The stream behind a system handle, when the table's data path is the system's and
 /// the socket may call it in place.
+/// The socket's writer (the socket was just started: only a stopped system fails this).
+async fn get_writer(socket: &Addr<Socket>) -> Result<Writer, SocketError> {
+    socket
+        .send(GetWriter)
+        .await
+        .map_err(|_| SocketError::Open(TransportError::Unavailable))
+}
+
 async fn share_stream(functions: &SocketFunctions, handle: Handle) -> Option<Arc<SystemStream>> {
     if !functions.in_place() {
         return None;

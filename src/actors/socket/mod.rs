@@ -10,6 +10,7 @@ use actix::{
 };
 
 mod builder;
+mod framed;
 mod handlers;
 mod io;
 mod layered;
@@ -27,6 +28,7 @@ use crate::proto::{Event, IoAction, ReadOutcome, Written};
 use crate::shared::Shared;
 use crate::types::{Address, Handle, Interest, Readiness, SocketState, UserData};
 pub use builder::{FlushPolicy, SocketBuilder, SocketConfig};
+pub use framed::{FrameError, FrameStream, FramedWriteError, FramedWriter};
 use io::{Answer, Core, Lower, StreamIo};
 pub use registry::{InterestGroup, Registry, SocketHandle};
 use registry::{Membership, Registration};

@@ -1,0 +1,374 @@
+//! Typed frames both ways: a [`FramedWriter`] encodes items with a tokio-util
+//! [`Encoder`] and writes them through a [`Writer`] (a `futures` `Sink` with
+//! backpressure); a [`FrameStream`] yields what the socket's [`Decoder`] made of the peer's
+//! bytes (a `futures` `Stream`). [`SocketBuilder::connect_framed`] gives both in one call,
+//! as tokio-util's `Framed::new(stream, codec).split()` does.
+//!
+//! [`Decoder`]: tokio_util::codec::Decoder
+//! [`SocketBuilder::connect_framed`]: super::SocketBuilder::connect_framed
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use actix::{Actor, Addr, Context, Handler};
+use bytes::BytesMut;
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::sync::mpsc;
+use tokio_util::codec::Encoder;
+
+use super::{Socket, Writer};
+use crate::batch::IoBatch;
+use crate::error::{DecodeError, TransportError, WriteError};
+use crate::messages::read::Frame;
+use crate::messages::socket::{SocketEvent, SocketEventKind};
+
+/// Why a [`FramedWriter`] could not write an item.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FramedWriteError<E> {
+    /// The encoder refused the item.
+    #[error("encoding failed: {0}")]
+    Encode(E),
+    /// The socket refused the encoded bytes (closed, failed, or full: a
+    /// [`WriteError::QueueFull`] carries them back).
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// A wait for room in the socket's queue.
+type Room = Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send>>;
+
+/// Items encoded with `E` and written, in order, through a [`Writer`]: made by
+/// [`Writer::framed`] or [`SocketBuilder::connect_framed`](super::SocketBuilder::connect_framed).
+///
+/// - [`send`](Self::send) waits for room in the socket's queue, then writes.
+/// - [`try_send`](Self::try_send) writes now or says why not at once (a full queue hands
+///   the encoded bytes back), so a pipelining client learns of a refusal before it writes
+///   the next item.
+/// - As a [`Sink`] (`futures::SinkExt::send`, `send_all`, `forward`), `poll_ready` waits
+///   for room and `poll_flush` is ready once every item is in the socket's queue (the
+///   socket writes them in order; await a [`Writer::write_answered`] to know the
+///   transport took them); `poll_close` closes the socket gracefully after them.
+///
+/// ```no_run
+/// use sockactor::Socket;
+/// use tokio_util::codec::LinesCodec;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let (mut lines, mut replies) = Socket::builder()
+///     .connect_framed("127.0.0.1:7000".parse::<std::net::SocketAddr>()?, LinesCodec::new())
+///     .await?;
+/// lines.send("PING".to_string()).await?;
+/// if let Some(reply) = replies.next().await {
+///     println!("{}", reply?);
+/// }
+/// # Ok(()) }
+/// ```
+pub struct FramedWriter<E> {
+    writer: Writer,
+    encoder: E,
+    buf: BytesMut,
+    /// Encoded bytes the queue refused (full): they go first.
+    pending: Option<IoBatch>,
+    room: Option<Room>,
+}
+
+impl<E> std::fmt::Debug for FramedWriter<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramedWriter")
+            .field("writer", &self.writer)
+            .field("pending", &self.pending.as_ref().map(IoBatch::len))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Items encoded with `encoder`, written through this writer: see [`FramedWriter`].
+    pub fn framed<E>(self, encoder: E) -> FramedWriter<E> {
+        FramedWriter {
+            writer: self,
+            encoder,
+            buf: BytesMut::new(),
+            pending: None,
+            room: None,
+        }
+    }
+}
+
+impl<E> FramedWriter<E> {
+    /// The writer underneath (to close, wait for room, or write raw bytes in between).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// The encoder.
+    pub fn encoder_mut(&mut self) -> &mut E {
+        &mut self.encoder
+    }
+
+    /// Encodes `item` and writes it now, or says why not: a full queue
+    /// ([`WriteError::QueueFull`], the encoded bytes inside) or a closed socket. Items
+    /// refused earlier by a [`Sink`] call go first.
+    pub fn try_send<I>(&mut self, item: I) -> Result<(), FramedWriteError<E::Error>>
+    where
+        E: Encoder<I>,
+    {
+        if let Some(pending) = self.pending.take() {
+            self.writer.write(pending)?;
+        }
+        let batch = self.encode(item)?;
+        self.writer.write(batch)?;
+        Ok(())
+    }
+
+    /// Encodes `item`, waits for room in the socket's queue, and writes it.
+    pub async fn send<I>(&mut self, item: I) -> Result<(), FramedWriteError<E::Error>>
+    where
+        E: Encoder<I>,
+    {
+        if let Some(pending) = self.pending.take() {
+            self.writer.write_when_ready(pending).await?;
+        }
+        let batch = self.encode(item)?;
+        self.writer.write_when_ready(batch).await?;
+        Ok(())
+    }
+
+    fn encode<I>(&mut self, item: I) -> Result<IoBatch, FramedWriteError<E::Error>>
+    where
+        E: Encoder<I>,
+    {
+        self.encoder
+            .encode(item, &mut self.buf)
+            .map_err(FramedWriteError::Encode)?;
+        Ok(self.buf.split().freeze().into())
+    }
+
+    /// Writes what the queue refused before, waiting for room as needed.
+    fn poll_pending(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), WriteError>> {
+        loop {
+            if let Some(room) = self.room.as_mut() {
+                let ready = room.as_mut().poll(cx);
+                match ready {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(result) => {
+                        self.room = None;
+                        result?;
+                    }
+                }
+            }
+            let Some(pending) = self.pending.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match self.writer.write(pending) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(WriteError::QueueFull { payload, .. }) => {
+                    self.pending = Some(payload);
+                    self.wait_for_room();
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn wait_for_room(&mut self) {
+        let writer = self.writer.clone();
+        self.room = Some(Box::pin(async move { writer.writable().await }));
+    }
+}
+
+impl<E> Unpin for FramedWriter<E> {}
+
+impl<I, E: Encoder<I>> Sink<I> for FramedWriter<E> {
+    type Error = FramedWriteError<E::Error>;
+
+    fn poll_ready(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
+        let this = &mut *self;
+        if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
+            return Poll::Ready(Err(e.into()));
+        }
+        if this.pending.is_some() {
+            return Poll::Pending;
+        }
+        if this.writer.is_writable() {
+            return Poll::Ready(Ok(()));
+        }
+        if this.room.is_none() {
+            this.wait_for_room();
+        }
+        match this.poll_pending(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: I) -> Result<(), Self::Error> {
+        let this = &mut *self;
+        let batch = this.encode(item)?;
+        match this.writer.write(batch) {
+            Ok(()) => Ok(()),
+            // Another producer filled the queue since `poll_ready`: the bytes wait here,
+            // first in line.
+            Err(WriteError::QueueFull { payload, .. }) => {
+                this.pending = Some(payload);
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
+        self.poll_pending(cx).map_err(Into::into)
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), Self::Error>> {
+        match self.poll_pending(cx) {
+            Poll::Ready(Ok(())) => {
+                self.writer.close();
+                Poll::Ready(Ok(()))
+            }
+            other => other.map_err(Into::into),
+        }
+    }
+}
+
+/// Why a [`FrameStream`] ended with an error.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The decoder rejected the peer's bytes, or a frame outgrew
+    /// [`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// Reading failed (a transport or byte-layer error).
+    #[error("reading failed: {0}")]
+    Read(#[source] TransportError),
+}
+
+/// What reaches a [`FrameStream`].
+enum Incoming<T> {
+    Frame(Frame<T>),
+    Failed(FrameError),
+    End,
+}
+
+/// The frames a socket decodes from its peer, as a [`Stream`] of
+/// `Result<frame, FrameError>`: made by
+/// [`SocketBuilder::connect_framed`](super::SocketBuilder::connect_framed). It ends at
+/// the peer's EOF (after the last frame) or the socket's close; a decode or read failure
+/// is its last item. Each frame's place in the read window is given back when the stream
+/// yields it, so a slow consumer holds the socket's reading, not its memory.
+pub struct FrameStream<T> {
+    rx: mpsc::UnboundedReceiver<Incoming<T>>,
+    ended: bool,
+    /// Keeps the socket alive while the stream is read.
+    _socket: Addr<Socket>,
+}
+
+impl<T> std::fmt::Debug for FrameStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameStream")
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> FrameStream<T> {
+    /// The next frame, or `None` once the stream ended.
+    pub async fn next(&mut self) -> Option<Result<T, FrameError>> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    fn poll_frame(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<T, FrameError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Incoming::Frame(frame))) => Poll::Ready(Some(Ok(frame.frame))),
+            Poll::Ready(Some(Incoming::Failed(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(Some(Incoming::End)) | Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+impl<T> Unpin for FrameStream<T> {}
+
+impl<T> Stream for FrameStream<T> {
+    type Item = Result<T, FrameError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.poll_frame(cx)
+    }
+}
+
+/// The actor between a socket and its [`FrameStream`]: frames and the end of reading go
+/// into the stream's channel.
+pub(crate) struct Forward<T: 'static>(mpsc::UnboundedSender<Incoming<T>>);
+
+impl<T: Send + 'static> Forward<T> {
+    /// The forwarding actor, and the stream's half (its socket given later).
+    pub(crate) fn start() -> (Addr<Self>, StreamHalf<T>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Forward(tx).start(), StreamHalf(rx))
+    }
+}
+
+/// A [`FrameStream`] waiting for its socket.
+pub(crate) struct StreamHalf<T>(mpsc::UnboundedReceiver<Incoming<T>>);
+
+impl<T> StreamHalf<T> {
+    pub(crate) fn with_socket(self, socket: Addr<Socket>) -> FrameStream<T> {
+        FrameStream {
+            rx: self.0,
+            ended: false,
+            _socket: socket,
+        }
+    }
+}
+
+impl<T: 'static> Actor for Forward<T> {
+    type Context = Context<Self>;
+}
+
+impl<T: Send + 'static> Handler<Frame<T>> for Forward<T> {
+    type Result = ();
+
+    fn handle(&mut self, frame: Frame<T>, _: &mut Context<Self>) {
+        let _ = self.0.send(Incoming::Frame(frame));
+    }
+}
+
+impl<T: Send + 'static> Handler<SocketEvent> for Forward<T> {
+    type Result = ();
+
+    fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
+        let incoming = match event.kind {
+            SocketEventKind::Eof | SocketEventKind::Closed { .. } => Incoming::End,
+            SocketEventKind::DecodeFailed(e) => Incoming::Failed(FrameError::Decode(e)),
+            SocketEventKind::ReadFailed(e) => Incoming::Failed(FrameError::Read(e)),
+            // Raw chunks do not come to a framed socket's subscriber; failed writes are
+            // the writer's to hear of.
+            _ => return,
+        };
+        let _ = self.0.send(incoming);
+    }
+}

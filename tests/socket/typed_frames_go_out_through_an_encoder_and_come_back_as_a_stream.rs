@@ -1,0 +1,190 @@
+//! Typed frames both ways, as short as tokio-util's `Framed`: `connect_framed` gives a
+//! `FramedWriter` (encoder + `Sink`) and a `FrameStream` (decoder + `Stream`) in one
+//! call; the writer's `try_send` refuses a full queue at once, handing the encoded bytes
+//! back; as a `Sink` it waits for room and keeps every item in order; the stream ends at
+//! the peer's EOF and ends with a typed error when a frame is too long; `connect_actor`
+//! gives the user's actor its `Writer` when it is made.
+
+use std::time::Duration;
+
+use crate::support::{local, mock_peer, run_paused, settle, watermarks};
+use actix::prelude::*;
+use futures_util::SinkExt;
+use sockactor::messages::{Handle, SocketEvent, SocketEventKind};
+use sockactor::{
+    DecodeError, FrameError, FramedWriteError, MockTransport, SendStep, Socket, SocketConfig,
+    WriteError, Writer,
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::codec::{LinesCodec, LinesCodecError};
+
+/// A line server on loopback: answers each line with its upper case, then closes after
+/// `lines` lines.
+async fn upper_server(lines: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind(local()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read).lines();
+        for _ in 0..lines {
+            let Some(line) = read.next_line().await.expect("read") else {
+                return;
+            };
+            write
+                .write_all(format!("{}\n", line.to_uppercase()).as_bytes())
+                .await
+                .expect("write");
+        }
+    });
+    addr
+}
+
+#[actix::test]
+async fn a_line_client_is_a_writer_and_a_stream_in_one_call() {
+    let addr = upper_server(100).await;
+    let (mut tx, mut rx) = Socket::builder()
+        .connect_framed(addr, LinesCodec::new())
+        .await
+        .expect("connect");
+    for i in 0..100 {
+        tx.send(format!("line {i}")).await.expect("sent");
+    }
+    for i in 0..100 {
+        let line = rx.next().await.expect("a line").expect("decoded");
+        assert_eq!(line, format!("LINE {i}"), "in order");
+    }
+    assert!(
+        rx.next().await.is_none(),
+        "the stream ends at the peer's EOF"
+    );
+}
+
+#[actix::test]
+async fn as_a_sink_the_writer_sends_everything_in_order() {
+    let addr = upper_server(1000).await;
+    let (mut tx, mut rx) = Socket::builder()
+        .connect_framed(addr, LinesCodec::new())
+        .await
+        .expect("connect");
+    let mut items = futures_util::stream::iter(
+        (0..1000).map(|i| Ok::<_, FramedWriteError<LinesCodecError>>(format!("{i}"))),
+    );
+    SinkExt::send_all(&mut tx, &mut items)
+        .await
+        .expect("all sent");
+    for i in 0..1000 {
+        assert_eq!(
+            rx.next().await.expect("a line").expect("decoded"),
+            format!("{i}")
+        );
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_try_send_at_once_and_the_sink_waits_for_room() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(watermarks(64, 32))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer: Writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        let mut tx = writer.framed(LinesCodec::new());
+        tx.try_send("x".repeat(100))
+            .expect("an empty queue takes a long line");
+        match tx.try_send("refused".to_string()) {
+            Err(FramedWriteError::Write(WriteError::QueueFull { payload, .. })) => {
+                assert_eq!(
+                    payload.len(),
+                    "refused\n".len(),
+                    "the encoded bytes come back"
+                );
+            }
+            other => panic!("expected a synchronous QueueFull, got {other:?}"),
+        }
+        // As a sink, the next item waits for room instead.
+        let sending = tokio::spawn(async move {
+            SinkExt::send(&mut tx, "waits".to_string())
+                .await
+                .map(|()| tx)
+        });
+        settle().await;
+        assert!(!sending.is_finished(), "no room yet");
+        mock.release(Handle(1));
+        let _tx = tokio::time::timeout(Duration::from_secs(5), sending)
+            .await
+            .expect("room came")
+            .expect("task")
+            .expect("sent");
+        settle().await;
+        let written = mock.written(Handle(1));
+        assert_eq!(written, format!("{}\nwaits\n", "x".repeat(100)).as_bytes());
+    });
+}
+
+#[actix::test]
+async fn a_frame_over_the_limit_ends_the_stream_with_a_typed_error() {
+    let listener = tokio::net::TcpListener::bind(local()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        stream.write_all(&[b'a'; 4096]).await.expect("write");
+        // Held open until the socket closes its end.
+        let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut [0u8; 1]).await;
+    });
+    let (_tx, mut rx) = Socket::builder()
+        .config(SocketConfig {
+            max_frame_bytes: 1024,
+            ..SocketConfig::default()
+        })
+        .connect_framed(addr, LinesCodec::new())
+        .await
+        .expect("connect");
+    match rx.next().await {
+        Some(Err(FrameError::Decode(e @ DecodeError::FrameTooLong { limit: 1024, .. }))) => {
+            assert!(e.to_string().contains("max_frame_bytes"), "{e}");
+        }
+        other => panic!("expected FrameTooLong, got {other:?}"),
+    }
+    assert!(rx.next().await.is_none(), "the error is the last item");
+}
+
+/// Echoes what it reads through the writer it was made with.
+struct Echo(Writer);
+
+impl Actor for Echo {
+    type Context = Context<Self>;
+}
+
+impl Handler<SocketEvent> for Echo {
+    type Result = ();
+    fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
+        if let SocketEventKind::Received(bytes) = event.kind {
+            self.0.write(bytes).expect("room");
+        }
+    }
+}
+
+#[actix::test]
+async fn the_users_actor_is_made_with_its_writer() {
+    let listener = tokio::net::TcpListener::bind(local()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _echo = Socket::builder()
+        .connect_actor(addr, Echo)
+        .await
+        .expect("connect");
+    let (mut peer, _) = listener.accept().await.expect("accept");
+    peer.write_all(b"hello").await.expect("write");
+    let mut buf = [0u8; 5];
+    tokio::io::AsyncReadExt::read_exact(&mut peer, &mut buf)
+        .await
+        .expect("echo");
+    assert_eq!(&buf, b"hello");
+}
