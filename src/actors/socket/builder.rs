@@ -295,6 +295,41 @@ impl SocketBuilder {
         Ok((writer.framed(codec), half.with_socket(socket)))
     }
 
+    /// As [`connect_framed`](Self::connect_framed), on an already connected stream (see
+    /// [`adopt`](Self::adopt)): a server's accepted connection as a typed pair.
+    ///
+    /// ```no_run
+    /// use sockactor::Socket;
+    /// use tokio_util::codec::LinesCodec;
+    ///
+    /// # async fn demo(listener: tokio::net::TcpListener) -> Result<(), Box<dyn std::error::Error>> {
+    /// let (stream, _) = listener.accept().await?;
+    /// let (mut tx, mut rx) = Socket::builder().adopt_framed(stream, LinesCodec::new()).await?;
+    /// while let Some(line) = rx.next().await {
+    ///     tx.send(line?.to_uppercase()).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn adopt_framed<C>(
+        self,
+        stream: impl Into<AdoptedStream>,
+        codec: C,
+    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), SocketError>
+    where
+        C: Decoder + Clone + 'static,
+        C::Item: Send + 'static,
+        C::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let (forward, half) = Forward::<C::Item>::start();
+        let socket = self
+            .subscriber(forward.clone().recipient())
+            .framed(codec.clone(), forward.recipient())
+            .adopt(stream)
+            .await?;
+        let writer = get_writer(&socket).await?;
+        Ok((writer.framed(codec), half.with_socket(socket)))
+    }
+
     /// Connects, then starts the actor `make` returns, given the socket's [`Writer`], as
     /// the socket's subscriber: the actor has its handle from its first message on, with
     /// no start-up message of its own.

@@ -97,6 +97,34 @@ impl Socket {
         SocketBuilder::default()
     }
 
+    /// Connects with the default configuration and gives the typed pair: see
+    /// [`SocketBuilder::connect_framed`].
+    pub async fn connect_framed<C>(
+        addr: impl Into<Address>,
+        codec: C,
+    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), crate::SocketError>
+    where
+        C: tokio_util::codec::Decoder + Clone + 'static,
+        C::Item: Send + 'static,
+        C::Error: std::error::Error + Send + Sync + 'static,
+    {
+        Self::builder().connect_framed(addr, codec).await
+    }
+
+    /// Adopts a connected stream with the default configuration and gives the typed
+    /// pair: see [`SocketBuilder::adopt_framed`].
+    pub async fn adopt_framed<C>(
+        stream: impl Into<crate::AdoptedStream>,
+        codec: C,
+    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), crate::SocketError>
+    where
+        C: tokio_util::codec::Decoder + Clone + 'static,
+        C::Item: Send + 'static,
+        C::Error: std::error::Error + Send + Sync + 'static,
+    {
+        Self::builder().adopt_framed(stream, codec).await
+    }
+
     /// A context for a new socket actor. Its mailbox is unbounded: actix's `send` on a
     /// full mailbox (16 messages by default) parks the message inside its future until
     /// polled, so a later `do_send` could overtake it. Unbounded, every message is queued
