@@ -98,3 +98,20 @@ fn writer_writes_and_address_messages_mixed_keep_program_order() {
         assert!(mock.is_closed(Handle(1)));
     });
 }
+
+#[test]
+fn a_send_future_dropped_before_it_is_polled_is_skipped_by_actix() {
+    // actix skips a message whose answer nobody waits for any more: the README's caveat.
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::AcceptAll);
+        let socket = mock_socket(&mock).await;
+        drop(socket.send(Write::new(&b"dropped"[..])));
+        socket
+            .send(Write::new(&b"kept"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        assert_eq!(mock.written(Handle(1)), b"kept");
+    });
+}
