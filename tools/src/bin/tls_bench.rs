@@ -1,11 +1,12 @@
-//! TLS against plain, on loopback, in one run: what the in-place TLS layer costs a
-//! sockactor socket.
+//! Byte layers against plain, on loopback, in one run: what the in-place TLS and deflate
+//! layers cost a sockactor socket.
 //!
 //! - **ping-pong**: 64 B round trips through an echo peer (a std thread: plain TCP, or
 //!   rustls over TCP), one at a time; p50 and p99 per repetition, the TLS/plain ratio
 //!   per repetition.
 //! - **small writes**: 64 B writes through a `Writer` (1,024 in flight), the peer reading
-//!   and (for TLS) decrypting; messages per second, TLS/plain per repetition.
+//!   and (for TLS) decrypting or (for deflate) inflating; messages per second, layered ÷
+//!   plain per repetition.
 //!
 //! Every repetition runs each mode in turn (plain, TLS); the table gives medians with
 //! (min..max). `cargo run --release -p sockactor-tools --bin tls_bench -- [--reps N]
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
-use sockactor::filters::Tls;
+use sockactor::filters::{Compress, Tls};
 use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
 use sockactor::{Socket, SocketFunctions, Writer};
 use sockactor_tools::args::{bad_arguments, unknown, Args};
@@ -86,10 +87,73 @@ fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     (Arc::new(server), Arc::new(client))
 }
 
+/// A reader that inflates a raw deflate stream (the `Compress` layer's format).
+struct Inflate<R> {
+    inner: R,
+    inflater: flate2::Decompress,
+    input: Vec<u8>,
+    start: usize,
+}
+
+impl<R: Read> Read for Inflate<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.start < self.input.len() {
+                let (before_in, before_out) = (self.inflater.total_in(), self.inflater.total_out());
+                self.inflater
+                    .decompress(
+                        &self.input[self.start..],
+                        out,
+                        flate2::FlushDecompress::None,
+                    )
+                    .map_err(io::Error::other)?;
+                self.start += (self.inflater.total_in() - before_in) as usize;
+                let made = (self.inflater.total_out() - before_out) as usize;
+                if made > 0 {
+                    return Ok(made);
+                }
+            }
+            self.input.resize(256 * 1024, 0);
+            let n = self.inner.read(&mut self.input)?;
+            self.input.truncate(n);
+            self.start = 0;
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+impl<R: io::Write> io::Write for Inflate<R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What a connection carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layering {
+    Plain,
+    Tls,
+    Deflate,
+}
+
 /// The peer: accepts one connection, plain or TLS; echoes (`echo`) or reads everything;
 /// answers the bytes it read when the connection ends.
 fn peer(
     tls: Option<Arc<ServerConfig>>,
+    echo: bool,
+) -> (SocketAddr, std::thread::JoinHandle<io::Result<u64>>) {
+    peer_with(tls, false, echo)
+}
+
+/// As [`peer`], inflating what it reads with `deflate`.
+fn peer_with(
+    tls: Option<Arc<ServerConfig>>,
+    deflate: bool,
     echo: bool,
 ) -> (SocketAddr, std::thread::JoinHandle<io::Result<u64>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -103,6 +167,12 @@ fn peer(
                 let conn = ServerConnection::new(config).map_err(io::Error::other)?;
                 Box::new(StreamOwned::new(conn, tcp))
             }
+            None if deflate => Box::new(Inflate {
+                inner: tcp,
+                inflater: flate2::Decompress::new(false),
+                input: Vec::new(),
+                start: 0,
+            }),
             None => Box::new(tcp),
         };
         let mut buf = vec![0u8; 256 * 1024];
@@ -143,18 +213,26 @@ impl Handler<SocketEvent> for Events {
     }
 }
 
-async fn connect(
-    addr: SocketAddr,
-    tls: Option<&Arc<ClientConfig>>,
-) -> (
+type Connected = (
     Addr<Socket>,
     Writer,
     mpsc::UnboundedReceiver<SocketEventKind>,
-) {
+);
+
+async fn connect(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> Connected {
+    connect_with(addr, tls, false).await
+}
+
+async fn connect_with(
+    addr: SocketAddr,
+    tls: Option<&Arc<ClientConfig>>,
+    deflate: bool,
+) -> Connected {
     let functions = match tls {
         Some(config) => Tls::client(config.clone(), "localhost")
             .expect("name")
             .wrap(SocketFunctions::system()),
+        None if deflate => Compress::new().level(1).wrap(SocketFunctions::system()),
         None => SocketFunctions::system(),
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -200,8 +278,22 @@ async fn ping_pong(
 
 /// Messages per second for `count` 64 B writes through a `Writer`, 1,024 in flight.
 async fn small_writes(count: usize, tls: Option<(&Arc<ServerConfig>, &Arc<ClientConfig>)>) -> f64 {
-    let (addr, thread) = peer(tls.map(|(s, _)| s.clone()), false);
-    let (socket, writer, _events) = connect(addr, tls.map(|(_, c)| c)).await;
+    let layering = if tls.is_some() {
+        Layering::Tls
+    } else {
+        Layering::Plain
+    };
+    small_writes_with(count, tls, layering).await
+}
+
+async fn small_writes_with(
+    count: usize,
+    tls: Option<(&Arc<ServerConfig>, &Arc<ClientConfig>)>,
+    layering: Layering,
+) -> f64 {
+    let deflate = layering == Layering::Deflate;
+    let (addr, thread) = peer_with(tls.map(|(s, _)| s.clone()), deflate, false);
+    let (socket, writer, _events) = connect_with(addr, tls.map(|(_, c)| c), deflate).await;
     let message = Bytes::from(vec![9u8; SIZE]);
     let start = Instant::now();
     let mut answers = std::collections::VecDeque::with_capacity(1024);
@@ -250,14 +342,16 @@ fn main() -> ExitCode {
         let (mut p50s, mut p99s, mut ratio50, mut ratio99) = (vec![], vec![], vec![], vec![]);
         let (mut tp50s, mut tp99s) = (vec![], vec![]);
         let (mut plain_rate, mut tls_rate, mut rate_ratio) = (vec![], vec![], vec![]);
+        let (mut deflate_rate, mut deflate_ratio) = (vec![], vec![]);
         for rep in 1..=o.reps {
             let (p50, p99) = ping_pong(o.count, None).await;
             let (t50, t99) = ping_pong(o.count, tls).await;
             let plain = small_writes(o.count * 50, None).await;
             let secured = small_writes(o.count * 50, tls).await;
+            let deflated = small_writes_with(o.count * 50, None, Layering::Deflate).await;
             eprintln!(
                 "[rep {rep}] ping-pong p50/p99 plain {p50:.1}/{p99:.1} µs, TLS {t50:.1}/{t99:.1} µs; \
-                 64 B writes plain {plain:.0}/s, TLS {secured:.0}/s"
+                 64 B writes plain {plain:.0}/s, TLS {secured:.0}/s, deflate {deflated:.0}/s"
             );
             p50s.push(p50);
             p99s.push(p99);
@@ -268,6 +362,8 @@ fn main() -> ExitCode {
             plain_rate.push(plain / 1e6);
             tls_rate.push(secured / 1e6);
             rate_ratio.push(secured / plain);
+            deflate_rate.push(deflated / 1e6);
+            deflate_ratio.push(deflated / plain);
         }
         println!("## TLS (in-place layer) against plain, sockactor sockets on loopback");
         println!();
@@ -279,25 +375,31 @@ fn main() -> ExitCode {
         );
         println!("- medians with (min..max); ratios are TLS ÷ plain per repetition");
         println!();
-        println!("| measure | plain | TLS | TLS ÷ plain |");
+        println!("| measure | plain | layered | layered ÷ plain |");
         println!("|---|---:|---:|---:|");
         println!(
-            "| ping-pong p50 µs | {} | {} | {} |",
+            "| ping-pong p50 µs, TLS | {} | {} | {} |",
             cell(&mut p50s, 1),
             cell(&mut tp50s, 1),
             cell(&mut ratio50, 2)
         );
         println!(
-            "| ping-pong p99 µs | {} | {} | {} |",
+            "| ping-pong p99 µs, TLS | {} | {} | {} |",
             cell(&mut p99s, 1),
             cell(&mut tp99s, 1),
             cell(&mut ratio99, 2)
         );
         println!(
-            "| 64 B writes, M msg/s | {} | {} | {} |",
-            cell(&mut plain_rate, 2),
+            "| 64 B writes, M msg/s, TLS | {} | {} | {} |",
+            cell(&mut plain_rate.clone(), 2),
             cell(&mut tls_rate, 2),
             cell(&mut rate_ratio, 2)
+        );
+        println!(
+            "| 64 B writes, M msg/s, deflate (level 1) | {} | {} | {} |",
+            cell(&mut plain_rate, 2),
+            cell(&mut deflate_rate, 2),
+            cell(&mut deflate_ratio, 2)
         );
     });
     ExitCode::SUCCESS
