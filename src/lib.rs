@@ -28,11 +28,17 @@
 //!   tests.
 //! - Reading has backpressure: each delivery holds a [`ReadPermit`] in the socket's read
 //!   window ([`ReadLimits`]); a full window stops reading. [`SocketBuilder::framed`]
-//!   decodes the stream with any tokio-util `Decoder` into [`messages::Frame`]s.
-//! - [`filters`] wrap a transport table in another: a seeded [`FaultInjector`] and a
-//!   token-bucket [`Throttle`] and a [`Capture`] that records a session to a file, which
-//!   [`Replay`] turns back into a scripted mock transport; stacked in one expression, each
-//!   keeping the transport contract and a bound on the bytes it hands on per call.
+//!   decodes the stream with any tokio-util `Decoder` into [`messages::Frame`]s;
+//!   [`Socket::connect_framed`] gives a typed [`FramedWriter`] (a `Sink`) and
+//!   [`FrameStream`] (a `Stream`) in one call.
+//! - [`filters`] wrap a transport table in another: a seeded
+//!   [`FaultInjector`](filters::FaultInjector), a token-bucket
+//!   [`Throttle`](filters::Throttle) and a [`Capture`](filters::Capture) that records a
+//!   session to a file, which [`Replay`](filters::Replay) turns back into a scripted mock
+//!   transport; stacked in one expression, each keeping the transport contract and a
+//!   bound on the bytes it hands on per call. [`Tls`](filters::Tls) and
+//!   [`Compress`](filters::Compress) are byte layers ([`filters::Layer`]) each socket runs
+//!   in place.
 //! - Around the socket: [`Listener`] accepts connections as socket actors,
 //!   [`DatagramSocket`] sends and receives whole datagrams, [`ReconnectingClient`] is a
 //!   supervised client that reconnects with backoff, [`SocketSystem`] spreads sockets

@@ -188,3 +188,32 @@ async fn the_users_actor_is_made_with_its_writer() {
         .expect("echo");
     assert_eq!(&buf, b"hello");
 }
+
+#[test]
+fn a_refused_answered_write_is_visible_before_the_next_write() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(watermarks(64, 32))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer: Writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        let first = writer.write_answered(vec![1u8; 100]);
+        assert!(first.refused().is_none(), "an empty queue takes it");
+        let second = writer.write_answered(vec![2u8; 10]);
+        assert!(
+            matches!(second.refused(), Some(WriteError::QueueFull { .. })),
+            "the refusal is known without awaiting"
+        );
+        settle().await;
+        mock.release(Handle(1));
+        first.await.expect("written");
+        assert!(matches!(second.await, Err(WriteError::QueueFull { .. })));
+    });
+}

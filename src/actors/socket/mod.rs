@@ -46,7 +46,7 @@ pub(crate) fn now() -> std::time::Instant {
 
 /// One stream socket as an actor.
 ///
-/// Producers send it [`Write`]s (or write through a [`Writer`] handle); its core keeps
+/// Producers send it [`Write`](crate::messages::Write)s (or write through a [`Writer`] handle); its core keeps
 /// them in a FIFO queue and hands the transport ([`SocketFunctions`](crate::SocketFunctions)) vectored writes,
 /// one at a time, so writes leave in the order the socket receives them and never
 /// interleave, however the transport answers. Every write is answered exactly once.
@@ -54,7 +54,7 @@ pub(crate) fn now() -> std::time::Instant {
 ///
 /// Start one with [`Socket::builder`].
 ///
-/// Once closed (by [`Close`], or by a transport error) the handle is closed, the
+/// Once closed (by [`Close`](crate::messages::Close), or by a transport error) the handle is closed, the
 /// subscriber gets [`SocketEventKind::Closed`], and every later write is answered with a
 /// typed error ([`WriteError::Closed`], or [`WriteError::Transport`] carrying the error
 /// that closed it). A socket actor stops when its last address (a [`Writer`] holds one)

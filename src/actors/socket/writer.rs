@@ -204,6 +204,19 @@ enum FutureState {
     Waiting(oneshot::Receiver<Result<Written, WriteError>>, usize),
 }
 
+impl WriteFuture {
+    /// The refusal, known at once when the write was not queued (queue full, with the
+    /// payload back; socket closed): a pipelining caller can check it before it writes
+    /// the next item, so its stream cannot go out of order. `None`: the write is queued
+    /// and its answer comes by awaiting.
+    pub fn refused(&self) -> Option<&WriteError> {
+        match &self.0 {
+            FutureState::Ready(Some(Err(e))) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl Future for WriteFuture {
     type Output = Result<Written, WriteError>;
 
