@@ -502,4 +502,77 @@ mod tests {
         b.decode(&mut input, &mut out, 1024).expect("decode");
         assert_eq!(&out[..], b"hello world");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 64,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Writes of any size through a deflate `LayerStack` whose outbox the transport
+        /// drains a random amount at a time, read back by another stack in random pieces:
+        /// the outbox never passes its bound, and the peer gets every byte, in order.
+        #[test]
+        fn a_layer_stack_keeps_its_bound_and_every_byte_under_any_draining(
+            writes in proptest::collection::vec((1usize..20_000, 0u8..3), 1..12),
+            bound in 256usize..40_000,
+            takes in proptest::collection::vec(1usize..5_000, 1..20),
+            pieces in proptest::collection::vec(1usize..3_000, 1..20),
+            level in 0u32..10,
+        ) {
+            use crate::proto::LayerStack;
+            let bounds = Bounds { max_ratio: u64::MAX, max_total: u64::MAX };
+            let mut ours = LayerStack::new(
+                vec![Box::new(Deflate::new(Compression::new(level), bounds))],
+                bound,
+                64 * 1024,
+            );
+            let mut theirs = LayerStack::new(
+                vec![Box::new(Deflate::new(Compression::new(level), bounds))],
+                1 << 30,
+                1000,
+            );
+            let mut sent = Vec::new();
+            let mut wire = Vec::new();
+            let (mut take, mut step) = (takes.iter().cycle(), 0usize);
+            for (n, (len, kind)) in writes.iter().enumerate() {
+                let data: Vec<u8> = match kind {
+                    0 => noise(*len, n as u64),
+                    1 => vec![b'z'; *len],
+                    _ => (0..*len).map(|i| (i % 7) as u8).collect(),
+                };
+                let mut at = 0;
+                while at < data.len() {
+                    let room = ours.room(data.len() - at);
+                    if room > 0 {
+                        ours.encode(&[IoSlice::new(&data[at..at + room])]).expect("encode");
+                        at += room;
+                    }
+                    proptest::prop_assert!(ours.outbox().len() <= bound, "outbox {} over {bound}", ours.outbox().len());
+                    // The transport takes some of the outbox.
+                    let n = (*take.next().expect("cycle")).min(ours.outbox().len());
+                    wire.extend_from_slice(&ours.outbox()[..n]);
+                    ours.sent(n);
+                    step += 1;
+                    proptest::prop_assert!(step < 1_000_000, "no progress");
+                }
+                sent.extend_from_slice(&data);
+            }
+            wire.extend_from_slice(ours.outbox());
+            let mut got = BytesMut::new();
+            let mut rest = &wire[..];
+            for piece in pieces.iter().cycle() {
+                let n = (*piece).min(rest.len());
+                theirs.inbox().extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                while theirs.decode(&mut got, 1000).expect("decode") == Decoded::More {}
+                if rest.is_empty() {
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(got.len(), sent.len());
+            proptest::prop_assert!(got[..] == sent[..], "the stream differs");
+        }
+    }
 }
