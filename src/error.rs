@@ -126,6 +126,21 @@ pub enum WriteError {
         #[source]
         source: TransportError,
     },
+    /// The peer took none of the queued bytes for
+    /// [`PeerLimits::send_timeout`](crate::PeerLimits::send_timeout): the socket closed,
+    /// and this write stopped where it was.
+    #[error(
+        "send timeout: the peer took nothing for {after:?}; {bytes_sent} of {len} bytes of \
+         this write were sent"
+    )]
+    TimedOut {
+        /// Bytes of this write accepted by the transport.
+        bytes_sent: usize,
+        /// Length of the write.
+        len: usize,
+        /// The send timeout.
+        after: std::time::Duration,
+    },
     /// A [`ReconnectingClient`](crate::ReconnectingClient) gave up connecting (its
     /// attempts ran out) before this write could go out; none of its bytes were sent.
     #[error("gave up connecting after {attempts} attempts; none of this {len}-byte write was sent: {last_error}")]
@@ -147,7 +162,8 @@ impl WriteError {
         match self {
             WriteError::Closed { bytes_sent, .. }
             | WriteError::Aborted { bytes_sent, .. }
-            | WriteError::Transport { bytes_sent, .. } => *bytes_sent,
+            | WriteError::Transport { bytes_sent, .. }
+            | WriteError::TimedOut { bytes_sent, .. } => *bytes_sent,
             WriteError::QueueFull { .. }
             | WriteError::Cancelled
             | WriteError::Lost { .. }
@@ -253,6 +269,19 @@ pub enum DecodeError {
         buffered: usize,
         /// The configured limit ([`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes)).
         limit: usize,
+    },
+    /// A frame took longer to arrive than
+    /// [`PeerLimits::frame_timeout`](crate::PeerLimits::frame_timeout): a peer trickling
+    /// its bytes, or gone silent in the middle of a frame.
+    #[error(
+        "a frame took longer than frame_timeout ({after:?}) to arrive: {buffered} bytes of \
+         it buffered"
+    )]
+    FrameTimedOut {
+        /// The frame timeout.
+        after: std::time::Duration,
+        /// Bytes of the frame buffered when the time was up.
+        buffered: usize,
     },
 }
 

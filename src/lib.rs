@@ -95,7 +95,7 @@ pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteEr
 pub use proto::QueueConfig;
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
 pub use shared::ReadPermit;
-pub use types::SocketState;
+pub use types::{IdleKind, PeerLimits, SocketState};
 
 /// The types most programs need.
 pub mod prelude {

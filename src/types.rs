@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A socket's process-wide unique id (used in tracing spans, events and statistics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,4 +157,81 @@ pub enum Sent {
     /// Nothing was taken; a readiness notice (`Ready` with [`Readiness::Writable`]) will
     /// follow.
     WouldBlock,
+}
+
+/// Limits on how long a peer may keep a stream socket waiting: idle timeouts, a deadline
+/// for each frame being decoded, and a send timeout. All are off by default. They are the
+/// defences a server needs against a peer that connects and goes silent, trickles a frame
+/// a byte at a time, or stops reading (Netty's `IdleStateHandler`, nginx's
+/// `client_header_timeout`, Erlang's `send_timeout`).
+///
+/// ```
+/// use std::time::Duration;
+/// use sockactor::{PeerLimits, SocketConfig};
+///
+/// let config = SocketConfig {
+///     limits: PeerLimits {
+///         idle: Some(Duration::from_secs(60)),
+///         close_when_idle: true,
+///         frame_timeout: Some(Duration::from_secs(10)),
+///         send_timeout: Some(Duration::from_secs(30)),
+///         ..PeerLimits::default()
+///     },
+///     ..SocketConfig::default()
+/// };
+/// # let _ = config;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerLimits {
+    /// Nothing read for this long: the subscriber hears
+    /// [`SocketEventKind::Idle`](crate::messages::SocketEventKind::Idle) with
+    /// [`IdleKind::Read`], and again after each further period of silence. Time when the
+    /// socket is not reading (read window full, paused, no subscriber, after the peer's
+    /// EOF) does not count.
+    pub read_idle: Option<Duration>,
+    /// No byte sent for this long: `Idle` with [`IdleKind::Write`], and again after each
+    /// further period.
+    pub write_idle: Option<Duration>,
+    /// Nothing read and nothing sent for this long: `Idle` with [`IdleKind::Both`], and
+    /// again after each further period.
+    pub idle: Option<Duration>,
+    /// Close gracefully at the first `Idle` notice (the writes already queued still go
+    /// out; [`SocketConfig::drain_timeout`](crate::SocketConfig::drain_timeout) bounds
+    /// that). `false` (the default): only report.
+    pub close_when_idle: bool,
+    /// Framed sockets: the longest a frame may take to arrive, from the read that brought
+    /// its first byte. Past it the stream is rejected with
+    /// [`DecodeError::FrameTimedOut`](crate::DecodeError::FrameTimedOut), as for a bad
+    /// frame (see [`SocketConfig::close_on_decode_error`](crate::SocketConfig::close_on_decode_error)).
+    /// Time the read window is full does not count.
+    pub frame_timeout: Option<Duration>,
+    /// The longest queued bytes may wait for the peer to take any of them (from the first
+    /// would-block after the last progress). Past it the subscriber hears
+    /// [`SocketEventKind::SendTimedOut`](crate::messages::SocketEventKind::SendTimedOut),
+    /// every unfinished write is answered
+    /// [`WriteError::TimedOut`](crate::WriteError::TimedOut) with how far it got, and
+    /// the socket closes. Applies to a graceful close's drain too.
+    pub send_timeout: Option<Duration>,
+}
+
+impl PeerLimits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.read_idle.is_some()
+            || self.write_idle.is_some()
+            || self.idle.is_some()
+            || self.frame_timeout.is_some()
+            || self.send_timeout.is_some()
+    }
+}
+
+/// Which idle limit of [`PeerLimits`] passed (Netty's `IdleState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IdleKind {
+    /// Nothing read ([`PeerLimits::read_idle`]).
+    Read,
+    /// Nothing sent ([`PeerLimits::write_idle`]).
+    Write,
+    /// Neither ([`PeerLimits::idle`]).
+    Both,
 }

@@ -632,6 +632,7 @@ impl ReconnectingClient {
                     WriteError::Transport { .. }
                         | WriteError::Closed { .. }
                         | WriteError::Aborted { .. }
+                        | WriteError::TimedOut { .. }
                 );
                 if ended && self.live_generation() == Some(entry.generation) {
                     if let Link::Connected(conn) | Link::Draining(conn) = &mut self.link {
@@ -788,6 +789,9 @@ impl ReconnectingClient {
                 if self.config.reconnect_on_eof {
                     self.lose_connection(None, ctx);
                 }
+            }
+            News::Event(SocketEventKind::Idle { kind, after }) if live => {
+                self.emit(ClientEvent::Idle { kind, after });
             }
             News::Event(SocketEventKind::Closed { cause }) if live => {
                 self.lose_connection(cause, ctx);

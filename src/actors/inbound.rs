@@ -296,19 +296,20 @@ impl Inbound {
     }
 
     /// Sends the frames that are whole in the decoder's buffer, while `room()` says the
-    /// read window has room (at `eof`, all of them).
+    /// read window has room (at `eof`, all of them). `Ok(true)` when a frame went out.
     pub(crate) fn deliver_frames(
         &mut self,
         shared: &Arc<Shared>,
         eof: bool,
         mut room: impl FnMut() -> bool,
-    ) -> Result<(), Stopped> {
+    ) -> Result<bool, Stopped> {
         let Some(deframer) = self.deframer.as_deref_mut() else {
-            return Ok(());
+            return Ok(false);
         };
+        let mut delivered = false;
         loop {
             if !eof && !room() {
-                return Ok(());
+                return Ok(delivered);
             }
             if !deframer.connected() {
                 return Err(Stopped::SubscriberGone);
@@ -316,12 +317,17 @@ impl Inbound {
             match deframer.deliver_next(shared, eof) {
                 // A decoder that keeps returning frames without consuming anything at EOF
                 // would never end: its last frame ends it.
-                Ok(Some(0)) if eof => return Ok(()),
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(()),
+                Ok(Some(0)) if eof => return Ok(true),
+                Ok(Some(_)) => delivered = true,
+                Ok(None) => return Ok(delivered),
                 Err(e) => return Err(Stopped::Rejected(e)),
             }
         }
+    }
+
+    /// Undecoded bytes in the decoder's buffer (0 without a decoder).
+    pub(crate) fn undecoded(&mut self) -> usize {
+        self.deframer.as_deref_mut().map_or(0, |d| d.buffer().len())
     }
 
     /// Lets go of the read buffer, and of the decoder's when it holds nothing: a socket

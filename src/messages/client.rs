@@ -59,6 +59,16 @@ pub enum ClientEvent {
     Received(Bytes, Option<crate::ReadPermit>),
     /// The peer closed its sending half.
     Eof,
+    /// An idle limit of the socket's [`PeerLimits`](crate::PeerLimits) passed (see
+    /// [`SocketEventKind::Idle`](crate::messages::SocketEventKind::Idle)): the cue for a
+    /// keep-alive. With `close_when_idle` the connection then closes, and the client
+    /// reconnects.
+    Idle {
+        /// Which limit.
+        kind: crate::IdleKind,
+        /// The limit.
+        after: Duration,
+    },
     /// A write sent with `do_send` (nobody awaits its answer) failed.
     WriteFailed {
         /// Its tag, if it had one.

@@ -188,6 +188,26 @@ pub enum SocketEventKind {
         /// Why.
         error: WriteError,
     },
+    /// An idle limit of [`PeerLimits`](crate::PeerLimits) passed: nothing read, sent or
+    /// either (`kind`) for `after`. It repeats after each further period of idleness.
+    /// With [`PeerLimits::close_when_idle`](crate::PeerLimits::close_when_idle), the
+    /// socket then closes gracefully.
+    Idle {
+        /// Which limit.
+        kind: crate::IdleKind,
+        /// The limit.
+        after: std::time::Duration,
+    },
+    /// The peer took none of the queued bytes for
+    /// [`PeerLimits::send_timeout`](crate::PeerLimits::send_timeout): every unfinished
+    /// write is answered [`WriteError::TimedOut`], and the socket closes (`Closed`
+    /// follows).
+    SendTimedOut {
+        /// The send timeout.
+        after: std::time::Duration,
+        /// Bytes still queued.
+        queued: usize,
+    },
     /// The socket closed; `cause` is the transport error that closed it, if any.
     Closed {
         /// The transport error, if one closed it.

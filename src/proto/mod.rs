@@ -44,6 +44,7 @@
 mod datagram;
 mod flow;
 mod layer;
+mod limits;
 mod queue;
 mod stream;
 mod watermarks;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::flow::{ReceiveFlow, ReceivePoll, SendFlow, SendPoll};
+use super::limits::{Due, LimitClock, Now};
 use super::queue::{ChunkRequest, InPlaceTransmit, QueueConfig, Transmit, WriteQueue, Written};
 use crate::batch::IoBatch;
 use crate::error::{DecodeError, TransportError, WriteError};
-use crate::types::{Interest, Readiness, Sent, SocketState};
+use crate::types::{IdleKind, Interest, PeerLimits, Readiness, Sent, SocketState};
 
 /// What [`StreamCore`] needs to know about its socket, fixed when it is made.
 #[derive(Clone, Copy, Debug)]
@@ -154,6 +155,11 @@ pub(crate) enum Event<T> {
     ReadFailed(TransportError),
     /// The frame decoder rejected the stream.
     DecodeFailed(DecodeError),
+    /// An idle limit passed (a graceful close follows with `close_when_idle`).
+    Idle(IdleKind, Duration),
+    /// The peer took nothing for the send timeout, with this many bytes queued: the
+    /// writes are answered `TimedOut` and the socket closes.
+    SendTimedOut(Duration, usize),
     /// The handle is closed; the transport error that closed it, if any.
     Closed(Option<TransportError>),
 }
@@ -167,6 +173,8 @@ pub(crate) enum Shut {
     Aborted,
     /// A transport error closed it: `WriteError::Transport`.
     Failed(TransportError),
+    /// The peer took nothing for the send timeout: `WriteError::TimedOut`.
+    TimedOut(Duration),
 }
 
 impl Shut {
@@ -180,13 +188,20 @@ impl Shut {
                 len,
                 source: source.clone(),
             },
+            Shut::TimedOut(after) => WriteError::TimedOut {
+                bytes_sent,
+                len,
+                after: *after,
+            },
         }
     }
 
     /// The answer for a write that arrives after the socket shut.
     pub(crate) fn refusal(&self, len: usize) -> WriteError {
         match self {
-            Shut::Closed | Shut::Aborted => WriteError::Closed { bytes_sent: 0, len },
+            Shut::Closed | Shut::Aborted | Shut::TimedOut(_) => {
+                WriteError::Closed { bytes_sent: 0, len }
+            }
             Shut::Failed(_) => self.error(0, len),
         }
     }
@@ -291,6 +306,8 @@ pub(crate) struct StreamCore<T> {
     /// The socket shut while a transmit was out: its answer ends the writes it carried.
     end_after_flight: bool,
     deadline: Option<Instant>,
+    /// The idle, frame and send limits (boxed: most sockets have none).
+    limits: Option<Box<LimitClock>>,
     /// Met a would-block since the queue was last empty: the OUT of the interest.
     out_waiting: bool,
     interest: Option<Interest>,
@@ -322,6 +339,7 @@ impl<T> StreamCore<T> {
             shut: None,
             end_after_flight: false,
             deadline: None,
+            limits: None,
             out_waiting: false,
             interest: None,
             shutdown: false,
@@ -422,6 +440,11 @@ impl<T> StreamCore<T> {
     }
 
     // ---- inputs: writes ----
+
+    /// Sets the idle, frame and send limits, starting now (the socket opened).
+    pub(crate) fn set_limits(&mut self, limits: PeerLimits, now: Instant) {
+        self.limits = limits.any().then(|| Box::new(LimitClock::new(limits, now)));
+    }
 
     /// Lets file ranges go out with `sendfile` (the driver's transport can).
     pub(crate) fn set_sendfile(&mut self, sendfile: bool) {
@@ -649,8 +672,14 @@ impl<T> StreamCore<T> {
                 self.counters.bytes_sent += n as u64;
                 self.events.push_back(Event::Released(n));
                 self.send.took(n);
+                if let (Some(limits), true) = (&mut self.limits, n > 0) {
+                    limits.sent(now);
+                }
             }
             Ok(Sent::WouldBlock) => {
+                if let Some(limits) = &mut self.limits {
+                    limits.would_block(now);
+                }
                 self.queue.handle_would_block();
                 self.counters.would_blocks += 1;
                 self.out_waiting = true;
@@ -714,6 +743,9 @@ impl<T> StreamCore<T> {
             ReadOutcome::Data(n) => {
                 self.counters.bytes_received += n as u64;
                 self.receive.took(n);
+                if let Some(limits) = &mut self.limits {
+                    limits.read(now);
+                }
             }
             ReadOutcome::WouldBlock => self.receive.would_block(),
             ReadOutcome::Eof => {
@@ -836,6 +868,15 @@ impl<T> StreamCore<T> {
         self.update_interest();
     }
 
+    /// What the frame decoder holds after a delivery: `buffered` undecoded bytes, and
+    /// whether a frame was completed (the bytes left then begin a new frame). Times the
+    /// frame in the making for the frame timeout.
+    pub(crate) fn handle_undecoded(&mut self, buffered: usize, completed: bool, now: Instant) {
+        if let Some(limits) = &mut self.limits {
+            limits.undecoded(buffered, completed, now);
+        }
+    }
+
     /// Nobody is left to read for: reading stops (writing goes on).
     pub(crate) fn handle_subscriber_gone(&mut self) {
         if !self.reading_done() {
@@ -852,17 +893,67 @@ impl<T> StreamCore<T> {
 
     /// Time went on: a deadline may have passed.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let Some(deadline) = self.deadline else {
-            return;
-        };
-        if now < deadline {
+        if let Some(deadline) = self.deadline {
+            if now >= deadline {
+                self.deadline = None;
+                match self.life {
+                    Life::Draining => self.handle_close(true, now),
+                    Life::Lingering => self.close_now(),
+                    _ => {}
+                }
+            }
+        }
+        self.check_limits(now);
+    }
+
+    /// The idle, frame and send limits: reports what is due, and acts on it.
+    fn check_limits(&mut self, now: Instant) {
+        if self.life == Life::Closed {
             return;
         }
-        self.deadline = None;
-        match self.life {
-            Life::Draining => self.handle_close(true, now),
-            Life::Lingering => self.close_now(),
-            _ => {}
+        let state = Now {
+            at: now,
+            open: self.life == Life::Open,
+            reading: !self.receive.is_done(),
+            read_held: self.paused || self.receive.is_held() || !self.window_open(),
+            sending: self.queue.has_transmit() || self.queue.in_flight(),
+        };
+        let Some(limits) = &mut self.limits else {
+            return;
+        };
+        let close_when_idle = limits.close_when_idle();
+        let mut due = Vec::new();
+        limits.check(state, &mut due);
+        for due in due {
+            match due {
+                Due::Send(after) => {
+                    if self.life == Life::Closed {
+                        continue;
+                    }
+                    let queued = self.queue.queued_bytes();
+                    tracing::debug!(?after, queued, "send timeout: the peer took nothing");
+                    self.events.push_back(Event::SendTimedOut(after, queued));
+                    self.shut_and_fail(Shut::TimedOut(after));
+                    self.close_now();
+                }
+                Due::Frame(after, buffered) => {
+                    if self.life == Life::Open && !self.receive.is_done() {
+                        self.handle_decode_error(
+                            DecodeError::FrameTimedOut { after, buffered },
+                            now,
+                        );
+                    }
+                }
+                Due::Idle(kind, after) => {
+                    if self.life != Life::Open {
+                        continue;
+                    }
+                    self.events.push_back(Event::Idle(kind, after));
+                    if close_when_idle {
+                        self.handle_close(false, now);
+                    }
+                }
+            }
         }
     }
 
@@ -921,7 +1012,14 @@ impl<T> StreamCore<T> {
 
     /// When `handle_timeout` must be called next, if ever.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        let limits = match &self.limits {
+            Some(limits) if self.life != Life::Closed => limits.next(),
+            _ => None,
+        };
+        match (self.deadline, limits) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     // ---- internals ----
@@ -935,6 +1033,9 @@ impl<T> StreamCore<T> {
     /// The send flow went idle: nothing left to send.
     fn went_idle(&mut self) {
         self.out_waiting = false;
+        if let Some(limits) = &mut self.limits {
+            limits.drained();
+        }
         self.update_interest();
         self.maybe_finish_drain();
     }
@@ -1129,6 +1230,10 @@ mod tests {
                 Event::Eof => "eof".into(),
                 Event::ReadFailed(_) => "read failed".into(),
                 Event::DecodeFailed(_) => "decode failed".into(),
+                Event::Idle(kind, after) => format!("idle {kind:?} {}", after.as_secs()),
+                Event::SendTimedOut(after, queued) => {
+                    format!("send timed out {} {queued}", after.as_secs())
+                }
                 Event::Closed(cause) => format!("closed {}", cause.is_some()),
             })
             .collect()
@@ -1153,6 +1258,58 @@ mod tests {
             }
             other => panic!("expected a transmit, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_send_timeout_ends_the_writes_of_a_transmit_still_out_when_its_answer_comes() {
+        let s = Duration::from_secs(1);
+        let t0 = Instant::now();
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        core.set_limits(
+            PeerLimits {
+                send_timeout: Some(5 * s),
+                ..PeerLimits::default()
+            },
+            t0,
+        );
+        assert_eq!(core.poll_timeout(), None, "no stall, no timer");
+        write(&mut core, 1, 30);
+        write(&mut core, 2, 30);
+        assert_eq!(transmit(&mut core), 60);
+        core.handle_sent(Ok(Sent::Accepted(10)), t0);
+        assert_eq!(transmit(&mut core), 50);
+        core.handle_sent(Ok(Sent::WouldBlock), t0 + s);
+        assert_eq!(core.poll_timeout(), Some(t0 + 6 * s));
+        core.handle_ready(Readiness::Writable);
+        // The retry goes to a transport that answers later, and the time runs out.
+        assert_eq!(transmit(&mut core), 50);
+        core.handle_send_pending();
+        core.handle_timeout(t0 + 6 * s);
+        let now: Vec<String> = events(&mut core);
+        assert!(now.contains(&"send timed out 5 50".to_string()), "{now:?}");
+        assert!(now.contains(&"closed false".to_string()), "{now:?}");
+        assert!(
+            !now.iter().any(|e| e.starts_with("answer")),
+            "the writes in the transmit wait for its answer: {now:?}"
+        );
+        assert_eq!(core.poll_io(), Some(IoAction::CloseHandle));
+        // It took 5 more bytes after all: the first write got 15 of 30 out.
+        core.handle_sent(Ok(Sent::Accepted(5)), t0 + 6 * s);
+        let ends = answers(&mut core);
+        assert_eq!(ends.len(), 2);
+        for (token, result) in ends {
+            let (sent, len) = match result {
+                Err(WriteError::TimedOut {
+                    bytes_sent, len, ..
+                }) => (bytes_sent, len),
+                other => panic!("write {token}: {other:?}"),
+            };
+            assert_eq!((sent, len), if token == 1 { (15, 30) } else { (0, 30) });
+        }
+        assert_eq!(core.poll_timeout(), None, "a closed socket has no timer");
     }
 
     #[test]

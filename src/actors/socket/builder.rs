@@ -26,7 +26,7 @@ use crate::messages::read::Frame;
 use crate::messages::socket::{Close, SocketEvent};
 use crate::proto::{QueueConfig, StreamCore, StreamSettings, Watermarks};
 use crate::shared::{Shared, WritabilityChanged};
-use crate::types::{Address, Handle, SocketId, SocketKind, UserData};
+use crate::types::{Address, Handle, PeerLimits, SocketId, SocketKind, UserData};
 
 /// How a socket's queued writes reach the transport.
 #[derive(Clone, Debug)]
@@ -85,6 +85,9 @@ pub struct SocketConfig {
     /// an abort: the writes left are answered [`WriteError::Aborted`](crate::WriteError::Aborted) with how far each
     /// got, and the handle closes. `None` (the default) waits as long as it takes.
     pub drain_timeout: Option<Duration>,
+    /// Idle timeouts, a deadline per frame and a send timeout: how long a peer may keep
+    /// this socket waiting (all off by default; see [`PeerLimits`]).
+    pub limits: PeerLimits,
 }
 
 impl Default for SocketConfig {
@@ -99,6 +102,7 @@ impl Default for SocketConfig {
             close_on_eof: false,
             close_linger: Duration::ZERO,
             drain_timeout: None,
+            limits: PeerLimits::default(),
         }
     }
 }
@@ -492,6 +496,7 @@ impl SocketBuilder {
             shutdown: io.can_shutdown(),
         };
         let mut core = StreamCore::new(settings);
+        core.set_limits(config.limits, super::now());
         core.set_sendfile(io.sendfile());
         if let Some(e) = layer_error {
             tracing::warn!(%handle, error = %e, "a byte layer could not be made; the socket fails");

@@ -270,7 +270,11 @@ impl Socket {
             core.window_open()
         });
         match delivered {
-            Ok(()) => true,
+            Ok(completed) => {
+                let buffered = self.inbound.undecoded();
+                self.core.handle_undecoded(buffered, completed, now);
+                true
+            }
             Err(Stopped::SubscriberGone) => {
                 tracing::warn!("subscriber gone; reading stops");
                 self.core.handle_subscriber_gone();
@@ -358,6 +362,22 @@ impl Socket {
                 self.inbound
                     .event(&self.shared, SocketEventKind::DecodeFailed(error));
             }
+            Event::Idle(kind, after) => {
+                tracing::debug!(?kind, ?after, "idle");
+                self.inbound
+                    .event(&self.shared, SocketEventKind::Idle { kind, after });
+            }
+            Event::SendTimedOut(after, queued) => {
+                tracing::warn!(
+                    ?after,
+                    queued,
+                    "send timeout: the peer took nothing; closing"
+                );
+                self.inbound.event(
+                    &self.shared,
+                    SocketEventKind::SendTimedOut { after, queued },
+                );
+            }
             Event::Closed(cause) => {
                 if let Some(error) = &cause {
                     tracing::warn!(%error, "transport failed; closed");
@@ -417,6 +437,9 @@ impl Socket {
             let wait = at.saturating_duration_since(now());
             let timer = ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
+                // The core learns what the subscriber acknowledged meanwhile.
+                let (deliveries, bytes) = act.shared.unacked();
+                act.core.handle_unacked(deliveries, bytes);
                 act.core.handle_timeout(now());
                 act.drive(ctx);
             });
