@@ -16,7 +16,7 @@ pub use datagram::{DatagramBuilder, DatagramConfig, DatagramSocket};
 pub use flusher::Flusher;
 pub use functions::{
     Adopt, AdoptedStream, MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep,
-    SocketFunctions, SystemFunctions,
+    SimConfig, SimNetwork, SocketFunctions, SystemFunctions,
 };
 pub use inbound::ReadLimits;
 pub use listener::{Listener, ListenerBuilder};

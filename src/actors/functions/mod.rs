@@ -1,7 +1,8 @@
 //! Transports: the [`SocketFunctions`] table, the [`SystemFunctions`] actor (real,
-//! non-blocking sockets) and the scripted [`MockTransport`].
+//! non-blocking sockets), the scripted [`MockTransport`] and the seeded [`SimNetwork`].
 
 mod mock;
+mod sim;
 mod system;
 
 use std::cell::RefCell;
@@ -13,6 +14,7 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
 pub use mock::{MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep};
+pub use sim::{SimConfig, SimNetwork};
 pub(crate) use system::{sendfile_unsupported, ShareStream, SystemStream, SENDFILE};
 pub use system::{Adopt, AdoptedStream, SystemFunctions};
 
