@@ -898,7 +898,7 @@ impl<T> StreamCore<T> {
                 self.deadline = None;
                 match self.life {
                     Life::Draining => self.handle_close(true, now),
-                    Life::Lingering => self.close_now(),
+                    Life::ShuttingDown | Life::Lingering => self.close_now(),
                     _ => {}
                 }
             }
@@ -1046,11 +1046,13 @@ impl<T> StreamCore<T> {
             && self.waiting.is_empty()
             && !self.queue.in_flight()
         {
-            self.deadline = None;
             if self.settings.shutdown {
+                // The drain deadline also bounds the shutdown: a transport (a layer's
+                // outbox) that cannot take its last bytes does not hold the close.
                 self.life = Life::ShuttingDown;
                 self.shutdown = true;
             } else {
+                self.deadline = None;
                 self.close_now();
             }
         }

@@ -126,6 +126,15 @@ pub(crate) trait StreamIo: fmt::Debug {
     /// Closes the handle (the descriptor closes now, on the system transport) and stops
     /// waiting.
     fn close(&mut self, ctx: &mut Context<Socket>);
+
+    /// The actor stopped: a close still under way (see `close`) ends now.
+    fn stopped(&mut self, _ctx: &mut Context<Socket>) {}
+
+    /// Bytes the core counts as sent are still held here (a layered socket's outbox):
+    /// the socket must not stop before they are out.
+    fn unsent(&self) -> bool {
+        false
+    }
 }
 
 /// A socket's transport table as its I/O: see the [module docs](self).

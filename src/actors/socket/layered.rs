@@ -62,6 +62,18 @@ pub(crate) struct LayeredIo {
     ended: bool,
     /// The most the core asked of its last read (a read by message answers that).
     read_max: usize,
+    /// The socket closed (an abort, a drain timeout) with bytes still in the outbox:
+    /// writes were answered `Ok` for them, so, as a kernel sends its buffer after a
+    /// close, the handle closes once they are out, or at the close timeout (this
+    /// timer).
+    lingering: Option<actix::SpawnHandle>,
+    /// The handle is closed.
+    closed: bool,
+    /// The graceful close's timeout, cancelled when the shutdown is done (a pending timer
+    /// would keep the actor alive).
+    shutdown_timer: Option<actix::SpawnHandle>,
+    /// The close timeout passed: bytes still held are given up.
+    gave_up: bool,
 }
 
 impl LayeredIo {
@@ -101,6 +113,10 @@ impl LayeredIo {
             raw_eof: false,
             ended: false,
             read_max: 1,
+            lingering: None,
+            closed: false,
+            shutdown_timer: None,
+            gave_up: false,
         })
     }
 
@@ -137,6 +153,10 @@ impl LayeredIo {
             core.handle_ready(Readiness::Writable);
         }
         let drained = self.stack.drained() && !self.sending;
+        if self.lingering.is_some() && (drained || self.failed.is_some()) {
+            self.close_now(ctx);
+            return;
+        }
         if self.shutting == Shutting::Flushing && drained && self.failed.is_none() {
             match self.base.shutdown_raw(ctx) {
                 Answer::Now(result) => {
@@ -146,6 +166,19 @@ impl LayeredIo {
                 Answer::Later => self.shutting = Shutting::Out,
                 Answer::Nothing => {}
             }
+        }
+    }
+
+    /// Closes the handle now (once).
+    fn close_now(&mut self, ctx: &mut Context<Socket>) {
+        for timer in [self.lingering.take(), self.shutdown_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            ctx.cancel_future(timer);
+        }
+        if !std::mem::replace(&mut self.closed, true) {
+            self.base.close(ctx);
         }
     }
 
@@ -377,6 +410,15 @@ impl StreamIo for LayeredIo {
                 core.handle_shutdown(result, super::now());
                 None
             }
+            Lower::CloseTimedOut if self.lingering.is_some() => {
+                tracing::debug!(
+                    left = self.stack.outbox().len(),
+                    "layered socket: the close gave up on the bytes left"
+                );
+                self.lingering = None;
+                self.close_now(ctx);
+                None
+            }
             Lower::CloseTimedOut => {
                 if matches!(self.shutting, Shutting::Flushing | Shutting::Out) {
                     tracing::debug!(
@@ -384,6 +426,7 @@ impl StreamIo for LayeredIo {
                         "layered socket: the close gave up on the bytes left"
                     );
                     self.shutting = Shutting::Done;
+                    self.gave_up = true;
                     let e = io::Error::new(
                         io::ErrorKind::TimedOut,
                         "the layers' last bytes did not go out in time",
@@ -407,9 +450,9 @@ impl StreamIo for LayeredIo {
             return Answer::Now(Err(e.into()));
         }
         self.shutting = Shutting::Flushing;
-        ctx.run_later(self.close_timeout, |act, ctx| {
+        self.shutdown_timer = Some(ctx.run_later(self.close_timeout, |act, ctx| {
             act.on_lower(Lower::CloseTimedOut, ctx)
-        });
+        }));
         self.pump(core, ctx);
         if let Some(e) = &self.failed {
             return Answer::Now(Err(e.clone()));
@@ -418,7 +461,40 @@ impl StreamIo for LayeredIo {
     }
 
     fn close(&mut self, ctx: &mut Context<Socket>) {
-        self.base.close(ctx);
         self.plain = BytesMut::new();
+        let unsent = !self.stack.drained() || self.sending;
+        if unsent
+            && self.failed.is_none()
+            && !self.gave_up
+            && !self.closed
+            && self.lingering.is_none()
+        {
+            // Bytes answered `Ok` are still in the outbox (blocked, or out by message):
+            // they go out first; the readiness wait or the `SendV` answer under way
+            // drives them (`settle` closes).
+            tracing::debug!(
+                left = self.stack.outbox().len(),
+                "layered socket: closing after the outbox drains"
+            );
+            // A graceful close's timeout already running bounds this wait too.
+            let timer = self.shutdown_timer.take().unwrap_or_else(|| {
+                ctx.run_later(self.close_timeout, |act, ctx| {
+                    act.on_lower(Lower::CloseTimedOut, ctx)
+                })
+            });
+            self.lingering = Some(timer);
+            return;
+        }
+        self.close_now(ctx);
+    }
+
+    fn unsent(&self) -> bool {
+        !self.closed && self.failed.is_none() && (!self.stack.drained() || self.sending)
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Socket>) {
+        if self.lingering.is_some() {
+            self.close_now(ctx);
+        }
     }
 }

@@ -580,9 +580,15 @@ impl Actor for Socket {
     /// gracefully first (the queue drains, then the handle closes) and only then stops.
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
         self.replies.attach(self.core.last_token_mut());
-        if self.core.handle_stopping(now()) {
+        // Bytes answered `Ok` still in a layer's outbox go out first, too: a graceful
+        // close sends them (and the layers' close) before the handle closes.
+        let unsent = self.io.unsent();
+        if self.core.handle_stopping(now()) || unsent {
+            if unsent {
+                self.core.handle_close(false, now());
+            }
             self.drive(ctx);
-            if !self.core.is_closed() {
+            if !self.core.is_closed() || self.io.unsent() {
                 return Running::Continue;
             }
         }
@@ -597,6 +603,7 @@ impl Actor for Socket {
                 self.io.close(ctx);
             }
         }
+        self.io.stopped(ctx);
         while let Some(event) = self.core.poll_event() {
             self.dispatch(event, ctx);
         }
