@@ -201,7 +201,7 @@ impl State {
 ///
 /// ```
 /// use sockactor::{SimConfig, SimNetwork, Listener, Socket};
-/// use sockactor::messages::Write;
+/// use sockactor::messages::GetInfo;
 ///
 /// # actix::System::new().block_on(async {
 /// let net = SimNetwork::start(SimConfig { seed: 7, ..SimConfig::default() });
@@ -215,8 +215,8 @@ impl State {
 ///     .connect(addr)
 ///     .await
 ///     .expect("connect");
-/// let written = socket.send(Write::new(&b"hello"[..])).await.unwrap().unwrap();
-/// assert_eq!(written.len, 5);
+/// let info = socket.send(GetInfo).await.unwrap();
+/// assert!(net.peer_of(info.handle).is_some(), "connected through the simulated network");
 /// # });
 /// ```
 #[derive(Clone)]
