@@ -346,6 +346,18 @@ async fn scenario(seed: u64) -> SimReport {
         tokio::time::sleep(rng.ms(50)).await;
         net.partition(rng.ms(300));
     }
+    // Reconnecting clients: each writes numbered records, across reconnects.
+    let reconnecting = rng.below(4) as usize;
+    let mut rtasks = Vec::new();
+    for k in 0..reconnecting {
+        let mut crng = Rng(rng.next());
+        let (net, registry) = (net.clone(), registry.clone());
+        let (addr, deflate) = addrs[crng.below(addrs.len() as u64) as usize].clone();
+        let id = (clients + k) as u16;
+        rtasks.push(actix::spawn(async move {
+            reconnecting_client(id, &mut crng, net, deflate, registry, addr).await
+        }));
+    }
     let mut runs = Vec::new();
     for (index, task) in tasks.into_iter().enumerate() {
         match tokio::time::timeout(Duration::from_secs(600), task).await {
@@ -357,6 +369,16 @@ async fn scenario(seed: u64) -> SimReport {
             )),
         }
     }
+    let mut rruns = Vec::new();
+    for task in rtasks {
+        match tokio::time::timeout(Duration::from_secs(600), task).await {
+            Ok(Ok(run)) => rruns.push(run),
+            Ok(Err(e)) => report.failures.push(format!("client task failed: {e}")),
+            Err(_) => report
+                .failures
+                .push("a reconnecting client did not finish within 600 s".into()),
+        }
+    }
     // Let the servers finish and the last segments arrive.
     tokio::time::sleep(Duration::from_secs(30)).await;
     for listener in &listener_addrs {
@@ -365,7 +387,9 @@ async fn scenario(seed: u64) -> SimReport {
     drop(listener_addrs);
     tokio::time::sleep(Duration::from_secs(30)).await;
 
-    check(&mut report, &runs, &conns.borrow(), &net);
+    let claimed = check(&mut report, &runs, &conns.borrow(), &net);
+    let resets = net.counts().1;
+    check_records(&mut report, &rruns, &conns.borrow(), &claimed, resets);
     let open = net.open_handles();
     if !open.is_empty() {
         report
@@ -508,7 +532,8 @@ fn check(
     runs: &[ClientRun],
     conns: &BTreeMap<SocketId, Conn>,
     net: &SimNetwork,
-) {
+) -> Vec<sockactor::messages::Handle> {
+    let mut claimed = Vec::new();
     let by_handle: BTreeMap<_, _> = conns
         .values()
         .filter_map(|c| c.handle.map(|h| (h, c)))
@@ -568,6 +593,7 @@ fn check(
             fail("no peer in the network".into());
             continue;
         };
+        claimed.push(server);
         let conn = by_handle.get(&server);
         let received: &[u8] = conn.map_or(&[], |c| &c.received);
         if received.len() > expected.len() {
@@ -632,5 +658,208 @@ fn check(
                 None => fail("a graceful close with a drain timeout never closed".into()),
             }
         }
+    }
+    claimed
+}
+
+/// A record of a reconnecting client: a header (`0xA5`, client, number, payload length)
+/// and its payload.
+fn record(client: u16, seq: u32, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(11 + len);
+    out.push(0xA5);
+    out.extend_from_slice(&client.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend((0..len).map(|i| byte(usize::from(client), seq as usize * 7919 + i)));
+    out
+}
+
+/// What a reconnecting client did.
+struct RecordRun {
+    client: u16,
+    /// Each record's number, length (whole record) and answer.
+    answers: Vec<(u32, usize, Answer)>,
+    connections: usize,
+    deflate: bool,
+}
+
+async fn reconnecting_client(
+    client: u16,
+    rng: &mut Rng,
+    net: SimNetwork,
+    deflate: bool,
+    _registry: Registry,
+    addr: sockactor::messages::Address,
+) -> RecordRun {
+    tokio::time::sleep(rng.ms(50)).await;
+    let connections = Rc::new(RefCell::new(0usize));
+    let counter = ClientCounter(connections.clone()).start();
+    let policy = if rng.chance(50) {
+        sockactor::UnsentWrites::Retain
+    } else {
+        sockactor::UnsentWrites::Fail
+    };
+    let handle = sockactor::ReconnectingClient::builder(addr)
+        .functions(functions(&net, deflate))
+        .subscriber(counter.recipient())
+        .backoff(Duration::from_millis(5), Duration::from_millis(200))
+        .seed(rng.next())
+        .max_attempts(Some(30))
+        .unsent_writes(policy)
+        .start();
+    let mut pending = Vec::new();
+    let writes = 1 + rng.below(60) as u32;
+    for seq in 0..writes {
+        let len = rng.below(2000) as usize;
+        let data = record(client, seq, len);
+        pending.push((seq, data.len(), handle.send(Write::new(data))));
+        if rng.chance(30) {
+            tokio::time::sleep(rng.ms(40)).await;
+        }
+    }
+    let mut answers = Vec::new();
+    for (seq, len, answer) in pending {
+        let answer = match answer.await {
+            Ok(Ok(written)) if written.len == len => Ok(Ok(len)),
+            Ok(Ok(written)) => Err(format!("answered Ok with len {} for {len}", written.len)),
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(format!("mailbox error: {e}")),
+        };
+        answers.push((seq, len, answer));
+    }
+    handle.do_send(Close::Graceful);
+    drop(handle);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let connections = *connections.borrow();
+    RecordRun {
+        client,
+        answers,
+        connections,
+        deflate,
+    }
+}
+
+/// Counts a reconnecting client's connections.
+struct ClientCounter(Rc<RefCell<usize>>);
+
+impl Actor for ClientCounter {
+    type Context = Context<Self>;
+}
+
+impl Handler<sockactor::messages::ClientEvent> for ClientCounter {
+    type Result = ();
+    fn handle(&mut self, msg: sockactor::messages::ClientEvent, _: &mut Context<Self>) {
+        if let sockactor::messages::ClientEvent::Connected { .. } = msg {
+            *self.0.borrow_mut() += 1;
+        }
+    }
+}
+
+/// The records of the connections no plain client claimed: every record whole and right,
+/// numbers rising on each connection, none twice, every `Ok` record there (unless its
+/// server aborted a connection), none answered with nothing sent.
+fn check_records(
+    report: &mut SimReport,
+    runs: &[RecordRun],
+    conns: &BTreeMap<SocketId, Conn>,
+    claimed: &[sockactor::messages::Handle],
+    resets: u64,
+) {
+    // (client, seq) -> how many times seen whole.
+    let mut seen: BTreeMap<(u16, u32), usize> = BTreeMap::new();
+    let mut any_abort = false;
+    for conn in conns.values() {
+        if conn.handle.is_some_and(|h| claimed.contains(&h)) {
+            continue;
+        }
+        any_abort |= conn.aborted;
+        let mut at = 0;
+        let mut last: Option<(u16, u32)> = None;
+        let data = &conn.received;
+        while at < data.len() {
+            if data[at] != 0xA5 {
+                report
+                    .failures
+                    .push(format!("a record stream broken at byte {at}"));
+                break;
+            }
+            if data.len() - at < 11 {
+                break; // a cut header
+            }
+            let client = u16::from_le_bytes([data[at + 1], data[at + 2]]);
+            let seq = u32::from_le_bytes([data[at + 3], data[at + 4], data[at + 5], data[at + 6]]);
+            let len = u32::from_le_bytes([data[at + 7], data[at + 8], data[at + 9], data[at + 10]])
+                as usize;
+            let whole = record(client, seq, len);
+            let have = &data[at..data.len().min(at + whole.len())];
+            if have != &whole[..have.len()] {
+                report
+                    .failures
+                    .push(format!("record {client}/{seq} is not what was written"));
+                break;
+            }
+            if have.len() < whole.len() {
+                break; // a cut record, at the end of the connection
+            }
+            if let Some((c, s)) = last {
+                if c != client || s >= seq {
+                    report.failures.push(format!(
+                        "record {client}/{seq} after {c}/{s} on one connection"
+                    ));
+                }
+            }
+            last = Some((client, seq));
+            if std::env::var_os("SIM_DEBUG").is_some() {
+                eprintln!(
+                    "conn {:?}: record {client}/{seq} whole (eof {}, reset {}, aborted {}, {} bytes)",
+                    conn.handle, conn.eof, conn.read_failed, conn.aborted, data.len()
+                );
+            }
+            *seen.entry((client, seq)).or_default() += 1;
+            at += whole.len();
+        }
+    }
+    for ((client, seq), n) in &seen {
+        if *n > 1 {
+            report
+                .failures
+                .push(format!("record {client}/{seq} arrived {n} times"));
+        }
+    }
+    for run in runs {
+        report.writes += run.answers.len();
+        for (seq, len, answer) in &run.answers {
+            let arrived = seen.contains_key(&(run.client, *seq));
+            match answer {
+                Err(e) => report
+                    .failures
+                    .push(format!("client {} record {seq}: {e}", run.client)),
+                Ok(Ok(_)) => {
+                    report.ok_writes += 1;
+                    report.bytes_checked += len;
+                    // A reset loses a layer's outbox (bytes answered Ok), as it loses a
+                    // kernel's send buffer.
+                    let may_lose = any_abort || (run.deflate && resets > 0);
+                    if !arrived && !may_lose {
+                        report.failures.push(format!(
+                            "client {} record {seq}: answered Ok, never arrived whole",
+                            run.client
+                        ));
+                    }
+                }
+                Ok(Err(WriteError::Lost { .. })) => report
+                    .failures
+                    .push(format!("client {} record {seq}: Lost", run.client)),
+                Ok(Err(e)) => {
+                    if arrived {
+                        report.failures.push(format!(
+                            "client {} record {seq}: arrived whole but answered {e}",
+                            run.client
+                        ));
+                    }
+                }
+            }
+        }
+        report.connected += run.connections;
     }
 }
