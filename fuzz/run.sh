@@ -15,7 +15,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(capture_reader compress_inbound framed_lines tls_inbound)
+    targets=(capture_reader compress_inbound framed_lines framed_write tls_inbound)
 fi
 
 cargo +nightly fuzz build >/dev/null
