@@ -49,6 +49,9 @@ pub struct SimReport {
     pub virtual_secs: f64,
     /// Failed answers by kind (`QueueFull`, `Aborted`…).
     pub errors: BTreeMap<String, usize>,
+    /// Datagrams received, and lost by the network.
+    pub datagrams: u64,
+    pub datagrams_lost: u64,
 }
 
 impl SimReport {
@@ -275,6 +278,7 @@ async fn scenario(seed: u64) -> SimReport {
         buffer: 256 << rng.below(9),
         partial_accept: rng.below(60) as f64 / 100.0,
         reset: [0.0, 0.0, 0.002, 0.02][rng.below(4) as usize],
+        datagram_loss: [0.0, 0.01, 0.1][rng.below(3) as usize],
     };
     let net = SimNetwork::start(config);
     let registry = Registry::new();
@@ -358,6 +362,16 @@ async fn scenario(seed: u64) -> SimReport {
             reconnecting_client(id, &mut crng, net, deflate, registry, addr).await
         }));
     }
+    // Datagram pairs: numbered datagrams both ways over a lossy, reordering network.
+    let pairs = rng.below(3) as usize;
+    let mut dtasks = Vec::new();
+    for pair in 0..pairs {
+        let mut prng = Rng(rng.next());
+        let net = net.clone();
+        dtasks.push(actix::spawn(async move {
+            datagram_pair(pair as u16, &mut prng, net).await
+        }));
+    }
     let mut runs = Vec::new();
     for (index, task) in tasks.into_iter().enumerate() {
         match tokio::time::timeout(Duration::from_secs(600), task).await {
@@ -367,6 +381,17 @@ async fn scenario(seed: u64) -> SimReport {
                 "client {index} did not finish within 600 s of virtual time: {}",
                 phases[index].borrow()
             )),
+        }
+    }
+    let mut dgrams = DatagramTally::default();
+    for task in dtasks {
+        match tokio::time::timeout(Duration::from_secs(600), task).await {
+            Ok(Ok(Ok(tally))) => dgrams.add(tally),
+            Ok(Ok(Err(e))) => report.failures.push(e),
+            Ok(Err(e)) => report.failures.push(format!("datagram task failed: {e}")),
+            Err(_) => report
+                .failures
+                .push("a datagram pair did not finish within 600 s".into()),
         }
     }
     let mut rruns = Vec::new();
@@ -402,6 +427,16 @@ async fn scenario(seed: u64) -> SimReport {
             registry.len()
         ));
     }
+    // Every datagram answered Ok arrived once or was lost by the network.
+    let lost = net.datagrams_lost();
+    if dgrams.sent_ok != dgrams.received + lost {
+        report.failures.push(format!(
+            "{} datagrams sent, {} received, {lost} lost by the network",
+            dgrams.sent_ok, dgrams.received
+        ));
+    }
+    report.datagrams = dgrams.received;
+    report.datagrams_lost = lost;
     let (ops, resets, refused) = net.counts();
     report.ops = ops;
     report.resets = resets;
@@ -862,4 +897,149 @@ fn check_records(
         }
         report.connected += run.connections;
     }
+}
+
+/// What the datagram pairs did, summed.
+#[derive(Default)]
+struct DatagramTally {
+    sent_ok: u64,
+    received: u64,
+}
+
+impl DatagramTally {
+    fn add(&mut self, other: DatagramTally) {
+        self.sent_ok += other.sent_ok;
+        self.received += other.received;
+    }
+}
+
+/// A datagram: `0x5A`, pair, direction, number, payload length, payload.
+fn datagram_bytes(pair: u16, dir: u8, seq: u32, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + len);
+    out.push(0x5A);
+    out.extend_from_slice(&pair.to_le_bytes());
+    out.push(dir);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend((0..len).map(|i| byte(usize::from(pair) * 2 + usize::from(dir), seq as usize + i)));
+    out
+}
+
+/// Datagrams a socket received: (bytes, sender).
+type Inbox = Rc<RefCell<Vec<(bytes::Bytes, Option<sockactor::messages::Address>, bool)>>>;
+
+struct DatagramInbox(Inbox);
+
+impl Actor for DatagramInbox {
+    type Context = Context<Self>;
+}
+
+impl Handler<sockactor::messages::DatagramEvent> for DatagramInbox {
+    type Result = ();
+    fn handle(&mut self, msg: sockactor::messages::DatagramEvent, _: &mut Context<Self>) {
+        if let sockactor::messages::DatagramEventKind::Received {
+            bytes,
+            from,
+            truncated,
+        } = msg.kind
+        {
+            self.0.borrow_mut().push((bytes, from, truncated));
+        }
+    }
+}
+
+/// Two datagram sockets trading numbered datagrams: each send answered once, every
+/// datagram received whole, from its sender, once, and only if it was answered `Ok`.
+async fn datagram_pair(pair: u16, rng: &mut Rng, net: SimNetwork) -> Result<DatagramTally, String> {
+    use sockactor::messages::{Address, SendDatagram};
+    let addrs: [Address; 2] = [
+        SocketAddr::from(([10, 0, 1, pair as u8], 5000)).into(),
+        SocketAddr::from(([10, 0, 1, pair as u8], 5001)).into(),
+    ];
+    let inboxes: [Inbox; 2] = [Rc::default(), Rc::default()];
+    let mut sockets = Vec::new();
+    for side in 0..2 {
+        let (socket, _) = sockactor::DatagramSocket::builder()
+            .functions(net.functions())
+            .subscriber(DatagramInbox(inboxes[side].clone()).start().recipient())
+            .bind(addrs[side].clone())
+            .await
+            .map_err(|e| format!("datagram pair {pair}: bind: {e}"))?;
+        sockets.push(socket);
+    }
+    let mut pending = Vec::new();
+    let count = rng.below(100) as u32;
+    for seq in 0..count {
+        let dir = (rng.below(2)) as u8;
+        let data = datagram_bytes(pair, dir, seq, rng.below(1200) as usize);
+        let len = data.len();
+        let to = addrs[1 - usize::from(dir)].clone();
+        pending.push((
+            dir,
+            seq,
+            len,
+            sockets[usize::from(dir)].send(SendDatagram::new(data).to(to)),
+        ));
+        if rng.chance(20) {
+            tokio::time::sleep(rng.ms(10)).await;
+        }
+    }
+    let mut ok = BTreeMap::new();
+    for (dir, seq, len, answer) in pending {
+        match answer.await {
+            Ok(Ok(sent)) if sent.len == len => {
+                ok.insert((dir, seq), len);
+            }
+            Ok(Ok(sent)) => {
+                return Err(format!(
+                    "datagram pair {pair}: {seq} answered Ok with {} of {len} bytes",
+                    sent.len
+                ))
+            }
+            Ok(Err(_)) => {}
+            Err(e) => return Err(format!("datagram pair {pair}: {seq}: mailbox error {e}")),
+        }
+    }
+    // Every datagram lands or is dropped within its latency.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut seen = BTreeMap::new();
+    let mut received = 0;
+    for (side, inbox) in inboxes.iter().enumerate() {
+        for (bytes, from, truncated) in inbox.borrow().iter() {
+            if *truncated || bytes.len() < 8 || bytes[0] != 0x5A {
+                return Err(format!("datagram pair {pair}: a broken datagram"));
+            }
+            let dir = bytes[3];
+            let seq = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            let expected = datagram_bytes(pair, dir, seq, bytes.len() - 8);
+            if bytes[..] != expected[..] || usize::from(dir) == side {
+                return Err(format!(
+                    "datagram pair {pair}: datagram {seq} is not what was sent"
+                ));
+            }
+            if from.as_ref() != Some(&addrs[usize::from(dir)]) {
+                return Err(format!(
+                    "datagram pair {pair}: datagram {seq} from {from:?}"
+                ));
+            }
+            if ok.get(&(dir, seq)) != Some(&bytes.len()) {
+                return Err(format!(
+                    "datagram pair {pair}: datagram {seq} arrived unsent"
+                ));
+            }
+            if seen.insert((dir, seq), ()).is_some() {
+                return Err(format!(
+                    "datagram pair {pair}: datagram {seq} arrived twice"
+                ));
+            }
+            received += 1;
+        }
+    }
+    for socket in &sockets {
+        socket.do_send(Close::Graceful);
+    }
+    drop(sockets);
+    Ok(DatagramTally {
+        sent_ok: ok.len() as u64,
+        received,
+    })
 }

@@ -3,7 +3,8 @@
 //!
 //! It models what makes networks hard for a socket: latency, bounded buffers (a slow or
 //! stalled reader blocks its peer's writes), partial accepts, resets, partitions and
-//! full accept queues. Everything runs on the calling thread's actix system; with tokio's
+//! full accept queues; for datagrams, latency, reordering, loss and full receive
+//! buffers. Everything runs on the calling thread's actix system; with tokio's
 //! clock paused, the same seed gives the same run, operation for operation
 //! ([`SimNetwork::trace_hash`] tells).
 
@@ -42,6 +43,10 @@ pub struct SimConfig {
     /// Probability that a `sendv` resets its connection (after the bytes already in
     /// flight, which still arrive).
     pub reset: f64,
+    /// Probability that a datagram is lost. Datagrams are not kept in order: each takes
+    /// its own latency, so they may arrive reordered; one that finds its receiver's
+    /// buffer (`buffer` bytes) full is dropped, as a kernel drops it.
+    pub datagram_loss: f64,
 }
 
 impl Default for SimConfig {
@@ -52,6 +57,7 @@ impl Default for SimConfig {
             buffer: 64 * 1024,
             partial_accept: 0.2,
             reset: 0.0,
+            datagram_loss: 0.0,
         }
     }
 }
@@ -85,6 +91,9 @@ struct Endpoint {
     want_read: bool,
     want_write: bool,
     listener: Option<ListenerState>,
+    /// A datagram socket: `rx` holds whole datagrams, with their senders in `from`.
+    datagram: bool,
+    from: VecDeque<Address>,
 }
 
 #[derive(Debug)]
@@ -111,6 +120,8 @@ impl Endpoint {
             want_read: false,
             want_write: false,
             listener: None,
+            datagram: false,
+            from: VecDeque::new(),
         }
     }
 }
@@ -122,6 +133,9 @@ struct State {
     endpoints: BTreeMap<Handle, Endpoint>,
     /// Listening addresses (few: looked up in order).
     listeners: Vec<(Address, Handle)>,
+    /// Bound datagram sockets.
+    datagram_ports: Vec<(Address, Handle)>,
+    datagrams_lost: u64,
     next_handle: u64,
     next_port: u16,
     /// Until when the network is partitioned: nothing arrives, and connects wait.
@@ -173,6 +187,26 @@ impl State {
         {
             to.do_send(Ready { handle, readiness });
         }
+    }
+
+    /// The open datagram socket bound to `addr`.
+    fn datagram_port(&self, addr: &Address) -> Option<Handle> {
+        self.datagram_ports
+            .iter()
+            .find(|(a, h)| a == addr && self.endpoints.get(h).is_some_and(|e| !e.closed))
+            .map(|(_, h)| *h)
+    }
+
+    /// A datagram endpoint's address, bound now if it was not.
+    fn datagram_local(&mut self, handle: Handle) -> Option<Address> {
+        let bound = self.endpoints.get(&handle)?.local.clone();
+        if bound.is_some() {
+            return bound;
+        }
+        let addr = Address::Inet(([10, 0, 0, 3], self.port()).into());
+        self.endpoints.get_mut(&handle)?.local = Some(addr.clone());
+        self.datagram_ports.push((addr.clone(), handle));
+        Some(addr)
     }
 
     /// The open listener at `addr`.
@@ -239,6 +273,8 @@ impl SimNetwork {
             config,
             endpoints: BTreeMap::new(),
             listeners: Vec::new(),
+            datagram_ports: Vec::new(),
+            datagrams_lost: 0,
             next_handle: 0,
             next_port: 40_000,
             partition_until: None,
@@ -307,6 +343,12 @@ impl SimNetwork {
     pub fn counts(&self) -> (u64, u64, u64) {
         let state = self.lock();
         (state.ops, state.resets, state.refused)
+    }
+
+    /// Datagrams lost so far (dropped at random, to an unbound address, or at a full
+    /// receive buffer).
+    pub fn datagrams_lost(&self) -> u64 {
+        self.lock().datagrams_lost
     }
 }
 
@@ -382,6 +424,65 @@ impl Handler<Schedule> for SimNet {
 }
 
 impl SimNet {
+    /// One datagram: lost, or on its way with a latency of its own.
+    fn send_datagram(
+        &self,
+        state: &mut State,
+        handle: Handle,
+        dest: Option<Address>,
+        segments: &[Bytes],
+        ctx: &mut Context<Self>,
+    ) -> Result<Sent, TransportError> {
+        let Some(dest) = dest else {
+            return Err(err(io::ErrorKind::NotConnected));
+        };
+        let Some(from) = state.datagram_local(handle) else {
+            return Err(TransportError::UnknownHandle(handle));
+        };
+        let len: usize = segments.iter().map(Bytes::len).sum();
+        let lost = state.rng.chance(state.config.datagram_loss);
+        match state.datagram_port(&dest) {
+            Some(to) if !lost => {
+                let mut data = Vec::with_capacity(len);
+                for s in segments {
+                    data.extend_from_slice(s);
+                }
+                let mut wait = state.latency();
+                if let Some(until) = state.partition_until {
+                    wait = wait.max(until.saturating_duration_since(Instant::now()));
+                }
+                let datagram = Bytes::from(data);
+                ctx.run_later(wait, move |act, _| act.deliver(to, datagram, from));
+            }
+            // Lost, or nobody bound there: gone without a word, as UDP goes.
+            _ => state.datagrams_lost += 1,
+        }
+        Ok(Sent::Accepted(len))
+    }
+
+    /// A datagram arrives: into the receive buffer, or dropped when it is full.
+    fn deliver(&mut self, to: Handle, datagram: Bytes, from: Address) {
+        let mut state = self.lock();
+        let buffer = state.config.buffer;
+        let Some(end) = state.endpoints.get_mut(&to) else {
+            return;
+        };
+        let full = end.rx_bytes + datagram.len() > buffer && !end.rx.is_empty();
+        if end.closed || full {
+            state.datagrams_lost += 1;
+            state.record(("datagram dropped", to));
+            return;
+        }
+        end.rx_bytes += datagram.len();
+        end.rx.push_back(datagram);
+        end.from.push_back(from);
+        let want = std::mem::take(&mut end.want_read);
+        state.record(("datagram arrived", to));
+        if want {
+            state.notify(to, Readiness::Readable);
+        }
+    }
+
     fn arrive(&mut self, to: Handle) {
         let mut state = self.lock();
         let now = Instant::now();
@@ -432,16 +533,10 @@ impl Handler<OpenSocket> for SimNet {
     type Result = Result<Handle, TransportError>;
     fn handle(&mut self, msg: OpenSocket, _: &mut Context<Self>) -> Self::Result {
         let mut state = self.lock();
-        if msg.kind != SocketKind::Stream {
-            state.record(("open refused", msg.kind));
-            return Err(TransportError::Unsupported(
-                "the simulated network carries stream sockets only",
-            ));
-        }
         let handle = state.new_handle();
-        state
-            .endpoints
-            .insert(handle, Endpoint::new(Some(msg.events)));
+        let mut end = Endpoint::new(Some(msg.events));
+        end.datagram = msg.kind == SocketKind::Datagram;
+        state.endpoints.insert(handle, end);
         state.record(("open", handle));
         Ok(handle)
     }
@@ -460,12 +555,15 @@ impl Handler<Bind> for SimNet {
             }
             other => other,
         };
-        let taken = state.listener(&addr).is_some();
+        let taken = state.listener(&addr).is_some() || state.datagram_port(&addr).is_some();
         let answer = match state.endpoints.get_mut(&msg.handle) {
             None => Err(TransportError::UnknownHandle(msg.handle)),
             Some(_) if taken => Err(err(io::ErrorKind::AddrInUse)),
             Some(end) => {
                 end.local = Some(addr.clone());
+                if end.datagram {
+                    state.datagram_ports.push((addr.clone(), msg.handle));
+                }
                 Ok(addr)
             }
         };
@@ -527,6 +625,15 @@ impl Handler<Connect> for SimNet {
     type Result = ResponseActFuture<Self, Result<(), TransportError>>;
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) -> Self::Result {
         let mut state = self.lock();
+        if state.endpoints.get(&msg.handle).is_some_and(|e| e.datagram) {
+            // A connected datagram socket: a default destination, no handshake.
+            state.datagram_local(msg.handle);
+            if let Some(end) = state.endpoints.get_mut(&msg.handle) {
+                end.peer_addr = Some(msg.addr.clone());
+            }
+            state.record(("connect datagram", msg.handle, &msg.addr));
+            return Box::pin(actix::fut::ready(Ok(())));
+        }
         let now = Instant::now();
         // The answer comes a round trip later (after any partition).
         let mut at = now + state.latency() + state.latency();
@@ -602,6 +709,12 @@ impl Handler<SendV> for SimNet {
         let Some(end) = state.endpoints.get(&msg.handle) else {
             return Err(TransportError::UnknownHandle(msg.handle));
         };
+        if end.datagram {
+            let dest = msg.to.clone().or_else(|| end.peer_addr.clone());
+            let answer = self.send_datagram(&mut state, msg.handle, dest, &msg.segments, ctx);
+            state.record(("sendto", msg.handle, offered, &answer));
+            return answer;
+        }
         let answer = if end.reset {
             Err(err(io::ErrorKind::ConnectionReset))
         } else if end.shut_write || end.closed {
@@ -662,6 +775,28 @@ impl Handler<RecvFrom> for SimNet {
             return Err(TransportError::UnknownHandle(msg.handle));
         };
         let max = msg.max_len.max(1);
+        if end.datagram {
+            let answer = match end.rx.pop_front() {
+                Some(bytes) => {
+                    end.rx_bytes -= bytes.len();
+                    let from = end.from.pop_front();
+                    Ok(if bytes.len() > max {
+                        Received::Truncated {
+                            bytes: bytes.slice(..max),
+                            from,
+                        }
+                    } else {
+                        Received::Data { bytes, from }
+                    })
+                }
+                None => {
+                    end.want_read = true;
+                    Ok(Received::WouldBlock)
+                }
+            };
+            state.record(("recvfrom", msg.handle, &answer));
+            return answer;
+        }
         let answer = if let Some(front) = end.rx.front_mut() {
             let bytes = if front.len() <= max {
                 end.rx.pop_front().unwrap_or_default()

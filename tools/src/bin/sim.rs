@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         println!(
             "seed {seed}: {} clients, {} connected, {} writes ({} Ok), {} bytes checked, \
              {} network operations, {} resets, {} refused connects, {:.1} s of virtual time, \
-             trace {:016x}; failed answers: {:?}",
+             {} datagrams received, {} lost by the network, trace {:016x}; failed answers: {:?}",
             report.clients,
             report.connected,
             report.writes,
@@ -49,6 +49,8 @@ fn main() -> ExitCode {
             report.resets,
             report.refused,
             report.virtual_secs,
+            report.datagrams,
+            report.datagrams_lost,
             report.trace,
             report.errors
         );
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut reports = Vec::new();
     let (mut writes, mut bytes, mut resets, mut refused, mut connected) = (0, 0, 0, 0, 0);
+    let (mut datagrams, mut lost) = (0, 0);
     for seed in from..from.saturating_add(seeds) {
         let report = sim::run_seed(seed);
         writes += report.writes;
@@ -64,6 +67,8 @@ fn main() -> ExitCode {
         resets += report.resets;
         refused += report.refused;
         connected += report.connected;
+        datagrams += report.datagrams;
+        lost += report.datagrams_lost;
         let failed = !report.passed();
         reports.push(report);
         if failed {
@@ -72,7 +77,8 @@ fn main() -> ExitCode {
     }
     println!(
         "{} seeds from {from} in {:.1} s: {connected} connections, {writes} writes, \
-         {bytes} bytes checked, {resets} resets, {refused} refused connects",
+         {bytes} bytes checked, {resets} resets, {refused} refused connects, \
+         {datagrams} datagrams received and {lost} lost",
         reports.len(),
         started.elapsed().as_secs_f64()
     );
