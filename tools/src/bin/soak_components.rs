@@ -22,7 +22,9 @@
 //! (datagram mode: at most R datagrams per second per socket, to compare transports at
 //! the same offered rate), `--ordered-close` (system mode:
 //! close the accepted end of every connection first and the connecting end when it reads
-//! that end's EOF, instead of both ends at once).
+//! that end's EOF, instead of both ends at once), `--unsent-fail` (client mode: the clients
+//! answer the writes a lost connection left unsent with its error,
+//! `UnsentWrites::Fail`, instead of sending them on the next connection).
 //!
 //! - `datagram`: N pairs of bound, deferred `DatagramSocket`s; each socket sends its peer
 //!   bursts of 1 to 16 datagrams (`SendDatagram` with `send`, answers awaited in order)
@@ -94,7 +96,7 @@ const RECORDS: RecordFormat = RecordFormat {
 };
 const USAGE: &str = "usage: soak_components [--mode datagram|client|system|all] [--seconds S] \
                      [--count N] [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]
-                     [--pass-through] [--rate R]";
+                     [--pass-through] [--rate R] [--unsent-fail]";
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -129,6 +131,7 @@ struct Options {
     faults: bool,
     reset_p: f64,
     ordered_close: bool,
+    unsent: UnsentWrites,
     /// Datagram mode: most datagrams per burst.
     burst: u64,
     /// Datagram mode: through a fault injector that injects nothing (the cost of a
@@ -148,6 +151,7 @@ impl Options {
             seed: 1,
             faults: false,
             reset_p: 0.005,
+            unsent: UnsentWrites::Retain,
             ordered_close: false,
             burst: DG_MAX_BURST,
             pass_through: false,
@@ -173,6 +177,7 @@ impl Options {
                 "--rate" => o.rate = args.number("--rate")?,
                 "--ordered-close" => o.ordered_close = true,
                 "--reset-p" => o.reset_p = args.probability("--reset-p")?,
+                "--unsent-fail" => o.unsent = UnsentWrites::Fail,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(unknown(other)),
             }
@@ -953,13 +958,14 @@ async fn run_client(opts: &Options) -> Report {
     report.line(
         "transport",
         format!(
-            "client: fault injector, resets p={} per sendv{}; UnsentWrites::Retain",
+            "client: fault injector, resets p={} per sendv{}; UnsentWrites::{:?}",
             opts.reset_p,
             if opts.faults {
                 ", partial, would-block, delay; server: short reads, read would-block, read delay"
             } else {
                 ""
-            }
+            },
+            opts.unsent
         ),
     );
     let functions = client_functions(opts);
@@ -976,7 +982,7 @@ async fn run_client(opts: &Options) -> Report {
             .subscriber(watch.recipient())
             .backoff(Duration::from_millis(5), Duration::from_millis(100))
             .seed(opts.seed ^ u64::from(id))
-            .unsent_writes(UnsentWrites::Retain)
+            .unsent_writes(opts.unsent)
             .start();
         tasks.push(actix::spawn(client_writes(
             client.clone(),
