@@ -178,6 +178,8 @@ pub struct StreamCheck {
     pub current: (Option<u32>, usize),
     parse: Parse,
     pub corrupt: Option<Corruption>,
+    /// The server aborted this connection (its stream ends wherever the abort fell).
+    pub aborted: bool,
 }
 
 impl StreamCheck {
@@ -194,6 +196,7 @@ impl StreamCheck {
             current: (None, 0),
             parse: Parse::Header(Vec::with_capacity(HEADER)),
             corrupt: None,
+            aborted: false,
         }
     }
 

@@ -21,4 +21,9 @@ impl Rng {
     pub fn one_to(&mut self, max: u64) -> u64 {
         1 + self.next_u64() % max.max(1)
     }
+
+    /// Whether an event of probability `p` happens.
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
 }

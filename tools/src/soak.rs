@@ -233,12 +233,17 @@ pub struct ServerConfig {
     /// Inject read faults (seeded from the run's).
     pub faults: bool,
     pub backlog: u32,
+    /// The probability that the server aborts a connection at a delivery (server-side
+    /// aborts: the client's writes meet a reset).
+    pub abort_p: f64,
 }
 
 /// Subscribed to the listener and to every socket it accepts: checks each stream,
 /// closes a socket at the peer's EOF and books the connection when it has closed.
 struct StreamServer<S: Streams> {
     config: ServerConfig,
+    /// Draws the server-side aborts.
+    rng: crate::rng::Rng,
     sockets: HashMap<SocketId, (Addr<Socket>, StreamCheck)>,
     totals: Arc<Mutex<ServerTotals<S>>>,
 }
@@ -280,7 +285,16 @@ impl<S: Streams> Handler<SocketEvent> for StreamServer<S> {
             return;
         };
         match event.kind {
-            SocketEventKind::Received(bytes) => check.feed(&bytes),
+            SocketEventKind::Received(bytes) => {
+                check.feed(&bytes);
+                if !check.aborted
+                    && self.config.abort_p > 0.0
+                    && self.rng.chance(self.config.abort_p)
+                {
+                    check.aborted = true;
+                    socket.do_send(Close::Abort);
+                }
+            }
             SocketEventKind::Eof => socket.do_send(Close::Graceful),
             SocketEventKind::ReadFailed(error) => {
                 self.book(|t| bump(&mut t.errors, format!("server read: {error}")));
@@ -324,6 +338,7 @@ pub async fn start_server<S: Streams>(config: ServerConfig) -> Result<ServerSide
         actix::spawn(async move {
             let server = StreamServer {
                 config,
+                rng: crate::rng::Rng::new(config.run ^ 0xAB07),
                 sockets: HashMap::new(),
                 totals: tot,
             }

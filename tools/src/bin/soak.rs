@@ -629,6 +629,7 @@ async fn run(opts: &Options) -> Result<Outcome, String> {
         keep_whole: false,
         faults: opts.faults,
         backlog: 4096,
+        abort_p: 0.0,
     })
     .await?;
     let meter = Meter::start(false);

@@ -24,7 +24,11 @@
 //! close the accepted end of every connection first and the connecting end when it reads
 //! that end's EOF, instead of both ends at once), `--unsent-fail` (client mode: the clients
 //! answer the writes a lost connection left unsent with its error,
-//! `UnsentWrites::Fail`, instead of sending them on the next connection).
+//! `UnsentWrites::Fail`, instead of sending them on the next connection),
+//! `--server-aborts P` (client mode: the server aborts a connection at a delivery with
+//! probability P; a client whose connection was aborted may lose writes answered `Ok`,
+//! which sat in the kernel's buffers, so for those clients the server must hold a
+//! subset of them, still whole, in order and never twice).
 //!
 //! - `datagram`: N pairs of bound, deferred `DatagramSocket`s; each socket sends its peer
 //!   bursts of 1 to 16 datagrams (`SendDatagram` with `send`, answers awaited in order)
@@ -96,7 +100,7 @@ const RECORDS: RecordFormat = RecordFormat {
 };
 const USAGE: &str = "usage: soak_components [--mode datagram|client|system|all] [--seconds S] \
                      [--count N] [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]
-                     [--pass-through] [--rate R] [--unsent-fail]";
+                     [--pass-through] [--rate R] [--unsent-fail] [--server-aborts P]";
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -132,6 +136,7 @@ struct Options {
     reset_p: f64,
     ordered_close: bool,
     unsent: UnsentWrites,
+    server_abort_p: f64,
     /// Datagram mode: most datagrams per burst.
     burst: u64,
     /// Datagram mode: through a fault injector that injects nothing (the cost of a
@@ -152,6 +157,7 @@ impl Options {
             faults: false,
             reset_p: 0.005,
             unsent: UnsentWrites::Retain,
+            server_abort_p: 0.0,
             ordered_close: false,
             burst: DG_MAX_BURST,
             pass_through: false,
@@ -178,6 +184,7 @@ impl Options {
                 "--ordered-close" => o.ordered_close = true,
                 "--reset-p" => o.reset_p = args.probability("--reset-p")?,
                 "--unsent-fail" => o.unsent = UnsentWrites::Fail,
+                "--server-aborts" => o.server_abort_p = args.probability("--server-aborts")?,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(unknown(other)),
             }
@@ -786,6 +793,8 @@ async fn run_datagram(opts: &Options) -> Report {
 #[derive(Debug)]
 struct ConnSeen {
     writer: Option<u32>,
+    /// The server aborted it.
+    aborted: bool,
     bytes: u64,
     whole: Vec<u32>,
     /// The record the stream ended inside: its sequence number (if its header got
@@ -802,6 +811,7 @@ impl Streams for Seen {
     fn closed(&mut self, check: StreamCheck) {
         self.0.push(ConnSeen {
             writer: check.writer,
+            aborted: check.aborted,
             bytes: check.bytes,
             cut: check.mid_record().then_some(check.current),
             corrupt: check.corrupt,
@@ -945,6 +955,7 @@ async fn run_client(opts: &Options) -> Report {
         keep_whole: true,
         faults: opts.faults,
         backlog: 1024,
+        abort_p: opts.server_abort_p,
     })
     .await
     {
@@ -1049,6 +1060,16 @@ async fn run_client(opts: &Options) -> Report {
     let (mut server_bytes, mut server_records, mut cuts) = (0u64, 0u64, 0u64);
     let mut corrupt_kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut whole_not_answered_whole = 0u64;
+    // Clients one of whose connections the server aborted: writes answered Ok may have
+    // sat in the kernel's buffers when the reset came.
+    let aborted_writers: std::collections::BTreeSet<u32> = t
+        .streams
+        .0
+        .iter()
+        .filter(|c| c.aborted)
+        .filter_map(|c| c.writer)
+        .collect();
+    let server_aborts = t.streams.0.iter().filter(|c| c.aborted).count();
     for conn in &t.streams.0 {
         server_bytes += conn.bytes;
         server_records += conn.whole.len() as u64;
@@ -1076,7 +1097,7 @@ async fn run_client(opts: &Options) -> Report {
                 _ => whole_not_answered_whole += 1,
             }
         }
-        if let Some((seq, got)) = conn.cut {
+        if let (Some((seq, got)), false) = (conn.cut, conn.aborted) {
             cuts += 1;
             // A cut record must be a write answered with exactly the bytes that arrived.
             let matches = match seq {
@@ -1103,7 +1124,8 @@ async fn run_client(opts: &Options) -> Report {
             match a {
                 Some(Ok(())) => {
                     answered_bytes += *len as u64;
-                    if !found[id].contains(seq as u32) {
+                    let may_lose = aborted_writers.contains(&(id as u32));
+                    if !found[id].contains(seq as u32) && !may_lose {
                         missing += 1;
                     }
                 }
@@ -1149,8 +1171,11 @@ async fn run_client(opts: &Options) -> Report {
     report.line(
         "server",
         format!(
-            "{} connections accepted, {} closed, {} cut inside a record",
-            t.accepted, t.closed, cuts
+            "{} connections accepted, {} closed, {} cut inside a record, {server_aborts} aborted by the server ({} clients affected)",
+            t.accepted,
+            t.closed,
+            cuts,
+            aborted_writers.len()
         ),
     );
     report.line(
@@ -1205,21 +1230,40 @@ async fn run_client(opts: &Options) -> Report {
         ),
         duplicates == 0 && whole_not_answered_whole == 0,
     );
-    report.check(
-        format!("bytes received = bytes answered as sent ({server_bytes} / {answered_bytes})"),
-        server_bytes == answered_bytes,
-    );
+    if server_aborts == 0 {
+        report.check(
+            format!("bytes received = bytes answered as sent ({server_bytes} / {answered_bytes})"),
+            server_bytes == answered_bytes,
+        );
+    } else {
+        report.check(
+            format!(
+                "bytes received ≤ bytes answered as sent, the server having aborted connections ({server_bytes} / {answered_bytes})"
+            ),
+            server_bytes <= answered_bytes,
+        );
+        report.check(
+            format!("the server aborted connections ({server_aborts})"),
+            server_aborts > 0,
+        );
+    }
     report.check(
         format!("clients reconnected ({reconnects} reconnects, none gave up)"),
         reconnects > 0 && gave_up == 0,
     );
+    // A server's abort reaches its client as a reset, or as an EOF (no unread bytes at
+    // the server): the client then aborts its socket and reconnects.
     let only_resets = reports
         .iter()
         .flat_map(|r| r.errors.keys())
-        .all(|k| k.starts_with("transport"));
+        .all(|k| k.starts_with("transport") || (server_aborts > 0 && k.starts_with("aborted")));
+    let events_expected = unexpected
+        .keys()
+        .all(|k| server_aborts > 0 && k.starts_with("data or EOF"));
     report.check(
-        "every write error is the transport error of an injected reset".into(),
-        only_resets && unexpected.is_empty() && t.errors.is_empty(),
+        "every write error is the transport error of a reset (injected, or a server's abort)"
+            .into(),
+        only_resets && events_expected && t.errors.is_empty(),
     );
     report.check(
         format!(
