@@ -13,3 +13,4 @@ pub mod records;
 pub mod report;
 pub mod rng;
 pub mod soak;
+pub mod tls;

@@ -20,14 +20,13 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use rcgen::{CertificateParams, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
+use rustls::{ClientConfig, ServerConfig, ServerConnection, StreamOwned};
 use sockactor::filters::{Compress, Tls};
 use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
 use sockactor::{Socket, SocketFunctions, Writer};
 use sockactor_tools::args::{bad_arguments, unknown, Args};
 use sockactor_tools::report::median;
+use sockactor_tools::tls::configs;
 use tokio::sync::mpsc;
 
 const USAGE: &str = "usage: tls_bench [--reps N] [--count N] [--quick]";
@@ -57,34 +56,6 @@ fn parse() -> Result<Options, String> {
         }
     }
     Ok(o)
-}
-
-/// A server config for "localhost" and a client config trusting it.
-fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["localhost".to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    let der: CertificateDer<'static> = cert.der().clone();
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .expect("server config");
-    let mut roots = RootCertStore::empty();
-    roots.add(der).expect("root");
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
 }
 
 /// A reader that inflates a raw deflate stream (the `Compress` layer's format).
