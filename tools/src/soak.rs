@@ -221,6 +221,73 @@ pub struct ServerTotals<S> {
     pub streams: S,
 }
 
+/// Byte layers both ends of a soak's connections run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Layers {
+    /// None: plain bytes.
+    #[default]
+    None,
+    /// TLS (the process's self-signed "localhost" identity).
+    Tls,
+    /// Deflate.
+    Deflate,
+    /// Deflate inside TLS: compressed, then encrypted.
+    TlsDeflate,
+}
+
+impl Layers {
+    /// From a `--layers` value.
+    pub fn parse(v: &str) -> Result<Layers, String> {
+        match v {
+            "none" => Ok(Layers::None),
+            "tls" => Ok(Layers::Tls),
+            "deflate" => Ok(Layers::Deflate),
+            "tls+deflate" => Ok(Layers::TlsDeflate),
+            other => Err(format!(
+                "unknown layers {other} (none, tls, deflate, tls+deflate)"
+            )),
+        }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, Layers::Tls | Layers::TlsDeflate)
+    }
+
+    fn deflate(self) -> bool {
+        matches!(self, Layers::Deflate | Layers::TlsDeflate)
+    }
+
+    /// The server's table: the layers over `base`.
+    pub fn server(self, base: SocketFunctions) -> SocketFunctions {
+        let base = if self.tls() {
+            sockactor::filters::Tls::server(crate::tls::configs().0).wrap(base)
+        } else {
+            base
+        };
+        if self.deflate() {
+            sockactor::filters::Compress::new().wrap(base)
+        } else {
+            base
+        }
+    }
+
+    /// The clients' table: the layers over `base`.
+    pub fn client(self, base: SocketFunctions) -> SocketFunctions {
+        let base = if self.tls() {
+            sockactor::filters::Tls::client(crate::tls::configs().1, "localhost")
+                .expect("localhost is a server name")
+                .wrap(base)
+        } else {
+            base
+        };
+        if self.deflate() {
+            sockactor::filters::Compress::new().wrap(base)
+        } else {
+            base
+        }
+    }
+}
+
 /// How the server checks its streams.
 #[derive(Clone, Copy, Debug)]
 pub struct ServerConfig {
@@ -236,6 +303,8 @@ pub struct ServerConfig {
     /// The probability that the server aborts a connection at a delivery (server-side
     /// aborts: the client's writes meet a reset).
     pub abort_p: f64,
+    /// Byte layers over the server's transport.
+    pub layers: Layers,
 }
 
 /// Subscribed to the listener and to every socket it accepts: checks each stream,
@@ -343,12 +412,12 @@ pub async fn start_server<S: Streams>(config: ServerConfig) -> Result<ServerSide
                 totals: tot,
             }
             .start();
-            let functions = if config.faults {
+            let functions = config.layers.server(if config.faults {
                 FaultInjector::new(config.run ^ 0x5E5E, read_faults(Faults::default()))
                     .wrap(SocketFunctions::system())
             } else {
                 SocketFunctions::system()
-            };
+            });
             let for_sockets = server.clone();
             let bound = Listener::builder()
                 .functions(functions)

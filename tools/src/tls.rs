@@ -40,4 +40,3 @@ fn make() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         .with_no_client_auth();
     (Arc::new(server), Arc::new(client))
 }
-

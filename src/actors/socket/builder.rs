@@ -491,7 +491,11 @@ impl SocketBuilder {
             close_on_decode_error: config.close_on_decode_error,
             close_on_eof: config.close_on_eof,
             deferred: flusher.is_some(),
-            reading: inbound.reads(),
+            // A layered socket reads even with nobody to read for: its layers need the
+            // peer's records (TLS session tickets, key updates, close_notify), and bytes
+            // left unread in the kernel turn its close into a reset that costs the peer
+            // the end of the stream. The plaintext, with no subscriber, is dropped.
+            reading: inbound.reads() || !io.layers().is_empty(),
             watch_interest: false,
             shutdown: io.can_shutdown(),
         };

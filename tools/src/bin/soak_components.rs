@@ -956,6 +956,7 @@ async fn run_client(opts: &Options) -> Report {
         faults: opts.faults,
         backlog: 1024,
         abort_p: opts.server_abort_p,
+        layers: sockactor_tools::soak::Layers::None,
     })
     .await
     {
