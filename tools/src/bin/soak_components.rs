@@ -28,7 +28,9 @@
 //! `--server-aborts P` (client mode: the server aborts a connection at a delivery with
 //! probability P; a client whose connection was aborted may lose writes answered `Ok`,
 //! which sat in the kernel's buffers, so for those clients the server must hold a
-//! subset of them, still whole, in order and never twice).
+//! subset of them, still whole, in order and never twice), `--unix` (datagram mode: Unix
+//! datagram sockets bound to paths under the temporary directory instead of UDP; they
+//! must lose nothing, as the kernel makes a sender wait rather than drop).
 //!
 //! - `datagram`: N pairs of bound, deferred `DatagramSocket`s; each socket sends its peer
 //!   bursts of 1 to 16 datagrams (`SendDatagram` with `send`, answers awaited in order)
@@ -100,7 +102,7 @@ const RECORDS: RecordFormat = RecordFormat {
 };
 const USAGE: &str = "usage: soak_components [--mode datagram|client|system|all] [--seconds S] \
                      [--count N] [--seed X] [--faults] [--reset-p P] [--ordered-close] [--burst N]
-                     [--pass-through] [--rate R] [--unsent-fail] [--server-aborts P]";
+                     [--pass-through] [--rate R] [--unsent-fail] [--server-aborts P] [--unix]";
 
 // ───────────────────────────── options ─────────────────────────────
 
@@ -137,6 +139,7 @@ struct Options {
     ordered_close: bool,
     unsent: UnsentWrites,
     server_abort_p: f64,
+    unix: bool,
     /// Datagram mode: most datagrams per burst.
     burst: u64,
     /// Datagram mode: through a fault injector that injects nothing (the cost of a
@@ -158,6 +161,7 @@ impl Options {
             reset_p: 0.005,
             unsent: UnsentWrites::Retain,
             server_abort_p: 0.0,
+            unix: false,
             ordered_close: false,
             burst: DG_MAX_BURST,
             pass_through: false,
@@ -184,6 +188,7 @@ impl Options {
                 "--ordered-close" => o.ordered_close = true,
                 "--reset-p" => o.reset_p = args.probability("--reset-p")?,
                 "--unsent-fail" => o.unsent = UnsentWrites::Fail,
+                "--unix" => o.unix = true,
                 "--server-aborts" => o.server_abort_p = args.probability("--server-aborts")?,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(unknown(other)),
@@ -334,7 +339,7 @@ impl SeqSet {
 struct DgState {
     run: u64,
     index: HashMap<SocketId, usize>,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<Address>,
     /// Per receiver: the peer's sequence numbers received (valid ones).
     seen: Vec<SeqSet>,
     /// Per receiver: every `Received` event, valid or not.
@@ -376,7 +381,7 @@ impl Handler<DatagramEvent> for DgSink {
                     bump(&mut s.bad, "truncated");
                     return;
                 }
-                if from != Some(Address::Inet(s.addrs[peer])) {
+                if from.as_ref() != Some(&s.addrs[peer]) {
                     bump(&mut s.bad, "from another address than the peer's");
                     return;
                 }
@@ -441,10 +446,15 @@ type DgAnswer = Pin<Box<dyn Future<Output = Option<Result<usize, DatagramError>>
 
 /// One socket's sending: bursts to its peer until the deadline, each burst's answers
 /// awaited in order.
+/// The path of datagram socket `i` of a `--unix` run.
+fn unix_path(i: usize) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sockactor-soak-{}-{i}.sock", std::process::id()))
+}
+
 async fn dg_send(
     socket: Addr<DatagramSocket>,
     me: u32,
-    to: SocketAddr,
+    to: Address,
     run: u64,
     (max_burst, rate): (u64, u64),
     deadline: Instant,
@@ -464,7 +474,7 @@ async fn dg_send(
                 let len = rng.one_to(DG_MAX_PAYLOAD) as usize;
                 let d = datagram(run, me, seq, len);
                 seq += 1;
-                let request = socket.send(SendDatagram::new(d).to(to));
+                let request = socket.send(SendDatagram::new(d).to(to.clone()));
                 let answer: DgAnswer = Box::pin(async move {
                     // A mailbox error: the socket went away without answering.
                     request.await.ok().map(|r| r.map(|sent| sent.len))
@@ -525,8 +535,10 @@ async fn run_datagram(opts: &Options) -> Report {
     let mut report = Report::new(
         "soak_components",
         format!(
-            "datagram: {pairs} pairs of DatagramSockets for {} s, bursts of 1 to {}",
-            opts.seconds, opts.burst
+            "datagram: {pairs} pairs of {} DatagramSockets for {} s, bursts of 1 to {}",
+            if opts.unix { "Unix" } else { "UDP" },
+            opts.seconds,
+            opts.burst
         ),
         opts.seed,
     );
@@ -540,13 +552,20 @@ async fn run_datagram(opts: &Options) -> Report {
     let mut sockets = Vec::with_capacity(2 * pairs);
     let mut setup_errors = BTreeMap::new();
     for i in 0..2 * pairs {
+        let addr: Address = if opts.unix {
+            let path = unix_path(i);
+            let _ = std::fs::remove_file(&path);
+            Address::Unix(path)
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 0)).into()
+        };
         let bound = DatagramSocket::builder()
             .functions(functions.clone())
             .subscriber(sink.clone().recipient())
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .bind(addr)
             .await;
         let (socket, local) = match bound {
-            Ok((socket, Address::Inet(local))) => (socket, local),
+            Ok((socket, local @ (Address::Inet(_) | Address::Unix(_)))) => (socket, local),
             Ok((_, other)) => {
                 bump(&mut setup_errors, format!("bound to {other:?}"));
                 break;
@@ -598,7 +617,7 @@ async fn run_datagram(opts: &Options) -> Report {
             actix::spawn(dg_send(
                 socket.clone(),
                 i as u32,
-                addrs[i ^ 1],
+                addrs[i ^ 1].clone(),
                 opts.seed,
                 (opts.burst, opts.rate),
                 deadline,
@@ -756,6 +775,11 @@ async fn run_datagram(opts: &Options) -> Report {
         received_not_ok == 0,
     );
     match kernel {
+        // A Unix datagram socket does not drop: a full receiver makes the sender wait.
+        _ if opts.unix => report.check(
+            format!("no datagram lost: Unix datagram sockets do not drop ({lost} lost)"),
+            lost == 0,
+        ),
         Some(k) => report.check(
             format!(
                 "loss within what the kernel reports dropping ({lost} lost ≤ {} dropped): \
@@ -783,6 +807,11 @@ async fn run_datagram(opts: &Options) -> Report {
     );
     drop(s);
     drop((senders, state, sink));
+    if opts.unix {
+        for i in 0..2 * pairs {
+            let _ = std::fs::remove_file(unix_path(i));
+        }
+    }
     meter.finish(&mut report).await;
     report
 }
