@@ -259,27 +259,27 @@ impl Layers {
 
     /// The server's table: the layers over `base`.
     pub fn server(self, base: SocketFunctions) -> SocketFunctions {
-        let base = if self.tls() {
+        self.over(base, |base| {
             sockactor::filters::Tls::server(crate::tls::configs().0).wrap(base)
-        } else {
-            base
-        };
-        if self.deflate() {
-            sockactor::filters::Compress::new().wrap(base)
-        } else {
-            base
-        }
+        })
     }
 
     /// The clients' table: the layers over `base`.
     pub fn client(self, base: SocketFunctions) -> SocketFunctions {
-        let base = if self.tls() {
+        self.over(base, |base| {
             sockactor::filters::Tls::client(crate::tls::configs().1, "localhost")
                 .expect("localhost is a server name")
                 .wrap(base)
-        } else {
-            base
-        };
+        })
+    }
+
+    /// Deflate (outermost) over TLS (made by `tls`) over `base`, as chosen.
+    fn over(
+        self,
+        base: SocketFunctions,
+        tls: impl FnOnce(SocketFunctions) -> SocketFunctions,
+    ) -> SocketFunctions {
+        let base = if self.tls() { tls(base) } else { base };
         if self.deflate() {
             sockactor::filters::Compress::new().wrap(base)
         } else {
