@@ -49,6 +49,9 @@ pub struct SimReport {
     pub virtual_secs: f64,
     /// Failed answers by kind (`QueueFull`, `Aborted`…).
     pub errors: BTreeMap<String, usize>,
+    /// Connections through TLS, and the bytes their servers read.
+    pub tls_connections: usize,
+    pub tls_bytes: usize,
     /// Datagrams received, and lost by the network.
     pub datagrams: u64,
     pub datagrams_lost: u64,
@@ -224,16 +227,79 @@ struct ClientRun {
     closed_at: Option<Instant>,
     drain_timeout: Option<Duration>,
     closing_at: Option<Instant>,
-    /// Through a deflate layer.
-    deflate: bool,
+    /// Through byte layers.
+    deflate: Stack,
 }
 
-/// The network's transport table, with a deflate layer or without.
-fn functions(net: &SimNetwork, deflate: bool) -> sockactor::SocketFunctions {
-    if deflate {
-        sockactor::filters::Compress::new().wrap(net.functions())
-    } else {
-        net.functions()
+/// Byte layers a listener and its clients run over the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stack {
+    Plain,
+    Deflate,
+    Tls,
+}
+
+impl Stack {
+    fn layered(self) -> bool {
+        self != Stack::Plain
+    }
+}
+
+/// A TLS identity for "localhost" with an Ed25519 key (fixed-size signatures, so a
+/// handshake's bytes have the same lengths every run), made once per process.
+fn tls_configs() -> (
+    std::sync::Arc<rustls::ServerConfig>,
+    std::sync::Arc<rustls::ClientConfig>,
+) {
+    use std::sync::{Arc, OnceLock};
+    static CONFIGS: OnceLock<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> =
+        OnceLock::new();
+    CONFIGS
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert");
+            let der = cert.der().clone();
+            let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![der.clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(
+                        rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()),
+                    ),
+                )
+                .expect("server config");
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(der).expect("root");
+            let mut client = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            // No resumption: a seed run after another in the same process would resume
+            // its sessions, and so run differently.
+            client.resumption = rustls::client::Resumption::disabled();
+            (Arc::new(server), Arc::new(client))
+        })
+        .clone()
+}
+
+/// The network's transport table under `stack`, for a server's or a client's end.
+fn functions(net: &SimNetwork, stack: Stack, server: bool) -> sockactor::SocketFunctions {
+    match stack {
+        Stack::Plain => net.functions(),
+        Stack::Deflate => sockactor::filters::Compress::new().wrap(net.functions()),
+        Stack::Tls if server => {
+            sockactor::filters::Tls::server(tls_configs().0).wrap(net.functions())
+        }
+        Stack::Tls => sockactor::filters::Tls::client(tls_configs().1, "localhost")
+            .expect("a server name")
+            .wrap(net.functions()),
     }
 }
 
@@ -301,10 +367,14 @@ async fn scenario(seed: u64) -> SimReport {
             read_chunk: 64 << rng.below(8),
             ..SocketConfig::default()
         };
-        // Some listeners, and their clients, run a deflate layer over the network.
-        let deflate = rng.chance(30);
+        // Some listeners, and their clients, run byte layers over the network.
+        let deflate = match rng.below(10) {
+            0..=5 => Stack::Plain,
+            6..=7 => Stack::Deflate,
+            _ => Stack::Tls,
+        };
         let (registry, server2) = (registry.clone(), server.clone());
-        let functions = functions(&net, deflate);
+        let functions = functions(&net, deflate, true);
         let functions2 = functions.clone();
         let bound = Listener::builder()
             .functions(functions)
@@ -450,7 +520,7 @@ async fn client(
     index: usize,
     rng: &mut Rng,
     net: SimNetwork,
-    deflate: bool,
+    deflate: Stack,
     registry: Registry,
     addr: sockactor::messages::Address,
     phase: Rc<RefCell<String>>,
@@ -495,7 +565,7 @@ async fn client(
         deflate,
     };
     let socket = match Socket::builder()
-        .functions(functions(&net, deflate))
+        .functions(functions(&net, deflate, false))
         .config(config)
         .registry(&registry)
         .subscriber(events.recipient())
@@ -580,7 +650,11 @@ fn check(
             "client {} (handle {}{}, {:?})",
             run.index,
             handle.0,
-            if run.deflate { ", deflate" } else { "" },
+            match run.deflate {
+                Stack::Plain => "",
+                Stack::Deflate => ", deflate",
+                Stack::Tls => ", tls",
+            },
             run.ending
         );
         let mut fail = |what: String| report.failures.push(format!("{who}: {what}"));
@@ -648,7 +722,7 @@ fn check(
         let clean_end = conn.is_some_and(|c| c.eof && !c.read_failed);
         // A layer's outbox, like a kernel's send buffer, is lost to a reset: a reset
         // deflate connection must read no more than reported, but may read less.
-        let layered_reset = run.deflate && conn.is_some_and(|c| c.read_failed);
+        let layered_reset = run.deflate.layered() && conn.is_some_and(|c| c.read_failed);
         if received.len() > reported {
             fail(format!(
                 "the server read {} bytes, the answers report {reported}",
@@ -680,6 +754,10 @@ fn check(
             );
         }
         report.bytes_checked += received.len();
+        if run.deflate == Stack::Tls {
+            report.tls_connections += 1;
+            report.tls_bytes += received.len();
+        }
         // The drain deadline.
         if let (Ending::Graceful, Some(limit), Some(closing)) =
             (run.ending, run.drain_timeout, run.closing_at)
@@ -715,14 +793,14 @@ struct RecordRun {
     /// Each record's number, length (whole record) and answer.
     answers: Vec<(u32, usize, Answer)>,
     connections: usize,
-    deflate: bool,
+    deflate: Stack,
 }
 
 async fn reconnecting_client(
     client: u16,
     rng: &mut Rng,
     net: SimNetwork,
-    deflate: bool,
+    deflate: Stack,
     _registry: Registry,
     addr: sockactor::messages::Address,
 ) -> RecordRun {
@@ -735,7 +813,7 @@ async fn reconnecting_client(
         sockactor::UnsentWrites::Fail
     };
     let handle = sockactor::ReconnectingClient::builder(addr)
-        .functions(functions(&net, deflate))
+        .functions(functions(&net, deflate, false))
         .subscriber(counter.recipient())
         .backoff(Duration::from_millis(5), Duration::from_millis(200))
         .seed(rng.next())
@@ -874,7 +952,7 @@ fn check_records(
                     report.bytes_checked += len;
                     // A reset loses a layer's outbox (bytes answered Ok), as it loses a
                     // kernel's send buffer.
-                    let may_lose = any_abort || (run.deflate && resets > 0);
+                    let may_lose = any_abort || (run.deflate.layered() && resets > 0);
                     if !arrived && !may_lose {
                         report.failures.push(format!(
                             "client {} record {seq}: answered Ok, never arrived whole",

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let mut reports = Vec::new();
     let (mut writes, mut bytes, mut resets, mut refused, mut connected) = (0, 0, 0, 0, 0);
-    let (mut datagrams, mut lost) = (0, 0);
+    let (mut datagrams, mut lost, mut tls, mut tls_bytes) = (0, 0, 0, 0);
     for seed in from..from.saturating_add(seeds) {
         let report = sim::run_seed(seed);
         writes += report.writes;
@@ -68,6 +68,8 @@ fn main() -> ExitCode {
         refused += report.refused;
         connected += report.connected;
         datagrams += report.datagrams;
+        tls += report.tls_connections;
+        tls_bytes += report.tls_bytes;
         lost += report.datagrams_lost;
         let failed = !report.passed();
         reports.push(report);
@@ -78,7 +80,8 @@ fn main() -> ExitCode {
     println!(
         "{} seeds from {from} in {:.1} s: {connected} connections, {writes} writes, \
          {bytes} bytes checked, {resets} resets, {refused} refused connects, \
-         {datagrams} datagrams received and {lost} lost",
+         {datagrams} datagrams received and {lost} lost; {tls} connections through TLS \
+         ({tls_bytes} bytes)",
         reports.len(),
         started.elapsed().as_secs_f64()
     );
