@@ -86,9 +86,9 @@ pub use actors::{
     Adopt, AdoptedStream, Backoff, ClientBuilder, ClientConfig, DatagramBuilder, DatagramConfig,
     DatagramSocket, FlushPolicy, Flusher, FrameError, FrameStream, FramedWriteError, FramedWriter,
     InterestGroup, Jitter, Listener, ListenerBuilder, MockDatagram, MockFunctions, MockTransport,
-    ReadLimits, ReconnectingClient, Registry, SendRecord, SendStep, SimConfig, SimNetwork, Socket,
-    SocketBuilder, SocketConfig, SocketFunctions, SocketHandle, SystemFunctions, UnsentWrites,
-    WriteFuture, WriteResponse, Writer,
+    ReadLimits, ReconnectingClient, Registry, SendRecord, SendStep, SimConfig, SimCounts,
+    SimNetwork, Socket, SocketBuilder, SocketConfig, SocketFunctions, SocketHandle,
+    SystemFunctions, UnsentWrites, WriteFuture, WriteResponse, Writer,
 };
 pub use batch::{FileRange, FileRangeError, IoBatch, Segment};
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};

@@ -16,7 +16,7 @@ pub use datagram::{DatagramBuilder, DatagramConfig, DatagramSocket};
 pub use flusher::Flusher;
 pub use functions::{
     Adopt, AdoptedStream, MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep,
-    SimConfig, SimNetwork, SocketFunctions, SystemFunctions,
+    SimConfig, SimCounts, SimNetwork, SocketFunctions, SystemFunctions,
 };
 pub use inbound::ReadLimits;
 pub use listener::{Listener, ListenerBuilder};

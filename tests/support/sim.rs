@@ -483,7 +483,7 @@ async fn scenario(seed: u64) -> SimReport {
     tokio::time::sleep(Duration::from_secs(30)).await;
 
     let claimed = check(&mut report, &runs, &conns.borrow(), &net);
-    let resets = net.counts().1;
+    let resets = net.counts().resets;
     check_records(&mut report, &rruns, &conns.borrow(), &claimed, resets);
     let open = net.open_handles();
     if !open.is_empty() {
@@ -498,7 +498,7 @@ async fn scenario(seed: u64) -> SimReport {
         ));
     }
     // Every datagram answered Ok arrived once or was lost by the network.
-    let lost = net.datagrams_lost();
+    let lost = net.counts().datagrams_lost;
     if dgrams.sent_ok != dgrams.received + lost {
         report.failures.push(format!(
             "{} datagrams sent, {} received, {lost} lost by the network",
@@ -507,7 +507,8 @@ async fn scenario(seed: u64) -> SimReport {
     }
     report.datagrams = dgrams.received;
     report.datagrams_lost = lost;
-    let (ops, resets, refused) = net.counts();
+    let counts = net.counts();
+    let (ops, resets, refused) = (counts.operations, counts.resets, counts.refused_connects);
     report.ops = ops;
     report.resets = resets;
     report.refused = refused;

@@ -14,7 +14,7 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, Recipient};
 
 pub use mock::{MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep};
-pub use sim::{SimConfig, SimNetwork};
+pub use sim::{SimConfig, SimCounts, SimNetwork};
 pub(crate) use system::{sendfile_unsupported, ShareStream, SystemStream, SENDFILE};
 pub use system::{Adopt, AdoptedStream, SystemFunctions};
 

@@ -339,17 +339,32 @@ impl SimNetwork {
         self.lock().trace
     }
 
-    /// Operations handled, connections reset and connects refused, so far.
-    pub fn counts(&self) -> (u64, u64, u64) {
+    /// What the network has done so far.
+    pub fn counts(&self) -> SimCounts {
         let state = self.lock();
-        (state.ops, state.resets, state.refused)
+        SimCounts {
+            operations: state.ops,
+            resets: state.resets,
+            refused_connects: state.refused,
+            datagrams_lost: state.datagrams_lost,
+        }
     }
+}
 
-    /// Datagrams lost so far (dropped at random, to an unbound address, or at a full
-    /// receive buffer).
-    pub fn datagrams_lost(&self) -> u64 {
-        self.lock().datagrams_lost
-    }
+/// What a [`SimNetwork`] has done so far ([`SimNetwork::counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SimCounts {
+    /// Operations handled (every transport call, and each partition and reset).
+    pub operations: u64,
+    /// Connections reset (by chance, by data sent to a closed end, by a close with
+    /// unread bytes, or by [`SimNetwork::reset`]).
+    pub resets: u64,
+    /// Connects refused (nobody listening, or a full accept queue).
+    pub refused_connects: u64,
+    /// Datagrams lost (dropped at random, sent to an unbound address, or dropped at a
+    /// full receive buffer).
+    pub datagrams_lost: u64,
 }
 
 /// The actor behind a [`SimNetwork`].
