@@ -227,8 +227,8 @@ struct ClientRun {
     closed_at: Option<Instant>,
     drain_timeout: Option<Duration>,
     closing_at: Option<Instant>,
-    /// Through byte layers.
-    deflate: Stack,
+    /// The byte layers it ran under.
+    stack: Stack,
 }
 
 /// Byte layers a listener and its clients run over the network.
@@ -368,13 +368,13 @@ async fn scenario(seed: u64) -> SimReport {
             ..SocketConfig::default()
         };
         // Some listeners, and their clients, run byte layers over the network.
-        let deflate = match rng.below(10) {
+        let stack = match rng.below(10) {
             0..=5 => Stack::Plain,
             6..=7 => Stack::Deflate,
             _ => Stack::Tls,
         };
         let (registry, server2) = (registry.clone(), server.clone());
-        let functions = functions(&net, deflate, true);
+        let functions = functions(&net, stack, true);
         let functions2 = functions.clone();
         let bound = Listener::builder()
             .functions(functions)
@@ -392,7 +392,7 @@ async fn scenario(seed: u64) -> SimReport {
         match bound {
             Ok((listener, addr)) => {
                 listener_addrs.push(listener);
-                addrs.push((addr, deflate));
+                addrs.push((addr, stack));
             }
             Err(e) => report.failures.push(format!("bind failed: {e}")),
         }
@@ -409,10 +409,10 @@ async fn scenario(seed: u64) -> SimReport {
     for (index, phase) in phases.iter().enumerate() {
         let mut crng = Rng(rng.next());
         let (net, registry) = (net.clone(), registry.clone());
-        let (addr, deflate) = addrs[crng.below(addrs.len() as u64) as usize].clone();
+        let (addr, stack) = addrs[crng.below(addrs.len() as u64) as usize].clone();
         let phase = phase.clone();
         tasks.push(actix::spawn(async move {
-            client(index, &mut crng, net, deflate, registry, addr, phase).await
+            client(index, &mut crng, net, stack, registry, addr, phase).await
         }));
     }
     // Now and then the network partitions.
@@ -426,10 +426,10 @@ async fn scenario(seed: u64) -> SimReport {
     for k in 0..reconnecting {
         let mut crng = Rng(rng.next());
         let (net, registry) = (net.clone(), registry.clone());
-        let (addr, deflate) = addrs[crng.below(addrs.len() as u64) as usize].clone();
+        let (addr, stack) = addrs[crng.below(addrs.len() as u64) as usize].clone();
         let id = (clients + k) as u16;
         rtasks.push(actix::spawn(async move {
-            reconnecting_client(id, &mut crng, net, deflate, registry, addr).await
+            reconnecting_client(id, &mut crng, net, stack, registry, addr).await
         }));
     }
     // Datagram pairs: numbered datagrams both ways over a lossy, reordering network.
@@ -521,7 +521,7 @@ async fn client(
     index: usize,
     rng: &mut Rng,
     net: SimNetwork,
-    deflate: Stack,
+    stack: Stack,
     registry: Registry,
     addr: sockactor::messages::Address,
     phase: Rc<RefCell<String>>,
@@ -563,10 +563,10 @@ async fn client(
         closed_at: None,
         drain_timeout,
         closing_at: None,
-        deflate,
+        stack,
     };
     let socket = match Socket::builder()
-        .functions(functions(&net, deflate, false))
+        .functions(functions(&net, stack, false))
         .config(config)
         .registry(&registry)
         .subscriber(events.recipient())
@@ -651,7 +651,7 @@ fn check(
             "client {} (handle {}{}, {:?})",
             run.index,
             handle.0,
-            match run.deflate {
+            match run.stack {
                 Stack::Plain => "",
                 Stack::Deflate => ", deflate",
                 Stack::Tls => ", tls",
@@ -722,8 +722,8 @@ fn check(
         let read_to_end = conn.is_some_and(|c| c.eof || c.read_failed);
         let clean_end = conn.is_some_and(|c| c.eof && !c.read_failed);
         // A layer's outbox, like a kernel's send buffer, is lost to a reset: a reset
-        // deflate connection must read no more than reported, but may read less.
-        let layered_reset = run.deflate.layered() && conn.is_some_and(|c| c.read_failed);
+        // layered connection must read no more than reported, but may read less.
+        let layered_reset = run.stack.layered() && conn.is_some_and(|c| c.read_failed);
         if received.len() > reported {
             fail(format!(
                 "the server read {} bytes, the answers report {reported}",
@@ -755,7 +755,7 @@ fn check(
             );
         }
         report.bytes_checked += received.len();
-        if run.deflate == Stack::Tls {
+        if run.stack == Stack::Tls {
             report.tls_connections += 1;
             report.tls_bytes += received.len();
         }
@@ -794,14 +794,14 @@ struct RecordRun {
     /// Each record's number, length (whole record) and answer.
     answers: Vec<(u32, usize, Answer)>,
     connections: usize,
-    deflate: Stack,
+    stack: Stack,
 }
 
 async fn reconnecting_client(
     client: u16,
     rng: &mut Rng,
     net: SimNetwork,
-    deflate: Stack,
+    stack: Stack,
     _registry: Registry,
     addr: sockactor::messages::Address,
 ) -> RecordRun {
@@ -814,7 +814,7 @@ async fn reconnecting_client(
         sockactor::UnsentWrites::Fail
     };
     let handle = sockactor::ReconnectingClient::builder(addr)
-        .functions(functions(&net, deflate, false))
+        .functions(functions(&net, stack, false))
         .subscriber(counter.recipient())
         .backoff(Duration::from_millis(5), Duration::from_millis(200))
         .seed(rng.next())
@@ -849,7 +849,7 @@ async fn reconnecting_client(
         client,
         answers,
         connections,
-        deflate,
+        stack,
     }
 }
 
@@ -953,7 +953,7 @@ fn check_records(
                     report.bytes_checked += len;
                     // A reset loses a layer's outbox (bytes answered Ok), as it loses a
                     // kernel's send buffer.
-                    let may_lose = any_abort || (run.deflate.layered() && resets > 0);
+                    let may_lose = any_abort || (run.stack.layered() && resets > 0);
                     if !arrived && !may_lose {
                         report.failures.push(format!(
                             "client {} record {seq}: answered Ok, never arrived whole",
