@@ -379,9 +379,13 @@ impl IoBatch {
 
 impl From<Bytes> for IoBatch {
     fn from(b: Bytes) -> Self {
-        let mut batch = IoBatch::new();
-        batch.push(b);
-        batch
+        if b.is_empty() {
+            return IoBatch::new();
+        }
+        IoBatch {
+            len: b.len(),
+            segments: Segments::One(Segment::Bytes(b)),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::batch::{FileRange, IoBatch, Segment};
 use crate::error::{TransportError, WriteError};
@@ -59,6 +59,14 @@ pub struct QueueConfig {
     /// out with `sendfile` (through a filter or any other message-path transport). Each
     /// range being sent holds at most one such chunk until the transport has taken it.
     pub file_read_chunk: usize,
+    /// Writes of at most this many bytes are copied into the socket's staging buffer
+    /// instead of being queued as slices of their own: a run of small writes then leaves
+    /// as one slice of one buffer, and each caller's buffer is freed at once. Larger
+    /// writes, writes with a tag (they can be cancelled, which hands the payload back)
+    /// and file ranges stay zero-copy. Each write still gets its own answer. `0` turns
+    /// copying off. The default, 512 bytes, and how it was measured are in
+    /// `docs/performance.md`.
+    pub copy_threshold: usize,
 }
 
 impl Default for QueueConfig {
@@ -69,9 +77,17 @@ impl Default for QueueConfig {
             max_bytes_per_turn: 256 * 1024,
             max_segments: 1024,
             file_read_chunk: 64 * 1024,
+            copy_threshold: DEFAULT_COPY_THRESHOLD,
         }
     }
 }
+
+/// The default [`QueueConfig::copy_threshold`].
+const DEFAULT_COPY_THRESHOLD: usize = 512;
+
+/// A drained staging buffer that held more than this at once is freed rather than kept
+/// for the next burst (an idle socket should not hold a burst's buffer).
+const STAGING_KEEP: usize = 64 * 1024;
 
 impl QueueConfig {
     /// The same limits with every value made usable: at least one byte and one segment
@@ -135,7 +151,10 @@ struct ReadAhead {
 
 struct Entry<T> {
     tag: Option<u64>,
+    /// The write's bytes; empty for a copied write, whose bytes are in the staging buffer.
     segments: IoBatch,
+    /// A copied small write (see [`QueueConfig::copy_threshold`]).
+    staged: bool,
     len: usize,
     sent: usize,
     /// Index of the first segment not yet fully sent, and the offset into it.
@@ -152,10 +171,11 @@ struct Entry<T> {
 }
 
 impl<T> Entry<T> {
-    fn new(batch: IoBatch, tag: Option<u64>, token: T, now: Option<Instant>) -> Self {
+    fn new(batch: IoBatch, len: usize, tag: Option<u64>, token: T, now: Option<Instant>) -> Self {
         Entry {
             tag,
-            len: batch.len(),
+            len,
+            staged: batch.is_empty() && len > 0,
             segments: batch,
             sent: 0,
             seg: 0,
@@ -176,6 +196,9 @@ impl<T> Entry<T> {
     /// Marks `n` more bytes (at most `remaining()`) as sent.
     fn advance(&mut self, mut n: usize) {
         self.sent += n;
+        if self.staged {
+            return;
+        }
         while n > 0 {
             let left_in_seg = self.segments.segments()[self.seg].len() - self.off;
             let take = n.min(left_in_seg);
@@ -230,6 +253,8 @@ enum Files {
 /// One piece of a transmit.
 enum Piece<'a> {
     Memory(&'a Bytes, std::ops::Range<usize>),
+    /// A run of copied small writes: this range of the staging buffer.
+    Staged(std::ops::Range<usize>),
     File {
         range: &'a FileRange,
         at: usize,
@@ -242,6 +267,10 @@ enum Piece<'a> {
 /// Walks the unsent bytes from the front: at most `budget` bytes (at least one) in at
 /// most `max_segments` pieces, handing each piece to `piece`. Returns the bytes and the
 /// number of writes covered.
+///
+/// Copied writes hold no bytes of their own: theirs are in the staging buffer, in queue
+/// order, from its first byte on, so a run of them is one [`Piece::Staged`] range (one
+/// piece, however many writes it covers).
 fn gather<'a, T>(
     entries: &'a VecDeque<Entry<T>>,
     budget: usize,
@@ -253,57 +282,90 @@ fn gather<'a, T>(
     let mut len = 0;
     let mut writes = 0;
     let mut pieces = 0;
-    for entry in entries {
-        if entry.remaining() == 0 {
-            writes += 1;
-            continue;
-        }
-        let mut took = false;
-        for (index, seg) in entry.segments.segments().iter().enumerate().skip(entry.seg) {
-            let start = if index == entry.seg { entry.off } else { 0 };
-            let room = budget - len;
-            let n = match seg {
-                Segment::Bytes(bytes) => {
-                    let end = bytes.len().min(start.saturating_add(room));
-                    piece(Piece::Memory(bytes, start..end));
-                    end - start
-                }
-                Segment::File(range) if files == Files::Sendfile => {
-                    if pieces > 0 {
-                        piece(Piece::FileNext);
-                        return (len, writes + usize::from(took));
-                    }
-                    let n = (range.len() - start).min(room);
-                    piece(Piece::File {
-                        range,
-                        at: start,
-                        len: n,
-                    });
-                    return (n, writes + 1);
-                }
-                Segment::File(range) => {
-                    let ahead = entry.read_ahead.as_ref().filter(|r| r.seg == index);
-                    let Some(ahead) = ahead else {
-                        return (len, writes + usize::from(took));
-                    };
-                    let n = ahead.buf.len().min(room);
-                    piece(Piece::Memory(&ahead.buf, 0..n));
-                    if n < range.len() - start {
-                        // The rest of the range is not read yet: nothing after it may
-                        // go out before it.
-                        return (len + n, writes + 1);
-                    }
-                    n
-                }
-            };
-            took = true;
-            len += n;
-            pieces += 1;
-            if len == budget || pieces == max_segments {
-                return (len, writes + 1);
+    // The staged run being gathered, and where the next staged byte is.
+    let mut run: Option<std::ops::Range<usize>> = None;
+    let mut staged_at = 0;
+    let (len, writes) = 'walk: {
+        for entry in entries {
+            if entry.remaining() == 0 {
+                writes += 1;
+                continue;
             }
+            if entry.staged {
+                let n = entry.remaining().min(budget - len);
+                match &mut run {
+                    Some(r) => r.end += n,
+                    None if pieces == max_segments => break 'walk (len, writes),
+                    None => {
+                        run = Some(staged_at..staged_at + n);
+                        pieces += 1;
+                    }
+                }
+                staged_at += n;
+                len += n;
+                writes += 1;
+                if len == budget {
+                    break 'walk (len, writes);
+                }
+                continue;
+            }
+            let mut took = false;
+            for (index, seg) in entry.segments.segments().iter().enumerate().skip(entry.seg) {
+                if pieces == max_segments {
+                    break 'walk (len, writes + usize::from(took));
+                }
+                if let Some(r) = run.take() {
+                    piece(Piece::Staged(r));
+                }
+                let start = if index == entry.seg { entry.off } else { 0 };
+                let room = budget - len;
+                let n = match seg {
+                    Segment::Bytes(bytes) => {
+                        let end = bytes.len().min(start.saturating_add(room));
+                        piece(Piece::Memory(bytes, start..end));
+                        end - start
+                    }
+                    Segment::File(range) if files == Files::Sendfile => {
+                        if pieces > 0 {
+                            piece(Piece::FileNext);
+                            break 'walk (len, writes + usize::from(took));
+                        }
+                        let n = (range.len() - start).min(room);
+                        piece(Piece::File {
+                            range,
+                            at: start,
+                            len: n,
+                        });
+                        break 'walk (n, writes + 1);
+                    }
+                    Segment::File(range) => {
+                        let ahead = entry.read_ahead.as_ref().filter(|r| r.seg == index);
+                        let Some(ahead) = ahead else {
+                            break 'walk (len, writes + usize::from(took));
+                        };
+                        let n = ahead.buf.len().min(room);
+                        piece(Piece::Memory(&ahead.buf, 0..n));
+                        if n < range.len() - start {
+                            // The rest of the range is not read yet: nothing after it may
+                            // go out before it.
+                            break 'walk (len + n, writes + 1);
+                        }
+                        n
+                    }
+                };
+                took = true;
+                len += n;
+                pieces += 1;
+                if len == budget {
+                    break 'walk (len, writes + 1);
+                }
+            }
+            writes += 1;
         }
-        writes += 1;
+        (len, writes)
+    };
+    if let Some(r) = run {
+        piece(Piece::Staged(r));
     }
     (len, writes)
 }
@@ -316,6 +378,15 @@ fn gather<'a, T>(
 pub(crate) struct WriteQueue<T> {
     limits: Limits,
     entries: VecDeque<Entry<T>>,
+    /// The unsent bytes of the copied writes, in queue order.
+    staging: BytesMut,
+    /// The most bytes `staging` held at once since it was last freed.
+    staging_peak: usize,
+    /// The copy of staged runs handed to a message-path transport with the transmit in
+    /// flight, and a buffer from an earlier one to copy into next (reclaimed once the
+    /// transport has let go of it).
+    lent: Option<Bytes>,
+    spare: BytesMut,
     queued: usize,
     in_flight: Option<InFlight>,
     /// A chunk read failed for a file segment that was not the first piece of the
@@ -330,6 +401,7 @@ pub(crate) struct WriteQueue<T> {
 #[derive(Clone, Copy, Debug)]
 struct Limits {
     file_read_chunk: u32,
+    copy_threshold: u32,
     max_segments: u16,
 }
 
@@ -338,6 +410,7 @@ impl Limits {
         let config = config.sanitized();
         Limits {
             file_read_chunk: u32::try_from(config.file_read_chunk).unwrap_or(u32::MAX),
+            copy_threshold: u32::try_from(config.copy_threshold).unwrap_or(u32::MAX),
             max_segments: u16::try_from(config.max_segments).unwrap_or(1024),
         }
     }
@@ -377,6 +450,10 @@ impl<T> WriteQueue<T> {
         WriteQueue {
             limits: Limits::new(config),
             entries: VecDeque::new(),
+            staging: BytesMut::new(),
+            staging_peak: 0,
+            lent: None,
+            spare: BytesMut::new(),
             queued: 0,
             in_flight: None,
             chunk_stop: None,
@@ -438,8 +515,50 @@ impl<T> WriteQueue<T> {
             completed(token, Ok(Written::default()));
             return;
         }
-        self.entries.push_back(Entry::new(batch, tag, token, now));
+        let batch =
+            if tag.is_none() && len <= self.limits.copy_threshold as usize && !batch.has_files() {
+                // A small write: its bytes join the staging buffer, and its buffer is freed
+                // now, while it is still in cache.
+                self.staging.reserve(len);
+                for segment in batch.segments() {
+                    if let Segment::Bytes(bytes) = segment {
+                        self.staging.put_slice(bytes);
+                    }
+                }
+                self.staging_peak = self.staging_peak.max(self.staging.len());
+                IoBatch::new()
+            } else {
+                batch
+            };
+        self.entries
+            .push_back(Entry::new(batch, len, tag, token, now));
         self.queued += len;
+    }
+
+    /// The transmit in flight was answered: takes back the copy buffer it lent, if the
+    /// transport has let go of it.
+    fn reclaim(&mut self) {
+        if let Some(lent) = self.lent.take() {
+            if let Ok(mut buf) = lent.try_into_mut() {
+                if buf.capacity() <= STAGING_KEEP {
+                    buf.clear();
+                    self.spare = buf;
+                }
+            }
+        }
+    }
+
+    /// `n` bytes of copied writes left: drops them from the staging buffer, and frees
+    /// a drained buffer that held more than [`STAGING_KEEP`].
+    fn consume_staged(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.staging.advance(n);
+        if self.staging.is_empty() && self.staging_peak > STAGING_KEEP {
+            self.staging = BytesMut::new();
+            self.staging_peak = 0;
+        }
     }
 
     /// The next file chunk the transmit of at most `budget` bytes needs in memory (a
@@ -455,13 +574,30 @@ impl<T> WriteQueue<T> {
         let max_segments = usize::from(self.limits.max_segments);
         let mut len = 0;
         let mut pieces = 0;
+        // Counted as `gather` counts: a run of copied writes is one piece.
+        let mut in_run = false;
         for (index, entry) in self.entries.iter().enumerate() {
             if entry.remaining() == 0 {
                 continue;
             }
+            if entry.staged {
+                if !in_run {
+                    if pieces == max_segments {
+                        return None;
+                    }
+                    pieces += 1;
+                    in_run = true;
+                }
+                len += entry.remaining().min(budget - len);
+                if len == budget {
+                    return None;
+                }
+                continue;
+            }
+            in_run = false;
             let segments = entry.segments.segments();
             for (seg, piece) in segments.iter().enumerate().skip(entry.seg) {
-                if self.chunk_stop.as_deref() == Some(&(index, seg)) {
+                if self.chunk_stop.as_deref() == Some(&(index, seg)) || pieces == max_segments {
                     return None;
                 }
                 let start = if seg == entry.seg { entry.off } else { 0 };
@@ -491,7 +627,7 @@ impl<T> WriteQueue<T> {
                 };
                 len += n;
                 pieces += 1;
-                if len == budget || pieces == max_segments {
+                if len == budget {
                     return None;
                 }
             }
@@ -538,18 +674,35 @@ impl<T> WriteQueue<T> {
             return None;
         }
         self.chunk_stop = None;
-        let mut segments = Vec::new();
+        // The transport keeps what it is handed while the staging buffer takes more
+        // writes: staged runs go out as a copy, made into a buffer reused from transmit
+        // to transmit.
+        let mut copy = std::mem::take(&mut self.spare);
+        let mut pieces: Vec<Result<Bytes, std::ops::Range<usize>>> = Vec::new();
+        let staging = &self.staging;
         let (len, writes) = gather(
             &self.entries,
             budget,
             usize::from(self.limits.max_segments),
             Files::ReadAhead,
-            |piece| {
-                if let Piece::Memory(bytes, range) = piece {
-                    segments.push(bytes.slice(range));
+            |piece| match piece {
+                Piece::Memory(bytes, range) => pieces.push(Ok(bytes.slice(range))),
+                Piece::Staged(range) => {
+                    let at = copy.len();
+                    copy.extend_from_slice(&staging[range]);
+                    pieces.push(Err(at..copy.len()));
                 }
+                Piece::File { .. } | Piece::FileNext => {}
             },
         );
+        let copy = copy.freeze();
+        let segments = pieces
+            .into_iter()
+            .map(|piece| piece.unwrap_or_else(|range| copy.slice(range)))
+            .collect();
+        if !copy.is_empty() {
+            self.lent = Some(copy);
+        }
         self.in_flight = Some(InFlight { len, writes });
         Some(Transmit {
             segments,
@@ -584,6 +737,7 @@ impl<T> WriteQueue<T> {
         };
         let mut file = None;
         let mut more = false;
+        let staging = &self.staging;
         let (len, writes) = gather(
             &self.entries,
             budget,
@@ -591,6 +745,7 @@ impl<T> WriteQueue<T> {
             files,
             |piece| match piece {
                 Piece::Memory(bytes, range) => out.push(IoSlice::new(&bytes[range])),
+                Piece::Staged(range) => out.push(IoSlice::new(&staging[range])),
                 Piece::File { range, at, len } => file = Some((range, at, len)),
                 Piece::FileNext => more = true,
             },
@@ -632,20 +787,24 @@ impl<T> WriteQueue<T> {
         if n == 0 && flight.len > 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        self.reclaim();
+        let mut left = n;
+        let mut staged = 0;
+        self.queued -= n;
+        let carried = flight.writes as u32;
         for entry in self.entries.iter_mut().take(flight.writes) {
             entry.sendv_calls += 1;
-            entry.max_writes_per_sendv = entry.max_writes_per_sendv.max(flight.writes as u32);
-        }
-        let mut left = n;
-        self.queued -= n;
-        for entry in self.entries.iter_mut() {
-            if left == 0 {
-                break;
-            }
+            entry.max_writes_per_sendv = entry.max_writes_per_sendv.max(carried);
+            // The transport takes bytes in order: the writes past the first one not
+            // wholly taken got nothing.
             let take = left.min(entry.remaining());
             entry.advance(take);
+            if entry.staged {
+                staged += take;
+            }
             left -= take;
         }
+        self.consume_staged(staged);
         self.pop_finished(now, completed);
         Ok(())
     }
@@ -653,6 +812,7 @@ impl<T> WriteQueue<T> {
     /// The transport would block: nothing of the transmit in flight was taken. The same
     /// bytes are offered again by the next `poll_transmit`.
     pub(crate) fn handle_would_block(&mut self) {
+        self.reclaim();
         if let Some(flight) = self.in_flight.take() {
             for entry in self.entries.iter_mut().take(flight.writes) {
                 entry.would_blocks += 1;
@@ -663,6 +823,7 @@ impl<T> WriteQueue<T> {
     /// The transport failed the transmit in flight (or it was never handed over): how
     /// far it got is what earlier answers said. Clears the in-flight mark.
     pub(crate) fn handle_failed(&mut self) {
+        self.lent = None;
         self.in_flight = None;
     }
 
@@ -707,10 +868,16 @@ impl<T> WriteQueue<T> {
             .map_or(0, |f| f.writes)
             .min(self.entries.len());
         let mut released = 0;
+        let mut staged = 0;
         for entry in self.entries.drain(keep..) {
             released += entry.remaining();
+            if entry.staged {
+                staged += entry.remaining();
+            }
             completed(entry.token, Err(error(entry.sent, entry.len)));
         }
+        // The staged bytes of the writes ended are the buffer's last ones.
+        self.staging.truncate(self.staging.len() - staged);
         self.queued -= released;
         released
     }
@@ -725,6 +892,10 @@ impl<T> WriteQueue<T> {
         self.in_flight = None;
         let released = self.queued;
         self.queued = 0;
+        self.staging = BytesMut::new();
+        self.staging_peak = 0;
+        self.lent = None;
+        self.spare = BytesMut::new();
         for entry in self.entries.drain(..) {
             completed(entry.token, Err(error(entry.sent, entry.len)));
         }
@@ -737,11 +908,14 @@ impl<T> WriteQueue<T> {
         now: Instant,
         mut completed: impl FnMut(T, Result<Written, WriteError>),
     ) {
-        while self.entries.front().is_some_and(|e| e.remaining() == 0) {
-            if let Some(done) = self.entries.pop_front() {
-                let report = done.written(now);
-                completed(done.token, Ok(report));
-            }
+        let done = self
+            .entries
+            .iter()
+            .take_while(|e| e.remaining() == 0)
+            .count();
+        for entry in self.entries.drain(..done) {
+            let report = entry.written(now);
+            completed(entry.token, Ok(report));
         }
     }
 }
@@ -759,7 +933,188 @@ mod tests {
             max_bytes_per_turn: turn,
             max_segments: segs,
             file_read_chunk: 64 * 1024,
+            copy_threshold: 0,
         }
+    }
+
+    fn copying(threshold: usize, segs: usize) -> QueueConfig {
+        QueueConfig {
+            copy_threshold: threshold,
+            ..config(1 << 20, 0, 1 << 20, segs)
+        }
+    }
+
+    fn untagged(q: &mut WriteQueue<u32>, id: u32, data: &[&'static [u8]], out: &mut Answers) {
+        let batch: IoBatch = data.iter().map(|s| Bytes::from_static(s)).collect();
+        q.push(batch, None, id, None, |t, r| out.push((t, r)));
+    }
+
+    fn in_place(q: &mut WriteQueue<u32>, budget: usize) -> (Vec<Vec<u8>>, usize) {
+        let mut slices = Vec::new();
+        let transmit = q.poll_transmit_in_place(budget, true, &mut slices);
+        let Some(InPlaceTransmit::Vectored { writes, .. }) = transmit else {
+            panic!("a vectored transmit");
+        };
+        (slices.iter().map(|s| s.to_vec()).collect(), writes)
+    }
+
+    #[test]
+    fn small_writes_are_copied_into_one_slice_and_answered_one_by_one() {
+        let mut q = WriteQueue::new(copying(8, 1024));
+        let mut out = Vec::new();
+        untagged(&mut q, 1, &[b"ab", b"c"], &mut out);
+        untagged(&mut q, 2, &[b"defg"], &mut out);
+        untagged(&mut q, 3, &[b"hi"], &mut out);
+        let (slices, writes) = in_place(&mut q, usize::MAX);
+        assert_eq!(slices, vec![b"abcdefghi".to_vec()], "one slice for the run");
+        assert_eq!(writes, 3);
+        q.handle_sent(5, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        let ids: Vec<u32> = out.iter().map(|(t, _)| *t).collect();
+        assert_eq!(ids, vec![1], "write 2 is only partly sent");
+        let (slices, _) = in_place(&mut q, usize::MAX);
+        assert_eq!(slices, vec![b"fghi".to_vec()]);
+        q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        let lens: Vec<(u32, usize)> = out
+            .iter()
+            .map(|(t, r)| (*t, r.as_ref().expect("done").len))
+            .collect();
+        assert_eq!(lens, vec![(1, 3), (2, 4), (3, 2)]);
+        assert!(q.is_empty() && q.staging.is_empty());
+    }
+
+    #[test]
+    fn copied_runs_keep_their_place_among_large_tagged_and_file_writes() {
+        let mut q = WriteQueue::new(copying(4, 1024));
+        let mut out = Vec::new();
+        untagged(&mut q, 1, &[b"ab"], &mut out);
+        untagged(&mut q, 2, &[b"cd"], &mut out);
+        untagged(&mut q, 3, &[b"LARGE!"], &mut out);
+        untagged(&mut q, 4, &[b"ef"], &mut out);
+        push(&mut q, 5, &[b"tg"], &mut out);
+        untagged(&mut q, 6, &[b"gh"], &mut out);
+        let (slices, writes) = in_place(&mut q, usize::MAX);
+        let expected: Vec<Vec<u8>> = [&b"abcd"[..], b"LARGE!", b"ef", b"tg", b"gh"]
+            .iter()
+            .map(|s| s.to_vec())
+            .collect();
+        assert_eq!(slices, expected);
+        assert_eq!(writes, 6);
+        assert!(
+            q.cancel(5, Instant::now(), |_, _| {}).is_none(),
+            "in flight"
+        );
+        q.handle_sent(16, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        let ids: Vec<u32> = out.iter().map(|(t, _)| *t).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+        let tagged = q.cancel(7, Instant::now(), |_, _| {});
+        assert!(tagged.is_none());
+    }
+
+    #[test]
+    fn a_tagged_small_write_stays_a_slice_of_its_own_and_can_be_cancelled() {
+        let mut q = WriteQueue::new(copying(64, 1024));
+        let mut out = Vec::new();
+        untagged(&mut q, 1, &[b"ab"], &mut out);
+        push(&mut q, 2, &[b"cd"], &mut out);
+        untagged(&mut q, 3, &[b"ef"], &mut out);
+        let batch = q
+            .cancel(2, Instant::now(), |t, r| out.push((t, r)))
+            .expect("not started");
+        assert_eq!(batch.to_vec().expect("memory"), b"cd".to_vec());
+        let (slices, writes) = in_place(&mut q, usize::MAX);
+        assert_eq!(
+            slices,
+            vec![b"abef".to_vec()],
+            "the run closes over the gap"
+        );
+        assert_eq!(writes, 2);
+    }
+
+    #[test]
+    fn copied_runs_respect_the_byte_and_segment_bounds() {
+        let mut q = WriteQueue::new(copying(4, 2));
+        let mut out = Vec::new();
+        untagged(&mut q, 1, &[b"ab"], &mut out);
+        untagged(&mut q, 2, &[b"LARGE!"], &mut out);
+        untagged(&mut q, 3, &[b"cd"], &mut out);
+        let (slices, writes) = in_place(&mut q, usize::MAX);
+        assert_eq!(slices, vec![b"ab".to_vec(), b"LARGE!".to_vec()]);
+        assert_eq!(writes, 2, "the third piece waits for the next transmit");
+        q.handle_sent(8, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        untagged(&mut q, 4, &[b"efg"], &mut out);
+        let (slices, writes) = in_place(&mut q, 4);
+        assert_eq!(slices, vec![b"cdef".to_vec()], "the budget cuts a run");
+        assert_eq!(writes, 2);
+        q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        let (slices, _) = in_place(&mut q, 4);
+        assert_eq!(slices, vec![b"g".to_vec()]);
+    }
+
+    #[test]
+    fn owned_transmits_copy_the_run_so_later_writes_cannot_touch_it() {
+        let mut q = WriteQueue::new(copying(8, 1024));
+        let mut out = Vec::new();
+        untagged(&mut q, 1, &[b"abc"], &mut out);
+        let t = q.poll_transmit(usize::MAX).expect("data");
+        untagged(&mut q, 2, &[b"def"], &mut out);
+        assert_eq!(concat(&t), b"abc");
+        q.handle_sent(2, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        let t = q.poll_transmit(usize::MAX).expect("rest");
+        assert_eq!(concat(&t), b"cdef");
+    }
+
+    #[test]
+    fn failing_writes_behind_the_transmit_drops_their_copied_bytes() {
+        let mut q = WriteQueue::new(copying(8, 1024));
+        let mut out = Vec::new();
+        untagged(&mut q, 1, &[b"abc"], &mut out);
+        let t = q.poll_transmit(usize::MAX).expect("data");
+        assert_eq!(concat(&t), b"abc");
+        untagged(&mut q, 2, &[b"def"], &mut out);
+        untagged(&mut q, 3, &[b"LARGE-WRITE"], &mut out);
+        untagged(&mut q, 4, &[b"ghi"], &mut out);
+        let released = q.fail_behind_in_flight(
+            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
+            |t, r| out.push((t, r)),
+        );
+        assert_eq!(released, 3 + 11 + 3);
+        assert_eq!(
+            &q.staging[..],
+            b"abc",
+            "only the write in flight keeps its bytes"
+        );
+        q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        assert!(q.is_empty() && q.staging.is_empty());
+        let ids: Vec<u32> = out.iter().map(|(t, _)| *t).collect();
+        assert_eq!(ids, vec![2, 3, 4, 1]);
+    }
+
+    #[test]
+    fn a_drained_staging_buffer_past_the_keep_size_is_freed() {
+        let mut q = WriteQueue::new(copying(1024, 1024));
+        let mut out = Vec::new();
+        static KIB: [u8; 1024] = [b'k'; 1024];
+        for id in 0..100 {
+            untagged(&mut q, id, &[&KIB], &mut out);
+        }
+        let (_, writes) = in_place(&mut q, usize::MAX);
+        assert_eq!(writes, 100);
+        q.handle_sent(100 * 1024, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        assert_eq!(out.len(), 100);
+        assert_eq!(
+            q.staging.capacity(),
+            0,
+            "{} bytes kept",
+            q.staging.capacity()
+        );
     }
 
     fn push(q: &mut WriteQueue<u32>, id: u32, data: &[&'static [u8]], out: &mut Answers) {

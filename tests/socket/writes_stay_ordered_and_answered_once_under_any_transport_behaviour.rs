@@ -55,6 +55,7 @@ struct Case {
     max_bytes_per_turn: usize,
     max_segments: usize,
     file_read_chunk: usize,
+    copy_threshold: usize,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -67,6 +68,7 @@ fn case() -> impl Strategy<Value = Case> {
         1usize..2000,
         1usize..8,
         1usize..500,
+        prop::sample::select(vec![0usize, 1, 64, 512, 4096]),
     )
         .prop_map(
             |(
@@ -78,6 +80,7 @@ fn case() -> impl Strategy<Value = Case> {
                 max_bytes_per_turn,
                 max_segments,
                 file_read_chunk,
+                copy_threshold,
             )| {
                 Case {
                     writes,
@@ -88,6 +91,7 @@ fn case() -> impl Strategy<Value = Case> {
                     max_bytes_per_turn,
                     max_segments,
                     file_read_chunk,
+                    copy_threshold,
                 }
             },
         )
@@ -173,6 +177,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                 max_bytes_per_turn: case.max_bytes_per_turn,
                 max_segments: case.max_segments,
                 file_read_chunk: case.file_read_chunk,
+                copy_threshold: case.copy_threshold,
             },
             ..SocketConfig::default()
         };
