@@ -2,10 +2,12 @@
 //! by the socket actor, its [`Writer`](crate::Writer)s, the [`ReadPermit`]s of its
 //! deliveries and its registry entry.
 //!
-//! It holds two things. The **admission gate**: the socket's [`Watermarks`] behind a
-//! lock, so that a `Writer` on any thread is refused synchronously (before its write
-//! reaches the mailbox) and every writability change is told to subscribers under the
-//! same lock, in the order it happened. And the **acknowledgements** of the read window:
+//! It holds two things. The **admission gate**: the socket's admission [`Level`] in one
+//! atomic word, moved by the [`Watermarks`] rules, so that a `Writer` on any thread is
+//! refused synchronously (before its write reaches the mailbox). A write or release that
+//! crosses no watermark is one compare-and-swap; one that crosses takes the gate's lock
+//! and tells the subscribers under it, so notices leave in the order the changes
+//! happened. And the **acknowledgements** of the read window:
 //! counters a dropped permit adds to, and a flag that makes the drop that reopens a full
 //! window wake the socket.
 
@@ -17,7 +19,7 @@ use actix::{Message, Recipient, WeakRecipient};
 use tokio::sync::Notify;
 
 use crate::error::WriteError;
-use crate::proto::{Shut, SocketStats, Watermarks};
+use crate::proto::{Level, Shut, SocketStats, Watermarks};
 use crate::types::SocketId;
 
 /// Writability change: sent by a socket to each writability subscriber once per
@@ -47,10 +49,9 @@ impl Message for WindowReopened {
     type Result = ();
 }
 
-/// The gate's state, under its lock.
+/// The gate's state under its lock: what crossing a watermark or shutting needs.
 #[derive(Debug)]
 struct Gate {
-    marks: Watermarks,
     /// Why writes are refused (the socket shut), if they are.
     shut: Option<Shut>,
     subscribers: Vec<Recipient<WritabilityChanged>>,
@@ -59,6 +60,11 @@ struct Gate {
 /// What a socket shares with other threads: see the [module docs](self).
 pub(crate) struct Shared {
     pub(crate) id: SocketId,
+    /// The admission [`Level`]'s bits.
+    level: AtomicUsize,
+    marks: Watermarks,
+    /// Set (under the lock) when the socket shuts: `gate.shut` says why.
+    closed: AtomicBool,
     gate: Mutex<Gate>,
     /// Woken when the gate opens (or shuts): writers waiting for room.
     room: Notify,
@@ -93,8 +99,10 @@ impl Shared {
     ) -> Self {
         Shared {
             id,
+            level: AtomicUsize::new(Level::default().bits()),
+            marks,
+            closed: AtomicBool::new(false),
             gate: Mutex::new(Gate {
-                marks,
                 shut: None,
                 subscribers,
             }),
@@ -113,21 +121,70 @@ impl Shared {
         self.gate.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn level(&self) -> Level {
+        Level::from_bits(self.level.load(Ordering::Acquire))
+    }
+
+    /// Moves the level by `rule`: with one compare-and-swap while it crosses no
+    /// watermark, under the lock (telling the subscribers) when it does. Returns the
+    /// change made, or the rule's refusal.
+    fn step<E>(
+        &self,
+        rule: impl Fn(Level) -> Result<(Level, Option<bool>), E>,
+    ) -> Result<Option<bool>, E> {
+        let mut bits = self.level.load(Ordering::Acquire);
+        loop {
+            let (next, change) = rule(Level::from_bits(bits))?;
+            if change.is_some() {
+                break;
+            }
+            match self.level.compare_exchange_weak(
+                bits,
+                next.bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(None),
+                Err(now) => bits = now,
+            }
+        }
+        // A crossing: only made under the lock, so that crossings are told in order.
+        let mut gate = self.gate();
+        let mut bits = self.level.load(Ordering::Acquire);
+        loop {
+            let (next, change) = rule(Level::from_bits(bits))?;
+            match self.level.compare_exchange_weak(
+                bits,
+                next.bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    if change == Some(true) {
+                        self.room.notify_waiters();
+                    }
+                    Self::tell(&mut gate, self.id, change);
+                    return Ok(change);
+                }
+                Err(now) => bits = now,
+            }
+        }
+    }
+
     /// Admits a write of `len` bytes, or says why not: the socket shut, or the queue is
     /// at its high watermark (`QueueFull`, with an empty payload for the caller to fill).
     pub(crate) fn admit(&self, len: usize) -> Result<(), WriteError> {
-        let mut gate = self.gate();
-        if let Some(shut) = &gate.shut {
-            return Err(shut.refusal(len));
-        }
-        match gate.marks.admit(len) {
-            Ok(change) => {
-                Self::tell(&mut gate, self.id, change);
-                Ok(())
+        if self.closed.load(Ordering::Acquire) {
+            if let Some(shut) = &self.gate().shut {
+                return Err(shut.refusal(len));
             }
+        }
+        let marks = self.marks;
+        match self.step(|level| marks.admit(level, len)) {
+            Ok(_) => Ok(()),
             Err(queued) => Err(WriteError::QueueFull {
                 queued,
-                high_watermark: gate.marks.high(),
+                high_watermark: marks.high(),
                 payload: crate::batch::IoBatch::new(),
             }),
         }
@@ -135,9 +192,8 @@ impl Shared {
 
     /// Admits `len` bytes unconditionally (writes already held in memory).
     pub(crate) fn charge(&self, len: usize) {
-        let mut gate = self.gate();
-        let change = gate.marks.charge(len);
-        Self::tell(&mut gate, self.id, change);
+        let marks = self.marks;
+        let _ = self.step(|level| Ok::<_, ()>(marks.charge(level, len)));
     }
 
     /// `len` admitted bytes left the queue.
@@ -145,12 +201,8 @@ impl Shared {
         if len == 0 {
             return;
         }
-        let mut gate = self.gate();
-        let change = gate.marks.release(len);
-        if change == Some(true) {
-            self.room.notify_waiters();
-        }
-        Self::tell(&mut gate, self.id, change);
+        let marks = self.marks;
+        let _ = self.step(|level| Ok::<_, ()>(marks.release(level, len)));
     }
 
     /// Tells the subscribers of a change, under the lock: the notices leave in the order
@@ -184,6 +236,7 @@ impl Shared {
         );
         if replace {
             gate.shut = Some(shut.clone());
+            self.closed.store(true, Ordering::Release);
         }
         drop(gate);
         self.room.notify_waiters();
@@ -196,18 +249,17 @@ impl Shared {
 
     /// Whether a write would be admitted now.
     pub(crate) fn is_writable(&self) -> bool {
-        let gate = self.gate();
-        gate.shut.is_none() && gate.marks.is_writable()
+        !self.closed.load(Ordering::Acquire) && self.level().is_writable()
     }
 
     /// The high watermark.
     pub(crate) fn high_watermark(&self) -> usize {
-        self.gate().marks.high()
+        self.marks.high()
     }
 
     /// Bytes admitted and not yet sent.
     pub(crate) fn admitted(&self) -> usize {
-        self.gate().marks.admitted()
+        self.level().admitted()
     }
 
     /// Waits until a write would be admitted, or the socket shuts (its refusal).
@@ -221,7 +273,7 @@ impl Shared {
                 if let Some(shut) = &gate.shut {
                     return Err(shut.refusal(0));
                 }
-                if gate.marks.is_writable() {
+                if self.level().is_writable() {
                     return Ok(());
                 }
             }

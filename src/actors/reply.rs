@@ -59,6 +59,12 @@ impl<R> Reply<R> {
     }
 }
 
+impl<R> crate::proto::Token for Reply<R> {
+    fn silent(&self) -> bool {
+        matches!(self.to, To::Nobody)
+    }
+}
+
 #[derive(Debug, Default)]
 enum Slot<R> {
     #[default]

@@ -13,8 +13,9 @@
 //! - [`Layer`]s in a `LayerStack`: byte transforms (TLS, compression) run in place
 //!   between the core's plaintext and the transport, with one bounded outbox.
 //! - [`Watermarks`]: admission by watermarks with hysteresis, the one writability state a
-//!   socket and its writers share (the actors keep it behind a lock, because a `Writer`
-//!   on another thread admits its writes before they reach the mailbox).
+//!   socket and its writers share, as rules over a one-word [`Level`] (the actors keep it
+//!   in an atomic, because a `Writer` on another thread admits its writes before they
+//!   reach the mailbox).
 //!
 //! # Calling order
 //!
@@ -38,8 +39,10 @@
 //!    admission gate), interest and state changes, EOF, failures, the close.
 //! 4. **`poll_timeout`**: when to call `handle_timeout` next.
 //!
-//! Every write gets exactly one [`Event::Answer`]; a core never answers a write inside the
-//! `handle_*` call that queued it, except a zero-length write with nothing ahead of it.
+//! Every write gets exactly one [`Event::Answer`], except the success of a write whose
+//! token is [`silent`](Token::silent) (fire-and-forget: nobody would hear it), which is
+//! only counted. A core never answers a write inside the `handle_*` call that queued it,
+//! except a zero-length write with nothing ahead of it.
 
 mod datagram;
 mod flow;
@@ -56,5 +59,5 @@ pub use layer::{Decoded, Layer};
 pub(crate) use queue::InPlaceTransmit;
 pub use queue::{QueueConfig, Written};
 pub use stream::SocketStats;
-pub(crate) use stream::{Event, IoAction, ReadOutcome, Shut, StreamCore, StreamSettings};
-pub(crate) use watermarks::Watermarks;
+pub(crate) use stream::{Event, IoAction, ReadOutcome, Shut, StreamCore, StreamSettings, Token};
+pub(crate) use watermarks::{Level, Watermarks};

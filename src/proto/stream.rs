@@ -320,7 +320,32 @@ pub(crate) struct StreamCore<T> {
     counters: Counters,
 }
 
-impl<T> StreamCore<T> {
+/// What the core asks of a write's token.
+pub(crate) trait Token {
+    /// Nobody hears this write's success (a fire-and-forget write): when it succeeds,
+    /// the core counts it and drops the token instead of emitting its
+    /// [`Event::Answer`]. A failure is always emitted (someone reports it).
+    fn silent(&self) -> bool;
+}
+
+impl Token for u32 {
+    fn silent(&self) -> bool {
+        false
+    }
+}
+
+/// Emits a write's answer, unless it is a silent token's success.
+fn answer<T: Token>(
+    events: &mut VecDeque<Event<T>>,
+    token: T,
+    result: Result<Written, WriteError>,
+) {
+    if !(result.is_ok() && token.silent()) {
+        events.push_back(Event::Answer(token, result));
+    }
+}
+
+impl<T: Token> StreamCore<T> {
     /// A new, open socket.
     pub(crate) fn new(settings: StreamSettings) -> Self {
         let mut settings = settings;
@@ -514,7 +539,7 @@ impl<T> StreamCore<T> {
         let counters = &mut self.counters;
         self.queue.push(batch, tag, token, now, |token, result| {
             counters.writes_completed += 1;
-            events.push_back(Event::Answer(token, result));
+            answer(events, token, result);
         });
         if !self.queue.is_empty() && self.send.start() {
             self.counters.pending_writes += 1;
@@ -547,7 +572,7 @@ impl<T> StreamCore<T> {
                 Ok(_) => counters.writes_completed += 1,
                 Err(_) => counters.writes_failed += 1,
             }
-            events.push_back(Event::Answer(token, result));
+            answer(events, token, result);
         }) {
             Some(batch) => {
                 self.events.push_back(Event::Released(batch.len()));
@@ -663,7 +688,7 @@ impl<T> StreamCore<T> {
                 let counters = &mut self.counters;
                 let handled = self.queue.handle_sent(n, now, |token, result| {
                     counters.writes_completed += 1;
-                    events.push_back(Event::Answer(token, result));
+                    answer(events, token, result);
                 });
                 if let Err(e) = handled {
                     self.fail(e);
@@ -1087,7 +1112,7 @@ impl<T> StreamCore<T> {
         let error = |sent, len| shut.error(sent, len);
         let answer = |token, result: Result<Written, WriteError>| {
             counters.writes_failed += 1;
-            events.push_back(Event::Answer(token, result));
+            answer(events, token, result);
         };
         if self.queue.in_flight() {
             released += self.queue.fail_behind_in_flight(error, answer);
@@ -1112,7 +1137,7 @@ impl<T> StreamCore<T> {
             Ok(Sent::Accepted(n)) => {
                 let handled = self.queue.handle_sent(n, now, |token, result| {
                     counters.writes_completed += 1;
-                    events.push_back(Event::Answer(token, result));
+                    answer(events, token, result);
                 });
                 if handled.is_ok() {
                     counters.bytes_sent += n as u64;
@@ -1127,7 +1152,7 @@ impl<T> StreamCore<T> {
             |sent, len| shut.error(sent, len),
             |token, result| {
                 counters.writes_failed += 1;
-                events.push_back(Event::Answer(token, result));
+                answer(events, token, result);
             },
         );
         if released > 0 {
@@ -1312,6 +1337,53 @@ mod tests {
             assert_eq!((sent, len), if token == 1 { (15, 30) } else { (0, 30) });
         }
         assert_eq!(core.poll_timeout(), None, "a closed socket has no timer");
+    }
+
+    /// A token that is silent or not.
+    #[derive(Debug)]
+    struct Quiet(u32, bool);
+
+    impl Token for Quiet {
+        fn silent(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[test]
+    fn a_silent_tokens_success_is_counted_not_answered_and_its_failure_is_answered() {
+        let mut core = StreamCore::<Quiet>::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        for (id, silent) in [(1, true), (2, false), (3, true), (4, true)] {
+            core.handle_write(vec![1u8; 10].into(), None, Quiet(id, silent), None)
+                .map_err(|r| r.error)
+                .expect("open");
+        }
+        let Some(IoAction::Transmit { budget }) = core.poll_io() else {
+            panic!("a transmit");
+        };
+        assert_eq!(core.poll_transmit(budget).expect("data").len, 40);
+        core.handle_sent(Ok(Sent::Accepted(25)), t0());
+        let mut answered = Vec::new();
+        while let Some(e) = core.poll_event() {
+            if let Event::Answer(Quiet(id, _), r) = e {
+                answered.push((id, r.is_ok()));
+            }
+        }
+        assert_eq!(answered, [(2, true)], "write 1's success is silent");
+        assert_eq!(core.stats().writes_completed, 2, "both are counted");
+        core.handle_failure(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
+        while let Some(e) = core.poll_event() {
+            if let Event::Answer(Quiet(id, _), r) = e {
+                answered.push((id, r.is_ok()));
+            }
+        }
+        assert_eq!(
+            answered,
+            [(2, true), (3, false), (4, false)],
+            "failures are answered, silent or not"
+        );
     }
 
     #[test]
