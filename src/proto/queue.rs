@@ -149,43 +149,53 @@ struct ReadAhead {
     buf: Bytes,
 }
 
-struct Entry<T> {
-    tag: Option<u64>,
-    /// The write's bytes; empty for a copied write, whose bytes are in the staging buffer.
+/// The bytes of a write that was not copied, and how far they went.
+struct Body {
     segments: IoBatch,
-    /// A copied small write (see [`QueueConfig::copy_threshold`]).
-    staged: bool,
-    len: usize,
-    sent: usize,
     /// Index of the first segment not yet fully sent, and the offset into it.
     seg: usize,
     off: usize,
     /// At most one file segment's chunk, read ahead for a message-path transmit.
     read_ahead: Option<ReadAhead>,
+}
+
+/// One queued write. Kept small (the queue holds one per write, and a burst of small
+/// writes walks thousands of them): a copied write has no body, its bytes being in the
+/// staging buffer.
+struct Entry<T> {
+    tag: Option<u64>,
+    len: usize,
+    sent: usize,
     /// When it was queued (`None`: nobody sees its latency).
     enqueued: Option<Instant>,
     sendv_calls: u32,
     would_blocks: u32,
     max_writes_per_sendv: u32,
     token: T,
+    /// `None`: a copied write (see [`QueueConfig::copy_threshold`]), or an empty one.
+    body: Option<Box<Body>>,
 }
 
 impl<T> Entry<T> {
     fn new(batch: IoBatch, len: usize, tag: Option<u64>, token: T, now: Option<Instant>) -> Self {
+        let body = (!batch.is_empty()).then(|| {
+            Box::new(Body {
+                segments: batch,
+                seg: 0,
+                off: 0,
+                read_ahead: None,
+            })
+        });
         Entry {
             tag,
             len,
-            staged: batch.is_empty() && len > 0,
-            segments: batch,
             sent: 0,
-            seg: 0,
-            off: 0,
-            read_ahead: None,
             enqueued: now,
             sendv_calls: 0,
             would_blocks: 0,
             max_writes_per_sendv: 0,
             token,
+            body,
         }
     }
 
@@ -193,30 +203,35 @@ impl<T> Entry<T> {
         self.len - self.sent
     }
 
+    /// Whether its bytes are in the staging buffer.
+    fn staged(&self) -> bool {
+        self.body.is_none()
+    }
+
     /// Marks `n` more bytes (at most `remaining()`) as sent.
     fn advance(&mut self, mut n: usize) {
         self.sent += n;
-        if self.staged {
+        let Some(body) = self.body.as_deref_mut() else {
             return;
-        }
+        };
         while n > 0 {
-            let left_in_seg = self.segments.segments()[self.seg].len() - self.off;
+            let left_in_seg = body.segments.segments()[body.seg].len() - body.off;
             let take = n.min(left_in_seg);
-            let seg = self.seg;
-            if let Some(ahead) = self.read_ahead.as_mut().filter(|r| r.seg == seg) {
+            let seg = body.seg;
+            if let Some(ahead) = body.read_ahead.as_mut().filter(|r| r.seg == seg) {
                 if take >= ahead.buf.len() {
-                    self.read_ahead = None;
+                    body.read_ahead = None;
                 } else {
                     ahead.buf.advance(take);
                 }
             }
             if n < left_in_seg {
-                self.off += n;
+                body.off += n;
                 return;
             }
             n -= left_in_seg;
-            self.seg += 1;
-            self.off = 0;
+            body.seg += 1;
+            body.off = 0;
         }
     }
 
@@ -291,7 +306,7 @@ fn gather<'a, T>(
                 writes += 1;
                 continue;
             }
-            if entry.staged {
+            let Some(body) = entry.body.as_deref() else {
                 let n = entry.remaining().min(budget - len);
                 match &mut run {
                     Some(r) => r.end += n,
@@ -308,16 +323,16 @@ fn gather<'a, T>(
                     break 'walk (len, writes);
                 }
                 continue;
-            }
+            };
             let mut took = false;
-            for (index, seg) in entry.segments.segments().iter().enumerate().skip(entry.seg) {
+            for (index, seg) in body.segments.segments().iter().enumerate().skip(body.seg) {
                 if pieces == max_segments {
                     break 'walk (len, writes + usize::from(took));
                 }
                 if let Some(r) = run.take() {
                     piece(Piece::Staged(r));
                 }
-                let start = if index == entry.seg { entry.off } else { 0 };
+                let start = if index == body.seg { body.off } else { 0 };
                 let room = budget - len;
                 let n = match seg {
                     Segment::Bytes(bytes) => {
@@ -339,7 +354,7 @@ fn gather<'a, T>(
                         break 'walk (n, writes + 1);
                     }
                     Segment::File(range) => {
-                        let ahead = entry.read_ahead.as_ref().filter(|r| r.seg == index);
+                        let ahead = body.read_ahead.as_ref().filter(|r| r.seg == index);
                         let Some(ahead) = ahead else {
                             break 'walk (len, writes + usize::from(took));
                         };
@@ -580,7 +595,7 @@ impl<T> WriteQueue<T> {
             if entry.remaining() == 0 {
                 continue;
             }
-            if entry.staged {
+            let Some(body) = entry.body.as_deref() else {
                 if !in_run {
                     if pieces == max_segments {
                         return None;
@@ -593,18 +608,18 @@ impl<T> WriteQueue<T> {
                     return None;
                 }
                 continue;
-            }
+            };
             in_run = false;
-            let segments = entry.segments.segments();
-            for (seg, piece) in segments.iter().enumerate().skip(entry.seg) {
+            let segments = body.segments.segments();
+            for (seg, piece) in segments.iter().enumerate().skip(body.seg) {
                 if self.chunk_stop.as_deref() == Some(&(index, seg)) || pieces == max_segments {
                     return None;
                 }
-                let start = if seg == entry.seg { entry.off } else { 0 };
+                let start = if seg == body.seg { body.off } else { 0 };
                 let room = budget - len;
                 let n = match piece {
                     Segment::Bytes(bytes) => (bytes.len() - start).min(room),
-                    Segment::File(range) => match &entry.read_ahead {
+                    Segment::File(range) => match &body.read_ahead {
                         Some(ahead) if ahead.seg == seg => {
                             if ahead.buf.len() < range.len() - start {
                                 return None;
@@ -646,8 +661,9 @@ impl<T> WriteQueue<T> {
         match read {
             Ok(buf) => {
                 self.file_bytes_read += buf.len() as u64;
-                if let Some(entry) = self.entries.get_mut(request.entry) {
-                    entry.read_ahead = Some(ReadAhead {
+                let body = self.entries.get_mut(request.entry);
+                if let Some(body) = body.and_then(|e| e.body.as_deref_mut()) {
+                    body.read_ahead = Some(ReadAhead {
                         seg: request.seg,
                         buf,
                     });
@@ -799,7 +815,7 @@ impl<T> WriteQueue<T> {
             // wholly taken got nothing.
             let take = left.min(entry.remaining());
             entry.advance(take);
-            if entry.staged {
+            if entry.staged() {
                 staged += take;
             }
             left -= take;
@@ -851,7 +867,7 @@ impl<T> WriteQueue<T> {
         if self.in_flight.is_none() {
             self.pop_finished(now, completed);
         }
-        Some(entry.segments)
+        Some(entry.body.map(|body| body.segments).unwrap_or_default())
     }
 
     /// Ends every write behind the transmit in flight (every write, when none is in
@@ -871,7 +887,7 @@ impl<T> WriteQueue<T> {
         let mut staged = 0;
         for entry in self.entries.drain(keep..) {
             released += entry.remaining();
-            if entry.staged {
+            if entry.staged() {
                 staged += entry.remaining();
             }
             completed(entry.token, Err(error(entry.sent, entry.len)));
