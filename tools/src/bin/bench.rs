@@ -69,6 +69,13 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(90);
 const IN_FLIGHT: usize = 1024;
 /// Acknowledged messages each producer may have outstanding.
 const ACK_WINDOW: usize = 4;
+/// Byte-window flow control: the bytes all producers of a run may have unacknowledged.
+const WINDOW_BYTES: usize = 4 << 20;
+/// Byte-window flow control: each producer asks for an answer every this many bytes, and
+/// that answer gives those bytes back to the window.
+const ACK_BYTES: usize = 64 << 10;
+/// Byte-window flow control: each producer yields to the runtime every this many messages.
+const YIELD_EVERY: usize = 64;
 /// Most segments the ceiling gathers into one vectored write (`IOV_MAX`).
 const IOV_MAX: usize = 1024;
 /// Receiver read size.
@@ -210,6 +217,7 @@ impl Workload {
 #[derive(Clone, Copy, Debug)]
 struct Job {
     kind: Kind,
+    flow: Flow,
     /// Messages (streams), round trips (ping-pong) or connections (idle).
     count: usize,
     size: usize,
@@ -422,7 +430,14 @@ fn sockactor(job: Job, mode: Mode) -> BoxFut<Res<Outcome>> {
     Box::pin(async move {
         match job.kind {
             Kind::Stream { .. } => {
-                stream(job, ProducerKind::Actor, move |sink| {
+                // Under the byte window, as in the harness that asked for it, `Writer`
+                // producers are tokio tasks.
+                let producers = if job.flow == Flow::Bytes && mode.uses_writer() {
+                    ProducerKind::Task
+                } else {
+                    ProducerKind::Actor
+                };
+                stream(job, producers, move |sink| {
                     Box::pin(sock_endpoint(sink, mode))
                 })
                 .await
@@ -1326,6 +1341,72 @@ trait Endpoint {
     fn check(&self) -> Res<()>;
 }
 
+/// How producers are held back, the same for every sender in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum Flow {
+    /// Messages in flight: see [`Plan`].
+    #[default]
+    Messages,
+    /// A byte window shared by all producers ([`WINDOW_BYTES`]): a producer takes a
+    /// message's bytes from it before sending, sends fire-and-forget, asks for an answer
+    /// every [`ACK_BYTES`] (that answer gives the bytes back) and yields every
+    /// [`YIELD_EVERY`] messages. `Writer` producers are tokio tasks here.
+    Bytes,
+}
+
+impl Flow {
+    fn key(self) -> &'static str {
+        match self {
+            Flow::Messages => "messages",
+            Flow::Bytes => "bytes",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Flow> {
+        match s {
+            "messages" => Some(Flow::Messages),
+            "bytes" => Some(Flow::Bytes),
+            _ => None,
+        }
+    }
+}
+
+/// The byte window of [`Flow::Bytes`], shared by a run's producers (one thread).
+#[derive(Debug)]
+struct ByteWindow {
+    free: Cell<usize>,
+    room: tokio::sync::Notify,
+}
+
+impl ByteWindow {
+    fn new() -> Rc<ByteWindow> {
+        Rc::new(ByteWindow {
+            free: Cell::new(WINDOW_BYTES),
+            room: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn try_take(&self, n: usize) -> bool {
+        let free = self.free.get();
+        let ok = free >= n;
+        if ok {
+            self.free.set(free - n);
+        }
+        ok
+    }
+
+    async fn take(&self, n: usize) {
+        while !self.try_take(n) {
+            self.room.notified().await;
+        }
+    }
+
+    fn give(&self, n: usize) {
+        self.free.set(self.free.get() + n);
+        self.room.notify_waiters();
+    }
+}
+
 /// Flow control, the same for every sender: each producer acknowledges every
 /// `ack_every`-th message and has at most `window` acknowledgements outstanding, so a run
 /// has at most [`IN_FLIGHT`] unacknowledged messages (within sockactor's waiting-write
@@ -1336,6 +1417,7 @@ struct Plan {
     window: usize,
     yield_each: bool,
     size: usize,
+    flow: Flow,
 }
 
 impl Plan {
@@ -1345,6 +1427,15 @@ impl Plan {
             window: ACK_WINDOW,
             yield_each: job.yield_each,
             size: job.size,
+            flow: job.flow,
+        }
+    }
+
+    /// Whether the producer yields after its `produced`-th message.
+    fn yields_after(&self, produced: usize) -> bool {
+        match self.flow {
+            Flow::Messages => self.yield_each,
+            Flow::Bytes => self.yield_each || produced.is_multiple_of(YIELD_EVERY),
         }
     }
 }
@@ -1366,6 +1457,11 @@ struct ActorProducer {
     yielding: bool,
     error: Option<String>,
     done: Option<oneshot::Sender<Res<()>>>,
+    /// [`Flow::Bytes`]: the shared window, the bytes sent since the last acknowledged
+    /// message, and whether the producer waits for room.
+    bytes: Rc<ByteWindow>,
+    since_ack: usize,
+    waiting: bool,
 }
 
 impl Actor for ActorProducer {
@@ -1378,6 +1474,77 @@ impl Actor for ActorProducer {
 
 impl ActorProducer {
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        match self.plan.flow {
+            Flow::Messages => self.pump_messages(ctx),
+            Flow::Bytes => self.pump_bytes(ctx),
+        }
+    }
+
+    fn pump_bytes(&mut self, ctx: &mut Context<Self>) {
+        while self.left > 0 && self.error.is_none() && !self.waiting && !self.yielding {
+            let size = self.plan.size;
+            if !self.bytes.try_take(size) {
+                self.waiting = true;
+                let window = self.bytes.clone();
+                let room = async move { window.take(size).await }.into_actor(self);
+                ctx.spawn(room.map(|(), act, ctx| {
+                    act.waiting = false;
+                    act.send_one(ctx);
+                    act.pump(ctx);
+                }));
+                return;
+            }
+            self.send_one(ctx);
+        }
+        self.finish(ctx);
+    }
+
+    /// Sends one message whose bytes were taken from the window.
+    fn send_one(&mut self, ctx: &mut Context<Self>) {
+        let size = self.plan.size;
+        let msg = payload(size);
+        self.left -= 1;
+        self.produced += 1;
+        self.since_ack += size;
+        if self.since_ack >= ACK_BYTES || self.left == 0 {
+            let returned = std::mem::take(&mut self.since_ack);
+            self.outstanding += 1;
+            let acked = self.ep.post_acked(msg).into_actor(self);
+            ctx.spawn(acked.map(move |result, act, ctx| {
+                act.outstanding -= 1;
+                act.bytes.give(returned);
+                if let Err(e) = result {
+                    act.error.get_or_insert(e);
+                }
+                if !act.yielding && !act.waiting {
+                    act.pump(ctx);
+                }
+            }));
+        } else {
+            self.ep.post(msg);
+        }
+        if self.left > 0 && self.plan.yields_after(self.produced) {
+            self.yielding = true;
+            let yielded = tokio::task::yield_now().into_actor(self);
+            ctx.spawn(yielded.map(|_, act, ctx| {
+                act.yielding = false;
+                if !act.waiting {
+                    act.pump(ctx);
+                }
+            }));
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        if self.outstanding == 0 && (self.left == 0 || self.error.is_some()) {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(self.error.take().map_or(Ok(()), Err));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn pump_messages(&mut self, ctx: &mut Context<Self>) {
         while self.left > 0 && self.outstanding < self.plan.window && self.error.is_none() {
             let msg = payload(self.plan.size);
             self.left -= 1;
@@ -1417,7 +1584,15 @@ impl ActorProducer {
     }
 }
 
-async fn task_producer(ep: Box<dyn Endpoint>, n: usize, plan: Plan) -> Res<()> {
+async fn task_producer(
+    ep: Box<dyn Endpoint>,
+    n: usize,
+    plan: Plan,
+    window: Rc<ByteWindow>,
+) -> Res<()> {
+    if plan.flow == Flow::Bytes {
+        return task_producer_bytes(ep, n, plan, window).await;
+    }
     let mut acks: VecDeque<BoxFut<Res<()>>> = VecDeque::with_capacity(plan.window);
     for i in 1..=n {
         if acks.len() == plan.window {
@@ -1435,6 +1610,41 @@ async fn task_producer(ep: Box<dyn Endpoint>, n: usize, plan: Plan) -> Res<()> {
     }
     for ack in acks {
         ack.await?;
+    }
+    Ok(())
+}
+
+/// A task producer under [`Flow::Bytes`].
+async fn task_producer_bytes(
+    ep: Box<dyn Endpoint>,
+    n: usize,
+    plan: Plan,
+    window: Rc<ByteWindow>,
+) -> Res<()> {
+    let mut acks = Vec::new();
+    let mut since_ack = 0;
+    for i in 1..=n {
+        window.take(plan.size).await;
+        let msg = payload(plan.size);
+        since_ack += plan.size;
+        if since_ack >= ACK_BYTES || i == n {
+            let returned = std::mem::take(&mut since_ack);
+            let ack = ep.post_acked(msg);
+            let window = window.clone();
+            acks.push(actix::spawn(async move {
+                let result = ack.await;
+                window.give(returned);
+                result
+            }));
+        } else {
+            ep.post(msg);
+        }
+        if i < n && plan.yields_after(i) {
+            tokio::task::yield_now().await;
+        }
+    }
+    for ack in acks {
+        ack.await.map_err(|e| format!("ack task: {e}"))??;
     }
     Ok(())
 }
@@ -1486,6 +1696,7 @@ async fn stream(
     };
     let ep = open(sink).await?;
     let plan = Plan::new(job);
+    let window = ByteWindow::new();
 
     let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
     let mut done = Vec::new();
@@ -1503,13 +1714,17 @@ async fn stream(
                     yielding: false,
                     error: None,
                     done: Some(tx),
+                    bytes: window.clone(),
+                    since_ack: 0,
+                    waiting: false,
                 }
                 .start();
             }
             ProducerKind::Task => {
                 let ep = ep.clone_ep();
+                let window = window.clone();
                 actix::spawn(async move {
-                    let _ = tx.send(task_producer(ep, n, plan).await);
+                    let _ = tx.send(task_producer(ep, n, plan, window).await);
                 });
             }
         }
@@ -1914,6 +2129,7 @@ fn child_main(opts: &Opts) -> ! {
     let spec = workload.spec();
     let job = Job {
         kind: spec.kind,
+        flow: opts.flows.first().copied().unwrap_or_default(),
         count: opts
             .count
             .unwrap_or(if opts.quick { spec.quick } else { spec.full }),
@@ -1993,7 +2209,7 @@ impl Outcome {
 
 // ───────────────────────────── parent ─────────────────────────────
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Opts {
     child: bool,
     quick: bool,
@@ -2003,12 +2219,14 @@ struct Opts {
     count: Option<usize>,
     workloads: Vec<Workload>,
     senders: Vec<Sender>,
+    /// Flow-control modes, one table each (default: messages).
+    flows: Vec<Flow>,
     peer_holder: Option<usize>,
 }
 
 const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,f] \
 [--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer,sockactor-filtered] \
-[--default-malloc] [--no-pin]";
+[--flow messages,bytes] [--default-malloc] [--no-pin]";
 
 fn parse_args() -> Res<Opts> {
     let mut opts = Opts::default();
@@ -2030,6 +2248,12 @@ fn parse_args() -> Res<Opts> {
                 for w in args.next().ok_or("--workload needs a list")?.split(',') {
                     let w = Workload::parse(w.trim()).ok_or(format!("unknown workload {w}"))?;
                     opts.workloads.push(w);
+                }
+            }
+            "--flow" => {
+                for f in args.next().ok_or("--flow needs a list")?.split(',') {
+                    let f = Flow::parse(f.trim()).ok_or(format!("unknown flow {f}"))?;
+                    opts.flows.push(f);
                 }
             }
             "--sender" => {
@@ -2059,7 +2283,20 @@ fn main() {
     if opts.child {
         child_main(&opts);
     }
-    std::process::exit(parent_main(opts));
+    let flows = if opts.flows.is_empty() {
+        vec![Flow::Messages]
+    } else {
+        opts.flows.clone()
+    };
+    let mut status = 0;
+    for flow in flows {
+        let opts = Opts {
+            flows: vec![flow],
+            ..opts.clone()
+        };
+        status = status.max(parent_main(opts));
+    }
+    std::process::exit(status);
 }
 
 /// One row's repetitions, in order (`None`: that repetition failed).
@@ -2179,6 +2416,9 @@ fn run_child(
     let mut cmd = Command::new(exe);
     cmd.args(["--child", "--workload", w.key(), "--sender", s.name()])
         .args(["--count", &count.to_string()]);
+    if let Some(flow) = opts.flows.first() {
+        cmd.args(["--flow", flow.key()]);
+    }
     if opts.quick {
         cmd.arg("--quick");
     }
@@ -2224,7 +2464,14 @@ fn print_header(opts: &Opts, reps: usize, notes: &[String], mallocs: &[String], 
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let args: Vec<String> = std::env::args().collect();
-    println!("## sockactor write-path benchmark");
+    let flow = opts.flows.first().copied().unwrap_or_default();
+    println!(
+        "## sockactor write-path benchmark, flow control: {}",
+        match flow {
+            Flow::Messages => "messages in flight",
+            Flow::Bytes => "byte window",
+        }
+    );
     println!();
     println!("- command: `{}`", args.join(" "));
     println!("- date: {} (took {:.0} s)", utc_now(), took.as_secs_f64());
@@ -2251,8 +2498,20 @@ fn print_header(opts: &Opts, reps: usize, notes: &[String], mallocs: &[String], 
              (unpinned, 1M × 64 B naive runs varied 4× from run to run; `--no-pin` turns it off)"
         }
     );
-    println!(
-        "- flow control (all senders): each producer awaits an acknowledgement every \
+    if flow == Flow::Bytes {
+        println!(
+            "- flow control (all senders): **byte window**: the producers of a run share a \
+             {} MiB window; a producer takes each message's bytes from it before sending \
+             fire-and-forget, asks for an answer every {} KiB (that answer gives those bytes \
+             back) and yields every {YIELD_EVERY} messages; sockactor `Write` and \
+             actix-framedwrite producers are actix actors (`do_send`, `send` for the \
+             answered one), `Writer` producers and the channel senders tokio tasks",
+            WINDOW_BYTES >> 20,
+            ACK_BYTES >> 10
+        );
+    } else {
+        println!(
+        "- flow control (all senders): **messages in flight**: each producer awaits an acknowledgement every \
          {}/producers/{ACK_WINDOW} messages with at most {ACK_WINDOW} outstanding ({IN_FLIGHT} \
          unacknowledged messages per run); acknowledged = written to the transport \
          (sockactor `send(Write::new(..).wait_when_full())`, channel senders), handled = \
@@ -2261,6 +2520,7 @@ fn print_header(opts: &Opts, reps: usize, notes: &[String], mallocs: &[String], 
          actors using `do_send`, the others tokio tasks on an unbounded channel",
         IN_FLIGHT
     );
+    }
     println!(
         "- write syscalls: delta of `syscw` (/proc/self/io) over the measured region; \
          naive and the framed senders write through a wrapper that issues writev(2) \
