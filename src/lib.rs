@@ -92,7 +92,7 @@ pub use actors::{
 };
 pub use batch::{FileRange, FileRangeError, IoBatch, Segment};
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};
-pub use proto::QueueConfig;
+pub use proto::{QueueConfig, TurnCap};
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
 pub use shared::ReadPermit;
 pub use types::{IdleKind, PeerLimits, SocketState};

@@ -67,6 +67,15 @@ impl SendFlow {
         self.state == Send::Idle
     }
 
+    /// Whether the sending side is under way and not waiting for the transport to be
+    /// writable: it wants its thread's time.
+    pub(crate) fn is_active(&self) -> bool {
+        matches!(
+            self.state,
+            Send::Requested | Send::Ready | Send::InFlight { .. } | Send::Yielding
+        )
+    }
+
     /// Whether a transmit is out, its answer to come.
     pub(crate) fn in_flight(&self) -> bool {
         matches!(self.state, Send::InFlight { .. })

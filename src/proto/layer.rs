@@ -184,6 +184,10 @@ impl LayerStack {
         if room == 0 || limit == 0 {
             return 0;
         }
+        // No layer makes fewer bytes than it is given (the stack's bound is at least
+        // `n`): more than `room` cannot fit, and a layer's bound is never asked about a
+        // size past the outbox (an uncapped turn asks with `usize::MAX`).
+        let limit = limit.min(room);
         if self.worst_case(limit) <= room {
             return limit;
         }
@@ -555,6 +559,18 @@ mod tests {
         assert_eq!(s.room(1000), 0, "full");
         s.sent(100);
         assert!(s.room(1000) > 0, "room again once the transport took some");
+    }
+
+    #[test]
+    fn an_uncapped_limit_never_reaches_a_layers_bound() {
+        // The frames layer's bound overflows near usize::MAX; an uncapped turn asks with it.
+        let s = stack(300);
+        let n = s.room(usize::MAX);
+        assert_eq!(
+            n,
+            s.room(1000),
+            "the same room as any limit past the outbox"
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub use datagram::{DatagramSent, DatagramStats};
 pub(crate) use layer::LayerStack;
 pub use layer::{Decoded, Layer};
 pub(crate) use queue::InPlaceTransmit;
-pub use queue::{QueueConfig, Written};
+pub use queue::{QueueConfig, TurnCap, Written};
 pub use stream::SocketStats;
 pub(crate) use stream::{Event, IoAction, ReadOutcome, Shut, StreamCore, StreamSettings, Token};
 pub(crate) use watermarks::{Level, Watermarks};

@@ -51,8 +51,11 @@ pub struct QueueConfig {
     pub high_watermark: usize,
     /// Queued bytes at or below which an unwritable queue becomes writable again.
     pub low_watermark: usize,
-    /// Most bytes one flush turn hands the transport before the socket yields.
+    /// Most bytes one flush turn hands the transport before the socket yields, when
+    /// [`turn_cap`](Self::turn_cap) says the turn is capped.
     pub max_bytes_per_turn: usize,
+    /// When a flush turn is capped at `max_bytes_per_turn`.
+    pub turn_cap: TurnCap,
     /// Most segments in one vectored write (`IOV_MAX` on Linux is 1024).
     pub max_segments: usize,
     /// Most bytes of a [`FileRange`] read into memory at once, where a range cannot go
@@ -75,11 +78,25 @@ impl Default for QueueConfig {
             high_watermark: 4 * 1024 * 1024,
             low_watermark: 1024 * 1024,
             max_bytes_per_turn: 256 * 1024,
+            turn_cap: TurnCap::WhenContended,
             max_segments: 1024,
             file_read_chunk: 64 * 1024,
             copy_threshold: DEFAULT_COPY_THRESHOLD,
         }
     }
+}
+
+/// When a socket's flush turn is capped at [`QueueConfig::max_bytes_per_turn`] (after
+/// which it yields to the other tasks of its thread before it sends on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TurnCap {
+    /// Only while another socket of the same thread has data to send: a socket alone
+    /// hands the transport all it has in each vectored write, as a hand-written loop
+    /// would, and sockets that share a thread still take turns.
+    #[default]
+    WhenContended,
+    /// Always, busy neighbours or not.
+    Always,
 }
 
 /// The default [`QueueConfig::copy_threshold`].
@@ -947,6 +964,7 @@ mod tests {
             high_watermark: high,
             low_watermark: low,
             max_bytes_per_turn: turn,
+            turn_cap: TurnCap::Always,
             max_segments: segs,
             file_read_chunk: 64 * 1024,
             copy_threshold: 0,

@@ -9,7 +9,9 @@ use bytes::Bytes;
 
 use super::flow::{ReceiveFlow, ReceivePoll, SendFlow, SendPoll};
 use super::limits::{Due, LimitClock, Now};
-use super::queue::{ChunkRequest, InPlaceTransmit, QueueConfig, Transmit, WriteQueue, Written};
+use super::queue::{
+    ChunkRequest, InPlaceTransmit, QueueConfig, Transmit, TurnCap, WriteQueue, Written,
+};
 use crate::batch::IoBatch;
 use crate::error::{DecodeError, TransportError, WriteError};
 use crate::types::{IdleKind, Interest, PeerLimits, Readiness, Sent, SocketState};
@@ -52,6 +54,7 @@ pub(crate) struct StreamSettings {
 #[derive(Clone, Copy, Debug)]
 struct Settings {
     max_bytes_per_turn: usize,
+    turn_cap: TurnCap,
     max_window_bytes: usize,
     close_linger: Duration,
     drain_timeout: Option<Duration>,
@@ -69,6 +72,7 @@ impl Settings {
         let small = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         Settings {
             max_bytes_per_turn: s.queue.max_bytes_per_turn,
+            turn_cap: s.queue.turn_cap,
             max_window_bytes: s.max_window_bytes.max(1),
             close_linger: s.close_linger,
             drain_timeout: s.drain_timeout,
@@ -310,6 +314,8 @@ pub(crate) struct StreamCore<T> {
     limits: Option<Box<LimitClock>>,
     /// Met a would-block since the queue was last empty: the OUT of the interest.
     out_waiting: bool,
+    /// Other sockets of the driver's thread have data to send (see `handle_contention`).
+    contended: bool,
     interest: Option<Interest>,
     shutdown: bool,
     close: bool,
@@ -366,6 +372,7 @@ impl<T: Token> StreamCore<T> {
             deadline: None,
             limits: None,
             out_waiting: false,
+            contended: false,
             interest: None,
             shutdown: false,
             close: false,
@@ -396,6 +403,12 @@ impl<T: Token> StreamCore<T> {
     /// Whether reading has ended for good.
     pub(crate) fn reading_done(&self) -> bool {
         self.receive.is_done()
+    }
+
+    /// Whether the socket has bytes to send and is not waiting for the transport to be
+    /// writable: a sender competing for its thread (see `handle_contention`).
+    pub(crate) fn is_sending(&self) -> bool {
+        self.send.is_active() && self.queue.queued_bytes() > 0
     }
 
     /// Whether reading is held for the window or a pause.
@@ -549,6 +562,13 @@ impl<T: Token> StreamCore<T> {
     /// A write was refused before it reached the core (by the admission gate).
     pub(crate) fn handle_refused(&mut self) {
         self.counters.writes_failed += 1;
+    }
+
+    /// Whether other sockets of the driver's thread have data to send now. With
+    /// [`TurnCap::WhenContended`] a flush turn is capped at `max_bytes_per_turn` only
+    /// while they do; alone, a socket hands the transport all it has.
+    pub(crate) fn handle_contention(&mut self, contended: bool) {
+        self.contended = contended;
     }
 
     /// The Flusher's `Flush`: send what is queued.
@@ -995,7 +1015,11 @@ impl<T: Token> StreamCore<T> {
             if self.life == Life::Closed {
                 return None;
             }
-            let limit = self.settings.max_bytes_per_turn;
+            let limit = if self.contended || self.settings.turn_cap == TurnCap::Always {
+                self.settings.max_bytes_per_turn
+            } else {
+                usize::MAX
+            };
             match self
                 .send
                 .poll(self.queue.has_transmit(), self.queue.in_flight(), limit)
@@ -1412,6 +1436,8 @@ mod tests {
             deferred: false,
             ..settings()
         });
+        // Another socket of the thread has data to send: turns are capped.
+        core.handle_contention(true);
         write(&mut core, 1, 250);
         for expected in [100, 100] {
             assert_eq!(
@@ -1427,6 +1453,39 @@ mod tests {
         assert_eq!(transmit(&mut core), 50);
         core.handle_sent(Ok(Sent::Accepted(50)), t0());
         assert_eq!(answers(&mut core).len(), 1);
+    }
+
+    #[test]
+    fn a_turn_alone_is_not_capped_and_is_capped_once_others_send() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        write(&mut core, 1, 250);
+        write(&mut core, 2, 250);
+        assert!(core.is_sending());
+        assert_eq!(
+            transmit(&mut core),
+            500,
+            "alone: all of it, past the 100-byte turn"
+        );
+        core.handle_sent(Ok(Sent::Accepted(120)), t0());
+        core.handle_contention(true);
+        assert_eq!(
+            core.poll_io(),
+            Some(IoAction::Yield(Direction::Send)),
+            "others send now: this turn (120 bytes) is past the budget"
+        );
+        core.handle_yielded(Direction::Send);
+        assert_eq!(transmit(&mut core), 100, "a capped turn");
+        core.handle_sent(Ok(Sent::Accepted(100)), t0());
+        assert_eq!(core.poll_io(), Some(IoAction::Yield(Direction::Send)));
+        core.handle_yielded(Direction::Send);
+        core.handle_contention(false);
+        assert_eq!(transmit(&mut core), 280, "alone again");
+        core.handle_sent(Ok(Sent::Accepted(280)), t0());
+        assert_eq!(answers(&mut core).len(), 2);
+        assert!(!core.is_sending(), "nothing left");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod support;
 
 mod a_burst_through_the_flusher_leaves_in_a_few_vectored_writes;
+mod a_flush_turn_is_capped_only_while_other_sockets_have_data_to_send;
 mod a_full_queue_refuses_writes_and_tells_producers;
 mod a_graceful_close_that_cannot_drain_in_time_becomes_an_abort;
 mod a_graceful_close_whose_writes_are_all_cancelled_closes_at_once;

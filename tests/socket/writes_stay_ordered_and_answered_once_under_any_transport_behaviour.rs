@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use sockactor::messages::{GetStats, GetWriter, Handle, Write};
 use sockactor::{
     FileRange, FlushPolicy, Flusher, IoBatch, MockTransport, QueueConfig, SendStep, Socket,
-    SocketConfig, WriteError,
+    SocketConfig, TurnCap, WriteError,
 };
 
 #[derive(Clone, Debug)]
@@ -175,6 +175,9 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                 high_watermark: 1 << 30,
                 low_watermark: 0,
                 max_bytes_per_turn: case.max_bytes_per_turn,
+                // Every turn capped, so that each transmit is within the turn's budget
+                // (a socket alone is capped only with `Always`).
+                turn_cap: TurnCap::Always,
                 max_segments: case.max_segments,
                 file_read_chunk: case.file_read_chunk,
                 copy_threshold: case.copy_threshold,

@@ -549,6 +549,7 @@ impl SocketBuilder {
                 let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
                 (!span.is_disabled()).then(|| Box::new(span))
             },
+            sender: Default::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ mod handlers;
 mod io;
 mod layered;
 mod registry;
+mod turns;
 mod writer;
 
 use super::flusher::request_flush;
@@ -32,6 +33,7 @@ pub use framed::{FrameError, FrameStream, FramedWriteError, FramedWriter};
 use io::{Answer, Core, Lower, StreamIo};
 pub use registry::{InterestGroup, Registry, SocketHandle};
 use registry::{Membership, Registration};
+use turns::SenderSlot;
 pub use writer::{GetWriter, WriteFuture, Writer};
 
 /// A write's token in the core: where its answer goes.
@@ -80,6 +82,8 @@ pub struct Socket {
     watch: Option<Box<Watch>>,
     /// Its tracing span, when tracing wants it (an idle socket saves the bytes else).
     span: Option<Box<tracing::Span>>,
+    /// Its place among the sockets of its thread with data to send.
+    sender: SenderSlot,
 }
 
 /// A socket's optional extras: where its interest goes, and its entry in a registry
@@ -152,6 +156,7 @@ impl Socket {
         let _entered = span.enter();
         let (deliveries, bytes) = self.shared.unacked();
         self.core.handle_unacked(deliveries, bytes);
+        self.core.handle_contention(self.sender.others_sending());
         loop {
             let mut busy = false;
             while let Some(action) = self.core.poll_io() {
@@ -185,6 +190,7 @@ impl Socket {
                 self.gate_shut = true;
             }
         }
+        self.sender.set(self.core.is_sending());
         self.set_timer(ctx);
         if self
             .watch
