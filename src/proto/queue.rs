@@ -402,6 +402,20 @@ fn gather<'a, T>(
     (len, writes)
 }
 
+/// The bytes of the copied writes (see [`QueueConfig::copy_threshold`]).
+#[derive(Default)]
+struct Stage {
+    /// Their unsent bytes, in queue order.
+    buf: BytesMut,
+    /// The most bytes `buf` held at once.
+    peak: usize,
+    /// The copy of staged runs handed to a message-path transport with the transmit in
+    /// flight, and a buffer from an earlier one to copy into next (reclaimed once the
+    /// transport has let go of it).
+    lent: Option<Bytes>,
+    spare: BytesMut,
+}
+
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
 /// keeps the reply channel there); it comes back with the write's one answer.
 ///
@@ -410,15 +424,9 @@ fn gather<'a, T>(
 pub(crate) struct WriteQueue<T> {
     limits: Limits,
     entries: VecDeque<Entry<T>>,
-    /// The unsent bytes of the copied writes, in queue order.
-    staging: BytesMut,
-    /// The most bytes `staging` held at once since it was last freed.
-    staging_peak: usize,
-    /// The copy of staged runs handed to a message-path transport with the transmit in
-    /// flight, and a buffer from an earlier one to copy into next (reclaimed once the
-    /// transport has let go of it).
-    lent: Option<Bytes>,
-    spare: BytesMut,
+    /// The copied writes' bytes; made at the first copied write (boxed: an idle socket
+    /// holds none).
+    stage: Option<Box<Stage>>,
     queued: usize,
     in_flight: Option<InFlight>,
     /// A chunk read failed for a file segment that was not the first piece of the
@@ -482,10 +490,7 @@ impl<T> WriteQueue<T> {
         WriteQueue {
             limits: Limits::new(config),
             entries: VecDeque::new(),
-            staging: BytesMut::new(),
-            staging_peak: 0,
-            lent: None,
-            spare: BytesMut::new(),
+            stage: None,
             queued: 0,
             in_flight: None,
             chunk_stop: None,
@@ -551,13 +556,14 @@ impl<T> WriteQueue<T> {
             if tag.is_none() && len <= self.limits.copy_threshold as usize && !batch.has_files() {
                 // A small write: its bytes join the staging buffer, and its buffer is freed
                 // now, while it is still in cache.
-                self.staging.reserve(len);
+                let stage = self.stage.get_or_insert_with(Box::default);
+                stage.buf.reserve(len);
                 for segment in batch.segments() {
                     if let Segment::Bytes(bytes) = segment {
-                        self.staging.put_slice(bytes);
+                        stage.buf.put_slice(bytes);
                     }
                 }
-                self.staging_peak = self.staging_peak.max(self.staging.len());
+                stage.peak = stage.peak.max(stage.buf.len());
                 IoBatch::new()
             } else {
                 batch
@@ -570,11 +576,14 @@ impl<T> WriteQueue<T> {
     /// The transmit in flight was answered: takes back the copy buffer it lent, if the
     /// transport has let go of it.
     fn reclaim(&mut self) {
-        if let Some(lent) = self.lent.take() {
+        let Some(stage) = self.stage.as_deref_mut() else {
+            return;
+        };
+        if let Some(lent) = stage.lent.take() {
             if let Ok(mut buf) = lent.try_into_mut() {
                 if buf.capacity() <= STAGING_KEEP {
                     buf.clear();
-                    self.spare = buf;
+                    stage.spare = buf;
                 }
             }
         }
@@ -586,10 +595,12 @@ impl<T> WriteQueue<T> {
         if n == 0 {
             return;
         }
-        self.staging.advance(n);
-        if self.staging.is_empty() && self.staging_peak > STAGING_KEEP {
-            self.staging = BytesMut::new();
-            self.staging_peak = 0;
+        let Some(stage) = self.stage.as_deref_mut() else {
+            return;
+        };
+        stage.buf.advance(n);
+        if stage.buf.is_empty() && stage.peak > STAGING_KEEP {
+            self.stage = None;
         }
     }
 
@@ -710,9 +721,13 @@ impl<T> WriteQueue<T> {
         // The transport keeps what it is handed while the staging buffer takes more
         // writes: staged runs go out as a copy, made into a buffer reused from transmit
         // to transmit.
-        let mut copy = std::mem::take(&mut self.spare);
+        let mut copy = self
+            .stage
+            .as_deref_mut()
+            .map(|stage| std::mem::take(&mut stage.spare))
+            .unwrap_or_default();
         let mut pieces: Vec<Result<Bytes, std::ops::Range<usize>>> = Vec::new();
-        let staging = &self.staging;
+        let staging: &[u8] = self.stage.as_deref().map_or(&[], |stage| &stage.buf);
         let (len, writes) = gather(
             &self.entries,
             budget,
@@ -733,8 +748,8 @@ impl<T> WriteQueue<T> {
             .into_iter()
             .map(|piece| piece.unwrap_or_else(|range| copy.slice(range)))
             .collect();
-        if !copy.is_empty() {
-            self.lent = Some(copy);
+        if let Some(stage) = self.stage.as_deref_mut().filter(|_| !copy.is_empty()) {
+            stage.lent = Some(copy);
         }
         self.in_flight = Some(InFlight { len, writes });
         Some(Transmit {
@@ -770,7 +785,7 @@ impl<T> WriteQueue<T> {
         };
         let mut file = None;
         let mut more = false;
-        let staging = &self.staging;
+        let staging: &[u8] = self.stage.as_deref().map_or(&[], |stage| &stage.buf);
         let (len, writes) = gather(
             &self.entries,
             budget,
@@ -856,7 +871,9 @@ impl<T> WriteQueue<T> {
     /// The transport failed the transmit in flight (or it was never handed over): how
     /// far it got is what earlier answers said. Clears the in-flight mark.
     pub(crate) fn handle_failed(&mut self) {
-        self.lent = None;
+        if let Some(stage) = self.stage.as_deref_mut() {
+            stage.lent = None;
+        }
         self.in_flight = None;
     }
 
@@ -910,7 +927,9 @@ impl<T> WriteQueue<T> {
             completed(entry.token, Err(error(entry.sent, entry.len)));
         }
         // The staged bytes of the writes ended are the buffer's last ones.
-        self.staging.truncate(self.staging.len() - staged);
+        if let Some(stage) = self.stage.as_deref_mut() {
+            stage.buf.truncate(stage.buf.len() - staged);
+        }
         self.queued -= released;
         released
     }
@@ -925,10 +944,7 @@ impl<T> WriteQueue<T> {
         self.in_flight = None;
         let released = self.queued;
         self.queued = 0;
-        self.staging = BytesMut::new();
-        self.staging_peak = 0;
-        self.lent = None;
-        self.spare = BytesMut::new();
+        self.stage = None;
         for entry in self.entries.drain(..) {
             completed(entry.token, Err(error(entry.sent, entry.len)));
         }
@@ -969,6 +985,10 @@ mod tests {
             file_read_chunk: 64 * 1024,
             copy_threshold: 0,
         }
+    }
+
+    fn staged(q: &WriteQueue<u32>) -> &[u8] {
+        q.stage.as_deref().map_or(&[], |stage| &stage.buf)
     }
 
     fn copying(threshold: usize, segs: usize) -> QueueConfig {
@@ -1015,7 +1035,7 @@ mod tests {
             .map(|(t, r)| (*t, r.as_ref().expect("done").len))
             .collect();
         assert_eq!(lens, vec![(1, 3), (2, 4), (3, 2)]);
-        assert!(q.is_empty() && q.staging.is_empty());
+        assert!(q.is_empty() && staged(&q).is_empty());
     }
 
     #[test]
@@ -1119,13 +1139,13 @@ mod tests {
         );
         assert_eq!(released, 3 + 11 + 3);
         assert_eq!(
-            &q.staging[..],
+            staged(&q),
             b"abc",
             "only the write in flight keeps its bytes"
         );
         q.handle_sent(3, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
-        assert!(q.is_empty() && q.staging.is_empty());
+        assert!(q.is_empty() && staged(&q).is_empty());
         let ids: Vec<u32> = out.iter().map(|(t, _)| *t).collect();
         assert_eq!(ids, vec![2, 3, 4, 1]);
     }
@@ -1143,12 +1163,7 @@ mod tests {
         q.handle_sent(100 * 1024, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
         assert_eq!(out.len(), 100);
-        assert_eq!(
-            q.staging.capacity(),
-            0,
-            "{} bytes kept",
-            q.staging.capacity()
-        );
+        assert!(q.stage.is_none(), "the staging buffer is freed");
     }
 
     fn push(q: &mut WriteQueue<u32>, id: u32, data: &[&'static [u8]], out: &mut Answers) {
