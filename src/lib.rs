@@ -88,7 +88,7 @@ pub use actors::{
     InterestGroup, Jitter, Listener, ListenerBuilder, MockDatagram, MockFunctions, MockTransport,
     ReadLimits, ReconnectingClient, Registry, SendRecord, SendStep, SimConfig, SimCounts,
     SimNetwork, Socket, SocketBuilder, SocketConfig, SocketFunctions, SocketHandle,
-    SystemFunctions, UnsentWrites, WriteFuture, WriteResponse, Writer,
+    SystemFunctions, UnsentWrites, WriteFuture, WriteResponse, Writer, WritesRefused,
 };
 pub use batch::{FileRange, FileRangeError, IoBatch, Segment};
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};

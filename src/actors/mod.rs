@@ -24,4 +24,5 @@ pub use reply::WriteResponse;
 pub use socket::{
     FlushPolicy, FrameError, FrameStream, FramedWriteError, FramedWriter, GetWriter, InterestGroup,
     Registry, Socket, SocketBuilder, SocketConfig, SocketHandle, WriteFuture, Writer,
+    WritesRefused,
 };

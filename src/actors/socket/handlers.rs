@@ -3,6 +3,7 @@
 
 use actix::{AsyncContext, Context, Handler};
 
+use super::writer::WriteEach;
 use super::{now, report_failure, GetWriter, Socket, Writer};
 use crate::actors::reply::{Reply, ReportFailure, WriteResponse};
 use crate::error::WriteError;
@@ -26,15 +27,16 @@ impl Handler<Write> for Socket {
         let now = (!msg.admitted || msg.reply.is_some()).then(now);
         let (tag, len) = (msg.tag, msg.batch.len());
         // A writer's write brings its own answer channel (or needs none).
-        let token = if msg.admitted {
-            Reply::own(tag, msg.reply)
-        } else {
-            Reply::pending(tag)
-        };
+        if msg.admitted {
+            self.admitted_write(msg.batch, tag, Reply::own(tag, msg.reply), now);
+            self.drive(ctx);
+            return WriteResponse::detached();
+        }
+        let token = Reply::pending(tag);
         let queued = if self.core.has_waiting() {
             // Writes already waiting for room go first: this one waits behind them, or
             // (not willing to wait) is refused.
-            if msg.admitted || msg.wait_when_full {
+            if msg.wait_when_full {
                 let (queued, high_watermark) =
                     (self.shared.admitted(), self.shared.high_watermark());
                 let full = move |payload| WriteError::QueueFull {
@@ -42,15 +44,12 @@ impl Handler<Write> for Socket {
                     high_watermark,
                     payload,
                 };
-                self.core
-                    .handle_wait(msg.batch, tag, token, msg.admitted, full)
+                self.core.handle_wait(msg.batch, tag, token, false, full)
             } else {
                 self.core.handle_refused();
                 let error = self.full(msg.batch);
                 return WriteResponse::now(tag, Err(error));
             }
-        } else if msg.admitted {
-            self.core.handle_write(msg.batch, tag, token, now)
         } else {
             match self.shared.admit(len) {
                 Ok(()) => self.core.handle_write(msg.batch, tag, token, now),
@@ -79,24 +78,55 @@ impl Handler<Write> for Socket {
             }
         };
         if let Err(refused) = queued {
-            if !msg.admitted {
-                return WriteResponse::now(tag, Err(refused.error));
-            }
-            // A writer's write, refused after all (the socket shut since): its bytes go
-            // back to the gate and its answer to its own channel.
+            return WriteResponse::now(tag, Err(refused.error));
+        }
+        self.drive(ctx);
+        self.replies.later(tag)
+    }
+}
+
+impl Handler<WriteEach> for Socket {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriteEach, ctx: &mut Context<Self>) {
+        self.replies.attach(self.core.last_token_mut());
+        for batch in msg.0 {
+            self.admitted_write(batch, None, Reply::own(None, None), None);
+        }
+        self.drive(ctx);
+    }
+}
+
+impl Socket {
+    /// Queues a write a `Writer` admitted (behind any writes waiting for room); a
+    /// refusal after all (the socket shut since) gives its bytes back to the gate and
+    /// its answer to its token.
+    fn admitted_write(
+        &mut self,
+        batch: crate::batch::IoBatch,
+        tag: Option<u64>,
+        token: Reply<Result<Written, WriteError>>,
+        now: Option<std::time::Instant>,
+    ) {
+        let len = batch.len();
+        let queued = if self.core.has_waiting() {
+            let (queued, high_watermark) = (self.shared.admitted(), self.shared.high_watermark());
+            let full = move |payload| WriteError::QueueFull {
+                queued,
+                high_watermark,
+                payload,
+            };
+            self.core.handle_wait(batch, tag, token, true, full)
+        } else {
+            self.core.handle_write(batch, tag, token, now)
+        };
+        if let Err(refused) = queued {
             self.shared.release(len);
             let (inbound, shared) = (&self.inbound, &self.shared);
             self.replies
                 .answer(refused.token, Err(refused.error), |tag, error| {
                     report_failure(inbound, shared, tag, error);
                 });
-            return WriteResponse::detached();
-        }
-        self.drive(ctx);
-        if msg.admitted {
-            WriteResponse::detached()
-        } else {
-            self.replies.later(tag)
         }
     }
 }

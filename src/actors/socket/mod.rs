@@ -34,7 +34,7 @@ use io::{Answer, Core, Lower, StreamIo};
 pub use registry::{InterestGroup, Registry, SocketHandle};
 use registry::{Membership, Registration};
 use turns::SenderSlot;
-pub use writer::{GetWriter, WriteFuture, Writer};
+pub use writer::{GetWriter, WriteFuture, Writer, WritesRefused};
 
 /// A write's token in the core: where its answer goes.
 pub(crate) type WriteReply = Reply<Result<Written, WriteError>>;

@@ -124,6 +124,47 @@ impl Writer {
         Ok(())
     }
 
+    /// Fire-and-forget writes, each a write of its own (its own place in the stream,
+    /// its own failure report), sent to the socket in one message: a producer with
+    /// several writes at hand pays one mailbox message for all of them. They keep their
+    /// order with everything else sent to the socket, like [`write`](Self::write)s made
+    /// one after another.
+    ///
+    /// Admitted together, by their total: refused at once, all of them, with the writes
+    /// handed back when the queue is at its high watermark or the socket no longer takes
+    /// writes.
+    ///
+    /// ```
+    /// # async fn demo(writer: sockactor::Writer) -> Result<(), sockactor::WritesRefused> {
+    /// use bytes::Bytes;
+    /// let replies: Vec<sockactor::IoBatch> = (0..3)
+    ///     .map(|i| Bytes::from(format!("+OK {i}\r\n")).into())
+    ///     .collect();
+    /// writer.write_each(replies)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn write_each(&self, writes: Vec<IoBatch>) -> Result<(), WritesRefused> {
+        let len: usize = writes.iter().map(IoBatch::len).sum();
+        let Some(socket) = &self.socket else {
+            let error = WriteError::Closed { bytes_sent: 0, len };
+            return Err(WritesRefused { error, writes });
+        };
+        if let Err(error) = self.shared.admit(len) {
+            self.shared.count_refused();
+            return Err(WritesRefused { error, writes });
+        }
+        if let Err(returned) = socket.try_send(WriteEach(writes)) {
+            self.shared.release(len);
+            let writes = match returned {
+                actix::dev::SendError::Full(m) | actix::dev::SendError::Closed(m) => m.0,
+            };
+            let error = WriteError::Closed { bytes_sent: 0, len };
+            return Err(WritesRefused { error, writes });
+        }
+        Ok(())
+    }
+
     /// A write whose answer can be awaited. A refusal is decided now (the future is then
     /// ready with it); otherwise the future resolves when the transport has accepted its
     /// last byte, or with the error that ended it.
@@ -191,6 +232,37 @@ impl Writer {
     /// Bytes admitted and not yet sent (queued, or on their way to the queue).
     pub fn queued_bytes(&self) -> usize {
         self.shared.admitted()
+    }
+}
+
+/// Several writes a [`Writer`] admitted, sent to the socket as one message: each is
+/// queued as a write of its own, in order (see [`Writer::write_each`]).
+#[derive(Debug)]
+pub(crate) struct WriteEach(pub(crate) Vec<IoBatch>);
+
+impl Message for WriteEach {
+    type Result = ();
+}
+
+/// A [`Writer::write_each`] that was refused: why, and every write, untouched.
+#[derive(Debug)]
+pub struct WritesRefused {
+    /// Why: [`WriteError::QueueFull`] (its payload empty: the writes are here),
+    /// [`WriteError::Closed`] or the transport error that closed the socket.
+    pub error: WriteError,
+    /// The writes, none of them sent.
+    pub writes: Vec<IoBatch>,
+}
+
+impl std::fmt::Display for WritesRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} writes refused: {}", self.writes.len(), self.error)
+    }
+}
+
+impl std::error::Error for WritesRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 

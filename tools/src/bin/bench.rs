@@ -69,6 +69,8 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(90);
 const IN_FLIGHT: usize = 1024;
 /// Acknowledged messages each producer may have outstanding.
 const ACK_WINDOW: usize = 4;
+/// Workload (g): requests sent and not yet answered, at most.
+const REQ_IN_FLIGHT: usize = 1000;
 /// Byte-window flow control: the bytes all producers of a run may have unacknowledged.
 const WINDOW_BYTES: usize = 4 << 20;
 /// Byte-window flow control: each producer asks for an answer every this many bytes, and
@@ -116,6 +118,7 @@ enum Workload {
     D,
     E,
     F,
+    G,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +128,8 @@ enum Kind {
     Stream { null: bool },
     /// One message out, wait for its echo, repeat.
     PingPong,
+    /// Requests through an echo peer, [`REQ_IN_FLIGHT`] unanswered at a time.
+    ReqResp,
     /// Connect and hold idle connections; measure RSS.
     Idle,
 }
@@ -139,7 +144,7 @@ struct WorkloadSpec {
 }
 
 impl Workload {
-    const ALL: [Workload; 7] = [
+    const ALL: [Workload; 8] = [
         Workload::A,
         Workload::B,
         Workload::B1,
@@ -147,6 +152,7 @@ impl Workload {
         Workload::D,
         Workload::E,
         Workload::F,
+        Workload::G,
     ];
 
     fn key(self) -> &'static str {
@@ -158,6 +164,7 @@ impl Workload {
             Workload::D => "d",
             Workload::E => "e",
             Workload::F => "f",
+            Workload::G => "g",
         }
     }
 
@@ -196,6 +203,14 @@ impl Workload {
                 yield_each: false,
             },
             Workload::F => stream(1_000_000, 20_000, 64, 1, false, true),
+            Workload::G => WorkloadSpec {
+                kind: Kind::ReqResp,
+                full: 1_000_000,
+                quick: 20_000,
+                size: 64,
+                producers: 1,
+                yield_each: false,
+            },
         }
     }
 
@@ -209,6 +224,7 @@ impl Workload {
             Workload::D => format!("d · 64 B ping-pong × {n}"),
             Workload::E => format!("e · {n} idle connections"),
             Workload::F => format!("f · 64 B × {n}, no-syscall transport"),
+            Workload::G => format!("g · 64 B requests × {n}, {REQ_IN_FLIGHT} in flight, echo peer"),
         }
     }
 }
@@ -298,7 +314,19 @@ impl Sender {
     }
 
     fn takes_part(self, w: Workload) -> bool {
-        w != Workload::E || self.spec().idle
+        match w {
+            Workload::E => self.spec().idle,
+            // The client's baseline is the ceiling's slot: a tokio client with a
+            // `BufWriter` and a `FramedRead`.
+            Workload::G => matches!(
+                self,
+                Sender::SockactorWriter
+                    | Sender::SockactorDeferred
+                    | Sender::SockactorFiltered
+                    | Sender::Ceiling
+            ),
+            _ => true,
+        }
     }
 }
 
@@ -323,6 +351,11 @@ fn naive(job: Job) -> BoxFut<Res<Outcome>> {
 }
 
 fn ceiling(job: Job) -> BoxFut<Res<Outcome>> {
+    if job.kind == Kind::ReqResp {
+        return Box::pin(req_resp(job, move |addr| {
+            Box::pin(tokio_requester(addr, job))
+        }));
+    }
     channel_sender(
         job,
         |rx, w| Box::pin(ceiling_writer(rx, w)),
@@ -441,6 +474,9 @@ fn sockactor(job: Job, mode: Mode) -> BoxFut<Res<Outcome>> {
                     Box::pin(sock_endpoint(sink, mode))
                 })
                 .await
+            }
+            Kind::ReqResp => {
+                req_resp(job, move |addr| Box::pin(sock_requester(addr, job, mode))).await
             }
             Kind::PingPong => {
                 ping_pong(job, move |addr| {
@@ -803,6 +839,9 @@ fn actix_framedwrite(job: Job) -> BoxFut<Res<Outcome>> {
                 })
                 .await
             }
+            Kind::ReqResp => {
+                Err("(g) is measured for sockactor and the tokio baseline only".into())
+            }
             Kind::Idle => {
                 idle(job, |addr| {
                     Box::pin(async move {
@@ -1014,6 +1053,9 @@ fn channel_sender(
                     })
                 })
                 .await
+            }
+            Kind::ReqResp => {
+                Err("(g) is measured for sockactor and the tokio baseline only".into())
             }
             Kind::Idle => {
                 // A bare tokio task holding the stream, waiting for it to become readable.
@@ -1807,6 +1849,198 @@ async fn ping_pong(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>
         p99_ns: Some(rank(99)),
         ..Outcome::default()
     })
+}
+
+/// Workload (g): a client keeps [`REQ_IN_FLIGHT`] requests of `job.size` bytes
+/// unanswered against an echo peer until `job.count` were answered.
+async fn req_resp(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>) -> Res<Outcome> {
+    let listener = StdListener::bind("127.0.0.1:0").map_err(err("bind"))?;
+    let addr = listener.local_addr().map_err(err("local_addr"))?;
+    let expected = (job.count * job.size) as u64;
+    let peer = Peer::spawn(listener, expected, true);
+    let go = connect(addr).await?;
+    let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
+    within("requests", go()).await??;
+    let secs = t0.elapsed().as_secs_f64();
+    let (w1, c1) = (syscw(), process_cpu_ns());
+    let echoed = within("closing", peer.finished()).await??;
+    if echoed != expected {
+        return Err(format!(
+            "BYTES MISSING: echo peer saw {echoed} of {expected} bytes"
+        ));
+    }
+    Ok(Outcome {
+        msgs: job.count as u64,
+        bytes: expected,
+        secs,
+        syscw: w0.zip(w1).map(|(a, b)| b - a),
+        cpu_ns: c1 - c0,
+        ..Outcome::default()
+    })
+}
+
+/// (g)'s baseline: one tokio task writing requests into a 64 KiB `BufWriter` (flushed
+/// when the window is full or nothing more may go) and reading answers with a
+/// `FramedRead`.
+async fn tokio_requester(addr: SocketAddr, job: Job) -> Res<Go> {
+    use futures_util::StreamExt;
+    let (rd, wr) = connect(addr).await?.into_split();
+    let go: Go = Box::new(move || {
+        Box::pin(async move {
+            let mut wr = tokio::io::BufWriter::with_capacity(64 * 1024, wr);
+            let mut rd = FramedRead::new(rd, BytesCodec::new());
+            let total = job.count * job.size;
+            let (mut sent, mut received) = (0usize, 0usize);
+            while received < total {
+                let answered = received / job.size;
+                let target = job.count.min(answered + REQ_IN_FLIGHT);
+                if sent < target {
+                    while sent < target {
+                        wr.write_all(&payload(job.size))
+                            .await
+                            .map_err(err("write"))?;
+                        sent += 1;
+                    }
+                    wr.flush().await.map_err(err("flush"))?;
+                }
+                match rd.next().await {
+                    Some(Ok(chunk)) => received += chunk.len(),
+                    Some(Err(e)) => return Err(format!("read: {e}")),
+                    None => return Err("EOF before the last answer".into()),
+                }
+            }
+            wr.shutdown().await.map_err(err("shutdown"))?;
+            Ok(Vec::new())
+        })
+    });
+    Ok(go)
+}
+
+/// Starts a [`Requester`].
+#[derive(Clone, Copy, Debug)]
+struct StartRequests;
+
+impl Message for StartRequests {
+    type Result = ();
+}
+
+/// (g) over a sockactor socket: an actor that keeps the window full, writing through a
+/// `Writer` or with `Write` messages, and counts the echoed bytes it is delivered.
+struct Requester {
+    socket: Addr<Socket>,
+    writer: Option<Writer>,
+    job: Job,
+    sent: usize,
+    received: usize,
+    done: Option<oneshot::Sender<Res<()>>>,
+}
+
+impl Requester {
+    /// Sends requests until the window is full: through a `Writer`, all of them in one
+    /// `write_each` (each its own write); else one `Write` message each.
+    fn fill(&mut self) {
+        let answered = self.received / self.job.size;
+        let target = self.job.count.min(answered + REQ_IN_FLIGHT);
+        let more = target.saturating_sub(self.sent);
+        if more == 0 {
+            return;
+        }
+        match &self.writer {
+            Some(w) => {
+                let writes = (0..more).map(|_| payload(self.job.size).into()).collect();
+                if let Err(e) = w.write_each(writes) {
+                    return self.end(Err(format!("writes refused: {e}")));
+                }
+            }
+            None => {
+                for _ in 0..more {
+                    self.socket.do_send(Write::new(payload(self.job.size)));
+                }
+            }
+        }
+        self.sent = target;
+    }
+
+    fn end(&mut self, result: Res<()>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(result);
+        }
+    }
+}
+
+impl Actor for Requester {
+    type Context = Context<Self>;
+}
+
+impl Handler<StartRequests> for Requester {
+    type Result = ();
+
+    fn handle(&mut self, _: StartRequests, _: &mut Context<Self>) {
+        self.fill();
+    }
+}
+
+impl Handler<SocketEvent> for Requester {
+    type Result = ();
+
+    fn handle(&mut self, event: SocketEvent, _: &mut Context<Self>) {
+        match event.kind {
+            SocketEventKind::Received(bytes) => {
+                self.received += bytes.len();
+                if self.received >= self.job.count * self.job.size {
+                    self.end(Ok(()));
+                } else {
+                    self.fill();
+                }
+            }
+            SocketEventKind::Eof => self.end(Err("EOF before the last answer".into())),
+            SocketEventKind::WriteFailed { error, .. } => {
+                self.end(Err(format!("write failed: {error}")))
+            }
+            SocketEventKind::ReadFailed(e) => self.end(Err(format!("read failed: {e}"))),
+            SocketEventKind::Closed { cause } => {
+                self.end(Err(format!("closed before the last answer ({cause:?})")))
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn sock_requester(addr: SocketAddr, job: Job, mode: Mode) -> Res<Go> {
+    let (done, finished) = oneshot::channel();
+    let ctx = Context::<Requester>::new();
+    let socket = sock_builder(mode)
+        .subscriber(ctx.address().recipient())
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let writer = if mode.uses_writer() {
+        Some(
+            socket
+                .send(GetWriter)
+                .await
+                .map_err(|e| format!("writer: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let requester = ctx.run(Requester {
+        socket: socket.clone(),
+        writer,
+        job,
+        sent: 0,
+        received: 0,
+        done: Some(done),
+    });
+    let go: Go = Box::new(move || {
+        Box::pin(async move {
+            requester.do_send(StartRequests);
+            finished.await.map_err(|_| "requester vanished")??;
+            socket.do_send(Close::Graceful);
+            Ok(Vec::new())
+        })
+    });
+    Ok(go)
 }
 
 /// Whatever keeps an idle connection alive (an address, a task handle).
