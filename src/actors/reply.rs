@@ -63,6 +63,9 @@ impl<R> crate::proto::Token for Reply<R> {
     fn silent(&self) -> bool {
         matches!(self.to, To::Nobody)
     }
+    fn new_silent() -> Self {
+        Reply::own(None, None)
+    }
 }
 
 #[derive(Debug, Default)]

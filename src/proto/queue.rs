@@ -176,6 +176,27 @@ struct Body {
     read_ahead: Option<ReadAhead>,
 }
 
+/// What the queue (and the core) ask of a write's token.
+pub(crate) trait Token: Sized {
+    /// Nobody hears this write's success (a fire-and-forget write): when it succeeds,
+    /// the core counts it and drops the token instead of emitting its answer. A failure
+    /// is always emitted (someone reports it).
+    fn silent(&self) -> bool;
+
+    /// A silent token with no tag: what the answers of the writes merged into a run of
+    /// silent copied writes carry (see [`WriteQueue::push`]).
+    fn new_silent() -> Self;
+}
+
+impl Token for u32 {
+    fn silent(&self) -> bool {
+        false
+    }
+    fn new_silent() -> Self {
+        u32::MAX
+    }
+}
+
 /// One queued write. Kept small (the queue holds one per write, and a burst of small
 /// writes walks thousands of them): a copied write has no body, its bytes being in the
 /// staging buffer.
@@ -191,6 +212,11 @@ struct Entry<T> {
     token: T,
     /// `None`: a copied write (see [`QueueConfig::copy_threshold`]), or an empty one.
     body: Option<Box<Body>>,
+    /// A run: further silent copied writes merged into this one, their lengths in
+    /// order (this entry's own first). `len` is the run's total. Boxed so that every
+    /// entry pays 8 bytes for it, not 24.
+    #[allow(clippy::box_collection)]
+    run: Option<Box<Vec<u32>>>,
 }
 
 impl<T> Entry<T> {
@@ -213,11 +239,62 @@ impl<T> Entry<T> {
             max_writes_per_sendv: 0,
             token,
             body,
+            run: None,
+        }
+    }
+
+    /// Whether a silent copied write may join this entry's run: it is a silent copied
+    /// write itself, nothing of it is sent, and nobody sees its latency.
+    fn takes_silent(&self) -> bool
+    where
+        T: Token,
+    {
+        self.body.is_none()
+            && self.tag.is_none()
+            && self.sent == 0
+            && self.enqueued.is_none()
+            && self.len > 0
+            && self.token.silent()
+    }
+
+    /// Ends the writes of a run, in order, through `completed`: a write whose bytes all
+    /// went out is done (`done` with its length), the others fail with what
+    /// `error(bytes_sent, len)` makes. The run's further writes answer with silent
+    /// tokens.
+    fn finish_run(
+        self,
+        completed: &mut impl FnMut(T, Result<Written, WriteError>),
+        done: Written,
+        error: impl Fn(usize, usize) -> WriteError,
+    ) where
+        T: Token,
+    {
+        let Some(run) = self.run else {
+            return;
+        };
+        let mut sent = self.sent;
+        let mut token = Some(self.token);
+        for &len in run.iter() {
+            let len = len as usize;
+            let took = sent.min(len);
+            sent -= took;
+            let token = token.take().unwrap_or_else(T::new_silent);
+            let result = if took == len {
+                Ok(Written { len, ..done })
+            } else {
+                Err(error(took, len))
+            };
+            completed(token, result);
         }
     }
 
     fn remaining(&self) -> usize {
         self.len - self.sent
+    }
+
+    /// Writes merged into this entry's run, beyond its own.
+    fn merged(&self) -> usize {
+        self.run.as_ref().map_or(0, |run| run.len() - 1)
     }
 
     /// Whether its bytes are in the staging buffer.
@@ -427,6 +504,8 @@ pub(crate) struct WriteQueue<T> {
     /// The copied writes' bytes; made at the first copied write (boxed: an idle socket
     /// holds none).
     stage: Option<Box<Stage>>,
+    /// Writes merged into runs (beyond each run's first), for [`len`](Self::len).
+    merged: usize,
     queued: usize,
     in_flight: Option<InFlight>,
     /// A chunk read failed for a file segment that was not the first piece of the
@@ -484,13 +563,14 @@ impl<T> std::fmt::Debug for WriteQueue<T> {
     }
 }
 
-impl<T> WriteQueue<T> {
+impl<T: Token> WriteQueue<T> {
     /// An empty queue.
     pub(crate) fn new(config: QueueConfig) -> Self {
         WriteQueue {
             limits: Limits::new(config),
             entries: VecDeque::new(),
             stage: None,
+            merged: 0,
             queued: 0,
             in_flight: None,
             chunk_stop: None,
@@ -505,7 +585,7 @@ impl<T> WriteQueue<T> {
 
     /// Writes queued (including the one partly sent).
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.merged
     }
 
     /// Whether no write is queued.
@@ -552,22 +632,41 @@ impl<T> WriteQueue<T> {
             completed(token, Ok(Written::default()));
             return;
         }
-        let batch =
-            if tag.is_none() && len <= self.limits.copy_threshold as usize && !batch.has_files() {
-                // A small write: its bytes join the staging buffer, and its buffer is freed
-                // now, while it is still in cache.
-                let stage = self.stage.get_or_insert_with(Box::default);
-                stage.buf.reserve(len);
-                for segment in batch.segments() {
-                    if let Segment::Bytes(bytes) = segment {
-                        stage.buf.put_slice(bytes);
-                    }
+        let copied = tag.is_none() && len <= self.limits.copy_threshold as usize;
+        let batch = if copied && !batch.has_files() {
+            // A small write: its bytes join the staging buffer, and its buffer is freed
+            // now, while it is still in cache.
+            let stage = self.stage.get_or_insert_with(Box::default);
+            stage.buf.reserve(len);
+            for segment in batch.segments() {
+                if let Segment::Bytes(bytes) = segment {
+                    stage.buf.put_slice(bytes);
                 }
-                stage.peak = stage.peak.max(stage.buf.len());
-                IoBatch::new()
-            } else {
-                batch
-            };
+            }
+            stage.peak = stage.peak.max(stage.buf.len());
+            // A silent copied write behind another, neither offered to the transport
+            // yet: one entry for the run (their successes are counted, not emitted; a
+            // failure still answers each write).
+            let in_flight = self.in_flight.map_or(0, |f| f.writes);
+            let joins =
+                now.is_none() && len > 0 && token.silent() && self.entries.len() > in_flight;
+            if let Some(last) = self
+                .entries
+                .back_mut()
+                .filter(|last| joins && last.takes_silent())
+            {
+                let first = last.len as u32;
+                let run = last.run.get_or_insert_with(|| Box::new(vec![first]));
+                run.push(len as u32);
+                last.len += len;
+                self.queued += len;
+                self.merged += 1;
+                return;
+            }
+            IoBatch::new()
+        } else {
+            batch
+        };
         self.entries
             .push_back(Entry::new(batch, len, tag, token, now));
         self.queued += len;
@@ -924,7 +1023,12 @@ impl<T> WriteQueue<T> {
             if entry.staged() {
                 staged += entry.remaining();
             }
-            completed(entry.token, Err(error(entry.sent, entry.len)));
+            self.merged -= entry.merged();
+            if entry.run.is_some() {
+                entry.finish_run(&mut completed, Written::default(), &error);
+            } else {
+                completed(entry.token, Err(error(entry.sent, entry.len)));
+            }
         }
         // The staged bytes of the writes ended are the buffer's last ones.
         if let Some(stage) = self.stage.as_deref_mut() {
@@ -945,8 +1049,13 @@ impl<T> WriteQueue<T> {
         let released = self.queued;
         self.queued = 0;
         self.stage = None;
+        self.merged = 0;
         for entry in self.entries.drain(..) {
-            completed(entry.token, Err(error(entry.sent, entry.len)));
+            if entry.run.is_some() {
+                entry.finish_run(&mut completed, Written::default(), &error);
+            } else {
+                completed(entry.token, Err(error(entry.sent, entry.len)));
+            }
         }
         released
     }
@@ -963,10 +1072,26 @@ impl<T> WriteQueue<T> {
             .take_while(|e| e.remaining() == 0)
             .count();
         for entry in self.entries.drain(..done) {
+            self.merged -= entry.merged();
             let report = entry.written(now);
-            completed(entry.token, Ok(report));
+            if entry.run.is_none() {
+                completed(entry.token, Ok(report));
+                continue;
+            }
+            entry.finish_run(&mut completed, report, |sent, len| {
+                unreachable_partial(sent, len)
+            });
         }
     }
+}
+
+/// A finished run has every byte sent: no write of it can be partial.
+fn unreachable_partial(bytes_sent: usize, len: usize) -> WriteError {
+    debug_assert!(
+        false,
+        "a finished run with a partial write ({bytes_sent} of {len})"
+    );
+    WriteError::Closed { bytes_sent, len }
 }
 
 #[cfg(test)]
@@ -1010,6 +1135,113 @@ mod tests {
             panic!("a vectored transmit");
         };
         (slices.iter().map(|s| s.to_vec()).collect(), writes)
+    }
+
+    /// A token that is silent or not.
+    #[derive(Debug, PartialEq)]
+    struct Tok(u32, bool);
+
+    impl Token for Tok {
+        fn silent(&self) -> bool {
+            self.1
+        }
+        fn new_silent() -> Self {
+            Tok(0, true)
+        }
+    }
+
+    fn tok(q: &mut WriteQueue<Tok>, token: Tok, data: &'static [u8]) {
+        q.push(
+            Bytes::from_static(data).into(),
+            None,
+            token,
+            None,
+            |_, _| panic!("answered at once"),
+        );
+    }
+
+    #[test]
+    fn silent_copied_writes_share_one_entry_and_are_still_answered_one_by_one() {
+        let mut q = WriteQueue::new(copying(8, 1024));
+        tok(&mut q, Tok(1, true), b"ab");
+        tok(&mut q, Tok(2, true), b"cde");
+        tok(&mut q, Tok(3, true), b"f");
+        tok(&mut q, Tok(4, false), b"gh");
+        tok(&mut q, Tok(5, true), b"ij");
+        tok(&mut q, Tok(6, true), b"k");
+        assert_eq!(q.entries.len(), 3, "runs: [1 2 3] [4] [5 6]");
+        assert_eq!(q.len(), 6, "every write counts");
+        let mut slices = Vec::new();
+        let Some(InPlaceTransmit::Vectored { len, writes, .. }) =
+            q.poll_transmit_in_place(5, true, &mut slices)
+        else {
+            panic!("a transmit");
+        };
+        assert_eq!((len, writes), (5, 1), "a run is one entry");
+        drop(slices);
+        let mut out = Vec::new();
+        q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        assert!(out.is_empty(), "a run is answered when it ends");
+        tok(&mut q, Tok(7, true), b"l");
+        assert_eq!(
+            q.len(),
+            7,
+            "a run partly sent takes no more writes; 7 joins [5 6]"
+        );
+        assert_eq!(q.entries.len(), 3);
+        q.fail_all(
+            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
+            |t, r| out.push((t, r)),
+        );
+        type Answer = (u32, Result<usize, (usize, usize)>);
+        let answers: Vec<Answer> = out
+            .iter()
+            .map(|(t, r)| {
+                let r = match r {
+                    Ok(w) => Ok(w.len),
+                    Err(WriteError::Closed { bytes_sent, len }) => Err((*bytes_sent, *len)),
+                    Err(e) => panic!("{e:?}"),
+                };
+                (t.0, r)
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                (1, Ok(2)),
+                (0, Err((2, 3))),
+                (0, Err((0, 1))),
+                (4, Err((0, 2))),
+                (5, Err((0, 2))),
+                (0, Err((0, 1))),
+                (0, Err((0, 1))),
+            ],
+            "one answer per write, in order: done if all of it went out, else how far"
+        );
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn a_run_in_flight_takes_no_more_writes_and_its_successes_come_one_per_write() {
+        let mut q = WriteQueue::new(copying(8, 1024));
+        tok(&mut q, Tok(1, true), b"ab");
+        tok(&mut q, Tok(2, true), b"cd");
+        let t = q.poll_transmit(usize::MAX).expect("data");
+        assert_eq!((t.len, t.writes), (4, 1));
+        tok(&mut q, Tok(3, true), b"ef");
+        assert_eq!(q.entries.len(), 2, "the run in flight is closed");
+        let mut out = Vec::new();
+        q.handle_sent(4, Instant::now(), |t, r| out.push((t, r.map(|w| w.len))))
+            .expect("ok");
+        let done: Vec<(u32, usize)> = out
+            .iter()
+            .map(|(t, r)| (t.0, *r.as_ref().expect("done")))
+            .collect();
+        assert_eq!(done, [(1, 2), (0, 2)]);
+        assert_eq!(q.len(), 1);
+        let t = q.poll_transmit(usize::MAX).expect("data");
+        assert_eq!(concat(&t), b"ef");
     }
 
     #[test]
