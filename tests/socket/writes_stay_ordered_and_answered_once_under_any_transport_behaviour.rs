@@ -2,7 +2,9 @@
 //! runs, an error at a random point), the byte stream it received is exactly the
 //! completed writes, in order, plus the reported part of the first failed one; every
 //! write is answered exactly once, in FIFO order; after an error every remaining write
-//! is answered with an error. Both write paths: `Write` messages and a `Writer` handle.
+//! is answered with an error. Both write paths: `Write` messages and a `Writer` handle,
+//! whose fire-and-forget writes (one at a time, or several per `write_each`) answer a
+//! failure by a report each to the subscriber.
 //! Segments are memory or file ranges; each file byte is read into memory once at most,
 //! however the transport cuts the sends.
 
@@ -10,10 +12,10 @@ use std::io::{self, Write as _};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{mock_peer, run_paused, settle, temp_path};
+use crate::support::{channel_subscriber, mock_peer, run_paused, settle, temp_path};
 use bytes::Bytes;
 use proptest::prelude::*;
-use sockactor::messages::{GetStats, GetWriter, Handle, Write};
+use sockactor::messages::{GetStats, GetWriter, Handle, SocketEventKind, Write};
 use sockactor::{
     FileRange, FlushPolicy, Flusher, IoBatch, MockTransport, QueueConfig, SendStep, Socket,
     SocketConfig, TurnCap, WriteError,
@@ -293,8 +295,137 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
     })
 }
 
+/// The fire-and-forget `Writer` path: writes through `write` (or `write_each`, three at
+/// a time, with `via_writer`), each answered by silence when it went out whole or by one
+/// `WriteFailed` report, in order.
+fn run_silent_case(case: Case) -> Result<(), TestCaseError> {
+    run_paused(|| async move {
+        let mock = MockTransport::start();
+        let mut script: Vec<SendStep> = case
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Accept(n) => SendStep::Accept(*n),
+                Step::AcceptAll => SendStep::AcceptAll,
+                Step::WouldBlock(ms) => SendStep::WouldBlock(Duration::from_millis(*ms)),
+                Step::Slow(bytes, ms) => SendStep::Slow {
+                    bytes: *bytes,
+                    after: Duration::from_millis(*ms),
+                },
+            })
+            .collect();
+        if let Some(at) = case.fail_at {
+            script.insert(
+                at.min(script.len()),
+                SendStep::Fail(io::ErrorKind::ConnectionReset),
+            );
+        }
+        mock.script_sendv(Handle(1), script);
+        let config = SocketConfig {
+            queue: QueueConfig {
+                high_watermark: 1 << 30,
+                low_watermark: 0,
+                max_bytes_per_turn: case.max_bytes_per_turn,
+                turn_cap: TurnCap::Always,
+                max_segments: case.max_segments,
+                file_read_chunk: case.file_read_chunk,
+                copy_threshold: case.copy_threshold,
+            },
+            ..SocketConfig::default()
+        };
+        let policy = if case.immediate {
+            FlushPolicy::Immediate
+        } else {
+            FlushPolicy::Deferred(Flusher::current().recipient())
+        };
+        let (subscriber, mut events) = channel_subscriber();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config)
+            .flush_policy(policy)
+            .subscriber(subscriber)
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let batches = payloads(&case.writes);
+        let writer = socket.send(GetWriter).await.expect("writer");
+        let group = if case.via_writer { 3 } else { 1 };
+        // Writes handed to the socket; the rest were refused at once (it had failed).
+        let mut handed = 0;
+        for chunk in batches.chunks(group) {
+            let taken = if group == 1 {
+                writer.write(chunk[0].clone()).is_ok()
+            } else {
+                writer.write_each(chunk.to_vec()).is_ok()
+            };
+            if !taken {
+                break;
+            }
+            handed += chunk.len();
+        }
+        // Every write before it is done (or the socket failed) when this is answered.
+        let _ = writer.write_answered(IoBatch::new()).await;
+        settle().await;
+        let stats = socket.send(GetStats).await.ok();
+
+        let mut failures = Vec::new();
+        while let Ok(kind) = events.try_recv() {
+            if let SocketEventKind::WriteFailed { tag, error } = kind {
+                prop_assert_eq!(tag, None);
+                match error {
+                    WriteError::Transport {
+                        bytes_sent, len, ..
+                    } => failures.push((bytes_sent, len)),
+                    other => prop_assert!(false, "unexpected error {:?}", other),
+                }
+            }
+        }
+        prop_assert!(
+            failures.len() <= handed,
+            "{} reports for {} writes",
+            failures.len(),
+            handed
+        );
+        let done = handed - failures.len();
+        let mut expected = Vec::new();
+        for batch in &batches[..done] {
+            expected.extend_from_slice(&batch.to_vec().expect("in memory"));
+        }
+        for (k, &(bytes_sent, len)) in failures.iter().enumerate() {
+            let batch = &batches[done + k];
+            prop_assert_eq!(
+                len,
+                batch.len(),
+                "the reports are the last writes, in order"
+            );
+            if k == 0 {
+                prop_assert!(bytes_sent < len, "a write that went out whole is done");
+                expected.extend_from_slice(&batch.to_vec().expect("in memory")[..bytes_sent]);
+            } else {
+                prop_assert_eq!(bytes_sent, 0);
+            }
+        }
+        prop_assert_eq!(mock.written(Handle(1)), expected, "recorded stream");
+        if failures.is_empty() && handed == batches.len() {
+            let stats = stats.expect("a socket that has not failed answers");
+            prop_assert_eq!(stats.writes, handed as u64 + 1);
+            prop_assert_eq!(stats.writes_completed, handed as u64 + 1);
+        }
+        for record in mock.sendv_log(Handle(1)) {
+            prop_assert!(record.offered <= case.max_bytes_per_turn.max(1));
+            prop_assert!(record.segments <= case.max_segments);
+        }
+        Ok(())
+    })
+}
+
 proptest! {
     #![proptest_config(crate::support::proptest_config(192))]
+    #[test]
+    fn fire_and_forget_writes_are_ordered_and_each_failure_reported_once(case in case()) {
+        run_silent_case(case)?;
+    }
+
     #[test]
     fn writes_are_ordered_and_answered_once(case in case()) {
         run_case(case)?;
