@@ -214,17 +214,23 @@ impl Workload {
         }
     }
 
-    fn label(self, count: usize) -> String {
+    fn label(self, count: usize, size: Option<usize>) -> String {
         let n = fmt_count(count as f64);
+        let size = match size.unwrap_or(self.spec().size) {
+            s if s >= 1024 && s.is_multiple_of(1024) => format!("{} KiB", s / 1024),
+            s => format!("{s} B"),
+        };
         match self {
-            Workload::A => format!("a · 64 B × {n}, 1 producer"),
-            Workload::B => format!("b · 64 B × {n}, 16 producers"),
-            Workload::B1 => format!("b1 · 64 B × {n}, 16 yielding producers"),
-            Workload::C => format!("c · 64 KiB × {n}, 1 producer"),
-            Workload::D => format!("d · 64 B ping-pong × {n}"),
+            Workload::A => format!("a · {size} × {n}, 1 producer"),
+            Workload::B => format!("b · {size} × {n}, 16 producers"),
+            Workload::B1 => format!("b1 · {size} × {n}, 16 yielding producers"),
+            Workload::C => format!("c · {size} × {n}, 1 producer"),
+            Workload::D => format!("d · {size} ping-pong × {n}"),
             Workload::E => format!("e · {n} idle connections"),
-            Workload::F => format!("f · 64 B × {n}, no-syscall transport"),
-            Workload::G => format!("g · 64 B requests × {n}, {REQ_IN_FLIGHT} in flight, echo peer"),
+            Workload::F => format!("f · {size} × {n}, no-syscall transport"),
+            Workload::G => {
+                format!("g · {size} requests × {n}, {REQ_IN_FLIGHT} in flight, echo peer")
+            }
         }
     }
 }
@@ -452,6 +458,12 @@ fn sock_builder(mode: Mode) -> SocketBuilder {
                     .ok()
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(QueueConfig::default().max_bytes_per_turn),
+                // SOCKACTOR_BENCH_COPY overrides the copy threshold (default 512 B), to
+                // measure where copying small writes stops paying.
+                copy_threshold: std::env::var("SOCKACTOR_BENCH_COPY")
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(QueueConfig::default().copy_threshold),
                 ..QueueConfig::default()
             },
             ..SocketConfig::default()
@@ -2367,7 +2379,7 @@ fn child_main(opts: &Opts) -> ! {
         count: opts
             .count
             .unwrap_or(if opts.quick { spec.quick } else { spec.full }),
-        size: spec.size,
+        size: opts.size.unwrap_or(spec.size),
         producers: spec.producers,
         yield_each: spec.yield_each,
     };
@@ -2455,12 +2467,14 @@ struct Opts {
     senders: Vec<Sender>,
     /// Flow-control modes, one table each (default: messages).
     flows: Vec<Flow>,
+    /// Message size for every workload (default: each workload's own).
+    size: Option<usize>,
     peer_holder: Option<usize>,
 }
 
 const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,f] \
 [--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer,sockactor-filtered] \
-[--flow messages,bytes] [--default-malloc] [--no-pin]";
+[--flow messages,bytes] [--size BYTES] [--default-malloc] [--no-pin]";
 
 fn parse_args() -> Res<Opts> {
     let mut opts = Opts::default();
@@ -2477,6 +2491,7 @@ fn parse_args() -> Res<Opts> {
             "--no-pin" => opts.no_pin = true,
             "--reps" => opts.reps = Some(number(&mut args, "--reps")?.max(1)),
             "--count" => opts.count = Some(number(&mut args, "--count")?.max(1)),
+            "--size" => opts.size = Some(number(&mut args, "--size")?.max(1)),
             "--peer-holder" => opts.peer_holder = Some(number(&mut args, "--peer-holder")?),
             "--workload" => {
                 for w in args.next().ok_or("--workload needs a list")?.split(',') {
@@ -2628,7 +2643,7 @@ fn parent_main(opts: Opts) -> i32 {
         m
     };
     print_header(&opts, reps, &notes, &mallocs, started.elapsed());
-    print_table(&workloads, &senders, &counts, &results);
+    print_table(&workloads, &senders, &counts, &results, opts.size);
     if !failures.is_empty() {
         println!();
         println!("**{} measurement(s) failed:**", failures.len());
@@ -2652,6 +2667,9 @@ fn run_child(
         .args(["--count", &count.to_string()]);
     if let Some(flow) = opts.flows.first() {
         cmd.args(["--flow", flow.key()]);
+    }
+    if let Some(size) = opts.size {
+        cmd.args(["--size", &size.to_string()]);
     }
     if opts.quick {
         cmd.arg("--quick");
@@ -2787,6 +2805,7 @@ fn print_table(
     senders: &[Sender],
     counts: &HashMap<Workload, usize>,
     results: &HashMap<(Workload, Sender), Reps>,
+    size: Option<usize>,
 ) {
     let (l, r) = (Align::Left, Align::Right);
     table_header(&[
@@ -2835,7 +2854,7 @@ fn print_table(
                 s.name().to_string()
             };
             let cells = [
-                w.label(counts[&w]),
+                w.label(counts[&w], size),
                 sender,
                 if streaming {
                     spread(&|o| Some(rate(o)), &fmt_count)
