@@ -261,17 +261,18 @@ impl<T> Entry<T> {
     /// went out is done (`done` with its length), the others fail with what
     /// `error(bytes_sent, len)` makes. The run's further writes answer with silent
     /// tokens.
+    ///
+    /// Hands back the list of lengths, for the next run.
     fn finish_run(
         self,
         completed: &mut impl FnMut(T, Result<Written, WriteError>),
         done: Written,
         error: impl Fn(usize, usize) -> WriteError,
-    ) where
+    ) -> Option<Box<Vec<u32>>>
+    where
         T: Token,
     {
-        let Some(run) = self.run else {
-            return;
-        };
+        let run = self.run?;
         let mut sent = self.sent;
         let mut token = Some(self.token);
         for &len in run.iter() {
@@ -286,6 +287,7 @@ impl<T> Entry<T> {
             };
             completed(token, result);
         }
+        Some(run)
     }
 
     fn remaining(&self) -> usize {
@@ -491,6 +493,10 @@ struct Stage {
     /// transport has let go of it).
     lent: Option<Bytes>,
     spare: BytesMut,
+    /// A finished run's list of lengths, kept for the next run (freeing one and making
+    /// one per run costs more than the run saves).
+    #[allow(clippy::box_collection)]
+    spare_run: Option<Box<Vec<u32>>>,
 }
 
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
@@ -656,7 +662,15 @@ impl<T: Token> WriteQueue<T> {
                 .filter(|last| joins && last.takes_silent())
             {
                 let first = last.len as u32;
-                let run = last.run.get_or_insert_with(|| Box::new(vec![first]));
+                let spare = &mut stage.spare_run;
+                let run = last.run.get_or_insert_with(|| match spare.take() {
+                    Some(mut run) => {
+                        run.clear();
+                        run.push(first);
+                        run
+                    }
+                    None => Box::new(vec![first]),
+                });
                 run.push(len as u32);
                 last.len += len;
                 self.queued += len;
@@ -670,6 +684,15 @@ impl<T: Token> WriteQueue<T> {
         self.entries
             .push_back(Entry::new(batch, len, tag, token, now));
         self.queued += len;
+    }
+
+    /// Keeps a finished run's list of lengths for the next run, unless it grew large.
+    #[allow(clippy::box_collection)]
+    fn keep_run(stage: &mut Option<Box<Stage>>, run: Option<Box<Vec<u32>>>) {
+        let run = run.filter(|run| run.capacity() <= STAGING_KEEP / 4);
+        if let (Some(run), Some(stage)) = (run, stage.as_deref_mut()) {
+            stage.spare_run = Some(run);
+        }
     }
 
     /// The transmit in flight was answered: takes back the copy buffer it lent, if the
@@ -1025,7 +1048,8 @@ impl<T: Token> WriteQueue<T> {
             }
             self.merged -= entry.merged();
             if entry.run.is_some() {
-                entry.finish_run(&mut completed, Written::default(), &error);
+                let run = entry.finish_run(&mut completed, Written::default(), &error);
+                Self::keep_run(&mut self.stage, run);
             } else {
                 completed(entry.token, Err(error(entry.sent, entry.len)));
             }
@@ -1052,7 +1076,8 @@ impl<T: Token> WriteQueue<T> {
         self.merged = 0;
         for entry in self.entries.drain(..) {
             if entry.run.is_some() {
-                entry.finish_run(&mut completed, Written::default(), &error);
+                let run = entry.finish_run(&mut completed, Written::default(), &error);
+                Self::keep_run(&mut self.stage, run);
             } else {
                 completed(entry.token, Err(error(entry.sent, entry.len)));
             }
@@ -1078,9 +1103,10 @@ impl<T: Token> WriteQueue<T> {
                 completed(entry.token, Ok(report));
                 continue;
             }
-            entry.finish_run(&mut completed, report, |sent, len| {
+            let run = entry.finish_run(&mut completed, report, |sent, len| {
                 unreachable_partial(sent, len)
             });
+            Self::keep_run(&mut self.stage, run);
         }
     }
 }
