@@ -176,6 +176,11 @@ struct Body {
     read_ahead: Option<ReadAhead>,
 }
 
+/// The lengths of a run's writes, in order. Boxed: every entry pays 8 bytes for its
+/// `Option`, not 24.
+#[allow(clippy::box_collection)]
+type Lens = Box<Vec<u32>>;
+
 /// What the queue (and the core) ask of a write's token.
 pub(crate) trait Token: Sized {
     /// Nobody hears this write's success (a fire-and-forget write): when it succeeds,
@@ -215,8 +220,7 @@ struct Entry<T> {
     /// A run: further silent copied writes merged into this one, their lengths in
     /// order (this entry's own first). `len` is the run's total. Boxed so that every
     /// entry pays 8 bytes for it, not 24.
-    #[allow(clippy::box_collection)]
-    run: Option<Box<Vec<u32>>>,
+    run: Option<Lens>,
 }
 
 impl<T> Entry<T> {
@@ -268,7 +272,7 @@ impl<T> Entry<T> {
         completed: &mut impl FnMut(T, Result<Written, WriteError>),
         done: Written,
         error: impl Fn(usize, usize) -> WriteError,
-    ) -> Option<Box<Vec<u32>>>
+    ) -> Option<Lens>
     where
         T: Token,
     {
@@ -495,8 +499,7 @@ struct Stage {
     spare: BytesMut,
     /// A finished run's list of lengths, kept for the next run (freeing one and making
     /// one per run costs more than the run saves).
-    #[allow(clippy::box_collection)]
-    spare_run: Option<Box<Vec<u32>>>,
+    spare_run: Option<Lens>,
 }
 
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
@@ -687,8 +690,7 @@ impl<T: Token> WriteQueue<T> {
     }
 
     /// Keeps a finished run's list of lengths for the next run, unless it grew large.
-    #[allow(clippy::box_collection)]
-    fn keep_run(stage: &mut Option<Box<Stage>>, run: Option<Box<Vec<u32>>>) {
+    fn keep_run(stage: &mut Option<Box<Stage>>, run: Option<Lens>) {
         let run = run.filter(|run| run.capacity() <= STAGING_KEEP / 4);
         if let (Some(run), Some(stage)) = (run, stage.as_deref_mut()) {
             stage.spare_run = Some(run);
