@@ -76,6 +76,13 @@ impl SendFlow {
         )
     }
 
+    /// Whether [`poll`](Self::poll) may have something to say now (a flush to ask for,
+    /// a transmit to make or a wait to start); `false` while a flush, transmit, wait or
+    /// yield is under way, or nothing is.
+    pub(crate) fn wants_poll(&self) -> bool {
+        self.request || self.wait || self.state == Send::Ready
+    }
+
     /// Whether a transmit is out, its answer to come.
     pub(crate) fn in_flight(&self) -> bool {
         matches!(self.state, Send::InFlight { .. })

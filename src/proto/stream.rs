@@ -392,6 +392,13 @@ impl<T: Token> StreamCore<T> {
         self.receive.is_done()
     }
 
+    /// Whether `poll_io` or `poll_event` has something now. After a write, `false`
+    /// means the write only joined the queue (a flush, transmit or wait already under
+    /// way will carry it): the driver may skip its loop.
+    pub(crate) fn wants_drive(&self) -> bool {
+        !self.events.is_empty() || self.close || self.life == Life::Closed || self.send.wants_poll()
+    }
+
     /// Whether the socket has bytes to send and is not waiting for the transport to be
     /// writable: a sender competing for its thread (see `handle_contention`).
     pub(crate) fn is_sending(&self) -> bool {

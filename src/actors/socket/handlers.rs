@@ -29,7 +29,7 @@ impl Handler<Write> for Socket {
         // A writer's write brings its own answer channel (or needs none).
         if msg.admitted {
             self.admitted_write(msg.batch, tag, Reply::own(tag, msg.reply), now);
-            self.drive(ctx);
+            self.drive_after_write(ctx);
             return WriteResponse::detached();
         }
         let token = Reply::pending(tag);
@@ -80,7 +80,7 @@ impl Handler<Write> for Socket {
         if let Err(refused) = queued {
             return WriteResponse::now(tag, Err(refused.error));
         }
-        self.drive(ctx);
+        self.drive_after_write(ctx);
         self.replies.later(tag)
     }
 }
@@ -93,11 +93,22 @@ impl Handler<WriteEach> for Socket {
         for batch in msg.0 {
             self.admitted_write(batch, None, Reply::own(None, None), None);
         }
-        self.drive(ctx);
+        self.drive_after_write(ctx);
     }
 }
 
 impl Socket {
+    /// Drives the core after writes were queued, unless they changed nothing it would
+    /// act on: a burst's writes behind the first only join the queue while the flush
+    /// asked for (or a transmit, or a wait for room) is under way.
+    fn drive_after_write(&mut self, ctx: &mut Context<Self>) {
+        if self.core.wants_drive() {
+            self.drive(ctx);
+        } else {
+            self.publish_stats();
+        }
+    }
+
     /// Queues a write a `Writer` admitted (behind any writes waiting for room); a
     /// refusal after all (the socket shut since) gives its bytes back to the gate and
     /// its answer to its token.

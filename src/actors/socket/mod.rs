@@ -192,6 +192,11 @@ impl Socket {
         }
         self.sender.set(self.core.is_sending());
         self.set_timer(ctx);
+        self.publish_stats();
+    }
+
+    /// A registered socket's live counters, for its registry.
+    fn publish_stats(&self) {
         if self
             .watch
             .as_ref()
