@@ -72,8 +72,9 @@ impl<R> crate::proto::Token for Reply<R> {
 enum Slot<R> {
     #[default]
     Empty,
-    /// The channel came (`None`: `do_send`, nobody listens).
-    Channel(Option<OneshotSender<R>>),
+    /// The channel came (`None`: `do_send`, nobody listens), and when (read only when
+    /// someone listens: a fire-and-forget write's latency is never read).
+    Channel(Option<OneshotSender<R>>, Option<std::time::Instant>),
     /// The answer came first.
     Answered(R),
 }
@@ -97,22 +98,39 @@ impl<R> Rendezvous<R> {
     /// Moves a parked reply channel onto `token` (the token of the write handled last, if
     /// still pending). Call before queuing the next write.
     pub(crate) fn attach(&self, token: Option<&mut Reply<R>>) {
+        self.attach_stamped(token);
+    }
+
+    /// [`attach`](Self::attach), returning when the write's response parked a channel
+    /// someone listens on: the time to count that write's latency from (the handler
+    /// did not read the clock for it, not knowing whether anyone would listen).
+    pub(crate) fn attach_stamped(
+        &self,
+        token: Option<&mut Reply<R>>,
+    ) -> Option<std::time::Instant> {
         let slot = std::mem::take(&mut *self.0.borrow_mut());
         match slot {
-            Slot::Channel(tx) => match token.filter(|t| matches!(t.to, To::Pending)) {
+            Slot::Channel(tx, at) => match token.filter(|t| matches!(t.to, To::Pending)) {
                 Some(token) => {
                     token.to = match tx {
                         Some(tx) => To::Channel(tx),
                         None => To::Nobody,
                     };
+                    at
                 }
                 // Unreachable while the owner finds the token of every write whose
                 // answer is still to come.
-                None => debug_assert!(tx.is_none(), "a reply channel with no write to take it"),
+                None => {
+                    debug_assert!(tx.is_none(), "a reply channel with no write to take it");
+                    None
+                }
             },
             // Not ours to take: the response of the write being handled picks it up.
-            answered @ Slot::Answered(_) => *self.0.borrow_mut() = answered,
-            Slot::Empty => {}
+            answered @ Slot::Answered(_) => {
+                *self.0.borrow_mut() = answered;
+                None
+            }
+            Slot::Empty => None,
         }
     }
 
@@ -140,7 +158,7 @@ impl<R> Rendezvous<R> {
             To::Pending => {
                 let slot = std::mem::take(&mut *self.0.borrow_mut());
                 match slot {
-                    Slot::Channel(tx) => tx,
+                    Slot::Channel(tx, _) => tx,
                     // Answered inside its own handler: the response picks it up.
                     Slot::Empty | Slot::Answered(_) => {
                         *self.0.borrow_mut() = Slot::Answered(result);
@@ -235,7 +253,9 @@ where
                 match std::mem::take(&mut *slot) {
                     Slot::Answered(result) => (tag, result),
                     _ => {
-                        *slot = Slot::Channel(tx);
+                        // tokio's clock, as the actors' (paused time in tests).
+                        let at = tx.is_some().then(|| tokio::time::Instant::now().into_std());
+                        *slot = Slot::Channel(tx, at);
                         return;
                     }
                 }

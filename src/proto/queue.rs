@@ -36,8 +36,8 @@ pub struct Written {
     /// coalescing this write enjoyed.
     pub max_writes_per_sendv: u32,
     /// Time from enqueue to the transport accepting the last byte; zero for a write
-    /// whose answer nobody can see (`Writer::write` and `write_tagged`: the socket
-    /// spares them the clock read).
+    /// whose answer nobody can see (the socket spares them the clock read) and for one
+    /// done within the handler that queued it.
     pub latency: Duration,
 }
 
@@ -622,6 +622,13 @@ impl<T: Token> WriteQueue<T> {
     /// that arrives after the write was queued).
     pub(crate) fn last_token_mut(&mut self) -> Option<&mut T> {
         self.entries.back_mut().map(|e| &mut e.token)
+    }
+
+    /// The write queued last counts its latency from `at`, if it had no start yet.
+    pub(crate) fn stamp_last(&mut self, at: Instant) {
+        if let Some(last) = self.entries.back_mut() {
+            last.enqueued.get_or_insert(at);
+        }
     }
 
     /// Queues a write.

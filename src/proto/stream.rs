@@ -450,6 +450,15 @@ impl<T: Token> StreamCore<T> {
         }
     }
 
+    /// The write queued last (if it is in the queue, not waiting for room) counts its
+    /// latency from `at`, if it had no start yet (its driver learned only after queuing
+    /// it that someone listens).
+    pub(crate) fn stamp_last(&mut self, at: Instant) {
+        if self.waiting.is_empty() {
+            self.queue.stamp_last(at);
+        }
+    }
+
     /// The counters, with the queue's and window's sizes now.
     pub(crate) fn stats(&self) -> SocketStats {
         let c = &self.counters;

@@ -21,10 +21,12 @@ impl Handler<Write> for Socket {
     type Result = WriteResponse<Result<Written, WriteError>>;
 
     fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) -> Self::Result {
-        self.replies.attach(self.core.last_token_mut());
-        // A writer's write with no answer channel: nobody sees its latency, so the clock
-        // is not read for it (a vDSO call per write on the hot path).
-        let now = (!msg.admitted || msg.reply.is_some()).then(now);
+        self.attach_reply();
+        // The clock is read only for a write someone will hear about: a writer's
+        // awaited write here; a `send`'s when its response parks the reply channel
+        // (`attach_reply` stamps it). A `do_send` or a writer's fire-and-forget write
+        // never reads it (a vDSO call per write on the hot path).
+        let now = msg.reply.is_some().then(now);
         let (tag, len) = (msg.tag, msg.batch.len());
         // A writer's write brings its own answer channel (or needs none).
         if msg.admitted {
@@ -89,7 +91,7 @@ impl Handler<WriteEach> for Socket {
     type Result = ();
 
     fn handle(&mut self, msg: WriteEach, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         for batch in msg.0 {
             self.admitted_write(batch, None, Reply::own(None, None), None);
         }
@@ -154,7 +156,7 @@ impl Handler<Flush> for Socket {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         self.core.handle_flush();
         self.drive(ctx);
     }
@@ -164,7 +166,7 @@ impl Handler<WindowReopened> for Socket {
     type Result = ();
 
     fn handle(&mut self, _: WindowReopened, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         self.drive(ctx);
     }
 }
@@ -173,7 +175,7 @@ impl Handler<Ready> for Socket {
     type Result = ();
 
     fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         if msg.handle == self.handle {
             self.on_ready(msg.readiness, false, ctx);
         }
@@ -184,7 +186,7 @@ impl Handler<CancelWrite> for Socket {
     type Result = Option<crate::batch::IoBatch>;
 
     fn handle(&mut self, msg: CancelWrite, ctx: &mut Context<Self>) -> Self::Result {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         let batch = self.core.handle_cancel(msg.tag, now());
         self.drive(ctx);
         batch
@@ -195,7 +197,7 @@ impl Handler<Close> for Socket {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         self.core.handle_close(msg == Close::Abort, now());
         self.drive(ctx);
     }

@@ -152,6 +152,7 @@ impl Socket {
     /// Does what the core asks, tells others what it says, and sets its timer, until it
     /// has nothing more to say.
     fn drive(&mut self, ctx: &mut Context<Self>) {
+        self.attach_reply();
         let span = self.span().clone();
         let _entered = span.enter();
         let (deliveries, bytes) = self.shared.unacked();
@@ -195,6 +196,14 @@ impl Socket {
         self.publish_stats();
     }
 
+    /// Moves the reply channel the last write's response parked onto that write, and
+    /// starts its latency from when it was parked. Call first in every handler.
+    fn attach_reply(&mut self) {
+        if let Some(at) = self.replies.attach_stamped(self.core.last_token_mut()) {
+            self.core.stamp_last(at);
+        }
+    }
+
     /// A registered socket's live counters, for its registry.
     fn publish_stats(&self) {
         if self
@@ -226,6 +235,7 @@ impl Socket {
                     tokio::task::yield_now()
                         .into_actor(self)
                         .map(move |_, act, ctx| {
+                            act.attach_reply();
                             act.core.handle_yielded(direction);
                             act.drive(ctx);
                         }),
@@ -448,6 +458,7 @@ impl Socket {
             let wait = at.saturating_duration_since(now());
             let timer = ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
+                act.attach_reply();
                 // The core learns what the subscriber acknowledged meanwhile.
                 let (deliveries, bytes) = act.shared.unacked();
                 act.core.handle_unacked(deliveries, bytes);
@@ -473,12 +484,14 @@ impl Socket {
         result: Result<crate::types::Sent, TransportError>,
         ctx: &mut Context<Self>,
     ) {
+        self.attach_reply();
         self.core.handle_sent(result, now());
         self.drive(ctx);
     }
 
     /// A transport reached by message answered a read.
     pub(crate) fn on_read(&mut self, got: Result<Got, TransportError>, ctx: &mut Context<Self>) {
+        self.attach_reply();
         self.absorb(got, now());
         self.drive(ctx);
     }
@@ -489,6 +502,7 @@ impl Socket {
         result: Result<(), TransportError>,
         ctx: &mut Context<Self>,
     ) {
+        self.attach_reply();
         if let Err(error) = &result {
             tracing::debug!(parent: self.span(), %error, "shutdown of the sending half failed");
         }
@@ -498,6 +512,7 @@ impl Socket {
 
     /// The transport is ready again (`waited`: the socket's own wait ended).
     pub(crate) fn on_ready(&mut self, readiness: Readiness, waited: bool, ctx: &mut Context<Self>) {
+        self.attach_reply();
         if waited {
             self.io.waited(readiness);
         }
@@ -509,6 +524,7 @@ impl Socket {
 
     /// A transport reached by message answered a byte layer's own call.
     pub(crate) fn on_lower(&mut self, lower: Lower, ctx: &mut Context<Self>) {
+        self.attach_reply();
         if let Some(got) = self.io.lower(lower, &mut self.core, ctx) {
             self.absorb(got, now());
         }
@@ -520,6 +536,7 @@ impl Socket {
     /// socket closes gracefully: reading stops, queued writes drain (their wait is armed
     /// again), then the handle closes and, with nothing left under way, the actor stops.
     pub(crate) fn on_orphaned(&mut self, readiness: Readiness, ctx: &mut Context<Self>) {
+        self.attach_reply();
         tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
         self.io.waited(readiness);
         self.inbound.drop_buffers();
@@ -590,7 +607,7 @@ impl Actor for Socket {
     /// Nobody holds the socket's address any more. With writes still queued, it closes
     /// gracefully first (the queue drains, then the handle closes) and only then stops.
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         // Bytes answered `Ok` still in a layer's outbox go out first, too: a graceful
         // close sends them (and the layers' close) before the handle closes.
         let unsent = self.io.unsent();
@@ -607,7 +624,7 @@ impl Actor for Socket {
     }
 
     fn stopped(&mut self, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.attach_reply();
         self.core.handle_stopped();
         while let Some(action) = self.core.poll_io() {
             if action == IoAction::CloseHandle {
