@@ -95,7 +95,7 @@ pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteEr
 pub use proto::{QueueConfig, TurnCap};
 pub use runtime::{SocketSystem, SocketSystemBuilder, SocketSystemError};
 pub use shared::ReadPermit;
-pub use types::{IdleKind, PeerLimits, SocketState};
+pub use types::{IdleKind, PeerLimits, SocketBuffers, SocketState};
 
 /// The types most programs need.
 pub mod prelude {

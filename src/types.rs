@@ -235,3 +235,16 @@ pub enum IdleKind {
     /// Neither ([`PeerLimits::idle`]).
     Both,
 }
+
+/// Kernel buffer sizes for a socket: `SO_SNDBUF` and `SO_RCVBUF`, set by the transport
+/// when it opens the socket, before it connects or binds (so a TCP receive buffer can
+/// shape the window it offers). `None` keeps the system's default. Linux doubles what is
+/// asked (for its bookkeeping) and caps it at `net.core.wmem_max` / `rmem_max`; a
+/// transport without kernel buffers (a mock, a simulation) ignores them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// `SO_SNDBUF`: the kernel's send buffer, in bytes.
+    pub send: Option<usize>,
+    /// `SO_RCVBUF`: the kernel's receive buffer, in bytes.
+    pub recv: Option<usize>,
+}

@@ -48,6 +48,10 @@ pub struct DatagramConfig {
     /// Most datagrams sent, and most received, before the socket yields to the other
     /// actors of its thread.
     pub max_per_turn: usize,
+    /// Kernel buffer sizes (`SO_SNDBUF`, `SO_RCVBUF`), set when the socket is opened
+    /// (default: the system's). A larger receive buffer holds a burst the socket has not
+    /// read yet instead of dropping it.
+    pub buffers: crate::types::SocketBuffers,
 }
 
 impl Default for DatagramConfig {
@@ -57,6 +61,7 @@ impl Default for DatagramConfig {
             max_queued_bytes: 4 * 1024 * 1024,
             max_datagram_size: 65_535,
             max_per_turn: 64,
+            buffers: crate::types::SocketBuffers::default(),
         }
     }
 }
@@ -205,6 +210,7 @@ impl DatagramBuilder {
             family,
             kind: SocketKind::Datagram,
             events: ctx.address().downgrade().recipient(),
+            buffers: self.config.buffers,
         };
         let handle = call(Some(functions.open()), "open", open)
             .await

@@ -100,6 +100,7 @@ pub struct ListenerBuilder {
     functions: Option<SocketFunctions>,
     backlog: u32,
     reuse_port: bool,
+    buffers: crate::types::SocketBuffers,
     factory: Option<Factory>,
     subscriber: Option<Recipient<ListenerEvent>>,
     max_accepts_per_turn: usize,
@@ -112,6 +113,7 @@ impl fmt::Debug for ListenerBuilder {
             .field("functions", &self.functions)
             .field("backlog", &self.backlog)
             .field("reuse_port", &self.reuse_port)
+            .field("buffers", &self.buffers)
             .field("subscriber", &self.subscriber)
             .field("max_accepts_per_turn", &self.max_accepts_per_turn)
             .field("accept_backoff", &self.accept_backoff)
@@ -125,6 +127,7 @@ impl Default for ListenerBuilder {
             functions: None,
             backlog: 1024,
             reuse_port: false,
+            buffers: crate::types::SocketBuffers::default(),
             factory: None,
             subscriber: None,
             max_accepts_per_turn: 64,
@@ -145,6 +148,14 @@ impl ListenerBuilder {
     /// Connections the system may hold before they are accepted (default 1024).
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.backlog = backlog;
+        self
+    }
+
+    /// Kernel buffer sizes of the listening socket; on Linux every accepted connection
+    /// starts with them (and a receive buffer set before `listen` shapes the TCP window
+    /// the connections offer). Default: the system's.
+    pub fn buffers(mut self, buffers: crate::types::SocketBuffers) -> Self {
+        self.buffers = buffers;
         self
     }
 
@@ -202,6 +213,7 @@ impl ListenerBuilder {
             family: addr.family(),
             kind: SocketKind::Stream,
             events: ctx.address().downgrade().recipient(),
+            buffers: self.buffers,
         };
         let handle = call(Some(functions.open()), "open", open)
             .await

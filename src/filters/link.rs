@@ -408,6 +408,7 @@ impl<F: Filter> Handler<OpenSocket> for FilterActor<F> {
             family: msg.family,
             kind,
             events: Self::own_events(ctx),
+            buffers: msg.buffers,
         };
         let opened = async move { inner.send(open).await? };
         Box::pin(opened.into_actor(self).map(move |answer, act, _| {

@@ -27,6 +27,9 @@ pub struct OpenSocket {
     /// drains, closes its handle and stops, whatever its transport); a notice for an
     /// actor that is gone is dropped.
     pub events: WeakRecipient<Ready>,
+    /// Kernel buffer sizes to set before anything else (a transport without kernel
+    /// buffers ignores them).
+    pub buffers: crate::types::SocketBuffers,
 }
 
 impl Message for OpenSocket {

@@ -108,6 +108,8 @@ struct MockHandle {
     accept_waiting: bool,
     accept_calls: usize,
     datagrams: Vec<MockDatagram>,
+    /// The kernel buffer sizes asked for when it was opened.
+    buffers: crate::types::SocketBuffers,
 }
 
 impl MockHandle {
@@ -138,6 +140,7 @@ impl MockHandle {
             accept_waiting: false,
             accept_calls: 0,
             datagrams: Vec::new(),
+            buffers: crate::types::SocketBuffers::default(),
         }
     }
 
@@ -442,6 +445,11 @@ impl MockTransport {
         self.lock().handles.get(&handle).is_some_and(|h| h.closed)
     }
 
+    /// The kernel buffer sizes the handle was opened with (`None`: no such handle).
+    pub fn buffers(&self, handle: Handle) -> Option<crate::types::SocketBuffers> {
+        self.lock().handles.get(&handle).map(|h| h.buffers)
+    }
+
     /// The address the handle connected to (or, for an inbound connection, came from).
     pub fn peer(&self, handle: Handle) -> Option<Address> {
         self.lock()
@@ -516,7 +524,12 @@ impl Handler<OpenSocket> for MockFunctions {
     type Result = Result<Handle, TransportError>;
 
     fn handle(&mut self, msg: OpenSocket, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.lock().add(msg.kind, Some(msg.events)))
+        let mut state = self.lock();
+        let handle = state.add(msg.kind, Some(msg.events));
+        if let Some(h) = state.handles.get_mut(&handle) {
+            h.buffers = msg.buffers;
+        }
+        Ok(handle)
     }
 }
 

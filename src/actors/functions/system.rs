@@ -24,6 +24,7 @@ use crate::messages::functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
     Readiness, Ready, Received, RecvFrom, SendV, Sent, ShutdownWrite, SocketKind,
 };
+use crate::types::SocketBuffers;
 
 /// The built-in transport: non-blocking TCP, Unix domain stream sockets and UDP through
 /// tokio.
@@ -792,8 +793,38 @@ impl Handler<OpenSocket> for SystemFunctions {
             }
             (family, SocketKind::Datagram) => State::Udp(udp_socket(family)?),
         };
+        let sock = match &state {
+            State::Tcp(s) => Some(socket2::SockRef::from(s)),
+            #[cfg(unix)]
+            State::Unix(entry) => Some(socket2::SockRef::from(&entry.socket)),
+            State::Udp(s) => Some(socket2::SockRef::from(s)),
+            _ => None,
+        };
+        if let Some(sock) = sock {
+            set_buffers(&sock, msg.buffers)?;
+        }
         Ok(self.insert(state, msg.events))
     }
+}
+
+/// Sets the kernel buffer sizes asked for (`SO_SNDBUF`, `SO_RCVBUF`); a size the
+/// system call cannot take (past `i32::MAX`) is an `InvalidInput` error.
+fn set_buffers(socket: &socket2::SockRef<'_>, buffers: SocketBuffers) -> io::Result<()> {
+    let fits = |n: usize| {
+        i32::try_from(n).map(|_| n).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a socket buffer of {n} bytes is past what the system takes (i32::MAX)"),
+            )
+        })
+    };
+    if let Some(n) = buffers.send {
+        socket.set_send_buffer_size(fits(n)?)?;
+    }
+    if let Some(n) = buffers.recv {
+        socket.set_recv_buffer_size(fits(n)?)?;
+    }
+    Ok(())
 }
 
 impl Handler<Bind> for SystemFunctions {
@@ -1127,5 +1158,48 @@ impl Handler<CloseSocket> for SystemFunctions {
         }
         // Dropping the last reference closes the descriptor.
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod buffer_tests {
+    use super::*;
+
+    #[test]
+    fn buffer_sizes_are_set_and_a_size_past_i32_is_refused() {
+        let socket = TcpSocket::new_v4().expect("socket");
+        let sock = socket2::SockRef::from(&socket);
+        let default_recv = sock.recv_buffer_size().expect("SO_RCVBUF");
+        set_buffers(
+            &sock,
+            SocketBuffers {
+                send: Some(96 * 1024),
+                recv: Some(48 * 1024),
+            },
+        )
+        .expect("set");
+        // Linux doubles what it is given (and caps it at wmem_max/rmem_max).
+        let send = sock.send_buffer_size().expect("SO_SNDBUF");
+        let recv = sock.recv_buffer_size().expect("SO_RCVBUF");
+        assert!(send >= 96 * 1024, "SO_SNDBUF {send}");
+        assert!(
+            (48 * 1024..=2 * 48 * 1024).contains(&recv),
+            "SO_RCVBUF {recv}"
+        );
+        assert_ne!(recv, default_recv);
+        let past = set_buffers(
+            &sock,
+            SocketBuffers {
+                send: None,
+                recv: Some(usize::MAX),
+            },
+        )
+        .expect_err("refused");
+        assert_eq!(past.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            sock.recv_buffer_size().expect("SO_RCVBUF"),
+            recv,
+            "unchanged"
+        );
     }
 }

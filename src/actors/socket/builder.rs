@@ -88,6 +88,9 @@ pub struct SocketConfig {
     /// Idle timeouts, a deadline per frame and a send timeout: how long a peer may keep
     /// this socket waiting (all off by default; see [`PeerLimits`]).
     pub limits: PeerLimits,
+    /// Kernel buffer sizes (`SO_SNDBUF`, `SO_RCVBUF`), set when the socket is opened
+    /// (default: the system's).
+    pub buffers: crate::types::SocketBuffers,
 }
 
 impl Default for SocketConfig {
@@ -103,6 +106,7 @@ impl Default for SocketConfig {
             close_linger: Duration::ZERO,
             drain_timeout: None,
             limits: PeerLimits::default(),
+            buffers: crate::types::SocketBuffers::default(),
         }
     }
 }
@@ -231,6 +235,7 @@ impl SocketBuilder {
             family: addr.family(),
             kind: SocketKind::Stream,
             events: ctx.address().downgrade().recipient(),
+            buffers: self.config.buffers,
         };
         let handle = flatten(functions.open().send(open).await).map_err(SocketError::Open)?;
         // Closes the handle unless the socket takes it: on a failed or timed-out connect,
