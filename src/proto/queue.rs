@@ -299,8 +299,12 @@ impl<T> Entry<T> {
     }
 
     /// Writes merged into this entry's run, beyond its own.
-    fn merged(&self) -> usize {
-        self.run.as_ref().map_or(0, |run| run.len() - 1)
+    fn merged(&self) -> u32 {
+        // A run holds at most `u32::MAX` writes beyond its first: the queue's count
+        // stops runs from growing there.
+        self.run
+            .as_ref()
+            .map_or(0, |run| u32::try_from(run.len() - 1).unwrap_or(u32::MAX))
     }
 
     /// Whether its bytes are in the staging buffer.
@@ -513,8 +517,10 @@ pub(crate) struct WriteQueue<T> {
     /// The copied writes' bytes; made at the first copied write (boxed: an idle socket
     /// holds none).
     stage: Option<Box<Stage>>,
-    /// Writes merged into runs (beyond each run's first), for [`len`](Self::len).
-    merged: usize,
+    /// Writes merged into runs (beyond each run's first), for [`len`](Self::len). A
+    /// `u32` (every socket holds one: it fits beside the limits); at its maximum, writes
+    /// stop joining runs.
+    merged: u32,
     queued: usize,
     in_flight: Option<InFlight>,
     /// A chunk read failed for a file segment that was not the first piece of the
@@ -594,7 +600,7 @@ impl<T: Token> WriteQueue<T> {
 
     /// Writes queued (including the one partly sent).
     pub(crate) fn len(&self) -> usize {
-        self.entries.len() + self.merged
+        self.entries.len() + self.merged as usize
     }
 
     /// Whether no write is queued.
@@ -664,8 +670,11 @@ impl<T: Token> WriteQueue<T> {
             // yet: one entry for the run (their successes are counted, not emitted; a
             // failure still answers each write).
             let in_flight = self.in_flight.map_or(0, |f| f.writes);
-            let joins =
-                now.is_none() && len > 0 && token.silent() && self.entries.len() > in_flight;
+            let joins = now.is_none()
+                && len > 0
+                && token.silent()
+                && self.entries.len() > in_flight
+                && self.merged < u32::MAX;
             if let Some(last) = self
                 .entries
                 .back_mut()
