@@ -142,6 +142,59 @@ fn payloads(writes: &[Vec<(usize, bool)>]) -> Vec<IoBatch> {
         .collect()
 }
 
+/// A mock transport whose first handle follows the case's script (plus its failure).
+fn scripted_mock(case: &Case) -> MockTransport {
+    let mock = MockTransport::start();
+    let mut script: Vec<SendStep> = case
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Accept(n) => SendStep::Accept(*n),
+            Step::AcceptAll => SendStep::AcceptAll,
+            Step::WouldBlock(ms) => SendStep::WouldBlock(Duration::from_millis(*ms)),
+            Step::Slow(bytes, ms) => SendStep::Slow {
+                bytes: *bytes,
+                after: Duration::from_millis(*ms),
+            },
+        })
+        .collect();
+    if let Some(at) = case.fail_at {
+        script.insert(
+            at.min(script.len()),
+            SendStep::Fail(io::ErrorKind::ConnectionReset),
+        );
+    }
+    mock.script_sendv(Handle(1), script);
+    mock
+}
+
+/// A socket builder over `mock` with the case's queue limits and flush policy.
+fn socket_builder(case: &Case, mock: &MockTransport) -> sockactor::SocketBuilder {
+    let config = SocketConfig {
+        queue: QueueConfig {
+            high_watermark: 1 << 30,
+            low_watermark: 0,
+            max_bytes_per_turn: case.max_bytes_per_turn,
+            // Every turn capped, so that each transmit is within the turn's budget (a
+            // socket alone is capped only with `Always`).
+            turn_cap: TurnCap::Always,
+            max_segments: case.max_segments,
+            file_read_chunk: case.file_read_chunk,
+            copy_threshold: case.copy_threshold,
+        },
+        ..SocketConfig::default()
+    };
+    let policy = if case.immediate {
+        FlushPolicy::Immediate
+    } else {
+        FlushPolicy::Deferred(Flusher::current().recipient())
+    };
+    Socket::builder()
+        .functions(mock.functions())
+        .config(config)
+        .flush_policy(policy)
+}
+
 fn run_case(case: Case) -> Result<(), TestCaseError> {
     if std::env::var("CASE_DEBUG").is_ok() {
         eprintln!("{case:?}");
@@ -151,50 +204,8 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             .try_init();
     }
     run_paused(|| async move {
-        let mock = MockTransport::start();
-        let mut script: Vec<SendStep> = case
-            .steps
-            .iter()
-            .map(|s| match s {
-                Step::Accept(n) => SendStep::Accept(*n),
-                Step::AcceptAll => SendStep::AcceptAll,
-                Step::WouldBlock(ms) => SendStep::WouldBlock(Duration::from_millis(*ms)),
-                Step::Slow(bytes, ms) => SendStep::Slow {
-                    bytes: *bytes,
-                    after: Duration::from_millis(*ms),
-                },
-            })
-            .collect();
-        if let Some(at) = case.fail_at {
-            script.insert(
-                at.min(script.len()),
-                SendStep::Fail(io::ErrorKind::ConnectionReset),
-            );
-        }
-        mock.script_sendv(Handle(1), script);
-        let config = SocketConfig {
-            queue: QueueConfig {
-                high_watermark: 1 << 30,
-                low_watermark: 0,
-                max_bytes_per_turn: case.max_bytes_per_turn,
-                // Every turn capped, so that each transmit is within the turn's budget
-                // (a socket alone is capped only with `Always`).
-                turn_cap: TurnCap::Always,
-                max_segments: case.max_segments,
-                file_read_chunk: case.file_read_chunk,
-                copy_threshold: case.copy_threshold,
-            },
-            ..SocketConfig::default()
-        };
-        let policy = if case.immediate {
-            FlushPolicy::Immediate
-        } else {
-            FlushPolicy::Deferred(Flusher::current().recipient())
-        };
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .config(config)
-            .flush_policy(policy)
+        let mock = scripted_mock(&case);
+        let socket = socket_builder(&case, &mock)
             .connect(mock_peer())
             .await
             .expect("connect");
@@ -300,49 +311,9 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
 /// `WriteFailed` report, in order.
 fn run_silent_case(case: Case) -> Result<(), TestCaseError> {
     run_paused(|| async move {
-        let mock = MockTransport::start();
-        let mut script: Vec<SendStep> = case
-            .steps
-            .iter()
-            .map(|s| match s {
-                Step::Accept(n) => SendStep::Accept(*n),
-                Step::AcceptAll => SendStep::AcceptAll,
-                Step::WouldBlock(ms) => SendStep::WouldBlock(Duration::from_millis(*ms)),
-                Step::Slow(bytes, ms) => SendStep::Slow {
-                    bytes: *bytes,
-                    after: Duration::from_millis(*ms),
-                },
-            })
-            .collect();
-        if let Some(at) = case.fail_at {
-            script.insert(
-                at.min(script.len()),
-                SendStep::Fail(io::ErrorKind::ConnectionReset),
-            );
-        }
-        mock.script_sendv(Handle(1), script);
-        let config = SocketConfig {
-            queue: QueueConfig {
-                high_watermark: 1 << 30,
-                low_watermark: 0,
-                max_bytes_per_turn: case.max_bytes_per_turn,
-                turn_cap: TurnCap::Always,
-                max_segments: case.max_segments,
-                file_read_chunk: case.file_read_chunk,
-                copy_threshold: case.copy_threshold,
-            },
-            ..SocketConfig::default()
-        };
-        let policy = if case.immediate {
-            FlushPolicy::Immediate
-        } else {
-            FlushPolicy::Deferred(Flusher::current().recipient())
-        };
+        let mock = scripted_mock(&case);
         let (subscriber, mut events) = channel_subscriber();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .config(config)
-            .flush_policy(policy)
+        let socket = socket_builder(&case, &mock)
             .subscriber(subscriber)
             .connect(mock_peer())
             .await
