@@ -84,11 +84,11 @@ mod types;
 
 pub use actors::{
     Adopt, AdoptedStream, Backoff, ClientBuilder, ClientConfig, DatagramBuilder, DatagramConfig,
-    DatagramSocket, FlushPolicy, Flusher, FrameError, FrameStream, FramedWriteError, FramedWriter,
-    InterestGroup, Jitter, Listener, ListenerBuilder, MockDatagram, MockFunctions, MockTransport,
-    ReadLimits, ReconnectingClient, Registry, SendRecord, SendStep, SimConfig, SimCounts,
-    SimNetwork, Socket, SocketBuilder, SocketConfig, SocketFunctions, SocketHandle,
-    SystemFunctions, UnsentWrites, WriteFuture, WriteResponse, Writer, WritesRefused,
+    DatagramSocket, DatagramWriter, FlushPolicy, Flusher, FrameError, FrameStream,
+    FramedWriteError, FramedWriter, InterestGroup, Jitter, Listener, ListenerBuilder, MockDatagram,
+    MockFunctions, MockTransport, ReadLimits, ReconnectingClient, Registry, SendRecord, SendStep,
+    SimConfig, SimCounts, SimNetwork, Socket, SocketBuilder, SocketConfig, SocketFunctions,
+    SocketHandle, SystemFunctions, UnsentWrites, WriteFuture, WriteResponse, Writer, WritesRefused,
 };
 pub use batch::{FileRange, FileRangeError, IoBatch, Segment};
 pub use error::{DatagramError, DecodeError, SocketError, TransportError, WriteError};

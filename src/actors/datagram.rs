@@ -13,6 +13,7 @@ use actix::{
 };
 use tokio::time::Instant;
 
+use super::datagram_writer::{DatagramGate, DatagramWriter, GetDatagramWriter, SendAdmitted};
 use super::flusher::{request_flush, Flusher};
 use super::functions::{call, flatten, SocketFunctions};
 use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
@@ -92,11 +93,30 @@ pub struct DatagramSocket {
     functions: SocketFunctions,
     local: Option<Address>,
     peer: Option<Address>,
-    core: DatagramCore<Reply<Answer>>,
+    core: DatagramCore<Token>,
+    /// The admission gate of its `DatagramWriter`s.
+    gate: Arc<DatagramGate>,
     flusher: Option<Arc<Recipient<PendingWrite>>>,
     subscriber: Option<Recipient<DatagramEvent>>,
     replies: Rendezvous<Answer>,
     span: tracing::Span,
+}
+
+/// A datagram's token in the core: where its answer goes, and the bytes a writer
+/// admitted for it (given back to the gate with its answer).
+#[derive(Debug)]
+struct Token {
+    reply: Reply<Answer>,
+    admitted: Option<usize>,
+}
+
+impl Token {
+    fn pending(tag: Option<u64>) -> Self {
+        Token {
+            reply: Reply::pending(tag),
+            admitted: None,
+        }
+    }
 }
 
 /// Configures and starts a [`DatagramSocket`].
@@ -292,6 +312,10 @@ impl DatagramBuilder {
             local,
             peer,
             core,
+            gate: Arc::new(DatagramGate::new(
+                config.max_queued,
+                config.max_queued_bytes,
+            )),
             flusher,
             subscriber: self.subscriber,
             replies: Rendezvous::default(),
@@ -333,6 +357,10 @@ impl DatagramSocket {
             if !busy {
                 break;
             }
+        }
+        if !self.core.is_open() {
+            // Writers are refused from now on, and those waiting for room wake to hear it.
+            self.gate.close(self.core.refusal());
         }
     }
 
@@ -446,11 +474,14 @@ impl DatagramSocket {
         crate::proto::Received::Datagram { len, truncated }
     }
 
-    fn dispatch(&mut self, event: CoreEvent<Reply<Answer>>) {
+    fn dispatch(&mut self, event: CoreEvent<Token>) {
         match event {
-            CoreEvent::Answer(reply, answer) => {
+            CoreEvent::Answer(token, answer) => {
+                if let Some(len) = token.admitted {
+                    self.gate.release(len);
+                }
                 let (subscriber, id, span) = (&self.subscriber, self.id, &self.span);
-                self.replies.answer(reply, answer, |tag, error| {
+                self.replies.answer(token.reply, answer, |tag, error| {
                     report_failure(subscriber, id, span, tag, error);
                 });
             }
@@ -491,7 +522,8 @@ impl Actor for DatagramSocket {
     /// Nobody holds the socket's address any more: queued datagrams leave first, then
     /// the handle closes.
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
-        self.replies.attach(self.core.last_token_mut());
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
         if self.core.handle_stopping() {
             self.drive(ctx);
             if !self.core.is_closed() {
@@ -502,7 +534,9 @@ impl Actor for DatagramSocket {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.gate.close(DatagramError::Closed);
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
         self.core.handle_stopped();
         while let Some(action) = self.core.poll_io() {
             if action == IoAction::CloseHandle {
@@ -544,7 +578,8 @@ impl Handler<SendDatagram> for DatagramSocket {
     type Result = WriteResponse<Answer>;
 
     fn handle(&mut self, msg: SendDatagram, ctx: &mut Context<Self>) -> Self::Result {
-        self.replies.attach(self.core.last_token_mut());
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
         let tag = msg.tag;
         let payload = match in_memory(msg.payload) {
             Ok(payload) => payload,
@@ -554,7 +589,7 @@ impl Handler<SendDatagram> for DatagramSocket {
         };
         let queued = self
             .core
-            .handle_send(payload, msg.to, Reply::pending(tag), now());
+            .handle_send(payload, msg.to, Token::pending(tag), now());
         if let Err((error, _)) = queued {
             if matches!(error, DatagramError::QueueFull { .. }) {
                 tracing::debug!(parent: &self.span, "datagram refused: queue full");
@@ -563,6 +598,49 @@ impl Handler<SendDatagram> for DatagramSocket {
         }
         self.drive(ctx);
         self.replies.later(tag)
+    }
+}
+
+impl Handler<SendAdmitted> for DatagramSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: SendAdmitted, ctx: &mut Context<Self>) {
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        let len = msg.payload.len();
+        let token = Token {
+            reply: Reply::own(None, None),
+            admitted: Some(len),
+        };
+        let payload = match in_memory(msg.payload) {
+            Ok(payload) => payload,
+            Err(error) => {
+                self.gate.release(len);
+                let error = DatagramError::Transport(error);
+                report_failure(&self.subscriber, self.id, &self.span, None, error);
+                return;
+            }
+        };
+        if let Err((error, _)) = self.core.handle_send(payload, msg.to, token, now()) {
+            // Refused after all (the socket closed since, or `do_send`s filled its
+            // queue): the room goes back and the subscriber hears why.
+            self.gate.release(len);
+            report_failure(&self.subscriber, self.id, &self.span, None, error);
+            return;
+        }
+        self.drive(ctx);
+    }
+}
+
+impl Handler<GetDatagramWriter> for DatagramSocket {
+    type Result = actix::MessageResult<GetDatagramWriter>;
+
+    fn handle(&mut self, _: GetDatagramWriter, ctx: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(DatagramWriter::new(
+            ctx.address(),
+            self.gate.clone(),
+            self.id,
+        ))
     }
 }
 
@@ -578,7 +656,8 @@ impl Handler<Flush> for DatagramSocket {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
         self.core.handle_flush();
         self.drive(ctx);
     }
@@ -588,7 +667,8 @@ impl Handler<Ready> for DatagramSocket {
     type Result = ();
 
     fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
         if msg.handle == self.handle {
             self.core.handle_ready(msg.readiness);
             self.drive(ctx);
@@ -600,7 +680,8 @@ impl Handler<Close> for DatagramSocket {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
-        self.replies.attach(self.core.last_token_mut());
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
         self.core.handle_close(msg == Close::Abort);
         self.drive(ctx);
     }

@@ -36,4 +36,4 @@ pub use socket::{
     SocketStats, SubscribeWritability, WritabilityChanged, Write, Written,
 };
 
-pub use crate::actors::GetWriter;
+pub use crate::actors::{GetDatagramWriter, GetWriter};

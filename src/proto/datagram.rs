@@ -237,7 +237,7 @@ impl<T> DatagramCore<T> {
     }
 
     /// The error for a datagram that can no longer be sent.
-    fn refusal(&self) -> DatagramError {
+    pub(crate) fn refusal(&self) -> DatagramError {
         match &self.cause {
             Some(e) => DatagramError::Transport(e.clone()),
             None => DatagramError::Closed,
