@@ -4,7 +4,6 @@
 
 pub(crate) mod client;
 pub(crate) mod datagram;
-pub(crate) mod datagram_writer;
 pub(crate) mod flusher;
 pub(crate) mod functions;
 pub(crate) mod inbound;
@@ -13,8 +12,9 @@ pub(crate) mod reply;
 pub(crate) mod socket;
 
 pub use client::{Backoff, ClientBuilder, ClientConfig, Jitter, ReconnectingClient, UnsentWrites};
-pub use datagram::{DatagramBuilder, DatagramConfig, DatagramSocket};
-pub use datagram_writer::{DatagramWriter, GetDatagramWriter};
+pub use datagram::{
+    DatagramBuilder, DatagramConfig, DatagramSocket, DatagramWriter, GetDatagramWriter,
+};
 pub use flusher::Flusher;
 pub use functions::{
     Adopt, AdoptedStream, MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix::{Addr, Message};
 use tokio::sync::Notify;
 
-use super::datagram::DatagramSocket;
+use super::DatagramSocket;
 use crate::batch::IoBatch;
 use crate::error::DatagramError;
 use crate::types::{Address, SocketId};

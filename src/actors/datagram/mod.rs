@@ -13,7 +13,8 @@ use actix::{
 };
 use tokio::time::Instant;
 
-use super::datagram_writer::{DatagramGate, DatagramWriter, GetDatagramWriter, SendAdmitted};
+mod writer;
+
 use super::flusher::{request_flush, Flusher};
 use super::functions::{call, flatten, SocketFunctions};
 use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
@@ -31,6 +32,8 @@ use crate::messages::functions::{
 use crate::messages::socket::Close;
 use crate::proto::{DatagramCore, DatagramEvent as CoreEvent, DatagramSettings, IoAction};
 use crate::types::{Address, Family, Handle, SocketId, SocketKind};
+use writer::{DatagramGate, SendAdmitted};
+pub use writer::{DatagramWriter, GetDatagramWriter};
 
 /// A datagram's answer.
 type Answer = Result<DatagramSent, DatagramError>;
