@@ -119,6 +119,7 @@ enum Workload {
     E,
     F,
     G,
+    H,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +131,8 @@ enum Kind {
     PingPong,
     /// Requests through an echo peer, [`REQ_IN_FLIGHT`] unanswered at a time.
     ReqResp,
+    /// Datagrams over loopback UDP to a receiver thread that counts them.
+    Datagrams,
     /// Connect and hold idle connections; measure RSS.
     Idle,
 }
@@ -144,7 +147,7 @@ struct WorkloadSpec {
 }
 
 impl Workload {
-    const ALL: [Workload; 8] = [
+    const ALL: [Workload; 9] = [
         Workload::A,
         Workload::B,
         Workload::B1,
@@ -153,6 +156,7 @@ impl Workload {
         Workload::E,
         Workload::F,
         Workload::G,
+        Workload::H,
     ];
 
     fn key(self) -> &'static str {
@@ -165,6 +169,7 @@ impl Workload {
             Workload::E => "e",
             Workload::F => "f",
             Workload::G => "g",
+            Workload::H => "h",
         }
     }
 
@@ -211,6 +216,14 @@ impl Workload {
                 producers: 1,
                 yield_each: false,
             },
+            Workload::H => WorkloadSpec {
+                kind: Kind::Datagrams,
+                full: 500_000,
+                quick: 10_000,
+                size: 64,
+                producers: 1,
+                yield_each: false,
+            },
         }
     }
 
@@ -231,6 +244,7 @@ impl Workload {
             Workload::G => {
                 format!("g · {size} requests × {n}, {REQ_IN_FLIGHT} in flight, echo peer")
             }
+            Workload::H => format!("h · {size} UDP datagrams × {n}, sent"),
         }
     }
 }
@@ -331,6 +345,8 @@ impl Sender {
                     | Sender::SockactorFiltered
                     | Sender::Ceiling
             ),
+            // A `DatagramWriter` against a tokio `send_to` loop (the ceiling's slot).
+            Workload::H => matches!(self, Sender::SockactorWriter | Sender::Ceiling),
             _ => true,
         }
     }
@@ -357,6 +373,9 @@ fn naive(job: Job) -> BoxFut<Res<Outcome>> {
 }
 
 fn ceiling(job: Job) -> BoxFut<Res<Outcome>> {
+    if job.kind == Kind::Datagrams {
+        return Box::pin(datagrams(job, move |to| Box::pin(tokio_datagrams(to, job))));
+    }
     if job.kind == Kind::ReqResp {
         return Box::pin(req_resp(job, move |addr| {
             Box::pin(tokio_requester(addr, job))
@@ -490,6 +509,7 @@ fn sockactor(job: Job, mode: Mode) -> BoxFut<Res<Outcome>> {
             Kind::ReqResp => {
                 req_resp(job, move |addr| Box::pin(sock_requester(addr, job, mode))).await
             }
+            Kind::Datagrams => datagrams(job, move |to| Box::pin(sock_datagrams(to, job))).await,
             Kind::PingPong => {
                 ping_pong(job, move |addr| {
                     Box::pin(async move {
@@ -851,8 +871,8 @@ fn actix_framedwrite(job: Job) -> BoxFut<Res<Outcome>> {
                 })
                 .await
             }
-            Kind::ReqResp => {
-                Err("(g) is measured for sockactor and the tokio baseline only".into())
+            Kind::ReqResp | Kind::Datagrams => {
+                Err("(g) and (h) are measured for sockactor and the tokio baseline only".into())
             }
             Kind::Idle => {
                 idle(job, |addr| {
@@ -1066,8 +1086,8 @@ fn channel_sender(
                 })
                 .await
             }
-            Kind::ReqResp => {
-                Err("(g) is measured for sockactor and the tokio baseline only".into())
+            Kind::ReqResp | Kind::Datagrams => {
+                Err("(g) and (h) are measured for sockactor and the tokio baseline only".into())
             }
             Kind::Idle => {
                 // A bare tokio task holding the stream, waiting for it to become readable.
@@ -2049,6 +2069,110 @@ async fn sock_requester(addr: SocketAddr, job: Job, mode: Mode) -> Res<Go> {
             requester.do_send(StartRequests);
             finished.await.map_err(|_| "requester vanished")??;
             socket.do_send(Close::Graceful);
+            Ok(Vec::new())
+        })
+    });
+    Ok(go)
+}
+
+/// Workload (h): `job.count` datagrams of `job.size` bytes sent over loopback UDP as fast
+/// as the sender goes; the receiver thread counts what arrives (a datagram the kernel
+/// drops is reported, not an error: the measure is the sender's).
+async fn datagrams(job: Job, send: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>) -> Res<Outcome> {
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").map_err(err("bind"))?;
+    let to = receiver.local_addr().map_err(err("local_addr"))?;
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(err("timeout"))?;
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let counted = counted.clone();
+        std::thread::spawn(move || {
+            pin_to_cpu(1);
+            let mut buf = [0u8; 2048];
+            while receiver.recv(&mut buf).is_ok() {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let go = send(to).await?;
+    let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
+    within("sending", go()).await??;
+    let secs = t0.elapsed().as_secs_f64();
+    let (w1, c1) = (syscw(), process_cpu_ns());
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    let received = counted.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "(h): {received} of {} datagrams received ({:.1} % dropped by the kernel)",
+        job.count,
+        100.0 * (1.0 - received as f64 / job.count as f64)
+    );
+    Ok(Outcome {
+        msgs: job.count as u64,
+        bytes: (job.count * job.size) as u64,
+        secs,
+        syscw: w0.zip(w1).map(|(a, b)| b - a),
+        cpu_ns: c1 - c0,
+        ..Outcome::default()
+    })
+}
+
+/// (h)'s baseline: a tokio `UdpSocket` sending in a loop, one `send_to` each.
+async fn tokio_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(err("bind"))?;
+    let go: Go = Box::new(move || {
+        Box::pin(async move {
+            for _ in 0..job.count {
+                socket
+                    .send_to(&payload(job.size), to)
+                    .await
+                    .map_err(err("send_to"))?;
+            }
+            Ok(Vec::new())
+        })
+    });
+    Ok(go)
+}
+
+/// (h) through a `DatagramSocket`'s `DatagramWriter`, waiting for room when its queue is
+/// full; done when the socket has answered every datagram.
+async fn sock_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
+    let (socket, _) = sockactor::DatagramSocket::builder()
+        .bind(
+            "127.0.0.1:0"
+                .parse::<SocketAddr>()
+                .map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let writer = socket
+        .send(sockactor::messages::GetDatagramWriter)
+        .await
+        .map_err(|e| format!("writer: {e}"))?;
+    let go: Go = Box::new(move || {
+        Box::pin(async move {
+            for _ in 0..job.count {
+                writer
+                    .send_when_ready(payload(job.size), Some(to.into()))
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
+            }
+            // The last ones leave: the writer's count of unanswered datagrams drains.
+            while writer.queued() > 0 {
+                tokio::task::yield_now().await;
+            }
+            let stats = socket
+                .send(sockactor::messages::GetDatagramStats)
+                .await
+                .map_err(|e| format!("stats: {e}"))?;
+            if stats.sent != job.count as u64 {
+                return Err(format!(
+                    "{} of {} datagrams sent ({} failed)",
+                    stats.sent, job.count, stats.send_failed
+                ));
+            }
             Ok(Vec::new())
         })
     });
