@@ -264,21 +264,13 @@ impl Shared {
 
     /// Waits until a write would be admitted, or the socket shuts (its refusal).
     pub(crate) async fn room(&self) -> Result<(), WriteError> {
-        loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let gate = self.gate();
-                if let Some(shut) = &gate.shut {
-                    return Err(shut.refusal(0));
-                }
-                if self.level().is_writable() {
-                    return Ok(());
-                }
+        wait_for_room(&self.room, || {
+            if let Some(shut) = &self.gate().shut {
+                return Some(Err(shut.refusal(0)));
             }
-            notified.await;
-        }
+            self.level().is_writable().then_some(Ok(()))
+        })
+        .await
     }
 
     // ---- the read window's acknowledgements ----
@@ -378,5 +370,23 @@ impl fmt::Debug for ReadPermit {
 impl Drop for ReadPermit {
     fn drop(&mut self) {
         self.shared.acknowledge(self.bytes);
+    }
+}
+
+/// Waits on `room` until `look` has an answer (room, or why there will be none). The
+/// waiter is registered before each look, so a wake between the look and the wait is not
+/// lost.
+pub(crate) async fn wait_for_room<E>(
+    room: &Notify,
+    look: impl Fn() -> Option<Result<(), E>>,
+) -> Result<(), E> {
+    loop {
+        let notified = room.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(answer) = look() {
+            return answer;
+        }
+        notified.await;
     }
 }

@@ -333,6 +333,13 @@ impl DatagramSocket {
         DatagramBuilder::default()
     }
 
+    /// Moves the reply channel the last datagram's response parked onto that datagram.
+    /// Call first in every handler.
+    fn attach_reply(&mut self) {
+        self.replies
+            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+    }
+
     fn event(&self, kind: DatagramEventKind) {
         if let Some(s) = &self.subscriber {
             s.do_send(DatagramEvent {
@@ -525,8 +532,7 @@ impl Actor for DatagramSocket {
     /// Nobody holds the socket's address any more: queued datagrams leave first, then
     /// the handle closes.
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
-        self.replies
-            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        self.attach_reply();
         if self.core.handle_stopping() {
             self.drive(ctx);
             if !self.core.is_closed() {
@@ -538,8 +544,7 @@ impl Actor for DatagramSocket {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.gate.close(DatagramError::Closed);
-        self.replies
-            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        self.attach_reply();
         self.core.handle_stopped();
         while let Some(action) = self.core.poll_io() {
             if action == IoAction::CloseHandle {
@@ -581,8 +586,7 @@ impl Handler<SendDatagram> for DatagramSocket {
     type Result = WriteResponse<Answer>;
 
     fn handle(&mut self, msg: SendDatagram, ctx: &mut Context<Self>) -> Self::Result {
-        self.replies
-            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        self.attach_reply();
         let tag = msg.tag;
         let payload = match in_memory(msg.payload) {
             Ok(payload) => payload,
@@ -608,8 +612,7 @@ impl Handler<SendAdmitted> for DatagramSocket {
     type Result = ();
 
     fn handle(&mut self, msg: SendAdmitted, ctx: &mut Context<Self>) {
-        self.replies
-            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        self.attach_reply();
         let len = msg.payload.len();
         let token = Token {
             reply: Reply::own(None, None),
@@ -659,8 +662,7 @@ impl Handler<Flush> for DatagramSocket {
     type Result = ();
 
     fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) {
-        self.replies
-            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        self.attach_reply();
         self.core.handle_flush();
         self.drive(ctx);
     }
@@ -670,8 +672,7 @@ impl Handler<Ready> for DatagramSocket {
     type Result = ();
 
     fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
-        self.replies
-            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        self.attach_reply();
         if msg.handle == self.handle {
             self.core.handle_ready(msg.readiness);
             self.drive(ctx);
@@ -683,8 +684,7 @@ impl Handler<Close> for DatagramSocket {
     type Result = ();
 
     fn handle(&mut self, msg: Close, ctx: &mut Context<Self>) {
-        self.replies
-            .attach(self.core.last_token_mut().map(|t| &mut t.reply));
+        self.attach_reply();
         self.core.handle_close(msg == Close::Abort);
         self.drive(ctx);
     }

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::DatagramSocket;
 use crate::batch::IoBatch;
 use crate::error::DatagramError;
+use crate::shared::wait_for_room;
 use crate::types::{Address, SocketId};
 
 /// Ask a datagram socket for a [`DatagramWriter`]. Handled by [`DatagramSocket`].
@@ -72,10 +73,7 @@ impl DatagramGate {
         if let Some(closed) = &c.closed {
             return Err(copy_of(closed));
         }
-        // As the socket's own queue: a datagram larger than the byte limit is taken when
-        // nothing else is admitted.
-        let over_bytes = c.datagrams > 0 && c.bytes.saturating_add(len) > self.max_bytes;
-        if c.datagrams >= self.max || over_bytes {
+        if !self.fits(&c, len) {
             return Err(DatagramError::QueueFull {
                 queued: c.datagrams,
                 queued_bytes: c.bytes,
@@ -85,6 +83,13 @@ impl DatagramGate {
         c.datagrams += 1;
         c.bytes += len;
         Ok(())
+    }
+
+    /// Whether a datagram of `len` bytes fits beside those admitted. As in the socket's
+    /// own queue, a datagram larger than the byte limit is taken when nothing else is.
+    fn fits(&self, c: &Counts, len: usize) -> bool {
+        let over_bytes = c.datagrams > 0 && c.bytes.saturating_add(len) > self.max_bytes;
+        c.datagrams < self.max && !over_bytes
     }
 
     /// An admitted datagram was answered (sent or failed): its room is free again.
@@ -111,22 +116,14 @@ impl DatagramGate {
     }
 
     async fn room(&self, len: usize) -> Result<(), DatagramError> {
-        loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let c = self.counts();
-                if let Some(closed) = &c.closed {
-                    return Err(copy_of(closed));
-                }
-                let over_bytes = c.datagrams > 0 && c.bytes.saturating_add(len) > self.max_bytes;
-                if c.datagrams < self.max && !over_bytes {
-                    return Ok(());
-                }
+        wait_for_room(&self.room, || {
+            let c = self.counts();
+            if let Some(closed) = &c.closed {
+                return Some(Err(copy_of(closed)));
             }
-            notified.await;
-        }
+            self.fits(&c, len).then_some(Ok(()))
+        })
+        .await
     }
 }
 
