@@ -41,6 +41,8 @@ pub struct DatagramStats {
     pub would_blocks: u64,
     /// Flushes requested from the Flusher.
     pub pending_writes: u64,
+    /// Receive calls made (one call may receive a batch of datagrams).
+    pub recv_calls: u64,
     /// Datagrams received.
     pub received: u64,
     /// Of those, datagrams cut short (longer than `max_datagram_size`).
@@ -164,13 +166,24 @@ enum Life {
     Closed,
 }
 
-/// One datagram socket, sans I/O: the bounded queue of whole datagrams, the one being
-/// offered (kept until the transport takes it, so one that met a would-block goes again,
-/// whole), the send and receive schedules, and the lifecycle.
+/// One datagram socket, sans I/O: the bounded queue of whole datagrams, those being
+/// offered (kept until the transport takes them, so one that met a would-block goes
+/// again, whole), the send and receive schedules, and the lifecycle.
+///
+/// The driver's calling order is the stream core's: an input (`handle_*`), then
+/// [`poll_io`](Self::poll_io) until `None`, doing each action, then
+/// [`poll_event`](Self::poll_event) until `None`. For [`IoAction::Transmit`] the driver
+/// takes the datagrams to send with [`poll_datagram`](Self::poll_datagram) (one, for a
+/// transport reached by message) or [`poll_datagrams`](Self::poll_datagrams) (a batch,
+/// for one called in place) and answers each in order with `handle_sent`; the ones it
+/// does not answer stay offered, first in line. For [`IoAction::Read`] it receives up to
+/// [`read_budget`](Self::read_budget) datagrams and hands each to `handle_received`.
 #[derive(Debug)]
 pub(crate) struct DatagramCore<T> {
     queue: DatagramQueue<T>,
-    offered: Option<Queued<T>>,
+    /// Taken from the queue and offered to the transport, oldest first; answered in
+    /// this order.
+    offered: VecDeque<Queued<T>>,
     settings: DatagramSettings,
     send: SendFlow,
     receive: ReceiveFlow,
@@ -190,7 +203,7 @@ impl<T> DatagramCore<T> {
         settings.max_per_turn = settings.max_per_turn.max(1);
         DatagramCore {
             queue: DatagramQueue::new(settings.max_queued, settings.max_queued_bytes),
-            offered: None,
+            offered: VecDeque::new(),
             send: SendFlow::new(settings.deferred),
             receive: ReceiveFlow::new(settings.reading),
             read_errors: 0,
@@ -216,7 +229,7 @@ impl<T> DatagramCore<T> {
 
     /// Whether datagrams are queued or being offered.
     pub(crate) fn is_busy(&self) -> bool {
-        !self.queue.is_empty() || self.offered.is_some()
+        !self.queue.is_empty() || !self.offered.is_empty()
     }
 
     /// The counters, with the queue's size now.
@@ -232,7 +245,7 @@ impl<T> DatagramCore<T> {
         match self.queue.items.back_mut() {
             Some(last) => Some(&mut last.token),
             // The last one may be out with the transport already.
-            None => self.offered.as_mut().map(|o| &mut o.token),
+            None => self.offered.back_mut().map(|o| &mut o.token),
         }
     }
 
@@ -310,12 +323,44 @@ impl<T> DatagramCore<T> {
     /// The datagram to offer the transport now (after [`IoAction::Transmit`]): its bytes
     /// and destination. Answer with `handle_sent` or `handle_send_pending`.
     pub(crate) fn poll_datagram(&mut self) -> Option<(&IoBatch, Option<&Address>)> {
-        if self.offered.is_none() {
-            self.offered = self.queue.pop();
+        self.poll_datagrams(1).next()
+    }
+
+    /// Up to `max` datagrams to offer the transport in one call (after
+    /// [`IoAction::Transmit`], whose budget bounds `max`), oldest first. Answer each one
+    /// the transport took with `handle_sent`, in order; then the first it did not take,
+    /// if it said why (would-block, an error). Those not answered stay offered.
+    pub(crate) fn poll_datagrams(
+        &mut self,
+        max: usize,
+    ) -> impl Iterator<Item = (&IoBatch, Option<&Address>)> {
+        while self.offered.len() < max {
+            let Some(item) = self.queue.pop() else {
+                break;
+            };
+            self.offered.push_back(item);
         }
-        let offered = self.offered.as_ref()?;
-        self.stats.sendv_calls += 1;
-        Some((&offered.payload, offered.to.as_ref()))
+        if max > 0 && !self.offered.is_empty() {
+            self.stats.sendv_calls += 1;
+        }
+        self.offered
+            .iter()
+            .take(max)
+            .map(|o| (&o.payload, o.to.as_ref()))
+    }
+
+    /// Answers and drops the offered datagrams from `keep` on, with `error`.
+    fn refuse_offered(&mut self, keep: usize, error: &DatagramError) {
+        let refused = self.offered.split_off(keep.min(self.offered.len()));
+        for item in refused {
+            self.answer(item.token, Err(error.clone()));
+        }
+    }
+
+    /// How many offered datagrams are with a transport that answers later (it never
+    /// has more than one).
+    fn out(&self) -> usize {
+        usize::from(self.send.in_flight())
     }
 
     /// The datagram was handed to a transport that answers later.
@@ -323,9 +368,9 @@ impl<T> DatagramCore<T> {
         self.send.pending();
     }
 
-    /// What the transport did with the datagram offered.
+    /// What the transport did with the oldest datagram offered.
     pub(crate) fn handle_sent(&mut self, result: Result<Sent, TransportError>, now: Instant) {
-        let Some(offered) = self.offered.take() else {
+        let Some(offered) = self.offered.pop_front() else {
             return;
         };
         if let Ok(Sent::WouldBlock) = result {
@@ -339,7 +384,7 @@ impl<T> DatagramCore<T> {
                 return self.answer(offered.token, Err(error));
             }
             // Not taken: it goes out first when the transport can.
-            self.offered = Some(offered);
+            self.offered.push_front(offered);
             self.send.would_block();
             return;
         }
@@ -382,6 +427,12 @@ impl<T> DatagramCore<T> {
             Direction::Send => self.send.yielded(),
             Direction::Receive => self.receive.yielded(),
         }
+    }
+
+    /// Most datagrams to receive in the [`IoAction::Read`] just polled (those left in
+    /// this turn).
+    pub(crate) fn read_budget(&self) -> usize {
+        self.receive.left(self.settings.max_per_turn)
     }
 
     /// The receive was handed to a transport that answers later.
@@ -428,6 +479,17 @@ impl<T> DatagramCore<T> {
         self.receive.done();
     }
 
+    /// Every address of the socket is gone while it waited for `readiness` on the
+    /// reactor (the wait ended without it): receiving stops, and the socket closes
+    /// gracefully, queued datagrams first (a blocked send waits again).
+    pub(crate) fn handle_orphaned(&mut self, readiness: Readiness) {
+        self.receive.done();
+        if readiness == Readiness::Writable {
+            self.send.rewait();
+        }
+        self.handle_close(false);
+    }
+
     /// Closes: gracefully (queued datagrams leave first) or at once (they are answered
     /// `Aborted`).
     pub(crate) fn handle_close(&mut self, abort: bool) {
@@ -439,11 +501,7 @@ impl<T> DatagramCore<T> {
             while let Some(item) = self.queue.pop() {
                 self.answer(item.token, Err(DatagramError::Aborted));
             }
-            if !self.send.in_flight() {
-                if let Some(offered) = self.offered.take() {
-                    self.answer(offered.token, Err(DatagramError::Aborted));
-                }
-            }
+            self.refuse_offered(self.out(), &DatagramError::Aborted);
             self.close_now();
             return;
         }
@@ -468,13 +526,12 @@ impl<T> DatagramCore<T> {
     pub(crate) fn handle_stopped(&mut self) {
         self.close_now();
         // A datagram still out will never be answered.
-        if let Some(offered) = self.offered.take() {
-            self.answer(offered.token, Err(DatagramError::Lost));
-        }
+        self.refuse_offered(0, &DatagramError::Lost);
     }
 
-    /// The next I/O to do; see the stream core's [`IoAction`] (datagram sockets never
-    /// shut down a sending half).
+    /// The next I/O to do; see the stream core's [`IoAction`], with two differences: a
+    /// `Transmit`'s budget counts datagrams (those left in this turn), and datagram
+    /// sockets never shut down a sending half.
     pub(crate) fn poll_io(&mut self) -> Option<IoAction> {
         loop {
             if self.close {
@@ -484,10 +541,10 @@ impl<T> DatagramCore<T> {
             if self.life == Life::Closed {
                 return None;
             }
-            let has_work = self.offered.is_some() || !self.queue.is_empty();
+            let has_work = self.is_busy();
             match self.send.poll(has_work, false, self.settings.max_per_turn) {
                 SendPoll::RequestFlush => return Some(IoAction::RequestFlush),
-                SendPoll::Transmit(_) => return Some(IoAction::Transmit { budget: 1 }),
+                SendPoll::Transmit(left) => return Some(IoAction::Transmit { budget: left }),
                 SendPoll::Yield => return Some(IoAction::Yield(Direction::Send)),
                 SendPoll::Wait => return Some(IoAction::Wait(Readiness::Writable)),
                 SendPoll::WentIdle => {
@@ -499,9 +556,12 @@ impl<T> DatagramCore<T> {
                 SendPoll::Nothing => {}
             }
             return match self.receive.poll(false, self.settings.max_per_turn) {
-                ReceivePoll::Read => Some(IoAction::Read {
-                    max: self.settings.max_datagram_size,
-                }),
+                ReceivePoll::Read => {
+                    self.stats.recv_calls += 1;
+                    Some(IoAction::Read {
+                        max: self.settings.max_datagram_size,
+                    })
+                }
                 ReceivePoll::Yield => Some(IoAction::Yield(Direction::Receive)),
                 ReceivePoll::Wait => Some(IoAction::Wait(Readiness::Readable)),
                 ReceivePoll::Held | ReceivePoll::Nothing => None,
@@ -530,12 +590,8 @@ impl<T> DatagramCore<T> {
         while let Some(item) = self.queue.pop() {
             self.answer(item.token, Err(refusal.clone()));
         }
-        if !self.send.in_flight() {
-            // A datagram blocked on the transport is not going out now.
-            if let Some(offered) = self.offered.take() {
-                self.answer(offered.token, Err(refusal));
-            }
-        }
+        // Datagrams offered but not taken (blocked) are not going out now.
+        self.refuse_offered(self.out(), &refusal);
         self.send.idle();
         self.close = true;
         self.events
@@ -630,13 +686,13 @@ mod tests {
         assert_eq!(core.poll_io(), None);
         core.handle_flush();
         for _ in 0..2 {
-            assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+            assert!(matches!(core.poll_io(), Some(IoAction::Transmit { .. })));
             assert_eq!(core.poll_datagram().map(|(p, _)| p.len()), Some(10));
             core.handle_sent(Ok(Sent::Accepted(10)), now);
         }
         assert_eq!(core.poll_io(), Some(IoAction::Yield(Direction::Send)));
         core.handle_yielded(Direction::Send);
-        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 2 }));
         core.poll_datagram();
         core.handle_sent(Ok(Sent::Accepted(4)), now);
         assert_eq!(answers(&mut core), [(0, true), (1, true), (2, false)]);
@@ -652,7 +708,7 @@ mod tests {
         let now = Instant::now();
         core.handle_send(vec![1u8; 5].into(), None, 1, now)
             .expect("queued");
-        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 2 }));
         core.poll_datagram();
         core.handle_send_pending();
         core.handle_sent(Ok(Sent::WouldBlock), now);
@@ -660,11 +716,77 @@ mod tests {
         assert_eq!(core.poll_io(), Some(IoAction::Wait(Readiness::Writable)));
         assert!(!core.is_closed());
         core.handle_ready(Readiness::Writable);
-        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 1 }));
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 2 }));
         assert_eq!(core.poll_datagram().map(|(p, _)| p.len()), Some(5));
         core.handle_sent(Ok(Sent::Accepted(5)), now);
         assert_eq!(core.poll_io(), Some(IoAction::CloseHandle));
         assert_eq!(answers(&mut core), [(1, true)]);
         assert!(core.is_closed());
+    }
+
+    #[test]
+    fn a_batch_is_answered_in_order_and_what_was_not_taken_goes_first_next_time() {
+        let mut core = DatagramCore::new(DatagramSettings {
+            deferred: false,
+            max_per_turn: 8,
+            ..settings()
+        });
+        let now = Instant::now();
+        for t in 0..5u32 {
+            core.handle_send(vec![t as u8; 3].into(), None, t, now)
+                .expect("queued");
+        }
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 8 }));
+        let offered: Vec<u8> = core.poll_datagrams(3).map(|(p, _)| p.len() as u8).collect();
+        assert_eq!(offered, [3, 3, 3], "three of the five, oldest first");
+        core.handle_sent(Ok(Sent::Accepted(3)), now);
+        core.handle_sent(Ok(Sent::Accepted(3)), now);
+        // The kernel took two; the third met a full buffer.
+        core.handle_sent(Ok(Sent::WouldBlock), now);
+        assert_eq!(core.poll_io(), Some(IoAction::Wait(Readiness::Writable)));
+        core.handle_ready(Readiness::Writable);
+        assert_eq!(core.poll_io(), Some(IoAction::Transmit { budget: 8 }));
+        let again: Vec<u8> = core
+            .poll_datagrams(8)
+            .map(|(p, _)| p.segments()[0].as_bytes().map_or(0, |b| b[0]))
+            .collect();
+        assert_eq!(
+            again,
+            [2, 3, 4],
+            "the blocked one first, then the rest in order"
+        );
+        core.handle_sent(Ok(Sent::Accepted(3)), now);
+        core.handle_close(true);
+        assert_eq!(
+            answers(&mut core),
+            [(0, true), (1, true), (2, true), (3, false), (4, false)],
+            "an abort answers what stayed offered, in order"
+        );
+        assert_eq!(core.stats().sendv_calls, 2, "two calls offered batches");
+    }
+
+    #[test]
+    fn the_read_budget_is_what_is_left_of_the_turn() {
+        let mut core: DatagramCore<u32> = DatagramCore::new(DatagramSettings {
+            reading: true,
+            max_per_turn: 4,
+            ..settings()
+        });
+        assert!(matches!(core.poll_io(), Some(IoAction::Read { .. })));
+        assert_eq!(core.read_budget(), 4);
+        for _ in 0..3 {
+            core.handle_received(Received::Datagram {
+                len: 1,
+                truncated: false,
+            });
+        }
+        assert!(matches!(core.poll_io(), Some(IoAction::Read { .. })));
+        assert_eq!(core.read_budget(), 1);
+        core.handle_received(Received::Datagram {
+            len: 1,
+            truncated: false,
+        });
+        assert_eq!(core.poll_io(), Some(IoAction::Yield(Direction::Receive)));
+        assert_eq!(core.stats().recv_calls, 2);
     }
 }

@@ -348,6 +348,11 @@ impl ReceiveFlow {
         }
     }
 
+    /// What is left of this turn's budget of `limit`.
+    pub(crate) fn left(&self, limit: usize) -> usize {
+        limit.saturating_sub(self.used)
+    }
+
     /// Reading ends for good.
     pub(crate) fn done(&mut self) {
         if self.state != Receive::Off {

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod datagrams_leave_and_arrive_in_batches_in_place_on_the_system_transport;
 mod dropping_every_address_drains_then_closes_on_any_transport;
 mod file_ranges_go_out_by_sendfile_in_place_and_in_bounded_chunks_elsewhere;
 mod overriding_only_sendv_keeps_the_system_transport_for_the_rest;

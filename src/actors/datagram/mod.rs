@@ -3,7 +3,6 @@
 //! whole and in order, never merged or split, each answered exactly once; bursts are
 //! flushed through the same [`Flusher`] protocol as stream sockets.
 
-use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,10 +12,11 @@ use actix::{
 };
 use tokio::time::Instant;
 
+mod io;
 mod writer;
 
 use super::flusher::{request_flush, Flusher};
-use super::functions::{call, flatten, SocketFunctions};
+use super::functions::{call, ShareDatagram, SocketFunctions, SystemDatagram};
 use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
 use super::socket::{now, FlushPolicy, NEXT_ID};
 use crate::batch::IoBatch;
@@ -26,12 +26,11 @@ use crate::messages::datagram::{
     GetDatagramStats, SendDatagram,
 };
 use crate::messages::flush::{Flush, PendingWrite};
-use crate::messages::functions::{
-    Bind, CloseSocket, Connect, OpenSocket, Ready, Received, RecvFrom, SendV,
-};
+use crate::messages::functions::{Bind, CloseSocket, Connect, OpenSocket, Ready, Received};
 use crate::messages::socket::Close;
 use crate::proto::{DatagramCore, DatagramEvent as CoreEvent, DatagramSettings, IoAction};
 use crate::types::{Address, Family, Handle, SocketId, SocketKind};
+use io::DatagramIo;
 use writer::{DatagramGate, SendAdmitted};
 pub use writer::{DatagramWriter, GetDatagramWriter};
 
@@ -72,9 +71,10 @@ impl Default for DatagramConfig {
 
 /// A datagram (UDP or Unix datagram) socket as an actor.
 ///
-/// Producers send it [`SendDatagram`]s; each leaves whole, in arrival order, through the
-/// transport's `sendv` (one call per datagram, with its destination), and gets exactly
-/// one answer. The queue is bounded ([`DatagramConfig`]); a full queue refuses with
+/// Producers send it [`SendDatagram`]s; each leaves whole, in arrival order, and gets
+/// exactly one answer. On the system transport a burst leaves in batches (`sendmmsg`
+/// where the OS has it) and arrivals are received in batches (`recvmmsg`), called in
+/// place; on any other transport each datagram is one `sendv` with its destination. The queue is bounded ([`DatagramConfig`]); a full queue refuses with
 /// [`DatagramError::QueueFull`], handing the payload back. With a Flusher (the default) a
 /// burst asks it once ([`PendingWrite`]) and the `Flush` sends everything queued until
 /// the transport would block; with [`FlushPolicy::Immediate`] datagrams go out as soon as
@@ -93,7 +93,7 @@ impl Default for DatagramConfig {
 pub struct DatagramSocket {
     id: SocketId,
     handle: Handle,
-    functions: SocketFunctions,
+    io: DatagramIo,
     local: Option<Address>,
     peer: Option<Address>,
     core: DatagramCore<Token>,
@@ -245,7 +245,9 @@ impl DatagramBuilder {
                 return Err(e);
             }
         };
-        let socket = self.build(functions, handle, local.clone(), peer);
+        let system = share_datagram(&functions, handle).await;
+        let io = DatagramIo::new(functions, handle, system);
+        let socket = self.build(io, handle, local.clone(), peer);
         Ok((ctx.run(socket), local))
     }
 
@@ -285,7 +287,7 @@ impl DatagramBuilder {
 
     fn build(
         self,
-        functions: SocketFunctions,
+        io: DatagramIo,
         handle: Handle,
         local: Option<Address>,
         peer: Option<Address>,
@@ -311,7 +313,7 @@ impl DatagramBuilder {
         DatagramSocket {
             id,
             handle,
-            functions,
+            io,
             local,
             peer,
             core,
@@ -386,28 +388,7 @@ impl DatagramSocket {
                     self.core.handle_flusher_gone();
                 }
             }
-            IoAction::Transmit { .. } => {
-                let Some((payload, to)) = self.core.poll_datagram() else {
-                    return;
-                };
-                let sendv = SendV {
-                    handle: self.handle,
-                    segments: payload
-                        .segments()
-                        .iter()
-                        .filter_map(|s| s.as_bytes().cloned())
-                        .collect(),
-                    to: to.cloned(),
-                };
-                tracing::trace!(bytes = payload.len(), to = ?sendv.to, "sendv");
-                // Queued with the transport now, ahead of anything sent after (a close).
-                let answer = self.functions.sendv().send(sendv);
-                self.core.handle_send_pending();
-                ctx.spawn(answer.into_actor(self).map(|result, act, ctx| {
-                    act.core.handle_sent(flatten(result), now());
-                    act.drive(ctx);
-                }));
-            }
+            IoAction::Transmit { budget } => self.io.transmit(&mut self.core, budget, ctx),
             IoAction::Yield(direction) => {
                 ctx.spawn(
                     tokio::task::yield_now()
@@ -418,70 +399,60 @@ impl DatagramSocket {
                         }),
                 );
             }
-            // The transport sends its own `Ready` notice.
-            IoAction::Wait(_) => {}
+            IoAction::Wait(readiness) => self.io.wait(readiness, ctx),
             IoAction::Read { max } => {
-                let recv = RecvFrom {
-                    handle: self.handle,
-                    max_len: max,
-                };
-                let answer = self.functions.recvfrom().send(recv);
-                self.core.handle_read_pending();
-                ctx.spawn(answer.into_actor(self).map(|result, act, ctx| {
-                    act.received(flatten(result));
-                    act.drive(ctx);
-                }));
+                let (subscriber, id, span) = (&self.subscriber, self.id, &self.span);
+                self.io
+                    .read(&mut self.core, max, ctx, |core, bytes, from, truncated| {
+                        deliver(core, subscriber, id, span, bytes, from, truncated)
+                    });
             }
             IoAction::ShutdownWrite => {}
-            IoAction::CloseHandle => {
-                self.functions.close().do_send(CloseSocket {
-                    handle: self.handle,
-                });
-            }
+            IoAction::CloseHandle => self.io.close(ctx),
         }
     }
 
-    /// Takes in what a receive found: a datagram goes to the subscriber.
+    /// Takes in what a receive by message found: a datagram goes to the subscriber.
     fn received(&mut self, result: Result<Received, TransportError>) {
         use crate::proto::Received as Got;
+        let (subscriber, id, span) = (&self.subscriber, self.id, &self.span);
         let got = match result {
-            Ok(Received::Data { bytes, from }) => self.deliver(bytes, from, false),
-            Ok(Received::Truncated { bytes, from }) => self.deliver(bytes, from, true),
+            Ok(Received::Data { bytes, from }) => {
+                deliver(&mut self.core, subscriber, id, span, bytes, from, false)
+            }
+            Ok(Received::Truncated { bytes, from }) => {
+                deliver(&mut self.core, subscriber, id, span, bytes, from, true)
+            }
             Ok(Received::WouldBlock) => Got::WouldBlock,
             Ok(Received::Eof) => {
-                tracing::debug!(parent: &self.span, "transport ended reading");
+                tracing::debug!(parent: span, "transport ended reading");
                 Got::Eof
             }
             Err(e) => {
-                tracing::debug!(parent: &self.span, error = %e, "receive failed");
+                tracing::debug!(parent: span, error = %e, "receive failed");
                 Got::Failed(e)
             }
         };
         self.core.handle_received(got);
     }
 
-    fn deliver(
-        &mut self,
-        bytes: bytes::Bytes,
-        from: Option<Address>,
-        truncated: bool,
-    ) -> crate::proto::Received {
-        if self.subscriber.as_ref().is_some_and(|s| !s.connected()) {
-            // Nobody would get what is received: stop receiving.
-            tracing::warn!(parent: &self.span, "subscriber gone; receiving stops");
-            self.core.handle_subscriber_gone();
-            return crate::proto::Received::Eof;
-        }
-        let len = bytes.len();
-        if truncated {
-            tracing::debug!(parent: &self.span, kept = len, "datagram truncated");
-        }
-        self.event(DatagramEventKind::Received {
-            bytes,
-            from,
-            truncated,
-        });
-        crate::proto::Received::Datagram { len, truncated }
+    /// The socket's own wait for readiness ended.
+    fn on_ready(&mut self, readiness: crate::types::Readiness, ctx: &mut Context<Self>) {
+        self.attach_reply();
+        self.io.waited(readiness);
+        self.core.handle_ready(readiness);
+        self.drive(ctx);
+    }
+
+    /// Every address of the socket was dropped while it waited on the reactor (actix
+    /// keeps an actor with spawned futures alive, so the wait itself notices): it closes
+    /// gracefully, queued datagrams first.
+    fn on_orphaned(&mut self, readiness: crate::types::Readiness, ctx: &mut Context<Self>) {
+        self.attach_reply();
+        tracing::debug!(parent: &self.span, "every address dropped; closing gracefully");
+        self.io.waited(readiness);
+        self.core.handle_orphaned(readiness);
+        self.drive(ctx);
     }
 
     fn dispatch(&mut self, event: CoreEvent<Token>) {
@@ -502,6 +473,52 @@ impl DatagramSocket {
             }
         }
     }
+}
+
+/// Hands a received datagram to the subscriber; what the core is to hear of it.
+fn deliver(
+    core: &mut io::Core,
+    subscriber: &Option<Recipient<DatagramEvent>>,
+    socket: SocketId,
+    span: &tracing::Span,
+    bytes: bytes::Bytes,
+    from: Option<Address>,
+    truncated: bool,
+) -> crate::proto::Received {
+    if subscriber.as_ref().is_some_and(|s| !s.connected()) {
+        // Nobody would get what is received: stop receiving.
+        tracing::warn!(parent: span, "subscriber gone; receiving stops");
+        core.handle_subscriber_gone();
+        return crate::proto::Received::Eof;
+    }
+    let len = bytes.len();
+    if truncated {
+        tracing::debug!(parent: span, kept = len, "datagram truncated");
+    }
+    if let Some(s) = subscriber {
+        s.do_send(DatagramEvent {
+            socket,
+            kind: DatagramEventKind::Received {
+                bytes,
+                from,
+                truncated,
+            },
+        });
+    }
+    crate::proto::Received::Datagram { len, truncated }
+}
+
+/// The socket behind a system handle, when the table's data path is the system's and
+/// the datagram socket may call it in place.
+async fn share_datagram(
+    functions: &SocketFunctions,
+    handle: Handle,
+) -> Option<Arc<SystemDatagram>> {
+    if !functions.in_place() {
+        return None;
+    }
+    let system = functions.system_actor()?;
+    system.send(ShareDatagram { handle }).await.ok().flatten()
 }
 
 /// A datagram nobody waits for failed: the subscriber hears of it.
@@ -542,15 +559,13 @@ impl Actor for DatagramSocket {
         Running::Stop
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         self.gate.close(DatagramError::Closed);
         self.attach_reply();
         self.core.handle_stopped();
         while let Some(action) = self.core.poll_io() {
             if action == IoAction::CloseHandle {
-                self.functions.close().do_send(CloseSocket {
-                    handle: self.handle,
-                });
+                self.io.close(ctx);
             }
         }
         while let Some(event) = self.core.poll_event() {
@@ -569,8 +584,8 @@ fn in_memory(payload: IoBatch) -> Result<IoBatch, TransportError> {
         return Ok(payload);
     }
     if payload.len() > MAX_DATAGRAM {
-        return Err(TransportError::Io(Arc::new(io::Error::new(
-            io::ErrorKind::InvalidInput,
+        return Err(TransportError::Io(Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
             format!(
                 "a {}-byte datagram is longer than any datagram can be ({MAX_DATAGRAM})",
                 payload.len()
@@ -709,5 +724,11 @@ impl Handler<GetDatagramStats> for DatagramSocket {
 
     fn handle(&mut self, _: GetDatagramStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.core.stats())
+    }
+}
+
+impl crate::actors::readiness::Waiter for DatagramSocket {
+    fn is_open(&self) -> bool {
+        self.core.is_open()
     }
 }

@@ -4,6 +4,7 @@
 mod mock;
 mod sim;
 mod system;
+mod system_datagram;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -15,8 +16,9 @@ use actix::{Actor, Addr, Handler, Recipient};
 
 pub use mock::{MockDatagram, MockFunctions, MockTransport, SendRecord, SendStep};
 pub use sim::{SimConfig, SimCounts, SimNetwork};
-pub(crate) use system::{sendfile_unsupported, ShareStream, SystemStream, SENDFILE};
+pub(crate) use system::{sendfile_unsupported, ShareDatagram, ShareStream, SystemStream, SENDFILE};
 pub use system::{Adopt, AdoptedStream, SystemFunctions};
+pub(crate) use system_datagram::{SystemDatagram, MAX_BATCH};
 
 use crate::error::TransportError;
 use crate::messages::functions::{

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 #[cfg(unix)]
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 
+use super::system_datagram::SystemDatagram;
 use crate::error::TransportError;
 use crate::messages::functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
@@ -33,7 +34,8 @@ use crate::types::SocketBuffers;
 /// actor. When a stream socket's `sendv` and `recvfrom` are still the system ones, the
 /// socket borrows the stream and calls `writev`/`read` in place (same semantics, no
 /// message per call); once either is replaced, that operation goes through messages to
-/// whatever replaced it. Datagram sockets always go through messages.
+/// whatever replaced it. Datagram sockets do the same with their socket, batching sends
+/// and receives (`sendmmsg`/`recvmmsg`) where the OS has them.
 ///
 /// Would-block answers arm a readiness wait on the reactor; when the handle becomes
 /// ready the socket's `events` recipient gets one [`Ready`]. New TCP connections (made
@@ -95,90 +97,6 @@ enum State {
     Listening(Box<Listening>),
     /// A bound (and perhaps connected) datagram socket.
     Datagram(Arc<SystemDatagram>),
-}
-
-/// A datagram socket of the system transport.
-#[derive(Debug)]
-enum SystemDatagram {
-    Udp(UdpSocket),
-    #[cfg(unix)]
-    Unix {
-        socket: tokio::net::UnixDatagram,
-        /// The path this transport bound, removed when the handle closes.
-        bound: Option<PathBuf>,
-    },
-}
-
-impl SystemDatagram {
-    fn try_send(&self, payload: &[u8]) -> io::Result<usize> {
-        match self {
-            SystemDatagram::Udp(udp) => udp.try_send(payload),
-            #[cfg(unix)]
-            SystemDatagram::Unix { socket, .. } => socket.try_send(payload),
-        }
-    }
-
-    fn try_send_to(&self, payload: &[u8], to: &Address) -> io::Result<usize> {
-        match (self, to) {
-            (SystemDatagram::Udp(udp), Address::Inet(to)) => udp.try_send_to(payload, *to),
-            #[cfg(unix)]
-            (SystemDatagram::Unix { socket, .. }, Address::Unix(path)) => {
-                socket.try_send_to(payload, path)
-            }
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the destination is not of the socket's family",
-            )),
-        }
-    }
-
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, Address)> {
-        match self {
-            SystemDatagram::Udp(udp) => udp
-                .try_recv_from(buf)
-                .map(|(n, from)| (n, Address::Inet(from))),
-            #[cfg(unix)]
-            SystemDatagram::Unix { socket, .. } => socket.try_recv_from(buf).map(|(n, from)| {
-                let path = from.as_pathname().map(PathBuf::from).unwrap_or_default();
-                (n, Address::Unix(path))
-            }),
-        }
-    }
-
-    async fn ready(&self, readiness: Readiness) {
-        // An error here surfaces on the retry, so it is not reported twice.
-        let _ = match (self, readiness) {
-            (SystemDatagram::Udp(udp), Readiness::Readable) => udp.readable().await,
-            (SystemDatagram::Udp(udp), Readiness::Writable) => udp.writable().await,
-            #[cfg(unix)]
-            (SystemDatagram::Unix { socket, .. }, Readiness::Readable) => socket.readable().await,
-            #[cfg(unix)]
-            (SystemDatagram::Unix { socket, .. }, Readiness::Writable) => socket.writable().await,
-        };
-    }
-
-    fn connect(&self, to: &Address) -> io::Result<()> {
-        match (self, to) {
-            (SystemDatagram::Udp(udp), Address::Inet(addr)) => {
-                socket2::SockRef::from(udp).connect(&(*addr).into())
-            }
-            #[cfg(unix)]
-            (SystemDatagram::Unix { socket, .. }, Address::Unix(path)) => socket.connect(path),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "connect: the address is not of the socket's family",
-            )),
-        }
-    }
-
-    /// The Unix path this transport bound, if any.
-    #[cfg(unix)]
-    fn bound(&self) -> Option<&PathBuf> {
-        match self {
-            SystemDatagram::Unix { bound, .. } => bound.as_ref(),
-            SystemDatagram::Udp(_) => None,
-        }
-    }
 }
 
 #[cfg(unix)]
@@ -481,6 +399,32 @@ impl Handler<ShareStream> for SystemFunctions {
             entry.events = None;
         }
         Some(stream)
+    }
+}
+
+/// Lend a datagram socket actor the socket behind a handle, so it can send and receive
+/// in place (batched, where the OS can) instead of by [`SendV`]/[`RecvFrom`]
+/// (crate-internal: only for tables whose data path is still the system's). The actor
+/// then waits for readiness itself, so the transport lets go of its `Ready` recipient.
+#[derive(Debug)]
+pub(crate) struct ShareDatagram {
+    pub(crate) handle: Handle,
+}
+
+impl Message for ShareDatagram {
+    type Result = Option<Arc<SystemDatagram>>;
+}
+
+impl Handler<ShareDatagram> for SystemFunctions {
+    type Result = Option<Arc<SystemDatagram>>;
+
+    fn handle(&mut self, msg: ShareDatagram, _: &mut Context<Self>) -> Self::Result {
+        let entry = self.handles.get_mut(&msg.handle)?;
+        let State::Datagram(datagram) = &entry.state else {
+            return None;
+        };
+        entry.events = None;
+        Some(datagram.clone())
     }
 }
 

@@ -13,7 +13,6 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
-use std::task::Poll;
 
 use actix::{ActorFutureExt, AsyncContext, Context, SpawnHandle};
 use bytes::Bytes;
@@ -21,6 +20,7 @@ use bytes::Bytes;
 use super::{Socket, WriteReply};
 use crate::actors::functions::{flatten, sendfile_unsupported, SocketFunctions, SystemStream};
 use crate::actors::inbound::{Got, Inbound};
+use crate::actors::readiness::{ReadinessWait, Woke};
 use crate::error::TransportError;
 use crate::messages::functions::{CloseSocket, Received, RecvFrom, SendV, ShutdownWrite};
 use crate::proto::{InPlaceTransmit, StreamCore};
@@ -402,11 +402,16 @@ impl StreamIo for TableIo {
         // `poll_*_ready` keeps the waker in the stream's own readiness slot (only this
         // socket ever waits on it), so an armed idle socket holds no waiter node. An error
         // here surfaces on the retry.
-        let wait = ReadinessWait { stream, readiness };
-        *slot = Some(ctx.spawn(wait.map(move |woke, act, ctx| match woke {
-            Woke::Ready => act.on_ready(readiness, true, ctx),
-            Woke::Orphaned => act.on_orphaned(readiness, ctx),
-        })));
+        let wait = ReadinessWait {
+            socket: stream,
+            readiness,
+        };
+        *slot = Some(
+            ctx.spawn(wait.map(move |woke, act: &mut Socket, ctx| match woke {
+                Woke::Ready => act.on_ready(readiness, true, ctx),
+                Woke::Orphaned => act.on_orphaned(readiness, ctx),
+            })),
+        );
     }
 
     fn waited(&mut self, readiness: Readiness) {
@@ -450,40 +455,5 @@ impl StreamIo for TableIo {
         self.functions.close().do_send(CloseSocket {
             handle: self.handle,
         });
-    }
-}
-
-/// A socket's own wait for its stream's readiness (in place). Besides readiness it
-/// watches the actor's mailbox: actix keeps an actor with spawned futures running, so an
-/// open socket waiting on the reactor would otherwise outlive its last address.
-struct ReadinessWait {
-    stream: Arc<SystemStream>,
-    readiness: Readiness,
-}
-
-enum Woke {
-    Ready,
-    /// No address of the socket is left (checked only while it is open).
-    Orphaned,
-}
-
-impl actix::ActorFuture<Socket> for ReadinessWait {
-    type Output = Woke;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        act: &mut Socket,
-        ctx: &mut Context<Socket>,
-        task: &mut std::task::Context<'_>,
-    ) -> Poll<Woke> {
-        // Dropping the last address wakes the actor's task, which polls this again.
-        if act.is_open() && !ctx.connected() {
-            return Poll::Ready(Woke::Orphaned);
-        }
-        let ready = match self.readiness {
-            Readiness::Writable => self.stream.poll_write_ready(task),
-            Readiness::Readable => self.stream.poll_read_ready(task),
-        };
-        ready.map(|_| Woke::Ready)
     }
 }

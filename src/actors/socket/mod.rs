@@ -144,11 +144,6 @@ impl Socket {
         span_of(&self.span)
     }
 
-    /// Whether the socket still takes writes.
-    pub(crate) fn is_open(&self) -> bool {
-        self.core.is_open()
-    }
-
     /// Does what the core asks, tells others what it says, and sets its timer, until it
     /// has nothing more to say.
     fn drive(&mut self, ctx: &mut Context<Self>) {
@@ -635,5 +630,12 @@ impl Actor for Socket {
         while let Some(event) = self.core.poll_event() {
             self.dispatch(event, ctx);
         }
+    }
+}
+
+impl crate::actors::readiness::Waiter for Socket {
+    /// Whether the socket still takes writes.
+    fn is_open(&self) -> bool {
+        self.core.is_open()
     }
 }

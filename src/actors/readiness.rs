@@ -1,0 +1,86 @@
+//! [`ReadinessWait`]: a socket actor's own wait for its system socket's readiness, when
+//! it calls the operating system in place (stream and datagram sockets alike).
+
+use std::sync::Arc;
+use std::task::Poll;
+
+use actix::{Actor, ActorFuture, Context};
+
+use super::functions::{SystemDatagram, SystemStream};
+use crate::types::Readiness;
+
+/// A system socket whose readiness can be awaited; the waker is kept in the socket's own
+/// slot for that direction (only the one actor calling it in place ever waits on it), so
+/// an armed idle socket holds no waiter node.
+pub(crate) trait PollReady {
+    /// Polls readiness for `readiness`. An error here surfaces on the retry.
+    fn poll_ready(
+        &self,
+        readiness: Readiness,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>>;
+}
+
+impl PollReady for SystemStream {
+    fn poll_ready(
+        &self,
+        readiness: Readiness,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match readiness {
+            Readiness::Writable => self.poll_write_ready(cx),
+            Readiness::Readable => self.poll_read_ready(cx),
+        }
+    }
+}
+
+impl PollReady for SystemDatagram {
+    fn poll_ready(
+        &self,
+        readiness: Readiness,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        SystemDatagram::poll_ready(self, readiness, cx)
+    }
+}
+
+/// An actor that waits on the reactor itself.
+pub(crate) trait Waiter: Actor<Context = Context<Self>> {
+    /// Whether it is open (a closing actor is not orphaned: it finishes its close).
+    fn is_open(&self) -> bool;
+}
+
+/// The wait. Besides readiness it watches the actor's mailbox: actix keeps an actor with
+/// spawned futures running, so an open socket waiting on the reactor would otherwise
+/// outlive its last address.
+pub(crate) struct ReadinessWait<S> {
+    pub(crate) socket: Arc<S>,
+    pub(crate) readiness: Readiness,
+}
+
+/// How a [`ReadinessWait`] ended.
+pub(crate) enum Woke {
+    /// The socket is ready.
+    Ready,
+    /// No address of the actor is left (checked only while it is open).
+    Orphaned,
+}
+
+impl<S: PollReady, A: Waiter> ActorFuture<A> for ReadinessWait<S> {
+    type Output = Woke;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<Woke> {
+        // Dropping the last address wakes the actor's task, which polls this again.
+        if act.is_open() && !ctx.connected() {
+            return Poll::Ready(Woke::Orphaned);
+        }
+        self.socket
+            .poll_ready(self.readiness, task)
+            .map(|_| Woke::Ready)
+    }
+}

@@ -1,0 +1,210 @@
+//! On the unreplaced system transport a datagram socket calls the operating system in
+//! place, as a stream socket does: a burst of queued datagrams leaves in a few batched
+//! calls (`sendmmsg` where the OS has it), never merged, split or reordered, each answered
+//! once, each to its own destination; a burst that arrived is received in a few calls
+//! (`recvmmsg`), each datagram whole with its sender. A socket waiting for readiness on
+//! the reactor itself still stops when its last address is dropped.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::channel;
+use sockactor::messages::{
+    Address, DatagramEvent, DatagramEventKind, GetDatagramStats, SendDatagram,
+};
+use sockactor::{DatagramConfig, DatagramSocket};
+
+/// Datagrams per burst: one turn's worth (the default `max_per_turn`).
+const BURST: usize = 64;
+const ROUNDS: usize = 4;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn datagram(round: usize, i: usize) -> Vec<u8> {
+    let mut payload = format!("round {round} datagram {i:03} ").into_bytes();
+    payload.resize(40 + (i * 7) % 200, b'0' + (i % 10) as u8);
+    payload
+}
+
+async fn next_datagram(
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<DatagramEvent>,
+) -> (Vec<u8>, Option<Address>, bool) {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("a datagram within 10 s")
+            .expect("subscriber alive");
+        match event.kind {
+            DatagramEventKind::Received {
+                bytes,
+                from,
+                truncated,
+            } => return (bytes.to_vec(), from, truncated),
+            DatagramEventKind::Closed { .. } => panic!("socket closed"),
+            _ => {}
+        }
+    }
+}
+
+#[actix::test]
+async fn a_burst_leaves_in_few_calls_and_arrives_whole_in_order_in_few_calls() {
+    let (events, mut heard) = channel::<DatagramEvent>();
+    let (receiver, to) = DatagramSocket::builder()
+        .subscriber(events)
+        .bind(loopback())
+        .await
+        .expect("bind the receiver");
+    let (sender, from) = DatagramSocket::builder()
+        .bind(loopback())
+        .await
+        .expect("bind the sender");
+
+    for round in 0..ROUNDS {
+        // One burst: all queued before the Flusher's `Flush` comes.
+        for i in 0..BURST - 1 {
+            sender.do_send(SendDatagram::new(datagram(round, i)).to(to.clone()));
+        }
+        let last = datagram(round, BURST - 1);
+        let sent = sender
+            .send(SendDatagram::new(last.clone()).to(to.clone()))
+            .await
+            .expect("answered")
+            .expect("sent");
+        assert_eq!(sent.len, last.len());
+        for i in 0..BURST {
+            let (bytes, sender_addr, truncated) = next_datagram(&mut heard).await;
+            assert_eq!(
+                bytes,
+                datagram(round, i),
+                "round {round}: datagram {i} in order"
+            );
+            assert_eq!(sender_addr.as_ref(), Some(&from));
+            assert!(!truncated);
+        }
+    }
+
+    let sent = sender.send(GetDatagramStats).await.expect("stats");
+    let received = receiver.send(GetDatagramStats).await.expect("stats");
+    let total = (BURST * ROUNDS) as u64;
+    assert_eq!((sent.sent, sent.send_failed), (total, 0));
+    assert_eq!(received.received, total);
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        assert!(
+            sent.sendv_calls * 8 <= sent.sent,
+            "{} datagrams sent in {} calls: not batched",
+            sent.sent,
+            sent.sendv_calls
+        );
+        assert!(
+            received.recv_calls * 4 <= received.received,
+            "{} datagrams received in {} calls: not batched",
+            received.received,
+            received.recv_calls
+        );
+    } else {
+        assert_eq!(sent.sendv_calls, sent.sent, "one call per datagram");
+    }
+}
+
+#[actix::test]
+async fn one_batch_reaches_each_destination_with_its_own_datagrams() {
+    let (a_events, mut a_heard) = channel::<DatagramEvent>();
+    let (b_events, mut b_heard) = channel::<DatagramEvent>();
+    let (_a, a_addr) = DatagramSocket::builder()
+        .subscriber(a_events)
+        .bind(loopback())
+        .await
+        .expect("bind a");
+    let (_b, b_addr) = DatagramSocket::builder()
+        .subscriber(b_events)
+        .bind(loopback())
+        .await
+        .expect("bind b");
+    let (sender, _) = DatagramSocket::builder()
+        .bind(loopback())
+        .await
+        .expect("bind the sender");
+    for i in 0..BURST - 1 {
+        let to = if i % 3 == 0 { &b_addr } else { &a_addr };
+        sender.do_send(SendDatagram::new(datagram(0, i)).to(to.clone()));
+    }
+    sender
+        .send(SendDatagram::new(datagram(0, BURST - 1)).to(a_addr.clone()))
+        .await
+        .expect("answered")
+        .expect("sent");
+    for i in 0..BURST {
+        let heard = if i % 3 == 0 && i != BURST - 1 {
+            &mut b_heard
+        } else {
+            &mut a_heard
+        };
+        let (bytes, _, _) = next_datagram(heard).await;
+        assert_eq!(
+            bytes,
+            datagram(0, i),
+            "datagram {i} went to its own destination"
+        );
+    }
+}
+
+#[actix::test]
+async fn a_datagram_longer_than_the_socket_takes_is_flagged_truncated_in_a_batch() {
+    let (events, mut heard) = channel::<DatagramEvent>();
+    let (_receiver, to) = DatagramSocket::builder()
+        .config(DatagramConfig {
+            max_datagram_size: 100,
+            ..DatagramConfig::default()
+        })
+        .subscriber(events)
+        .bind(loopback())
+        .await
+        .expect("bind");
+    let (sender, _) = DatagramSocket::builder()
+        .bind(loopback())
+        .await
+        .expect("bind the sender");
+    let sizes = [10usize, 100, 101, 1000, 99, 5];
+    for (i, len) in sizes.iter().enumerate() {
+        sender.do_send(SendDatagram::new(vec![i as u8; *len]).to(to.clone()));
+    }
+    sender
+        .send(SendDatagram::new(&b"end"[..]).to(to.clone()))
+        .await
+        .expect("answered")
+        .expect("sent");
+    for (i, len) in sizes.iter().enumerate() {
+        let (bytes, _, truncated) = next_datagram(&mut heard).await;
+        assert_eq!(bytes, vec![i as u8; (*len).min(100)], "datagram {i}");
+        assert_eq!(truncated, *len > 100, "datagram {i} of {len} bytes");
+    }
+    assert_eq!(next_datagram(&mut heard).await.0, b"end");
+}
+
+#[actix::test]
+async fn a_reading_socket_stops_when_its_last_address_is_dropped() {
+    let (events, mut heard) = channel::<DatagramEvent>();
+    let (socket, _) = DatagramSocket::builder()
+        .subscriber(events)
+        .bind(loopback())
+        .await
+        .expect("bind");
+    drop(socket);
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match heard.recv().await {
+                Some(DatagramEvent {
+                    kind: DatagramEventKind::Closed { cause },
+                    ..
+                }) => return cause,
+                Some(_) => {}
+                None => panic!("subscriber channel gone before the close"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 10 s");
+    assert!(closed.is_none(), "a clean close: {closed:?}");
+}
