@@ -2,7 +2,9 @@
 //! place, as a stream socket does: a burst of queued datagrams leaves in a few batched
 //! calls (`sendmmsg` where the OS has it), never merged, split or reordered, each answered
 //! once, each to its own destination; a burst that arrived is received in a few calls
-//! (`recvmmsg`), each datagram whole with its sender. A socket waiting for readiness on
+//! (`recvmmsg`), each datagram whole with its sender. Runs of one length to one
+//! destination (which Linux may send as one offloaded message) still arrive as separate
+//! datagrams, whole and in order. A socket waiting for readiness on
 //! the reactor itself still stops when its last address is dropped.
 
 use std::net::SocketAddr;
@@ -207,4 +209,74 @@ async fn a_reading_socket_stops_when_its_last_address_is_dropped() {
     .await
     .expect("closed within 10 s");
     assert!(closed.is_none(), "a clean close: {closed:?}");
+}
+
+#[actix::test]
+async fn runs_of_one_length_arrive_as_separate_whole_datagrams_in_order() {
+    runs_arrive_whole(true).await;
+}
+
+#[actix::test]
+async fn runs_arrive_the_same_without_segmentation_offload() {
+    runs_arrive_whole(false).await;
+}
+
+async fn runs_arrive_whole(offload: bool) {
+    let (a_events, mut a_heard) = channel::<DatagramEvent>();
+    let (b_events, mut b_heard) = channel::<DatagramEvent>();
+    let (_a, a_addr) = DatagramSocket::builder()
+        .subscriber(a_events)
+        .bind(loopback())
+        .await
+        .expect("bind a");
+    let (_b, b_addr) = DatagramSocket::builder()
+        .subscriber(b_events)
+        .bind(loopback())
+        .await
+        .expect("bind b");
+    let (sender, _) = DatagramSocket::builder()
+        .config(DatagramConfig {
+            offload,
+            ..DatagramConfig::default()
+        })
+        .bind(loopback())
+        .await
+        .expect("bind the sender");
+    // Runs: 20 of 100 bytes to a, a shorter one ending the run, 30 of 1,000 bytes to b
+    // (one of them empty), 12 of 1,452 to a, then longer ones that are never grouped.
+    let mut plan: Vec<(usize, bool)> = Vec::new();
+    plan.extend((0..20).map(|_| (100, true)));
+    plan.push((37, true));
+    plan.extend((0..30).map(|i| (if i == 15 { 0 } else { 1000 }, false)));
+    plan.extend((0..12).map(|_| (1452, true)));
+    plan.extend((0..3).map(|_| (2000, true)));
+    let body = |i: usize, len: usize| -> Vec<u8> { (0..len).map(|k| (i * 31 + k) as u8).collect() };
+    let last = plan.len() - 1;
+    for (i, &(len, to_a)) in plan.iter().enumerate() {
+        let to = if to_a { &a_addr } else { &b_addr };
+        let datagram = SendDatagram::new(body(i, len)).to(to.clone());
+        if i == last {
+            let sent = sender
+                .send(datagram)
+                .await
+                .expect("answered")
+                .expect("sent");
+            assert_eq!(sent.len, len);
+        } else {
+            sender.do_send(datagram);
+        }
+    }
+    for (i, &(len, to_a)) in plan.iter().enumerate() {
+        let heard = if to_a { &mut a_heard } else { &mut b_heard };
+        let (bytes, _, truncated) = next_datagram(heard).await;
+        assert!(!truncated);
+        assert_eq!(bytes.len(), len, "datagram {i}: its own length");
+        assert_eq!(bytes, body(i, len), "datagram {i}: whole, in order");
+    }
+    let stats = sender.send(GetDatagramStats).await.expect("stats");
+    assert_eq!(
+        (stats.sent, stats.send_failed),
+        (plan.len() as u64, 0),
+        "each datagram answered once, all sent"
+    );
 }

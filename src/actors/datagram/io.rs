@@ -34,6 +34,8 @@ pub(super) struct DatagramIo {
     read_wait: Option<SpawnHandle>,
     /// The bytes sent of each datagram of the last batch (kept for its capacity).
     sent: Vec<usize>,
+    /// Runs of one length to one destination go as one offloaded message.
+    offload: bool,
 }
 
 impl fmt::Debug for DatagramIo {
@@ -50,6 +52,7 @@ impl DatagramIo {
         functions: SocketFunctions,
         handle: Handle,
         system: Option<Arc<SystemDatagram>>,
+        offload: bool,
     ) -> Self {
         DatagramIo {
             functions,
@@ -58,6 +61,7 @@ impl DatagramIo {
             write_wait: None,
             read_wait: None,
             sent: Vec::new(),
+            offload,
         }
     }
 
@@ -95,8 +99,11 @@ impl DatagramIo {
             return;
         };
         self.sent.clear();
-        let result =
-            system.try_send_batch(core.poll_datagrams(budget.min(MAX_BATCH)), &mut self.sent);
+        let result = system.try_send_batch(
+            core.poll_datagrams(budget.min(MAX_BATCH)),
+            &mut self.sent,
+            self.offload,
+        );
         tracing::trace!(datagrams = self.sent.len(), ?result, "sendmmsg");
         let now = now();
         for &len in &self.sent {

@@ -94,9 +94,18 @@ impl DatagramGate {
 
     /// An admitted datagram was answered (sent or failed): its room is free again.
     pub(crate) fn release(&self, len: usize) {
+        self.release_many(1, len);
+    }
+
+    /// Admitted datagrams were answered: `datagrams` of them, `bytes` in all. Their room
+    /// is free again, and writers waiting for it wake once.
+    pub(crate) fn release_many(&self, datagrams: usize, bytes: usize) {
+        if datagrams == 0 {
+            return;
+        }
         let mut c = self.counts();
-        c.datagrams = c.datagrams.saturating_sub(1);
-        c.bytes = c.bytes.saturating_sub(len);
+        c.datagrams = c.datagrams.saturating_sub(datagrams);
+        c.bytes = c.bytes.saturating_sub(bytes);
         drop(c);
         self.room.notify_waiters();
     }

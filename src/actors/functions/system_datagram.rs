@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use tokio::net::UdpSocket;
 
+use crate::batch::IoBatch;
+
 use crate::types::{Address, Readiness};
 
 /// A datagram socket of the system transport.
@@ -101,19 +103,11 @@ pub(crate) const MAX_BATCH: usize = 64;
 const BATCH_BYTES: usize = 1 << 20;
 
 /// How many datagrams of at most `max_len` bytes one receive call takes, of `wanted`.
-pub(crate) fn recv_batch_len(max_len: usize, wanted: usize) -> usize {
+fn recv_batch_len(max_len: usize, wanted: usize) -> usize {
     wanted
         .min(MAX_BATCH)
         .min(BATCH_BYTES / max_len.max(1))
         .max(1)
-}
-
-thread_local! {
-    /// The receive buffer of the datagram sockets of this thread: a batch is received
-    /// here and each datagram copied out at its exact length, so a small datagram pins no
-    /// large allocation and idle sockets hold no buffer. Pages are touched only as
-    /// datagrams fill them.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl SystemDatagram {
@@ -140,22 +134,26 @@ impl SystemDatagram {
 
     /// Sends the datagrams in order, each whole and to its own destination (`None`: the
     /// connected peer), in one call where the OS batches them (`sendmmsg`), else one call
-    /// each. Pushes the bytes sent of each datagram the kernel took onto `sent`, in
+    /// each. With `offload`, where the OS has UDP segmentation offload, a run of
+    /// datagrams of one length (up to 1,452 bytes) to one destination goes as one message
+    /// that the kernel cuts into those datagrams, all or none. Pushes the bytes sent of each datagram the kernel took onto `sent`, in
     /// order, and stops at the first it did not take: its error (would-block included)
     /// is the answer only when it was the first of the batch; otherwise the next call
     /// meets it.
     pub(crate) fn try_send_batch<'a>(
         &self,
-        batch: impl Iterator<Item = (&'a crate::batch::IoBatch, Option<&'a Address>)>,
+        batch: impl Iterator<Item = (&'a IoBatch, Option<&'a Address>)>,
         sent: &mut Vec<usize>,
+        offload: bool,
     ) -> io::Result<()> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
-            mmsg::send(self, batch, sent)
+            mmsg::send(self, batch, sent, offload)
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
-            for (payload, to) in batch {
+            let _ = offload;
+            for (payload, to) in batch.take(MAX_BATCH) {
                 let joined = match payload.to_vec() {
                     Ok(joined) => joined,
                     Err(_) if !sent.is_empty() => return Ok(()),
@@ -175,25 +173,35 @@ impl SystemDatagram {
         }
     }
 
-    /// Receives up to `count` datagrams (see [`recv_batch_len`]) in one call where the
-    /// OS batches them (`recvmmsg`), else one call each, handing each to `each` with its
-    /// sender and whether it was longer than `max_len` (then only its first `max_len`
-    /// bytes are given). Answers how many; would-block (or an error) only when none.
+    /// Receives up to `count` datagrams (fewer when they may be long: a batch's buffers
+    /// stay within a bound) in one call where the OS batches them (`recvmmsg`), else one
+    /// call each, handing each to `each` with its sender and whether it was longer than
+    /// `max_len` (then only its first `max_len` bytes are given). Answers how many;
+    /// would-block (or an error) only when none.
+    ///
+    /// A batch is received into this thread's buffers and each datagram is copied out at
+    /// its exact length by `each`, so a small datagram pins no large allocation and idle
+    /// sockets hold no buffer.
     pub(crate) fn try_recv_batch(
         &self,
         max_len: usize,
         count: usize,
-        mut each: impl FnMut(&[u8], Address, bool),
+        each: impl FnMut(&[u8], Address, bool),
     ) -> io::Result<usize> {
         let count = recv_batch_len(max_len, count);
-        SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            {
-                mmsg::recv(self, &mut scratch, max_len, count, &mut each)
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            mmsg::recv(self, max_len, count, each)
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        {
+            thread_local! {
+                static SCRATCH: std::cell::RefCell<Vec<u8>> =
+                    const { std::cell::RefCell::new(Vec::new()) };
             }
-            #[cfg(not(any(target_os = "linux", target_os = "android")))]
-            {
+            let mut each = each;
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
                 // One byte more than asked: a datagram that fills it was longer.
                 let room = max_len.saturating_add(1);
                 if scratch.len() < room {
@@ -211,8 +219,8 @@ impl SystemDatagram {
                     }
                 }
                 Ok(got)
-            }
-        })
+            })
+        }
     }
 
     /// Runs a raw call on the socket through tokio, which clears its readiness when the
@@ -232,30 +240,84 @@ impl SystemDatagram {
         }
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn is_unix(&self) -> bool {
-        #[cfg(unix)]
-        {
-            matches!(self, SystemDatagram::Unix { .. })
-        }
-        #[cfg(not(unix))]
-        {
-            false
-        }
+        matches!(self, SystemDatagram::Unix { .. })
     }
 }
 
-/// `sendmmsg(2)` and `recvmmsg(2)`.
+/// `sendmmsg(2)` and `recvmmsg(2)`, with this thread's buffers and headers reused from
+/// call to call (they point into each other only during a call).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod mmsg {
+    use std::cell::RefCell;
     use std::io;
     use std::path::PathBuf;
 
     use socket2::{SockAddr, SockAddrStorage};
     use tokio::io::Interest;
 
-    use super::SystemDatagram;
+    use super::{SystemDatagram, MAX_BATCH};
     use crate::batch::IoBatch;
     use crate::types::Address;
+
+    /// A send batch's parts.
+    #[derive(Default)]
+    struct SendParts {
+        /// One message per group of datagrams sent together (see [`Group`]).
+        groups: Vec<Group>,
+        names: Vec<Option<SockAddr>>,
+        iovecs: Vec<libc::iovec>,
+        /// The lengths of the datagrams, in order.
+        lens: Vec<usize>,
+        /// How many segments (`iovecs`) each datagram has, in order.
+        segs: Vec<usize>,
+        /// A `UDP_SEGMENT` control message for each group (`u64`s: aligned for it).
+        controls: Vec<u64>,
+        headers: Vec<libc::mmsghdr>,
+    }
+
+    /// Datagrams leaving in one message: one, or (segmentation offload) several of the
+    /// same length to the same destination, the last perhaps shorter, which the kernel
+    /// sends as that many datagrams, all or none.
+    #[derive(Clone, Copy)]
+    struct Group {
+        /// The first datagram's index, and how many.
+        first: usize,
+        count: usize,
+        /// The first datagram's length: every one before the last has it.
+        size: usize,
+        bytes: usize,
+        /// The group's segments in `iovecs`.
+        iov_first: usize,
+        iov_count: usize,
+    }
+
+    /// Most datagrams in one offloaded group (the kernel's `UDP_MAX_SEGMENTS` on older
+    /// kernels), and most bytes in one (under a UDP datagram's 16-bit length).
+    const GSO_SEGMENTS: usize = 64;
+    const GSO_BYTES: usize = 65_000;
+    /// Longest datagram offloaded: one that fits an Ethernet frame over IPv6, so a
+    /// path's MTU never makes the kernel refuse a group (longer ones go one a message).
+    const GSO_SIZE: usize = 1_452;
+
+    /// Whether UDP segmentation offload is used: until the kernel refuses it once.
+    static GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    /// A receive batch's parts: `count` slots of `slot` bytes in `buffer`, an address
+    /// and a header for each.
+    #[derive(Default)]
+    struct RecvParts {
+        buffer: Vec<u8>,
+        names: Vec<SockAddrStorage>,
+        iovecs: Vec<libc::iovec>,
+        headers: Vec<libc::mmsghdr>,
+        slot: usize,
+    }
+
+    thread_local! {
+        static SEND: RefCell<SendParts> = RefCell::new(SendParts::default());
+        static RECV: RefCell<RecvParts> = RefCell::new(RecvParts::default());
+    }
 
     /// A destination as the kernel takes it.
     fn sockaddr(to: &Address) -> io::Result<SockAddr> {
@@ -265,75 +327,198 @@ mod mmsg {
         }
     }
 
+    fn wrong_family() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the destination is not of the socket's family",
+        )
+    }
+
+    /// An empty header: no name, no buffers, no control.
+    fn empty_header() -> libc::mmsghdr {
+        // SAFETY: an all-zero `mmsghdr` is valid.
+        unsafe { std::mem::zeroed() }
+    }
+
     pub(super) fn send<'a>(
         socket: &SystemDatagram,
         batch: impl Iterator<Item = (&'a IoBatch, Option<&'a Address>)>,
         sent: &mut Vec<usize>,
+        offload: bool,
     ) -> io::Result<()> {
-        let mut names: Vec<Option<SockAddr>> = Vec::with_capacity(super::MAX_BATCH);
-        let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(super::MAX_BATCH);
-        // Where each datagram's segments start in `iovecs`.
-        let mut starts: Vec<usize> = Vec::with_capacity(super::MAX_BATCH + 1);
-        for (payload, to) in batch.take(super::MAX_BATCH) {
+        SEND.with(|parts| {
+            let mut parts = parts.borrow_mut();
+            let result = gather(&mut parts, socket, batch).and_then(|()| {
+                let gso = offload
+                    && !socket.is_unix()
+                    && GSO.load(std::sync::atomic::Ordering::Relaxed);
+                match send_groups(&mut parts, socket, gso, sent) {
+                    // A kernel or device without segmentation offload: never again, and
+                    // this batch one datagram a message.
+                    Err(e) if gso && offload_refused(&e, &parts) => {
+                        tracing::debug!(error = %e, "UDP segmentation offload refused; off from now on");
+                        GSO.store(false, std::sync::atomic::Ordering::Relaxed);
+                        send_groups(&mut parts, socket, false, sent)
+                    }
+                    other => other,
+                }
+            });
+            // Nothing points into the payloads once the call is over.
+            let SendParts {
+                groups,
+                names,
+                iovecs,
+                lens,
+                segs,
+                controls,
+                headers,
+            } = &mut *parts;
+            groups.clear();
+            names.clear();
+            iovecs.clear();
+            lens.clear();
+            segs.clear();
+            controls.clear();
+            headers.clear();
+            result
+        })
+    }
+
+    /// Whether `error`, for a first message that carried several datagrams, is the
+    /// kernel refusing segmentation offload rather than the datagrams.
+    fn offload_refused(error: &io::Error, parts: &SendParts) -> bool {
+        let several = parts.groups.first().is_some_and(|g| g.count > 1);
+        several
+            && matches!(
+                error.raw_os_error(),
+                Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+            )
+    }
+
+    /// Takes the batch's datagrams: their destinations, segments and lengths.
+    fn gather<'a>(
+        parts: &mut SendParts,
+        socket: &SystemDatagram,
+        batch: impl Iterator<Item = (&'a IoBatch, Option<&'a Address>)>,
+    ) -> io::Result<()> {
+        for (payload, to) in batch.take(MAX_BATCH) {
             let name = match to.map(sockaddr).transpose() {
+                Ok(Some(name)) if name.is_unix() != socket.is_unix() => Err(wrong_family()),
+                other => other,
+            };
+            let name = match name {
                 Ok(name) => name,
                 // A destination the kernel cannot take: what came before goes now, and
                 // this one meets its error as the first of the next call.
-                Err(_) if !names.is_empty() => break,
+                Err(_) if !parts.names.is_empty() => break,
                 Err(e) => return Err(e),
             };
-            if let Some(addr) = &name {
-                if addr.is_unix() != socket.is_unix() {
-                    if names.is_empty() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            "the destination is not of the socket's family",
-                        ));
-                    }
-                    break;
-                }
-            }
-            starts.push(iovecs.len());
+            let before = parts.iovecs.len();
             for segment in payload.segments() {
                 // A datagram's file ranges were read into memory when it was queued.
                 if let Some(bytes) = segment.as_bytes() {
-                    iovecs.push(libc::iovec {
+                    parts.iovecs.push(libc::iovec {
                         iov_base: bytes.as_ptr() as *mut libc::c_void,
                         iov_len: bytes.len(),
                     });
                 }
             }
-            names.push(name);
+            parts.names.push(name);
+            parts.lens.push(payload.len());
+            parts.segs.push(parts.iovecs.len() - before);
         }
-        starts.push(iovecs.len());
+        Ok(())
+    }
+
+    /// Groups the gathered datagrams (each alone, or with `gso` runs of one length to
+    /// one destination), sends the groups in one `sendmmsg`, and pushes the length of
+    /// each datagram of each group the kernel took onto `sent`.
+    fn send_groups(
+        parts: &mut SendParts,
+        socket: &SystemDatagram,
+        gso: bool,
+        sent: &mut Vec<usize>,
+    ) -> io::Result<()> {
+        let SendParts {
+            groups,
+            names,
+            iovecs,
+            lens,
+            segs,
+            controls,
+            headers,
+        } = parts;
         if names.is_empty() {
             return Ok(());
         }
-        let mut headers: Vec<libc::mmsghdr> = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                // SAFETY: an all-zero `msghdr` is valid (no name, no buffers, no control).
-                let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-                if let Some(name) = name {
-                    header.msg_name = name.as_ptr() as *mut libc::c_void;
-                    header.msg_namelen = name.len();
+        groups.clear();
+        controls.clear();
+        headers.clear();
+        let mut iov_at = 0;
+        for (i, (&len, &seg)) in lens.iter().zip(segs.iter()).enumerate() {
+            let joins = gso
+                && groups.last().is_some_and(|g| {
+                    let last = g.first + g.count - 1;
+                    // Every datagram but the last of a group has the first one's length.
+                    lens[last] == g.size
+                        && len > 0
+                        && len <= g.size
+                        && g.size <= GSO_SIZE
+                        && g.count < GSO_SEGMENTS
+                        && g.bytes + len <= GSO_BYTES
+                        && same_destination(&names[last], &names[i])
+                });
+            match groups.last_mut() {
+                Some(g) if joins => {
+                    g.count += 1;
+                    g.bytes += len;
+                    g.iov_count += seg;
                 }
-                let (from, to) = (starts[i], starts[i + 1]);
-                if to > from {
-                    header.msg_iov = iovecs[from..to].as_ptr() as *mut libc::iovec;
-                    header.msg_iovlen = (to - from) as _;
+                _ => groups.push(Group {
+                    first: i,
+                    count: 1,
+                    size: len,
+                    bytes: len,
+                    iov_first: iov_at,
+                    iov_count: seg,
+                }),
+            }
+            iov_at += seg;
+        }
+        // SAFETY: `CMSG_SPACE` only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+        let words = space.div_ceil(8);
+        controls.resize(groups.len() * words, 0);
+        for (k, g) in groups.iter().enumerate() {
+            let mut header = empty_header();
+            if let Some(name) = &names[g.first] {
+                header.msg_hdr.msg_name = name.as_ptr() as *mut libc::c_void;
+                header.msg_hdr.msg_namelen = name.len();
+            }
+            if g.iov_count > 0 {
+                header.msg_hdr.msg_iov = iovecs[g.iov_first..].as_mut_ptr();
+                header.msg_hdr.msg_iovlen = g.iov_count as _;
+            }
+            if g.count > 1 {
+                let control = controls[k * words..(k + 1) * words].as_mut_ptr();
+                header.msg_hdr.msg_control = control as *mut libc::c_void;
+                header.msg_hdr.msg_controllen = space as _;
+                // SAFETY: the control buffer is `space` bytes, aligned for `cmsghdr`,
+                // and holds exactly one message with a `u16`.
+                unsafe {
+                    let cmsg = libc::CMSG_FIRSTHDR(&header.msg_hdr);
+                    (*cmsg).cmsg_level = libc::SOL_UDP;
+                    (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+                    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, g.size as u16);
                 }
-                libc::mmsghdr {
-                    msg_hdr: header,
-                    msg_len: 0,
-                }
-            })
-            .collect();
+            }
+            headers.push(header);
+        }
         let taken = socket.try_io(Interest::WRITABLE, |fd| {
-            // SAFETY: every header points into `names` and `iovecs`, which outlive the
-            // call, and into the payloads' bytes, borrowed for 'a; the kernel writes only
-            // `msg_len`.
+            // SAFETY: every header points into `names`, `iovecs` and `controls`, which
+            // are not touched until the call returns, and into the payloads' bytes; the
+            // kernel writes only `msg_len`.
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
@@ -348,81 +533,125 @@ mod mmsg {
                 Ok(n as usize)
             }
         })?;
-        sent.extend(headers[..taken].iter().map(|h| h.msg_len as usize));
+        for (g, header) in groups.iter().zip(headers.iter()).take(taken) {
+            if g.count == 1 {
+                sent.push(header.msg_len as usize);
+                continue;
+            }
+            // An offloaded group goes whole or not at all.
+            sent.extend_from_slice(&lens[g.first..g.first + g.count]);
+        }
         Ok(())
+    }
+
+    /// Whether two datagrams go to the same IP destination (the connected peer, or one
+    /// address).
+    fn same_destination(a: &Option<SockAddr>, b: &Option<SockAddr>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.as_socket().is_some() && a.as_socket() == b.as_socket(),
+            _ => false,
+        }
     }
 
     pub(super) fn recv(
         socket: &SystemDatagram,
-        scratch: &mut Vec<u8>,
         max_len: usize,
         count: usize,
-        each: &mut impl FnMut(&[u8], Address, bool),
+        mut each: impl FnMut(&[u8], Address, bool),
     ) -> io::Result<usize> {
-        // At least one byte a slot: a zero-length buffer cannot tell a cut datagram.
-        let slot = max_len.max(1);
-        if scratch.len() < slot * count {
-            scratch.resize(slot * count, 0);
+        RECV.with(|parts| {
+            let mut parts = parts.borrow_mut();
+            // At least one byte a slot: a zero-length buffer cannot tell a cut datagram.
+            prepare(&mut parts, max_len.max(1), count);
+            let RecvParts {
+                buffer,
+                names,
+                headers,
+                slot,
+                ..
+            } = &mut *parts;
+            for (header, name) in headers[..count].iter_mut().zip(names.iter()) {
+                header.msg_hdr.msg_namelen = name.size_of();
+                header.msg_hdr.msg_flags = 0;
+                header.msg_len = 0;
+            }
+            let got = socket.try_io(Interest::READABLE, |fd| {
+                // SAFETY: every header points into `names`, `iovecs` and `buffer`, which
+                // `prepare` sized for `count` and nothing moves during the call; the
+                // kernel writes within the lengths given.
+                let n = unsafe {
+                    libc::recvmmsg(
+                        fd,
+                        headers.as_mut_ptr(),
+                        count as _,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            })?;
+            for (i, header) in headers[..got].iter().enumerate() {
+                let len = (header.msg_len as usize).min(max_len);
+                let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                let namelen = header.msg_hdr.msg_namelen;
+                let name = std::mem::replace(&mut names[i], SockAddrStorage::zeroed());
+                // SAFETY: the kernel filled `name` with an address of `namelen` bytes.
+                let from = unsafe { SockAddr::new(name, namelen) };
+                let from = match from.as_socket() {
+                    Some(addr) => Address::Inet(addr),
+                    // An unbound Unix sender is an unnamed peer: an empty path.
+                    None => {
+                        Address::Unix(from.as_pathname().map(PathBuf::from).unwrap_or_default())
+                    }
+                };
+                let start = i * *slot;
+                each(&buffer[start..start + len], from, truncated);
+            }
+            Ok(got)
+        })
+    }
+
+    /// Sizes the parts for `count` slots of `slot` bytes, pointing each header at its
+    /// slot and address (again only when they moved).
+    fn prepare(parts: &mut RecvParts, slot: usize, count: usize) {
+        if parts.slot == slot && parts.headers.len() >= count {
+            return;
         }
-        let mut names: Vec<SockAddrStorage> =
-            (0..count).map(|_| SockAddrStorage::zeroed()).collect();
-        let mut iovecs: Vec<libc::iovec> = scratch
+        let count = count.max(parts.headers.len());
+        parts.slot = slot;
+        // Zeroed pages are mapped as they are first written: a slot for a long datagram
+        // costs memory only once one arrives.
+        parts.buffer = vec![0; slot * count];
+        parts.names = (0..count).map(|_| SockAddrStorage::zeroed()).collect();
+        let RecvParts {
+            buffer,
+            names,
+            iovecs,
+            headers,
+            ..
+        } = parts;
+        *iovecs = buffer
             .chunks_exact_mut(slot)
-            .take(count)
             .map(|chunk| libc::iovec {
                 iov_base: chunk.as_mut_ptr() as *mut libc::c_void,
                 iov_len: chunk.len(),
             })
             .collect();
-        let mut headers: Vec<libc::mmsghdr> = names
+        *headers = names
             .iter_mut()
             .zip(iovecs.iter_mut())
             .map(|(name, iov)| {
-                // SAFETY: an all-zero `msghdr` is valid.
-                let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-                header.msg_name = name as *mut SockAddrStorage as *mut libc::c_void;
-                header.msg_namelen = name.size_of();
-                header.msg_iov = iov as *mut libc::iovec;
-                header.msg_iovlen = 1;
-                libc::mmsghdr {
-                    msg_hdr: header,
-                    msg_len: 0,
-                }
+                let mut header = empty_header();
+                header.msg_hdr.msg_name = name as *mut SockAddrStorage as *mut libc::c_void;
+                header.msg_hdr.msg_iov = iov as *mut libc::iovec;
+                header.msg_hdr.msg_iovlen = 1;
+                header
             })
             .collect();
-        let got = socket.try_io(Interest::READABLE, |fd| {
-            // SAFETY: every header points into `names`, `iovecs` and `scratch`, which
-            // outlive the call; the kernel writes within the lengths given.
-            let n = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    headers.as_mut_ptr(),
-                    headers.len() as _,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        })?;
-        for (i, header) in headers[..got].iter().enumerate() {
-            let len = (header.msg_len as usize).min(max_len);
-            let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let namelen = header.msg_hdr.msg_namelen;
-            let name = std::mem::replace(&mut names[i], SockAddrStorage::zeroed());
-            // SAFETY: the kernel filled `name` with an address of `namelen` bytes.
-            let from = unsafe { SockAddr::new(name, namelen) };
-            let from = match from.as_socket() {
-                Some(addr) => Address::Inet(addr),
-                // An unbound Unix sender is an unnamed peer: an empty path.
-                None => Address::Unix(from.as_pathname().map(PathBuf::from).unwrap_or_default()),
-            };
-            let start = i * slot;
-            each(&scratch[start..start + len], from, truncated);
-        }
-        Ok(got)
     }
 }

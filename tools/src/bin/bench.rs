@@ -52,7 +52,7 @@ use sockactor::{
 use sockactor_tools::args::{unknown, Args};
 use sockactor_tools::child::{self, fields, this_binary, Stderr};
 use sockactor_tools::procfs::{
-    nofile_limits, process_cpu_ns, raise_nofile_towards, status_kb, syscw,
+    nofile_limits, process_cpu_ns, raise_nofile_towards, status_kb, syscw, thread_cpu,
 };
 use sockactor_tools::report::{self, median, table_header, table_row, Align};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -120,6 +120,8 @@ enum Workload {
     F,
     G,
     H,
+    I,
+    I1,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,9 @@ enum Kind {
     ReqResp,
     /// Datagrams over loopback UDP to a receiver thread that counts them.
     Datagrams,
+    /// Datagrams from a sender thread (as fast as it goes, or `rate` a second) to the
+    /// receiver measured.
+    DatagramsIn { rate: Option<u64> },
     /// Connect and hold idle connections; measure RSS.
     Idle,
 }
@@ -147,7 +152,7 @@ struct WorkloadSpec {
 }
 
 impl Workload {
-    const ALL: [Workload; 9] = [
+    const ALL: [Workload; 11] = [
         Workload::A,
         Workload::B,
         Workload::B1,
@@ -157,6 +162,8 @@ impl Workload {
         Workload::F,
         Workload::G,
         Workload::H,
+        Workload::I,
+        Workload::I1,
     ];
 
     fn key(self) -> &'static str {
@@ -170,6 +177,8 @@ impl Workload {
             Workload::F => "f",
             Workload::G => "g",
             Workload::H => "h",
+            Workload::I => "i",
+            Workload::I1 => "i1",
         }
     }
 
@@ -224,6 +233,24 @@ impl Workload {
                 producers: 1,
                 yield_each: false,
             },
+            Workload::I => WorkloadSpec {
+                kind: Kind::DatagramsIn { rate: None },
+                full: 500_000,
+                quick: 10_000,
+                size: 64,
+                producers: 1,
+                yield_each: false,
+            },
+            Workload::I1 => WorkloadSpec {
+                kind: Kind::DatagramsIn {
+                    rate: Some(PACED_RATE),
+                },
+                full: 200_000,
+                quick: 5_000,
+                size: 64,
+                producers: 1,
+                yield_each: false,
+            },
         }
     }
 
@@ -245,6 +272,11 @@ impl Workload {
                 format!("g · {size} requests × {n}, {REQ_IN_FLIGHT} in flight, echo peer")
             }
             Workload::H => format!("h · {size} UDP datagrams × {n}, sent"),
+            Workload::I => format!("i · {size} UDP datagrams × {n}, received (flood)"),
+            Workload::I1 => format!(
+                "i1 · {size} UDP datagrams × {n}, received ({}/s)",
+                fmt_count(PACED_RATE as f64)
+            ),
         }
     }
 }
@@ -347,6 +379,10 @@ impl Sender {
             ),
             // A `DatagramWriter` against a tokio `send_to` loop (the ceiling's slot).
             Workload::H => matches!(self, Sender::SockactorWriter | Sender::Ceiling),
+            // A `DatagramSocket` with a subscriber against a tokio `recv_from` loop.
+            Workload::I | Workload::I1 => {
+                matches!(self, Sender::SockactorDeferred | Sender::Ceiling)
+            }
             _ => true,
         }
     }
@@ -375,6 +411,11 @@ fn naive(job: Job) -> BoxFut<Res<Outcome>> {
 fn ceiling(job: Job) -> BoxFut<Res<Outcome>> {
     if job.kind == Kind::Datagrams {
         return Box::pin(datagrams(job, move |to| Box::pin(tokio_datagrams(to, job))));
+    }
+    if let Kind::DatagramsIn { .. } = job.kind {
+        return Box::pin(datagrams_in(job, |counted| {
+            Box::pin(tokio_receiver(counted))
+        }));
     }
     if job.kind == Kind::ReqResp {
         return Box::pin(req_resp(job, move |addr| {
@@ -510,6 +551,9 @@ fn sockactor(job: Job, mode: Mode) -> BoxFut<Res<Outcome>> {
                 req_resp(job, move |addr| Box::pin(sock_requester(addr, job, mode))).await
             }
             Kind::Datagrams => datagrams(job, move |to| Box::pin(sock_datagrams(to, job))).await,
+            Kind::DatagramsIn { .. } => {
+                datagrams_in(job, |counted| Box::pin(sock_receiver(counted))).await
+            }
             Kind::PingPong => {
                 ping_pong(job, move |addr| {
                     Box::pin(async move {
@@ -871,9 +915,9 @@ fn actix_framedwrite(job: Job) -> BoxFut<Res<Outcome>> {
                 })
                 .await
             }
-            Kind::ReqResp | Kind::Datagrams => {
-                Err("(g) and (h) are measured for sockactor and the tokio baseline only".into())
-            }
+            Kind::ReqResp | Kind::Datagrams | Kind::DatagramsIn { .. } => Err(
+                "(g), (h) and (i) are measured for sockactor and the tokio baseline only".into(),
+            ),
             Kind::Idle => {
                 idle(job, |addr| {
                     Box::pin(async move {
@@ -1086,9 +1130,9 @@ fn channel_sender(
                 })
                 .await
             }
-            Kind::ReqResp | Kind::Datagrams => {
-                Err("(g) and (h) are measured for sockactor and the tokio baseline only".into())
-            }
+            Kind::ReqResp | Kind::Datagrams | Kind::DatagramsIn { .. } => Err(
+                "(g), (h) and (i) are measured for sockactor and the tokio baseline only".into(),
+            ),
             Kind::Idle => {
                 // A bare tokio task holding the stream, waiting for it to become readable.
                 idle(job, |addr| {
@@ -2139,7 +2183,12 @@ async fn tokio_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
 /// (h) through a `DatagramSocket`'s `DatagramWriter`, waiting for room when its queue is
 /// full; done when the socket has answered every datagram.
 async fn sock_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
+    let offload = std::env::var_os(NO_OFFLOAD_ENV).is_none();
     let (socket, _) = sockactor::DatagramSocket::builder()
+        .config(sockactor::DatagramConfig {
+            offload,
+            ..sockactor::DatagramConfig::default()
+        })
         .bind(
             "127.0.0.1:0"
                 .parse::<SocketAddr>()
@@ -2177,6 +2226,170 @@ async fn sock_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
         })
     });
     Ok(go)
+}
+
+/// Set (to anything) to send (h)'s datagrams without UDP segmentation offload.
+const NO_OFFLOAD_ENV: &str = "SOCKACTOR_BENCH_NO_OFFLOAD";
+
+/// The offered rate of (i1), datagrams a second.
+const PACED_RATE: u64 = 100_000;
+
+/// A receiver of (i): binds, and answers its address and a `Go` that receives until the
+/// end marker (a 1-byte datagram), counting the others in `counted`.
+type Receiver = BoxFut<Res<(SocketAddr, Go)>>;
+
+/// Workloads (i) and (i1): a sender thread (on the other CPU) sends `job.count`
+/// datagrams of `job.size` bytes to the receiver, as fast as it goes or at the paced rate,
+/// then 1-byte end markers until the receiver has seen one. Measured: the receiving
+/// thread's CPU time per datagram received (the sender's is not counted), and datagrams
+/// received a second; the kernel drops what a slow receiver leaves (reported).
+async fn datagrams_in(
+    job: Job,
+    receiver: impl FnOnce(std::rc::Rc<Cell<u64>>) -> Receiver,
+) -> Res<Outcome> {
+    let Kind::DatagramsIn { rate } = job.kind else {
+        return Err("not a datagram receive workload".into());
+    };
+    let counted = Rc::new(Cell::new(0u64));
+    let (to, go) = receiver(counted.clone()).await?;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (start, started) = std::sync::mpsc::channel::<()>();
+    let sender = {
+        let done = done.clone();
+        std::thread::spawn(move || -> io::Result<()> {
+            pin_to_cpu(1);
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+            socket.connect(to)?;
+            let payload = vec![7u8; job.size.max(2)];
+            let gap = rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
+            let _ = started.recv();
+            let t0 = Instant::now();
+            for i in 0..job.count {
+                if let Some(gap) = gap {
+                    let due = t0 + gap * i as u32;
+                    while Instant::now() < due {
+                        std::hint::spin_loop();
+                    }
+                }
+                socket.send(&payload)?;
+            }
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                socket.send(&[0])?;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok(())
+        })
+    };
+    let (c0, t0) = (thread_cpu(), Instant::now());
+    let _ = start.send(());
+    within("receiving", go()).await??;
+    let secs = t0.elapsed().as_secs_f64();
+    let c1 = thread_cpu();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || sender.join())
+        .await
+        .map_err(|e| format!("sender: {e}"))?
+        .map_err(|_| "sender panicked")?
+        .map_err(err("send"))?;
+    let received = counted.get();
+    eprintln!(
+        "(i): {received} of {} datagrams received ({:.1} % dropped by the kernel)",
+        job.count,
+        100.0 * (1.0 - received as f64 / job.count as f64)
+    );
+    Ok(Outcome {
+        msgs: received,
+        bytes: received * job.size as u64,
+        secs,
+        cpu_ns: (c1 - c0).as_nanos() as u64,
+        ..Outcome::default()
+    })
+}
+
+/// (i)'s baseline: a tokio `UdpSocket` receiving in a loop, one `recv_from` each.
+async fn tokio_receiver(counted: Rc<Cell<u64>>) -> Res<(SocketAddr, Go)> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .map_err(err("bind"))?;
+    let to = socket.local_addr().map_err(err("local_addr"))?;
+    let go: Go = Box::new(move || {
+        Box::pin(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                let (n, _from) = socket.recv_from(&mut buf).await.map_err(err("recv_from"))?;
+                if n == 1 {
+                    return Ok(Vec::new());
+                }
+                counted.set(counted.get() + 1);
+            }
+        })
+    });
+    Ok((to, go))
+}
+
+/// Counts what a datagram socket receives until the end marker.
+struct DatagramCounter {
+    counted: Rc<Cell<u64>>,
+    end: Option<oneshot::Sender<()>>,
+}
+
+impl Actor for DatagramCounter {
+    type Context = Context<Self>;
+}
+
+impl Handler<sockactor::messages::DatagramEvent> for DatagramCounter {
+    type Result = ();
+
+    fn handle(&mut self, msg: sockactor::messages::DatagramEvent, _: &mut Context<Self>) {
+        if let sockactor::messages::DatagramEventKind::Received { bytes, .. } = msg.kind {
+            if bytes.len() == 1 {
+                if let Some(end) = self.end.take() {
+                    let _ = end.send(());
+                }
+            } else {
+                self.counted.set(self.counted.get() + 1);
+            }
+        }
+    }
+}
+
+/// (i) through a `DatagramSocket` (default configuration) whose subscriber counts.
+async fn sock_receiver(counted: Rc<Cell<u64>>) -> Res<(SocketAddr, Go)> {
+    let (end, ended) = oneshot::channel();
+    let counter = DatagramCounter {
+        counted,
+        end: Some(end),
+    }
+    .start();
+    let (socket, local) = sockactor::DatagramSocket::builder()
+        .subscriber(counter.recipient())
+        .bind(
+            "127.0.0.1:0"
+                .parse::<SocketAddr>()
+                .map_err(|e| e.to_string())?,
+        )
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let to = match local {
+        sockactor::messages::Address::Inet(addr) => addr,
+        other => return Err(format!("bound to {other:?}")),
+    };
+    let go: Go = Box::new(move || {
+        Box::pin(async move {
+            ended.await.map_err(|_| "counter vanished")?;
+            let stats = socket
+                .send(sockactor::messages::GetDatagramStats)
+                .await
+                .map_err(|e| format!("stats: {e}"))?;
+            eprintln!(
+                "(i): {} datagrams in {} receive calls",
+                stats.received, stats.recv_calls
+            );
+            drop(socket);
+            Ok(Vec::new())
+        })
+    });
+    Ok((to, go))
 }
 
 /// Whatever keeps an idle connection alive (an address, a task handle).
