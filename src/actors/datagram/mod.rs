@@ -27,7 +27,7 @@ use crate::messages::datagram::{
 };
 use crate::messages::flush::{Flush, PendingWrite};
 use crate::messages::functions::{Bind, CloseSocket, Connect, OpenSocket, Ready, Received};
-use crate::messages::socket::Close;
+use crate::messages::socket::{Close, SubscribeWritability};
 use crate::proto::{DatagramCore, DatagramEvent as CoreEvent, DatagramSettings, IoAction};
 use crate::types::{Address, Family, Handle, SocketId, SocketKind};
 use io::DatagramIo;
@@ -325,6 +325,7 @@ impl DatagramBuilder {
             peer,
             core,
             gate: Arc::new(DatagramGate::new(
+                id,
                 config.max_queued,
                 config.max_queued_bytes,
             )),
@@ -677,6 +678,17 @@ impl Handler<GetDatagramWriter> for DatagramSocket {
             self.gate.clone(),
             self.id,
         ))
+    }
+}
+
+/// Changes of the room for its [`DatagramWriter`]s: `writable: false` when the queue is
+/// full (the next datagram a writer sends would be refused), `true` when what the writers
+/// admitted drained to half the queue's limits.
+impl Handler<SubscribeWritability> for DatagramSocket {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeWritability, _: &mut Context<Self>) {
+        self.gate.subscribe(msg.0);
     }
 }
 

@@ -5,13 +5,13 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use actix::{Addr, Message};
+use actix::{Addr, Message, Recipient};
 use tokio::sync::Notify;
 
 use super::DatagramSocket;
 use crate::batch::IoBatch;
 use crate::error::DatagramError;
-use crate::shared::wait_for_room;
+use crate::shared::{wait_for_room, WritabilityChanged};
 use crate::types::{Address, SocketId};
 
 /// Ask a datagram socket for a [`DatagramWriter`]. Handled by [`DatagramSocket`].
@@ -39,13 +39,32 @@ struct Counts {
     bytes: usize,
     /// The socket no longer takes datagrams: why.
     closed: Option<DatagramError>,
+    /// The queue was announced full (`writable: false`), and has not drained to half
+    /// since.
+    full: bool,
+    /// Who hears of the changes.
+    subscribers: Vec<Recipient<WritabilityChanged>>,
+}
+
+impl Counts {
+    /// Tells every subscriber (under the gate's lock: the notices keep their order).
+    fn announce(&mut self, socket: SocketId, writable: bool) {
+        self.full = !writable;
+        self.subscribers.retain(|s| s.connected());
+        for s in &self.subscribers {
+            s.do_send(WritabilityChanged { socket, writable });
+        }
+    }
 }
 
 /// The admission gate of a datagram socket's writers: datagrams admitted and not yet
 /// answered (queued, in the mailbox, or out with the transport), held to the socket's
-/// queue limits.
+/// queue limits. Its room is announced as [`WritabilityChanged`]: `false` when the queue
+/// is full or a datagram was refused, `true` when what was admitted drained to half the
+/// limits.
 #[derive(Debug)]
 pub(crate) struct DatagramGate {
+    socket: SocketId,
     counts: Mutex<Counts>,
     room: Notify,
     max: usize,
@@ -53,13 +72,19 @@ pub(crate) struct DatagramGate {
 }
 
 impl DatagramGate {
-    pub(crate) fn new(max: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(socket: SocketId, max: usize, max_bytes: usize) -> Self {
         DatagramGate {
+            socket,
             counts: Mutex::new(Counts::default()),
             room: Notify::new(),
             max: max.max(1),
             max_bytes,
         }
+    }
+
+    /// `subscriber` hears of every change of the writers' room from now on.
+    pub(crate) fn subscribe(&self, subscriber: Recipient<WritabilityChanged>) {
+        self.counts().subscribers.push(subscriber);
     }
 
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
@@ -74,6 +99,9 @@ impl DatagramGate {
             return Err(copy_of(closed));
         }
         if !self.fits(&c, len) {
+            if !c.full {
+                c.announce(self.socket, false);
+            }
             return Err(DatagramError::QueueFull {
                 queued: c.datagrams,
                 queued_bytes: c.bytes,
@@ -82,6 +110,10 @@ impl DatagramGate {
         }
         c.datagrams += 1;
         c.bytes += len;
+        // Full now: the next datagram would be refused.
+        if !c.full && (c.datagrams >= self.max || c.bytes >= self.max_bytes) {
+            c.announce(self.socket, false);
+        }
         Ok(())
     }
 
@@ -106,6 +138,13 @@ impl DatagramGate {
         let mut c = self.counts();
         c.datagrams = c.datagrams.saturating_sub(datagrams);
         c.bytes = c.bytes.saturating_sub(bytes);
+        if c.full
+            && c.closed.is_none()
+            && c.datagrams <= self.max / 2
+            && c.bytes <= self.max_bytes / 2
+        {
+            c.announce(self.socket, true);
+        }
         drop(c);
         self.room.notify_waiters();
     }
