@@ -149,7 +149,9 @@ impl DatagramIo {
             core.handle_received(got);
         });
         match result {
-            Ok(_) => {}
+            // Emptied: wait for the next datagram rather than call to hear would-block.
+            Ok((_, true)) => core.handle_received(Got::WouldBlock),
+            Ok((_, false)) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 core.handle_received(Got::WouldBlock)
             }

@@ -176,8 +176,11 @@ impl SystemDatagram {
     /// Receives up to `count` datagrams (fewer when they may be long: a batch's buffers
     /// stay within a bound) in one call where the OS batches them (`recvmmsg`), else one
     /// call each, handing each to `each` with its sender and whether it was longer than
-    /// `max_len` (then only its first `max_len` bytes are given). Answers how many;
-    /// would-block (or an error) only when none.
+    /// `max_len` (then only its first `max_len` bytes are given). Answers how many, and
+    /// whether that emptied the socket (fewer came than asked for: its readiness is
+    /// cleared, as tokio clears a stream's on a short read, so the next receive waits
+    /// for a new datagram instead of calling to hear would-block); would-block (or an
+    /// error) only when none came.
     ///
     /// A batch is received into this thread's buffers and each datagram is copied out at
     /// its exact length by `each`, so a small datagram pins no large allocation and idle
@@ -187,11 +190,20 @@ impl SystemDatagram {
         max_len: usize,
         count: usize,
         each: impl FnMut(&[u8], Address, bool),
-    ) -> io::Result<usize> {
+    ) -> io::Result<(usize, bool)> {
         let count = recv_batch_len(max_len, count);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
-            mmsg::recv(self, max_len, count, each)
+            let got = mmsg::recv(self, max_len, count, each)?;
+            let drained = got < count;
+            if drained {
+                // No call: tokio only forgets the readiness it saw. A datagram that came
+                // after the receive still wakes the socket (its readiness event is new).
+                let _ = self.try_io(tokio::io::Interest::READABLE, |_| {
+                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                });
+            }
+            Ok((got, drained))
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
@@ -214,11 +226,12 @@ impl SystemDatagram {
                             each(&scratch[..n.min(max_len)], from, n > max_len);
                             got += 1;
                         }
+                        // That would-block cleared the readiness already.
                         Err(_) if got > 0 => break,
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(got)
+                Ok((got, got < count))
             })
         }
     }

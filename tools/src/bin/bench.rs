@@ -2256,29 +2256,32 @@ async fn datagrams_in(
     let (start, started) = std::sync::mpsc::channel::<()>();
     let sender = {
         let done = done.clone();
-        std::thread::spawn(move || -> io::Result<()> {
-            pin_to_cpu(1);
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-            socket.connect(to)?;
-            let payload = vec![7u8; job.size.max(2)];
-            let gap = rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
-            let _ = started.recv();
-            let t0 = Instant::now();
-            for i in 0..job.count {
-                if let Some(gap) = gap {
-                    let due = t0 + gap * i as u32;
-                    while Instant::now() < due {
-                        std::hint::spin_loop();
+        std::thread::Builder::new()
+            .name("i-sender".into())
+            .spawn(move || -> io::Result<()> {
+                pin_to_cpu(1);
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                socket.connect(to)?;
+                let payload = vec![7u8; job.size.max(2)];
+                let gap = rate.map(|r| Duration::from_secs_f64(1.0 / r as f64));
+                let _ = started.recv();
+                let t0 = Instant::now();
+                for i in 0..job.count {
+                    if let Some(gap) = gap {
+                        let due = t0 + gap * i as u32;
+                        while Instant::now() < due {
+                            std::hint::spin_loop();
+                        }
                     }
+                    socket.send(&payload)?;
                 }
-                socket.send(&payload)?;
-            }
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                socket.send(&[0])?;
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            Ok(())
-        })
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    socket.send(&[0])?;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Ok(())
+            })
+            .map_err(err("sender thread"))?
     };
     let (c0, t0) = (thread_cpu(), Instant::now());
     let _ = start.send(());
@@ -2809,7 +2812,7 @@ struct Opts {
     peer_holder: Option<usize>,
 }
 
-const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,f] \
+const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,f,g,h,i,i1] \
 [--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer,sockactor-filtered] \
 [--flow messages,bytes] [--size BYTES] [--default-malloc] [--no-pin]";
 
@@ -3217,7 +3220,8 @@ fn print_table(
                 stat(&|o| Some(o.p50_ns? as f64 / 1e3), &|v| format!("{v:.1}")),
                 stat(&|o| Some(o.p99_ns? as f64 / 1e3), &|v| format!("{v:.1}")),
                 spread(&|o| o.conn_bytes, &|v| format!("{v:.0}")),
-                if w == Workload::F {
+                // (f): the process's CPU per message; (i), (i1): the receiving thread's.
+                if matches!(w, Workload::F | Workload::I | Workload::I1) {
                     spread(&|o| Some(o.cpu_ns as f64 / o.msgs as f64), &|v| {
                         format!("{v:.0}")
                     })
