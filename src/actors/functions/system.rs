@@ -213,13 +213,27 @@ impl SystemStream {
         }
     }
 
-    /// `read` into `buf`'s spare capacity without waiting.
+    /// `read` into `buf`'s spare capacity without waiting. A read that came short of
+    /// the spare capacity emptied the socket: its readiness is cleared (as tokio's own
+    /// `poll_read` does), so the next read answers would-block without a call and the
+    /// socket waits for new bytes. Readiness from the peer's close is kept, so its EOF
+    /// is still read.
     pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        match self {
+        let spare = buf.remaining_mut().min(buf.chunk_mut().len());
+        let n = match self {
             SystemStream::Tcp(s) => s.try_read_buf(buf),
             #[cfg(unix)]
             SystemStream::Unix(s) => s.try_read_buf(buf),
+        }?;
+        if n > 0 && n < spare {
+            let drained = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+            let _ = match self {
+                SystemStream::Tcp(s) => s.try_io(Interest::READABLE, drained),
+                #[cfg(unix)]
+                SystemStream::Unix(s) => s.try_io(Interest::READABLE, drained),
+            };
         }
+        Ok(n)
     }
 
     /// Readiness for reading; the waker is kept in the stream's own slot (one waiter).
