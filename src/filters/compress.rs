@@ -217,8 +217,16 @@ impl Layer for Deflate {
         if let Some(e) = self.corrupt.take() {
             return Err(e.into());
         }
+        // The output window is zeroed before inflating into it: sized to what this input
+        // likely makes (a fuller window is `More`, and the caller comes back), not to
+        // `max`, so a small message does not zero a whole read chunk.
+        let window = input
+            .len()
+            .saturating_mul(8)
+            .clamp(4 * 1024, 64 * 1024)
+            .min(max.max(1));
         let start = out.len();
-        out.resize(start + max.max(1), 0);
+        out.resize(start + window, 0);
         let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
         let status = self
             .inflate
@@ -247,7 +255,7 @@ impl Layer for Deflate {
             )
             .into());
         }
-        Ok(if made == max.max(1) {
+        Ok(if made == window {
             // The output filled: the decompressor may hold more.
             Decoded::More
         } else {
@@ -564,7 +572,7 @@ mod tests {
             let mut rest = &wire[..];
             for piece in pieces.iter().cycle() {
                 let n = (*piece).min(rest.len());
-                theirs.inbox().extend_from_slice(&rest[..n]);
+                theirs.inbox(n).extend_from_slice(&rest[..n]);
                 rest = &rest[n..];
                 while theirs.decode(&mut got, 1000).expect("decode") == Decoded::More {}
                 if rest.is_empty() {

@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -371,12 +371,26 @@ impl TlsLayer {
         Ok(())
     }
 
-    /// Plaintext rustls holds, at most `max` bytes, into `out`: how many.
+    /// Plaintext rustls holds, at most `max` bytes, into `out`: how many. Copied from
+    /// rustls' own buffers as they are (a read into `out` would first have to zero `max`
+    /// bytes of it, however little plaintext there is).
     fn plaintext(&mut self, out: &mut BytesMut, max: usize) -> usize {
-        let start = out.len();
-        out.resize(start + max, 0);
-        let n = self.conn.reader().read(&mut out[start..]).unwrap_or(0);
-        out.truncate(start + n);
+        use std::io::BufRead;
+        let mut reader = self.conn.reader();
+        let mut n = 0;
+        while n < max {
+            // Would-block (nothing held) and a cut close are seen by the caller next.
+            let Ok(held) = reader.fill_buf() else {
+                break;
+            };
+            if held.is_empty() {
+                break;
+            }
+            let take = held.len().min(max - n);
+            out.extend_from_slice(&held[..take]);
+            reader.consume(take);
+            n += take;
+        }
         n
     }
 }

@@ -25,6 +25,12 @@ use std::io::{self, IoSlice};
 
 use bytes::{Buf, BytesMut};
 
+thread_local! {
+    /// An empty read buffer a layered socket of this thread let go of when it found
+    /// nothing more to read, for the next one to read into.
+    static SPARE_INBOX: std::cell::RefCell<Option<BytesMut>> = const { std::cell::RefCell::new(None) };
+}
+
 /// A synchronous byte transform over a stream socket: what [`Tls`](crate::filters::Tls)
 /// and [`Compress`](crate::filters::Compress) are, and what a user's byte filter
 /// implements (then wraps a table with [`SocketFunctions::layer`](crate::SocketFunctions::layer)).
@@ -282,13 +288,31 @@ impl LayerStack {
 
     /// Lets go of the read buffer if it holds nothing (an idle socket keeps none).
     pub(crate) fn release_inbox(&mut self) {
-        if self.inbox.is_empty() {
-            self.inbox = BytesMut::new();
+        if self.inbox.is_empty() && self.inbox.capacity() > 0 {
+            let inbox = std::mem::take(&mut self.inbox);
+            // The thread's one spare: the next socket of the thread to read takes it,
+            // instead of the allocator handing out (and trimming back) 64 KiB each time.
+            SPARE_INBOX.with(|spare| {
+                let mut spare = spare.borrow_mut();
+                if spare
+                    .as_ref()
+                    .is_none_or(|s| s.capacity() < inbox.capacity())
+                {
+                    *spare = Some(inbox);
+                }
+            });
         }
     }
 
-    /// Where the transport's bytes go (append, then [`decode`](Self::decode)).
-    pub(crate) fn inbox(&mut self) -> &mut BytesMut {
+    /// Where the transport's bytes go (append, then [`decode`](Self::decode)): at least
+    /// `room` bytes of spare capacity.
+    pub(crate) fn inbox(&mut self, room: usize) -> &mut BytesMut {
+        if self.inbox.capacity() == 0 {
+            if let Some(spare) = SPARE_INBOX.with(|spare| spare.borrow_mut().take()) {
+                self.inbox = spare;
+            }
+        }
+        self.inbox.reserve(room);
         &mut self.inbox
     }
 
@@ -539,7 +563,7 @@ mod tests {
         let mut b = stack(1 << 20);
         // In pieces, as a transport might read them.
         for piece in wire.chunks(4) {
-            b.inbox().extend_from_slice(piece);
+            b.inbox(piece.len()).extend_from_slice(piece);
         }
         let (plain, last) = decode_all(&mut b);
         assert_eq!(plain, b"hello world");
@@ -580,13 +604,14 @@ mod tests {
         a.close().expect("closes");
         let wire = a.take_outbox(usize::MAX);
         let mut b = stack(1 << 20);
-        b.inbox().extend_from_slice(&wire);
+        b.inbox(wire.len()).extend_from_slice(&wire);
         let (plain, last) = decode_all(&mut b);
         assert_eq!((plain.as_slice(), last), (&b"bye"[..], Decoded::End));
         assert!(b.eof().is_ok());
 
         let mut c = stack(1 << 20);
-        c.inbox().extend_from_slice(&wire[..wire.len() - 1]);
+        c.inbox(wire.len())
+            .extend_from_slice(&wire[..wire.len() - 1]);
         let (plain, _) = decode_all(&mut c);
         assert_eq!(plain, b"bye", "the plaintext before the cut comes first");
         assert_eq!(
@@ -601,7 +626,7 @@ mod tests {
         a.encode(&[IoSlice::new(&[1; 100])]).expect("encodes");
         let wire = a.take_outbox(usize::MAX);
         let mut b = stack(1 << 20);
-        b.inbox().extend_from_slice(&wire);
+        b.inbox(wire.len()).extend_from_slice(&wire);
         let mut out = BytesMut::new();
         assert_eq!(b.decode(&mut out, 2).expect("decodes"), Decoded::More);
         assert_eq!(out.len(), 2);

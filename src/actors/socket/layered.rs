@@ -308,8 +308,7 @@ impl StreamIo for LayeredIo {
                 self.base.recv_raw(self.max_per_call, ctx);
                 return Answer::Later;
             };
-            let inbox = self.stack.inbox();
-            inbox.reserve(self.max_per_call.min(64 * 1024));
+            let inbox = self.stack.inbox(self.max_per_call.min(64 * 1024));
             match stream.try_read_buf(inbox) {
                 Ok(0) => self.raw_eof = true,
                 Ok(_) => {}
@@ -388,7 +387,7 @@ impl StreamIo for LayeredIo {
                 match result {
                     Ok(crate::messages::functions::Received::Data { bytes, .. })
                     | Ok(crate::messages::functions::Received::Truncated { bytes, .. }) => {
-                        self.stack.inbox().extend_from_slice(&bytes)
+                        self.stack.inbox(bytes.len()).extend_from_slice(&bytes)
                     }
                     Ok(crate::messages::functions::Received::Eof) => self.raw_eof = true,
                     Ok(crate::messages::functions::Received::WouldBlock) => {

@@ -8,8 +8,13 @@
 //!   and (for TLS) decrypting or (for deflate) inflating; messages per second, layered ÷
 //!   plain per repetition.
 //!
-//! Every repetition runs each mode in turn (plain, TLS); the table gives medians with
-//! (min..max). `cargo run --release -p sockactor-tools --bin tls_bench -- [--reps N]
+//! - **bulk**: 16 KiB writes through a `Writer` (64 in flight), the peer decrypting.
+//! - **tokio-rustls**, the baseline in the same run: a tokio `TcpStream` under
+//!   tokio-rustls (the same rustls build), with a 64 KiB `BufWriter` for small writes
+//!   (flushed at the end) and `write_all` + `flush` per ping and per bulk write.
+//!
+//! Every repetition runs each mode in turn (plain, TLS, tokio-rustls); the table gives
+//! medians with (min..max). `cargo run --release -p sockactor-tools --bin tls_bench -- [--reps N]
 //! [--count N] [--quick]`
 
 use std::io::{self, Read, Write as _};
@@ -27,10 +32,13 @@ use sockactor::{Socket, SocketFunctions, Writer};
 use sockactor_tools::args::{bad_arguments, unknown, Args};
 use sockactor_tools::report::median;
 use sockactor_tools::tls::configs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const USAGE: &str = "usage: tls_bench [--reps N] [--count N] [--quick]";
 const SIZE: usize = 64;
+/// A bulk write: one TLS record's worth of plaintext.
+const BULK: usize = 16 * 1024;
 
 struct Options {
     reps: usize,
@@ -291,6 +299,149 @@ async fn small_writes_with(
     count as f64 / elapsed
 }
 
+/// Messages per second for `count` writes of `size` bytes through a TLS `Writer`,
+/// `in_flight` unanswered at a time.
+async fn tls_writes(
+    count: usize,
+    size: usize,
+    in_flight: usize,
+    tls: (&Arc<ServerConfig>, &Arc<ClientConfig>),
+) -> f64 {
+    let (addr, thread) = peer(Some(tls.0.clone()), false);
+    let (socket, writer, _events) = connect(addr, Some(tls.1)).await;
+    let message = Bytes::from(vec![9u8; size]);
+    let start = Instant::now();
+    let mut answers = std::collections::VecDeque::with_capacity(in_flight);
+    for _ in 0..count {
+        if answers.len() == in_flight {
+            let answer: sockactor::WriteFuture = answers.pop_front().expect("answer");
+            answer.await.expect("written");
+        }
+        answers.push_back(writer.write_answered(message.clone()));
+    }
+    for answer in answers {
+        answer.await.expect("written");
+    }
+    socket.do_send(sockactor::messages::Close::Graceful);
+    drop(writer);
+    drop(socket);
+    let read = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join")
+        .expect("peer")
+        .expect("peer read");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(read, (count * size) as u64, "the peer read every byte");
+    count as f64 / elapsed
+}
+
+/// Messages per second for `count` writes of `size` bytes through a TLS `Writer`, fire
+/// and forget (`write_when_ready`: waiting only for room under the high watermark), the
+/// last one answered: the shape of a `BufWriter` user, who hears of no single write.
+async fn tls_writes_unanswered(
+    count: usize,
+    size: usize,
+    tls: (&Arc<ServerConfig>, &Arc<ClientConfig>),
+) -> f64 {
+    let (addr, thread) = peer(Some(tls.0.clone()), false);
+    let (socket, writer, _events) = connect(addr, Some(tls.1)).await;
+    let message = Bytes::from(vec![9u8; size]);
+    let start = Instant::now();
+    for _ in 1..count {
+        writer
+            .write_when_ready(message.clone())
+            .await
+            .expect("written");
+    }
+    writer
+        .write_answered(message.clone())
+        .await
+        .expect("the last write answered");
+    socket.do_send(sockactor::messages::Close::Graceful);
+    drop(writer);
+    drop(socket);
+    let read = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join")
+        .expect("peer")
+        .expect("peer read");
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(read, (count * size) as u64, "the peer read every byte");
+    count as f64 / elapsed
+}
+
+/// A tokio-rustls client connected to `addr`.
+async fn tokio_tls(
+    addr: SocketAddr,
+    client: &Arc<ClientConfig>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    tokio_rustls::TlsConnector::from(client.clone())
+        .connect(name, tcp)
+        .await
+        .expect("handshake")
+}
+
+/// (tokio-rustls) p50 and p99 of `count` round trips, in µs.
+async fn tokio_ping_pong(
+    count: usize,
+    tls: (&Arc<ServerConfig>, &Arc<ClientConfig>),
+) -> (f64, f64) {
+    let (addr, thread) = peer(Some(tls.0.clone()), true);
+    let mut stream = tokio_tls(addr, tls.1).await;
+    let ping = vec![7u8; SIZE];
+    let mut pong = vec![0u8; SIZE];
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        stream.write_all(&ping).await.expect("write");
+        stream.flush().await.expect("flush");
+        stream.read_exact(&mut pong).await.expect("read");
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    let _ = stream.shutdown().await;
+    drop(stream);
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+/// (tokio-rustls) messages per second for `count` writes of `size` bytes: through a
+/// 64 KiB `BufWriter` when `buffered`, else `write_all` each; flushed at the end.
+async fn tokio_writes(
+    count: usize,
+    size: usize,
+    buffered: bool,
+    tls: (&Arc<ServerConfig>, &Arc<ClientConfig>),
+) -> f64 {
+    let (addr, thread) = peer(Some(tls.0.clone()), false);
+    let stream = tokio_tls(addr, tls.1).await;
+    let message = vec![9u8; size];
+    let start = Instant::now();
+    // Unbuffered: a zero-capacity `BufWriter` hands every write straight through.
+    let capacity = if buffered { 64 * 1024 } else { 0 };
+    let mut out = tokio::io::BufWriter::with_capacity(capacity, stream);
+    for _ in 0..count {
+        out.write_all(&message).await.expect("write");
+    }
+    out.flush().await.expect("flush");
+    out.shutdown().await.expect("shutdown");
+    // Held open until the peer has read it all: closing a stream with unread bytes
+    // (the server's session tickets) would reset the connection under the peer.
+    let read = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join")
+        .expect("peer")
+        .expect("peer read");
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(out);
+    assert_eq!(read, (count * size) as u64, "the peer read every byte");
+    count as f64 / elapsed
+}
+
 fn cell(values: &mut [f64], digits: usize) -> String {
     values.sort_by(f64::total_cmp);
     format!(
@@ -314,12 +465,38 @@ fn main() -> ExitCode {
         let (mut tp50s, mut tp99s) = (vec![], vec![]);
         let (mut plain_rate, mut tls_rate, mut rate_ratio) = (vec![], vec![], vec![]);
         let (mut deflate_rate, mut deflate_ratio) = (vec![], vec![]);
+        let (mut k50s, mut k99s, mut vs50, mut vs99) = (vec![], vec![], vec![], vec![]);
+        let (mut tokio_rate, mut vs_rate) = (vec![], vec![]);
+        let (mut silent_rate, mut vs_silent) = (vec![], vec![]);
+        let (mut bulk_rate, mut tokio_bulk, mut vs_bulk) = (vec![], vec![], vec![]);
+        let bulk_count = (o.count / 4).max(100);
         for rep in 1..=o.reps {
             let (p50, p99) = ping_pong(o.count, None).await;
             let (t50, t99) = ping_pong(o.count, tls).await;
             let plain = small_writes(o.count * 50, None).await;
             let secured = small_writes(o.count * 50, tls).await;
             let deflated = small_writes_with(o.count * 50, None, Layering::Deflate).await;
+            let (k50, k99) = tokio_ping_pong(o.count, (&server, &client)).await;
+            let buffered = tokio_writes(o.count * 50, SIZE, true, (&server, &client)).await;
+            let silent = tls_writes_unanswered(o.count * 50, SIZE, (&server, &client)).await;
+            let bulk = tls_writes(bulk_count, BULK, 64, (&server, &client)).await;
+            let kbulk = tokio_writes(bulk_count, BULK, false, (&server, &client)).await;
+            eprintln!(
+                "[rep {rep}] tokio-rustls: ping-pong p50/p99 {k50:.1}/{k99:.1} µs, 64 B writes \
+                 {buffered:.0}/s (sockactor unanswered {silent:.0}/s); 16 KiB writes sockactor \
+                 {bulk:.0}/s, tokio-rustls {kbulk:.0}/s"
+            );
+            silent_rate.push(silent / 1e6);
+            vs_silent.push(silent / buffered);
+            k50s.push(k50);
+            k99s.push(k99);
+            vs50.push(t50 / k50);
+            vs99.push(t99 / k99);
+            tokio_rate.push(buffered / 1e6);
+            vs_rate.push(secured / buffered);
+            bulk_rate.push(bulk / 1e3);
+            tokio_bulk.push(kbulk / 1e3);
+            vs_bulk.push(bulk / kbulk);
             eprintln!(
                 "[rep {rep}] ping-pong p50/p99 plain {p50:.1}/{p99:.1} µs, TLS {t50:.1}/{t99:.1} µs; \
                  64 B writes plain {plain:.0}/s, TLS {secured:.0}/s, deflate {deflated:.0}/s"
@@ -371,6 +548,48 @@ fn main() -> ExitCode {
             cell(&mut plain_rate, 2),
             cell(&mut deflate_rate, 2),
             cell(&mut deflate_ratio, 2)
+        );
+        println!();
+        println!("## TLS: sockactor's in-place layer against tokio-rustls, same run");
+        println!();
+        println!(
+            "- tokio-rustls: 64 B writes through a 64 KiB `BufWriter` (flushed at the end); \
+             ping `write_all` + `flush`, `read_exact`; {bulk_count} bulk writes of 16 KiB, \
+             `write_all` each (sockactor: a `Writer`, 64 in flight); ratios sockactor ÷ \
+             tokio-rustls per repetition"
+        );
+        println!();
+        println!("| measure | sockactor TLS | tokio-rustls | sockactor ÷ tokio-rustls |");
+        println!("|---|---:|---:|---:|");
+        println!(
+            "| ping-pong p50 µs | {} | {} | {} |",
+            cell(&mut tp50s.clone(), 1),
+            cell(&mut k50s, 1),
+            cell(&mut vs50, 2)
+        );
+        println!(
+            "| ping-pong p99 µs | {} | {} | {} |",
+            cell(&mut tp99s.clone(), 1),
+            cell(&mut k99s, 1),
+            cell(&mut vs99, 2)
+        );
+        println!(
+            "| 64 B writes, each answered (1,024 in flight), M msg/s | {} | {} | {} |",
+            cell(&mut tls_rate.clone(), 2),
+            cell(&mut tokio_rate.clone(), 2),
+            cell(&mut vs_rate, 2)
+        );
+        println!(
+            "| 64 B writes, fire and forget (`write_when_ready`), M msg/s | {} | {} | {} |",
+            cell(&mut silent_rate, 2),
+            cell(&mut tokio_rate, 2),
+            cell(&mut vs_silent, 2)
+        );
+        println!(
+            "| 16 KiB writes, k msg/s | {} | {} | {} |",
+            cell(&mut bulk_rate, 1),
+            cell(&mut tokio_bulk, 1),
+            cell(&mut vs_bulk, 2)
         );
     });
     ExitCode::SUCCESS
