@@ -1,10 +1,11 @@
-//! [`ReadinessWait`]: a socket actor's own wait for its system socket's readiness, when
-//! it calls the operating system in place (stream and datagram sockets alike).
+//! A socket actor's own waits for its system socket's readiness ([`WaitSlots`], one
+//! [`ReadinessWait`] per direction), when it calls the operating system in place (stream
+//! and datagram sockets alike).
 
 use std::sync::Arc;
 use std::task::Poll;
 
-use actix::{Actor, ActorFuture, Context};
+use actix::{Actor, ActorFuture, ActorFutureExt, AsyncContext, Context, SpawnHandle};
 
 use super::functions::{SystemDatagram, SystemStream};
 use crate::types::Readiness;
@@ -53,9 +54,9 @@ pub(crate) trait Waiter: Actor<Context = Context<Self>> {
 /// The wait. Besides readiness it watches the actor's mailbox: actix keeps an actor with
 /// spawned futures running, so an open socket waiting on the reactor would otherwise
 /// outlive its last address.
-pub(crate) struct ReadinessWait<S> {
-    pub(crate) socket: Arc<S>,
-    pub(crate) readiness: Readiness,
+struct ReadinessWait<S> {
+    socket: Arc<S>,
+    readiness: Readiness,
 }
 
 /// How a [`ReadinessWait`] ended.
@@ -82,5 +83,57 @@ impl<S: PollReady, A: Waiter> ActorFuture<A> for ReadinessWait<S> {
         self.socket
             .poll_ready(self.readiness, task)
             .map(|_| Woke::Ready)
+    }
+}
+
+/// A socket's two waits on the reactor, one per direction, each armed at most once.
+#[derive(Debug, Default)]
+pub(crate) struct WaitSlots {
+    write: Option<SpawnHandle>,
+    read: Option<SpawnHandle>,
+}
+
+impl WaitSlots {
+    fn slot(&mut self, readiness: Readiness) -> &mut Option<SpawnHandle> {
+        match readiness {
+            Readiness::Writable => &mut self.write,
+            Readiness::Readable => &mut self.read,
+        }
+    }
+
+    /// Waits for `readiness` of `socket` unless that wait is armed already; `woke`
+    /// runs in the actor when it ends (ready, or the actor orphaned).
+    pub(crate) fn arm<S, A>(
+        &mut self,
+        socket: &Arc<S>,
+        readiness: Readiness,
+        ctx: &mut Context<A>,
+        woke: fn(&mut A, Readiness, Woke, &mut Context<A>),
+    ) where
+        S: PollReady + 'static,
+        A: Waiter,
+    {
+        let slot = self.slot(readiness);
+        if slot.is_some() {
+            return;
+        }
+        let wait = ReadinessWait {
+            socket: socket.clone(),
+            readiness,
+        };
+        *slot =
+            Some(ctx.spawn(wait.map(move |how, act: &mut A, ctx| woke(act, readiness, how, ctx))));
+    }
+
+    /// The wait for `readiness` ended.
+    pub(crate) fn ended(&mut self, readiness: Readiness) {
+        *self.slot(readiness) = None;
+    }
+
+    /// Stops both waits.
+    pub(crate) fn cancel<A: Waiter>(&mut self, ctx: &mut Context<A>) {
+        for wait in [self.write.take(), self.read.take()].into_iter().flatten() {
+            ctx.cancel_future(wait);
+        }
     }
 }

@@ -225,6 +225,30 @@ where
     }
 }
 
+/// The next datagram a datagram socket's subscriber heard (its bytes, sender and whether
+/// it was cut short), skipping other events; panics if the socket closed or none came
+/// within 10 s.
+pub async fn next_datagram(
+    heard: &mut tokio::sync::mpsc::UnboundedReceiver<sockactor::messages::DatagramEvent>,
+) -> (Vec<u8>, Option<sockactor::messages::Address>, bool) {
+    use sockactor::messages::DatagramEventKind;
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv())
+            .await
+            .expect("a datagram within 10 s")
+            .expect("subscriber alive");
+        match event.kind {
+            DatagramEventKind::Received {
+                bytes,
+                from,
+                truncated,
+            } => return (bytes.to_vec(), from, truncated),
+            DatagramEventKind::Closed { cause } => panic!("socket closed: {cause:?}"),
+            _ => {}
+        }
+    }
+}
+
 /// Everything already in a channel.
 pub fn drain<M>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<M>) -> Vec<M> {
     let mut out = Vec::new();

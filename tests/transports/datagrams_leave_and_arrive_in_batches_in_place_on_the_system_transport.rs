@@ -10,10 +10,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::channel;
-use sockactor::messages::{
-    Address, DatagramEvent, DatagramEventKind, GetDatagramStats, SendDatagram,
-};
+use crate::support::{channel, next_datagram};
+use sockactor::messages::{DatagramEvent, DatagramEventKind, GetDatagramStats, SendDatagram};
 use sockactor::{DatagramConfig, DatagramSocket};
 
 /// Datagrams per burst: one turn's worth (the default `max_per_turn`).
@@ -28,26 +26,6 @@ fn datagram(round: usize, i: usize) -> Vec<u8> {
     let mut payload = format!("round {round} datagram {i:03} ").into_bytes();
     payload.resize(40 + (i * 7) % 200, b'0' + (i % 10) as u8);
     payload
-}
-
-async fn next_datagram(
-    heard: &mut tokio::sync::mpsc::UnboundedReceiver<DatagramEvent>,
-) -> (Vec<u8>, Option<Address>, bool) {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-            .await
-            .expect("a datagram within 10 s")
-            .expect("subscriber alive");
-        match event.kind {
-            DatagramEventKind::Received {
-                bytes,
-                from,
-                truncated,
-            } => return (bytes.to_vec(), from, truncated),
-            DatagramEventKind::Closed { .. } => panic!("socket closed"),
-            _ => {}
-        }
-    }
 }
 
 #[actix::test]

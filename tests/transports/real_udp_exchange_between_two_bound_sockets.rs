@@ -4,13 +4,10 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use crate::support::channel;
+use crate::support::{channel, next_datagram};
 use actix::prelude::*;
-use sockactor::messages::{
-    Address, DatagramEvent, DatagramEventKind, GetDatagramInfo, SendDatagram,
-};
+use sockactor::messages::{DatagramEvent, DatagramEventKind, GetDatagramInfo, SendDatagram};
 use sockactor::{DatagramSocket, SocketError};
 
 /// Sends every datagram back to where it came from, prefixed with `re:`.
@@ -48,26 +45,6 @@ impl Handler<DatagramEvent> for Replier {
             let mut reply = b"re:".to_vec();
             reply.extend_from_slice(&bytes);
             socket.do_send(SendDatagram::new(reply).to(from));
-        }
-    }
-}
-
-async fn next_datagram(
-    heard: &mut tokio::sync::mpsc::UnboundedReceiver<DatagramEvent>,
-) -> (Vec<u8>, Option<Address>, bool) {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-            .await
-            .expect("a datagram within 10 s")
-            .expect("subscriber alive");
-        match event.kind {
-            DatagramEventKind::Received {
-                bytes,
-                from,
-                truncated,
-            } => return (bytes.to_vec(), from, truncated),
-            DatagramEventKind::Closed { .. } => panic!("socket closed"),
-            _ => {}
         }
     }
 }

@@ -8,29 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::{channel, temp_path};
-use sockactor::messages::{Address, Close, DatagramEvent, DatagramEventKind, SendDatagram};
+use crate::support::{channel, next_datagram, temp_path};
+use sockactor::messages::{Address, Close, DatagramEvent, SendDatagram};
 use sockactor::{DatagramConfig, DatagramSocket};
-use tokio::sync::mpsc::UnboundedReceiver;
-
-async fn next_datagram(
-    heard: &mut UnboundedReceiver<DatagramEvent>,
-) -> (Vec<u8>, Option<Address>, bool) {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
-            .await
-            .expect("a datagram within 10 s")
-            .expect("subscriber alive");
-        if let DatagramEventKind::Received {
-            bytes,
-            from,
-            truncated,
-        } = event.kind
-        {
-            return (bytes.to_vec(), from, truncated);
-        }
-    }
-}
 
 #[actix::test]
 async fn two_bound_unix_datagram_sockets_trade_datagrams_with_their_paths() {

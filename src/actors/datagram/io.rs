@@ -9,12 +9,12 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context, SpawnHandle};
+use actix::{ActorFutureExt, AsyncContext, Context};
 use bytes::Bytes;
 
 use super::{DatagramSocket, Token};
 use crate::actors::functions::{flatten, SocketFunctions, SystemDatagram, MAX_BATCH};
-use crate::actors::readiness::{ReadinessWait, Woke};
+use crate::actors::readiness::{WaitSlots, Woke};
 use crate::actors::socket::now;
 use crate::error::TransportError;
 use crate::messages::functions::{CloseSocket, RecvFrom, SendV};
@@ -30,8 +30,7 @@ pub(super) struct DatagramIo {
     handle: Handle,
     /// The socket, when the table's data path is the system's and it is called in place.
     system: Option<Arc<SystemDatagram>>,
-    write_wait: Option<SpawnHandle>,
-    read_wait: Option<SpawnHandle>,
+    waits: WaitSlots,
     /// The bytes sent of each datagram of the last batch (kept for its capacity).
     sent: Vec<usize>,
     /// Runs of one length to one destination go as one offloaded message.
@@ -58,8 +57,7 @@ impl DatagramIo {
             functions,
             handle,
             system,
-            write_wait: None,
-            read_wait: None,
+            waits: WaitSlots::default(),
             sent: Vec::new(),
             offload,
         }
@@ -162,45 +160,28 @@ impl DatagramIo {
     /// Waits for `readiness` on the reactor, then wakes the socket; a transport reached
     /// by message sends its own `Ready` notice: nothing to do.
     pub(super) fn wait(&mut self, readiness: Readiness, ctx: &mut Context<DatagramSocket>) {
-        let Some(system) = self.system.clone() else {
-            return;
-        };
-        let slot = match readiness {
-            Readiness::Writable => &mut self.write_wait,
-            Readiness::Readable => &mut self.read_wait,
-        };
-        if slot.is_some() {
-            return;
+        if let Some(system) = &self.system {
+            self.waits.arm(
+                system,
+                readiness,
+                ctx,
+                |act, readiness, woke, ctx| match woke {
+                    Woke::Ready => act.on_ready(readiness, ctx),
+                    Woke::Orphaned => act.on_orphaned(readiness, ctx),
+                },
+            );
         }
-        let wait = ReadinessWait {
-            socket: system,
-            readiness,
-        };
-        *slot = Some(ctx.spawn(
-            wait.map(move |woke, act: &mut DatagramSocket, ctx| match woke {
-                Woke::Ready => act.on_ready(readiness, ctx),
-                Woke::Orphaned => act.on_orphaned(readiness, ctx),
-            }),
-        ));
     }
 
     /// The wait for `readiness` ended.
     pub(super) fn waited(&mut self, readiness: Readiness) {
-        match readiness {
-            Readiness::Writable => self.write_wait = None,
-            Readiness::Readable => self.read_wait = None,
-        }
+        self.waits.ended(readiness);
     }
 
     /// Closes the handle (the socket closes now, on the system transport) and stops
     /// waiting.
     pub(super) fn close(&mut self, ctx: &mut Context<DatagramSocket>) {
-        for wait in [self.write_wait.take(), self.read_wait.take()]
-            .into_iter()
-            .flatten()
-        {
-            ctx.cancel_future(wait);
-        }
+        self.waits.cancel(ctx);
         self.system = None;
         self.functions.close().do_send(CloseSocket {
             handle: self.handle,

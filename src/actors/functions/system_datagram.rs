@@ -290,6 +290,19 @@ mod mmsg {
         headers: Vec<libc::mmsghdr>,
     }
 
+    impl SendParts {
+        /// Empties every part, keeping their capacity.
+        fn clear(&mut self) {
+            self.groups.clear();
+            self.names.clear();
+            self.iovecs.clear();
+            self.lens.clear();
+            self.segs.clear();
+            self.controls.clear();
+            self.headers.clear();
+        }
+    }
+
     /// Datagrams leaving in one message: one, or (segmentation offload) several of the
     /// same length to the same destination, the last perhaps shorter, which the kernel
     /// sends as that many datagrams, all or none.
@@ -377,22 +390,7 @@ mod mmsg {
                 }
             });
             // Nothing points into the payloads once the call is over.
-            let SendParts {
-                groups,
-                names,
-                iovecs,
-                lens,
-                segs,
-                controls,
-                headers,
-            } = &mut *parts;
-            groups.clear();
-            names.clear();
-            iovecs.clear();
-            lens.clear();
-            segs.clear();
-            controls.clear();
-            headers.clear();
+            parts.clear();
             result
         })
     }

@@ -14,13 +14,13 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context, SpawnHandle};
+use actix::{ActorFutureExt, AsyncContext, Context};
 use bytes::Bytes;
 
 use super::{Socket, WriteReply};
 use crate::actors::functions::{flatten, sendfile_unsupported, SocketFunctions, SystemStream};
 use crate::actors::inbound::{Got, Inbound};
-use crate::actors::readiness::{ReadinessWait, Woke};
+use crate::actors::readiness::{WaitSlots, Woke};
 use crate::error::TransportError;
 use crate::messages::functions::{CloseSocket, Received, RecvFrom, SendV, ShutdownWrite};
 use crate::proto::{InPlaceTransmit, StreamCore};
@@ -146,8 +146,7 @@ pub(crate) struct TableIo {
     /// File ranges go out with `sendfile` (in place, on an OS that has it, until a file
     /// says it cannot).
     sendfile: bool,
-    write_wait: Option<SpawnHandle>,
-    read_wait: Option<SpawnHandle>,
+    waits: WaitSlots,
     /// The immediate flush policy: a socket that sends by message handles nothing else
     /// until the transport has answered (c-ares without a pending-write callback: one
     /// send per write).
@@ -176,8 +175,7 @@ impl TableIo {
             handle,
             stream,
             sendfile,
-            write_wait: None,
-            read_wait: None,
+            waits: WaitSlots::default(),
             exclusive,
         }
     }
@@ -389,36 +387,21 @@ impl StreamIo for TableIo {
     }
 
     fn wait(&mut self, readiness: Readiness, ctx: &mut Context<Socket>) {
-        let Some(stream) = self.stream.clone() else {
-            return;
-        };
-        let slot = match readiness {
-            Readiness::Writable => &mut self.write_wait,
-            Readiness::Readable => &mut self.read_wait,
-        };
-        if slot.is_some() {
-            return;
+        if let Some(stream) = &self.stream {
+            self.waits.arm(
+                stream,
+                readiness,
+                ctx,
+                |act, readiness, woke, ctx| match woke {
+                    Woke::Ready => act.on_ready(readiness, true, ctx),
+                    Woke::Orphaned => act.on_orphaned(readiness, ctx),
+                },
+            );
         }
-        // `poll_*_ready` keeps the waker in the stream's own readiness slot (only this
-        // socket ever waits on it), so an armed idle socket holds no waiter node. An error
-        // here surfaces on the retry.
-        let wait = ReadinessWait {
-            socket: stream,
-            readiness,
-        };
-        *slot = Some(
-            ctx.spawn(wait.map(move |woke, act: &mut Socket, ctx| match woke {
-                Woke::Ready => act.on_ready(readiness, true, ctx),
-                Woke::Orphaned => act.on_orphaned(readiness, ctx),
-            })),
-        );
     }
 
     fn waited(&mut self, readiness: Readiness) {
-        match readiness {
-            Readiness::Writable => self.write_wait = None,
-            Readiness::Readable => self.read_wait = None,
-        }
+        self.waits.ended(readiness);
     }
 
     fn shutdown(
@@ -443,12 +426,7 @@ impl StreamIo for TableIo {
     }
 
     fn close(&mut self, ctx: &mut Context<Socket>) {
-        for wait in [self.write_wait.take(), self.read_wait.take()]
-            .into_iter()
-            .flatten()
-        {
-            ctx.cancel_future(wait);
-        }
+        self.waits.cancel(ctx);
         // Let go of the stream: with the system transport's own reference dropped on
         // `CloseSocket`, the descriptor closes now.
         self.stream = None;

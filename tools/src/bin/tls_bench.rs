@@ -270,93 +270,68 @@ async fn small_writes_with(
     tls: Option<(&Arc<ServerConfig>, &Arc<ClientConfig>)>,
     layering: Layering,
 ) -> f64 {
+    writes(
+        count,
+        SIZE,
+        tls,
+        layering,
+        Producer::Answered { in_flight: 1024 },
+    )
+    .await
+}
+
+/// How a producer writes through its `Writer`.
+#[derive(Clone, Copy)]
+enum Producer {
+    /// Each write answered, `in_flight` unanswered at a time.
+    Answered { in_flight: usize },
+    /// Fire and forget (`write_when_ready`: waiting only for room under the high
+    /// watermark), the last one answered: the shape of a `BufWriter` user, who hears of
+    /// no single write.
+    Unanswered,
+}
+
+/// Messages per second for `count` writes of `size` bytes through a `Writer` on a
+/// `layering` socket, to a peer that reads (and decrypts or inflates) everything.
+async fn writes(
+    count: usize,
+    size: usize,
+    tls: Option<(&Arc<ServerConfig>, &Arc<ClientConfig>)>,
+    layering: Layering,
+    producer: Producer,
+) -> f64 {
     let deflate = layering == Layering::Deflate;
     let (addr, thread) = peer_with(tls.map(|(s, _)| s.clone()), deflate, false);
     let (socket, writer, _events) = connect_with(addr, tls.map(|(_, c)| c), deflate).await;
-    let message = Bytes::from(vec![9u8; SIZE]);
-    let start = Instant::now();
-    let mut answers = std::collections::VecDeque::with_capacity(1024);
-    for _ in 0..count {
-        if answers.len() == 1024 {
-            let answer: sockactor::WriteFuture = answers.pop_front().expect("answer");
-            answer.await.expect("written");
-        }
-        answers.push_back(writer.write_answered(message.clone()));
-    }
-    for answer in answers {
-        answer.await.expect("written");
-    }
-    socket.do_send(sockactor::messages::Close::Graceful);
-    drop(writer);
-    drop(socket);
-    let read = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .expect("join")
-        .expect("peer")
-        .expect("peer read");
-    let elapsed = start.elapsed().as_secs_f64();
-    assert_eq!(read, (count * SIZE) as u64, "the peer read every byte");
-    count as f64 / elapsed
-}
-
-/// Messages per second for `count` writes of `size` bytes through a TLS `Writer`,
-/// `in_flight` unanswered at a time.
-async fn tls_writes(
-    count: usize,
-    size: usize,
-    in_flight: usize,
-    tls: (&Arc<ServerConfig>, &Arc<ClientConfig>),
-) -> f64 {
-    let (addr, thread) = peer(Some(tls.0.clone()), false);
-    let (socket, writer, _events) = connect(addr, Some(tls.1)).await;
     let message = Bytes::from(vec![9u8; size]);
     let start = Instant::now();
-    let mut answers = std::collections::VecDeque::with_capacity(in_flight);
-    for _ in 0..count {
-        if answers.len() == in_flight {
-            let answer: sockactor::WriteFuture = answers.pop_front().expect("answer");
-            answer.await.expect("written");
+    match producer {
+        Producer::Answered { in_flight } => {
+            let mut answers = std::collections::VecDeque::with_capacity(in_flight);
+            for _ in 0..count {
+                if answers.len() == in_flight {
+                    let answer: sockactor::WriteFuture = answers.pop_front().expect("answer");
+                    answer.await.expect("written");
+                }
+                answers.push_back(writer.write_answered(message.clone()));
+            }
+            for answer in answers {
+                answer.await.expect("written");
+            }
         }
-        answers.push_back(writer.write_answered(message.clone()));
+        Producer::Unanswered => {
+            for _ in 1..count {
+                writer
+                    .write_when_ready(message.clone())
+                    .await
+                    .expect("written");
+            }
+            writer
+                .write_answered(message.clone())
+                .await
+                .expect("the last write answered");
+        }
     }
-    for answer in answers {
-        answer.await.expect("written");
-    }
-    socket.do_send(sockactor::messages::Close::Graceful);
-    drop(writer);
-    drop(socket);
-    let read = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .expect("join")
-        .expect("peer")
-        .expect("peer read");
-    let elapsed = start.elapsed().as_secs_f64();
-    assert_eq!(read, (count * size) as u64, "the peer read every byte");
-    count as f64 / elapsed
-}
-
-/// Messages per second for `count` writes of `size` bytes through a TLS `Writer`, fire
-/// and forget (`write_when_ready`: waiting only for room under the high watermark), the
-/// last one answered: the shape of a `BufWriter` user, who hears of no single write.
-async fn tls_writes_unanswered(
-    count: usize,
-    size: usize,
-    tls: (&Arc<ServerConfig>, &Arc<ClientConfig>),
-) -> f64 {
-    let (addr, thread) = peer(Some(tls.0.clone()), false);
-    let (socket, writer, _events) = connect(addr, Some(tls.1)).await;
-    let message = Bytes::from(vec![9u8; size]);
-    let start = Instant::now();
-    for _ in 1..count {
-        writer
-            .write_when_ready(message.clone())
-            .await
-            .expect("written");
-    }
-    writer
-        .write_answered(message.clone())
-        .await
-        .expect("the last write answered");
     socket.do_send(sockactor::messages::Close::Graceful);
     drop(writer);
     drop(socket);
@@ -478,8 +453,15 @@ fn main() -> ExitCode {
             let deflated = small_writes_with(o.count * 50, None, Layering::Deflate).await;
             let (k50, k99) = tokio_ping_pong(o.count, (&server, &client)).await;
             let buffered = tokio_writes(o.count * 50, SIZE, true, (&server, &client)).await;
-            let silent = tls_writes_unanswered(o.count * 50, SIZE, (&server, &client)).await;
-            let bulk = tls_writes(bulk_count, BULK, 64, (&server, &client)).await;
+            let silent = writes(o.count * 50, SIZE, tls, Layering::Tls, Producer::Unanswered).await;
+            let bulk = writes(
+                bulk_count,
+                BULK,
+                tls,
+                Layering::Tls,
+                Producer::Answered { in_flight: 64 },
+            )
+            .await;
             let kbulk = tokio_writes(bulk_count, BULK, false, (&server, &client)).await;
             eprintln!(
                 "[rep {rep}] tokio-rustls: ping-pong p50/p99 {k50:.1}/{k99:.1} µs, 64 B writes \
