@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::{channel, next_datagram};
-use sockactor::messages::{DatagramEvent, DatagramEventKind, GetDatagramStats, SendDatagram};
+use sockactor::messages::{
+    Address, DatagramEvent, DatagramEventKind, GetDatagramStats, SendDatagram,
+};
 use sockactor::{DatagramConfig, DatagramSocket};
 
 /// Datagrams per burst: one turn's worth (the default `max_per_turn`).
@@ -20,6 +22,39 @@ const ROUNDS: usize = 4;
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A bound datagram socket on loopback whose subscriber is a channel.
+struct Receiver {
+    _socket: actix::Addr<DatagramSocket>,
+    addr: Address,
+    heard: tokio::sync::mpsc::UnboundedReceiver<DatagramEvent>,
+}
+
+impl Receiver {
+    async fn bind() -> Self {
+        let (events, heard) = channel::<DatagramEvent>();
+        let (socket, addr) = DatagramSocket::builder()
+            .subscriber(events)
+            .bind(loopback())
+            .await
+            .expect("bind a receiver");
+        Receiver {
+            _socket: socket,
+            addr,
+            heard,
+        }
+    }
+}
+
+/// A bound sending socket on loopback.
+async fn sender(config: DatagramConfig) -> actix::Addr<DatagramSocket> {
+    DatagramSocket::builder()
+        .config(config)
+        .bind(loopback())
+        .await
+        .expect("bind the sender")
+        .0
 }
 
 fn datagram(round: usize, i: usize) -> Vec<u8> {
@@ -90,22 +125,9 @@ async fn a_burst_leaves_in_few_calls_and_arrives_whole_in_order_in_few_calls() {
 
 #[actix::test]
 async fn one_batch_reaches_each_destination_with_its_own_datagrams() {
-    let (a_events, mut a_heard) = channel::<DatagramEvent>();
-    let (b_events, mut b_heard) = channel::<DatagramEvent>();
-    let (_a, a_addr) = DatagramSocket::builder()
-        .subscriber(a_events)
-        .bind(loopback())
-        .await
-        .expect("bind a");
-    let (_b, b_addr) = DatagramSocket::builder()
-        .subscriber(b_events)
-        .bind(loopback())
-        .await
-        .expect("bind b");
-    let (sender, _) = DatagramSocket::builder()
-        .bind(loopback())
-        .await
-        .expect("bind the sender");
+    let (a, b) = (Receiver::bind().await, Receiver::bind().await);
+    let (a_addr, mut a_heard, b_addr, mut b_heard) = (a.addr, a.heard, b.addr, b.heard);
+    let sender = sender(DatagramConfig::default()).await;
     for i in 0..BURST - 1 {
         let to = if i % 3 == 0 { &b_addr } else { &a_addr };
         sender.do_send(SendDatagram::new(datagram(0, i)).to(to.clone()));
@@ -200,26 +222,13 @@ async fn runs_arrive_the_same_without_segmentation_offload() {
 }
 
 async fn runs_arrive_whole(offload: bool) {
-    let (a_events, mut a_heard) = channel::<DatagramEvent>();
-    let (b_events, mut b_heard) = channel::<DatagramEvent>();
-    let (_a, a_addr) = DatagramSocket::builder()
-        .subscriber(a_events)
-        .bind(loopback())
-        .await
-        .expect("bind a");
-    let (_b, b_addr) = DatagramSocket::builder()
-        .subscriber(b_events)
-        .bind(loopback())
-        .await
-        .expect("bind b");
-    let (sender, _) = DatagramSocket::builder()
-        .config(DatagramConfig {
-            offload,
-            ..DatagramConfig::default()
-        })
-        .bind(loopback())
-        .await
-        .expect("bind the sender");
+    let (a, b) = (Receiver::bind().await, Receiver::bind().await);
+    let (a_addr, mut a_heard, b_addr, mut b_heard) = (a.addr, a.heard, b.addr, b.heard);
+    let sender = sender(DatagramConfig {
+        offload,
+        ..DatagramConfig::default()
+    })
+    .await;
     // Runs: 20 of 100 bytes to a, a shorter one ending the run, 30 of 1,000 bytes to b
     // (one of them empty), 12 of 1,452 to a, then longer ones that are never grouped.
     let mut plan: Vec<(usize, bool)> = Vec::new();
