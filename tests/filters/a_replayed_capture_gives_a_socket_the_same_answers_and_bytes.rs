@@ -2,6 +2,7 @@
 //! same transport at the same times (paused tokio time), so its write answers (with
 //! their sendv counts, would-blocks and latencies), the bytes it received, its events,
 //! and the byte stream and `sendv` log the transport recorded equal the captured run's.
+//! A session the transport resets mid-write replays the same 300 times of 300.
 
 use std::io;
 use std::time::Duration;
@@ -169,4 +170,36 @@ fn a_read_error_replays_at_the_same_time() {
     );
     let replayed = replay_run(&file, failing_session);
     assert_eq!(replayed, captured);
+}
+
+#[test]
+fn a_session_with_a_reset_replays_identically_300_times_of_300() {
+    let (captured, file) = capture_run(
+        |mock| {
+            mock.script_sendv(
+                Handle(1),
+                [
+                    SendStep::AcceptAll,
+                    SendStep::Accept(4),
+                    SendStep::WouldBlock(Duration::from_micros(300)),
+                    SendStep::Fail(io::ErrorKind::ConnectionReset),
+                ],
+            );
+            let mock = mock.clone();
+            actix::spawn(async move {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                mock.push_inbound(Handle(1), &b"hi"[..]);
+            });
+        },
+        failing_session,
+    );
+    let differing: Vec<usize> = (0..300)
+        .filter(|_| replay_run(&file, failing_session) != captured)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of 300 replays differed from the capture (replays {:?})",
+        differing.len(),
+        differing
+    );
 }
