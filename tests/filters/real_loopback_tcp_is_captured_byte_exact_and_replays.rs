@@ -4,7 +4,8 @@
 //! under paused time, the same program gets the same write answers (sendv calls and
 //! would-blocks) and the same pieces of data. A peer that reads late makes the kernel
 //! would-block: the capture holds the would-blocks and the system's writable notices,
-//! and the replay meets them too.
+//! and the replay meets them too. A session the peer resets does not yet replay the same
+//! (an ignored test shows how: issue 14).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -272,4 +273,120 @@ fn a_peer_that_reads_late_is_captured_with_its_would_blocks_and_replays() {
     });
     assert_eq!(replayed, answers, "the same write answers");
     assert!(written == bulk_data());
+}
+
+/// Writes 16 writes of 32 KiB, one at a time, to a peer that resets the connection, then
+/// waits for the close: each write's answer, and the events, as text (no latencies: a
+/// replay runs in its own time).
+async fn reset_program(functions: SocketFunctions, server: SocketAddr) -> Vec<String> {
+    let (subscriber, mut events) = channel_subscriber();
+    let socket = Socket::builder()
+        .functions(functions)
+        .subscriber(subscriber)
+        .connect(server)
+        .await
+        .expect("connect");
+    let mut seen = Vec::new();
+    for i in 0..16u64 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(30),
+            socket.send(Write::new(Bytes::from(pattern(WRITE_LEN, 70 + i)))),
+        )
+        .await
+        .expect("answered in time")
+        .expect("mailbox");
+        seen.push(match answer {
+            Ok(done) => format!("ok {} {} {}", done.len, done.sendv_calls, done.would_blocks),
+            // A capture keeps an error's kind, not its OS code or text.
+            Err(sockactor::WriteError::Transport {
+                bytes_sent,
+                len,
+                source,
+            }) => format!(
+                "err transport {bytes_sent} of {len}: {:?}",
+                source.io_kind()
+            ),
+            Err(e) => format!("err {e:?}"),
+        });
+    }
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("closed in time")
+        {
+            None => break,
+            Some(SocketEventKind::Received(bytes)) => {
+                seen.push(format!("received {}", bytes.len()))
+            }
+            Some(SocketEventKind::Closed { cause }) => {
+                seen.push(format!("closed: {:?}", cause.and_then(|c| c.io_kind())));
+                break;
+            }
+            Some(event) => seen.push(format!("{event:?}")),
+        }
+    }
+    seen
+}
+
+/// Fails today (issue 14, exact replay): every replay reports the read side's EOF
+/// before the close, where the captured socket's write failed on the reset first and the
+/// EOF read after it was never reported. The replay answers a handle's reads and writes
+/// from two scripts (inbound events at their times, `sendv` steps in order), so it does
+/// not keep their captured order; a replay that answers every call in the captured
+/// order across both is what would pass it.
+#[test]
+#[ignore = "known: a replay does not keep the captured order of a handle's read and write answers (issue 14)"]
+fn a_session_the_peer_resets_replays_the_same_300_times_of_300() {
+    let (seen, records, server) = actix::System::new().block_on(async {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let server = listener.local_addr().expect("local addr");
+        let resetter = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await?;
+            let mut buf = vec![0u8; 64 * 1024];
+            stream.read_exact(&mut buf).await?;
+            // Closing with unread bytes and a zero linger: the kernel sends a reset.
+            stream.set_linger(Some(Duration::ZERO))?;
+            drop(stream);
+            Ok::<_, std::io::Error>(())
+        });
+        let (capture, file) = Capture::to_memory();
+        let seen = reset_program(capture.wrap(SocketFunctions::system()), server).await;
+        tokio::time::timeout(Duration::from_secs(30), resetter)
+            .await
+            .expect("peer done")
+            .expect("join")
+            .expect("peer");
+        (
+            seen,
+            crate::support::capture::records(&file.contents()),
+            server,
+        )
+    });
+    assert!(
+        seen.iter().any(|s| s.starts_with("err")),
+        "the reset failed a write: {seen:?}"
+    );
+    let differing: Vec<usize> = (0..300)
+        .filter(|_| {
+            let records = records.clone();
+            let replayed = run_paused(|| async move {
+                let replay = Replay::start(records);
+                reset_program(replay.functions(), server).await
+            });
+            replayed != seen
+        })
+        .collect();
+    let records = records.clone();
+    let one = run_paused(|| async move {
+        let replay = Replay::start(records);
+        reset_program(replay.functions(), server).await
+    });
+    assert!(
+        differing.is_empty(),
+        "{} of 300 replays differed from the capture {seen:?}; one replay: {one:?}",
+        differing.len()
+    );
 }
