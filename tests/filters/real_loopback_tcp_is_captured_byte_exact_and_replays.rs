@@ -348,7 +348,7 @@ fn a_session_the_peer_resets_replays_the_same_300_times_of_300() {
             let mut buf = vec![0u8; 64 * 1024];
             stream.read_exact(&mut buf).await?;
             // Closing with unread bytes and a zero linger: the kernel sends a reset.
-            stream.set_linger(Some(Duration::ZERO))?;
+            socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
             drop(stream);
             Ok::<_, std::io::Error>(())
         });
