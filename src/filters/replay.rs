@@ -20,12 +20,29 @@ const OPEN_YIELDS: u32 = 256;
 /// drops that handle's inbound events.
 const OPEN_STEPS: u32 = 60_000;
 
+/// How long, in steps of tokio time, the feeder waits for the `sendv` calls an inbound
+/// event follows (scripted delays are that long).
+const SEND_STEP: Duration = Duration::from_micros(10);
+const SEND_STEPS: u32 = 10_000;
+
 /// One `sendv` of the capture, on one handle.
 #[derive(Debug)]
 struct SendCall {
     at: Duration,
     took: Duration,
     answer: SendAnswer,
+}
+
+/// An inbound event, when it is due, and how many `sendv` calls the replaying socket
+/// must have made on its handle first (the captured socket had made the calls that
+/// stand for them before this read was answered).
+#[derive(Debug)]
+struct Due {
+    at: Duration,
+    handle: Handle,
+    /// Captured `sendv` calls of the handle made before the captured read.
+    sends_before: usize,
+    event: Inbound,
 }
 
 /// What the peer does to a handle's read side at some time.
@@ -58,14 +75,17 @@ struct Script {
 ///   datagram arrives one byte longer than the captured read's `max_len`, so it is cut
 ///   again);
 /// - a failed `connect` fails the same way and a slow one takes as long (for every
-///   handle connecting to that address: the mock scripts connects by address).
+///   handle connecting to that address: the mock scripts connects by address);
+/// - a read's answer also waits until the replaying socket has made the `sendv` calls
+///   the captured socket had made before that read, so a write that met a reset fails
+///   before the EOF read after it, as it did.
 ///
 /// Not reproduced: listeners and accepted connections (their records are read, their
 /// handles are not replayed), errors other than I/O errors (replayed as
-/// [`io::ErrorKind::Other`]), the order of a handle's read and write events within one
-/// instant (the mock answers in fewer actor hops than the captured stack), and
-/// anything the replaying socket does differently (it gets the captured answers in
-/// order whatever it offers, and the mock's default step once they run out). Handles
+/// [`io::ErrorKind::Other`]), a `sendv` answer's order against reads answered after it
+/// (it is answered when called), and anything the replaying socket does differently (it
+/// gets the captured answers in order whatever it offers, and the mock's default step
+/// once they run out). Handles
 /// are the mock's (numbered from 1 in the order they are opened); [`handle`](Self::handle)
 /// maps a captured handle to its replayed one.
 ///
@@ -88,14 +108,32 @@ impl Replay {
             kinds: HashMap::new(),
         };
         let mut scripts: BTreeMap<Handle, Script> = BTreeMap::new();
-        let mut inbound: Vec<(Duration, Handle, Inbound)> = Vec::new();
+        let mut inbound: Vec<Due> = Vec::new();
         for record in records {
             replay.take(record, &mut scripts, &mut inbound);
         }
+        // The mock's calls that stand for each handle's first n captured `sendv` calls.
+        let mut calls_through: HashMap<Handle, Vec<usize>> = HashMap::new();
         for (handle, script) in scripts {
-            replay.mock.script_sendv(handle, steps(script));
+            let (steps, through) = steps(script);
+            calls_through.insert(handle, through);
+            replay.mock.script_sendv(handle, steps);
         }
-        inbound.sort_by_key(|(at, _, _)| *at);
+        let mut inbound: Vec<(Duration, Handle, usize, Inbound)> = inbound
+            .into_iter()
+            .map(|due| {
+                let calls = match due.sends_before {
+                    0 => 0,
+                    n => calls_through
+                        .get(&due.handle)
+                        .and_then(|through| through.get(n - 1))
+                        .copied()
+                        .unwrap_or(0),
+                };
+                (due.at, due.handle, calls, due.event)
+            })
+            .collect();
+        inbound.sort_by_key(|(at, ..)| *at);
         let mock = replay.mock.clone();
         actix::spawn(feed(mock, Instant::now(), inbound));
         replay
@@ -128,7 +166,7 @@ impl Replay {
         &mut self,
         record: Record,
         scripts: &mut BTreeMap<Handle, Script>,
-        inbound: &mut Vec<(Duration, Handle, Inbound)>,
+        inbound: &mut Vec<Due>,
     ) {
         let at = record.at;
         if let CaptureEvent::Open {
@@ -169,9 +207,17 @@ impl Replay {
                 max_len,
                 took,
             } => {
-                // Delivered when the captured call was answered.
+                // Delivered when the captured call was answered, and not before the
+                // replaying socket has made the `sendv` calls the captured one had made
+                // by then (so a write's failure and the read after it keep their order).
                 if let Some(event) = inbound_of(answer, max_len, datagram) {
-                    inbound.push((at + took, handle, event));
+                    let sends_before = scripts.get(&handle).map_or(0, |s| s.sends.len());
+                    inbound.push(Due {
+                        at: at + took,
+                        handle,
+                        sends_before,
+                        event,
+                    });
                 }
             }
             // A call's answer may be recorded after its handle's close (the socket closed
@@ -206,10 +252,12 @@ fn inbound_of(answer: RecvAnswer, max_len: u64, datagram: bool) -> Option<Inboun
     }
 }
 
-/// The mock's script for one handle's `sendv` calls.
-fn steps(script: Script) -> Vec<SendStep> {
+/// The mock's script for one handle's `sendv` calls, and for each captured call how many
+/// of the mock's calls stand for it and those before it (a late failure is two).
+fn steps(script: Script) -> (Vec<SendStep>, Vec<usize>) {
     let mut writable: VecDeque<Duration> = script.writable.into();
     let mut out = Vec::with_capacity(script.sends.len());
+    let mut through = Vec::with_capacity(script.sends.len());
     for (i, call) in script.sends.iter().enumerate() {
         match &call.answer {
             SendAnswer::Accepted(bytes) if call.took.is_zero() => {
@@ -244,14 +292,20 @@ fn steps(script: Script) -> Vec<SendStep> {
                 out.push(step);
             }
         }
+        through.push(out.len());
     }
-    out
+    (out, through)
 }
 
-/// Feeds the inbound events to the mock at their times (since `start`).
-async fn feed(mock: MockTransport, start: Instant, events: Vec<(Duration, Handle, Inbound)>) {
+/// Feeds the inbound events to the mock at their times (since `start`), each after the
+/// `sendv` calls it must follow.
+async fn feed(
+    mock: MockTransport,
+    start: Instant,
+    events: Vec<(Duration, Handle, usize, Inbound)>,
+) {
     let mut gone: Vec<Handle> = Vec::new();
-    for (at, handle, event) in events {
+    for (at, handle, calls, event) in events {
         tokio::time::sleep_until(start + at).await;
         if gone.contains(&handle) {
             continue;
@@ -261,12 +315,32 @@ async fn feed(mock: MockTransport, start: Instant, events: Vec<(Duration, Handle
             gone.push(handle);
             continue;
         }
+        wait_sends(&mock, handle, calls).await;
         match event {
             Inbound::Data(bytes, Some(from)) => mock.push_datagram(handle, bytes, from),
             Inbound::Data(bytes, None) => mock.push_inbound(handle, bytes),
             Inbound::Eof => mock.push_eof(handle),
             Inbound::Error(kind) => mock.push_read_error(handle, kind),
         }
+    }
+}
+
+/// Waits until the replaying socket has made `calls` `sendv` calls on `handle` (it may be
+/// about to, or waiting on a scripted delay), or closed it, or a bounded time passed (it
+/// replays something else).
+async fn wait_sends(mock: &MockTransport, handle: Handle, calls: usize) {
+    let done = || mock.sendv_calls(handle) >= calls || mock.is_closed(handle);
+    for _ in 0..OPEN_YIELDS {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..SEND_STEPS {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(SEND_STEP).await;
     }
 }
 
