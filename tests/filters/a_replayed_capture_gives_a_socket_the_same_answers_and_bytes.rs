@@ -118,27 +118,28 @@ async fn failing_session(functions: SocketFunctions) -> Seen {
     }
 }
 
+/// The transport takes the first write, 4 bytes of the second, would-block, then resets;
+/// the peer sends a little meanwhile.
+fn reset_mid_write(mock: &MockTransport) {
+    mock.script_sendv(
+        Handle(1),
+        [
+            SendStep::AcceptAll,
+            SendStep::Accept(4),
+            SendStep::WouldBlock(Duration::from_micros(300)),
+            SendStep::Fail(io::ErrorKind::ConnectionReset),
+        ],
+    );
+    let mock = mock.clone();
+    actix::spawn(async move {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+        mock.push_inbound(Handle(1), &b"hi"[..]);
+    });
+}
+
 #[test]
 fn a_transport_failure_mid_write_replays_with_the_same_bytes_sent() {
-    let (captured, file) = capture_run(
-        |mock| {
-            mock.script_sendv(
-                Handle(1),
-                [
-                    SendStep::AcceptAll,
-                    SendStep::Accept(4),
-                    SendStep::WouldBlock(Duration::from_micros(300)),
-                    SendStep::Fail(io::ErrorKind::ConnectionReset),
-                ],
-            );
-            let mock = mock.clone();
-            actix::spawn(async move {
-                tokio::time::sleep(Duration::from_micros(500)).await;
-                mock.push_inbound(Handle(1), &b"hi"[..]);
-            });
-        },
-        failing_session,
-    );
+    let (captured, file) = capture_run(reset_mid_write, failing_session);
     assert_eq!(
         captured.seen.answers[1],
         crate::support::capture::Answer::Failed(4, Some(io::ErrorKind::ConnectionReset))
@@ -174,25 +175,7 @@ fn a_read_error_replays_at_the_same_time() {
 
 #[test]
 fn a_session_with_a_reset_replays_identically_300_times_of_300() {
-    let (captured, file) = capture_run(
-        |mock| {
-            mock.script_sendv(
-                Handle(1),
-                [
-                    SendStep::AcceptAll,
-                    SendStep::Accept(4),
-                    SendStep::WouldBlock(Duration::from_micros(300)),
-                    SendStep::Fail(io::ErrorKind::ConnectionReset),
-                ],
-            );
-            let mock = mock.clone();
-            actix::spawn(async move {
-                tokio::time::sleep(Duration::from_micros(500)).await;
-                mock.push_inbound(Handle(1), &b"hi"[..]);
-            });
-        },
-        failing_session,
-    );
+    let (captured, file) = capture_run(reset_mid_write, failing_session);
     let differing: Vec<usize> = (0..300)
         .filter(|_| replay_run(&file, failing_session) != captured)
         .collect();

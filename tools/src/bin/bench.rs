@@ -2182,20 +2182,27 @@ async fn tokio_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
 
 /// (h) through a `DatagramSocket`'s `DatagramWriter`, waiting for room when its queue is
 /// full; done when the socket has answered every datagram.
-async fn sock_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
-    let offload = std::env::var_os(NO_OFFLOAD_ENV).is_none();
-    let (socket, _) = sockactor::DatagramSocket::builder()
-        .config(sockactor::DatagramConfig {
-            offload,
-            ..sockactor::DatagramConfig::default()
-        })
-        .bind(
-            "127.0.0.1:0"
-                .parse::<SocketAddr>()
-                .map_err(|e| e.to_string())?,
-        )
+/// Binds a datagram socket to a port of 127.0.0.1: its address and the port's.
+async fn bind_loopback(
+    builder: sockactor::DatagramBuilder,
+) -> Res<(Addr<sockactor::DatagramSocket>, SocketAddr)> {
+    let (socket, local) = builder
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(|e| format!("bind: {e}"))?;
+    match local {
+        sockactor::messages::Address::Inet(addr) => Ok((socket, addr)),
+        other => Err(format!("bound to {other:?}")),
+    }
+}
+
+async fn sock_datagrams(to: SocketAddr, job: Job) -> Res<Go> {
+    let offload = std::env::var_os(NO_OFFLOAD_ENV).is_none();
+    let builder = sockactor::DatagramSocket::builder().config(sockactor::DatagramConfig {
+        offload,
+        ..sockactor::DatagramConfig::default()
+    });
+    let (socket, _) = bind_loopback(builder).await?;
     let writer = socket
         .send(sockactor::messages::GetDatagramWriter)
         .await
@@ -2364,19 +2371,8 @@ async fn sock_receiver(counted: Rc<Cell<u64>>) -> Res<(SocketAddr, Go)> {
         end: Some(end),
     }
     .start();
-    let (socket, local) = sockactor::DatagramSocket::builder()
-        .subscriber(counter.recipient())
-        .bind(
-            "127.0.0.1:0"
-                .parse::<SocketAddr>()
-                .map_err(|e| e.to_string())?,
-        )
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    let to = match local {
-        sockactor::messages::Address::Inet(addr) => addr,
-        other => return Err(format!("bound to {other:?}")),
-    };
+    let builder = sockactor::DatagramSocket::builder().subscriber(counter.recipient());
+    let (socket, to) = bind_loopback(builder).await?;
     let go: Go = Box::new(move || {
         Box::pin(async move {
             ended.await.map_err(|_| "counter vanished")?;
