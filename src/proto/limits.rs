@@ -61,6 +61,11 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
+/// `limit` has passed since `since` (never, when it reaches past the clock's end).
+fn passed(now: Instant, since: Instant, limit: Duration) -> bool {
+    since.checked_add(limit).is_some_and(|due| now >= due)
+}
+
 impl LimitClock {
     /// Limits starting now (the socket just opened).
     pub(crate) fn new(limits: PeerLimits, now: Instant) -> Self {
@@ -109,7 +114,7 @@ impl LimitClock {
         if self.stalled.is_none() {
             self.stalled = Some(now);
             if let Some(limit) = self.limits.send_timeout {
-                self.arm(now + limit);
+                self.arm(now.checked_add(limit));
             }
         }
     }
@@ -132,7 +137,7 @@ impl LimitClock {
             _ => {
                 self.frame = Some((now, buffered));
                 if let Some(limit) = self.limits.frame_timeout {
-                    self.arm(now + limit);
+                    self.arm(now.checked_add(limit));
                 }
             }
         }
@@ -156,21 +161,21 @@ impl LimitClock {
             self.stalled = None;
         }
         if let (Some(limit), Some(since)) = (self.limits.send_timeout, self.stalled) {
-            if now >= since + limit {
+            if passed(now, since, limit) {
                 self.stalled = None;
                 due.push(Due::Send(limit));
             }
         }
         if s.open {
             if let (Some(limit), Some((since, bytes))) = (self.limits.frame_timeout, self.frame) {
-                if s.reading && now >= since + limit {
+                if s.reading && passed(now, since, limit) {
                     self.frame = None;
                     due.push(Due::Frame(limit, bytes));
                 }
             }
             for &kind in Self::idle_kinds(s.reading) {
                 if let Some(limit) = self.idle_limit(kind) {
-                    if now >= self.idle_since(kind) + limit {
+                    if passed(now, self.idle_since(kind), limit) {
                         self.reported[kind as usize] = Some(now);
                         due.push(Due::Idle(kind, limit));
                     }
@@ -206,8 +211,9 @@ impl LimitClock {
         later(self.reported[kind as usize], activity)
     }
 
-    fn arm(&mut self, at: Instant) {
-        self.next = earliest(self.next, Some(at));
+    /// Looks again at `at` (`None`: a limit too long for the clock, never due).
+    fn arm(&mut self, at: Option<Instant>) {
+        self.next = earliest(self.next, at);
     }
 
     /// The earliest real deadline of the limits that apply in state `s` (at the start:
@@ -217,17 +223,17 @@ impl LimitClock {
         if s.open {
             for &kind in Self::idle_kinds(s.reading) {
                 if let Some(limit) = self.idle_limit(kind) {
-                    next = earliest(next, Some(self.idle_since(kind) + limit));
+                    next = earliest(next, self.idle_since(kind).checked_add(limit));
                 }
             }
             if let (Some(limit), Some((since, _))) = (self.limits.frame_timeout, self.frame) {
                 if s.reading {
-                    next = earliest(next, Some(since + limit));
+                    next = earliest(next, since.checked_add(limit));
                 }
             }
         }
         if let (Some(limit), Some(since)) = (self.limits.send_timeout, self.stalled) {
-            next = earliest(next, Some(since + limit));
+            next = earliest(next, since.checked_add(limit));
         }
         next
     }
@@ -253,6 +259,30 @@ mod tests {
         let mut due = Vec::new();
         clock.check(s, &mut due);
         due
+    }
+
+    #[test]
+    fn limits_too_long_to_reach_never_fire_and_never_panic() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            read_idle: Some(Duration::MAX),
+            write_idle: Some(Duration::MAX),
+            idle: Some(Duration::MAX),
+            frame_timeout: Some(Duration::MAX),
+            send_timeout: Some(Duration::MAX),
+            ..PeerLimits::default()
+        };
+        let mut clock = LimitClock::new(limits, t0);
+        assert_eq!(clock.next(), None);
+        clock.would_block(t0);
+        clock.undecoded(10, false, t0);
+        assert_eq!(clock.next(), None);
+        let busy = Now {
+            sending: true,
+            ..at(t0, 3600)
+        };
+        assert!(run(&mut clock, busy).is_empty());
+        assert_eq!(clock.next(), None);
     }
 
     #[test]
