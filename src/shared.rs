@@ -54,7 +54,23 @@ impl Message for WindowReopened {
 struct Gate {
     /// Why writes are refused (the socket shut), if they are.
     shut: Option<Shut>,
+    /// Who hears of changes; boxed, and made only when someone is there to hear (most
+    /// sockets have nobody).
+    listeners: Option<Box<Listeners>>,
+}
+
+#[derive(Debug, Default)]
+struct Listeners {
     subscribers: Vec<Recipient<WritabilityChanged>>,
+    /// Who a reopened read window wakes: given by the socket the first time it holds
+    /// reading.
+    wake: Option<WeakRecipient<WindowReopened>>,
+}
+
+impl Gate {
+    fn listeners(&mut self) -> &mut Listeners {
+        self.listeners.get_or_insert_with(Box::default)
+    }
 }
 
 /// What a socket shares with other threads: see the [module docs](self).
@@ -71,9 +87,8 @@ pub(crate) struct Shared {
     unacked_deliveries: AtomicU32,
     unacked_bytes: AtomicUsize,
     /// The socket holds reading for a full window: the permit drop that frees it wakes
-    /// the socket.
+    /// the socket (`gate.wake`).
     held: AtomicBool,
-    wake: WeakRecipient<WindowReopened>,
     /// The counters as last published (registered sockets only).
     stats: Option<Box<Mutex<SocketStats>>>,
     /// Writes a `Writer` had refused before they reached the socket.
@@ -94,7 +109,6 @@ impl Shared {
         id: SocketId,
         marks: Watermarks,
         subscribers: Vec<Recipient<WritabilityChanged>>,
-        wake: WeakRecipient<WindowReopened>,
         registered: bool,
     ) -> Self {
         Shared {
@@ -104,13 +118,17 @@ impl Shared {
             closed: AtomicBool::new(false),
             gate: Mutex::new(Gate {
                 shut: None,
-                subscribers,
+                listeners: (!subscribers.is_empty()).then(|| {
+                    Box::new(Listeners {
+                        subscribers,
+                        wake: None,
+                    })
+                }),
             }),
             room: Notify::new(),
             unacked_deliveries: AtomicU32::new(0),
             unacked_bytes: AtomicUsize::new(0),
             held: AtomicBool::new(false),
-            wake,
             // Boxed: most sockets are not registered, and idle ones are many.
             stats: registered.then(|| Box::new(Mutex::new(SocketStats::default()))),
             refused: std::sync::atomic::AtomicU64::new(0),
@@ -216,12 +234,15 @@ impl Shared {
             return;
         }
         tracing::debug!(socket = id.0, writable, "writability changed");
-        gate.subscribers.retain(|r| r.connected());
+        let Some(listeners) = gate.listeners.as_deref_mut() else {
+            return;
+        };
+        listeners.subscribers.retain(|r| r.connected());
         let msg = WritabilityChanged {
             socket: id,
             writable,
         };
-        for r in &gate.subscribers {
+        for r in &listeners.subscribers {
             r.do_send(msg);
         }
     }
@@ -244,7 +265,7 @@ impl Shared {
 
     /// Subscribes a producer to writability changes.
     pub(crate) fn subscribe(&self, producer: Recipient<WritabilityChanged>) {
-        self.gate().subscribers.push(producer);
+        self.gate().listeners().subscribers.push(producer);
     }
 
     /// Whether a write would be admitted now.
@@ -294,9 +315,17 @@ impl Shared {
     }
 
     /// The socket holds reading for a full window: the permit drop that could reopen it
-    /// must wake the socket. Call [`unacked`](Self::unacked) after this, and resume at
-    /// once if the window reopened meanwhile.
-    pub(crate) fn hold(&self) {
+    /// must wake the socket, through `wake` (made only the first time). Call
+    /// [`unacked`](Self::unacked) after this, and resume at once if the window reopened
+    /// meanwhile.
+    pub(crate) fn hold(&self, wake: impl FnOnce() -> WeakRecipient<WindowReopened>) {
+        {
+            let mut gate = self.gate();
+            let listeners = gate.listeners();
+            if listeners.wake.is_none() {
+                listeners.wake = Some(wake());
+            }
+        }
         self.held.store(true, Ordering::SeqCst);
     }
 
@@ -309,7 +338,12 @@ impl Shared {
         self.unacked_deliveries.fetch_sub(1, Ordering::AcqRel);
         self.unacked_bytes.fetch_sub(bytes, Ordering::AcqRel);
         if self.held.load(Ordering::SeqCst) && self.held.swap(false, Ordering::SeqCst) {
-            if let Some(socket) = self.wake.upgrade() {
+            let socket = {
+                let gate = self.gate();
+                let wake = gate.listeners.as_ref().and_then(|l| l.wake.as_ref());
+                wake.and_then(WeakRecipient::upgrade)
+            };
+            if let Some(socket) = socket {
                 socket.do_send(WindowReopened);
             }
         }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::task::Poll;
 
-use actix::{Actor, ActorFuture, ActorFutureExt, AsyncContext, Context, SpawnHandle};
+use actix::{Actor, ActorFuture, AsyncContext, Context, SpawnHandle};
 
 use super::functions::{SystemDatagram, SystemStream};
 use crate::types::Readiness;
@@ -53,9 +53,11 @@ pub(crate) trait Waiter: Actor<Context = Context<Self>> {
 
 /// The wait. Besides readiness it watches the actor's mailbox: actix keeps an actor with
 /// spawned futures running, so an open socket waiting on the reactor would otherwise
-/// outlive its last address.
-struct ReadinessWait<S> {
+/// outlive its last address. It calls `woke` itself when it ends (no combinator: every
+/// idle socket holds one of these, boxed by actix).
+struct ReadinessWait<S, A: Actor<Context = Context<A>>> {
     socket: Arc<S>,
+    woke: fn(&mut A, Readiness, Woke, &mut Context<A>),
     readiness: Readiness,
 }
 
@@ -67,22 +69,25 @@ pub(crate) enum Woke {
     Orphaned,
 }
 
-impl<S: PollReady, A: Waiter> ActorFuture<A> for ReadinessWait<S> {
-    type Output = Woke;
+impl<S: PollReady, A: Waiter> ActorFuture<A> for ReadinessWait<S, A> {
+    type Output = ();
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
         act: &mut A,
         ctx: &mut Context<A>,
         task: &mut std::task::Context<'_>,
-    ) -> Poll<Woke> {
+    ) -> Poll<()> {
         // Dropping the last address wakes the actor's task, which polls this again.
-        if act.is_open() && !ctx.connected() {
-            return Poll::Ready(Woke::Orphaned);
-        }
-        self.socket
-            .poll_ready(self.readiness, task)
-            .map(|_| Woke::Ready)
+        let how = if act.is_open() && !ctx.connected() {
+            Woke::Orphaned
+        } else if self.socket.poll_ready(self.readiness, task).is_ready() {
+            Woke::Ready
+        } else {
+            return Poll::Pending;
+        };
+        (self.woke)(act, self.readiness, how, ctx);
+        Poll::Ready(())
     }
 }
 
@@ -119,10 +124,10 @@ impl WaitSlots {
         }
         let wait = ReadinessWait {
             socket: socket.clone(),
+            woke,
             readiness,
         };
-        *slot =
-            Some(ctx.spawn(wait.map(move |how, act: &mut A, ctx| woke(act, readiness, how, ctx))));
+        *slot = Some(ctx.spawn(wait));
     }
 
     /// The wait for `readiness` ended.

@@ -10,7 +10,7 @@
 //! finishes inside its own handler) waits in the slot for it. One slot per actor, no
 //! allocation per write: only the write handled last can be waiting for its channel.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 
@@ -80,19 +80,27 @@ enum Slot<R> {
 }
 
 /// An actor's rendezvous of reply channels and answers (see the [module docs](self)).
+/// The slot is made by the first write queued through it: an actor that was never
+/// written to by message (an idle socket) holds none.
 #[derive(Debug)]
-pub(crate) struct Rendezvous<R>(Rc<RefCell<Slot<R>>>);
+pub(crate) struct Rendezvous<R>(OnceCell<Rc<RefCell<Slot<R>>>>);
 
 impl<R> Default for Rendezvous<R> {
     fn default() -> Self {
-        Rendezvous(Rc::new(RefCell::new(Slot::Empty)))
+        Rendezvous(OnceCell::new())
     }
 }
 
 impl<R> Rendezvous<R> {
     /// The response for a write that was queued: it parks the reply channel here.
     pub(crate) fn later(&self, tag: Option<u64>) -> WriteResponse<R> {
-        WriteResponse(Inner::Later(tag, Rc::clone(&self.0)))
+        let slot = self.0.get_or_init(|| Rc::new(RefCell::new(Slot::Empty)));
+        WriteResponse(Inner::Later(tag, Rc::clone(slot)))
+    }
+
+    /// The slot, if a write was ever queued through it (else nothing can be parked).
+    fn slot(&self) -> Option<&RefCell<Slot<R>>> {
+        self.0.get().map(|rc| &**rc)
     }
 
     /// Moves a parked reply channel onto `token` (the token of the write handled last, if
@@ -108,7 +116,8 @@ impl<R> Rendezvous<R> {
         &self,
         token: Option<&mut Reply<R>>,
     ) -> Option<std::time::Instant> {
-        let slot = std::mem::take(&mut *self.0.borrow_mut());
+        let cell = self.slot()?;
+        let slot = std::mem::take(&mut *cell.borrow_mut());
         match slot {
             Slot::Channel(tx, at) => match token.filter(|t| matches!(t.to, To::Pending)) {
                 Some(token) => {
@@ -127,7 +136,7 @@ impl<R> Rendezvous<R> {
             },
             // Not ours to take: the response of the write being handled picks it up.
             answered @ Slot::Answered(_) => {
-                *self.0.borrow_mut() = answered;
+                *cell.borrow_mut() = answered;
                 None
             }
             Slot::Empty => None,
@@ -156,12 +165,14 @@ impl<R> Rendezvous<R> {
                 return;
             }
             To::Pending => {
-                let slot = std::mem::take(&mut *self.0.borrow_mut());
+                // A pending token was made with `later`, which made the slot.
+                let cell = self.0.get_or_init(|| Rc::new(RefCell::new(Slot::Empty)));
+                let slot = std::mem::take(&mut *cell.borrow_mut());
                 match slot {
                     Slot::Channel(tx, _) => tx,
                     // Answered inside its own handler: the response picks it up.
                     Slot::Empty | Slot::Answered(_) => {
-                        *self.0.borrow_mut() = Slot::Answered(result);
+                        *cell.borrow_mut() = Slot::Answered(result);
                         return;
                     }
                 }

@@ -38,13 +38,19 @@ pub(crate) enum SendPoll {
     Nothing,
 }
 
+/// A turn's budget as counted: at most 4 GiB (a flow counts what it used in a `u32`,
+/// every socket holding two of them).
+fn turn(limit: usize) -> usize {
+    limit.min(u32::MAX as usize)
+}
+
 /// The sending side's schedule: the Flusher protocol (c-ares' pending-write callback),
 /// one transmit out at a time, a fairness budget per turn, would-block and readiness.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SendFlow {
     state: Send,
     /// Budget used in this turn.
-    used: usize,
+    used: u32,
     /// Ask a Flusher before sending (else send as soon as there is data).
     deferred: bool,
     request: bool,
@@ -126,7 +132,9 @@ impl SendFlow {
 
     /// The transport took what it was given (`used` of the budget): send on.
     pub(crate) fn took(&mut self, used: usize) {
-        self.used = self.used.saturating_add(used);
+        self.used = self
+            .used
+            .saturating_add(u32::try_from(used).unwrap_or(u32::MAX));
         self.state = Send::Ready;
     }
 
@@ -191,13 +199,13 @@ impl SendFlow {
                     self.idle();
                     return SendPoll::WentIdle;
                 }
-            } else if self.used >= limit {
+            } else if self.used as usize >= turn(limit) {
                 // Fairness: let the other actors of the thread run first.
                 self.used = 0;
                 self.state = Send::Yielding;
                 return SendPoll::Yield;
             } else {
-                return SendPoll::Transmit(limit - self.used);
+                return SendPoll::Transmit(turn(limit) - self.used as usize);
             }
         }
         if self.wait {
@@ -249,7 +257,7 @@ pub(crate) enum ReceivePoll {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReceiveFlow {
     state: Receive,
-    used: usize,
+    used: u32,
     wait: bool,
 }
 
@@ -299,7 +307,9 @@ impl ReceiveFlow {
 
     /// A read brought `used` of the budget in: read on.
     pub(crate) fn took(&mut self, used: usize) {
-        self.used = self.used.saturating_add(used);
+        self.used = self
+            .used
+            .saturating_add(u32::try_from(used).unwrap_or(u32::MAX));
         self.state = Receive::Ready;
     }
 
@@ -350,7 +360,7 @@ impl ReceiveFlow {
 
     /// What is left of this turn's budget of `limit`.
     pub(crate) fn left(&self, limit: usize) -> usize {
-        limit.saturating_sub(self.used)
+        turn(limit).saturating_sub(self.used as usize)
     }
 
     /// Reading ends for good.
@@ -370,7 +380,7 @@ impl ReceiveFlow {
                 self.used = 0;
                 return ReceivePoll::Held;
             }
-            if self.used >= limit {
+            if self.used as usize >= turn(limit) {
                 self.used = 0;
                 self.state = Receive::Yielding;
                 return ReceivePoll::Yield;

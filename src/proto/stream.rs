@@ -54,11 +54,14 @@ pub(crate) struct StreamSettings {
 /// holds one.
 #[derive(Clone, Copy, Debug)]
 struct Settings {
-    max_bytes_per_turn: usize,
+    /// At most 4 GiB: a flow counts its turn in a `u32`.
+    max_bytes_per_turn: u32,
     turn_cap: TurnCap,
     max_window_bytes: usize,
-    close_linger: Duration,
-    drain_timeout: Option<Duration>,
+    /// `close_linger` in nanoseconds (at most 584 years).
+    close_linger: u64,
+    /// `drain_timeout` in nanoseconds; `u64::MAX`: none.
+    drain_timeout: u64,
     read_chunk: u32,
     max_waiting_writes: u32,
     max_deliveries: u32,
@@ -66,17 +69,19 @@ struct Settings {
     close_on_eof: bool,
     watch_interest: bool,
     shutdown: bool,
+    /// The flush policy as set: deferred (a Flusher asked), or immediate.
+    deferred: bool,
 }
 
 impl Settings {
     fn of(s: &StreamSettings) -> Self {
         let small = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
         Settings {
-            max_bytes_per_turn: s.queue.max_bytes_per_turn,
+            max_bytes_per_turn: u32::try_from(s.queue.max_bytes_per_turn).unwrap_or(u32::MAX),
             turn_cap: s.queue.turn_cap,
             max_window_bytes: s.max_window_bytes.max(1),
-            close_linger: s.close_linger,
-            drain_timeout: s.drain_timeout,
+            close_linger: nanos(s.close_linger),
+            drain_timeout: s.drain_timeout.map_or(u64::MAX, nanos),
             read_chunk: small(s.read_chunk),
             max_waiting_writes: u32::try_from(s.max_waiting_writes).unwrap_or(u32::MAX),
             max_deliveries: s.max_deliveries.max(1),
@@ -84,7 +89,68 @@ impl Settings {
             close_on_eof: s.close_on_eof,
             watch_interest: s.watch_interest,
             shutdown: s.shutdown,
+            deferred: s.deferred,
         }
+    }
+}
+
+/// A duration in nanoseconds, short of `u64::MAX` (which stands for none).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1))
+}
+
+impl Settings {
+    fn close_linger(&self) -> Duration {
+        Duration::from_nanos(self.close_linger)
+    }
+
+    fn drain_timeout(&self) -> Option<Duration> {
+        (self.drain_timeout != u64::MAX).then(|| Duration::from_nanos(self.drain_timeout))
+    }
+}
+
+/// Writes waiting for room ([`StreamCore::handle_wait`]), boxed: most sockets never have
+/// any.
+#[derive(Debug)]
+// Boxed on purpose: an empty `VecDeque` is 32 bytes in every socket's task, the box 8.
+#[allow(clippy::box_collection)]
+struct Waitlist<T>(Option<Box<VecDeque<Waiting<T>>>>);
+
+impl<T> Waitlist<T> {
+    fn new() -> Self {
+        Waitlist(None)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|w| w.is_empty())
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |w| w.len())
+    }
+
+    fn front(&self) -> Option<&Waiting<T>> {
+        self.0.as_ref()?.front()
+    }
+
+    fn back_mut(&mut self) -> Option<&mut Waiting<T>> {
+        self.0.as_mut()?.back_mut()
+    }
+
+    fn push_back(&mut self, w: Waiting<T>) {
+        self.0.get_or_insert_with(Box::default).push_back(w);
+    }
+
+    fn pop_front(&mut self) -> Option<Waiting<T>> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Waiting<T>> {
+        self.0.iter().flat_map(|w| w.iter())
+    }
+
+    fn remove(&mut self, index: usize) -> Option<Waiting<T>> {
+        self.0.as_mut()?.remove(index)
     }
 }
 
@@ -298,7 +364,7 @@ struct Counters {
 #[derive(Debug)]
 pub(crate) struct StreamCore<T> {
     queue: WriteQueue<T>,
-    waiting: VecDeque<Waiting<T>>,
+    waiting: Waitlist<T>,
     settings: Settings,
     send: SendFlow,
     receive: ReceiveFlow,
@@ -348,7 +414,7 @@ impl<T: Token> StreamCore<T> {
         settings.max_window_bytes = settings.max_window_bytes.max(1);
         StreamCore {
             queue: WriteQueue::new(settings.queue),
-            waiting: VecDeque::new(),
+            waiting: Waitlist::new(),
             send: SendFlow::new(settings.deferred),
             receive: ReceiveFlow::new(settings.reading),
             paused: false,
@@ -439,6 +505,12 @@ impl<T: Token> StreamCore<T> {
     /// Whether file ranges go out with `sendfile`.
     pub(crate) fn sendfile(&self) -> bool {
         self.sendfile
+    }
+
+    /// The immediate flush policy was set (no Flusher asked): a driver sending by message
+    /// handles nothing else until each transmit is answered.
+    pub(crate) fn is_immediate(&self) -> bool {
+        !self.settings.deferred
     }
 
     /// The token of the write queued last (see `WriteQueue::last_token_mut`), or of the
@@ -654,8 +726,9 @@ impl<T: Token> StreamCore<T> {
             self.events.push_back(Event::Charged(charged));
         }
         self.shut = Some(Box::new(Shut::Closed));
-        if let Some(limit) = self.settings.drain_timeout {
-            self.deadline = Some(now + limit);
+        if let Some(limit) = self.settings.drain_timeout() {
+            // A limit past the clock's end: no deadline.
+            self.deadline = now.checked_add(limit);
         }
         // Flush now rather than wait for the Flusher's round.
         self.send.flush();
@@ -823,11 +896,12 @@ impl<T: Token> StreamCore<T> {
         match result {
             Ok(()) => {
                 let reading = !self.reading_done();
-                if !reading || self.settings.close_linger.is_zero() {
+                if !reading || self.settings.close_linger == 0 {
                     self.close_now();
                 } else {
                     self.life = Life::Lingering;
-                    self.deadline = Some(now + self.settings.close_linger);
+                    // A linger past the clock's end: until the peer's EOF.
+                    self.deadline = now.checked_add(self.settings.close_linger());
                 }
             }
             Err(_) => self.close_now(),
@@ -1019,7 +1093,7 @@ impl<T: Token> StreamCore<T> {
                 return None;
             }
             let limit = if self.contended || self.settings.turn_cap == TurnCap::Always {
-                self.settings.max_bytes_per_turn
+                self.settings.max_bytes_per_turn as usize
             } else {
                 usize::MAX
             };
@@ -1615,6 +1689,32 @@ mod tests {
             })
             .collect();
         assert_eq!(sent, [(1, 4), (2, 0)]);
+    }
+
+    #[test]
+    fn drain_and_linger_times_too_long_to_reach_are_kept_without_a_panic() {
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            reading: true,
+            shutdown: true,
+            drain_timeout: Some(Duration::MAX),
+            close_linger: Duration::MAX,
+            ..settings()
+        });
+        assert_eq!(core.poll_io(), Some(IoAction::Read { max: 64 }));
+        core.handle_read(ReadOutcome::WouldBlock, t0());
+        assert_eq!(core.poll_io(), Some(IoAction::Wait(Readiness::Readable)));
+        write(&mut core, 1, 10);
+        transmit(&mut core);
+        core.handle_close(false, t0());
+        let year = Duration::from_secs(365 * 24 * 3600);
+        core.handle_timeout(t0() + year);
+        assert!(!core.is_closed(), "still draining after a year");
+        core.handle_sent(Ok(Sent::Accepted(10)), t0() + year);
+        assert_eq!(core.poll_io(), Some(IoAction::ShutdownWrite));
+        core.handle_shutdown(Ok(()), t0() + year);
+        core.handle_timeout(t0() + 2 * year);
+        assert!(!core.is_closed(), "still lingering for the peer's EOF");
     }
 
     #[test]

@@ -59,18 +59,66 @@ pub struct SystemFunctions {
 #[derive(Debug)]
 struct Entry {
     state: State,
-    /// `None` once the socket does its own readiness waits (both `sendv` and `recvfrom`
-    /// in place): nothing is owed to it. Weak: the transport keeps no socket alive.
+    /// Readiness owed to the socket, and the waits for it; boxed, and gone once the
+    /// socket does its own readiness waits (a connected stream or datagram socket called
+    /// in place: most entries).
+    waits: Option<Box<Waits>>,
+}
+
+/// A handle's readiness waits on the transport's side.
+#[derive(Debug, Default)]
+struct Waits {
+    /// Who gets `Ready`. Weak: the transport keeps no socket alive.
     events: Option<WeakRecipient<Ready>>,
-    write_wait: Option<SpawnHandle>,
+    write: Option<SpawnHandle>,
     /// The read wait, or on a listening handle the accept wait.
-    read_wait: Option<SpawnHandle>,
+    read: Option<SpawnHandle>,
 }
 
 impl Entry {
+    fn new(state: State, events: WeakRecipient<Ready>) -> Self {
+        let waits = Waits {
+            events: Some(events),
+            ..Waits::default()
+        };
+        Entry {
+            state,
+            waits: Some(Box::new(waits)),
+        }
+    }
+
     fn notify(&self, handle: Handle, readiness: Readiness) {
-        if let Some(events) = self.events.as_ref().and_then(WeakRecipient::upgrade) {
+        let events = self.waits.as_ref().and_then(|w| w.events.as_ref());
+        if let Some(events) = events.and_then(WeakRecipient::upgrade) {
             events.do_send(Ready { handle, readiness });
+        }
+    }
+
+    /// The socket waits for readiness itself from now on: nothing is owed to it.
+    fn lend(&mut self) {
+        if let Some(waits) = &mut self.waits {
+            waits.events = None;
+            if waits.write.is_none() && waits.read.is_none() {
+                self.waits = None;
+            }
+        }
+    }
+
+    /// The wait armed for `readiness`.
+    fn wait(&self, readiness: Readiness) -> Option<SpawnHandle> {
+        let waits = self.waits.as_deref()?;
+        match readiness {
+            Readiness::Writable => waits.write,
+            Readiness::Readable => waits.read,
+        }
+    }
+
+    /// Sets (or clears) the wait for `readiness`.
+    fn set_wait(&mut self, readiness: Readiness, wait: Option<SpawnHandle>) {
+        let waits = self.waits.get_or_insert_with(Box::default);
+        match readiness {
+            Readiness::Writable => waits.write = wait,
+            Readiness::Readable => waits.read = wait,
         }
     }
 }
@@ -410,7 +458,7 @@ impl Handler<ShareStream> for SystemFunctions {
     fn handle(&mut self, msg: ShareStream, _: &mut Context<Self>) -> Self::Result {
         let stream = self.stream(msg.handle).ok()?;
         if let Some(entry) = self.handles.get_mut(&msg.handle) {
-            entry.events = None;
+            entry.lend();
         }
         Some(stream)
     }
@@ -437,8 +485,9 @@ impl Handler<ShareDatagram> for SystemFunctions {
         let State::Datagram(datagram) = &entry.state else {
             return None;
         };
-        entry.events = None;
-        Some(datagram.clone())
+        let datagram = datagram.clone();
+        entry.lend();
+        Some(datagram)
     }
 }
 
@@ -483,15 +532,7 @@ impl SystemFunctions {
     fn insert(&mut self, state: State, events: WeakRecipient<Ready>) -> Handle {
         self.next += 1;
         let handle = Handle(self.next);
-        self.handles.insert(
-            handle,
-            Entry {
-                state,
-                events: Some(events),
-                write_wait: None,
-                read_wait: None,
-            },
-        );
+        self.handles.insert(handle, Entry::new(state, events));
         handle
     }
 
@@ -524,27 +565,17 @@ impl SystemFunctions {
         let Some(entry) = self.handles.get(&handle) else {
             return;
         };
-        let armed = match readiness {
-            Readiness::Writable => entry.write_wait.is_some(),
-            Readiness::Readable => entry.read_wait.is_some(),
-        };
-        if armed {
+        if entry.wait(readiness).is_some() {
             return;
         }
         let spawned = ctx.spawn(wait.into_actor(self).map(move |_, act, _| {
             if let Some(e) = act.handles.get_mut(&handle) {
-                match readiness {
-                    Readiness::Writable => e.write_wait = None,
-                    Readiness::Readable => e.read_wait = None,
-                }
+                e.set_wait(readiness, None);
                 e.notify(handle, readiness);
             }
         }));
         if let Some(e) = self.handles.get_mut(&handle) {
-            match readiness {
-                Readiness::Writable => e.write_wait = Some(spawned),
-                Readiness::Readable => e.read_wait = Some(spawned),
-            }
+            e.set_wait(readiness, Some(spawned));
         }
     }
 
@@ -560,7 +591,7 @@ impl SystemFunctions {
         if self
             .handles
             .get(&handle)
-            .is_none_or(|e| e.read_wait.is_some())
+            .is_none_or(|e| e.wait(Readiness::Readable).is_some())
         {
             return;
         }
@@ -568,7 +599,7 @@ impl SystemFunctions {
         let spawned = ctx.spawn(wait.into_actor(self).map(move |taken, act, _| {
             // A handle closed meanwhile drops what was taken: the stream closes.
             if let Some(e) = act.handles.get_mut(&handle) {
-                e.read_wait = None;
+                e.set_wait(Readiness::Readable, None);
                 if let State::Listening(l) = &mut e.state {
                     l.ready = Some(taken);
                 }
@@ -576,7 +607,7 @@ impl SystemFunctions {
             }
         }));
         if let Some(e) = self.handles.get_mut(&handle) {
-            e.read_wait = Some(spawned);
+            e.set_wait(Readiness::Readable, Some(spawned));
         }
     }
 
@@ -1092,8 +1123,10 @@ impl Handler<CloseSocket> for SystemFunctions {
             .handles
             .remove(&msg.handle)
             .ok_or(TransportError::UnknownHandle(msg.handle))?;
-        for wait in [entry.write_wait, entry.read_wait].into_iter().flatten() {
-            ctx.cancel_future(wait);
+        for readiness in [Readiness::Writable, Readiness::Readable] {
+            if let Some(wait) = entry.wait(readiness) {
+                ctx.cancel_future(wait);
+            }
         }
         if let State::Connecting(attempt) = entry.state {
             // The attempt owns the descriptor: cancelling it closes the descriptor now.

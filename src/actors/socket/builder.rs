@@ -469,7 +469,7 @@ impl SocketBuilder {
             Some(FlushPolicy::Immediate) => None,
         };
         let layers = functions.layers().to_vec();
-        let base = TableIo::new(functions, handle, stream, flusher.is_none());
+        let base = TableIo::new(functions, handle, peer.clone(), stream);
         let (io, layer_error): (Box<dyn StreamIo>, _) = if layers.is_empty() {
             (Box::new(base), None)
         } else {
@@ -515,7 +515,6 @@ impl SocketBuilder {
             id,
             Watermarks::new(queue.high_watermark, queue.low_watermark),
             self.writability,
-            ctx.address().downgrade().recipient(),
             self.registry.is_some(),
         ));
         let registration = self.registry.as_ref().map(|r| {
@@ -530,12 +529,18 @@ impl SocketBuilder {
             .interest
             .as_ref()
             .map(|g| g.join(id, ctx.address().recipient::<Close>().downgrade()));
-        let extras = membership.is_some() || self.user_data.is_some() || registration.is_some();
+        let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
+        let span = (!span.is_disabled()).then_some(span);
+        let extras = membership.is_some()
+            || self.user_data.is_some()
+            || registration.is_some()
+            || span.is_some();
         let watch = extras.then(|| {
             Box::new(Watch {
                 membership,
                 user_data: self.user_data,
                 registration,
+                span,
             })
         });
         Socket {
@@ -545,15 +550,9 @@ impl SocketBuilder {
             inbound,
             flusher,
             replies: Rendezvous::default(),
-            handle,
-            peer,
             timer: None,
             gate_shut: false,
             watch,
-            span: {
-                let span = tracing::debug_span!("socket", id = id.0, peer = %peer_text);
-                (!span.is_disabled()).then(|| Box::new(span))
-            },
             sender: Default::default(),
         }
     }

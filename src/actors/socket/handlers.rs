@@ -176,7 +176,7 @@ impl Handler<Ready> for Socket {
 
     fn handle(&mut self, msg: Ready, ctx: &mut Context<Self>) {
         self.attach_reply();
-        if msg.handle == self.handle {
+        if msg.handle == self.io.handle() {
             self.on_ready(msg.readiness, false, ctx);
         }
     }
@@ -227,8 +227,8 @@ impl Handler<GetInfo> for Socket {
     fn handle(&mut self, _: GetInfo, _: &mut Context<Self>) -> Self::Result {
         actix::MessageResult(SocketInfo {
             id: self.shared.id,
-            peer: self.peer.clone(),
-            handle: self.handle,
+            peer: self.io.peer().cloned(),
+            handle: self.io.handle(),
             open: self.core.is_open(),
             in_place: self.io.in_place(),
             layers: self.io.layers(),

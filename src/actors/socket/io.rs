@@ -24,7 +24,7 @@ use crate::actors::readiness::{WaitSlots, Woke};
 use crate::error::TransportError;
 use crate::messages::functions::{CloseSocket, Received, RecvFrom, SendV, ShutdownWrite};
 use crate::proto::{InPlaceTransmit, StreamCore};
-use crate::types::{Handle, Readiness, Sent};
+use crate::types::{Address, Handle, Readiness, Sent};
 
 /// The core a socket drives.
 pub(crate) type Core = StreamCore<WriteReply>;
@@ -59,7 +59,8 @@ pub(crate) enum Lower {
 
 /// How a socket reaches its transport: see the [module docs](self).
 pub(crate) trait StreamIo: fmt::Debug {
-    /// Whether file ranges go out with `sendfile`.
+    /// Whether file ranges can go out with `sendfile` (the core keeps whether they still
+    /// do: a file may say it cannot).
     fn sendfile(&self) -> bool;
 
     /// Whether the transport is called in place.
@@ -69,6 +70,12 @@ pub(crate) trait StreamIo: fmt::Debug {
     fn layers(&self) -> Vec<&'static str> {
         Vec::new()
     }
+
+    /// The peer's address, when known.
+    fn peer(&self) -> Option<&Address>;
+
+    /// The transport's handle of the socket.
+    fn handle(&self) -> Handle;
 
     /// Whether the sending half can be shut down alone.
     fn can_shutdown(&self) -> bool;
@@ -141,16 +148,12 @@ pub(crate) trait StreamIo: fmt::Debug {
 pub(crate) struct TableIo {
     functions: SocketFunctions,
     handle: Handle,
+    /// The peer's address, when known (kept here, not in the actor: the actor's own
+    /// size is what every idle socket pays in its task).
+    peer: Option<Address>,
     /// The stream, when the table's data path is the system's and it is called in place.
     stream: Option<Arc<SystemStream>>,
-    /// File ranges go out with `sendfile` (in place, on an OS that has it, until a file
-    /// says it cannot).
-    sendfile: bool,
     waits: WaitSlots,
-    /// The immediate flush policy: a socket that sends by message handles nothing else
-    /// until the transport has answered (c-ares without a pending-write callback: one
-    /// send per write).
-    exclusive: bool,
 }
 
 impl fmt::Debug for TableIo {
@@ -166,17 +169,15 @@ impl TableIo {
     pub(crate) fn new(
         functions: SocketFunctions,
         handle: Handle,
+        peer: Option<Address>,
         stream: Option<Arc<SystemStream>>,
-        exclusive: bool,
     ) -> Self {
-        let sendfile = stream.is_some() && crate::actors::functions::SENDFILE;
         TableIo {
             functions,
             handle,
+            peer,
             stream,
-            sendfile,
             waits: WaitSlots::default(),
-            exclusive,
         }
     }
 }
@@ -260,8 +261,16 @@ pub(crate) fn read_chunks(core: &mut Core, budget: usize) -> bool {
 }
 
 impl StreamIo for TableIo {
+    fn peer(&self) -> Option<&Address> {
+        self.peer.as_ref()
+    }
+
+    fn handle(&self) -> Handle {
+        self.handle
+    }
+
     fn sendfile(&self) -> bool {
-        self.sendfile
+        self.stream.is_some() && crate::actors::functions::SENDFILE
     }
 
     fn in_place(&self) -> bool {
@@ -299,7 +308,10 @@ impl StreamIo for TableIo {
             };
             let answer = actix::fut::wrap_future::<_, Socket>(self.functions.sendv().send(sendv))
                 .map(|result, act, ctx| act.on_sent(flatten(result), ctx));
-            if self.exclusive {
+            // The immediate flush policy: a socket that sends by message handles nothing
+            // else until the transport has answered (c-ares without a pending-write
+            // callback: one send per write).
+            if core.is_immediate() {
                 ctx.wait(answer);
             } else {
                 ctx.spawn(answer);
@@ -334,7 +346,6 @@ impl StreamIo for TableIo {
                     // This file cannot be sent from (some file systems): read ranges
                     // instead, from now on.
                     tracing::debug!("sendfile unsupported for this file; reading it instead");
-                    self.sendfile = false;
                     core.handle_sendfile_unsupported();
                     return Answer::Nothing;
                 }

@@ -235,6 +235,14 @@ impl StreamIo for LayeredIo {
         self.base.in_place()
     }
 
+    fn peer(&self) -> Option<&crate::types::Address> {
+        self.base.peer()
+    }
+
+    fn handle(&self) -> crate::types::Handle {
+        self.base.handle()
+    }
+
     fn layers(&self) -> Vec<&'static str> {
         self.stack.names()
     }

@@ -28,7 +28,7 @@ use crate::messages::interest::SocketInterest;
 use crate::messages::socket::SocketEventKind;
 use crate::proto::{Event, IoAction, ReadOutcome, Written};
 use crate::shared::Shared;
-use crate::types::{Address, Handle, Interest, SocketState, UserData};
+use crate::types::{Address, Interest, SocketState, UserData};
 pub use builder::{FlushPolicy, SocketBuilder, SocketConfig};
 pub use framed::{FrameError, FrameStream, FramedWriteError, FramedWriter};
 use io::{Answer, Core, StreamIo};
@@ -72,28 +72,26 @@ pub struct Socket {
     /// The Flusher to ask (deferred policy), or `None` (immediate).
     flusher: Option<Arc<Recipient<PendingWrite>>>,
     replies: Rendezvous<Result<Written, WriteError>>,
-    handle: Handle,
-    peer: Option<Address>,
-    /// The timer for the core's deadline, and that deadline.
-    timer: Option<(std::time::Instant, SpawnHandle)>,
+    /// The timer for the core's deadline, and that deadline (boxed: most sockets have
+    /// no deadline).
+    timer: Option<Box<(std::time::Instant, SpawnHandle)>>,
     /// The core's shut reason was handed to the gate.
     gate_shut: bool,
-    /// Interest subscriber, user data and registry entry; boxed, as most sockets have
-    /// none of them.
+    /// Interest subscriber, user data, registry entry and tracing span; boxed, as most
+    /// sockets have none of them.
     watch: Option<Box<Watch>>,
-    /// Its tracing span, when tracing wants it (an idle socket saves the bytes else).
-    span: Option<Box<tracing::Span>>,
     /// Its place among the sockets of its thread with data to send.
     sender: SenderSlot,
 }
 
-/// A socket's optional extras: where its interest goes, and its entry in a registry
-/// (removed when dropped, with the actor).
+/// A socket's optional extras: where its interest goes, its entry in a registry
+/// (removed when dropped, with the actor), and its tracing span when tracing wants it.
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
     membership: Option<Membership>,
     user_data: Option<UserData>,
     registration: Option<Registration>,
+    span: Option<tracing::Span>,
 }
 
 impl Socket {
@@ -142,7 +140,7 @@ impl Socket {
 
     /// Its tracing span (a disabled one when tracing does not want it).
     fn span(&self) -> &tracing::Span {
-        span_of(&self.span)
+        span_of(&self.watch)
     }
 
     /// Does what the core asks, tells others what it says, and sets its timer, until it
@@ -169,7 +167,7 @@ impl Socket {
             if self.core.read_held() {
                 // Reading holds for a full window: the permit drop that frees it must wake
                 // us. One may have been dropped meanwhile: look again after asking.
-                self.shared.hold();
+                self.shared.hold(|| ctx.address().downgrade().recipient());
                 let (deliveries, bytes) = self.shared.unacked();
                 self.core.handle_unacked(deliveries, bytes);
                 if !self.core.read_held() {
@@ -215,7 +213,7 @@ impl Socket {
         // The clock is read only where the core needs the time (a vDSO call each).
         match action {
             IoAction::RequestFlush => {
-                let (id, span) = (self.shared.id, span_of(&self.span));
+                let (id, span) = (self.shared.id, span_of(&self.watch));
                 if !request_flush(&mut self.flusher, id, || ctx.address().recipient(), span) {
                     self.core.handle_flusher_gone();
                 }
@@ -262,8 +260,8 @@ impl Socket {
             IoAction::CloseHandle => {
                 self.io.close(ctx);
                 self.inbound.drop_buffers();
-                if let Some((_, timer)) = self.timer.take() {
-                    ctx.cancel_future(timer);
+                if let Some(timer) = self.timer.take() {
+                    ctx.cancel_future(timer.1);
                 }
             }
         }
@@ -444,11 +442,11 @@ impl Socket {
     /// Keeps one timer, for the core's next deadline.
     fn set_timer(&mut self, ctx: &mut Context<Self>) {
         let deadline = self.core.poll_timeout();
-        if self.timer.as_ref().map(|(at, _)| *at) == deadline {
+        if self.timer.as_deref().map(|(at, _)| *at) == deadline {
             return;
         }
-        if let Some((_, timer)) = self.timer.take() {
-            ctx.cancel_future(timer);
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer.1);
         }
         if let Some(at) = deadline {
             let wait = at.saturating_duration_since(now());
@@ -461,7 +459,7 @@ impl Socket {
                 act.core.handle_timeout(now());
                 act.drive(ctx);
             });
-            self.timer = Some((at, timer));
+            self.timer = Some(Box::new((at, timer)));
         }
     }
 
@@ -498,10 +496,12 @@ impl Socket {
     }
 }
 
-/// `span`, or a disabled span.
-fn span_of(span: &Option<Box<tracing::Span>>) -> &tracing::Span {
+/// The span in `watch`, or a disabled span.
+fn span_of(watch: &Option<Box<Watch>>) -> &tracing::Span {
     static NONE: std::sync::OnceLock<tracing::Span> = std::sync::OnceLock::new();
-    span.as_deref()
+    watch
+        .as_deref()
+        .and_then(|w| w.span.as_ref())
         .unwrap_or_else(|| NONE.get_or_init(tracing::Span::none))
 }
 
@@ -520,7 +520,7 @@ impl Actor for Socket {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        tracing::debug!(parent: self.span(), handle = %self.handle, "socket started");
+        tracing::debug!(parent: self.span(), handle = %self.io.handle(), "socket started");
         let watching = self
             .watch
             .as_deref()
