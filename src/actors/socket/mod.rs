@@ -569,3 +569,20 @@ impl crate::actors::readiness::Waiter for Socket {
         self.core.is_open()
     }
 }
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    /// Every socket is one tokio task holding its actor context; tokio sizes a task in
+    /// steps of 128 bytes. The socket fits the 896-byte task (an idle socket's largest
+    /// allocation, see `idle_mem` and workload (e)); a field more would cost a step.
+    #[test]
+    fn the_socket_actor_fits_its_896_byte_task() {
+        let future = std::mem::size_of::<
+            actix::dev::ContextFut<super::Socket, super::Context<super::Socket>>,
+        >();
+        assert!(
+            future <= 792,
+            "the socket's actor future is {future} bytes: over 792, its task grows to 1,024"
+        );
+    }
+}
