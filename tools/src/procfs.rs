@@ -1,6 +1,6 @@
 //! What the tools read about their own process: memory (`/proc/self/status`), open
-//! descriptors, write syscalls, CPU time, and the descriptor limit; and the two things
-//! they do to it (trim the heap, reset the peak RSS).
+//! descriptors, write syscalls, CPU time, and the descriptor limit; and what they do to
+//! it (trim the heap, reset the peak RSS, pin a thread to a CPU).
 
 use std::time::Duration;
 
@@ -121,4 +121,37 @@ pub fn trim_heap() -> bool {
 /// own peak; answers whether the kernel allowed it.
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Set (to anything) in a benchmark's environment: threads are not pinned.
+pub const NO_PIN_ENV: &str = "SOCKACTOR_BENCH_NO_PIN";
+
+/// Pins the calling thread to one CPU (when the process may use more than one): the
+/// sender's runtime thread to the first allowed CPU, the receiver or echo thread to the
+/// second, so that a run cannot drift between "both on one CPU" and "one each" regimes.
+/// `bench --no-pin` (the environment variable [`NO_PIN_ENV`]) turns it off.
+pub fn pin_to_cpu(cpu: usize) {
+    if std::env::var_os(NO_PIN_ENV).is_some()
+        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+    {
+        return;
+    }
+    // The `cpu`-th CPU this process may run on.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return;
+        }
+        let Some(target) = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .nth(cpu)
+        else {
+            return;
+        };
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(target, &mut set);
+        libc::sched_setaffinity(0, size, &set);
+    }
 }

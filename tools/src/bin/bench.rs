@@ -91,7 +91,7 @@ const MMAP_THRESHOLD: i32 = 16 << 20;
 const TRIM_THRESHOLD: i32 = 1 << 30;
 const TOP_PAD: i32 = 16 << 20;
 /// Set (by the parent, for `--no-pin`) in the children's environment: no CPU pinning.
-const NO_PIN_ENV: &str = "SOCKACTOR_BENCH_NO_PIN";
+use sockactor_tools::procfs::{pin_to_cpu, NO_PIN_ENV};
 
 static PATTERN: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
@@ -2640,36 +2640,6 @@ fn holder_main(n: usize) -> ! {
 }
 
 // ───────────────────────────── process settings ─────────────────────────────
-
-/// Pins the calling thread to one CPU (when the process may use more than one): the
-/// sender's runtime thread to the first allowed CPU, the receiver or echo thread to the
-/// second, so that a run cannot drift between "both on one CPU" and "one each" regimes.
-/// `--no-pin` turns it off.
-fn pin_to_cpu(cpu: usize) {
-    if std::env::var_os(NO_PIN_ENV).is_some()
-        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
-    {
-        return;
-    }
-    // The `cpu`-th CPU this process may run on.
-    #[cfg(target_os = "linux")]
-    unsafe {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
-            return;
-        }
-        let Some(target) = (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &allowed))
-            .nth(cpu)
-        else {
-            return;
-        };
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(target, &mut set);
-        libc::sched_setaffinity(0, size, &set);
-    }
-}
 
 /// Pins glibc malloc in every child. With the defaults, the mmap threshold slides and the
 /// heap top is trimmed whenever more than 128 KiB is free there, so runs that allocate and

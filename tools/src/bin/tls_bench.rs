@@ -30,6 +30,7 @@ use sockactor::filters::{Compress, Tls};
 use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
 use sockactor::{Socket, SocketFunctions, Writer};
 use sockactor_tools::args::{bad_arguments, unknown, Args};
+use sockactor_tools::procfs::pin_to_cpu;
 use sockactor_tools::report::median;
 use sockactor_tools::tls::configs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,6 +139,8 @@ fn peer_with(
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let thread = std::thread::spawn(move || -> io::Result<u64> {
+        // The peer on the second CPU, the client's runtime on the first (as `bench`).
+        pin_to_cpu(1);
         let (tcp, _) = listener.accept()?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -433,6 +436,7 @@ fn main() -> ExitCode {
         Err(why) => return bad_arguments("tls_bench", &why, USAGE),
     };
     let (server, client) = configs();
+    pin_to_cpu(0);
     let system = actix::System::new();
     system.block_on(async move {
         let tls = Some((&server, &client));
@@ -504,6 +508,10 @@ fn main() -> ExitCode {
             o.count * 50
         );
         println!("- medians with (min..max); ratios are TLS ÷ plain per repetition");
+        println!(
+            "- the client's runtime thread pinned to one CPU, each peer thread to another \
+             (`SOCKACTOR_BENCH_NO_PIN=1`: not)"
+        );
         println!();
         println!("| measure | plain | layered | layered ÷ plain |");
         println!("|---|---:|---:|---:|");
