@@ -252,7 +252,9 @@ async fn ping_pong(
     socket.do_send(sockactor::messages::Close::Graceful);
     drop(writer);
     drop(socket);
-    let _ = thread.join();
+    // Joined off the runtime thread: the socket must run to close, and the echo peer
+    // ends at its EOF (a blocking join here held both until the peer's read timeout).
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     (at(0.50), at(0.99))
