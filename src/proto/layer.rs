@@ -123,6 +123,10 @@ pub enum Decoded {
     End,
 }
 
+/// From this many encoded bytes on, an encode into an empty outbox hands its buffer over
+/// instead of copying it (below, the copy costs less than the hand-over's bookkeeping).
+const SWAP_AT: usize = 8 * 1024;
+
 /// The layers of one socket, from the plaintext's side to the wire's, with the one
 /// bounded outbox they share: see the [module docs](self).
 #[derive(Debug)]
@@ -234,7 +238,16 @@ impl LayerStack {
             Ok(())
         })();
         if result.is_ok() {
-            self.outbox.extend_from_slice(&scratch[last]);
+            if self.outbox.is_empty() && scratch[last].len() >= SWAP_AT {
+                // Nothing waits to be written: the encoded bytes become the outbox as
+                // they are, and the outbox's buffer the next scratch (no copy of them).
+                let spare = Vec::from(std::mem::take(&mut self.outbox));
+                let encoded = std::mem::replace(&mut scratch[last], spare);
+                scratch[last].clear();
+                self.outbox = BytesMut::from(bytes::Bytes::from(encoded));
+            } else {
+                self.outbox.extend_from_slice(&scratch[last]);
+            }
         }
         for s in &mut scratch {
             // Keep a sensible buffer, not the largest one ever used.
@@ -568,6 +581,38 @@ mod tests {
         let (plain, last) = decode_all(&mut b);
         assert_eq!(plain, b"hello world");
         assert_eq!(last, Decoded::NeedInput);
+    }
+
+    #[test]
+    fn large_encodes_handed_to_the_outbox_keep_every_byte_in_order() {
+        let mut a = stack(1 << 20);
+        let mut b = stack(1 << 20);
+        let data: Vec<u8> = (0..4 * SWAP_AT).map(|i| (i % 251) as u8).collect();
+        let (first, second) = data.split_at(2 * SWAP_AT);
+        let mut wire = Vec::new();
+        // Into an empty outbox (handed over), written in part in place; then one
+        // appended behind what is left; then taken by message and partly returned.
+        a.encode(&[IoSlice::new(first)]).expect("encodes");
+        wire.extend_from_slice(&a.outbox()[..100]);
+        a.sent(100);
+        a.encode(&[IoSlice::new(second)]).expect("encodes");
+        let taken = a.take_outbox(usize::MAX);
+        wire.extend_from_slice(&taken[..SWAP_AT]);
+        a.returned(&taken, SWAP_AT);
+        let rest = a.take_outbox(usize::MAX);
+        wire.extend_from_slice(&rest);
+        a.returned(&rest, rest.len());
+        assert!(a.outbox().is_empty());
+        // Empty again: the next large encode is handed over too.
+        a.encode(&[IoSlice::new(first)]).expect("encodes");
+        wire.extend_from_slice(a.outbox());
+        for piece in wire.chunks(1000) {
+            b.inbox(piece.len()).extend_from_slice(piece);
+        }
+        let (plain, _) = decode_all(&mut b);
+        assert_eq!(plain.len(), data.len() + first.len());
+        assert!(plain[..data.len()] == data[..], "every byte, in order");
+        assert!(plain[data.len()..] == first[..]);
     }
 
     #[test]
