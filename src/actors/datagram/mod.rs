@@ -18,7 +18,7 @@ mod writer;
 use super::flusher::{request_flush, Flusher};
 use super::functions::{call, ShareDatagram, SocketFunctions, SystemDatagram};
 use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
-use super::socket::{now, FlushPolicy, NEXT_ID};
+use super::socket::{flush_policy_setters, now, FlushPolicy, NEXT_ID};
 use crate::batch::IoBatch;
 use crate::error::{DatagramError, SocketError, TransportError};
 use crate::messages::datagram::{
@@ -154,21 +154,7 @@ impl DatagramBuilder {
         self
     }
 
-    /// Flush policy (default: deferred to this thread's [`Flusher::current`]).
-    pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
-        self.policy = Some(policy);
-        self
-    }
-
-    /// Shorthand for [`FlushPolicy::Immediate`].
-    pub fn immediate(self) -> Self {
-        self.flush_policy(FlushPolicy::Immediate)
-    }
-
-    /// Shorthand for [`FlushPolicy::Deferred`] with the given Flusher.
-    pub fn flusher(self, flusher: Addr<Flusher>) -> Self {
-        self.flush_policy(FlushPolicy::Deferred(flusher.recipient()))
-    }
+    flush_policy_setters!();
 
     /// Who receives datagrams, failures of fire-and-forget sends, and the close. Without
     /// a subscriber the socket does not read.

@@ -28,6 +28,29 @@ use crate::proto::{QueueConfig, StreamCore, StreamSettings, Watermarks};
 use crate::shared::{Shared, WritabilityChanged};
 use crate::types::{Address, Handle, PeerLimits, SocketId, SocketKind, UserData};
 
+/// The flush-policy setters every socket builder has (`flush_policy`, `immediate`,
+/// `flusher`), for a builder with a `policy: Option<FlushPolicy>` field.
+macro_rules! flush_policy_setters {
+    () => {
+        /// Flush policy (default: deferred to this thread's [`Flusher::current`]).
+        pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
+            self.policy = Some(policy);
+            self
+        }
+
+        /// Shorthand for [`FlushPolicy::Immediate`].
+        pub fn immediate(self) -> Self {
+            self.flush_policy(FlushPolicy::Immediate)
+        }
+
+        /// Shorthand for [`FlushPolicy::Deferred`] with the given Flusher.
+        pub fn flusher(self, flusher: actix::Addr<Flusher>) -> Self {
+            self.flush_policy(FlushPolicy::Deferred(flusher.recipient()))
+        }
+    };
+}
+pub(crate) use flush_policy_setters;
+
 /// How a socket's queued writes reach the transport.
 #[derive(Clone, Debug)]
 pub enum FlushPolicy {
@@ -139,21 +162,7 @@ impl SocketBuilder {
         self
     }
 
-    /// Flush policy (default: deferred to this thread's [`Flusher::current`]).
-    pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
-        self.policy = Some(policy);
-        self
-    }
-
-    /// Shorthand for [`FlushPolicy::Immediate`].
-    pub fn immediate(self) -> Self {
-        self.flush_policy(FlushPolicy::Immediate)
-    }
-
-    /// Shorthand for [`FlushPolicy::Deferred`] with the given Flusher.
-    pub fn flusher(self, flusher: Addr<Flusher>) -> Self {
-        self.flush_policy(FlushPolicy::Deferred(flusher.recipient()))
-    }
+    flush_policy_setters!();
 
     /// Who receives inbound data, EOF, errors and failures of fire-and-forget writes.
     /// Without a subscriber the socket does not read.
@@ -294,14 +303,9 @@ impl SocketBuilder {
         C::Item: Send + 'static,
         C::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (forward, half) = Forward::<C::Item>::start();
-        let socket = self
-            .subscriber(forward.clone().recipient())
-            .framed(codec.clone(), forward.recipient())
-            .connect(addr)
-            .await?;
-        let writer = get_writer(&socket).await?;
-        Ok((writer.framed(codec), half.with_socket(socket)))
+        let addr = addr.into();
+        self.framed_pair(codec, |b| async move { b.connect(addr).await })
+            .await
     }
 
     /// As [`connect_framed`](Self::connect_framed), on an already connected stream (see
@@ -329,12 +333,30 @@ impl SocketBuilder {
         C::Item: Send + 'static,
         C::Error: std::error::Error + Send + Sync + 'static,
     {
+        let stream = stream.into();
+        self.framed_pair(codec, |b| async move { b.adopt(stream).await })
+            .await
+    }
+
+    /// The typed pair over the socket `open` starts from this builder, its events and
+    /// frames going to the pair's stream half.
+    async fn framed_pair<C, F, Fut>(
+        self,
+        codec: C,
+        open: F,
+    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), SocketError>
+    where
+        C: Decoder + Clone + 'static,
+        C::Item: Send + 'static,
+        C::Error: std::error::Error + Send + Sync + 'static,
+        F: FnOnce(Self) -> Fut,
+        Fut: std::future::Future<Output = Result<Addr<Socket>, SocketError>>,
+    {
         let (forward, half) = Forward::<C::Item>::start();
-        let socket = self
+        let builder = self
             .subscriber(forward.clone().recipient())
-            .framed(codec.clone(), forward.recipient())
-            .adopt(stream)
-            .await?;
+            .framed(codec.clone(), forward.recipient());
+        let socket = open(builder).await?;
         let writer = get_writer(&socket).await?;
         Ok((writer.framed(codec), half.with_socket(socket)))
     }

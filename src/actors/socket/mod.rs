@@ -29,6 +29,7 @@ use crate::messages::socket::SocketEventKind;
 use crate::proto::{Event, IoAction, ReadOutcome, Written};
 use crate::shared::Shared;
 use crate::types::{Address, Interest, SocketState, UserData};
+pub(crate) use builder::flush_policy_setters;
 pub use builder::{FlushPolicy, SocketBuilder, SocketConfig};
 pub use framed::{FrameError, FrameStream, FramedWriteError, FramedWriter};
 use io::{Answer, Core, StreamIo};
