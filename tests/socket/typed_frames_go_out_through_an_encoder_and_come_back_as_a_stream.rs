@@ -1,7 +1,8 @@
 //! Typed frames both ways, as short as tokio-util's `Framed`: `connect_framed` gives a
 //! `FramedWriter` (encoder + `Sink`) and a `FrameStream` (decoder + `Stream`) in one
 //! call; the writer's `try_send` refuses a full queue at once, handing the encoded bytes
-//! back; as a `Sink` it waits for room and keeps every item in order; the stream ends at
+//! back; as a `Sink` it buffers until a flush (or 64 KiB), waits for room and keeps every
+//! item in order, and a dropped one still sends what it was fed; the stream ends at
 //! the peer's EOF and ends with a typed error when a frame is too long; `connect_actor`
 //! gives the user's actor its `Writer` when it is made.
 
@@ -12,8 +13,8 @@ use actix::prelude::*;
 use futures_util::SinkExt;
 use sockactor::messages::{Handle, SocketEvent, SocketEventKind};
 use sockactor::{
-    DecodeError, FrameError, FramedWriteError, MockTransport, SendStep, Socket, SocketConfig,
-    WriteError, Writer,
+    DecodeError, FrameError, FramedWriteError, FramedWriter, MockTransport, SendStep, Socket,
+    SocketConfig, WriteError, Writer,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::codec::{LinesCodec, LinesCodecError};
@@ -215,5 +216,117 @@ fn a_refused_answered_write_is_visible_before_the_next_write() {
         mock.release(Handle(1));
         first.await.expect("written");
         assert!(matches!(second.await, Err(WriteError::QueueFull { .. })));
+    });
+}
+
+#[test]
+fn as_a_sink_items_are_buffered_until_a_flush_and_leave_as_one_write() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer: Writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        let mut tx = writer.framed(LinesCodec::new());
+        for i in 0..1000 {
+            SinkExt::feed(&mut tx, format!("{i}")).await.expect("fed");
+        }
+        settle().await;
+        assert!(
+            mock.written(Handle(1)).is_empty(),
+            "fed and not flushed: still in the writer's buffer"
+        );
+        SinkExt::<String>::flush(&mut tx).await.expect("flushed");
+        // `try_send` writes what is buffered first, then its own item.
+        SinkExt::feed(&mut tx, "fed".to_string())
+            .await
+            .expect("fed");
+        tx.try_send("sent".to_string()).expect("sent");
+        settle().await;
+        let mut expected: String = (0..1000).map(|i| format!("{i}\n")).collect();
+        expected.push_str("fed\nsent\n");
+        assert_eq!(
+            mock.written(Handle(1)),
+            expected.as_bytes(),
+            "every item, in order"
+        );
+        let stats = socket
+            .send(sockactor::messages::GetStats)
+            .await
+            .expect("stats");
+        assert_eq!(
+            stats.writes, 2,
+            "1,000 items flushed in one write, then the buffered item with the next"
+        );
+    });
+}
+
+#[test]
+fn a_sink_writes_its_buffer_once_it_holds_buffered_bytes() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer: Writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        let mut tx = writer.framed(LinesCodec::new());
+        let line = "y".repeat(1023);
+        let lines = 2 * FramedWriter::<LinesCodec>::BUFFERED / 1024;
+        for _ in 0..lines {
+            SinkExt::feed(&mut tx, line.clone()).await.expect("fed");
+        }
+        settle().await;
+        let written = mock.written(Handle(1)).len();
+        assert!(
+            written >= FramedWriter::<LinesCodec>::BUFFERED,
+            "a full buffer is written without a flush ({written} bytes out)"
+        );
+        SinkExt::<String>::flush(&mut tx).await.expect("flushed");
+        settle().await;
+        assert_eq!(mock.written(Handle(1)).len(), lines * 1024);
+    });
+}
+
+#[test]
+fn a_sink_dropped_with_items_unflushed_still_sends_them_in_order() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(watermarks(64, 32))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer: Writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        let mut tx = writer.framed(LinesCodec::new());
+        tx.try_send("x".repeat(100))
+            .expect("an empty queue takes it");
+        // The queue is over its high watermark: these wait in the writer's buffer.
+        for i in 0..3 {
+            SinkExt::feed(&mut tx, format!("fed {i}"))
+                .await
+                .expect("fed");
+        }
+        drop(tx);
+        settle().await;
+        mock.release(Handle(1));
+        settle().await;
+        let mut expected = format!("{}\n", "x".repeat(100));
+        expected.push_str("fed 0\nfed 1\nfed 2\n");
+        assert_eq!(mock.written(Handle(1)), expected.as_bytes());
     });
 }

@@ -47,10 +47,20 @@ type Room = Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send>>;
 /// - [`try_send`](Self::try_send) writes now or says why not at once (a full queue hands
 ///   the encoded bytes back), so a pipelining client learns of a refusal before it writes
 ///   the next item.
-/// - As a [`Sink`] (`futures::SinkExt::send`, `send_all`, `forward`), `poll_ready` waits
-///   for room and `poll_flush` is ready once every item is in the socket's queue (the
-///   socket writes them in order; await a [`Writer::write_answered`] to know the
-///   transport took them); `poll_close` closes the socket gracefully after them.
+/// - As a [`Sink`] (`futures::SinkExt::send`, `send_all`, `forward`) it buffers, as
+///   tokio-util's `FramedWrite` does: `start_send` encodes the item into the writer's
+///   buffer, and the buffer goes to the socket as one write when it holds
+///   [`FramedWriter::BUFFERED`] bytes (`poll_ready` then waits for room in the socket's
+///   queue) or at `poll_flush`, which is ready once every item is in the socket's queue
+///   (the socket writes them in order; await a [`Writer::write_answered`] to know the
+///   transport took them). `SinkExt::send` flushes after its item; `send_all` and
+///   `forward` flush at the end, so a run of small items costs one mailbox message per
+///   buffer, not per item. `poll_close` flushes, then closes the socket gracefully.
+///   Items buffered and not yet flushed are not in the socket's queue: a write by any
+///   other path goes ahead of them. [`try_send`](Self::try_send) and
+///   [`send`](Self::send) write the buffer first, then their item. Dropped with items
+///   unflushed, the writer sends them to the socket as writes that wait for room there:
+///   nothing fed is lost.
 ///
 /// ```no_run
 /// use sockactor::Socket;
@@ -98,6 +108,10 @@ impl Writer {
 }
 
 impl<E> FramedWriter<E> {
+    /// How many encoded bytes the [`Sink`] buffers before it writes them (64 KiB, as a
+    /// default `BufWriter` of tokio's).
+    pub const BUFFERED: usize = 64 * 1024;
+
     /// The writer underneath (to close, wait for room, or write raw bytes in between).
     pub fn writer(&self) -> &Writer {
         &self.writer
@@ -173,6 +187,22 @@ impl<E> FramedWriter<E> {
         }
     }
 
+    /// Writes what the queue refused before, then the buffered bytes, waiting for room
+    /// as needed: ready once all of it is in the socket's queue.
+    fn poll_write_buffered(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), WriteError>> {
+        loop {
+            match self.poll_pending(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            if self.buf.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            // Next in line: `poll_pending` writes it, or waits for room for it.
+            self.pending = Some(self.buf.split().freeze().into());
+        }
+    }
+
     fn wait_for_room(&mut self) {
         let writer = self.writer.clone();
         self.room = Some(Box::pin(async move { writer.writable().await }));
@@ -180,6 +210,19 @@ impl<E> FramedWriter<E> {
 }
 
 impl<E> Unpin for FramedWriter<E> {}
+
+impl<E> Drop for FramedWriter<E> {
+    /// Bytes refused or buffered and not flushed are not lost: they go to the socket as
+    /// writes that wait for room there, in order.
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            self.writer.write_waiting(pending);
+        }
+        if !self.buf.is_empty() {
+            self.writer.write_waiting(self.buf.split().freeze().into());
+        }
+    }
+}
 
 impl<I, E: Encoder<I>> Sink<I> for FramedWriter<E> {
     type Error = FramedWriteError<E::Error>;
@@ -189,52 +232,32 @@ impl<I, E: Encoder<I>> Sink<I> for FramedWriter<E> {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Result<(), Self::Error>> {
         let this = &mut *self;
-        if let Poll::Ready(Err(e)) = this.poll_pending(cx) {
-            return Poll::Ready(Err(e.into()));
-        }
-        if this.pending.is_some() {
-            return Poll::Pending;
-        }
-        if this.writer.is_writable() {
+        if this.buf.len() < Self::BUFFERED {
             return Poll::Ready(Ok(()));
         }
-        if this.room.is_none() {
-            this.wait_for_room();
-        }
-        match this.poll_pending(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Pending => Poll::Pending,
-        }
+        // A full buffer goes to the socket before the next item.
+        this.poll_write_buffered(cx).map_err(Into::into)
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: I) -> Result<(), Self::Error> {
         let this = &mut *self;
-        let batch = this.encode(item)?;
-        match this.writer.write(batch) {
-            Ok(()) => Ok(()),
-            // Another producer filled the queue since `poll_ready`: the bytes wait here,
-            // first in line.
-            Err(WriteError::QueueFull { payload, .. }) => {
-                this.pending = Some(payload);
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        this.encoder
+            .encode(item, &mut this.buf)
+            .map_err(FramedWriteError::Encode)
     }
 
     fn poll_flush(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Result<(), Self::Error>> {
-        self.poll_pending(cx).map_err(Into::into)
+        self.poll_write_buffered(cx).map_err(Into::into)
     }
 
     fn poll_close(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Result<(), Self::Error>> {
-        match self.poll_pending(cx) {
+        match self.poll_write_buffered(cx) {
             Poll::Ready(Ok(())) => {
                 self.writer.close();
                 Poll::Ready(Ok(()))

@@ -215,6 +215,21 @@ impl Writer {
         }
     }
 
+    /// Sends `batch` as a write that waits for room in the socket rather than being
+    /// refused (for bytes that cannot be handed back: a dropped `FramedWriter`'s
+    /// buffer). Fire-and-forget; a failure goes to the subscriber.
+    pub(crate) fn write_waiting(&self, batch: IoBatch) {
+        if let Some(socket) = &self.socket {
+            socket.do_send(Write {
+                batch,
+                tag: None,
+                wait_when_full: true,
+                admitted: false,
+                reply: None,
+            });
+        }
+    }
+
     /// Closes the socket gracefully after the writes sent before it (this writer's and
     /// anyone's): they are sent, then the socket shuts down its sending half and closes.
     pub fn close(&self) {
