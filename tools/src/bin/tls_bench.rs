@@ -294,6 +294,10 @@ enum Producer {
     /// watermark), the last one answered: the shape of a `BufWriter` user, who hears of
     /// no single write.
     Unanswered,
+    /// Through the writer's `Sink` (`FramedWriter` with a `BytesCodec`): `send_all`,
+    /// which buffers up to 64 KiB per write and flushes at the end, as a `BufWriter` user
+    /// writes; then an empty answered write, done when everything before it is.
+    Sink,
 }
 
 /// Messages per second for `count` writes of `size` bytes through a `Writer` on a
@@ -323,6 +327,19 @@ async fn writes(
             for answer in answers {
                 answer.await.expect("written");
             }
+        }
+        Producer::Sink => {
+            use futures_util::SinkExt;
+            let mut sink = writer.clone().framed(tokio_util::codec::BytesCodec::new());
+            let mut items = futures_util::stream::iter(
+                (0..count)
+                    .map(|_| Ok::<_, sockactor::FramedWriteError<io::Error>>(message.clone())),
+            );
+            sink.send_all(&mut items).await.expect("sent");
+            writer
+                .write_answered(Bytes::new())
+                .await
+                .expect("everything before it written");
         }
         Producer::Unanswered => {
             for _ in 1..count {
@@ -422,6 +439,31 @@ async fn tokio_writes(
     count as f64 / elapsed
 }
 
+/// Messages per second for `count` writes of `size` bytes from a plain tokio
+/// `TcpStream` behind a 64 KiB `BufWriter`, to a peer that reads everything.
+async fn tokio_plain_writes(count: usize, size: usize) -> f64 {
+    let (addr, thread) = peer(None, false);
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let message = vec![9u8; size];
+    let start = Instant::now();
+    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, stream);
+    for _ in 0..count {
+        out.write_all(&message).await.expect("write");
+    }
+    out.flush().await.expect("flush");
+    out.shutdown().await.expect("shutdown");
+    let read = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join")
+        .expect("peer")
+        .expect("peer read");
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(out);
+    assert_eq!(read, (count * size) as u64, "the peer read every byte");
+    count as f64 / elapsed
+}
+
 fn cell(values: &mut [f64], digits: usize) -> String {
     values.sort_by(f64::total_cmp);
     format!(
@@ -449,6 +491,8 @@ fn main() -> ExitCode {
         let (mut k50s, mut k99s, mut vs50, mut vs99) = (vec![], vec![], vec![], vec![]);
         let (mut tokio_rate, mut vs_rate) = (vec![], vec![]);
         let (mut silent_rate, mut vs_silent) = (vec![], vec![]);
+        let (mut sink_rate, mut vs_sink) = (vec![], vec![]);
+        let (mut plain_sink_rate, mut plain_tokio_rate, mut vs_plain_sink) = (vec![], vec![], vec![]);
         let (mut bulk_rate, mut tokio_bulk, mut vs_bulk) = (vec![], vec![], vec![]);
         let bulk_count = (o.count / 4).max(100);
         for rep in 1..=o.reps {
@@ -460,6 +504,10 @@ fn main() -> ExitCode {
             let (k50, k99) = tokio_ping_pong(o.count, (&server, &client)).await;
             let buffered = tokio_writes(o.count * 50, SIZE, true, (&server, &client)).await;
             let silent = writes(o.count * 50, SIZE, tls, Layering::Tls, Producer::Unanswered).await;
+            let sunk = writes(o.count * 50, SIZE, tls, Layering::Tls, Producer::Sink).await;
+            let plain_sunk =
+                writes(o.count * 50, SIZE, None, Layering::Plain, Producer::Sink).await;
+            let plain_buffered = tokio_plain_writes(o.count * 50, SIZE).await;
             let bulk = writes(
                 bulk_count,
                 BULK,
@@ -474,6 +522,11 @@ fn main() -> ExitCode {
                  {buffered:.0}/s (sockactor unanswered {silent:.0}/s); 16 KiB writes sockactor \
                  {bulk:.0}/s, tokio-rustls {kbulk:.0}/s"
             );
+            sink_rate.push(sunk / 1e6);
+            vs_sink.push(sunk / buffered);
+            plain_sink_rate.push(plain_sunk / 1e6);
+            plain_tokio_rate.push(plain_buffered / 1e6);
+            vs_plain_sink.push(plain_sunk / plain_buffered);
             silent_rate.push(silent / 1e6);
             vs_silent.push(silent / buffered);
             k50s.push(k50);
@@ -576,6 +629,18 @@ fn main() -> ExitCode {
             cell(&mut silent_rate, 2),
             cell(&mut tokio_rate, 2),
             cell(&mut vs_silent, 2)
+        );
+        println!(
+            "| 64 B writes through the `Sink` (`send_all`, 64 KiB per write), M msg/s | {} | {} | {} |",
+            cell(&mut sink_rate, 2),
+            cell(&mut tokio_rate.clone(), 2),
+            cell(&mut vs_sink, 2)
+        );
+        println!(
+            "| plain: 64 B writes through the `Sink` against tokio `TcpStream` + `BufWriter`, M msg/s | {} | {} | {} |",
+            cell(&mut plain_sink_rate, 2),
+            cell(&mut plain_tokio_rate, 2),
+            cell(&mut vs_plain_sink, 2)
         );
         println!(
             "| 16 KiB writes, k msg/s | {} | {} | {} |",
