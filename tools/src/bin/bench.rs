@@ -307,6 +307,9 @@ enum Sender {
     /// `sockactor-writer` through a pass-through byte layer (it copies every byte each
     /// way, in place): what one filter layer costs. Not in the default run.
     SockactorFiltered,
+    /// sockactor through the `FramedWriter` `Sink` (items buffered up to 64 KiB, one
+    /// write per flush), as a `BufWriter` user writes: (g) only.
+    SockactorSink,
     Naive,
     Ceiling,
     ActixFramedWrite,
@@ -321,11 +324,12 @@ struct SenderSpec {
 }
 
 impl Sender {
-    const ALL: [Sender; 8] = [
+    const ALL: [Sender; 9] = [
         Sender::SockactorDeferred,
         Sender::SockactorImmediate,
         Sender::SockactorWriter,
         Sender::SockactorFiltered,
+        Sender::SockactorSink,
         Sender::Naive,
         Sender::Ceiling,
         Sender::ActixFramedWrite,
@@ -333,9 +337,10 @@ impl Sender {
     ];
 
     /// Measured by default, in table order.
-    const RUN: [Sender; 7] = [
+    const RUN: [Sender; 8] = [
         Sender::SockactorWriter,
         Sender::SockactorDeferred,
+        Sender::SockactorSink,
         Sender::SockactorImmediate,
         Sender::Naive,
         Sender::Ceiling,
@@ -350,6 +355,7 @@ impl Sender {
             Sender::SockactorImmediate => s("sockactor-immediate", sockactor_immediate, true),
             Sender::SockactorWriter => s("sockactor-writer", sockactor_writer, true),
             Sender::SockactorFiltered => s("sockactor-filtered", sockactor_filtered, true),
+            Sender::SockactorSink => s("sockactor-sink", sockactor_sink, false),
             Sender::Naive => s("naive", naive, true),
             Sender::Ceiling => s("ceiling", ceiling, false),
             Sender::ActixFramedWrite => s("actix-framedwrite", actix_framedwrite, true),
@@ -375,6 +381,7 @@ impl Sender {
                 Sender::SockactorWriter
                     | Sender::SockactorDeferred
                     | Sender::SockactorFiltered
+                    | Sender::SockactorSink
                     | Sender::Ceiling
             ),
             // A `DatagramWriter` against a tokio `send_to` loop (the ceiling's slot).
@@ -383,7 +390,7 @@ impl Sender {
             Workload::I | Workload::I1 => {
                 matches!(self, Sender::SockactorDeferred | Sender::Ceiling)
             }
-            _ => true,
+            _ => self != Sender::SockactorSink,
         }
     }
 }
@@ -402,6 +409,13 @@ fn sockactor_writer(job: Job) -> BoxFut<Res<Outcome>> {
 
 fn sockactor_filtered(job: Job) -> BoxFut<Res<Outcome>> {
     sockactor(job, Mode::Filtered)
+}
+
+fn sockactor_sink(job: Job) -> BoxFut<Res<Outcome>> {
+    if job.kind != Kind::ReqResp {
+        return Box::pin(async { Err("sockactor-sink is measured in (g) only".to_string()) });
+    }
+    Box::pin(async move { req_resp(job, move |addr| Box::pin(sink_requester(addr, job))).await })
 }
 
 fn naive(job: Job) -> BoxFut<Res<Outcome>> {
@@ -1986,6 +2000,48 @@ async fn tokio_requester(addr: SocketAddr, job: Job) -> Res<Go> {
                 }
             }
             wr.shutdown().await.map_err(err("shutdown"))?;
+            Ok(Vec::new())
+        })
+    });
+    Ok(go)
+}
+
+/// (g) through sockactor's typed pair, as the tokio baseline is written: requests fed
+/// to the `FramedWriter` `Sink` and flushed when the window is full (one write per
+/// flush), answers counted from the `FrameStream`.
+async fn sink_requester(addr: SocketAddr, job: Job) -> Res<Go> {
+    use futures_util::SinkExt;
+    let (mut tx, mut rx) = Socket::builder()
+        .connect_framed(addr, BytesCodec::new())
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let go: Go = Box::new(move || {
+        Box::pin(async move {
+            let total = job.count * job.size;
+            let (mut sent, mut received) = (0usize, 0usize);
+            while received < total {
+                let answered = received / job.size;
+                let target = job.count.min(answered + REQ_IN_FLIGHT);
+                if sent < target {
+                    while sent < target {
+                        tx.feed(payload(job.size))
+                            .await
+                            .map_err(|e| format!("write: {e}"))?;
+                        sent += 1;
+                    }
+                    SinkExt::<Bytes>::flush(&mut tx)
+                        .await
+                        .map_err(|e| format!("flush: {e}"))?;
+                }
+                match rx.next().await {
+                    Some(Ok(chunk)) => received += chunk.len(),
+                    Some(Err(e)) => return Err(format!("read: {e}")),
+                    None => return Err("EOF before the last answer".into()),
+                }
+            }
+            SinkExt::<Bytes>::close(&mut tx)
+                .await
+                .map_err(|e| format!("close: {e}"))?;
             Ok(Vec::new())
         })
     });
