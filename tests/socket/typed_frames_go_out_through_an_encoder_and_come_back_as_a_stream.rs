@@ -41,6 +41,35 @@ async fn upper_server(lines: usize) -> std::net::SocketAddr {
     addr
 }
 
+/// A socket on `mock` with `config`, and a `FramedWriter` of lines on it.
+async fn lines_on_mock(
+    mock: &MockTransport,
+    config: SocketConfig,
+) -> (Addr<Socket>, FramedWriter<LinesCodec>) {
+    let socket = Socket::builder()
+        .functions(mock.functions())
+        .config(config)
+        .connect(mock_peer())
+        .await
+        .expect("connect");
+    let writer: Writer = socket
+        .send(sockactor::messages::GetWriter)
+        .await
+        .expect("writer");
+    (socket, writer.framed(LinesCodec::new()))
+}
+
+/// A writer of lines whose socket (watermarks 64/32) holds a 100-byte line its
+/// transport does not answer: its queue is over the high watermark.
+async fn over_the_high_watermark() -> (MockTransport, Addr<Socket>, FramedWriter<LinesCodec>) {
+    let mock = MockTransport::start();
+    mock.script_sendv(Handle(1), [SendStep::Hold]);
+    let (socket, mut tx) = lines_on_mock(&mock, watermarks(64, 32)).await;
+    tx.try_send("x".repeat(100))
+        .expect("an empty queue takes a long line");
+    (mock, socket, tx)
+}
+
 #[actix::test]
 async fn a_line_client_is_a_writer_and_a_stream_in_one_call() {
     let addr = upper_server(100).await;
@@ -85,21 +114,7 @@ async fn as_a_sink_the_writer_sends_everything_in_order() {
 #[test]
 fn a_full_queue_refuses_try_send_at_once_and_the_sink_waits_for_room() {
     run_paused(|| async {
-        let mock = MockTransport::start();
-        mock.script_sendv(Handle(1), [SendStep::Hold]);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .config(watermarks(64, 32))
-            .connect(mock_peer())
-            .await
-            .expect("connect");
-        let writer: Writer = socket
-            .send(sockactor::messages::GetWriter)
-            .await
-            .expect("writer");
-        let mut tx = writer.framed(LinesCodec::new());
-        tx.try_send("x".repeat(100))
-            .expect("an empty queue takes a long line");
+        let (mock, _socket, mut tx) = over_the_high_watermark().await;
         match tx.try_send("refused".to_string()) {
             Err(FramedWriteError::Write(WriteError::QueueFull { payload, .. })) => {
                 assert_eq!(
@@ -223,16 +238,7 @@ fn a_refused_answered_write_is_visible_before_the_next_write() {
 fn as_a_sink_items_are_buffered_until_a_flush_and_leave_as_one_write() {
     run_paused(|| async {
         let mock = MockTransport::start();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
-        let writer: Writer = socket
-            .send(sockactor::messages::GetWriter)
-            .await
-            .expect("writer");
-        let mut tx = writer.framed(LinesCodec::new());
+        let (socket, mut tx) = lines_on_mock(&mock, SocketConfig::default()).await;
         for i in 0..1000 {
             SinkExt::feed(&mut tx, format!("{i}")).await.expect("fed");
         }
@@ -270,16 +276,7 @@ fn as_a_sink_items_are_buffered_until_a_flush_and_leave_as_one_write() {
 fn a_sink_writes_its_buffer_once_it_holds_buffered_bytes() {
     run_paused(|| async {
         let mock = MockTransport::start();
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
-        let writer: Writer = socket
-            .send(sockactor::messages::GetWriter)
-            .await
-            .expect("writer");
-        let mut tx = writer.framed(LinesCodec::new());
+        let (_socket, mut tx) = lines_on_mock(&mock, SocketConfig::default()).await;
         let line = "y".repeat(1023);
         let lines = 2 * FramedWriter::<LinesCodec>::BUFFERED / 1024;
         for _ in 0..lines {
@@ -300,21 +297,7 @@ fn a_sink_writes_its_buffer_once_it_holds_buffered_bytes() {
 #[test]
 fn a_sink_dropped_with_items_unflushed_still_sends_them_in_order() {
     run_paused(|| async {
-        let mock = MockTransport::start();
-        mock.script_sendv(Handle(1), [SendStep::Hold]);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .config(watermarks(64, 32))
-            .connect(mock_peer())
-            .await
-            .expect("connect");
-        let writer: Writer = socket
-            .send(sockactor::messages::GetWriter)
-            .await
-            .expect("writer");
-        let mut tx = writer.framed(LinesCodec::new());
-        tx.try_send("x".repeat(100))
-            .expect("an empty queue takes it");
+        let (mock, _socket, mut tx) = over_the_high_watermark().await;
         // The queue is over its high watermark: these wait in the writer's buffer.
         for i in 0..3 {
             SinkExt::feed(&mut tx, format!("fed {i}"))

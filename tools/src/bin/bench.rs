@@ -1941,6 +1941,12 @@ async fn ping_pong(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>
     })
 }
 
+/// (g): how many requests may have been sent once `received` bytes of answers came:
+/// those answered and [`REQ_IN_FLIGHT`] more, at most `job.count`.
+fn window_end(job: &Job, received: usize) -> usize {
+    job.count.min(received / job.size + REQ_IN_FLIGHT)
+}
+
 /// Workload (g): a client keeps [`REQ_IN_FLIGHT`] requests of `job.size` bytes
 /// unanswered against an echo peer until `job.count` were answered.
 async fn req_resp(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>) -> Res<Outcome> {
@@ -1982,8 +1988,7 @@ async fn tokio_requester(addr: SocketAddr, job: Job) -> Res<Go> {
             let total = job.count * job.size;
             let (mut sent, mut received) = (0usize, 0usize);
             while received < total {
-                let answered = received / job.size;
-                let target = job.count.min(answered + REQ_IN_FLIGHT);
+                let target = window_end(&job, received);
                 if sent < target {
                     while sent < target {
                         wr.write_all(&payload(job.size))
@@ -2020,8 +2025,7 @@ async fn sink_requester(addr: SocketAddr, job: Job) -> Res<Go> {
             let total = job.count * job.size;
             let (mut sent, mut received) = (0usize, 0usize);
             while received < total {
-                let answered = received / job.size;
-                let target = job.count.min(answered + REQ_IN_FLIGHT);
+                let target = window_end(&job, received);
                 if sent < target {
                     while sent < target {
                         tx.feed(payload(job.size))
@@ -2071,8 +2075,7 @@ impl Requester {
     /// Sends requests until the window is full: through a `Writer`, all of them in one
     /// `write_each` (each its own write); else one `Write` message each.
     fn fill(&mut self) {
-        let answered = self.received / self.job.size;
-        let target = self.job.count.min(answered + REQ_IN_FLIGHT);
+        let target = window_end(&self.job, self.received);
         let more = target.saturating_sub(self.sent);
         if more == 0 {
             return;

@@ -417,10 +417,32 @@ async fn tokio_writes(
 ) -> f64 {
     let (addr, thread) = peer(Some(tls.0.clone()), false);
     let stream = tokio_tls(addr, tls.1).await;
-    let message = vec![9u8; size];
-    let start = Instant::now();
     // Unbuffered: a zero-capacity `BufWriter` hands every write straight through.
     let capacity = if buffered { 64 * 1024 } else { 0 };
+    tokio_writes_to(stream, capacity, count, size, thread).await
+}
+
+/// Messages per second for `count` writes of `size` bytes from a plain tokio
+/// `TcpStream` behind a 64 KiB `BufWriter`, to a peer that reads everything.
+async fn tokio_plain_writes(count: usize, size: usize) -> f64 {
+    let (addr, thread) = peer(None, false);
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    tokio_writes_to(stream, 64 * 1024, count, size, thread).await
+}
+
+/// Writes `count` messages of `size` bytes to `stream` behind a `BufWriter` of
+/// `capacity`, flushes and shuts it down, and waits for `peer` to have read them all:
+/// messages per second.
+async fn tokio_writes_to<S: tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
+    capacity: usize,
+    count: usize,
+    size: usize,
+    peer: std::thread::JoinHandle<io::Result<u64>>,
+) -> f64 {
+    let message = vec![9u8; size];
+    let start = Instant::now();
     let mut out = tokio::io::BufWriter::with_capacity(capacity, stream);
     for _ in 0..count {
         out.write_all(&message).await.expect("write");
@@ -429,7 +451,7 @@ async fn tokio_writes(
     out.shutdown().await.expect("shutdown");
     // Held open until the peer has read it all: closing a stream with unread bytes
     // (the server's session tickets) would reset the connection under the peer.
-    let read = tokio::task::spawn_blocking(move || thread.join())
+    let read = tokio::task::spawn_blocking(move || peer.join())
         .await
         .expect("join")
         .expect("peer")
@@ -450,31 +472,6 @@ impl<'a> tokio_util::codec::Encoder<&'a [u8]> for Slices {
         dst.extend_from_slice(item);
         Ok(())
     }
-}
-
-/// Messages per second for `count` writes of `size` bytes from a plain tokio
-/// `TcpStream` behind a 64 KiB `BufWriter`, to a peer that reads everything.
-async fn tokio_plain_writes(count: usize, size: usize) -> f64 {
-    let (addr, thread) = peer(None, false);
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.set_nodelay(true).expect("nodelay");
-    let message = vec![9u8; size];
-    let start = Instant::now();
-    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, stream);
-    for _ in 0..count {
-        out.write_all(&message).await.expect("write");
-    }
-    out.flush().await.expect("flush");
-    out.shutdown().await.expect("shutdown");
-    let read = tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .expect("join")
-        .expect("peer")
-        .expect("peer read");
-    let elapsed = start.elapsed().as_secs_f64();
-    drop(out);
-    assert_eq!(read, (count * size) as u64, "the peer read every byte");
-    count as f64 / elapsed
 }
 
 fn cell(values: &mut [f64], digits: usize) -> String {
