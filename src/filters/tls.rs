@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{ActorFutureExt, AsyncContext, Context, Recipient};
+use actix::{ActorFutureExt, Context, Recipient};
 use bytes::{Buf, Bytes, BytesMut};
 use dashmap::DashMap;
 use rustls::pki_types::pem::PemObject;
@@ -267,6 +267,27 @@ async fn write_loop(session: Rc<Session>, outlet: Outlet) {
                 return;
             }
         }
+    }
+}
+
+/// A handshake task's outcome, awaited by the filter: aborts the task if the filter
+/// stops waiting for it (the actor stopped).
+struct Detached<T>(tokio::task::JoinHandle<T>);
+
+impl<T> std::future::Future for Detached<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for Detached<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -856,7 +877,7 @@ impl Tls {
         handle: Handle,
         conn: Result<Connection, rustls::Error>,
         link: &Link,
-        ctx: &mut Context<FilterActor<Self>>,
+        _ctx: &mut Context<FilterActor<Self>>,
     ) -> FilterAnswer<Self, ()> {
         if link.kind(handle) != Some(SocketKind::Stream) {
             return answer(Err(TransportError::Unsupported("TLS over datagrams")));
@@ -894,12 +915,21 @@ impl Tls {
             sendv: link.inner().sendv().clone(),
             max_per_call: self.max_per_call,
         };
-        ctx.spawn(actix::fut::wrap_future(write_loop(session.clone(), outlet)));
+        // The handshake's writing and the handshake itself run as tasks of their own, not
+        // as futures in this actor's context: actix polls every future of a context at
+        // each of its wake-ups, so a thousand handshakes under way made every message to
+        // the filter cost thousands of polls, and handshakes stalled past their timeouts.
+        // The writer lives as long as the handshake task: it ends with it, or is stopped by it.
+        let writer = Detached(tokio::task::spawn_local(write_loop(
+            session.clone(),
+            outlet,
+        )));
         let recv = link.inner().recvfrom().clone();
         let timeout = self.handshake_timeout;
         let shaking = session.clone();
         let alert_wait = self.close_timeout.min(ALERT_WAIT);
         let done = async move {
+            let _writer = writer;
             let done = match tokio::time::timeout(timeout, async {
                 handshake(shaking.clone(), recv).await?;
                 // The last flight (the client's Finished) is out before the socket takes
@@ -920,6 +950,7 @@ impl Tls {
             }
             done
         };
+        let done = Detached(tokio::task::spawn_local(done));
         let (agreed, secured) = (self.agreed.clone(), self.secured.clone());
         let client_name = match &self.role {
             Role::Client { name, .. } => Some(name.clone()),
@@ -927,6 +958,14 @@ impl Tls {
         };
         Box::pin(
             actix::fut::wrap_future(done).map(move |done, act: &mut FilterActor<Self>, _| {
+                // A task that ended without an answer (it cannot panic by design; the
+                // runtime stopping drops it): the handshake did not finish.
+                let done = done.unwrap_or_else(|_| {
+                    Err(io_error(
+                        io::ErrorKind::Interrupted,
+                        "the TLS handshake task ended without an answer",
+                    ))
+                });
                 act.filter_mut().sessions.remove(&handle);
                 let mut state = session.state.borrow_mut();
                 let closed = state.over;

@@ -865,6 +865,13 @@ fn summary(opts: &Options, o: &Outcome) -> Report {
 }
 
 fn main() -> ExitCode {
+    if let Ok(filter) = std::env::var("SOCKACTOR_LOG") {
+        // The library's tracing, e.g. `sockactor::filters::tls=debug`, on stderr.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let opts = match Options::parse(Args::from_env()) {
         Ok(o) => o,
         Err(e) => return bad_arguments("soak", &e, USAGE),
