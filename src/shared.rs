@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     /// The socket holds reading for a full window: the permit drop that frees it wakes
     /// the socket (`gate.wake`).
     held: AtomicBool,
+    /// `gate.listeners.wake` is given: later holds need not take the lock.
+    wake_given: AtomicBool,
     /// The counters as last published (registered sockets only).
     stats: Option<Box<Mutex<SocketStats>>>,
     /// Writes a `Writer` had refused before they reached the socket.
@@ -129,6 +131,7 @@ impl Shared {
             unacked_deliveries: AtomicU32::new(0),
             unacked_bytes: AtomicUsize::new(0),
             held: AtomicBool::new(false),
+            wake_given: AtomicBool::new(false),
             // Boxed: most sockets are not registered, and idle ones are many.
             stats: registered.then(|| Box::new(Mutex::new(SocketStats::default()))),
             refused: std::sync::atomic::AtomicU64::new(0),
@@ -319,12 +322,10 @@ impl Shared {
     /// [`unacked`](Self::unacked) after this, and resume at once if the window reopened
     /// meanwhile.
     pub(crate) fn hold(&self, wake: impl FnOnce() -> WeakRecipient<WindowReopened>) {
-        {
-            let mut gate = self.gate();
-            let listeners = gate.listeners();
-            if listeners.wake.is_none() {
-                listeners.wake = Some(wake());
-            }
+        // Only the socket's thread gives it, so a plain flag says it was given.
+        if !self.wake_given.load(Ordering::Relaxed) {
+            self.gate().listeners().wake = Some(wake());
+            self.wake_given.store(true, Ordering::Relaxed);
         }
         self.held.store(true, Ordering::SeqCst);
     }

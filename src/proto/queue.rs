@@ -52,7 +52,8 @@ pub struct QueueConfig {
     /// Queued bytes at or below which an unwritable queue becomes writable again.
     pub low_watermark: usize,
     /// Most bytes one flush turn hands the transport before the socket yields, when
-    /// [`turn_cap`](Self::turn_cap) says the turn is capped.
+    /// [`turn_cap`](Self::turn_cap) says the turn is capped. Counted up to 4 GiB: a
+    /// larger value (and an uncapped turn) yields after 4 GiB.
     pub max_bytes_per_turn: usize,
     /// When a flush turn is capped at `max_bytes_per_turn`.
     pub turn_cap: TurnCap,
