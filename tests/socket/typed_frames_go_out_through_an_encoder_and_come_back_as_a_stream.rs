@@ -41,11 +41,8 @@ async fn upper_server(lines: usize) -> std::net::SocketAddr {
     addr
 }
 
-/// A socket on `mock` with `config`, and a `FramedWriter` of lines on it.
-async fn lines_on_mock(
-    mock: &MockTransport,
-    config: SocketConfig,
-) -> (Addr<Socket>, FramedWriter<LinesCodec>) {
+/// A socket on `mock` with `config`, and its `Writer`.
+async fn writer_on_mock(mock: &MockTransport, config: SocketConfig) -> (Addr<Socket>, Writer) {
     let socket = Socket::builder()
         .functions(mock.functions())
         .config(config)
@@ -56,6 +53,15 @@ async fn lines_on_mock(
         .send(sockactor::messages::GetWriter)
         .await
         .expect("writer");
+    (socket, writer)
+}
+
+/// A socket on `mock` with `config`, and a `FramedWriter` of lines on it.
+async fn lines_on_mock(
+    mock: &MockTransport,
+    config: SocketConfig,
+) -> (Addr<Socket>, FramedWriter<LinesCodec>) {
+    let (socket, writer) = writer_on_mock(mock, config).await;
     (socket, writer.framed(LinesCodec::new()))
 }
 
@@ -210,16 +216,7 @@ fn a_refused_answered_write_is_visible_before_the_next_write() {
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.script_sendv(Handle(1), [SendStep::Hold]);
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .config(watermarks(64, 32))
-            .connect(mock_peer())
-            .await
-            .expect("connect");
-        let writer: Writer = socket
-            .send(sockactor::messages::GetWriter)
-            .await
-            .expect("writer");
+        let (_socket, writer) = writer_on_mock(&mock, watermarks(64, 32)).await;
         let first = writer.write_answered(vec![1u8; 100]);
         assert!(first.refused().is_none(), "an empty queue takes it");
         let second = writer.write_answered(vec![2u8; 10]);
