@@ -82,6 +82,7 @@ mod runtime;
 mod shared;
 mod types;
 
+pub use actors::start_unbudgeted;
 pub use actors::{
     Adopt, AdoptedStream, Backoff, ClientBuilder, ClientConfig, DatagramBuilder, DatagramConfig,
     DatagramSocket, DatagramWriter, FlushPolicy, Flusher, FrameError, FrameStream,

@@ -11,6 +11,7 @@ pub(crate) mod listener;
 pub(crate) mod readiness;
 pub(crate) mod reply;
 pub(crate) mod socket;
+pub(crate) mod unbudgeted;
 
 pub use client::{Backoff, ClientBuilder, ClientConfig, Jitter, ReconnectingClient, UnsentWrites};
 pub use datagram::{
@@ -29,3 +30,4 @@ pub use socket::{
     Registry, Socket, SocketBuilder, SocketConfig, SocketHandle, WriteFuture, Writer,
     WritesRefused,
 };
+pub use unbudgeted::start_unbudgeted;

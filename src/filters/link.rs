@@ -347,7 +347,7 @@ impl<F: Filter> FilterActor<F> {
             ahead: HashMap::new(),
         };
         let has_shutdown = actor.link.inner.shutdown().is_some();
-        let addr = actor.start();
+        let addr = crate::actors::start_unbudgeted(actor);
         let functions = SocketFunctions::from_actor_ex(addr.clone());
         if has_shutdown {
             functions.with_shutdown(addr.recipient())

@@ -268,10 +268,9 @@ impl MockTransport {
             connect_delays: HashMap::new(),
             next_port: 40_000,
         }));
-        let addr = MockFunctions {
+        let addr = crate::actors::start_unbudgeted(MockFunctions {
             shared: shared.clone(),
-        }
-        .start();
+        });
         MockTransport { shared, addr }
     }
 

@@ -284,10 +284,9 @@ impl SimNetwork {
             resets: 0,
             refused: 0,
         }));
-        let addr = SimNet {
+        let addr = crate::actors::start_unbudgeted(SimNet {
             state: state.clone(),
-        }
-        .start();
+        });
         SimNetwork { state, addr }
     }
 

@@ -508,7 +508,8 @@ fn answer<T: 'static>(
 }
 
 impl SystemFunctions {
-    /// A new system transport (start it with [`Actor::start`]).
+    /// A new system transport (start it with [`start_unbudgeted`](crate::start_unbudgeted),
+    /// as [`current`](Self::current) does).
     pub fn new() -> Self {
         Self::default()
     }
@@ -521,7 +522,7 @@ impl SystemFunctions {
             match slot.as_ref() {
                 Some(addr) if addr.connected() => addr.clone(),
                 _ => {
-                    let addr = SystemFunctions::new().start();
+                    let addr = crate::actors::start_unbudgeted(SystemFunctions::new());
                     *slot = Some(addr.clone());
                     addr
                 }
