@@ -322,6 +322,10 @@ async fn reset_program(functions: SocketFunctions, server: SocketAddr) -> Vec<St
                 seen.push(format!("closed: {:?}", cause.and_then(|c| c.io_kind())));
                 break;
             }
+            // As for the writes: a capture keeps a read error's kind, not its OS code.
+            Some(SocketEventKind::ReadFailed(e)) => {
+                seen.push(format!("read failed: {:?}", e.io_kind()))
+            }
             Some(event) => seen.push(format!("{event:?}")),
         }
     }

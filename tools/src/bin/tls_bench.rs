@@ -15,7 +15,10 @@
 //!
 //! Every repetition runs each mode in turn (plain, TLS, tokio-rustls); the table gives
 //! medians with (min..max). `cargo run --release -p sockactor-tools --bin tls_bench -- [--reps N]
-//! [--count N] [--quick]`
+//! [--count N] [--quick] [--only MEASURE]`; `--only` runs one measure `--reps` times and
+//! prints its figures, no table (for a profiler): `ping-pong`, `tls-ping-pong`,
+//! `tokio-ping-pong`, `writes`, `tls-writes`, `deflate-writes`, `tls-sink`, `tokio-writes`,
+//! `tls-bulk`, `tokio-bulk`.
 
 use std::io::{self, Read, Write as _};
 use std::net::{SocketAddr, TcpListener};
@@ -36,7 +39,7 @@ use sockactor_tools::tls::configs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-const USAGE: &str = "usage: tls_bench [--reps N] [--count N] [--quick]";
+const USAGE: &str = "usage: tls_bench [--reps N] [--count N] [--quick] [--only MEASURE]";
 const SIZE: usize = 64;
 /// A bulk write: one TLS record's worth of plaintext.
 const BULK: usize = 16 * 1024;
@@ -44,6 +47,7 @@ const BULK: usize = 16 * 1024;
 struct Options {
     reps: usize,
     count: usize,
+    only: Option<String>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -51,11 +55,13 @@ fn parse() -> Result<Options, String> {
     let mut o = Options {
         reps: 5,
         count: 20_000,
+        only: None,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--reps" => o.reps = args.number::<usize>("--reps")?.max(1),
             "--count" => o.count = args.number::<usize>("--count")?.max(100),
+            "--only" => o.only = Some(args.value("--only")?),
             "--quick" => {
                 o.reps = 1;
                 o.count = 2_000;
@@ -499,6 +505,9 @@ fn main() -> ExitCode {
     let system = actix::System::new();
     system.block_on(async move {
         let tls = Some((&server, &client));
+        if let Some(only) = &o.only {
+            return run_only(only, &o, &server, &client).await;
+        }
         let (mut p50s, mut p99s, mut ratio50, mut ratio99) = (vec![], vec![], vec![], vec![]);
         let (mut tp50s, mut tp99s) = (vec![], vec![]);
         let (mut plain_rate, mut tls_rate, mut rate_ratio) = (vec![], vec![], vec![]);
@@ -663,6 +672,59 @@ fn main() -> ExitCode {
             cell(&mut tokio_bulk, 1),
             cell(&mut vs_bulk, 2)
         );
-    });
+        ExitCode::SUCCESS
+    })
+}
+
+/// `--only`: one measure, `--reps` times, its figures printed as they come.
+async fn run_only(
+    only: &str,
+    o: &Options,
+    server: &Arc<ServerConfig>,
+    client: &Arc<ClientConfig>,
+) -> ExitCode {
+    let tls = Some((server, client));
+    let (n, bulk) = (o.count * 50, (o.count / 4).max(100));
+    for rep in 1..=o.reps {
+        let figure = match only {
+            "ping-pong" => format!("{:?}", ping_pong(o.count, None).await),
+            "tls-ping-pong" => format!("{:?}", ping_pong(o.count, tls).await),
+            "tokio-ping-pong" => format!("{:?}", tokio_ping_pong(o.count, (server, client)).await),
+            "writes" => format!("{:.0}/s", small_writes(n, None).await),
+            "tls-writes" => format!("{:.0}/s", small_writes(n, tls).await),
+            "deflate-writes" => {
+                format!(
+                    "{:.0}/s",
+                    small_writes_with(n, None, Layering::Deflate).await
+                )
+            }
+            "tls-sink" => {
+                format!(
+                    "{:.0}/s",
+                    writes(n, SIZE, tls, Layering::Tls, Producer::Sink).await
+                )
+            }
+            "tokio-writes" => format!(
+                "{:.0}/s",
+                tokio_writes(n, SIZE, true, (server, client)).await
+            ),
+            "tls-bulk" => {
+                let answered = Producer::Answered { in_flight: 64 };
+                format!(
+                    "{:.0}/s",
+                    writes(bulk, BULK, tls, Layering::Tls, answered).await
+                )
+            }
+            "tokio-bulk" => format!(
+                "{:.0}/s",
+                tokio_writes(bulk, BULK, false, (server, client)).await
+            ),
+            other => {
+                eprintln!("tls_bench: unknown measure {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        eprintln!("[rep {rep}] {only}: {figure}");
+    }
     ExitCode::SUCCESS
 }
