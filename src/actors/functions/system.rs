@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use actix::{
-    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
-    SpawnHandle, WeakRecipient, WrapFuture,
+    Actor, ActorFuture, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
+    ResponseActFuture, SpawnHandle, WeakRecipient, WrapFuture,
 };
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::{AbortHandle, Abortable};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 #[cfg(unix)]
@@ -51,6 +53,8 @@ use crate::types::SocketBuffers;
 pub struct SystemFunctions {
     next: u64,
     handles: HashMap<Handle, Entry>,
+    /// The readiness waits armed for handles reached by message, polled only when woken.
+    waiting: Waiting,
     /// Datagrams are received here and copied out at their exact length, so a small
     /// datagram does not pin a `max_len` allocation.
     scratch: Vec<u8>,
@@ -70,9 +74,64 @@ struct Entry {
 struct Waits {
     /// Who gets `Ready`. Weak: the transport keeps no socket alive.
     events: Option<WeakRecipient<Ready>>,
-    write: Option<SpawnHandle>,
+    write: Option<AbortHandle>,
     /// The read wait, or on a listening handle the accept wait.
-    read: Option<SpawnHandle>,
+    read: Option<AbortHandle>,
+}
+
+/// What an armed wait ends with (`None` from the wait: it was cancelled).
+enum Woken {
+    Ready(Handle, Readiness),
+    /// A listener's accept wait took a connection (or an error).
+    Accepted(Handle, io::Result<(SystemStream, Address)>),
+}
+
+type Wait = std::pin::Pin<Box<dyn Future<Output = Option<Woken>>>>;
+
+/// Every readiness wait of the transport, in one set that polls only the waits woken
+/// since it was last polled (one future in the actor's context for all of them): actix
+/// polls every future of a context at each of its wake-ups, so a future per wait made
+/// each message to the transport cost a poll per armed wait (thousands, with thousands
+/// of sockets reached by message).
+#[derive(Default)]
+struct Waiting {
+    waits: FuturesUnordered<Wait>,
+    /// The actor's task, from the last poll of [`PollWaits`]: a wait armed after it in
+    /// the same wake-up is polled at once with it, so its wake-ups are registered.
+    waker: Option<Waker>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("waits", &self.waits.len())
+            .finish()
+    }
+}
+
+/// The one future in the transport's context that polls its waits.
+struct PollWaits;
+
+impl ActorFuture<SystemFunctions> for PollWaits {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut SystemFunctions,
+        _: &mut Context<SystemFunctions>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        let waiting = &mut act.waiting;
+        if !waiting
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(task.waker()))
+        {
+            waiting.waker = Some(task.waker().clone());
+        }
+        act.poll_waits(task);
+        Poll::Pending
+    }
 }
 
 impl Entry {
@@ -105,16 +164,16 @@ impl Entry {
     }
 
     /// The wait armed for `readiness`.
-    fn wait(&self, readiness: Readiness) -> Option<SpawnHandle> {
+    fn wait(&self, readiness: Readiness) -> Option<&AbortHandle> {
         let waits = self.waits.as_deref()?;
         match readiness {
-            Readiness::Writable => waits.write,
-            Readiness::Readable => waits.read,
+            Readiness::Writable => waits.write.as_ref(),
+            Readiness::Readable => waits.read.as_ref(),
         }
     }
 
     /// Sets (or clears) the wait for `readiness`.
-    fn set_wait(&mut self, readiness: Readiness, wait: Option<SpawnHandle>) {
+    fn set_wait(&mut self, readiness: Readiness, wait: Option<AbortHandle>) {
         let waits = self.waits.get_or_insert_with(Box::default);
         match readiness {
             Readiness::Writable => waits.write = wait,
@@ -561,55 +620,75 @@ impl SystemFunctions {
         handle: Handle,
         readiness: Readiness,
         wait: impl Future<Output = ()> + 'static,
-        ctx: &mut Context<Self>,
     ) {
-        let Some(entry) = self.handles.get(&handle) else {
+        let Some(entry) = self.handles.get_mut(&handle) else {
             return;
         };
         if entry.wait(readiness).is_some() {
             return;
         }
-        let spawned = ctx.spawn(wait.into_actor(self).map(move |_, act, _| {
-            if let Some(e) = act.handles.get_mut(&handle) {
-                e.set_wait(readiness, None);
-                e.notify(handle, readiness);
-            }
+        let (abort, registration) = AbortHandle::new_pair();
+        entry.set_wait(readiness, Some(abort));
+        let wait = Abortable::new(wait, registration);
+        self.add_wait(Box::pin(async move {
+            wait.await.ok().map(|()| Woken::Ready(handle, readiness))
         }));
-        if let Some(e) = self.handles.get_mut(&handle) {
-            e.set_wait(readiness, Some(spawned));
+    }
+
+    /// Adds an armed wait to the set, and polls it at once if the set was polled earlier
+    /// in this wake-up (it would otherwise wait for the next).
+    fn add_wait(&mut self, wait: Wait) {
+        self.waiting.waits.push(wait);
+        if let Some(waker) = self.waiting.waker.clone() {
+            self.poll_waits(&mut std::task::Context::from_waker(&waker));
+        }
+    }
+
+    /// Polls the waits woken since the last poll; each that ended tells its socket.
+    fn poll_waits(&mut self, task: &mut std::task::Context<'_>) {
+        while let Poll::Ready(Some(woken)) = self.waiting.waits.poll_next_unpin(task) {
+            match woken {
+                // Cancelled: its handle closed.
+                None => {}
+                Some(Woken::Ready(handle, readiness)) => {
+                    if let Some(e) = self.handles.get_mut(&handle) {
+                        e.set_wait(readiness, None);
+                        e.notify(handle, readiness);
+                    }
+                }
+                Some(Woken::Accepted(handle, taken)) => {
+                    // A handle closed meanwhile drops what was taken: the stream closes.
+                    if let Some(e) = self.handles.get_mut(&handle) {
+                        e.set_wait(Readiness::Readable, None);
+                        if let State::Listening(l) = &mut e.state {
+                            l.ready = Some(taken);
+                        }
+                        e.notify(handle, Readiness::Readable);
+                    }
+                }
+            }
         }
     }
 
     /// Waits for a connection on a listener; the wait takes it (tokio's listeners have
     /// no readiness call of their own) and keeps it for the next `Accept`, then sends
     /// one `Ready(Readable)`.
-    fn arm_accept(
-        &mut self,
-        handle: Handle,
-        listener: Arc<SystemListener>,
-        ctx: &mut Context<Self>,
-    ) {
-        if self
-            .handles
-            .get(&handle)
-            .is_none_or(|e| e.wait(Readiness::Readable).is_some())
-        {
+    fn arm_accept(&mut self, handle: Handle, listener: Arc<SystemListener>) {
+        let Some(entry) = self.handles.get_mut(&handle) else {
+            return;
+        };
+        if entry.wait(Readiness::Readable).is_some() {
             return;
         }
-        let wait = std::future::poll_fn(move |cx| listener.poll_accept(cx));
-        let spawned = ctx.spawn(wait.into_actor(self).map(move |taken, act, _| {
-            // A handle closed meanwhile drops what was taken: the stream closes.
-            if let Some(e) = act.handles.get_mut(&handle) {
-                e.set_wait(Readiness::Readable, None);
-                if let State::Listening(l) = &mut e.state {
-                    l.ready = Some(taken);
-                }
-                e.notify(handle, Readiness::Readable);
-            }
+        let (abort, registration) = AbortHandle::new_pair();
+        entry.set_wait(Readiness::Readable, Some(abort));
+        let wait = Abortable::new(
+            std::future::poll_fn(move |cx| listener.poll_accept(cx)),
+            registration,
+        );
+        self.add_wait(Box::pin(async move {
+            wait.await.ok().map(|taken| Woken::Accepted(handle, taken))
         }));
-        if let Some(e) = self.handles.get_mut(&handle) {
-            e.set_wait(Readiness::Readable, Some(spawned));
-        }
     }
 
     /// Receives one datagram: whole, or its first `max_len` bytes flagged truncated.
@@ -618,7 +697,6 @@ impl SystemFunctions {
         handle: Handle,
         udp: Arc<SystemDatagram>,
         max_len: usize,
-        ctx: &mut Context<Self>,
     ) -> Result<Received, TransportError> {
         // One byte more than asked: a datagram that fills it was longer than `max_len`.
         let room = max_len.saturating_add(1);
@@ -637,7 +715,7 @@ impl SystemFunctions {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let wait = async move { udp.ready(Readiness::Readable).await };
-                self.arm(handle, Readiness::Readable, wait, ctx);
+                self.arm(handle, Readiness::Readable, wait);
                 Ok(Received::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -649,7 +727,6 @@ impl SystemFunctions {
         &mut self,
         msg: SendV,
         udp: Arc<SystemDatagram>,
-        ctx: &mut Context<Self>,
     ) -> Result<Sent, TransportError> {
         let joined;
         let payload: &[u8] = match msg.segments.as_slice() {
@@ -668,7 +745,7 @@ impl SystemFunctions {
             Ok(n) => Ok(Sent::Accepted(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let wait = async move { udp.ready(Readiness::Writable).await };
-                self.arm(msg.handle, Readiness::Writable, wait, ctx);
+                self.arm(msg.handle, Readiness::Writable, wait);
                 Ok(Sent::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -754,6 +831,10 @@ mod reuse_port {
 
 impl Actor for SystemFunctions {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(PollWaits);
+    }
 }
 
 impl Handler<OpenSocket> for SystemFunctions {
@@ -908,7 +989,7 @@ impl Handler<Listen> for SystemFunctions {
 impl Handler<Accept> for SystemFunctions {
     type Result = Result<Accepted, TransportError>;
 
-    fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Accept, _: &mut Context<Self>) -> Self::Result {
         let entry = self.entry(msg.handle)?;
         let State::Listening(listening) = &mut entry.state else {
             return Err(invalid("accept: not a listening socket"));
@@ -928,7 +1009,7 @@ impl Handler<Accept> for SystemFunctions {
             Poll::Ready(Err(e)) => Err(e.into()),
             Poll::Pending => {
                 let listener = listening.listener.clone();
-                self.arm_accept(msg.handle, listener, ctx);
+                self.arm_accept(msg.handle, listener);
                 Ok(Accepted::WouldBlock)
             }
         }
@@ -1054,10 +1135,10 @@ impl Handler<Adopt> for SystemFunctions {
 impl Handler<SendV> for SystemFunctions {
     type Result = Result<Sent, TransportError>;
 
-    fn handle(&mut self, msg: SendV, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SendV, _: &mut Context<Self>) -> Self::Result {
         if let State::Datagram(udp) = &self.entry(msg.handle)?.state {
             let udp = udp.clone();
-            return self.send_datagram(msg, udp, ctx);
+            return self.send_datagram(msg, udp);
         }
         if msg.to.is_some() {
             return Err(TransportError::Unsupported("sendto on a stream socket"));
@@ -1072,7 +1153,7 @@ impl Handler<SendV> for SystemFunctions {
                     // An error here surfaces on the retry, so it is not reported twice.
                     let _ = stream.ready(Readiness::Writable).await;
                 };
-                self.arm(msg.handle, Readiness::Writable, wait, ctx);
+                self.arm(msg.handle, Readiness::Writable, wait);
                 Ok(Sent::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -1083,10 +1164,10 @@ impl Handler<SendV> for SystemFunctions {
 impl Handler<RecvFrom> for SystemFunctions {
     type Result = Result<Received, TransportError>;
 
-    fn handle(&mut self, msg: RecvFrom, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RecvFrom, _: &mut Context<Self>) -> Self::Result {
         if let State::Datagram(udp) = &self.entry(msg.handle)?.state {
             let udp = udp.clone();
-            return self.recv_datagram(msg.handle, udp, msg.max_len, ctx);
+            return self.recv_datagram(msg.handle, udp, msg.max_len);
         }
         let stream = self.stream(msg.handle)?;
         let mut buf = BytesMut::with_capacity(msg.max_len.max(1));
@@ -1100,7 +1181,7 @@ impl Handler<RecvFrom> for SystemFunctions {
                 let wait = async move {
                     let _ = stream.ready(Readiness::Readable).await;
                 };
-                self.arm(msg.handle, Readiness::Readable, wait, ctx);
+                self.arm(msg.handle, Readiness::Readable, wait);
                 Ok(Received::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -1126,7 +1207,8 @@ impl Handler<CloseSocket> for SystemFunctions {
             .ok_or(TransportError::UnknownHandle(msg.handle))?;
         for readiness in [Readiness::Writable, Readiness::Readable] {
             if let Some(wait) = entry.wait(readiness) {
-                ctx.cancel_future(wait);
+                // The wait (and the descriptor it holds) goes at the set's next poll.
+                wait.abort();
             }
         }
         if let State::Connecting(attempt) = entry.state {
