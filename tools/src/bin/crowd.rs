@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -19,6 +19,7 @@ use sockactor::filters::{FaultInjector, Faults};
 use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
 use sockactor::{Socket, SocketFunctions};
 use sockactor_tools::args::{bad_arguments, number, unknown, Args};
+use sockactor_tools::pingpong::{p50_p99, round_trips};
 use sockactor_tools::procfs::{pin_to_cpu, raise_nofile_towards};
 use sockactor_tools::report::{median, table_header, table_row, Align};
 use tokio::sync::mpsc;
@@ -166,27 +167,13 @@ async fn run(idle: usize, count: usize) -> (f64, f64) {
         .expect("connect the busy socket");
     let writer = socket.send(GetWriter).await.expect("writer");
     let ping = Bytes::from(vec![7u8; SIZE]);
-    let mut latencies = Vec::with_capacity(count);
-    for _ in 0..count {
-        let start = Instant::now();
-        writer.write(ping.clone()).expect("write");
-        let mut got = 0;
-        while got < SIZE {
-            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-                Ok(Some(SocketEventKind::Received(bytes))) => got += bytes.len(),
-                other => panic!("no echo: {other:?}"),
-            }
-        }
-        latencies.push(start.elapsed().as_secs_f64() * 1e6);
-    }
+    let latencies = round_trips(&writer, &mut rx, &ping, count).await;
     socket.do_send(sockactor::messages::Close::Abort);
     for socket in &crowd {
         socket.do_send(sockactor::messages::Close::Abort);
     }
     held.stop().await;
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    (at(0.50), at(0.99))
+    p50_p99(latencies)
 }
 
 fn main() -> ExitCode {

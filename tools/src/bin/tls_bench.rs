@@ -33,6 +33,7 @@ use sockactor::filters::{Compress, Tls};
 use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
 use sockactor::{Socket, SocketFunctions, Writer};
 use sockactor_tools::args::{bad_arguments, unknown, Args};
+use sockactor_tools::pingpong::{p50_p99, round_trips};
 use sockactor_tools::procfs::pin_to_cpu;
 use sockactor_tools::report::median;
 use sockactor_tools::tls::configs;
@@ -247,28 +248,14 @@ async fn ping_pong(
     let (addr, thread) = peer(tls.map(|(s, _)| s.clone()), true);
     let (socket, writer, mut events) = connect(addr, tls.map(|(_, c)| c)).await;
     let ping = Bytes::from(vec![7u8; SIZE]);
-    let mut latencies = Vec::with_capacity(count);
-    for _ in 0..count {
-        let start = Instant::now();
-        writer.write(ping.clone()).expect("write");
-        let mut got = 0;
-        while got < SIZE {
-            match events.recv().await.expect("events") {
-                SocketEventKind::Received(bytes) => got += bytes.len(),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        latencies.push(start.elapsed().as_secs_f64() * 1e6);
-    }
+    let latencies = round_trips(&writer, &mut events, &ping, count).await;
     socket.do_send(sockactor::messages::Close::Graceful);
     drop(writer);
     drop(socket);
     // Joined off the runtime thread: the socket must run to close, and the echo peer
     // ends at its EOF (a blocking join here held both until the peer's read timeout).
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    (at(0.50), at(0.99))
+    p50_p99(latencies)
 }
 
 /// Messages per second for `count` 64 B writes through a `Writer`, 1,024 in flight.
@@ -413,9 +400,7 @@ async fn tokio_ping_pong(
     let _ = stream.shutdown().await;
     drop(stream);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    (at(0.50), at(0.99))
+    p50_p99(latencies)
 }
 
 /// (tokio-rustls) messages per second for `count` writes of `size` bytes: through a
