@@ -8,7 +8,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{mock_peer, run_paused, settle, Recorder};
+use crate::support::{mock_peer, run_paused, settle, Recorder, WarnLog};
 use bytes::Bytes;
 use sockactor::filters::{Capture, CaptureEvent, Record, RecordedError, RecvAnswer, SendAnswer};
 use sockactor::messages::{Address, Close, Family, Handle, Readiness, SocketKind, Write};
@@ -288,41 +288,9 @@ async fn traffic(mock: &MockTransport, functions: SocketFunctions) {
     traffic_on(mock, functions, Handle(1)).await;
 }
 
-/// Log lines written by the `tracing` subscriber of [`logged`].
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Log {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn lines_with(&self, text: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().expect("lock"))
-            .lines()
-            .filter(|l| l.contains(text))
-            .count()
-    }
-}
-
 #[test]
 fn a_failing_sink_stops_the_capture_and_never_touches_the_traffic() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .finish();
-    // The test's runtime runs on this thread, so a thread-local subscriber hears it.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = WarnLog::start();
     run_paused(|| async {
         let mock = MockTransport::start();
         let sink = TestSink::default();

@@ -2,16 +2,17 @@
 //! `FramedWriter` (encoder + `Sink`) and a `FrameStream` (decoder + `Stream`) in one
 //! call; the writer's `try_send` refuses a full queue at once, handing the encoded bytes
 //! back; as a `Sink` it buffers until a flush (or 64 KiB), waits for room and keeps every
-//! item in order, and a dropped one still sends what it was fed; the stream ends at
+//! item in order, and a dropped one still sends what it was fed (or, its socket closed,
+//! is refused with a warning naming the bytes); the stream ends at
 //! the peer's EOF and ends with a typed error when a frame is too long; `connect_actor`
 //! gives the user's actor its `Writer` when it is made.
 
 use std::time::Duration;
 
-use crate::support::{local, mock_peer, run_paused, settle, watermarks};
+use crate::support::{local, mock_peer, run_paused, settle, watermarks, WarnLog};
 use actix::prelude::*;
 use futures_util::SinkExt;
-use sockactor::messages::{Handle, SocketEvent, SocketEventKind};
+use sockactor::messages::{Close, Handle, SocketEvent, SocketEventKind};
 use sockactor::{
     DecodeError, FrameError, FramedWriteError, FramedWriter, MockTransport, SendStep, Socket,
     SocketConfig, WriteError, Writer,
@@ -309,4 +310,28 @@ fn a_sink_dropped_with_items_unflushed_still_sends_them_in_order() {
         expected.push_str("fed 0\nfed 1\nfed 2\n");
         assert_eq!(mock.written(Handle(1)), expected.as_bytes());
     });
+}
+
+#[test]
+fn a_sink_dropped_after_its_socket_closed_warns_of_what_it_could_not_send() {
+    let (log, _guard) = WarnLog::start();
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (socket, mut tx) = lines_on_mock(&mock, SocketConfig::default()).await;
+        // Buffered in the writer, not flushed: nothing has reached the socket.
+        SinkExt::feed(&mut tx, "never sent".to_owned())
+            .await
+            .expect("fed");
+        socket.do_send(Close::Abort);
+        settle().await;
+        drop(tx);
+        settle().await;
+        assert!(mock.written(Handle(1)).is_empty());
+    });
+    assert_eq!(
+        log.lines_with("11 bytes"),
+        1,
+        "one warning names the 11 unsent bytes: {}",
+        log.text()
+    );
 }

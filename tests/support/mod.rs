@@ -402,3 +402,46 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
         ..proptest::test_runner::Config::default()
     }
 }
+
+/// What a thread-local `tracing` subscriber wrote: warnings and errors.
+#[derive(Clone, Default)]
+pub struct WarnLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for WarnLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl WarnLog {
+    /// Hears this thread's warnings and errors until the guard drops (a test's runtime
+    /// runs on its thread, so its actors are heard).
+    pub fn start() -> (WarnLog, tracing::subscriber::DefaultGuard) {
+        let log = WarnLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// How many lines contain `text`.
+    pub fn lines_with(&self, text: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().expect("lock"))
+            .lines()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+
+    /// Everything written.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+}
