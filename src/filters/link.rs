@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use actix::{
@@ -288,6 +289,9 @@ pub fn take_front(mut segments: Vec<Bytes>, n: usize) -> Vec<Bytes> {
 pub struct FilterActor<F: Filter> {
     link: Link,
     filter: F,
+    /// The readiness notices owed later ([`notify_later`](Self::notify_later)): one
+    /// timer queue, polled by one future in the context, however many handles wait.
+    later: Later,
     /// Per listening handle: connections accepted and being finished ahead of the
     /// listener ([`Filter::background_accepts`]).
     ahead: HashMap<Handle, AcceptAhead>,
@@ -345,6 +349,7 @@ impl<F: Filter> FilterActor<F> {
             },
             filter,
             ahead: HashMap::new(),
+            later: Later::default(),
         };
         let has_shutdown = actor.link.inner.shutdown().is_some();
         let addr = crate::actors::start_unbudgeted(actor);
@@ -379,13 +384,28 @@ impl<F: Filter> FilterActor<F> {
 
     /// Sends the socket behind `handle` a `Ready` after `after` of tokio time: what a
     /// filter owes after answering would-block on its own.
+    ///
+    /// The notices wait in one timer queue of the actor (not a timer future each in its
+    /// context, which actix would poll all at every wake-up).
     pub fn notify_later(
         ctx: &mut Context<Self>,
         handle: Handle,
         readiness: Readiness,
         after: Duration,
     ) {
-        ctx.run_later(after, move |act, _| act.link.notify(handle, readiness));
+        ctx.notify(NotifyLater {
+            handle,
+            readiness,
+            after,
+        });
+    }
+
+    /// Sends the notices whose time has come.
+    fn poll_later(&mut self, task: &mut std::task::Context<'_>) {
+        while let Poll::Ready(Some(due)) = self.later.queue.poll_expired(task) {
+            let (handle, readiness) = due.into_inner();
+            self.link.notify(handle, readiness);
+        }
     }
 
     /// This actor as a readiness recipient for the inner transport.
@@ -396,6 +416,85 @@ impl<F: Filter> FilterActor<F> {
 
 impl<F: Filter> Actor for FilterActor<F> {
     type Context = Context<Self>;
+}
+
+/// The readiness notices a filter owes later, and the actor's task while [`PollLater`]
+/// runs (from its last poll): a notice queued after that poll in the same wake-up is
+/// polled at once with it, so its timer is registered. `PollLater` ends when the queue
+/// is empty (a future left in the context would keep the actor alive for good) and is
+/// started again with the next notice.
+#[derive(Default)]
+struct Later {
+    queue: tokio_util::time::DelayQueue<(Handle, Readiness)>,
+    /// `Some` while a `PollLater` runs.
+    waker: Option<Waker>,
+    polling: bool,
+}
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Later")
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+/// A readiness notice to send after a while (through the actor, which owns the queue).
+struct NotifyLater {
+    handle: Handle,
+    readiness: Readiness,
+    after: Duration,
+}
+
+impl actix::Message for NotifyLater {
+    type Result = ();
+}
+
+impl<F: Filter> Handler<NotifyLater> for FilterActor<F> {
+    type Result = ();
+
+    fn handle(&mut self, msg: NotifyLater, ctx: &mut Context<Self>) {
+        self.later
+            .queue
+            .insert((msg.handle, msg.readiness), msg.after);
+        if !self.later.polling {
+            // Polled in this wake-up, after this handler.
+            self.later.polling = true;
+            ctx.spawn(PollLater);
+        } else if let Some(waker) = self.later.waker.clone() {
+            self.poll_later(&mut std::task::Context::from_waker(&waker));
+        }
+    }
+}
+
+/// The one future in a filter's context that polls its queue of notices owed later.
+struct PollLater;
+
+impl<F: Filter> actix::ActorFuture<FilterActor<F>> for PollLater {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut FilterActor<F>,
+        _: &mut Context<FilterActor<F>>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        if !act
+            .later
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(task.waker()))
+        {
+            act.later.waker = Some(task.waker().clone());
+        }
+        act.poll_later(task);
+        if act.later.queue.is_empty() {
+            act.later.polling = false;
+            act.later.waker = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
 impl<F: Filter> Handler<OpenSocket> for FilterActor<F> {

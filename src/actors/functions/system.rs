@@ -93,12 +93,17 @@ type Wait = std::pin::Pin<Box<dyn Future<Output = Option<Woken>>>>;
 /// polls every future of a context at each of its wake-ups, so a future per wait made
 /// each message to the transport cost a poll per armed wait (thousands, with thousands
 /// of sockets reached by message).
+///
+/// [`PollWaits`] ends when the set is empty (a future left in the context would keep the
+/// actor alive for good) and is started again with the next wait.
 #[derive(Default)]
 struct Waiting {
     waits: FuturesUnordered<Wait>,
-    /// The actor's task, from the last poll of [`PollWaits`]: a wait armed after it in
-    /// the same wake-up is polled at once with it, so its wake-ups are registered.
+    /// The actor's task while a `PollWaits` runs (from its last poll): a wait armed
+    /// after it in the same wake-up is polled at once with it, so its wake-ups are
+    /// registered.
     waker: Option<Waker>,
+    polling: bool,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -130,6 +135,11 @@ impl ActorFuture<SystemFunctions> for PollWaits {
             waiting.waker = Some(task.waker().clone());
         }
         act.poll_waits(task);
+        if act.waiting.waits.is_empty() {
+            act.waiting.polling = false;
+            act.waiting.waker = None;
+            return Poll::Ready(());
+        }
         Poll::Pending
     }
 }
@@ -620,6 +630,7 @@ impl SystemFunctions {
         handle: Handle,
         readiness: Readiness,
         wait: impl Future<Output = ()> + 'static,
+        ctx: &mut Context<Self>,
     ) {
         let Some(entry) = self.handles.get_mut(&handle) else {
             return;
@@ -630,16 +641,21 @@ impl SystemFunctions {
         let (abort, registration) = AbortHandle::new_pair();
         entry.set_wait(readiness, Some(abort));
         let wait = Abortable::new(wait, registration);
-        self.add_wait(Box::pin(async move {
-            wait.await.ok().map(|()| Woken::Ready(handle, readiness))
-        }));
+        self.add_wait(
+            Box::pin(async move { wait.await.ok().map(|()| Woken::Ready(handle, readiness)) }),
+            ctx,
+        );
     }
 
-    /// Adds an armed wait to the set, and polls it at once if the set was polled earlier
-    /// in this wake-up (it would otherwise wait for the next).
-    fn add_wait(&mut self, wait: Wait) {
+    /// Adds an armed wait to the set: starts the set's poller (polled in this wake-up,
+    /// after the handler that armed it), or, if it runs, polls the set at once (it may
+    /// have been polled earlier in this wake-up, and the wait would miss its wake-ups).
+    fn add_wait(&mut self, wait: Wait, ctx: &mut Context<Self>) {
         self.waiting.waits.push(wait);
-        if let Some(waker) = self.waiting.waker.clone() {
+        if !self.waiting.polling {
+            self.waiting.polling = true;
+            ctx.spawn(PollWaits);
+        } else if let Some(waker) = self.waiting.waker.clone() {
             self.poll_waits(&mut std::task::Context::from_waker(&waker));
         }
     }
@@ -673,7 +689,12 @@ impl SystemFunctions {
     /// Waits for a connection on a listener; the wait takes it (tokio's listeners have
     /// no readiness call of their own) and keeps it for the next `Accept`, then sends
     /// one `Ready(Readable)`.
-    fn arm_accept(&mut self, handle: Handle, listener: Arc<SystemListener>) {
+    fn arm_accept(
+        &mut self,
+        handle: Handle,
+        listener: Arc<SystemListener>,
+        ctx: &mut Context<Self>,
+    ) {
         let Some(entry) = self.handles.get_mut(&handle) else {
             return;
         };
@@ -686,9 +707,10 @@ impl SystemFunctions {
             std::future::poll_fn(move |cx| listener.poll_accept(cx)),
             registration,
         );
-        self.add_wait(Box::pin(async move {
-            wait.await.ok().map(|taken| Woken::Accepted(handle, taken))
-        }));
+        self.add_wait(
+            Box::pin(async move { wait.await.ok().map(|taken| Woken::Accepted(handle, taken)) }),
+            ctx,
+        );
     }
 
     /// Receives one datagram: whole, or its first `max_len` bytes flagged truncated.
@@ -697,6 +719,7 @@ impl SystemFunctions {
         handle: Handle,
         udp: Arc<SystemDatagram>,
         max_len: usize,
+        ctx: &mut Context<Self>,
     ) -> Result<Received, TransportError> {
         // One byte more than asked: a datagram that fills it was longer than `max_len`.
         let room = max_len.saturating_add(1);
@@ -715,7 +738,7 @@ impl SystemFunctions {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let wait = async move { udp.ready(Readiness::Readable).await };
-                self.arm(handle, Readiness::Readable, wait);
+                self.arm(handle, Readiness::Readable, wait, ctx);
                 Ok(Received::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -727,6 +750,7 @@ impl SystemFunctions {
         &mut self,
         msg: SendV,
         udp: Arc<SystemDatagram>,
+        ctx: &mut Context<Self>,
     ) -> Result<Sent, TransportError> {
         let joined;
         let payload: &[u8] = match msg.segments.as_slice() {
@@ -745,7 +769,7 @@ impl SystemFunctions {
             Ok(n) => Ok(Sent::Accepted(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let wait = async move { udp.ready(Readiness::Writable).await };
-                self.arm(msg.handle, Readiness::Writable, wait);
+                self.arm(msg.handle, Readiness::Writable, wait, ctx);
                 Ok(Sent::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -831,10 +855,6 @@ mod reuse_port {
 
 impl Actor for SystemFunctions {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(PollWaits);
-    }
 }
 
 impl Handler<OpenSocket> for SystemFunctions {
@@ -989,7 +1009,7 @@ impl Handler<Listen> for SystemFunctions {
 impl Handler<Accept> for SystemFunctions {
     type Result = Result<Accepted, TransportError>;
 
-    fn handle(&mut self, msg: Accept, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Accept, ctx: &mut Context<Self>) -> Self::Result {
         let entry = self.entry(msg.handle)?;
         let State::Listening(listening) = &mut entry.state else {
             return Err(invalid("accept: not a listening socket"));
@@ -1009,7 +1029,7 @@ impl Handler<Accept> for SystemFunctions {
             Poll::Ready(Err(e)) => Err(e.into()),
             Poll::Pending => {
                 let listener = listening.listener.clone();
-                self.arm_accept(msg.handle, listener);
+                self.arm_accept(msg.handle, listener, ctx);
                 Ok(Accepted::WouldBlock)
             }
         }
@@ -1135,10 +1155,10 @@ impl Handler<Adopt> for SystemFunctions {
 impl Handler<SendV> for SystemFunctions {
     type Result = Result<Sent, TransportError>;
 
-    fn handle(&mut self, msg: SendV, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SendV, ctx: &mut Context<Self>) -> Self::Result {
         if let State::Datagram(udp) = &self.entry(msg.handle)?.state {
             let udp = udp.clone();
-            return self.send_datagram(msg, udp);
+            return self.send_datagram(msg, udp, ctx);
         }
         if msg.to.is_some() {
             return Err(TransportError::Unsupported("sendto on a stream socket"));
@@ -1153,7 +1173,7 @@ impl Handler<SendV> for SystemFunctions {
                     // An error here surfaces on the retry, so it is not reported twice.
                     let _ = stream.ready(Readiness::Writable).await;
                 };
-                self.arm(msg.handle, Readiness::Writable, wait);
+                self.arm(msg.handle, Readiness::Writable, wait, ctx);
                 Ok(Sent::WouldBlock)
             }
             Err(e) => Err(e.into()),
@@ -1164,10 +1184,10 @@ impl Handler<SendV> for SystemFunctions {
 impl Handler<RecvFrom> for SystemFunctions {
     type Result = Result<Received, TransportError>;
 
-    fn handle(&mut self, msg: RecvFrom, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RecvFrom, ctx: &mut Context<Self>) -> Self::Result {
         if let State::Datagram(udp) = &self.entry(msg.handle)?.state {
             let udp = udp.clone();
-            return self.recv_datagram(msg.handle, udp, msg.max_len);
+            return self.recv_datagram(msg.handle, udp, msg.max_len, ctx);
         }
         let stream = self.stream(msg.handle)?;
         let mut buf = BytesMut::with_capacity(msg.max_len.max(1));
@@ -1181,7 +1201,7 @@ impl Handler<RecvFrom> for SystemFunctions {
                 let wait = async move {
                     let _ = stream.ready(Readiness::Readable).await;
                 };
-                self.arm(msg.handle, Readiness::Readable, wait);
+                self.arm(msg.handle, Readiness::Readable, wait, ctx);
                 Ok(Received::WouldBlock)
             }
             Err(e) => Err(e.into()),

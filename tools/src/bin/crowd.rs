@@ -4,7 +4,13 @@
 //! against an echo peer, with 0, 1,000 and 5,000 idle sockets beside it. What it shows:
 //! whether the transport's cost per message grows with the sockets it waits for.
 //!
-//! `cargo run --release -p sockactor-tools --bin crowd -- [--idle 0,1000,5000] [--count N] [--reps N]`
+//! With `--throttled`, the filter is instead a `Throttle` limiting each socket's reads to
+//! 64 KiB/s, and the idle sockets' peer sends each of them 256 KiB at once: each idle
+//! socket reads its burst, then waits on the throttle's timer, over and over, so the
+//! throttle holds one timer per idle socket (the busy socket's 1,000 round trips stay
+//! within its 64 KiB burst).
+//!
+//! `cargo run --release -p sockactor-tools --bin crowd -- [--idle 0,1000,5000] [--count N] [--reps N] [--throttled]`
 
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,7 +21,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use sockactor::filters::{FaultInjector, Faults};
+use sockactor::filters::{FaultInjector, Faults, Throttle};
 use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
 use sockactor::{Socket, SocketFunctions};
 use sockactor_tools::args::{bad_arguments, number, unknown, Args};
@@ -24,13 +30,14 @@ use sockactor_tools::procfs::{pin_to_cpu, raise_nofile_towards};
 use sockactor_tools::report::{median, table_header, table_row, Align};
 use tokio::sync::mpsc;
 
-const USAGE: &str = "usage: crowd [--idle N,N,..] [--count N] [--reps N]";
+const USAGE: &str = "usage: crowd [--idle N,N,..] [--count N] [--reps N] [--throttled]";
 const SIZE: usize = 64;
 
 struct Options {
     idle: Vec<usize>,
     count: usize,
     reps: usize,
+    throttled: bool,
 }
 
 fn parse() -> Result<Options, String> {
@@ -39,6 +46,7 @@ fn parse() -> Result<Options, String> {
         idle: vec![0, 1000, 5000],
         count: 20_000,
         reps: 3,
+        throttled: false,
     };
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -51,6 +59,7 @@ fn parse() -> Result<Options, String> {
             }
             "--count" => o.count = args.number::<usize>("--count")?.max(100),
             "--reps" => o.reps = args.number::<usize>("--reps")?.max(1),
+            "--throttled" => o.throttled = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(unknown(other)),
         }
@@ -67,7 +76,8 @@ struct Holder {
 }
 
 impl Holder {
-    fn start() -> Holder {
+    /// With `send` bytes sent to each connection at once (as much as the kernel takes).
+    fn start(send: usize) -> Holder {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
         let stop = Arc::new(AtomicBool::new(false));
@@ -80,7 +90,12 @@ impl Holder {
                     return;
                 }
                 match stream {
-                    Ok(stream) => held.push(stream),
+                    Ok(mut stream) => {
+                        if send > 0 && stream.set_nonblocking(true).is_ok() {
+                            let _ = stream.write(&vec![1u8; send]);
+                        }
+                        held.push(stream)
+                    }
                     Err(_) => return,
                 }
             }
@@ -144,10 +159,16 @@ impl Handler<SocketEvent> for Events {
 }
 
 /// p50 and p99 of `count` round trips on a busy socket beside `idle` idle ones, in µs.
-async fn run(idle: usize, count: usize) -> (f64, f64) {
-    let functions = FaultInjector::new(1, Faults::default()).wrap(SocketFunctions::system());
+async fn run(idle: usize, count: usize, throttled: bool) -> (f64, f64) {
+    let functions = if throttled {
+        Throttle::per_socket(1 << 40, 1 << 30)
+            .receive_per_socket(64 * 1024, 64 * 1024)
+            .wrap(SocketFunctions::system())
+    } else {
+        FaultInjector::new(1, Faults::default()).wrap(SocketFunctions::system())
+    };
     let quiet = Events(None).start().recipient();
-    let held = Holder::start();
+    let held = Holder::start(if throttled { 256 * 1024 } else { 0 });
     let mut crowd = Vec::with_capacity(idle);
     for _ in 0..idle {
         let socket = Socket::builder()
@@ -197,7 +218,7 @@ fn main() -> ExitCode {
         for &idle in &o.idle {
             let (mut p50s, mut p99s) = (vec![], vec![]);
             for rep in 1..=o.reps {
-                let (p50, p99) = run(idle, o.count).await;
+                let (p50, p99) = run(idle, o.count, o.throttled).await;
                 eprintln!("[rep {rep}] {idle} idle: p50 {p50:.1} µs, p99 {p99:.1} µs");
                 p50s.push(p50);
                 p99s.push(p99);
@@ -209,9 +230,15 @@ fn main() -> ExitCode {
         rows
     });
     println!(
-        "\n{} round trips of {SIZE} B per run, {} runs; every socket through a pass-through \
-         fault injector over the system transport; medians (min..max)\n",
-        o.count, o.reps
+        "\n{} round trips of {SIZE} B per run, {} runs; every socket through {} over the \
+         system transport; medians (min..max)\n",
+        o.count,
+        o.reps,
+        if o.throttled {
+            "a throttle of reads (64 KiB/s per socket; the idle ones each sent 256 KiB)"
+        } else {
+            "a pass-through fault injector"
+        }
     );
     table_header(&[
         ("idle sockets beside", Align::Right),
