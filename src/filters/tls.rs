@@ -918,8 +918,10 @@ impl Tls {
         // The handshake's writing and the handshake itself run as tasks of their own, not
         // as futures in this actor's context: actix polls every future of a context at
         // each of its wake-ups, so a thousand handshakes under way made every message to
-        // the filter cost thousands of polls, and handshakes stalled past their timeouts.
-        // The writer lives as long as the handshake task: it ends with it, or is stopped by it.
+        // the filter cost thousands of polls. (Handshakes that stalled past their
+        // timeouts under load were starved by tokio's cooperative budget:
+        // `start_unbudgeted`.) The writer lives as long as the handshake task: it ends
+        // with it, or is stopped by it.
         let writer = Detached(tokio::task::spawn_local(write_loop(
             session.clone(),
             outlet,
