@@ -45,7 +45,7 @@ use crate::types::Handle;
 /// ```no_run
 /// use actix::prelude::*;
 /// use sockactor::messages::{SendV, Sent};
-/// use sockactor::{SocketFunctions, TransportError};
+/// use sockactor::{start_unbudgeted, SocketFunctions, TransportError};
 ///
 /// /// Counts sendv calls, then lets the system transport do the work.
 /// struct Counting { inner: Recipient<SendV>, calls: u64 }
@@ -61,7 +61,8 @@ use crate::types::Handle;
 ///
 /// # async fn demo() {
 /// let system = SocketFunctions::system();
-/// let counting = Counting { inner: system.sendv().clone(), calls: 0 }.start();
+/// // An actor that serves many sockets starts outside tokio's cooperative budget.
+/// let counting = start_unbudgeted(Counting { inner: system.sendv().clone(), calls: 0 });
 /// let functions = system.with_sendv(counting.recipient());
 /// # }
 /// ```
