@@ -60,7 +60,9 @@ type Room = Pin<Box<dyn Future<Output = Result<(), WriteError>> + Send>>;
 ///   other path goes ahead of them. [`try_send`](Self::try_send) and
 ///   [`send`](Self::send) write the buffer first, then their item. Dropped with items
 ///   unflushed, the writer sends them to the socket as writes that wait for room there:
-///   nothing fed is lost.
+///   nothing fed is lost while the socket lives (a closed socket refuses them with a
+///   warning, and a socket gone for good, its arbiter stopped, too: each names the
+///   bytes).
 ///
 /// ```no_run
 /// use sockactor::Socket;
@@ -213,7 +215,8 @@ impl<E> Unpin for FramedWriter<E> {}
 
 impl<E> Drop for FramedWriter<E> {
     /// Bytes refused or buffered and not flushed are not lost: they go to the socket as
-    /// writes that wait for room there, in order.
+    /// writes that wait for room there, in order (or, the socket gone, are named in a
+    /// warning).
     fn drop(&mut self) {
         if let Some(pending) = self.pending.take() {
             self.writer.write_waiting(pending);

@@ -217,16 +217,24 @@ impl Writer {
 
     /// Sends `batch` as a write that waits for room in the socket rather than being
     /// refused (for bytes that cannot be handed back: a dropped `FramedWriter`'s
-    /// buffer). Fire-and-forget; a failure goes to the subscriber.
+    /// buffer). Fire-and-forget; a failure goes to the subscriber. With no socket to
+    /// take it (the socket's actor is gone, its arbiter stopped), the bytes are dropped
+    /// with a warning that names them.
     pub(crate) fn write_waiting(&self, batch: IoBatch) {
-        if let Some(socket) = &self.socket {
-            socket.do_send(Write {
+        let len = batch.len();
+        match &self.socket {
+            Some(socket) if socket.connected() => socket.do_send(Write {
                 batch,
                 tag: None,
                 wait_when_full: true,
                 admitted: false,
                 reply: None,
-            });
+            }),
+            _ if len == 0 => {}
+            _ => tracing::warn!(
+                socket = %self.socket(),
+                "{len} bytes dropped unsent: the writer's socket is gone"
+            ),
         }
     }
 
