@@ -8,6 +8,7 @@ pub(crate) mod flusher;
 pub(crate) mod functions;
 pub(crate) mod inbound;
 pub(crate) mod listener;
+pub(crate) mod polled_set;
 pub(crate) mod readiness;
 pub(crate) mod reply;
 pub(crate) mod socket;

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
 use actix::{
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::actors::functions::call;
+use crate::actors::polled_set::{self, PolledSet, SetPoller};
 use crate::error::TransportError;
 use crate::messages::functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
@@ -418,17 +419,12 @@ impl<F: Filter> Actor for FilterActor<F> {
     type Context = Context<Self>;
 }
 
-/// The readiness notices a filter owes later, and the actor's task while [`PollLater`]
-/// runs (from its last poll): a notice queued after that poll in the same wake-up is
-/// polled at once with it, so its timer is registered. `PollLater` ends when the queue
-/// is empty (a future left in the context would keep the actor alive for good) and is
-/// started again with the next notice.
+/// The readiness notices a filter owes later, in one timer queue polled by one future
+/// in the context (see [`polled_set`](crate::actors::polled_set)).
 #[derive(Default)]
 struct Later {
     queue: tokio_util::time::DelayQueue<(Handle, Readiness)>,
-    /// `Some` while a `PollLater` runs.
-    waker: Option<Waker>,
-    polling: bool,
+    poller: SetPoller,
 }
 
 impl std::fmt::Debug for Later {
@@ -457,43 +453,18 @@ impl<F: Filter> Handler<NotifyLater> for FilterActor<F> {
         self.later
             .queue
             .insert((msg.handle, msg.readiness), msg.after);
-        if !self.later.polling {
-            // Polled in this wake-up, after this handler.
-            self.later.polling = true;
-            ctx.spawn(PollLater);
-        } else if let Some(waker) = self.later.waker.clone() {
-            self.poll_later(&mut std::task::Context::from_waker(&waker));
-        }
+        polled_set::added(self, ctx);
     }
 }
 
-/// The one future in a filter's context that polls its queue of notices owed later.
-struct PollLater;
+impl<F: Filter> PolledSet for FilterActor<F> {
+    fn poller(&mut self) -> &mut SetPoller {
+        &mut self.later.poller
+    }
 
-impl<F: Filter> actix::ActorFuture<FilterActor<F>> for PollLater {
-    type Output = ();
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        act: &mut FilterActor<F>,
-        _: &mut Context<FilterActor<F>>,
-        task: &mut std::task::Context<'_>,
-    ) -> Poll<()> {
-        if !act
-            .later
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(task.waker()))
-        {
-            act.later.waker = Some(task.waker().clone());
-        }
-        act.poll_later(task);
-        if act.later.queue.is_empty() {
-            act.later.polling = false;
-            act.later.waker = None;
-            return Poll::Ready(());
-        }
-        Poll::Pending
+    fn poll_set(&mut self, task: &mut std::task::Context<'_>) -> bool {
+        self.poll_later(task);
+        self.later.queue.is_empty()
     }
 }
 

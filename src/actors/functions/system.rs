@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use actix::{
-    Actor, ActorFuture, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message,
-    ResponseActFuture, SpawnHandle, WeakRecipient, WrapFuture,
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseActFuture,
+    SpawnHandle, WeakRecipient, WrapFuture,
 };
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{AbortHandle, Abortable};
@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::net::{UnixListener, UnixSocket, UnixStream};
 
 use super::system_datagram::SystemDatagram;
+use crate::actors::polled_set::{self, PolledSet, SetPoller};
 use crate::error::TransportError;
 use crate::messages::functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
@@ -89,21 +90,12 @@ enum Woken {
 type Wait = std::pin::Pin<Box<dyn Future<Output = Option<Woken>>>>;
 
 /// Every readiness wait of the transport, in one set that polls only the waits woken
-/// since it was last polled (one future in the actor's context for all of them): actix
-/// polls every future of a context at each of its wake-ups, so a future per wait made
-/// each message to the transport cost a poll per armed wait (thousands, with thousands
-/// of sockets reached by message).
-///
-/// [`PollWaits`] ends when the set is empty (a future left in the context would keep the
-/// actor alive for good) and is started again with the next wait.
+/// since it was last polled (one future in the actor's context for all of them, see
+/// [`polled_set`](crate::actors::polled_set)).
 #[derive(Default)]
 struct Waiting {
     waits: FuturesUnordered<Wait>,
-    /// The actor's task while a `PollWaits` runs (from its last poll): a wait armed
-    /// after it in the same wake-up is polled at once with it, so its wake-ups are
-    /// registered.
-    waker: Option<Waker>,
-    polling: bool,
+    poller: SetPoller,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -111,36 +103,6 @@ impl std::fmt::Debug for Waiting {
         f.debug_struct("Waiting")
             .field("waits", &self.waits.len())
             .finish()
-    }
-}
-
-/// The one future in the transport's context that polls its waits.
-struct PollWaits;
-
-impl ActorFuture<SystemFunctions> for PollWaits {
-    type Output = ();
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        act: &mut SystemFunctions,
-        _: &mut Context<SystemFunctions>,
-        task: &mut std::task::Context<'_>,
-    ) -> Poll<()> {
-        let waiting = &mut act.waiting;
-        if !waiting
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(task.waker()))
-        {
-            waiting.waker = Some(task.waker().clone());
-        }
-        act.poll_waits(task);
-        if act.waiting.waits.is_empty() {
-            act.waiting.polling = false;
-            act.waiting.waker = None;
-            return Poll::Ready(());
-        }
-        Poll::Pending
     }
 }
 
@@ -647,17 +609,10 @@ impl SystemFunctions {
         );
     }
 
-    /// Adds an armed wait to the set: starts the set's poller (polled in this wake-up,
-    /// after the handler that armed it), or, if it runs, polls the set at once (it may
-    /// have been polled earlier in this wake-up, and the wait would miss its wake-ups).
+    /// Adds an armed wait to the set (and makes sure the set is polled).
     fn add_wait(&mut self, wait: Wait, ctx: &mut Context<Self>) {
         self.waiting.waits.push(wait);
-        if !self.waiting.polling {
-            self.waiting.polling = true;
-            ctx.spawn(PollWaits);
-        } else if let Some(waker) = self.waiting.waker.clone() {
-            self.poll_waits(&mut std::task::Context::from_waker(&waker));
-        }
+        polled_set::added(self, ctx);
     }
 
     /// Polls the waits woken since the last poll; each that ended tells its socket.
@@ -855,6 +810,17 @@ mod reuse_port {
 
 impl Actor for SystemFunctions {
     type Context = Context<Self>;
+}
+
+impl PolledSet for SystemFunctions {
+    fn poller(&mut self) -> &mut SetPoller {
+        &mut self.waiting.poller
+    }
+
+    fn poll_set(&mut self, task: &mut std::task::Context<'_>) -> bool {
+        self.poll_waits(task);
+        self.waiting.waits.is_empty()
+    }
 }
 
 impl Handler<OpenSocket> for SystemFunctions {
