@@ -300,6 +300,15 @@ impl<T> Entry<T> {
     }
 
     /// Writes merged into this entry's run, beyond its own.
+    /// 1 if it holds a file range (for [`WriteQueue::files`]), else 0.
+    fn files(&self) -> u32 {
+        u32::from(
+            self.body
+                .as_ref()
+                .is_some_and(|body| body.segments.has_files()),
+        )
+    }
+
     fn merged(&self) -> u32 {
         // A run holds at most `u32::MAX` writes beyond its first: the queue's count
         // stops runs from growing there.
@@ -522,6 +531,10 @@ pub(crate) struct WriteQueue<T> {
     /// `u32` (every socket holds one: it fits beside the limits); at its maximum, writes
     /// stop joining runs.
     merged: u32,
+    /// Queued writes holding a file range: with none, no transmit needs a chunk read
+    /// ahead, and [`poll_chunk_request`](Self::poll_chunk_request) answers at once
+    /// instead of walking the queue.
+    files: u32,
     queued: usize,
     in_flight: Option<InFlight>,
     /// A chunk read failed for a file segment that was not the first piece of the
@@ -587,6 +600,7 @@ impl<T: Token> WriteQueue<T> {
             entries: VecDeque::new(),
             stage: None,
             merged: 0,
+            files: 0,
             queued: 0,
             in_flight: None,
             chunk_stop: None,
@@ -701,8 +715,10 @@ impl<T: Token> WriteQueue<T> {
         } else {
             batch
         };
-        self.entries
-            .push_back(Entry::new(batch, len, tag, token, now));
+        let entry = Entry::new(batch, len, tag, token, now);
+        // Cannot overflow: four billion queued file writes would take hundreds of GB.
+        self.files += entry.files();
+        self.entries.push_back(entry);
         self.queued += len;
     }
 
@@ -750,7 +766,12 @@ impl<T: Token> WriteQueue<T> {
     /// Each request must be answered with [`handle_chunk`](Self::handle_chunk) before the
     /// next call. At most one chunk per write is held at a time.
     pub(crate) fn poll_chunk_request(&self, budget: usize) -> Option<ChunkRequest> {
-        if !self.has_transmit() {
+        debug_assert_eq!(
+            self.files,
+            self.entries.iter().map(Entry::files).sum::<u32>(),
+            "the count of queued file writes drifted"
+        );
+        if self.files == 0 || !self.has_transmit() {
             return None;
         }
         let budget = budget.max(1);
@@ -1038,6 +1059,7 @@ impl<T: Token> WriteQueue<T> {
             .map(|(i, _)| i)?;
         let entry = self.entries.remove(index)?;
         self.queued -= entry.len;
+        self.files -= entry.files();
         completed(entry.token, Err(WriteError::Cancelled));
         if self.in_flight.is_none() {
             self.pop_finished(now, completed);
@@ -1062,6 +1084,7 @@ impl<T: Token> WriteQueue<T> {
         let mut staged = 0;
         for entry in self.entries.drain(keep..) {
             released += entry.remaining();
+            self.files -= entry.files();
             if entry.staged() {
                 staged += entry.remaining();
             }
@@ -1093,6 +1116,7 @@ impl<T: Token> WriteQueue<T> {
         self.queued = 0;
         self.stage = None;
         self.merged = 0;
+        self.files = 0;
         for entry in self.entries.drain(..) {
             if entry.run.is_some() {
                 let run = entry.finish_run(&mut completed, Written::default(), &error);
@@ -1117,6 +1141,7 @@ impl<T: Token> WriteQueue<T> {
             .count();
         for entry in self.entries.drain(..done) {
             self.merged -= entry.merged();
+            self.files -= entry.files();
             let report = entry.written(now);
             if entry.run.is_none() {
                 completed(entry.token, Ok(report));
