@@ -65,7 +65,7 @@ impl SimReport {
     /// The command that replays this seed.
     pub fn replay_command(&self) -> String {
         format!(
-            "cargo run --release -p sockactor-tools --bin sim -- --seed {}",
+            "cargo run --release -p sockactor-tools --features sim --bin sim -- --seed {}",
             self.seed
         )
     }
