@@ -537,11 +537,20 @@ pub(crate) struct WriteQueue<T> {
     files: u32,
     queued: usize,
     in_flight: Option<InFlight>,
-    /// A chunk read failed for a file segment that was not the first piece of the
-    /// transmit being prepared: that transmit ends before it (it is met again when it
-    /// comes first). Cleared by the next transmit.
-    chunk_stop: Option<Box<(usize, usize)>>,
-    file_bytes_read: u64,
+    /// What reading file chunks ahead has left: made at the first chunk read (boxed: a
+    /// socket that sends no file without `sendfile` never holds one).
+    reads: Option<Box<FileReads>>,
+}
+
+/// A queue's file-read state, boxed in [`WriteQueue`].
+#[derive(Debug, Default)]
+struct FileReads {
+    /// A chunk read failed for a file segment (entry, segment) that was not the first
+    /// piece of the transmit being prepared: that transmit ends before it (it is met
+    /// again when it comes first). Cleared by the next transmit.
+    stop: Option<(usize, usize)>,
+    /// Bytes of file ranges read into memory so far.
+    bytes_read: u64,
 }
 
 /// The limits of a [`QueueConfig`] the queue needs, kept compactly: every socket, idle or
@@ -603,8 +612,7 @@ impl<T: Token> WriteQueue<T> {
             files: 0,
             queued: 0,
             in_flight: None,
-            chunk_stop: None,
-            file_bytes_read: 0,
+            reads: None,
         }
     }
 
@@ -626,7 +634,19 @@ impl<T: Token> WriteQueue<T> {
     /// Bytes of file ranges read into memory so far (ranges that could not go out with
     /// `sendfile`).
     pub(crate) fn file_bytes_read(&self) -> u64 {
-        self.file_bytes_read
+        self.reads.as_ref().map_or(0, |reads| reads.bytes_read)
+    }
+
+    /// Whether a failed chunk read ends the transmit being prepared at this segment.
+    fn chunk_stopped_at(&self, entry: usize, seg: usize) -> bool {
+        self.reads.as_ref().and_then(|reads| reads.stop) == Some((entry, seg))
+    }
+
+    /// A new transmit starts: a failed chunk read is met again when its turn comes.
+    fn clear_chunk_stop(&mut self) {
+        if let Some(reads) = &mut self.reads {
+            reads.stop = None;
+        }
     }
 
     /// Whether a transmit is out with the transport, awaiting its answer.
@@ -802,7 +822,7 @@ impl<T: Token> WriteQueue<T> {
             in_run = false;
             let segments = body.segments.segments();
             for (seg, piece) in segments.iter().enumerate().skip(body.seg) {
-                if self.chunk_stop.as_deref() == Some(&(index, seg)) || pieces == max_segments {
+                if self.chunk_stopped_at(index, seg) || pieces == max_segments {
                     return None;
                 }
                 let start = if seg == body.seg { body.off } else { 0 };
@@ -850,7 +870,7 @@ impl<T: Token> WriteQueue<T> {
     ) -> io::Result<()> {
         match read {
             Ok(buf) => {
-                self.file_bytes_read += buf.len() as u64;
+                self.reads.get_or_insert_default().bytes_read += buf.len() as u64;
                 let body = self.entries.get_mut(request.entry);
                 if let Some(body) = body.and_then(|e| e.body.as_deref_mut()) {
                     body.read_ahead = Some(ReadAhead {
@@ -862,7 +882,7 @@ impl<T: Token> WriteQueue<T> {
             }
             Err(e) if request.first => Err(e),
             Err(_) => {
-                self.chunk_stop = Some(Box::new((request.entry, request.seg)));
+                self.reads.get_or_insert_default().stop = Some((request.entry, request.seg));
                 Ok(())
             }
         }
@@ -879,7 +899,7 @@ impl<T: Token> WriteQueue<T> {
         if !self.has_transmit() {
             return None;
         }
-        self.chunk_stop = None;
+        self.clear_chunk_stop();
         // The transport keeps what it is handed while the staging buffer takes more
         // writes: staged runs go out as a copy, made into a buffer reused from transmit
         // to transmit.
@@ -939,7 +959,7 @@ impl<T: Token> WriteQueue<T> {
         if !self.has_transmit() {
             return None;
         }
-        self.chunk_stop = None;
+        self.clear_chunk_stop();
         let files = if sendfile {
             Files::Sendfile
         } else {
