@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod child;
+pub mod inflate;
 pub mod pingpong;
 pub mod procfs;
 pub mod records;

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
-use sockactor::filters::{Decoded, Layer};
+use sockactor::filters::{Compress, Decoded, Layer};
 use sockactor::messages::{
     Close, CloseSocket, Connect, GetWriter, Handle, OpenSocket, Received, RecvFrom, SendV, Sent,
     SocketEvent, SocketEventKind, Write,
@@ -51,6 +51,7 @@ use sockactor::{
 };
 use sockactor_tools::args::{unknown, Args};
 use sockactor_tools::child::{self, fields, this_binary, Stderr};
+use sockactor_tools::inflate::Inflate;
 use sockactor_tools::procfs::{
     nofile_limits, process_cpu_ns, raise_nofile_towards, status_kb, syscw, thread_cpu,
 };
@@ -102,9 +103,56 @@ fn err(context: &str) -> impl Fn(io::Error) -> String + '_ {
     move |e| format!("{context}: {e}")
 }
 
-/// One message: a fresh allocation, as a real producer would make it.
+/// `--text`: messages are cut from this generated text (words and numbers; deflate
+/// level 1 takes it to about half), instead of a repeated byte.
+static TEXT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// Where the next message starts in [`TEXT`].
+    static TEXT_AT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Text for `--text`: twice the largest message, so any message is one slice of it.
+fn make_text() -> Vec<u8> {
+    const WORDS: [&str; 12] = [
+        "GET",
+        "/index.html",
+        "HTTP/1.1",
+        "Host:",
+        "example.com",
+        "user",
+        "id=",
+        "value",
+        "\r\n",
+        "json",
+        "{\"k\":",
+        "}",
+    ];
+    let mut rng = sockactor_tools::rng::Rng::new(7);
+    let mut text = Vec::with_capacity(PATTERN.len() * 2 + 32);
+    while text.len() < PATTERN.len() * 2 {
+        let word = WORDS[(rng.next_u64() % WORDS.len() as u64) as usize];
+        text.extend_from_slice(word.as_bytes());
+        text.extend_from_slice(format!("{} ", rng.next_u64() % 1000).as_bytes());
+    }
+    text.truncate(PATTERN.len() * 2);
+    text
+}
+
+/// One message: a fresh allocation, as a real producer would make it; a repeated byte,
+/// or with `--text` the next slice of [`TEXT`].
 fn payload(size: usize) -> Bytes {
-    Bytes::copy_from_slice(&PATTERN[..size])
+    match TEXT.get() {
+        None => Bytes::copy_from_slice(&PATTERN[..size]),
+        Some(text) => {
+            let at = TEXT_AT.with(|at| {
+                let start = at.get();
+                at.set((start + size + 13) % (text.len() - PATTERN.len()));
+                start
+            });
+            Bytes::copy_from_slice(&text[at..at + size])
+        }
+    }
 }
 
 // ───────────────────────────── workloads ─────────────────────────────
@@ -291,6 +339,8 @@ struct Job {
     size: usize,
     producers: usize,
     yield_each: bool,
+    /// The receiver inflates what it reads (`sockactor-deflate`).
+    inflate: bool,
 }
 
 // ───────────────────────────── senders ─────────────────────────────
@@ -307,6 +357,10 @@ enum Sender {
     /// `sockactor-writer` through a pass-through byte layer (it copies every byte each
     /// way, in place): what one filter layer costs. Not in the default run.
     SockactorFiltered,
+    /// `sockactor-writer` through the deflate layer (`Compress`, level 1, in place), the
+    /// receiver inflating: what compression costs. Stream workloads only; not in the
+    /// default run.
+    SockactorDeflate,
     /// sockactor through the `FramedWriter` `Sink` (items buffered up to 64 KiB, one
     /// write per flush), as a `BufWriter` user writes: (g) only.
     SockactorSink,
@@ -324,11 +378,12 @@ struct SenderSpec {
 }
 
 impl Sender {
-    const ALL: [Sender; 9] = [
+    const ALL: [Sender; 10] = [
         Sender::SockactorDeferred,
         Sender::SockactorImmediate,
         Sender::SockactorWriter,
         Sender::SockactorFiltered,
+        Sender::SockactorDeflate,
         Sender::SockactorSink,
         Sender::Naive,
         Sender::Ceiling,
@@ -355,6 +410,7 @@ impl Sender {
             Sender::SockactorImmediate => s("sockactor-immediate", sockactor_immediate, true),
             Sender::SockactorWriter => s("sockactor-writer", sockactor_writer, true),
             Sender::SockactorFiltered => s("sockactor-filtered", sockactor_filtered, true),
+            Sender::SockactorDeflate => s("sockactor-deflate", sockactor_deflate, false),
             Sender::SockactorSink => s("sockactor-sink", sockactor_sink, false),
             Sender::Naive => s("naive", naive, true),
             Sender::Ceiling => s("ceiling", ceiling, false),
@@ -372,6 +428,11 @@ impl Sender {
     }
 
     fn takes_part(self, w: Workload) -> bool {
+        if self == Sender::SockactorDeflate {
+            // The streams to a peer, which inflates what it counts ((f) counts the bytes
+            // its transport is handed: compressed, they never add up to the plaintext's).
+            return matches!(w, Workload::A | Workload::B | Workload::B1 | Workload::C);
+        }
         match w {
             Workload::E => self.spec().idle,
             // The client's baseline is the ceiling's slot: a tokio client with a
@@ -409,6 +470,10 @@ fn sockactor_writer(job: Job) -> BoxFut<Res<Outcome>> {
 
 fn sockactor_filtered(job: Job) -> BoxFut<Res<Outcome>> {
     sockactor(job, Mode::Filtered)
+}
+
+fn sockactor_deflate(job: Job) -> BoxFut<Res<Outcome>> {
+    sockactor(job, Mode::Deflate)
 }
 
 fn sockactor_sink(job: Job) -> BoxFut<Res<Outcome>> {
@@ -460,11 +525,13 @@ enum Mode {
     Writer,
     /// As `Writer`, through one pass-through byte layer (a copy each way, in place).
     Filtered,
+    /// As `Writer`, through the deflate layer (level 1).
+    Deflate,
 }
 
 impl Mode {
     fn uses_writer(self) -> bool {
-        matches!(self, Mode::Writer | Mode::Filtered)
+        matches!(self, Mode::Writer | Mode::Filtered | Mode::Deflate)
     }
 }
 
@@ -506,10 +573,11 @@ impl Layer for PassThrough {
 }
 
 /// The transport of `mode` over `inner`: one pass-through byte layer for
-/// `Mode::Filtered`.
+/// `Mode::Filtered`, the deflate layer for `Mode::Deflate`.
 fn transport_for(mode: Mode, inner: SocketFunctions) -> SocketFunctions {
     match mode {
         Mode::Filtered => inner.layer(|_| Ok(Box::new(PassThrough))),
+        Mode::Deflate => Compress::new().level(1).wrap(inner),
         _ => inner,
     }
 }
@@ -522,7 +590,7 @@ fn sock_builder(mode: Mode) -> SocketBuilder {
         // A writer is refused at the high watermark instead of waiting; the benchmark's
         // own flow control (at most 1,024 messages unacknowledged) bounds memory, as it
         // does for the unbounded channels of the other senders.
-        Mode::Writer | Mode::Filtered => builder.config(SocketConfig {
+        Mode::Writer | Mode::Filtered | Mode::Deflate => builder.config(SocketConfig {
             queue: QueueConfig {
                 high_watermark: 256 << 20,
                 low_watermark: 64 << 20,
@@ -579,7 +647,7 @@ fn sockactor(job: Job, mode: Mode) -> BoxFut<Res<Outcome>> {
                             .await
                             .map_err(|e| format!("connect: {e}"))?;
                         let writer = match mode {
-                            Mode::Writer | Mode::Filtered => Some(
+                            Mode::Writer | Mode::Filtered | Mode::Deflate => Some(
                                 socket
                                     .send(GetWriter)
                                     .await
@@ -1823,7 +1891,7 @@ async fn stream(
         let addr = listener.local_addr().map_err(err("local_addr"))?;
         (
             Sink::Tcp(addr),
-            Some(Peer::spawn(listener, expected, false)),
+            Some(Peer::spawn(listener, expected, false, job.inflate)),
         )
     };
     let ep = open(sink).await?;
@@ -1913,7 +1981,7 @@ async fn ping_pong(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>
     let listener = StdListener::bind("127.0.0.1:0").map_err(err("bind"))?;
     let addr = listener.local_addr().map_err(err("local_addr"))?;
     let expected = (job.count * job.size) as u64;
-    let peer = Peer::spawn(listener, expected, true);
+    let peer = Peer::spawn(listener, expected, true, false);
     let go = connect(addr).await?;
     let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
     let mut latencies = within("ping-pong", go()).await??;
@@ -1953,7 +2021,7 @@ async fn req_resp(job: Job, connect: impl FnOnce(SocketAddr) -> BoxFut<Res<Go>>)
     let listener = StdListener::bind("127.0.0.1:0").map_err(err("bind"))?;
     let addr = listener.local_addr().map_err(err("local_addr"))?;
     let expected = (job.count * job.size) as u64;
-    let peer = Peer::spawn(listener, expected, true);
+    let peer = Peer::spawn(listener, expected, true, false);
     let go = connect(addr).await?;
     let (w0, c0, t0) = (syscw(), process_cpu_ns(), Instant::now());
     within("requests", go()).await??;
@@ -2563,14 +2631,15 @@ impl PingState {
 }
 
 /// The far end of a stream or ping-pong run: a std thread on a blocking socket, reading
-/// 256 KiB at a time (and, for ping-pong, writing everything back with send(2)).
+/// 256 KiB at a time (and, for ping-pong, writing everything back with send(2)), or
+/// inflating what it reads (`inflate`: the deflate sender's streams, counted inflated).
 struct Peer {
     all_in: Option<oneshot::Receiver<Instant>>,
     finished: oneshot::Receiver<Res<u64>>,
 }
 
 impl Peer {
-    fn spawn(listener: StdListener, expected: u64, echo: bool) -> Peer {
+    fn spawn(listener: StdListener, expected: u64, echo: bool, inflate: bool) -> Peer {
         let (all_in_tx, all_in) = oneshot::channel();
         let (finished_tx, finished) = oneshot::channel();
         std::thread::spawn(move || {
@@ -2580,10 +2649,15 @@ impl Peer {
                 let (mut s, _) = listener.accept()?;
                 s.set_read_timeout(Some(PHASE_TIMEOUT))?;
                 s.set_nodelay(true)?;
+                let mut reader: Box<dyn Read> = if inflate {
+                    Box::new(Inflate::new(s.try_clone()?))
+                } else {
+                    Box::new(s.try_clone()?)
+                };
                 let mut buf = vec![0u8; READ_CHUNK];
                 let mut total = 0u64;
                 loop {
-                    let n = match s.read(&mut buf) {
+                    let n = match reader.read(&mut buf) {
                         Ok(0) => return Ok(total),
                         Ok(n) => n,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -2747,9 +2821,13 @@ fn child_main(opts: &Opts) -> ! {
         size: opts.size.unwrap_or(spec.size),
         producers: spec.producers,
         yield_each: spec.yield_each,
+        inflate: sender == Sender::SockactorDeflate,
     };
     if job.kind == Kind::Idle {
         raise_nofile_towards(job.count as u64 + FD_SLACK);
+    }
+    if opts.text {
+        TEXT.get_or_init(make_text);
     }
     let run = sender.spec().run;
     pin_to_cpu(0);
@@ -2834,12 +2912,14 @@ struct Opts {
     flows: Vec<Flow>,
     /// Message size for every workload (default: each workload's own).
     size: Option<usize>,
+    /// Messages cut from generated text instead of a repeated byte.
+    text: bool,
     peer_holder: Option<usize>,
 }
 
 const USAGE: &str = "usage: bench [--quick] [--reps N] [--workload a,b,b1,c,d,e,f,g,h,i,i1] \
-[--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer,sockactor-filtered] \
-[--flow messages,bytes] [--size BYTES] [--default-malloc] [--no-pin]";
+[--sender sockactor-deferred,sockactor-immediate,naive,ceiling,actix-framedwrite,tokio-util-framed,sockactor-writer,sockactor-filtered,sockactor-deflate] \
+[--flow messages,bytes] [--size BYTES] [--text] [--default-malloc] [--no-pin]";
 
 fn parse_args() -> Res<Opts> {
     let mut opts = Opts::default();
@@ -2857,6 +2937,7 @@ fn parse_args() -> Res<Opts> {
             "--reps" => opts.reps = Some(number(&mut args, "--reps")?.max(1)),
             "--count" => opts.count = Some(number(&mut args, "--count")?.max(1)),
             "--size" => opts.size = Some(number(&mut args, "--size")?.max(1)),
+            "--text" => opts.text = true,
             "--peer-holder" => opts.peer_holder = Some(number(&mut args, "--peer-holder")?),
             "--workload" => {
                 for w in args.next().ok_or("--workload needs a list")?.split(',') {
@@ -3035,6 +3116,9 @@ fn run_child(
     }
     if let Some(size) = opts.size {
         cmd.args(["--size", &size.to_string()]);
+    }
+    if opts.text {
+        cmd.arg("--text");
     }
     if opts.quick {
         cmd.arg("--quick");

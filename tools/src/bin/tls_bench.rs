@@ -33,6 +33,7 @@ use sockactor::filters::{Compress, Tls};
 use sockactor::messages::{GetWriter, SocketEvent, SocketEventKind};
 use sockactor::{Socket, SocketFunctions, Writer};
 use sockactor_tools::args::{bad_arguments, unknown, Args};
+use sockactor_tools::inflate::Inflate;
 use sockactor_tools::pingpong::{p50_p99, round_trips};
 use sockactor_tools::procfs::pin_to_cpu;
 use sockactor_tools::report::median;
@@ -74,56 +75,6 @@ fn parse() -> Result<Options, String> {
     Ok(o)
 }
 
-/// A reader that inflates a raw deflate stream (the `Compress` layer's format).
-struct Inflate<R> {
-    inner: R,
-    inflater: flate2::Decompress,
-    /// Read buffer, zeroed once (re-zeroing 256 KiB per short read made this peer the
-    /// bottleneck of the deflate measure); `input[start..end]` is still to inflate.
-    input: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl<R: Read> Read for Inflate<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.start < self.end {
-                let (before_in, before_out) = (self.inflater.total_in(), self.inflater.total_out());
-                self.inflater
-                    .decompress(
-                        &self.input[self.start..self.end],
-                        out,
-                        flate2::FlushDecompress::None,
-                    )
-                    .map_err(io::Error::other)?;
-                self.start += (self.inflater.total_in() - before_in) as usize;
-                let made = (self.inflater.total_out() - before_out) as usize;
-                if made > 0 {
-                    return Ok(made);
-                }
-            }
-            if self.input.is_empty() {
-                self.input = vec![0; 256 * 1024];
-            }
-            let n = self.inner.read(&mut self.input)?;
-            (self.start, self.end) = (0, n);
-            if n == 0 {
-                return Ok(0);
-            }
-        }
-    }
-}
-
-impl<R: io::Write> io::Write for Inflate<R> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// What a connection carries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layering {
@@ -160,13 +111,7 @@ fn peer_with(
                 let conn = ServerConnection::new(config).map_err(io::Error::other)?;
                 Box::new(StreamOwned::new(conn, tcp))
             }
-            None if deflate => Box::new(Inflate {
-                inner: tcp,
-                inflater: flate2::Decompress::new(false),
-                input: Vec::new(),
-                start: 0,
-                end: 0,
-            }),
+            None if deflate => Box::new(Inflate::new(tcp)),
             None => Box::new(tcp),
         };
         let mut buf = vec![0u8; 256 * 1024];
