@@ -39,11 +39,13 @@ const SCRATCH_SLACK: usize = 128 * 1024;
 /// The most plaintext compressed in one compressor call (keeps the scratch small).
 const STEP: usize = 64 * 1024;
 
-/// The most encoded bytes `n` input bytes ending in a sync flush can take: deflate falls
-/// back to stored blocks (5 bytes of header per block) for data it cannot shrink; this is
-/// generous (1/64 more, plus a flush marker and a partial block's bits).
+/// The most encoded bytes `n` input bytes ending in a sync flush can take. Most levels
+/// fall back to stored blocks (5 bytes of header per block) for data they cannot shrink;
+/// level 1 (zlib-rs' quick strategy, as zlib-ng's) writes fixed-Huffman blocks only, where
+/// a literal takes up to 9 bits: 1/8 more. Generous beyond that: a few bytes per block,
+/// a flush marker and a partial block's bits.
 fn worst_case(n: usize) -> usize {
-    n + n / 64 + 64
+    n + n / 8 + n / 1024 + 64
 }
 
 /// Why a [`Compress`] layer failed a socket. It reaches the socket as
