@@ -358,8 +358,6 @@ struct TlsLayer {
     conn: Connection,
     /// Ciphertext read past the handshake: decrypted before what the socket reads.
     held: BytesMut,
-    /// Small writes gathered into one record's worth before they are sealed.
-    staging: Vec<u8>,
     /// Decrypting failed: the error, once the plaintext before it was read.
     failed: Option<rustls::Error>,
 }
@@ -370,7 +368,6 @@ impl TlsLayer {
         TlsLayer {
             conn,
             held: BytesMut::from(left),
-            staging: Vec::new(),
             failed: None,
         }
     }
@@ -380,14 +377,6 @@ impl TlsLayer {
             if self.conn.write_tls(out)? == 0 {
                 break;
             }
-        }
-        Ok(())
-    }
-
-    fn write_staged(&mut self) -> io::Result<()> {
-        if !self.staging.is_empty() {
-            self.conn.writer().write_all(&self.staging)?;
-            self.staging.clear();
         }
         Ok(())
     }
@@ -426,20 +415,21 @@ impl Layer for TlsLayer {
     }
 
     fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
-        // rustls seals each call as records of its own: small writes are gathered first,
-        // so records come out full-size, not one per write.
+        // rustls seals each call as records of its own, and takes a call's slices as one
+        // plaintext: the whole transmit in one call packs its writes, small or large,
+        // into full-size records, with no copy of ours before rustls' own.
+        let written = self.conn.writer().write_vectored(input)?;
+        // Without a buffer limit (set when the layer is made) rustls takes everything;
+        // the rest, should it not, slice by slice.
+        let mut skip = written;
         for slice in input {
-            if slice.len() >= RECORD {
-                self.write_staged()?;
-                self.conn.writer().write_all(slice)?;
-            } else {
-                self.staging.extend_from_slice(slice);
-                if self.staging.len() >= RECORD {
-                    self.write_staged()?;
-                }
+            if skip >= slice.len() {
+                skip -= slice.len();
+                continue;
             }
+            self.conn.writer().write_all(&slice[skip..])?;
+            skip = 0;
         }
-        self.write_staged()?;
         self.seal(out)
     }
 
@@ -493,7 +483,6 @@ impl Layer for TlsLayer {
     }
 
     fn close(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.write_staged()?;
         self.conn.send_close_notify();
         self.seal(out)
     }
@@ -530,8 +519,8 @@ impl Layer for TlsLayer {
 /// [`SocketError::tls`](crate::SocketError::tls) reaches the rustls error in one step.
 ///
 /// **Then in place**: the secured session becomes the socket's byte layer. The socket
-/// encrypts its queued writes into full-size records (small writes are gathered, not
-/// sealed one record each) in an outbox of at most
+/// encrypts its queued writes into full-size records (a transmit's writes go to rustls as
+/// one vectored plaintext, not sealed one record each) in an outbox of at most
 /// [`max_buffered`](Self::max_buffered) ciphertext bytes, and writes it on the stream
 /// itself on the system transport (by `sendv` of at most
 /// [`max_per_call`](Self::max_per_call) bytes on any other); while the outbox is full
@@ -1092,6 +1081,91 @@ impl Filter for Tls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client connection and its server, the handshake done by hand in memory.
+    fn handshaken() -> (ClientConnection, ServerConnection) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let der = cert.cert.der().clone();
+        let key = PrivateKeyDer::try_from(cert.signing_key.serialize_der()).expect("key");
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .expect("server config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).expect("root");
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut client = ClientConnection::new(Arc::new(client), name).expect("client");
+        let mut server = ServerConnection::new(Arc::new(server)).expect("server");
+        while client.is_handshaking() || server.is_handshaking() {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).expect("client flight");
+            server.read_tls(&mut &wire[..]).expect("server reads");
+            server.process_new_packets().expect("server");
+            let mut wire = Vec::new();
+            server.write_tls(&mut wire).expect("server flight");
+            client.read_tls(&mut &wire[..]).expect("client reads");
+            client.process_new_packets().expect("client");
+        }
+        (client, server)
+    }
+
+    #[test]
+    fn small_writes_leave_in_full_size_records_and_decrypt_byte_exact() {
+        let (mut client, mut server) = handshaken();
+        // As the layer is made once the handshake is done: its own outbox bounds it.
+        client.set_buffer_limit(None);
+        let mut layer = TlsLayer::new(Connection::from(client), &[]);
+        // 1,000 writes of 64 B, then one of 40 KiB, in one transmit.
+        let small: Vec<Vec<u8>> = (0..1000u32).map(|i| vec![(i % 251) as u8; 64]).collect();
+        let large = vec![7u8; 40 * 1024];
+        let mut slices: Vec<IoSlice<'_>> = small.iter().map(|w| IoSlice::new(w)).collect();
+        slices.push(IoSlice::new(&large));
+        let mut wire = Vec::new();
+        layer.encode(&slices, &mut wire).expect("encode");
+        let plaintext: usize = slices.iter().map(|s| s.len()).sum();
+        assert!(
+            wire.len() <= Layer::worst_case(&layer, plaintext),
+            "{}",
+            wire.len()
+        );
+        // Record headers: type, version (2), length (2).
+        let mut records = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let len = usize::from(u16::from_be_bytes([wire[at + 3], wire[at + 4]]));
+            records.push(len);
+            at += 5 + len;
+        }
+        assert_eq!(at, wire.len(), "whole records");
+        // 105,920 bytes of plaintext: 7 records of at most 16 KiB each.
+        assert_eq!(
+            records.len(),
+            plaintext.div_ceil(RECORD),
+            "records: {records:?}"
+        );
+        let (mut rest, mut got) = (&wire[..], Vec::new());
+        while !rest.is_empty() {
+            server.read_tls(&mut rest).expect("server reads");
+            server.process_new_packets().expect("decrypts");
+            // Would-block once what is decrypted is read: the data stays in `got`.
+            let _ = io::Read::read_to_end(&mut server.reader(), &mut got);
+        }
+        let mut sent = Vec::new();
+        for slice in &slices {
+            sent.extend_from_slice(slice);
+        }
+        assert_eq!(got.len(), sent.len());
+        assert!(got == sent, "plaintext differs");
+    }
 
     #[test]
     fn the_worst_case_covers_a_records_framing() {
