@@ -3,7 +3,10 @@
 //! second batch holds per socket once every socket is idle (connected, reading armed,
 //! nothing to write), with a histogram of the allocation sizes it left live.
 //!
-//! `cargo run --release -p sockactor-tools --bin idle_mem -- --sockets 2000`
+//! With `--deflate`, every socket goes through the deflate layer (level 1) and has written
+//! one 1 KiB message before it is idle: what a compressed connection keeps between bursts.
+//!
+//! `cargo run --release -p sockactor-tools --bin idle_mem -- --sockets 2000 [--deflate]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -13,8 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use actix::prelude::*;
-use sockactor::messages::SocketEvent;
-use sockactor::Socket;
+use sockactor::filters::Compress;
+use sockactor::messages::{SocketEvent, Write};
+use sockactor::{Socket, SocketFunctions};
 use sockactor_tools::args::{bad_arguments, unknown, Args};
 
 struct Counting;
@@ -72,13 +76,26 @@ impl Handler<SocketEvent> for Quiet {
     fn handle(&mut self, _: SocketEvent, _: &mut Context<Self>) {}
 }
 
-async fn start(n: usize, addr: SocketAddr, quiet: &Addr<Quiet>, keep: &mut Vec<Addr<Socket>>) {
+async fn start(
+    n: usize,
+    addr: SocketAddr,
+    quiet: &Addr<Quiet>,
+    keep: &mut Vec<Addr<Socket>>,
+    deflate: bool,
+) {
     for _ in 0..n {
-        let socket = Socket::builder()
-            .subscriber(quiet.clone().recipient())
-            .connect(addr)
-            .await
-            .expect("connect");
+        let mut builder = Socket::builder().subscriber(quiet.clone().recipient());
+        if deflate {
+            builder = builder.functions(Compress::new().level(1).wrap(SocketFunctions::system()));
+        }
+        let socket = builder.connect(addr).await.expect("connect");
+        if deflate {
+            socket
+                .send(Write::new(vec![b'x'; 1024]))
+                .await
+                .expect("mailbox")
+                .expect("written");
+        }
         keep.push(socket);
     }
     for _ in 0..64 {
@@ -86,23 +103,24 @@ async fn start(n: usize, addr: SocketAddr, quiet: &Addr<Quiet>, keep: &mut Vec<A
     }
 }
 
-const USAGE: &str = "usage: idle_mem [--sockets N]";
+const USAGE: &str = "usage: idle_mem [--sockets N] [--deflate]";
 
-fn parse() -> Result<usize, String> {
+fn parse() -> Result<(usize, bool), String> {
     let mut args = Args::from_env();
-    let mut sockets = 2000usize;
+    let (mut sockets, mut deflate) = (2000usize, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--sockets" => sockets = args.number("--sockets")?,
+            "--deflate" => deflate = true,
             "--help" => return Err(String::new()),
             other => return Err(unknown(other)),
         }
     }
-    Ok(sockets.max(1))
+    Ok((sockets.max(1), deflate))
 }
 
 fn main() -> ExitCode {
-    let sockets = match parse() {
+    let (sockets, deflate) = match parse() {
         Ok(n) => n,
         Err(why) => return bad_arguments("idle_mem", &why, USAGE),
     };
@@ -119,10 +137,10 @@ fn main() -> ExitCode {
     system.block_on(async move {
         let quiet = Quiet.start();
         let mut keep = Vec::with_capacity(2 * sockets + 16);
-        start(sockets, addr, &quiet, &mut keep).await;
+        start(sockets, addr, &quiet, &mut keep, deflate).await;
         let (bytes, count) = (BYTES.load(Ordering::Relaxed), COUNT.load(Ordering::Relaxed));
         TRACKING.store(true, Ordering::Relaxed);
-        start(sockets, addr, &quiet, &mut keep).await;
+        start(sockets, addr, &quiet, &mut keep, deflate).await;
         TRACKING.store(false, Ordering::Relaxed);
         let bytes = BYTES.load(Ordering::Relaxed) - bytes;
         let count = COUNT.load(Ordering::Relaxed) - count;
