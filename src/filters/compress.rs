@@ -33,10 +33,10 @@ const RATIO_FLOOR: u64 = 64 * 1024;
 const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The smallest outbox: room for some input's worst case.
 const MIN_BUFFERED: usize = 256;
-/// Room beyond the worst case of the input in each compressor call: more than the
-/// compressor's own output buffer, so that no output waits inside it between calls.
-const SCRATCH_SLACK: usize = 128 * 1024;
-/// The most plaintext compressed in one compressor call (keeps the scratch small).
+/// Spare room made in the output before each compressor call: the compressor writes
+/// straight into it, and is called again while it fills it.
+const OUTPUT_STEP: usize = 32 * 1024;
+/// The most plaintext compressed in one compressor call.
 const STEP: usize = 64 * 1024;
 
 /// The most encoded bytes `n` input bytes ending in a sync flush can take. Most levels
@@ -127,8 +127,6 @@ struct Deflate {
     deflate: flate2::Compress,
     inflate: flate2::Decompress,
     bounds: Bounds,
-    /// Where the compressor writes before its output is appended.
-    scratch: Vec<u8>,
     /// A fault found after plaintext that went out first: the next call's answer.
     corrupt: Option<CompressError>,
 }
@@ -139,37 +137,44 @@ impl Deflate {
             deflate: flate2::Compress::new(level, false),
             inflate: flate2::Decompress::new(false),
             bounds,
-            scratch: Vec::new(),
             corrupt: None,
         }
     }
 
-    /// One call into the compressor over `input` (at most [`STEP`] bytes), its output
-    /// appended to `out`.
-    fn run(&mut self, input: &[u8], out: &mut Vec<u8>, sync: bool) -> Result<(), CompressError> {
-        let need = worst_case(input.len()) + SCRATCH_SLACK;
-        if self.scratch.len() < need {
-            self.scratch.resize(need, 0);
-        }
-        let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
+    /// Compresses `input` (at most [`STEP`] bytes) into `out`, straight into its spare
+    /// room; with `sync`, ends with a sync flush. Calls the compressor again while it
+    /// fills the room it was given (its output may wait inside it until there is room).
+    fn run(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        sync: bool,
+    ) -> Result<(), CompressError> {
         let flush = if sync {
             FlushCompress::Sync
         } else {
             FlushCompress::None
         };
-        self.deflate
-            .compress(input, &mut self.scratch[..need], flush)
-            .map_err(|e| CompressError::Compressor(e.to_string()))?;
-        let used = as_usize(self.deflate.total_in() - before_in);
-        let made = as_usize(self.deflate.total_out() - before_out);
-        if used < input.len() || made == need {
-            return Err(CompressError::Compressor(format!(
-                "took {used} of {} bytes with room to spare",
-                input.len()
-            )));
+        loop {
+            out.reserve(OUTPUT_STEP);
+            let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
+            self.deflate
+                .compress_vec(input, out, flush)
+                .map_err(|e| CompressError::Compressor(e.to_string()))?;
+            let used = as_usize(self.deflate.total_in() - before_in);
+            let made = as_usize(self.deflate.total_out() - before_out);
+            input = &input[used.min(input.len())..];
+            // Room left over: everything is taken, and (for a flush) written out.
+            if input.is_empty() && out.len() < out.capacity() {
+                return Ok(());
+            }
+            if used == 0 && made == 0 {
+                return Err(CompressError::Compressor(format!(
+                    "no progress with {} bytes left and room to spare",
+                    input.len()
+                )));
+            }
         }
-        out.extend_from_slice(&self.scratch[..made]);
-        Ok(())
     }
 
     fn check(&self) -> Result<(), CompressError> {
@@ -511,6 +516,28 @@ mod tests {
         let (mut input, mut out) = (BytesMut::from(&wire[..]), BytesMut::new());
         b.decode(&mut input, &mut out, 1024).expect("decode");
         assert_eq!(&out[..], b"hello world");
+    }
+
+    #[test]
+    fn an_encode_larger_than_one_output_step_inflates_whole_without_more() {
+        // Noise does not shrink: each 64 KiB step makes more than one output step's
+        // room, so the compressor is called again for what waits inside it.
+        for level in [1, 6, 9] {
+            let (mut a, mut b) = (layer(level), layer(level));
+            let data = noise(200_000, u64::from(level));
+            let (first, second) = data.split_at(70_001);
+            let mut wire = Vec::new();
+            a.encode(&[IoSlice::new(first), IoSlice::new(second)], &mut wire)
+                .expect("encode");
+            assert!(wire.len() > OUTPUT_STEP * 2, "{}", wire.len());
+            let (mut input, mut out) = (BytesMut::from(&wire[..]), BytesMut::new());
+            while out.len() < data.len() {
+                let before = out.len();
+                b.decode(&mut input, &mut out, 64 * 1024).expect("decode");
+                assert!(out.len() > before, "level {level}: stuck at {before}");
+            }
+            assert!(out[..] == data[..], "level {level}: plaintext differs");
+        }
     }
 
     proptest::proptest! {
