@@ -519,7 +519,7 @@ mod tests {
     }
 
     #[test]
-    fn an_encode_larger_than_one_output_step_inflates_whole_without_more() {
+    fn an_encode_of_incompressible_steps_inflates_whole_byte_exact() {
         // Noise does not shrink: each 64 KiB step's output nearly fills the room made
         // for it, and output held inside the compressor from the step before joins it.
         for level in [1, 6, 9] {
