@@ -177,10 +177,41 @@ struct Body {
     read_ahead: Option<ReadAhead>,
 }
 
-/// The lengths of a run's writes, in order. Boxed: every entry pays 8 bytes for its
-/// `Option`, not 24.
-#[allow(clippy::box_collection)]
-type Lens = Box<Vec<u32>>;
+/// The lengths of a run's writes, in order, run-length coded: a length and how many
+/// writes in a row had it. A producer's writes are often all one size, and then a run
+/// of any number of them is one pair: the list never grows (and is never reallocated)
+/// while the run does. Boxed, so that every entry pays 8 bytes for its `Option`.
+#[derive(Debug, Default)]
+struct Lens {
+    pairs: Vec<(u32, u32)>,
+    /// The writes in the run (the sum of the pairs' counts).
+    writes: u32,
+}
+
+impl Lens {
+    /// Starts the list over with one write of `len` bytes.
+    fn restart(&mut self, len: u32) {
+        self.pairs.clear();
+        self.pairs.push((len, 1));
+        self.writes = 1;
+    }
+
+    /// One more write of `len` bytes. The queue stops runs before `u32::MAX` writes.
+    fn push(&mut self, len: u32) {
+        self.writes += 1;
+        match self.pairs.last_mut() {
+            Some((last, n)) if *last == len && *n < u32::MAX => *n += 1,
+            _ => self.pairs.push((len, 1)),
+        }
+    }
+
+    /// The lengths, one per write, in order.
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pairs
+            .iter()
+            .flat_map(|&(len, n)| std::iter::repeat_n(len, n as usize))
+    }
+}
 
 /// What the queue (and the core) ask of a write's token.
 pub(crate) trait Token: Sized {
@@ -221,7 +252,7 @@ struct Entry<T> {
     /// A run: further silent copied writes merged into this one, their lengths in
     /// order (this entry's own first). `len` is the run's total. Boxed so that every
     /// entry pays 8 bytes for it, not 24.
-    run: Option<Lens>,
+    run: Option<Box<Lens>>,
 }
 
 impl<T> Entry<T> {
@@ -273,14 +304,14 @@ impl<T> Entry<T> {
         completed: &mut impl FnMut(T, Result<Written, WriteError>),
         done: Written,
         error: impl Fn(usize, usize) -> WriteError,
-    ) -> Option<Lens>
+    ) -> Option<Box<Lens>>
     where
         T: Token,
     {
         let run = self.run?;
         let mut sent = self.sent;
         let mut token = Some(self.token);
-        for &len in run.iter() {
+        for len in run.iter() {
             let len = len as usize;
             let took = sent.min(len);
             sent -= took;
@@ -312,9 +343,7 @@ impl<T> Entry<T> {
     fn merged(&self) -> u32 {
         // A run holds at most `u32::MAX` writes beyond its first: the queue's count
         // stops runs from growing there.
-        self.run
-            .as_ref()
-            .map_or(0, |run| u32::try_from(run.len() - 1).unwrap_or(u32::MAX))
+        self.run.as_ref().map_or(0, |run| run.writes - 1)
     }
 
     /// Whether its bytes are in the staging buffer.
@@ -513,7 +542,7 @@ struct Stage {
     spare: BytesMut,
     /// A finished run's list of lengths, kept for the next run (freeing one and making
     /// one per run costs more than the run saves).
-    spare_run: Option<Lens>,
+    spare_run: Option<Box<Lens>>,
 }
 
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
@@ -717,13 +746,10 @@ impl<T: Token> WriteQueue<T> {
             {
                 let first = last.len as u32;
                 let spare = &mut stage.spare_run;
-                let run = last.run.get_or_insert_with(|| match spare.take() {
-                    Some(mut run) => {
-                        run.clear();
-                        run.push(first);
-                        run
-                    }
-                    None => Box::new(vec![first]),
+                let run = last.run.get_or_insert_with(|| {
+                    let mut run = spare.take().unwrap_or_default();
+                    run.restart(first);
+                    run
                 });
                 run.push(len as u32);
                 last.len += len;
@@ -743,8 +769,8 @@ impl<T: Token> WriteQueue<T> {
     }
 
     /// Keeps a finished run's list of lengths for the next run, unless it grew large.
-    fn keep_run(stage: &mut Option<Box<Stage>>, run: Option<Lens>) {
-        let run = run.filter(|run| run.capacity() <= STAGING_KEEP / 4);
+    fn keep_run(stage: &mut Option<Box<Stage>>, run: Option<Box<Lens>>) {
+        let run = run.filter(|run| run.pairs.capacity() <= STAGING_KEEP / 8);
         if let (Some(run), Some(stage)) = (run, stage.as_deref_mut()) {
             stage.spare_run = Some(run);
         }
@@ -1248,6 +1274,40 @@ mod tests {
             None,
             |_, _| panic!("answered at once"),
         );
+    }
+
+    #[test]
+    fn a_run_of_equal_writes_keeps_one_length_and_answers_each_write() {
+        let mut q = WriteQueue::new(copying(64, 1024));
+        for i in 0..10_000 {
+            tok(&mut q, Tok(i, true), b"0123456789abcdef");
+        }
+        tok(&mut q, Tok(10_000, true), b"xyz");
+        tok(&mut q, Tok(10_001, true), b"0123456789abcdef");
+        assert_eq!(q.entries.len(), 1, "one run");
+        let run = q.entries[0].run.as_deref().expect("a run");
+        assert_eq!(
+            run.pairs,
+            [(16, 10_000), (3, 1), (16, 1)],
+            "lengths in order, one pair per stretch of equal ones"
+        );
+        assert_eq!(q.len(), 10_002, "every write counts");
+        let mut out = Vec::new();
+        q.fail_all(
+            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
+            |t, r| out.push((t, r)),
+        );
+        let lens: Vec<usize> = out
+            .iter()
+            .map(|(_, r)| match r {
+                Err(WriteError::Closed { bytes_sent: 0, len }) => *len,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lens.len(), 10_002, "one answer per write");
+        assert!(lens[..10_000].iter().all(|&len| len == 16));
+        assert_eq!(lens[10_000..], [3, 16]);
+        assert_eq!(out[0].0 .0, 0, "the run's first write keeps its own token");
     }
 
     #[test]
