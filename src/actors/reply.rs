@@ -68,6 +68,18 @@ impl<R> crate::proto::Token for Reply<R> {
     }
 }
 
+/// What [`Rendezvous::attach_stamped`] made of the last write's token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attached {
+    /// Nothing was parked for it (its answer was decided already, or no write is
+    /// pending).
+    Nothing,
+    /// A caller listens (`send`); its latency counts from this time, if one was read.
+    Listened(Option<std::time::Instant>),
+    /// Nobody listens (`do_send`): the write turned out fire-and-forget.
+    Silent,
+}
+
 #[derive(Debug, Default)]
 enum Slot<R> {
     #[default]
@@ -109,37 +121,39 @@ impl<R> Rendezvous<R> {
         self.attach_stamped(token);
     }
 
-    /// [`attach`](Self::attach), returning when the write's response parked a channel
-    /// someone listens on: the time to count that write's latency from (the handler
-    /// did not read the clock for it, not knowing whether anyone would listen).
-    pub(crate) fn attach_stamped(
-        &self,
-        token: Option<&mut Reply<R>>,
-    ) -> Option<std::time::Instant> {
-        let cell = self.slot()?;
+    /// [`attach`](Self::attach), returning what the token became: listened to, with
+    /// the time to count that write's latency from (the handler did not read the clock
+    /// for it, not knowing whether anyone would listen), or silent (`do_send`).
+    pub(crate) fn attach_stamped(&self, token: Option<&mut Reply<R>>) -> Attached {
+        let Some(cell) = self.slot() else {
+            return Attached::Nothing;
+        };
         let slot = std::mem::take(&mut *cell.borrow_mut());
         match slot {
             Slot::Channel(tx, at) => match token.filter(|t| matches!(t.to, To::Pending)) {
-                Some(token) => {
-                    token.to = match tx {
-                        Some(tx) => To::Channel(tx),
-                        None => To::Nobody,
-                    };
-                    at
-                }
+                Some(token) => match tx {
+                    Some(tx) => {
+                        token.to = To::Channel(tx);
+                        Attached::Listened(at)
+                    }
+                    None => {
+                        token.to = To::Nobody;
+                        Attached::Silent
+                    }
+                },
                 // Unreachable while the owner finds the token of every write whose
                 // answer is still to come.
                 None => {
                     debug_assert!(tx.is_none(), "a reply channel with no write to take it");
-                    None
+                    Attached::Nothing
                 }
             },
             // Not ours to take: the response of the write being handled picks it up.
             answered @ Slot::Answered(_) => {
                 *cell.borrow_mut() = answered;
-                None
+                Attached::Nothing
             }
-            Slot::Empty => None,
+            Slot::Empty => Attached::Nothing,
         }
     }
 

@@ -733,28 +733,9 @@ impl<T: Token> WriteQueue<T> {
             // A silent copied write behind another, neither offered to the transport
             // yet: one entry for the run (their successes are counted, not emitted; a
             // failure still answers each write).
-            let in_flight = self.in_flight.map_or(0, |f| f.writes);
-            let joins = now.is_none()
-                && len > 0
-                && token.silent()
-                && self.entries.len() > in_flight
-                && self.merged < u32::MAX;
-            if let Some(last) = self
-                .entries
-                .back_mut()
-                .filter(|last| joins && last.takes_silent())
-            {
-                let first = last.len as u32;
-                let spare = &mut stage.spare_run;
-                let run = last.run.get_or_insert_with(|| {
-                    let mut run = spare.take().unwrap_or_default();
-                    run.restart(first);
-                    run
-                });
-                run.push(len as u32);
-                last.len += len;
+            if now.is_none() && len > 0 && token.silent() && self.last_takes_silent(0) {
                 self.queued += len;
-                self.merged += 1;
+                self.join_last_run(len);
                 return;
             }
             IoBatch::new()
@@ -766,6 +747,53 @@ impl<T: Token> WriteQueue<T> {
         self.files += entry.files();
         self.entries.push_back(entry);
         self.queued += len;
+    }
+
+    /// Whether the entry `back` places before the last may take a silent copied write
+    /// into its run: it can (see [`Entry::takes_silent`]), it is not offered to the
+    /// transport, and the count of merged writes has room.
+    fn last_takes_silent(&self, back: usize) -> bool {
+        let in_flight = self.in_flight.map_or(0, |f| f.writes);
+        let n = self.entries.len();
+        n > in_flight + back && self.merged < u32::MAX && self.entries[n - 1 - back].takes_silent()
+    }
+
+    /// Adds a silent copied write of `len` bytes (already staged, already counted in
+    /// `queued`) to the last entry's run.
+    fn join_last_run(&mut self, len: usize) {
+        let Some(last) = self.entries.back_mut() else {
+            return;
+        };
+        let first = last.len as u32;
+        let spare = self.stage.as_deref_mut().map(|stage| &mut stage.spare_run);
+        let run = last.run.get_or_insert_with(|| {
+            let mut run = spare.and_then(Option::take).unwrap_or_default();
+            run.restart(first);
+            run
+        });
+        run.push(len as u32);
+        last.len += len;
+        self.merged += 1;
+    }
+
+    /// The write queued last turned out silent after it was queued (a `do_send`'s
+    /// missing answer channel shows only after its handler returned): it joins the run
+    /// of the entry before it, as it would have joined had it been known silent when
+    /// queued. Nothing changes unless both could have: neither offered to the transport,
+    /// both silent copied writes with no latency to measure.
+    pub(crate) fn join_silenced_last(&mut self) {
+        let joins = self.last_takes_silent(1)
+            && self
+                .entries
+                .back()
+                .is_some_and(|last| last.takes_silent() && last.run.is_none());
+        if !joins {
+            return;
+        }
+        let Some(last) = self.entries.pop_back() else {
+            return;
+        };
+        self.join_last_run(last.len);
     }
 
     /// Keeps a finished run's list of lengths for the next run, unless it grew large.
@@ -1308,6 +1336,68 @@ mod tests {
         assert!(lens[..10_000].iter().all(|&len| len == 16));
         assert_eq!(lens[10_000..], [3, 16]);
         assert_eq!(out[0].0 .0, 0, "the run's first write keeps its own token");
+    }
+
+    #[test]
+    fn a_write_silenced_after_queuing_joins_the_run_before_it_only_where_it_could_have() {
+        let mut q = WriteQueue::new(copying(64, 1024));
+        let silence_last = |q: &mut WriteQueue<Tok>| {
+            q.entries.back_mut().expect("a write").token.1 = true;
+            q.join_silenced_last();
+        };
+        // Alone: nothing to join.
+        tok(&mut q, Tok(1, false), b"ab");
+        silence_last(&mut q);
+        assert_eq!(q.entries.len(), 1);
+        // Behind a silent copied write: joins its run.
+        tok(&mut q, Tok(2, false), b"cde");
+        silence_last(&mut q);
+        assert_eq!(q.entries.len(), 1, "2 joined 1");
+        // Behind a write someone listens to: stays its own.
+        tok(&mut q, Tok(3, false), b"f");
+        tok(&mut q, Tok(4, false), b"gh");
+        silence_last(&mut q);
+        assert_eq!(q.entries.len(), 3, "[1 2] [3] [4]");
+        // Behind a run offered to the transport: stays its own.
+        let mut slices = Vec::new();
+        assert!(q.poll_transmit_in_place(1024, true, &mut slices).is_some());
+        drop(slices);
+        tok(&mut q, Tok(5, false), b"ij");
+        silence_last(&mut q);
+        assert_eq!(q.entries.len(), 4, "the entries in flight take no more");
+        tok(&mut q, Tok(6, false), b"k");
+        silence_last(&mut q);
+        assert_eq!(q.entries.len(), 4, "6 joined 5");
+        assert_eq!(q.len(), 6);
+        let mut out = Vec::new();
+        q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        q.fail_all(
+            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
+            |t, r| out.push((t, r)),
+        );
+        type Answer = (u32, Result<usize, (usize, usize)>);
+        let answers: Vec<Answer> = out
+            .iter()
+            .map(|(t, r)| match r {
+                Ok(w) => (t.0, Ok(w.len)),
+                Err(WriteError::Closed { bytes_sent, len }) => (t.0, Err((*bytes_sent, *len))),
+                Err(e) => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                (1, Ok(2)),
+                (0, Err((2, 3))),
+                (3, Err((0, 1))),
+                (4, Err((0, 2))),
+                (5, Err((0, 2))),
+                (0, Err((0, 1))),
+            ],
+            "one answer per write, in order, with its own length; a joined write \
+             answers with a silent token"
+        );
     }
 
     #[test]

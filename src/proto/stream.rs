@@ -522,6 +522,15 @@ impl<T: Token> StreamCore<T> {
         }
     }
 
+    /// The write queued last (if it is in the queue, not waiting for room) turned out
+    /// silent after it was queued (its driver learned only then that nobody listens):
+    /// it may join the run of silent writes before it, as if known silent when queued.
+    pub(crate) fn handle_silenced_last(&mut self) {
+        if self.waiting.is_empty() {
+            self.queue.join_silenced_last();
+        }
+    }
+
     /// The write queued last (if it is in the queue, not waiting for room) counts its
     /// latency from `at`, if it had no start yet (its driver learned only after queuing
     /// it that someone listens).

@@ -169,3 +169,101 @@ fn refused_unreachable_and_timed_out_connects_are_distinct_errors() {
         }
     });
 }
+
+/// `do_send` writes are known to be fire-and-forget only after their handler returned,
+/// and then join one queue entry: a failure must still report each of them, in order,
+/// with its own length and how much of it got out.
+#[test]
+fn a_failure_in_a_burst_of_do_send_writes_reports_each_with_how_far_it_got() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let lens: Vec<usize> = [5, 5, 5, 3, 3, 7, 5, 5, 1, 9, 9, 9]
+            .into_iter()
+            .cycle()
+            .take(60)
+            .collect();
+        let total: usize = lens.iter().sum();
+        let cut = total / 2 + 2;
+        mock.script_sendv(
+            Handle(1),
+            [
+                SendStep::Accept(cut),
+                SendStep::Fail(io::ErrorKind::ConnectionReset),
+            ],
+        );
+        let recorder = Recorder::default();
+        let socket = subscribed_mock_socket(&mock, recorder.start().recipient()).await;
+        let mut all = Vec::new();
+        let mut answered = None;
+        for (i, &len) in lens.iter().enumerate() {
+            let bytes = crate::support::pattern(len, i as u64);
+            all.extend_from_slice(&bytes);
+            if i == 30 {
+                // One answered write in the middle: its neighbours' runs end at it.
+                answered = Some((actix::spawn(socket.send(Write::new(bytes))), len));
+            } else {
+                socket.do_send(Write::new(bytes));
+            }
+        }
+        let (answer, answer_len) = answered.expect("the answered write");
+        let answer = answer.await.expect("join").expect("mailbox");
+        settle().await;
+        assert_eq!(
+            mock.written(Handle(1)),
+            all[..cut],
+            "the bytes accepted, in order"
+        );
+
+        // What each write should have got out of the `cut` accepted bytes.
+        let mut at = 0;
+        let expected: Vec<(usize, usize)> = lens
+            .iter()
+            .map(|&len| {
+                let sent = cut.saturating_sub(at).min(len);
+                at += len;
+                (sent, len)
+            })
+            .collect();
+        let failed: Vec<(usize, usize)> = recorder
+            .events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|e| match e {
+                SocketEventKind::WriteFailed {
+                    tag: None,
+                    error:
+                        WriteError::Transport {
+                            bytes_sent, len, ..
+                        },
+                } => Some((*bytes_sent, *len)),
+                SocketEventKind::WriteFailed { error, .. } => {
+                    panic!("a transport failure expected, got {error:?}")
+                }
+                _ => None,
+            })
+            .collect();
+        let unanswered: Vec<(usize, usize)> = expected
+            .iter()
+            .enumerate()
+            .filter(|&(i, &(sent, len))| i != 30 && sent < len)
+            .map(|(_, &e)| e)
+            .collect();
+        assert_eq!(
+            failed, unanswered,
+            "every fire-and-forget write that did not get out whole is reported, in order"
+        );
+        match answer {
+            Err(WriteError::Transport {
+                bytes_sent, len, ..
+            }) => {
+                assert_eq!((bytes_sent, len), expected[30]);
+            }
+            Ok(written) => {
+                assert_eq!(expected[30], (answer_len, answer_len), "answered done");
+                assert_eq!(written.len, answer_len);
+            }
+            other => panic!("expected the write's own answer, got {other:?}"),
+        }
+    });
+}

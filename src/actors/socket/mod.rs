@@ -21,7 +21,7 @@ mod writer;
 
 use super::flusher::request_flush;
 use super::inbound::{Got, Inbound, Stopped};
-use super::reply::{Rendezvous, Reply};
+use super::reply::{Attached, Rendezvous, Reply};
 use crate::error::{TransportError, WriteError};
 use crate::messages::flush::PendingWrite;
 use crate::messages::interest::SocketInterest;
@@ -194,8 +194,11 @@ impl Socket {
     /// Moves the reply channel the last write's response parked onto that write, and
     /// starts its latency from when it was parked. Call first in every handler.
     fn attach_reply(&mut self) {
-        if let Some(at) = self.replies.attach_stamped(self.core.last_token_mut()) {
-            self.core.stamp_last(at);
+        match self.replies.attach_stamped(self.core.last_token_mut()) {
+            Attached::Listened(Some(at)) => self.core.stamp_last(at),
+            // A `do_send` write: it may join the run of silent writes before it.
+            Attached::Silent => self.core.handle_silenced_last(),
+            Attached::Listened(None) | Attached::Nothing => {}
         }
     }
 
