@@ -1304,6 +1304,20 @@ mod tests {
         );
     }
 
+    /// A write's answer: its token's id, and its length done or (bytes sent, length).
+    type Answer = (u32, Result<usize, (usize, usize)>);
+
+    /// Each answer as an [`Answer`].
+    fn answers(out: &[(Tok, Result<Written, WriteError>)]) -> Vec<Answer> {
+        out.iter()
+            .map(|(t, r)| match r {
+                Ok(w) => (t.0, Ok(w.len)),
+                Err(WriteError::Closed { bytes_sent, len }) => (t.0, Err((*bytes_sent, *len))),
+                Err(e) => panic!("{e:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn a_run_of_equal_writes_keeps_one_length_and_answers_each_write() {
         let mut q = WriteQueue::new(copying(64, 1024));
@@ -1376,17 +1390,8 @@ mod tests {
             |bytes_sent, len| WriteError::Closed { bytes_sent, len },
             |t, r| out.push((t, r)),
         );
-        type Answer = (u32, Result<usize, (usize, usize)>);
-        let answers: Vec<Answer> = out
-            .iter()
-            .map(|(t, r)| match r {
-                Ok(w) => (t.0, Ok(w.len)),
-                Err(WriteError::Closed { bytes_sent, len }) => (t.0, Err((*bytes_sent, *len))),
-                Err(e) => panic!("{e:?}"),
-            })
-            .collect();
         assert_eq!(
-            answers,
+            answers(&out),
             [
                 (1, Ok(2)),
                 (0, Err((2, 3))),
@@ -1434,20 +1439,8 @@ mod tests {
             |bytes_sent, len| WriteError::Closed { bytes_sent, len },
             |t, r| out.push((t, r)),
         );
-        type Answer = (u32, Result<usize, (usize, usize)>);
-        let answers: Vec<Answer> = out
-            .iter()
-            .map(|(t, r)| {
-                let r = match r {
-                    Ok(w) => Ok(w.len),
-                    Err(WriteError::Closed { bytes_sent, len }) => Err((*bytes_sent, *len)),
-                    Err(e) => panic!("{e:?}"),
-                };
-                (t.0, r)
-            })
-            .collect();
         assert_eq!(
-            answers,
+            answers(&out),
             [
                 (1, Ok(2)),
                 (0, Err((2, 3))),
