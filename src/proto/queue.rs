@@ -1307,6 +1307,18 @@ mod tests {
     /// A write's answer: its token's id, and its length done or (bytes sent, length).
     type Answer = (u32, Result<usize, (usize, usize)>);
 
+    /// Fails every queued write as closed, then gives every answer so far as [`Answer`]s.
+    fn closed_all(
+        q: &mut WriteQueue<Tok>,
+        out: &mut Vec<(Tok, Result<Written, WriteError>)>,
+    ) -> Vec<Answer> {
+        q.fail_all(
+            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
+            |t, r| out.push((t, r)),
+        );
+        answers(out)
+    }
+
     /// Each answer as an [`Answer`].
     fn answers(out: &[(Tok, Result<Written, WriteError>)]) -> Vec<Answer> {
         out.iter()
@@ -1386,12 +1398,8 @@ mod tests {
         let mut out = Vec::new();
         q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
-        q.fail_all(
-            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
-            |t, r| out.push((t, r)),
-        );
         assert_eq!(
-            answers(&out),
+            closed_all(&mut q, &mut out),
             [
                 (1, Ok(2)),
                 (0, Err((2, 3))),
@@ -1435,12 +1443,8 @@ mod tests {
             "a run partly sent takes no more writes; 7 joins [5 6]"
         );
         assert_eq!(q.entries.len(), 3);
-        q.fail_all(
-            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
-            |t, r| out.push((t, r)),
-        );
         assert_eq!(
-            answers(&out),
+            closed_all(&mut q, &mut out),
             [
                 (1, Ok(2)),
                 (0, Err((2, 3))),
