@@ -121,8 +121,13 @@ struct Bounds {
 /// stream socket.
 #[derive(Debug)]
 struct Deflate {
-    deflate: flate2::Compress,
-    inflate: flate2::Decompress,
+    level: Compression,
+    /// Made at the first encode: a socket that never writes holds no compressor
+    /// (`zlib-rs` keeps about 380 KB for one at level 1).
+    deflate: Option<flate2::Compress>,
+    /// Made at the first decode with input: a socket that never reads holds no
+    /// decompressor (about 48 KB).
+    inflate: Option<flate2::Decompress>,
     bounds: Bounds,
     /// A fault found after plaintext that went out first: the next call's answer.
     corrupt: Option<CompressError>,
@@ -131,8 +136,9 @@ struct Deflate {
 impl Deflate {
     fn new(level: Compression, bounds: Bounds) -> Self {
         Deflate {
-            deflate: flate2::Compress::new(level, false),
-            inflate: flate2::Decompress::new(false),
+            level,
+            deflate: None,
+            inflate: None,
             bounds,
             corrupt: None,
         }
@@ -152,17 +158,21 @@ impl Deflate {
         } else {
             FlushCompress::None
         };
+        let level = self.level;
+        let deflate = self
+            .deflate
+            .get_or_insert_with(|| flate2::Compress::new(level, false));
         loop {
             // Room for the input's worst case: its output is written in one call, with no
             // growing of `out` piece by piece (output held inside the compressor from
             // earlier calls may take another).
             out.reserve(worst_case(input.len()));
-            let (before_in, before_out) = (self.deflate.total_in(), self.deflate.total_out());
-            self.deflate
+            let (before_in, before_out) = (deflate.total_in(), deflate.total_out());
+            deflate
                 .compress_vec(input, out, flush)
                 .map_err(|e| CompressError::Compressor(e.to_string()))?;
-            let used = as_usize(self.deflate.total_in() - before_in);
-            let made = as_usize(self.deflate.total_out() - before_out);
+            let used = as_usize(deflate.total_in() - before_in);
+            let made = as_usize(deflate.total_out() - before_out);
             input = &input[used.min(input.len())..];
             // Room left over: everything is taken, and (for a flush) written out.
             if input.is_empty() && out.len() < out.capacity() {
@@ -178,7 +188,10 @@ impl Deflate {
     }
 
     fn check(&self) -> Result<(), CompressError> {
-        let (consumed, produced) = (self.inflate.total_in(), self.inflate.total_out());
+        let Some(inflate) = &self.inflate else {
+            return Ok(());
+        };
+        let (consumed, produced) = (inflate.total_in(), inflate.total_out());
         if produced > self.bounds.max_total {
             return Err(CompressError::TooLarge {
                 limit: self.bounds.max_total,
@@ -224,6 +237,9 @@ impl Layer for Deflate {
         if let Some(e) = self.corrupt.take() {
             return Err(e.into());
         }
+        if input.is_empty() && self.inflate.is_none() {
+            return Ok(Decoded::NeedInput);
+        }
         // The output window is zeroed before inflating into it: sized to what this input
         // likely makes (a fuller window is `More`, and the caller comes back), not to
         // `max`, so a small message does not zero a whole read chunk.
@@ -234,13 +250,15 @@ impl Layer for Deflate {
             .min(max.max(1));
         let start = out.len();
         out.resize(start + window, 0);
-        let (before_in, before_out) = (self.inflate.total_in(), self.inflate.total_out());
-        let status = self
+        let inflate = self
             .inflate
+            .get_or_insert_with(|| flate2::Decompress::new(false));
+        let (before_in, before_out) = (inflate.total_in(), inflate.total_out());
+        let status = inflate
             .decompress(input, &mut out[start..], FlushDecompress::None)
             .map_err(|e| CompressError::Corrupt(e.to_string()));
-        let used = as_usize(self.inflate.total_in() - before_in);
-        let made = as_usize(self.inflate.total_out() - before_out);
+        let used = as_usize(inflate.total_in() - before_in);
+        let made = as_usize(inflate.total_out() - before_out);
         out.truncate(start + made);
         input.advance(used.min(input.len()));
         if let Err(e) = self.check() {
@@ -427,6 +445,41 @@ mod tests {
                 max_total: u64::MAX,
             },
         )
+    }
+
+    #[test]
+    fn a_direction_never_used_holds_no_zlib_state() {
+        let (mut sender, mut receiver) = (layer(1), layer(1));
+        assert!(
+            sender.deflate.is_none() && sender.inflate.is_none(),
+            "nothing made before use"
+        );
+        let mut wire = Vec::new();
+        let text = b"hello hello hello hello";
+        sender
+            .encode(&[IoSlice::new(text)], &mut wire)
+            .expect("encode");
+        assert!(sender.deflate.is_some(), "made by the first encode");
+        assert!(
+            sender.inflate.is_none(),
+            "a socket that only writes holds no inflater"
+        );
+        let mut out = BytesMut::new();
+        assert!(matches!(
+            receiver.decode(&mut BytesMut::new(), &mut out, 1 << 16),
+            Ok(Decoded::NeedInput)
+        ));
+        assert!(receiver.inflate.is_none(), "no input, no inflater");
+        let mut input = BytesMut::from(&wire[..]);
+        receiver
+            .decode(&mut input, &mut out, 1 << 16)
+            .expect("decode");
+        assert_eq!(&out[..], text, "byte exact");
+        assert!(receiver.inflate.is_some(), "made by the first input");
+        assert!(
+            receiver.deflate.is_none(),
+            "a socket that only reads holds no compressor"
+        );
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!
 //! With `--deflate`, every socket goes through the deflate layer (level 1) and has written
 //! one 1 KiB message before it is idle: what a compressed connection keeps between bursts.
+//! With `--deflate-unwritten`, through the same layer but nothing written yet.
 //!
-//! `cargo run --release -p sockactor-tools --bin idle_mem -- --sockets 2000 [--deflate]`
+//! `cargo run --release -p sockactor-tools --bin idle_mem -- --sockets 2000 [--deflate | --deflate-unwritten]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -76,20 +77,30 @@ impl Handler<SocketEvent> for Quiet {
     fn handle(&mut self, _: SocketEvent, _: &mut Context<Self>) {}
 }
 
+/// What each socket is before it idles.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// Through the deflate layer, one 1 KiB message written.
+    Deflate,
+    /// Through the deflate layer, nothing written.
+    DeflateUnwritten,
+}
+
 async fn start(
     n: usize,
     addr: SocketAddr,
     quiet: &Addr<Quiet>,
     keep: &mut Vec<Addr<Socket>>,
-    deflate: bool,
+    kind: Kind,
 ) {
     for _ in 0..n {
         let mut builder = Socket::builder().subscriber(quiet.clone().recipient());
-        if deflate {
+        if kind != Kind::Plain {
             builder = builder.functions(Compress::new().level(1).wrap(SocketFunctions::system()));
         }
         let socket = builder.connect(addr).await.expect("connect");
-        if deflate {
+        if kind == Kind::Deflate {
             socket
                 .send(Write::new(vec![b'x'; 1024]))
                 .await
@@ -103,24 +114,25 @@ async fn start(
     }
 }
 
-const USAGE: &str = "usage: idle_mem [--sockets N] [--deflate]";
+const USAGE: &str = "usage: idle_mem [--sockets N] [--deflate | --deflate-unwritten]";
 
-fn parse() -> Result<(usize, bool), String> {
+fn parse() -> Result<(usize, Kind), String> {
     let mut args = Args::from_env();
-    let (mut sockets, mut deflate) = (2000usize, false);
+    let (mut sockets, mut kind) = (2000usize, Kind::Plain);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--sockets" => sockets = args.number("--sockets")?,
-            "--deflate" => deflate = true,
+            "--deflate" => kind = Kind::Deflate,
+            "--deflate-unwritten" => kind = Kind::DeflateUnwritten,
             "--help" => return Err(String::new()),
             other => return Err(unknown(other)),
         }
     }
-    Ok((sockets.max(1), deflate))
+    Ok((sockets.max(1), kind))
 }
 
 fn main() -> ExitCode {
-    let (sockets, deflate) = match parse() {
+    let (sockets, kind) = match parse() {
         Ok(n) => n,
         Err(why) => return bad_arguments("idle_mem", &why, USAGE),
     };
@@ -137,10 +149,10 @@ fn main() -> ExitCode {
     system.block_on(async move {
         let quiet = Quiet.start();
         let mut keep = Vec::with_capacity(2 * sockets + 16);
-        start(sockets, addr, &quiet, &mut keep, deflate).await;
+        start(sockets, addr, &quiet, &mut keep, kind).await;
         let (bytes, count) = (BYTES.load(Ordering::Relaxed), COUNT.load(Ordering::Relaxed));
         TRACKING.store(true, Ordering::Relaxed);
-        start(sockets, addr, &quiet, &mut keep, deflate).await;
+        start(sockets, addr, &quiet, &mut keep, kind).await;
         TRACKING.store(false, Ordering::Relaxed);
         let bytes = BYTES.load(Ordering::Relaxed) - bytes;
         let count = COUNT.load(Ordering::Relaxed) - count;
