@@ -313,6 +313,11 @@ fn as_usize(n: u64) -> usize {
 /// [`TransportError::Io`] (`InvalidData`). Memory per socket stays within the outbox,
 /// one read and one call's plaintext, whatever the peer sends.
 ///
+/// **State**: the compressor is made at a socket's first write and the decompressor at
+/// its first input, and each is kept from then on (the deflate window is the stream's
+/// history): about 380 KB for the compressor at level 1 and 48 KB for the decompressor,
+/// none for a socket that never writes or never reads.
+///
 /// Datagram sockets refuse a layered table ([`TransportError::Unsupported`]): a datagram
 /// cannot be cut and its reader would need each one compressed on its own.
 ///
