@@ -22,7 +22,8 @@
 //!
 //! Method: every measurement runs in a fresh process (this binary re-executed with
 //! `--child`), which prints one `RESULT key=value …` line; the parent runs the repetitions
-//! interleaved (repetition-major), kills a child after 120 s, and prints medians with
+//! interleaved (repetition-major; each repetition rotates the order of a workload's
+//! senders by one, so none always runs first), kills a child after 120 s, and prints medians with
 //! min..max. The receiving end is a std thread on a blocking socket reading 256 KiB at a
 //! time; a run whose receiver does not get exactly the bytes sent fails loudly.
 
@@ -3039,18 +3040,32 @@ fn parent_main(opts: Opts) -> i32 {
     }
     let workloads: Vec<Workload> = workloads.into_iter().filter(|w| counts[w] > 0).collect();
 
-    let jobs: Vec<(Workload, Sender)> = workloads
+    // Each workload's senders, in table order; each repetition starts one sender later
+    // (rotated), so no sender always runs first in a workload's round: the first process
+    // after another workload's ran slower (64 KiB writes: 0.95 first, 1.05 last, the same
+    // sender in one session).
+    let rounds: Vec<(Workload, Vec<Sender>)> = workloads
         .iter()
-        .flat_map(|&w| senders.iter().map(move |&s| (w, s)))
-        .filter(|(w, s)| s.takes_part(*w))
+        .map(|&w| {
+            let taking: Vec<Sender> = senders
+                .iter()
+                .copied()
+                .filter(|s| s.takes_part(w))
+                .collect();
+            (w, taking)
+        })
         .collect();
-    let total = jobs.len() * reps;
+    let total = rounds.iter().map(|(_, ss)| ss.len()).sum::<usize>() * reps;
     let mut results: HashMap<(Workload, Sender), Reps> = HashMap::new();
     let mut failures = Vec::new();
     let started = Instant::now();
     let mut n = 0;
     for rep in 0..reps {
-        for &(w, s) in &jobs {
+        let jobs = rounds.iter().flat_map(|(w, ss)| {
+            let k = if ss.is_empty() { 0 } else { rep % ss.len() };
+            ss[k..].iter().chain(&ss[..k]).map(move |&s| (*w, s))
+        });
+        for (w, s) in jobs {
             n += 1;
             let result = run_child(&exe, w, s, counts[&w], &opts);
             match &result {
@@ -3179,7 +3194,8 @@ fn print_header(opts: &Opts, reps: usize, notes: &[String], mallocs: &[String], 
     println!("- machine: nproc {nproc}, {model}, Linux {}", kernel.trim());
     println!(
         "- method: every measurement in a fresh process; {reps} repetition{} per row, run \
-         interleaved; medians with (min..max); ratio to ceiling = median over i of \
+         interleaved (each repetition starts a workload's round one sender later); medians \
+         with (min..max); ratio to ceiling = median over i of \
          messages/s of repetition i ÷ the ceiling's repetition i{}",
         if reps == 1 { "" } else { "s" },
         if opts.quick {
