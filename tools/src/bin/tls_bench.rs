@@ -447,6 +447,7 @@ fn main() -> ExitCode {
         let (mut silent_rate, mut vs_silent) = (vec![], vec![]);
         let (mut sink_rate, mut vs_sink) = (vec![], vec![]);
         let (mut plain_sink_rate, mut plain_tokio_rate, mut vs_plain_sink) = (vec![], vec![], vec![]);
+        let (mut plain_silent_rate, mut vs_plain_silent) = (vec![], vec![]);
         let (mut bulk_rate, mut tokio_bulk, mut vs_bulk) = (vec![], vec![], vec![]);
         let bulk_count = (o.count / 4).max(100);
         for rep in 1..=o.reps {
@@ -462,6 +463,8 @@ fn main() -> ExitCode {
             let plain_sunk =
                 writes(o.count * 50, SIZE, None, Layering::Plain, Producer::Sink).await;
             let plain_buffered = tokio_plain_writes(o.count * 50, SIZE).await;
+            let plain_silent =
+                writes(o.count * 50, SIZE, None, Layering::Plain, Producer::Unanswered).await;
             let bulk = writes(
                 bulk_count,
                 BULK,
@@ -481,6 +484,8 @@ fn main() -> ExitCode {
             plain_sink_rate.push(plain_sunk / 1e6);
             plain_tokio_rate.push(plain_buffered / 1e6);
             vs_plain_sink.push(plain_sunk / plain_buffered);
+            plain_silent_rate.push(plain_silent / 1e6);
+            vs_plain_silent.push(plain_silent / plain_buffered);
             silent_rate.push(silent / 1e6);
             vs_silent.push(silent / buffered);
             k50s.push(k50);
@@ -593,8 +598,14 @@ fn main() -> ExitCode {
         println!(
             "| plain: 64 B writes through the `Sink` against tokio `TcpStream` + `BufWriter`, M msg/s | {} | {} | {} |",
             cell(&mut plain_sink_rate, 2),
-            cell(&mut plain_tokio_rate, 2),
+            cell(&mut plain_tokio_rate.clone(), 2),
             cell(&mut vs_plain_sink, 2)
+        );
+        println!(
+            "| plain: 64 B writes through a `Writer`, fire and forget, against tokio `TcpStream` + `BufWriter`, M msg/s | {} | {} | {} |",
+            cell(&mut plain_silent_rate, 2),
+            cell(&mut plain_tokio_rate, 2),
+            cell(&mut vs_plain_silent, 2)
         );
         println!(
             "| 16 KiB writes, k msg/s | {} | {} | {} |",
