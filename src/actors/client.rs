@@ -12,7 +12,7 @@ use actix::{
 };
 
 use super::functions::SocketFunctions;
-use super::reply::{Rendezvous, ReportFailure, WriteResponse};
+use super::reply::{Rendezvous, ReportFailures, WriteResponse};
 use super::socket::{GetWriter, Socket, SocketConfig, Writer};
 use crate::batch::IoBatch;
 use crate::error::{SocketError, TransportError, WriteError};
@@ -914,7 +914,7 @@ impl Handler<Write> for ReconnectingClient {
         self.replies = replies;
         match self.accept(msg, ctx) {
             Ok(()) => self.replies.later(tag),
-            Err(error) => WriteResponse::now(tag, Err(error)),
+            Err(error) => self.replies.now(tag, Err(error)),
         }
     }
 }
@@ -1008,11 +1008,14 @@ impl Handler<ConnectDone> for ReconnectingClient {
     }
 }
 
-impl Handler<ReportFailure<WriteError>> for ReconnectingClient {
+impl Handler<ReportFailures> for ReconnectingClient {
     type Result = ();
 
-    fn handle(&mut self, msg: ReportFailure<WriteError>, _: &mut Context<Self>) {
-        report_failure(&self.subscriber, &self.span, msg.tag, msg.error);
+    fn handle(&mut self, _: ReportFailures, _: &mut Context<Self>) {
+        let (subscriber, span) = (&self.subscriber, &self.span);
+        self.replies.report_parked(|tag, error| {
+            report_failure(subscriber, span, tag, error);
+        });
     }
 }
 

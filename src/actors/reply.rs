@@ -9,8 +9,16 @@
 //! write ([`Rendezvous::attach`]). An answer that comes before the channel (a write that
 //! finishes inside its own handler) waits in the slot for it. One slot per actor, no
 //! allocation per write: only the write handled last can be waiting for its channel.
+//!
+//! A response that finds a failure nobody waits for (a `do_send` write refused in its
+//! handler) cannot reach the actor: it parks the failure in the rendezvous, in order, and
+//! the actor reports the parked ones before any failure it reports itself
+//! ([`Rendezvous::answer`]) or when it handles [`ReportFailures`]. (A message to self per
+//! failure, as before, was handled out of order: actix may poll its context's items in
+//! any order.)
 
 use std::cell::{OnceCell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::rc::Rc;
 
@@ -91,11 +99,22 @@ enum Slot<R> {
     Answered(R),
 }
 
-/// An actor's rendezvous of reply channels and answers (see the [module docs](self)).
-/// The slot is made by the first write queued through it: an actor that was never
-/// written to by message (an idle socket) holds none.
+/// What an actor's responses share with it: the slot, and the failures a response found
+/// that nobody waits for (a `do_send` write refused in its handler), in the order found.
 #[derive(Debug)]
-pub(crate) struct Rendezvous<R>(OnceCell<Rc<RefCell<Slot<R>>>>);
+struct Parked<R> {
+    slot: RefCell<Slot<R>>,
+    /// Reported by the actor, in order, before any failure it reports itself: a
+    /// response cannot reach the actor, and a message to self per failure (actix's
+    /// `notify`) could be handled out of order.
+    reports: RefCell<VecDeque<(Option<u64>, R)>>,
+}
+
+/// An actor's rendezvous of reply channels and answers (see the [module docs](self)).
+/// Made by the first write answered through it: an actor that was never written to by
+/// message (an idle socket) holds none.
+#[derive(Debug)]
+pub(crate) struct Rendezvous<R>(OnceCell<Rc<Parked<R>>>);
 
 impl<R> Default for Rendezvous<R> {
     fn default() -> Self {
@@ -104,15 +123,51 @@ impl<R> Default for Rendezvous<R> {
 }
 
 impl<R> Rendezvous<R> {
+    fn parked(&self) -> &Rc<Parked<R>> {
+        self.0.get_or_init(|| {
+            Rc::new(Parked {
+                slot: RefCell::new(Slot::Empty),
+                reports: RefCell::new(VecDeque::new()),
+            })
+        })
+    }
+
     /// The response for a write that was queued: it parks the reply channel here.
     pub(crate) fn later(&self, tag: Option<u64>) -> WriteResponse<R> {
-        let slot = self.0.get_or_init(|| Rc::new(RefCell::new(Slot::Empty)));
-        WriteResponse(Inner::Later(tag, Rc::clone(slot)))
+        WriteResponse(Inner::Later(tag, Rc::clone(self.parked())))
+    }
+
+    /// The response for a write answered in its handler (refused, or done at once): to
+    /// the caller's channel, or (a failure nobody waits for) reported by the actor in
+    /// order with its other failures.
+    pub(crate) fn now(&self, tag: Option<u64>, result: R) -> WriteResponse<R> {
+        WriteResponse(Inner::Now(tag, result, Rc::clone(self.parked())))
     }
 
     /// The slot, if a write was ever queued through it (else nothing can be parked).
     fn slot(&self) -> Option<&RefCell<Slot<R>>> {
-        self.0.get().map(|rc| &**rc)
+        self.0.get().map(|parked| &parked.slot)
+    }
+
+    /// Reports, in order, the failures responses found that nobody waits for. The actor
+    /// calls it when it handles [`ReportFailures`]; [`answer`](Self::answer) calls it
+    /// before it reports a failure of its own.
+    pub(crate) fn report_parked(&self, mut report: impl FnMut(Option<u64>, R::Error))
+    where
+        R: Outcome,
+    {
+        let Some(parked) = self.0.get() else {
+            return;
+        };
+        loop {
+            let next = parked.reports.borrow_mut().pop_front();
+            let Some((tag, result)) = next else {
+                return;
+            };
+            if let Some(error) = result.failure() {
+                report(tag, error);
+            }
+        }
     }
 
     /// Moves a parked reply channel onto `token` (the token of the write handled last, if
@@ -163,7 +218,7 @@ impl<R> Rendezvous<R> {
         &self,
         reply: Reply<R>,
         result: R,
-        report: impl FnOnce(Option<u64>, R::Error),
+        mut report: impl FnMut(Option<u64>, R::Error),
     ) where
         R: Outcome,
     {
@@ -173,6 +228,7 @@ impl<R> Rendezvous<R> {
             To::Own(tx) => {
                 if let Err(result) = tx.send(result) {
                     if let Some(error) = result.failure() {
+                        self.report_parked(&mut report);
                         report(reply.tag, error);
                     }
                 }
@@ -180,7 +236,7 @@ impl<R> Rendezvous<R> {
             }
             To::Pending => {
                 // A pending token was made with `later`, which made the slot.
-                let cell = self.0.get_or_init(|| Rc::new(RefCell::new(Slot::Empty)));
+                let cell = &self.parked().slot;
                 let slot = std::mem::take(&mut *cell.borrow_mut());
                 match slot {
                     Slot::Channel(tx, _) => tx,
@@ -197,6 +253,8 @@ impl<R> Rendezvous<R> {
             None => Some(result),
         };
         if let Some(error) = unanswered.and_then(Outcome::failure) {
+            // Failures found earlier by responses go first.
+            self.report_parked(&mut report);
             report(reply.tag, error);
         }
     }
@@ -208,6 +266,8 @@ pub(crate) trait Outcome {
     type Error: 'static;
     /// The failure, if it is one.
     fn failure(self) -> Option<Self::Error>;
+    /// Whether it is a failure.
+    fn is_failure(&self) -> bool;
 }
 
 impl<T, E: 'static> Outcome for Result<T, E> {
@@ -215,17 +275,18 @@ impl<T, E: 'static> Outcome for Result<T, E> {
     fn failure(self) -> Option<E> {
         self.err()
     }
+    fn is_failure(&self) -> bool {
+        self.is_err()
+    }
 }
 
-/// A failed write whose answer nobody waits for, noticed by a handler's response:
-/// reported by the actor as it reports other failures.
+/// Failed writes whose answers nobody waits for, found by handlers' responses and parked
+/// in the actor's [`Rendezvous`]: the actor reports them ([`Rendezvous::report_parked`]).
+/// Sent to self when the first is parked; those parked later go with it, in order.
 #[derive(Debug)]
-pub(crate) struct ReportFailure<E> {
-    pub(crate) tag: Option<u64>,
-    pub(crate) error: E,
-}
+pub(crate) struct ReportFailures;
 
-impl<E: 'static> Message for ReportFailure<E> {
+impl Message for ReportFailures {
     type Result = ();
 }
 
@@ -235,18 +296,13 @@ impl<E: 'static> Message for ReportFailure<E> {
 pub struct WriteResponse<R>(Inner<R>);
 
 enum Inner<R> {
-    Now(Option<u64>, R),
-    Later(Option<u64>, Rc<RefCell<Slot<R>>>),
+    Now(Option<u64>, R, Rc<Parked<R>>),
+    Later(Option<u64>, Rc<Parked<R>>),
     /// The write brought its own reply channel: nothing to park.
     Detached,
 }
 
 impl<R> WriteResponse<R> {
-    /// The answer, now.
-    pub(crate) fn now(tag: Option<u64>, result: R) -> Self {
-        WriteResponse(Inner::Now(tag, result))
-    }
-
     /// A write that brought its own reply channel (see [`Reply::own`]).
     pub(crate) fn detached() -> Self {
         WriteResponse(Inner::Detached)
@@ -265,18 +321,21 @@ impl<R> fmt::Debug for WriteResponse<R> {
 
 impl<A, M, R> MessageResponse<A, M> for WriteResponse<R>
 where
-    A: Actor<Context = Context<A>> + Handler<ReportFailure<R::Error>>,
+    A: Actor<Context = Context<A>> + Handler<ReportFailures>,
     M: Message<Result = R>,
     R: Outcome + 'static,
 {
     fn handle(self, ctx: &mut Context<A>, tx: Option<OneshotSender<R>>) {
-        let (tag, result) = match self.0 {
-            Inner::Now(tag, result) => (tag, result),
+        let (tag, result, parked) = match self.0 {
+            Inner::Now(tag, result, parked) => (tag, result, parked),
             Inner::Detached => return,
-            Inner::Later(tag, slot) => {
-                let mut slot = slot.borrow_mut();
+            Inner::Later(tag, parked) => {
+                let mut slot = parked.slot.borrow_mut();
                 match std::mem::take(&mut *slot) {
-                    Slot::Answered(result) => (tag, result),
+                    Slot::Answered(result) => {
+                        drop(slot);
+                        (tag, result, parked)
+                    }
                     _ => {
                         // tokio's clock, as the actors' (paused time in tests).
                         let at = tx.is_some().then(|| tokio::time::Instant::now().into_std());
@@ -290,9 +349,14 @@ where
             Some(tx) => tx.send(result).err(),
             None => Some(result),
         };
-        if let Some(error) = unanswered.and_then(Outcome::failure) {
-            // Fire-and-forget, refused or done at once: the actor reports it.
-            ctx.notify(ReportFailure { tag, error });
+        if let Some(result) = unanswered.filter(|r| r.is_failure()) {
+            // Fire-and-forget, refused or done at once: the actor reports it, after
+            // those parked before it.
+            let mut reports = parked.reports.borrow_mut();
+            if reports.is_empty() {
+                ctx.notify(ReportFailures);
+            }
+            reports.push_back((tag, result));
         }
     }
 }

@@ -1,6 +1,7 @@
 //! After `max_attempts` failed connects the client gives up: `GaveUp` with the attempt
 //! count and the last error, writes it held and every later write answered with
-//! `WriteError::GaveUp` (never left hanging, also fire-and-forget ones), no further
+//! `WriteError::GaveUp` (never left hanging, also fire-and-forget ones, reported in the
+//! order sent), no further
 //! attempt; a `Reconnect` starts over from attempt 1.
 
 use std::time::Duration;
@@ -63,6 +64,22 @@ fn three_refusals_with_three_attempts_allowed_give_up_and_refuse_writes() {
             } => {}
             other => panic!("expected the fire-and-forget failure, got {other:?}"),
         }
+        // A burst of them is reported in the order sent (each once went through a
+        // message to self, which actix may handle out of order).
+        for tag in 100..108 {
+            client.do_send(Write::new(&b"burst"[..]).tag(tag));
+        }
+        let mut tags = Vec::new();
+        for _ in 100..108 {
+            match events.next().await {
+                ClientEvent::WriteFailed {
+                    tag: Some(tag),
+                    error: WriteError::GaveUp { .. },
+                } => tags.push(tag),
+                other => panic!("expected a fire-and-forget failure, got {other:?}"),
+            }
+        }
+        assert_eq!(tags, (100..108).collect::<Vec<_>>(), "in the order sent");
         assert_eq!(
             client.send(GetClientState).await.expect("mailbox"),
             ClientState::GaveUp { attempts: 3 }

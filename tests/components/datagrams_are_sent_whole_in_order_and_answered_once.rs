@@ -340,3 +340,37 @@ fn a_datagram_the_transport_is_taking_when_the_socket_aborts_is_answered_truthfu
         assert_eq!(mock.datagrams(Handle(1)).len(), 1);
     });
 }
+
+/// Fire-and-forget datagrams refused by a closed socket are reported to the subscriber in
+/// the order they were sent (their reports once went through a message to self each,
+/// which actix may handle out of order).
+#[test]
+fn do_send_datagrams_refused_after_a_close_are_reported_in_order() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (subscriber, mut events) = channel::<DatagramEvent>();
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .bind(local())
+            .await
+            .expect("bind");
+        socket.send(Close::Abort).await.expect("closed");
+        for tag in 0..8u64 {
+            socket.do_send(SendDatagram::new(vec![7u8; 4]).to(addr(1000)).tag(tag));
+        }
+        settle().await;
+        let tags: Vec<u64> = drain(&mut events)
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                DatagramEventKind::SendFailed { tag, .. } => tag,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tags,
+            (0..8).collect::<Vec<_>>(),
+            "reported in the order sent"
+        );
+    });
+}

@@ -267,3 +267,38 @@ fn a_failure_in_a_burst_of_do_send_writes_reports_each_with_how_far_it_got() {
         }
     });
 }
+
+/// `do_send` writes refused by a socket that already failed are reported in the order
+/// they were sent (their reports once went through a message to self each, which actix
+/// may handle out of order).
+#[test]
+fn do_send_writes_refused_after_a_failure_are_reported_in_order() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::Fail(io::ErrorKind::ConnectionReset)]);
+        let recorder = Recorder::default();
+        let socket = subscribed_mock_socket(&mock, recorder.start().recipient()).await;
+        socket.do_send(Write::new(vec![1u8; 40]));
+        settle().await;
+        let late = [8usize, 3, 8, 5, 1, 7];
+        for len in late {
+            socket.do_send(Write::new(vec![2u8; len]));
+        }
+        settle().await;
+        let reported: Vec<usize> = recorder
+            .events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|e| match e {
+                SocketEventKind::WriteFailed {
+                    tag: None,
+                    error: WriteError::Transport { len, .. },
+                } => Some(*len),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reported[0], 40, "the write the reset failed");
+        assert_eq!(reported[1..], late, "every later write, in the order sent");
+    });
+}

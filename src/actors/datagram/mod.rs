@@ -17,7 +17,7 @@ mod writer;
 
 use super::flusher::{request_flush, Flusher};
 use super::functions::{call, ShareDatagram, SocketFunctions, SystemDatagram};
-use super::reply::{Rendezvous, Reply, ReportFailure, WriteResponse};
+use super::reply::{Rendezvous, Reply, ReportFailures, WriteResponse};
 use super::socket::{flush_policy_setters, now, FlushPolicy, NEXT_ID};
 use crate::batch::IoBatch;
 use crate::error::{DatagramError, SocketError, TransportError};
@@ -608,7 +608,7 @@ impl Handler<SendDatagram> for DatagramSocket {
         let payload = match in_memory(msg.payload) {
             Ok(payload) => payload,
             Err(error) => {
-                return WriteResponse::now(tag, Err(DatagramError::Transport(error)));
+                return self.replies.now(tag, Err(DatagramError::Transport(error)));
             }
         };
         let queued = self
@@ -618,7 +618,7 @@ impl Handler<SendDatagram> for DatagramSocket {
             if matches!(error, DatagramError::QueueFull { .. }) {
                 tracing::debug!(parent: &self.span, "datagram refused: queue full");
             }
-            return WriteResponse::now(tag, Err(error));
+            return self.replies.now(tag, Err(error));
         }
         self.drive(ctx);
         self.replies.later(tag)
@@ -639,8 +639,7 @@ impl Handler<SendAdmitted> for DatagramSocket {
             Ok(payload) => payload,
             Err(error) => {
                 self.gate.release(len);
-                let error = DatagramError::Transport(error);
-                report_failure(&self.subscriber, self.id, &self.span, None, error);
+                self.report_now(DatagramError::Transport(error));
                 return;
             }
         };
@@ -648,7 +647,7 @@ impl Handler<SendAdmitted> for DatagramSocket {
             // Refused after all (the socket closed since, or `do_send`s filled its
             // queue): the room goes back and the subscriber hears why.
             self.gate.release(len);
-            report_failure(&self.subscriber, self.id, &self.span, None, error);
+            self.report_now(error);
             return;
         }
         self.drive(ctx);
@@ -678,11 +677,25 @@ impl Handler<SubscribeWritability> for DatagramSocket {
     }
 }
 
-impl Handler<ReportFailure<DatagramError>> for DatagramSocket {
+impl DatagramSocket {
+    /// Reports a failed untagged send nobody waits for, after the failures responses
+    /// parked before it.
+    fn report_now(&self, error: DatagramError) {
+        let (subscriber, id, span) = (&self.subscriber, self.id, &self.span);
+        let mut report = |tag, error| report_failure(subscriber, id, span, tag, error);
+        self.replies.report_parked(&mut report);
+        report(None, error);
+    }
+}
+
+impl Handler<ReportFailures> for DatagramSocket {
     type Result = ();
 
-    fn handle(&mut self, msg: ReportFailure<DatagramError>, _: &mut Context<Self>) {
-        report_failure(&self.subscriber, self.id, &self.span, msg.tag, msg.error);
+    fn handle(&mut self, _: ReportFailures, _: &mut Context<Self>) {
+        let (subscriber, id, span) = (&self.subscriber, self.id, &self.span);
+        self.replies.report_parked(|tag, error| {
+            report_failure(subscriber, id, span, tag, error);
+        });
     }
 }
 

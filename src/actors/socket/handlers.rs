@@ -5,7 +5,7 @@ use actix::{AsyncContext, Context, Handler};
 
 use super::writer::WriteEach;
 use super::{now, report_failure, GetWriter, Socket, Writer};
-use crate::actors::reply::{Reply, ReportFailure, WriteResponse};
+use crate::actors::reply::{Reply, ReportFailures, WriteResponse};
 use crate::error::WriteError;
 use crate::messages::flush::Flush;
 use crate::messages::functions::Ready;
@@ -50,7 +50,7 @@ impl Handler<Write> for Socket {
             } else {
                 self.core.handle_refused();
                 let error = self.full(msg.batch);
-                return WriteResponse::now(tag, Err(error));
+                return self.replies.now(tag, Err(error));
             }
         } else {
             match self.shared.admit(len) {
@@ -70,17 +70,17 @@ impl Handler<Write> for Socket {
                     } else {
                         tracing::debug!(parent: self.span(), queued, "write refused: queue full");
                         self.core.handle_refused();
-                        return WriteResponse::now(tag, Err(full(msg.batch)));
+                        return self.replies.now(tag, Err(full(msg.batch)));
                     }
                 }
                 Err(other) => {
                     self.core.handle_refused();
-                    return WriteResponse::now(tag, Err(other));
+                    return self.replies.now(tag, Err(other));
                 }
             }
         };
         if let Err(refused) = queued {
-            return WriteResponse::now(tag, Err(refused.error));
+            return self.replies.now(tag, Err(refused.error));
         }
         self.drive_after_write(ctx);
         self.replies.later(tag)
@@ -144,11 +144,14 @@ impl Socket {
     }
 }
 
-impl Handler<ReportFailure<WriteError>> for Socket {
+impl Handler<ReportFailures> for Socket {
     type Result = ();
 
-    fn handle(&mut self, msg: ReportFailure<WriteError>, _: &mut Context<Self>) {
-        report_failure(&self.inbound, &self.shared, msg.tag, msg.error);
+    fn handle(&mut self, _: ReportFailures, _: &mut Context<Self>) {
+        let (inbound, shared) = (&self.inbound, &self.shared);
+        self.replies.report_parked(|tag, error| {
+            report_failure(inbound, shared, tag, error);
+        });
     }
 }
 
