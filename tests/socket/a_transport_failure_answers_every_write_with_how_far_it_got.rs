@@ -224,25 +224,7 @@ fn a_failure_in_a_burst_of_do_send_writes_reports_each_with_how_far_it_got() {
                 (sent, len)
             })
             .collect();
-        let failed: Vec<(usize, usize)> = recorder
-            .events
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|e| match e {
-                SocketEventKind::WriteFailed {
-                    tag: None,
-                    error:
-                        WriteError::Transport {
-                            bytes_sent, len, ..
-                        },
-                } => Some((*bytes_sent, *len)),
-                SocketEventKind::WriteFailed { error, .. } => {
-                    panic!("a transport failure expected, got {error:?}")
-                }
-                _ => None,
-            })
-            .collect();
+        let failed = untagged_transport_failures(&recorder);
         let unanswered: Vec<(usize, usize)> = expected
             .iter()
             .enumerate()
@@ -285,20 +267,35 @@ fn do_send_writes_refused_after_a_failure_are_reported_in_order() {
             socket.do_send(Write::new(vec![2u8; len]));
         }
         settle().await;
-        let reported: Vec<usize> = recorder
-            .events
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|e| match e {
-                SocketEventKind::WriteFailed {
-                    tag: None,
-                    error: WriteError::Transport { len, .. },
-                } => Some(*len),
-                _ => None,
-            })
+        let reported: Vec<usize> = untagged_transport_failures(&recorder)
+            .into_iter()
+            .map(|(_, len)| len)
             .collect();
         assert_eq!(reported[0], 40, "the write the reset failed");
         assert_eq!(reported[1..], late, "every later write, in the order sent");
     });
+}
+
+/// `bytes_sent` and `len` of each untagged write failure the subscriber heard of, in
+/// order; any other kind of write failure fails the test.
+fn untagged_transport_failures(recorder: &Recorder) -> Vec<(usize, usize)> {
+    recorder
+        .events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            SocketEventKind::WriteFailed {
+                tag: None,
+                error:
+                    WriteError::Transport {
+                        bytes_sent, len, ..
+                    },
+            } => Some((*bytes_sent, *len)),
+            SocketEventKind::WriteFailed { error, .. } => {
+                panic!("an untagged transport failure expected, got {error:?}")
+            }
+            _ => None,
+        })
+        .collect()
 }
