@@ -184,8 +184,6 @@ struct Body {
 #[derive(Debug, Default)]
 struct Lens {
     pairs: Vec<(u32, u32)>,
-    /// The writes in the run (the sum of the pairs' counts).
-    writes: u32,
 }
 
 impl Lens {
@@ -193,12 +191,15 @@ impl Lens {
     fn restart(&mut self, len: u32) {
         self.pairs.clear();
         self.pairs.push((len, 1));
-        self.writes = 1;
+    }
+
+    /// How many writes the run holds.
+    fn writes(&self) -> u64 {
+        self.pairs.iter().map(|&(_, n)| u64::from(n)).sum()
     }
 
     /// One more write of `len` bytes. The queue stops runs before `u32::MAX` writes.
     fn push(&mut self, len: u32) {
-        self.writes += 1;
         match self.pairs.last_mut() {
             Some((last, n)) if *last == len && *n < u32::MAX => *n += 1,
             _ => self.pairs.push((len, 1)),
@@ -343,7 +344,9 @@ impl<T> Entry<T> {
     fn merged(&self) -> u32 {
         // A run holds at most `u32::MAX` writes beyond its first: the queue's count
         // stops runs from growing there.
-        self.run.as_ref().map_or(0, |run| run.writes - 1)
+        self.run.as_ref().map_or(0, |run| {
+            u32::try_from(run.writes().saturating_sub(1)).unwrap_or(u32::MAX)
+        })
     }
 
     /// Whether its bytes are in the staging buffer.
