@@ -74,6 +74,9 @@ impl<R> crate::proto::Token for Reply<R> {
     fn new_silent() -> Self {
         Reply::own(None, None)
     }
+    fn unheard(&self) -> bool {
+        matches!(self.to, To::Pending)
+    }
 }
 
 /// What [`Rendezvous::attach_stamped`] made of the last write's token.

@@ -206,6 +206,19 @@ impl Lens {
         }
     }
 
+    /// Takes the last write off the list: its length.
+    fn pop(&mut self) -> u32 {
+        let Some((len, n)) = self.pairs.last_mut() else {
+            return 0;
+        };
+        let len = *len;
+        *n -= 1;
+        if *n == 0 {
+            self.pairs.pop();
+        }
+        len
+    }
+
     /// The lengths, one per write, in order.
     fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         self.pairs
@@ -224,6 +237,15 @@ pub(crate) trait Token: Sized {
     /// A silent token with no tag: what the answers of the writes merged into a run of
     /// silent copied writes carry (see [`WriteQueue::push`]).
     fn new_silent() -> Self;
+
+    /// Nobody knows yet whether anyone hears this write: its driver learns only after
+    /// queuing it (a `Write` message's reply channel comes after its handler), and says
+    /// so with [`WriteQueue::join_silenced_last`] or by attaching a listener to
+    /// [`WriteQueue::last_token_mut`]. Such a write may join a run while it waits (see
+    /// [`WriteQueue::push`]).
+    fn unheard(&self) -> bool {
+        false
+    }
 }
 
 impl Token for u32 {
@@ -532,8 +554,7 @@ fn gather<'a, T>(
 }
 
 /// The bytes of the copied writes (see [`QueueConfig::copy_threshold`]).
-#[derive(Default)]
-struct Stage {
+struct Stage<T> {
     /// Their unsent bytes, in queue order.
     buf: BytesMut,
     /// The most bytes `buf` held at once.
@@ -546,6 +567,24 @@ struct Stage {
     /// A finished run's list of lengths, kept for the next run (freeing one and making
     /// one per run costs more than the run saves).
     spare_run: Option<Box<Lens>>,
+    /// The token of an unheard write (see [`Token::unheard`]) that joined the last
+    /// entry's run as its last write, until its driver says whether anyone hears it.
+    /// While it is here, that entry is untouched: nothing of it was offered to the
+    /// transport (every transmit and failure [`settles`](WriteQueue::settle) it first).
+    held: Option<T>,
+}
+
+impl<T> Default for Stage<T> {
+    fn default() -> Self {
+        Stage {
+            buf: BytesMut::new(),
+            peak: 0,
+            lent: None,
+            spare: BytesMut::new(),
+            spare_run: None,
+            held: None,
+        }
+    }
 }
 
 /// The FIFO write queue of one socket. `T` is the caller's per-write token (the socket
@@ -558,7 +597,7 @@ pub(crate) struct WriteQueue<T> {
     entries: VecDeque<Entry<T>>,
     /// The copied writes' bytes; made at the first copied write (boxed: an idle socket
     /// holds none).
-    stage: Option<Box<Stage>>,
+    stage: Option<Box<Stage<T>>>,
     /// Writes merged into runs (beyond each run's first), for [`len`](Self::len). A
     /// `u32` (every socket holds one: it fits beside the limits); at its maximum, writes
     /// stop joining runs.
@@ -694,11 +733,16 @@ impl<T: Token> WriteQueue<T> {
     /// The token of the write queued last, if any (the socket attaches a reply channel
     /// that arrives after the write was queued).
     pub(crate) fn last_token_mut(&mut self) -> Option<&mut T> {
+        if let Some(held) = self.stage.as_deref_mut().and_then(|s| s.held.as_mut()) {
+            return Some(held);
+        }
         self.entries.back_mut().map(|e| &mut e.token)
     }
 
     /// The write queued last counts its latency from `at`, if it had no start yet.
     pub(crate) fn stamp_last(&mut self, at: Instant) {
+        // Someone hears it: it leaves the run it was held in.
+        self.settle();
         if let Some(last) = self.entries.back_mut() {
             last.enqueued.get_or_insert(at);
         }
@@ -708,6 +752,13 @@ impl<T: Token> WriteQueue<T> {
     ///
     /// A zero-length write is queued like any other and completes, in order, once every
     /// write ahead of it has; `completed` answers it at once when the queue is empty.
+    ///
+    /// A small untagged write (copied, see [`QueueConfig::copy_threshold`]) with no
+    /// latency to measure joins the run of silent copied writes before it, if that run
+    /// is not offered to the transport yet: at once when its token is silent, and
+    /// provisionally when it is [unheard](Token::unheard) (its token is held until its
+    /// driver says: silent, it stays; heard, or anything else done to the queue first,
+    /// and it becomes an entry of its own, as if it had never joined).
     pub(crate) fn push(
         &mut self,
         batch: IoBatch,
@@ -716,6 +767,7 @@ impl<T: Token> WriteQueue<T> {
         now: Option<Instant>,
         completed: impl FnOnce(T, Result<Written, WriteError>),
     ) {
+        self.settle();
         let len = batch.len();
         if len == 0 && self.entries.is_empty() {
             completed(token, Ok(Written::default()));
@@ -735,11 +787,21 @@ impl<T: Token> WriteQueue<T> {
             stage.peak = stage.peak.max(stage.buf.len());
             // A silent copied write behind another, neither offered to the transport
             // yet: one entry for the run (their successes are counted, not emitted; a
-            // failure still answers each write).
-            if now.is_none() && len > 0 && token.silent() && self.last_takes_silent(0) {
-                self.queued += len;
-                self.join_last_run(len);
-                return;
+            // failure still answers each write). An unheard one joins provisionally.
+            if now.is_none() && len > 0 && self.last_takes_silent(0) {
+                if token.silent() {
+                    self.queued += len;
+                    self.join_last_run(len);
+                    return;
+                }
+                if token.unheard() {
+                    self.queued += len;
+                    self.join_last_run(len);
+                    if let Some(stage) = self.stage.as_deref_mut() {
+                        stage.held = Some(token);
+                    }
+                    return;
+                }
             }
             IoBatch::new()
         } else {
@@ -780,27 +842,41 @@ impl<T: Token> WriteQueue<T> {
     }
 
     /// The write queued last turned out silent after it was queued (a `do_send`'s
-    /// missing answer channel shows only after its handler returned): it joins the run
-    /// of the entry before it, as it would have joined had it been known silent when
-    /// queued. Nothing changes unless both could have: neither offered to the transport,
-    /// both silent copied writes with no latency to measure.
+    /// missing answer channel shows only after its handler returned): if it was held
+    /// in the run before it (see [`push`](Self::push)), it stays there, as if known
+    /// silent when queued.
     pub(crate) fn join_silenced_last(&mut self) {
-        let joins = self.last_takes_silent(1)
-            && self
-                .entries
-                .back()
-                .is_some_and(|last| last.takes_silent() && last.run.is_none());
-        if !joins {
-            return;
+        if let Some(stage) = self.stage.as_deref_mut() {
+            if let Some(held) = stage.held.take() {
+                debug_assert!(held.silent(), "a write silenced, its token not");
+            }
         }
-        let Some(last) = self.entries.pop_back() else {
+    }
+
+    /// An unheard write held in the last run (see [`push`](Self::push)) becomes an
+    /// entry of its own, with its token, as if it had never joined: before anything is
+    /// offered to the transport or answered, before the next write, and when someone
+    /// turns out to hear it. The run is untouched, so its staged bytes stay in place.
+    fn settle(&mut self) {
+        let Some(token) = self.stage.as_deref_mut().and_then(|s| s.held.take()) else {
             return;
         };
-        self.join_last_run(last.len);
+        let Some(last) = self.entries.back_mut() else {
+            return;
+        };
+        let len = last.run.as_deref_mut().map_or(0, Lens::pop) as usize;
+        last.len -= len;
+        self.merged -= 1;
+        if last.run.as_ref().is_some_and(|run| run.writes() == 1) {
+            let run = last.run.take();
+            Self::keep_run(&mut self.stage, run);
+        }
+        self.entries
+            .push_back(Entry::new(IoBatch::new(), len, None, token, None));
     }
 
     /// Keeps a finished run's list of lengths for the next run, unless it grew large.
-    fn keep_run(stage: &mut Option<Box<Stage>>, run: Option<Box<Lens>>) {
+    fn keep_run(stage: &mut Option<Box<Stage<T>>>, run: Option<Box<Lens>>) {
         let run = run.filter(|run| run.pairs.capacity() <= STAGING_KEEP / 8);
         if let (Some(run), Some(stage)) = (run, stage.as_deref_mut()) {
             stage.spare_run = Some(run);
@@ -953,6 +1029,7 @@ impl<T: Token> WriteQueue<T> {
     /// Each transmit must be answered with `handle_sent`, `handle_would_block` or
     /// `handle_failed` before the next.
     pub(crate) fn poll_transmit(&mut self, budget: usize) -> Option<Transmit> {
+        self.settle();
         if !self.has_transmit() {
             return None;
         }
@@ -1013,6 +1090,7 @@ impl<T: Token> WriteQueue<T> {
         sendfile: bool,
         out: &mut Vec<IoSlice<'a>>,
     ) -> Option<InPlaceTransmit<'a>> {
+        self.settle();
         if !self.has_transmit() {
             return None;
         }
@@ -1126,6 +1204,7 @@ impl<T: Token> WriteQueue<T> {
         now: Instant,
         mut completed: impl FnMut(T, Result<Written, WriteError>),
     ) -> Option<IoBatch> {
+        self.settle();
         let first_free = self.in_flight.map_or(0, |f| f.writes);
         let index = self
             .entries
@@ -1153,6 +1232,7 @@ impl<T: Token> WriteQueue<T> {
         error: impl Fn(usize, usize) -> WriteError,
         mut completed: impl FnMut(T, Result<Written, WriteError>),
     ) -> usize {
+        self.settle();
         let keep = self
             .in_flight
             .map_or(0, |f| f.writes)
@@ -1188,6 +1268,7 @@ impl<T: Token> WriteQueue<T> {
         error: impl Fn(usize, usize) -> WriteError,
         mut completed: impl FnMut(T, Result<Written, WriteError>),
     ) -> usize {
+        self.settle();
         self.in_flight = None;
         let released = self.queued;
         self.queued = 0;
@@ -1275,7 +1356,7 @@ mod tests {
         q.push(batch, None, id, None, |t, r| out.push((t, r)));
     }
 
-    fn in_place(q: &mut WriteQueue<u32>, budget: usize) -> (Vec<Vec<u8>>, usize) {
+    fn in_place<T: Token>(q: &mut WriteQueue<T>, budget: usize) -> (Vec<Vec<u8>>, usize) {
         let mut slices = Vec::new();
         let transmit = q.poll_transmit_in_place(budget, true, &mut slices);
         let Some(InPlaceTransmit::Vectored { writes, .. }) = transmit else {
@@ -1322,12 +1403,29 @@ mod tests {
         answers(out)
     }
 
+    /// A test token's id.
+    trait Id {
+        fn id(&self) -> u32;
+    }
+
+    impl Id for Tok {
+        fn id(&self) -> u32 {
+            self.0
+        }
+    }
+
+    impl Id for Pend {
+        fn id(&self) -> u32 {
+            self.0
+        }
+    }
+
     /// Each answer as an [`Answer`].
-    fn answers(out: &[(Tok, Result<Written, WriteError>)]) -> Vec<Answer> {
+    fn answers(out: &[(impl Id, Result<Written, WriteError>)]) -> Vec<Answer> {
         out.iter()
             .map(|(t, r)| match r {
-                Ok(w) => (t.0, Ok(w.len)),
-                Err(WriteError::Closed { bytes_sent, len }) => (t.0, Err((*bytes_sent, *len))),
+                Ok(w) => (t.id(), Ok(w.len)),
+                Err(WriteError::Closed { bytes_sent, len }) => (t.id(), Err((*bytes_sent, *len))),
                 Err(e) => panic!("{e:?}"),
             })
             .collect()
@@ -1367,42 +1465,85 @@ mod tests {
         assert_eq!(out[0].0 .0, 0, "the run's first write keeps its own token");
     }
 
+    /// A token whose write may be unheard (`None`) until its driver says: silent
+    /// (`Some(true)`) or heard (`Some(false)`).
+    #[derive(Debug, PartialEq)]
+    struct Pend(u32, Option<bool>);
+
+    impl Token for Pend {
+        fn silent(&self) -> bool {
+            self.1 == Some(true)
+        }
+        fn new_silent() -> Self {
+            Pend(0, Some(true))
+        }
+        fn unheard(&self) -> bool {
+            self.1.is_none()
+        }
+    }
+
+    fn pend(q: &mut WriteQueue<Pend>, id: u32, data: &'static [u8]) {
+        q.push(
+            Bytes::from_static(data).into(),
+            None,
+            Pend(id, None),
+            None,
+            |_, _| panic!("answered at once"),
+        );
+    }
+
+    /// What a socket does when a write's `do_send` shows: its token turns silent.
+    fn silence_last(q: &mut WriteQueue<Pend>) {
+        q.last_token_mut().expect("a write").1 = Some(true);
+        q.join_silenced_last();
+    }
+
+    /// What a socket does when a write's `send` shows: its token turns heard, and its
+    /// latency starts.
+    fn hear_last(q: &mut WriteQueue<Pend>, at: Instant) {
+        q.last_token_mut().expect("a write").1 = Some(false);
+        q.stamp_last(at);
+    }
+
     #[test]
     fn a_write_silenced_after_queuing_joins_the_run_before_it_only_where_it_could_have() {
         let mut q = WriteQueue::new(copying(64, 1024));
-        let silence_last = |q: &mut WriteQueue<Tok>| {
-            q.entries.back_mut().expect("a write").token.1 = true;
-            q.join_silenced_last();
-        };
         // Alone: nothing to join.
-        tok(&mut q, Tok(1, false), b"ab");
+        pend(&mut q, 1, b"ab");
         silence_last(&mut q);
         assert_eq!(q.entries.len(), 1);
         // Behind a silent copied write: joins its run.
-        tok(&mut q, Tok(2, false), b"cde");
+        pend(&mut q, 2, b"cde");
         silence_last(&mut q);
         assert_eq!(q.entries.len(), 1, "2 joined 1");
-        // Behind a write someone listens to: stays its own.
-        tok(&mut q, Tok(3, false), b"f");
-        tok(&mut q, Tok(4, false), b"gh");
+        // Heard: leaves the run; behind a write someone hears: stays its own.
+        let at = Instant::now();
+        pend(&mut q, 3, b"f");
+        hear_last(&mut q, at);
+        pend(&mut q, 4, b"gh");
         silence_last(&mut q);
         assert_eq!(q.entries.len(), 3, "[1 2] [3] [4]");
+        assert_eq!(q.entries[1].enqueued, Some(at), "3's latency counts");
         // Behind a run offered to the transport: stays its own.
         let mut slices = Vec::new();
         assert!(q.poll_transmit_in_place(1024, true, &mut slices).is_some());
         drop(slices);
-        tok(&mut q, Tok(5, false), b"ij");
+        pend(&mut q, 5, b"ij");
         silence_last(&mut q);
         assert_eq!(q.entries.len(), 4, "the entries in flight take no more");
-        tok(&mut q, Tok(6, false), b"k");
+        pend(&mut q, 6, b"k");
         silence_last(&mut q);
         assert_eq!(q.entries.len(), 4, "6 joined 5");
         assert_eq!(q.len(), 6);
         let mut out = Vec::new();
         q.handle_sent(4, Instant::now(), |t, r| out.push((t, r)))
             .expect("ok");
+        q.fail_all(
+            |bytes_sent, len| WriteError::Closed { bytes_sent, len },
+            |t, r| out.push((t, r)),
+        );
         assert_eq!(
-            closed_all(&mut q, &mut out),
+            answers(&out),
             [
                 (1, Ok(2)),
                 (0, Err((2, 3))),
@@ -1413,6 +1554,66 @@ mod tests {
             ],
             "one answer per write, in order, with its own length; a joined write \
              answers with a silent token"
+        );
+    }
+
+    #[test]
+    fn an_unheard_write_left_in_a_run_is_its_own_write_before_anything_touches_the_queue() {
+        let fail_all = |q: &mut WriteQueue<Pend>, out: &mut Vec<_>| {
+            q.fail_all(
+                |bytes_sent, len| WriteError::Closed { bytes_sent, len },
+                |t, r| out.push((t, r)),
+            );
+        };
+        // Its driver never says, and the queue fails: it answers with its own token.
+        let mut q = WriteQueue::new(copying(64, 1024));
+        pend(&mut q, 1, b"ab");
+        silence_last(&mut q);
+        pend(&mut q, 2, b"cde");
+        assert_eq!((q.entries.len(), q.len()), (1, 2), "2 held in 1's run");
+        let mut out = Vec::new();
+        fail_all(&mut q, &mut out);
+        assert_eq!(
+            answers(&out),
+            [(1, Err((0, 2))), (2, Err((0, 3)))],
+            "the held write answers to its own token"
+        );
+        assert!(out[1].0 .1.is_none(), "still unheard");
+
+        // A transmit comes first: the held write is an entry of its own, sent whole.
+        let mut q = WriteQueue::new(copying(64, 1024));
+        pend(&mut q, 1, b"ab");
+        silence_last(&mut q);
+        pend(&mut q, 2, b"cde");
+        let (slices, writes) = in_place(&mut q, 1024);
+        assert_eq!((slices.concat(), writes), (b"abcde".to_vec(), 2));
+        let mut out = Vec::new();
+        q.handle_sent(5, Instant::now(), |t, r| out.push((t, r)))
+            .expect("ok");
+        assert_eq!(
+            answers(&out),
+            [(1, Ok(2)), (2, Ok(3))],
+            "each with its own token"
+        );
+        assert!(q.is_empty());
+
+        // The next write comes first: the held one is settled before it, in order.
+        let mut q = WriteQueue::new(copying(64, 1024));
+        pend(&mut q, 1, b"ab");
+        silence_last(&mut q);
+        pend(&mut q, 2, b"cde");
+        pend(&mut q, 3, b"f");
+        silence_last(&mut q);
+        assert_eq!(
+            q.entries.len(),
+            3,
+            "[1] [2] [3]: 3 is behind an unheard write"
+        );
+        let mut out = Vec::new();
+        fail_all(&mut q, &mut out);
+        assert_eq!(
+            answers(&out),
+            [(1, Err((0, 2))), (2, Err((0, 3))), (3, Err((0, 1)))]
         );
     }
 
