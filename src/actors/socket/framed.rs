@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
 use actix::{Actor, Addr, Context, Handler};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::sync::mpsc;
@@ -85,6 +85,45 @@ pub struct FramedWriter<E> {
     /// Encoded bytes the queue refused (full): they go first.
     pending: Option<IoBatch>,
     room: Option<Room>,
+    /// The `Sink`'s buffers handed to the socket, reused once it has let go of them.
+    spent: Spent,
+}
+
+/// The buffers a [`FramedWriter`]'s `Sink` handed to the socket (zero-copy), kept to be
+/// reused once the socket has let go of them: a fresh 64 KiB buffer per flush, grown
+/// from nothing, cost a chain of reallocations and fresh pages faulted in (as much as
+/// the encryption of a TLS socket's writes). A tokio `BufWriter` keeps one buffer for
+/// good; this keeps at most [`Spent::KEPT`] references.
+#[derive(Debug, Default)]
+struct Spent(Vec<Bytes>);
+
+impl Spent {
+    /// Buffers kept: one the socket may still be sending, and one free.
+    const KEPT: usize = 2;
+
+    /// A buffer was handed to the socket: keep a reference to reuse it later (not one
+    /// much larger than the Sink's own, which a huge item made).
+    fn keep(&mut self, handed: &Bytes, capacity: usize) {
+        if capacity > 4 * FramedWriter::<()>::BUFFERED {
+            return;
+        }
+        if self.0.len() == Self::KEPT {
+            self.0.remove(0);
+        }
+        self.0.push(handed.clone());
+    }
+
+    /// A buffer the socket has let go of, emptied; or a new one with room for a full
+    /// Sink buffer and an item more.
+    fn take(&mut self) -> BytesMut {
+        while let Some(at) = self.0.iter().position(Bytes::is_unique) {
+            if let Ok(mut buf) = self.0.swap_remove(at).try_into_mut() {
+                buf.clear();
+                return buf;
+            }
+        }
+        BytesMut::with_capacity(FramedWriter::<()>::BUFFERED + FramedWriter::<()>::BUFFERED / 4)
+    }
 }
 
 impl<E> std::fmt::Debug for FramedWriter<E> {
@@ -105,6 +144,7 @@ impl Writer {
             buf: BytesMut::new(),
             pending: None,
             room: None,
+            spent: Spent::default(),
         }
     }
 }
@@ -200,8 +240,13 @@ impl<E> FramedWriter<E> {
             if self.buf.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            // Next in line: `poll_pending` writes it, or waits for room for it.
-            self.pending = Some(self.buf.split().freeze().into());
+            // Next in line: `poll_pending` writes it, or waits for room for it. The
+            // whole buffer goes (so that it can come back); the next is taken when an
+            // item needs it.
+            let capacity = self.buf.capacity();
+            let full = std::mem::take(&mut self.buf).freeze();
+            self.spent.keep(&full, capacity);
+            self.pending = Some(full.into());
         }
     }
 
@@ -244,6 +289,9 @@ impl<I, E: Encoder<I>> Sink<I> for FramedWriter<E> {
 
     fn start_send(mut self: Pin<&mut Self>, item: I) -> Result<(), Self::Error> {
         let this = &mut *self;
+        if this.buf.capacity() == 0 {
+            this.buf = this.spent.take();
+        }
         this.encoder
             .encode(item, &mut this.buf)
             .map_err(FramedWriteError::Encode)
@@ -396,5 +444,51 @@ impl<T: Send + 'static> Handler<SocketEvent> for Forward<T> {
             _ => return,
         };
         let _ = self.0.send(incoming);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_buffer_is_reused_once_the_socket_lets_go_of_it() {
+        let mut spent = Spent::default();
+        let mut buf = spent.take();
+        let capacity = buf.capacity();
+        assert!(
+            capacity > FramedWriter::<()>::BUFFERED,
+            "room for a full buffer"
+        );
+        buf.extend_from_slice(b"hello");
+        let at = buf.as_ptr();
+        let handed = buf.freeze();
+        spent.keep(&handed, capacity);
+        let in_socket = handed.slice(1..);
+        drop(handed);
+        let other = spent.take();
+        assert_ne!(
+            other.as_ptr(),
+            at,
+            "a buffer still being sent is not reused"
+        );
+        drop(in_socket);
+        let reused = spent.take();
+        assert_eq!(reused.as_ptr(), at, "let go of: the same allocation");
+        assert!(reused.is_empty());
+        assert!(reused.capacity() >= capacity - 5);
+        assert!(spent.0.is_empty(), "handed out, no longer kept");
+    }
+
+    #[test]
+    fn the_sink_keeps_at_most_two_buffers_and_none_made_for_a_huge_item() {
+        let mut spent = Spent::default();
+        let huge = Bytes::from(vec![0u8; 5 * FramedWriter::<()>::BUFFERED]);
+        spent.keep(&huge, huge.len());
+        assert!(spent.0.is_empty(), "a huge item's buffer is not kept");
+        for _ in 0..3 {
+            spent.keep(&Bytes::from(vec![0u8; 16]), 16);
+        }
+        assert_eq!(spent.0.len(), Spent::KEPT);
     }
 }
