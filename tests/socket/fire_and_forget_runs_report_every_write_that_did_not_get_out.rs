@@ -9,6 +9,10 @@
 //!   is (a `Writer`'s write refused synchronously is not in the stream and not reported);
 //! - each answered write gets `Ok` exactly when all its bytes went out, else an error
 //!   with how many did.
+//!
+//! Under both flush policies: deferred (a `Write` message joins its run before the socket
+//! knows who listens, and is settled when the next message is handled) and immediate (the
+//! handler that queued it transmits at once).
 
 use std::io;
 use std::time::Duration;
@@ -70,17 +74,18 @@ fn how_far(error: &WriteError) -> Option<(usize, usize)> {
     }
 }
 
-fn run_case(ops: Vec<Op>, steps: Vec<SendStep>) -> Result<(), TestCaseError> {
+fn run_case(ops: Vec<Op>, steps: Vec<SendStep>, immediate: bool) -> Result<(), TestCaseError> {
     run_paused(|| async move {
         let mock = MockTransport::start();
         mock.script_sendv(Handle(1), steps);
         let recorder = Recorder::default();
-        let socket = Socket::builder()
+        let mut builder = Socket::builder()
             .functions(mock.functions())
-            .subscriber(recorder.start().recipient())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+            .subscriber(recorder.start().recipient());
+        if immediate {
+            builder = builder.immediate();
+        }
+        let socket = builder.connect(mock_peer()).await.expect("connect");
         let writer = socket.send(GetWriter).await.expect("writer");
 
         // Per write in program order: how, its bytes, and for `send` its answer's task.
@@ -174,7 +179,8 @@ proptest! {
     fn every_fire_and_forget_write_that_did_not_get_out_is_reported_once_in_order(
         ops in prop::collection::vec(op(), 1..160),
         steps in prop::collection::vec(step(), 0..12),
+        immediate in any::<bool>(),
     ) {
-        run_case(ops, steps)?;
+        run_case(ops, steps, immediate)?;
     }
 }
