@@ -13,26 +13,16 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use flate2::{Compression, FlushCompress, FlushDecompress};
 
-use crate::actors::functions::LayerSpec;
+use crate::actors::functions::{LayerBounds, LayerSpec};
 use crate::error::TransportError;
 use crate::proto::{Decoded, Layer};
 use crate::SocketFunctions;
 
-/// Default bound on the encoded bytes handed to a transport reached by message, per call.
-const DEFAULT_MAX_PER_CALL: usize = 64 * 1024;
-/// Default bound on a handle's encoded bytes the inner transport has not taken yet.
-const DEFAULT_MAX_BUFFERED: usize = 128 * 1024;
-/// Default bound on the plaintext one read returns.
-const DEFAULT_MAX_OUTPUT_PER_CALL: usize = 64 * 1024;
 /// Default bound on plaintext bytes per compressed byte, over a connection.
 const DEFAULT_MAX_RATIO: u64 = 256;
 /// The ratio bound applies once this much plaintext came out: short messages of
 /// repeated bytes compress far better than any sensible bound.
 const RATIO_FLOOR: u64 = 64 * 1024;
-/// Default wait, at a graceful close, for the transport to take the encoded bytes left.
-const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The smallest outbox: room for some input's worst case.
-const MIN_BUFFERED: usize = 256;
 /// The most plaintext compressed in one compressor call.
 const STEP: usize = 64 * 1024;
 
@@ -335,11 +325,8 @@ fn as_usize(n: u64) -> usize {
 #[derive(Debug, Clone)]
 pub struct Compress {
     level: Compression,
-    max_per_call: usize,
-    max_buffered: usize,
-    max_output_per_call: usize,
+    layer: LayerBounds,
     bounds: Bounds,
-    close_timeout: Duration,
 }
 
 impl Default for Compress {
@@ -354,14 +341,11 @@ impl Compress {
     pub fn new() -> Self {
         Compress {
             level: Compression::default(),
-            max_per_call: DEFAULT_MAX_PER_CALL,
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            max_output_per_call: DEFAULT_MAX_OUTPUT_PER_CALL,
+            layer: LayerBounds::default(),
             bounds: Bounds {
                 max_ratio: DEFAULT_MAX_RATIO,
                 max_total: u64::MAX,
             },
-            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 
@@ -374,20 +358,20 @@ impl Compress {
     /// Hands a transport reached by message at most `n` encoded bytes (at least 1) per
     /// call (default 64 KiB).
     pub fn max_per_call(mut self, n: usize) -> Self {
-        self.max_per_call = n.max(1);
+        self.layer = self.layer.max_per_call(n);
         self
     }
 
     /// Holds at most `n` encoded bytes per socket that the transport has not taken (at
     /// least 256; default 128 KiB).
     pub fn max_buffered(mut self, n: usize) -> Self {
-        self.max_buffered = n.max(MIN_BUFFERED);
+        self.layer = self.layer.max_buffered(n);
         self
     }
 
     /// Returns at most `n` plaintext bytes (at least 1) per read (default 64 KiB).
     pub fn max_output_per_call(mut self, n: usize) -> Self {
-        self.max_output_per_call = n.max(1);
+        self.layer = self.layer.max_output(n);
         self
     }
 
@@ -408,7 +392,7 @@ impl Compress {
     /// Waits at most this long (tokio time), at a graceful close, for the transport to
     /// take the encoded bytes left; then the socket closes anyway (default 10 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.layer = self.layer.close_timeout(timeout);
         self
     }
 
@@ -416,19 +400,13 @@ impl Compress {
     pub fn wrap(self, inner: SocketFunctions) -> SocketFunctions {
         let Compress {
             level,
-            max_per_call,
-            max_buffered,
-            max_output_per_call,
+            layer,
             bounds,
-            close_timeout,
         } = self;
         inner.with_layer(LayerSpec {
             name: "deflate",
             make: Arc::new(move |_| Ok(Box::new(Deflate::new(level, bounds)) as Box<dyn Layer>)),
-            max_buffered,
-            max_output: max_output_per_call,
-            max_per_call,
-            close_timeout,
+            bounds: layer,
         })
     }
 }

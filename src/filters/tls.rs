@@ -25,7 +25,7 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 use tokio::sync::Notify;
 
 use super::link::{take_front, Filter, FilterActor, FilterAnswer, Link};
-use crate::actors::functions::LayerSpec;
+use crate::actors::functions::{LayerBounds, LayerSpec};
 use crate::error::TransportError;
 use crate::messages::functions::{
     Handle, Readiness, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
@@ -33,16 +33,8 @@ use crate::messages::functions::{
 use crate::proto::{Decoded, Layer};
 use crate::SocketFunctions;
 
-/// Default bound on the ciphertext handed to a transport reached by message, per call.
-const DEFAULT_MAX_PER_CALL: usize = 64 * 1024;
-/// Default bound on a socket's ciphertext the transport has not taken yet.
-const DEFAULT_MAX_BUFFERED: usize = 128 * 1024;
-/// Default bound on the plaintext one read returns.
-const DEFAULT_MAX_OUTPUT_PER_CALL: usize = 64 * 1024;
 /// Default time a handshake may take (tokio time).
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default wait, at a graceful close, for the transport to take the ciphertext left.
-const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Server handshakes at once per listener.
 const DEFAULT_MAX_HANDSHAKES: usize = 64;
 /// Longest wait, after a failed handshake, for the alert to the peer to go out.
@@ -51,8 +43,6 @@ const ALERT_WAIT: Duration = Duration::from_secs(1);
 const RECORD: usize = 16 * 1024;
 /// More than any record's framing and tag (TLS 1.3: 22 bytes; TLS 1.2: at most 29).
 const RECORD_OVERHEAD: usize = 64;
-/// The smallest outbox: room for some plaintext's worst case.
-const MIN_BUFFERED: usize = 4 * RECORD_OVERHEAD;
 /// Ciphertext read per inner `recvfrom` during the handshake.
 const HANDSHAKE_READ: usize = 16 * 1024 + 512;
 
@@ -561,11 +551,8 @@ impl Layer for TlsLayer {
 #[derive(Debug)]
 pub struct Tls {
     role: Role,
-    max_per_call: usize,
-    max_buffered: usize,
-    max_output_per_call: usize,
+    layer: LayerBounds,
     handshake_timeout: Duration,
-    close_timeout: Duration,
     max_handshakes: usize,
     /// Handshakes under way.
     sessions: HashMap<Handle, Rc<Session>>,
@@ -718,11 +705,8 @@ impl Tls {
     fn with_role(role: Role) -> Self {
         Tls {
             role,
-            max_per_call: DEFAULT_MAX_PER_CALL,
-            max_buffered: DEFAULT_MAX_BUFFERED,
-            max_output_per_call: DEFAULT_MAX_OUTPUT_PER_CALL,
+            layer: LayerBounds::default(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            close_timeout: DEFAULT_CLOSE_TIMEOUT,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             sessions: HashMap::new(),
             over_layers: false,
@@ -781,20 +765,20 @@ impl Tls {
     /// Hands a transport reached by message at most `n` ciphertext bytes (at least 1)
     /// per call, during the handshake and after (default 64 KiB).
     pub fn max_per_call(mut self, n: usize) -> Self {
-        self.max_per_call = n.max(1);
+        self.layer = self.layer.max_per_call(n);
         self
     }
 
     /// Holds at most `n` ciphertext bytes per socket that the transport has not taken
     /// (at least 256; default 128 KiB).
     pub fn max_buffered(mut self, n: usize) -> Self {
-        self.max_buffered = n.max(MIN_BUFFERED);
+        self.layer = self.layer.max_buffered(n);
         self
     }
 
     /// Returns at most `n` plaintext bytes (at least 1) per read (default 64 KiB).
     pub fn max_output_per_call(mut self, n: usize) -> Self {
-        self.max_output_per_call = n.max(1);
+        self.layer = self.layer.max_output(n);
         self
     }
 
@@ -824,7 +808,7 @@ impl Tls {
     /// take the ciphertext left (close_notify included); then the socket closes anyway
     /// (default 10 s).
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.layer = self.layer.close_timeout(timeout);
         self
     }
 
@@ -847,12 +831,9 @@ impl Tls {
                         )
                     })
             }),
-            max_buffered: self.max_buffered,
-            max_output: self.max_output_per_call,
-            max_per_call: self.max_per_call,
-            close_timeout: self.close_timeout,
+            bounds: self.layer,
         };
-        let max = self.max_per_call;
+        let max = self.layer.max_per_call;
         let mut tls = self;
         tls.over_layers = !inner.layers().is_empty();
         let hooks = FilterActor::wrap(tls, inner.clone(), max);
@@ -902,7 +883,7 @@ impl Tls {
         self.sessions.insert(handle, session.clone());
         let outlet = Outlet {
             sendv: link.inner().sendv().clone(),
-            max_per_call: self.max_per_call,
+            max_per_call: self.layer.max_per_call,
         };
         // The handshake's writing and the handshake itself run as tasks of their own, not
         // as futures in this actor's context: actix polls every future of a context at
@@ -918,7 +899,7 @@ impl Tls {
         let recv = link.inner().recvfrom().clone();
         let timeout = self.handshake_timeout;
         let shaking = session.clone();
-        let alert_wait = self.close_timeout.min(ALERT_WAIT);
+        let alert_wait = self.layer.close_timeout.min(ALERT_WAIT);
         let done = async move {
             let _writer = writer;
             let done = match tokio::time::timeout(timeout, async {

@@ -105,7 +105,25 @@ pub(crate) type MakeLayer = dyn Fn(Handle) -> io::Result<Box<dyn Layer>> + Send 
 pub(crate) struct LayerSpec {
     pub(crate) name: &'static str,
     pub(crate) make: Arc<MakeLayer>,
-    /// Bound on the bytes for the transport the socket holds.
+    pub(crate) bounds: LayerBounds,
+}
+
+impl fmt::Debug for LayerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LayerSpec")
+            .field("name", &self.name)
+            .field("bounds", &self.bounds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a layered socket holds to: the bounds each layer brings (a stack keeps the
+/// tightest of each), and what [`Tls`](crate::filters::Tls) and
+/// [`Compress`](crate::filters::Compress) set with their builders. Each setter keeps its
+/// value usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LayerBounds {
+    /// Bound on the bytes for the transport the socket holds (its outbox).
     pub(crate) max_buffered: usize,
     /// Bound on the plaintext one decode returns.
     pub(crate) max_output: usize,
@@ -116,25 +134,55 @@ pub(crate) struct LayerSpec {
     pub(crate) close_timeout: std::time::Duration,
 }
 
-impl fmt::Debug for LayerSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LayerSpec")
-            .field("name", &self.name)
-            .field("max_buffered", &self.max_buffered)
-            .field("max_output", &self.max_output)
-            .field("max_per_call", &self.max_per_call)
-            .field("close_timeout", &self.close_timeout)
-            .finish_non_exhaustive()
+impl Default for LayerBounds {
+    /// A 128 KiB outbox, 64 KiB per decode and per call, 10 s to close.
+    fn default() -> Self {
+        LayerBounds {
+            max_buffered: 128 * 1024,
+            max_output: 64 * 1024,
+            max_per_call: 64 * 1024,
+            close_timeout: std::time::Duration::from_secs(10),
+        }
     }
 }
 
-/// Default bound on a layered socket's bytes for the transport.
-pub(crate) const LAYER_MAX_BUFFERED: usize = 128 * 1024;
-/// Default bound on the plaintext one decode returns, and on the bytes per call to a
-/// transport reached by message.
-pub(crate) const LAYER_MAX_PER_CALL: usize = 64 * 1024;
-/// Default longest wait, at a graceful close, for a layered socket's bytes left.
-pub(crate) const LAYER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+impl LayerBounds {
+    /// The smallest outbox: room for some plaintext's worst case (a TLS record's
+    /// framing four times over).
+    const MIN_BUFFERED: usize = 256;
+
+    /// At most `n` bytes (at least 1) per call to a transport reached by message.
+    pub(crate) fn max_per_call(self, n: usize) -> Self {
+        LayerBounds {
+            max_per_call: n.max(1),
+            ..self
+        }
+    }
+
+    /// An outbox of at most `n` bytes (at least [`MIN_BUFFERED`](Self::MIN_BUFFERED)).
+    pub(crate) fn max_buffered(self, n: usize) -> Self {
+        LayerBounds {
+            max_buffered: n.max(Self::MIN_BUFFERED),
+            ..self
+        }
+    }
+
+    /// At most `n` plaintext bytes (at least 1) per decode.
+    pub(crate) fn max_output(self, n: usize) -> Self {
+        LayerBounds {
+            max_output: n.max(1),
+            ..self
+        }
+    }
+
+    /// Waits at most `timeout` at a graceful close.
+    pub(crate) fn close_timeout(self, timeout: std::time::Duration) -> Self {
+        LayerBounds {
+            close_timeout: timeout,
+            ..self
+        }
+    }
+}
 
 thread_local! {
     /// The system table of this thread, shared by every socket built without a table of
@@ -393,10 +441,7 @@ impl SocketFunctions {
         self.with_layer(LayerSpec {
             name: "user",
             make: Arc::new(make),
-            max_buffered: LAYER_MAX_BUFFERED,
-            max_output: LAYER_MAX_PER_CALL,
-            max_per_call: LAYER_MAX_PER_CALL,
-            close_timeout: LAYER_CLOSE_TIMEOUT,
+            bounds: LayerBounds::default(),
         })
     }
 

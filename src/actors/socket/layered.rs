@@ -92,15 +92,19 @@ impl LayeredIo {
             }
         }
         let min = |f: fn(&LayerSpec) -> usize| specs.iter().map(f).min().unwrap_or(1).max(1);
-        let stack = LayerStack::new(layers, min(|s| s.max_buffered), min(|s| s.max_output));
+        let stack = LayerStack::new(
+            layers,
+            min(|s| s.bounds.max_buffered),
+            min(|s| s.bounds.max_output),
+        );
         tracing::debug!(%handle, layers = ?stack.names(), "byte layers in place");
         Ok(LayeredIo {
             base,
             stack,
-            max_per_call: min(|s| s.max_per_call),
+            max_per_call: min(|s| s.bounds.max_per_call),
             close_timeout: specs
                 .iter()
-                .map(|s| s.close_timeout)
+                .map(|s| s.bounds.close_timeout)
                 .min()
                 .unwrap_or_default(),
             sending: false,
