@@ -362,6 +362,26 @@ impl TlsLayer {
         }
     }
 
+    /// Hands rustls all of `input` as plaintext. rustls seals each call as records of
+    /// its own, and takes a call's slices as one plaintext: the whole transmit in one
+    /// call packs its writes, small or large, into full-size records, with no copy of
+    /// ours before rustls' own.
+    fn take_plaintext(&mut self, input: &[IoSlice<'_>]) -> io::Result<()> {
+        let written = self.conn.writer().write_vectored(input)?;
+        // Without a buffer limit (set when the layer is made) rustls takes everything;
+        // the rest, should it not, slice by slice.
+        let mut skip = written;
+        for slice in input {
+            if skip >= slice.len() {
+                skip -= slice.len();
+                continue;
+            }
+            self.conn.writer().write_all(&slice[skip..])?;
+            skip = 0;
+        }
+        Ok(())
+    }
+
     fn seal(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         while self.conn.wants_write() {
             if self.conn.write_tls(out)? == 0 {
@@ -405,20 +425,25 @@ impl Layer for TlsLayer {
     }
 
     fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
-        // rustls seals each call as records of its own, and takes a call's slices as one
-        // plaintext: the whole transmit in one call packs its writes, small or large,
-        // into full-size records, with no copy of ours before rustls' own.
-        let written = self.conn.writer().write_vectored(input)?;
-        // Without a buffer limit (set when the layer is made) rustls takes everything;
-        // the rest, should it not, slice by slice.
-        let mut skip = written;
-        for slice in input {
-            if skip >= slice.len() {
-                skip -= slice.len();
-                continue;
+        self.take_plaintext(input)?;
+        self.seal(out)
+    }
+
+    fn encode_direct(
+        &mut self,
+        input: &[IoSlice<'_>],
+        direct: &mut dyn io::Write,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        self.take_plaintext(input)?;
+        // The records go from rustls' buffers to the transport in one `writev`, as
+        // tokio-rustls writes them; what the transport does not take (it would block,
+        // or failed: the socket hears that from `direct`) is copied out behind them.
+        while self.conn.wants_write() {
+            match self.conn.write_tls(direct) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
             }
-            self.conn.writer().write_all(&slice[skip..])?;
-            skip = 0;
         }
         self.seal(out)
     }
@@ -1146,6 +1171,93 @@ mod tests {
         }
         assert_eq!(got.len(), sent.len());
         assert!(got == sent, "plaintext differs");
+    }
+
+    /// A transport written in place that takes `room` bytes, then would block (or
+    /// fails, if `fail`).
+    struct Takes {
+        room: usize,
+        took: Vec<u8>,
+        calls: usize,
+        fail: bool,
+    }
+
+    impl io::Write for Takes {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.room == 0 {
+                let kind = if self.fail {
+                    io::ErrorKind::ConnectionReset
+                } else {
+                    io::ErrorKind::WouldBlock
+                };
+                return Err(kind.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.room);
+                self.took.extend_from_slice(&b[..take]);
+                self.room -= take;
+                n += take;
+            }
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn records_go_to_the_transport_in_place_and_what_it_did_not_take_follows_in_order() {
+        for (room, fail) in [
+            (usize::MAX, false),
+            (20_000, false),
+            (5, false),
+            (0, false),
+            (7_000, true),
+        ] {
+            let (mut client, mut server) = handshaken();
+            client.set_buffer_limit(None);
+            let mut layer = TlsLayer::new(Connection::from(client), &[]);
+            let writes: Vec<Vec<u8>> = (0..40u32).map(|i| vec![(i % 251) as u8; 1500]).collect();
+            let slices: Vec<IoSlice<'_>> = writes.iter().map(|w| IoSlice::new(w)).collect();
+            let mut direct = Takes {
+                room,
+                took: Vec::new(),
+                calls: 0,
+                fail,
+            };
+            let mut out = Vec::new();
+            Layer::encode_direct(&mut layer, &slices, &mut direct, &mut out).expect("encode");
+            if room == usize::MAX {
+                assert!(
+                    out.is_empty(),
+                    "a transport that takes everything: nothing copied"
+                );
+                assert!(
+                    direct.calls <= 2,
+                    "one writev for all records ({} calls)",
+                    direct.calls
+                );
+            } else {
+                assert_eq!(direct.took.len(), room, "the transport took its room");
+                assert!(!out.is_empty(), "room {room}: the rest is copied out");
+            }
+            let wire = [direct.took.clone(), out].concat();
+            let (mut rest, mut got) = (&wire[..], Vec::new());
+            while !rest.is_empty() {
+                server.read_tls(&mut rest).expect("server reads");
+                server.process_new_packets().expect("decrypts");
+                let _ = io::Read::read_to_end(&mut server.reader(), &mut got);
+            }
+            assert!(
+                got == writes.concat(),
+                "room {room}: the plaintext, byte-exact, in order"
+            );
+        }
     }
 
     #[test]

@@ -81,6 +81,23 @@ pub trait Layer: Send + fmt::Debug + 'static {
     /// decodable by the peer without waiting for more (a compressor flushes).
     fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()>;
 
+    /// [`encode`](Self::encode) for the layer nearest the wire, while the socket's
+    /// outbox is empty and its transport is written in place: the layer may write what
+    /// it makes straight to `direct`, a non-blocking writer on the transport, saving the
+    /// copy into `out`. `direct` answers [`WouldBlock`](io::ErrorKind::WouldBlock) when
+    /// it takes no more (or the transport failed: the socket learns that from it); what
+    /// it did not take must be appended to `out`, in order. By default everything is
+    /// appended to `out`.
+    fn encode_direct(
+        &mut self,
+        input: &[IoSlice<'_>],
+        direct: &mut dyn io::Write,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let _ = direct;
+        self.encode(input, out)
+    }
+
     /// Decodes from the front of `input` (removing what it took), appending at most `max`
     /// bytes to `out`.
     fn decode(
@@ -217,6 +234,27 @@ impl LayerStack {
     /// Encodes `input` (all of it: take at most [`room`](Self::room)) through every layer
     /// into the outbox.
     pub(crate) fn encode(&mut self, input: &[IoSlice<'_>]) -> io::Result<()> {
+        self.encode_through(input, None)
+    }
+
+    /// [`encode`](Self::encode), letting the layer nearest the wire write straight to
+    /// `direct` (see [`Layer::encode_direct`]) when the outbox is empty: what `direct`
+    /// took is on the transport, the rest in the outbox after it. With bytes in the
+    /// outbox, everything goes behind them.
+    pub(crate) fn encode_direct(
+        &mut self,
+        input: &[IoSlice<'_>],
+        direct: &mut dyn io::Write,
+    ) -> io::Result<()> {
+        let direct = (self.outbox.is_empty() && self.out == 0).then_some(direct);
+        self.encode_through(input, direct)
+    }
+
+    fn encode_through(
+        &mut self,
+        input: &[IoSlice<'_>],
+        mut direct: Option<&mut dyn io::Write>,
+    ) -> io::Result<()> {
         let Some(last) = self.layers.len().checked_sub(1) else {
             for slice in input {
                 self.outbox.extend_from_slice(slice);
@@ -229,10 +267,11 @@ impl LayerStack {
                 let (before, rest) = scratch.split_at_mut(i);
                 let out = &mut rest[0];
                 out.clear();
-                if i == 0 {
-                    layer.encode(input, out)?;
-                } else {
-                    layer.encode(&[IoSlice::new(&before[i - 1])], out)?;
+                let below = [IoSlice::new(before.last().map_or(&[][..], Vec::as_slice))];
+                let input = if i == 0 { input } else { &below[..] };
+                match direct.as_deref_mut().filter(|_| i == last) {
+                    Some(direct) => layer.encode_direct(input, direct, out)?,
+                    None => layer.encode(input, out)?,
                 }
             }
             Ok(())
@@ -564,6 +603,99 @@ mod tests {
                 other => return (out.to_vec(), other),
             }
         }
+    }
+
+    /// Frames (as [`Frames`]) and writes what it can straight to the transport.
+    #[derive(Debug, Default)]
+    struct DirectFrames(Frames);
+
+    impl Layer for DirectFrames {
+        fn name(&self) -> &'static str {
+            "direct-frames"
+        }
+        fn worst_case(&self, n: usize) -> usize {
+            self.0.worst_case(n)
+        }
+        fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
+            self.0.encode(input, out)
+        }
+        fn encode_direct(
+            &mut self,
+            input: &[IoSlice<'_>],
+            direct: &mut dyn io::Write,
+            out: &mut Vec<u8>,
+        ) -> io::Result<()> {
+            let mut framed = Vec::new();
+            self.0.encode(input, &mut framed)?;
+            let took = direct.write(&framed).unwrap_or(0);
+            out.extend_from_slice(&framed[took..]);
+            Ok(())
+        }
+        fn decode(
+            &mut self,
+            input: &mut BytesMut,
+            out: &mut BytesMut,
+            max: usize,
+        ) -> io::Result<Decoded> {
+            self.0.decode(input, out, max)
+        }
+    }
+
+    /// A transport that takes `room` bytes, then would block.
+    struct Room(usize, Vec<u8>);
+
+    impl io::Write for Room {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.0);
+            self.1.extend_from_slice(&buf[..n]);
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_wire_side_layer_writes_in_place_only_when_nothing_waits_before_it() {
+        let data: Vec<u8> = (0..600u32).map(|i| (i % 251) as u8).collect();
+        let input = [IoSlice::new(&data)];
+        let mut framed = Vec::new();
+        Frames.encode(&input, &mut framed).expect("frames");
+
+        // A layer that does not write in place: everything into the outbox.
+        let mut stack = LayerStack::new(vec![Box::new(AddOne), Box::new(Frames)], 1 << 20, 1 << 20);
+        let mut direct = Room(usize::MAX, Vec::new());
+        stack.encode_direct(&input, &mut direct).expect("encode");
+        assert!(direct.1.is_empty());
+        assert_eq!(stack.outbox().len(), framed.len());
+
+        // The wire-side layer writes what the transport takes; the rest follows in the
+        // outbox; the layer before it still runs first.
+        let mut stack = LayerStack::new(
+            vec![Box::new(AddOne), Box::new(DirectFrames::default())],
+            1 << 20,
+            1 << 20,
+        );
+        let mut direct = Room(100, Vec::new());
+        stack.encode_direct(&input, &mut direct).expect("encode");
+        let mut plus_one = Vec::new();
+        AddOne.encode(&input, &mut plus_one).expect("add one");
+        let mut expected = Vec::new();
+        Frames
+            .encode(&[IoSlice::new(&plus_one)], &mut expected)
+            .expect("frames");
+        assert_eq!(direct.1, expected[..100], "the transport took its room");
+        assert_eq!(stack.outbox(), &expected[100..], "the rest, in order");
+
+        // Bytes already wait in the outbox: nothing goes in place, all goes behind them.
+        let mut direct = Room(usize::MAX, Vec::new());
+        stack.encode_direct(&input, &mut direct).expect("encode");
+        assert!(direct.1.is_empty(), "nothing overtakes the outbox");
+        assert_eq!(stack.outbox().len(), 2 * expected.len() - 100);
     }
 
     #[test]

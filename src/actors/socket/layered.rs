@@ -17,7 +17,7 @@ use bytes::BytesMut;
 
 use super::io::{read_chunks, Answer, Core, Lower, StreamIo, TableIo};
 use super::Socket;
-use crate::actors::functions::LayerSpec;
+use crate::actors::functions::{LayerSpec, SystemStream};
 use crate::actors::inbound::{Got, Inbound};
 use crate::error::TransportError;
 use crate::proto::{Decoded, InPlaceTransmit, LayerStack};
@@ -229,6 +229,58 @@ impl LayeredIo {
     }
 }
 
+/// The stream, written in place by the layer nearest the wire during an encode (see
+/// [`Layer::encode_direct`](crate::proto::Layer::encode_direct)): it answers would-block
+/// once the stream would block or failed, and keeps what happened for the socket.
+struct Direct<'a> {
+    stream: &'a SystemStream,
+    /// The stream would block: the socket waits for it to be writable.
+    blocked: bool,
+    /// Writing failed: the socket fails with it.
+    failed: Option<io::Error>,
+}
+
+impl<'a> Direct<'a> {
+    fn new(stream: &'a std::sync::Arc<SystemStream>) -> Self {
+        Direct {
+            stream,
+            blocked: false,
+            failed: None,
+        }
+    }
+}
+
+impl io::Write for Direct<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        if self.blocked || self.failed.is_some() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        match self.stream.try_write_vectored(bufs) {
+            Ok(0) if bufs.iter().any(|b| !b.is_empty()) => {
+                self.failed = Some(io::ErrorKind::WriteZero.into());
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.blocked = true;
+                Err(e)
+            }
+            Err(e) => {
+                self.failed = Some(e);
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl StreamIo for LayeredIo {
     fn sendfile(&self) -> bool {
         // The layers must see every byte.
@@ -284,9 +336,19 @@ impl StreamIo for LayeredIo {
             return Answer::Nothing;
         }
         let mut slices = Vec::new();
+        let mut direct = self
+            .base
+            .stream()
+            .filter(|_| !self.blocked)
+            .map(Direct::new);
         let encoded = match core.poll_transmit_in_place(room, &mut slices) {
             None => return Answer::Nothing,
-            Some(InPlaceTransmit::Vectored { len, .. }) => self.stack.encode(&slices).map(|()| len),
+            Some(InPlaceTransmit::Vectored { len, .. }) => match direct.as_mut() {
+                // In place: the layer nearest the wire may write to the stream itself.
+                Some(direct) => self.stack.encode_direct(&slices, direct),
+                None => self.stack.encode(&slices),
+            }
+            .map(|()| len),
             Some(InPlaceTransmit::File { .. }) => {
                 drop(slices);
                 core.handle_sendfile_unsupported();
@@ -294,6 +356,17 @@ impl StreamIo for LayeredIo {
             }
         };
         drop(slices);
+        if let Some(Direct {
+            blocked, failed, ..
+        }) = direct
+        {
+            if let Some(e) = failed {
+                self.fail(e.into(), core);
+            } else if blocked {
+                self.blocked = true;
+                self.base.wait(Readiness::Writable, ctx);
+            }
+        }
         match encoded {
             Ok(len) => {
                 tracing::trace!(bytes = len, outbox = self.stack.outbox().len(), "encoded");
