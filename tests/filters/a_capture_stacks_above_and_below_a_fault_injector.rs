@@ -85,16 +85,10 @@ async fn program(functions: SocketFunctions) -> Seen {
     tokio::time::sleep(Duration::from_millis(30)).await;
     socket.do_send(Close::Graceful);
     settle().await;
-    let pieces = recorder
-        .events
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|e| match e {
-            SocketEventKind::Received(b) => Some(b.clone()),
-            _ => None,
-        })
-        .collect();
+    let pieces = recorder.picked(|e| match e {
+        SocketEventKind::Received(b) => Some(b.clone()),
+        _ => None,
+    });
     (answers, pieces, events(&recorder))
 }
 

@@ -43,16 +43,7 @@ fn no_delivery_is_larger_than_the_sockets_read_chunk() {
         peer.send(&mock, &data);
         peer.close_notify(&mock);
         settle().await;
-        let largest = recorder
-            .events
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|e| match e {
-                SocketEventKind::Received(bytes) => Some(bytes.len()),
-                _ => None,
-            })
-            .max();
+        let largest = recorder.delivery_lens().into_iter().max();
         assert!(
             largest.is_some_and(|n| n <= 13),
             "a delivery of {largest:?} bytes"

@@ -12,16 +12,10 @@ use sockactor::messages::{Handle, SocketEventKind};
 use sockactor::{MockTransport, Socket, TransportError};
 
 fn read_failures(recorder: &Recorder) -> Vec<TransportError> {
-    recorder
-        .events
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|e| match e {
-            SocketEventKind::ReadFailed(error) => Some(error.clone()),
-            _ => None,
-        })
-        .collect()
+    recorder.picked(|e| match e {
+        SocketEventKind::ReadFailed(error) => Some(error.clone()),
+        _ => None,
+    })
 }
 
 fn is_corrupt(error: &TransportError) -> bool {

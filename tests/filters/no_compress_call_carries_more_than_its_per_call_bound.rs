@@ -7,7 +7,7 @@ use crate::support::{mock_peer, pattern, run_paused, settle, watermarks, Recorde
 use bytes::Bytes;
 use flate2::FlushDecompress;
 use sockactor::filters::Compress;
-use sockactor::messages::{GetWriter, Handle, SocketEventKind, Write};
+use sockactor::messages::{GetWriter, Handle, Write};
 use sockactor::{MockTransport, Socket, SocketConfig};
 
 const BOUND: usize = 1000;
@@ -128,16 +128,7 @@ fn no_delivery_is_larger_than_the_output_bound() {
                 break;
             }
         }
-        let largest = recorder
-            .events
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter_map(|e| match e {
-                SocketEventKind::Received(bytes) => Some(bytes.len()),
-                _ => None,
-            })
-            .max();
+        let largest = recorder.delivery_lens().into_iter().max();
         assert!(
             largest.is_some_and(|n| n <= BOUND),
             "{largest:?} bytes in one delivery"

@@ -47,17 +47,11 @@ async fn data_the_peer_sends_after_our_eof_reaches_the_subscriber_before_the_clo
     })
     .await;
     assert_eq!(recorder.received(), b"late reply");
-    let kinds: Vec<&'static str> = recorder
-        .events
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|e| match e {
-            SocketEventKind::Eof => Some("eof"),
-            SocketEventKind::Closed { .. } => Some("closed"),
-            _ => None,
-        })
-        .collect();
+    let kinds: Vec<&'static str> = recorder.picked(|e| match e {
+        SocketEventKind::Eof => Some("eof"),
+        SocketEventKind::Closed { .. } => Some("closed"),
+        _ => None,
+    });
     assert_eq!(
         kinds,
         ["eof", "closed"],

@@ -279,23 +279,16 @@ fn do_send_writes_refused_after_a_failure_are_reported_in_order() {
 /// `bytes_sent` and `len` of each untagged write failure the subscriber heard of, in
 /// order; any other kind of write failure fails the test.
 fn untagged_transport_failures(recorder: &Recorder) -> Vec<(usize, usize)> {
-    recorder
-        .events
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter_map(|e| match e {
-            SocketEventKind::WriteFailed {
-                tag: None,
-                error:
-                    WriteError::Transport {
-                        bytes_sent, len, ..
-                    },
-            } => Some((*bytes_sent, *len)),
-            SocketEventKind::WriteFailed { error, .. } => {
-                panic!("an untagged transport failure expected, got {error:?}")
-            }
-            _ => None,
-        })
-        .collect()
+    recorder.picked(|e| match e {
+        SocketEventKind::WriteFailed {
+            tag: None,
+            error: WriteError::Transport {
+                bytes_sent, len, ..
+            },
+        } => Some((*bytes_sent, *len)),
+        SocketEventKind::WriteFailed { error, .. } => {
+            panic!("an untagged transport failure expected, got {error:?}")
+        }
+        _ => None,
+    })
 }

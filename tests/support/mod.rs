@@ -82,6 +82,24 @@ impl Recorder {
         self.writability.lock().expect("lock").clone()
     }
 
+    /// What `pick` makes of each event it picks, in the order the events came.
+    pub fn picked<T>(&self, pick: impl FnMut(&SocketEventKind) -> Option<T>) -> Vec<T> {
+        self.events
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(pick)
+            .collect()
+    }
+
+    /// The lengths of the deliveries, in order.
+    pub fn delivery_lens(&self) -> Vec<usize> {
+        self.picked(|e| match e {
+            SocketEventKind::Received(bytes) => Some(bytes.len()),
+            _ => None,
+        })
+    }
+
     pub fn count(&self, pred: impl Fn(&SocketEventKind) -> bool) -> usize {
         self.events
             .lock()
