@@ -788,7 +788,7 @@ impl<T: Token> WriteQueue<T> {
             // A silent copied write behind another, neither offered to the transport
             // yet: one entry for the run (their successes are counted, not emitted; a
             // failure still answers each write). An unheard one joins provisionally.
-            if now.is_none() && len > 0 && self.last_takes_silent(0) {
+            if now.is_none() && len > 0 && self.last_takes_silent() {
                 if token.silent() {
                     self.queued += len;
                     self.join_last_run(len);
@@ -814,13 +814,14 @@ impl<T: Token> WriteQueue<T> {
         self.queued += len;
     }
 
-    /// Whether the entry `back` places before the last may take a silent copied write
-    /// into its run: it can (see [`Entry::takes_silent`]), it is not offered to the
-    /// transport, and the count of merged writes has room.
-    fn last_takes_silent(&self, back: usize) -> bool {
+    /// Whether the last entry may take a silent copied write into its run: it can (see
+    /// [`Entry::takes_silent`]), it is not offered to the transport, and the count of
+    /// merged writes has room.
+    fn last_takes_silent(&self) -> bool {
         let in_flight = self.in_flight.map_or(0, |f| f.writes);
-        let n = self.entries.len();
-        n > in_flight + back && self.merged < u32::MAX && self.entries[n - 1 - back].takes_silent()
+        self.entries.len() > in_flight
+            && self.merged < u32::MAX
+            && self.entries.back().is_some_and(Entry::takes_silent)
     }
 
     /// Adds a silent copied write of `len` bytes (already staged, already counted in
