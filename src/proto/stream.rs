@@ -524,7 +524,7 @@ impl<T: Token> StreamCore<T> {
 
     /// The write queued last (if it is in the queue, not waiting for room) turned out
     /// silent after it was queued (its driver learned only then that nobody listens):
-    /// it may join the run of silent writes before it, as if known silent when queued.
+    /// if it joined the run before it provisionally (see `WriteQueue::push`), it stays.
     pub(crate) fn handle_silenced_last(&mut self) {
         if self.waiting.is_empty() {
             self.queue.join_silenced_last();
