@@ -470,23 +470,26 @@ impl LayerStack {
     /// Moves what the layers want sent of their own accord into the outbox, wire side
     /// last (a layer's own bytes go through the layers below it).
     pub(crate) fn poll_output(&mut self) -> io::Result<()> {
-        for i in 0..self.layers.len() {
-            let mut own = Vec::new();
-            self.layers[i].poll_output(&mut own)?;
-            if !own.is_empty() {
-                self.encode_from(i + 1, own)?;
-            }
-        }
-        Ok(())
+        self.each_layers_own(|layer, own| layer.poll_output(own))
     }
 
     /// The layers' last bytes, into the outbox (graceful close).
     pub(crate) fn close(&mut self) -> io::Result<()> {
+        self.each_layers_own(|layer, last| layer.close(last))
+    }
+
+    /// Asks each layer, plaintext side first, for bytes of its own (`own` fills the
+    /// buffer it is given), and encodes them through the layers below it into the
+    /// outbox.
+    fn each_layers_own(
+        &mut self,
+        own: impl Fn(&mut dyn Layer, &mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
         for i in 0..self.layers.len() {
-            let mut last = Vec::new();
-            self.layers[i].close(&mut last)?;
-            if !last.is_empty() {
-                self.encode_from(i + 1, last)?;
+            let mut bytes = Vec::new();
+            own(self.layers[i].as_mut(), &mut bytes)?;
+            if !bytes.is_empty() {
+                self.encode_from(i + 1, bytes)?;
             }
         }
         Ok(())
