@@ -1087,6 +1087,7 @@ impl Filter for Tls {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::testing::Takes;
 
     /// A client connection and its server, the handshake done by hand in memory.
     fn handshaken() -> (ClientConnection, ServerConnection) {
@@ -1173,43 +1174,6 @@ mod tests {
         assert!(got == sent, "plaintext differs");
     }
 
-    /// A transport written in place that takes `room` bytes, then would block (or
-    /// fails, if `fail`).
-    struct Takes {
-        room: usize,
-        took: Vec<u8>,
-        calls: usize,
-        fail: bool,
-    }
-
-    impl io::Write for Takes {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.write_vectored(&[IoSlice::new(buf)])
-        }
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            self.calls += 1;
-            if self.room == 0 {
-                let kind = if self.fail {
-                    io::ErrorKind::ConnectionReset
-                } else {
-                    io::ErrorKind::WouldBlock
-                };
-                return Err(kind.into());
-            }
-            let mut n = 0;
-            for b in bufs {
-                let take = b.len().min(self.room);
-                self.took.extend_from_slice(&b[..take]);
-                self.room -= take;
-                n += take;
-            }
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn records_go_to_the_transport_in_place_and_what_it_did_not_take_follows_in_order() {
         for (room, fail) in [
@@ -1225,10 +1189,8 @@ mod tests {
             let writes: Vec<Vec<u8>> = (0..40u32).map(|i| vec![(i % 251) as u8; 1500]).collect();
             let slices: Vec<IoSlice<'_>> = writes.iter().map(|w| IoSlice::new(w)).collect();
             let mut direct = Takes {
-                room,
-                took: Vec::new(),
-                calls: 0,
                 fail,
+                ..Takes::new(room)
             };
             let mut out = Vec::new();
             Layer::encode_direct(&mut layer, &slices, &mut direct, &mut out).expect("encode");

@@ -510,6 +510,7 @@ impl LayerStack {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::testing::Takes;
 
     /// Adds one to every byte; decodes at most 3 bytes a call (to exercise `More`).
     #[derive(Debug)]
@@ -644,24 +645,6 @@ mod tests {
         }
     }
 
-    /// A transport that takes `room` bytes, then would block.
-    struct Room(usize, Vec<u8>);
-
-    impl io::Write for Room {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.0 == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = buf.len().min(self.0);
-            self.1.extend_from_slice(&buf[..n]);
-            self.0 -= n;
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn the_wire_side_layer_writes_in_place_only_when_nothing_waits_before_it() {
         let data: Vec<u8> = (0..600u32).map(|i| (i % 251) as u8).collect();
@@ -671,9 +654,9 @@ mod tests {
 
         // A layer that does not write in place: everything into the outbox.
         let mut stack = LayerStack::new(vec![Box::new(AddOne), Box::new(Frames)], 1 << 20, 1 << 20);
-        let mut direct = Room(usize::MAX, Vec::new());
+        let mut direct = Takes::new(usize::MAX);
         stack.encode_direct(&input, &mut direct).expect("encode");
-        assert!(direct.1.is_empty());
+        assert!(direct.took.is_empty());
         assert_eq!(stack.outbox().len(), framed.len());
 
         // The wire-side layer writes what the transport takes; the rest follows in the
@@ -683,7 +666,7 @@ mod tests {
             1 << 20,
             1 << 20,
         );
-        let mut direct = Room(100, Vec::new());
+        let mut direct = Takes::new(100);
         stack.encode_direct(&input, &mut direct).expect("encode");
         let mut plus_one = Vec::new();
         AddOne.encode(&input, &mut plus_one).expect("add one");
@@ -691,13 +674,13 @@ mod tests {
         Frames
             .encode(&[IoSlice::new(&plus_one)], &mut expected)
             .expect("frames");
-        assert_eq!(direct.1, expected[..100], "the transport took its room");
+        assert_eq!(direct.took, expected[..100], "the transport took its room");
         assert_eq!(stack.outbox(), &expected[100..], "the rest, in order");
 
         // Bytes already wait in the outbox: nothing goes in place, all goes behind them.
-        let mut direct = Room(usize::MAX, Vec::new());
+        let mut direct = Takes::new(usize::MAX);
         stack.encode_direct(&input, &mut direct).expect("encode");
-        assert!(direct.1.is_empty(), "nothing overtakes the outbox");
+        assert!(direct.took.is_empty(), "nothing overtakes the outbox");
         assert_eq!(stack.outbox().len(), 2 * expected.len() - 100);
     }
 

@@ -50,6 +50,8 @@ mod layer;
 mod limits;
 mod queue;
 mod stream;
+#[cfg(test)]
+pub(crate) mod testing;
 mod watermarks;
 
 pub(crate) use datagram::{DatagramCore, DatagramEvent, DatagramSettings, Received};
