@@ -684,6 +684,107 @@ mod tests {
         assert_eq!(stack.outbox().len(), 2 * expected.len() - 100);
     }
 
+    /// What the transport does with the outbox or a write in place, in a property test.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// Writes `len` bytes, letting the wire-side layer write in place to a transport
+        /// that takes `room` bytes, then would block (or fails, if `fail`).
+        Direct { len: usize, room: usize, fail: bool },
+        /// Writes `len` bytes into the outbox only (a transport reached by message).
+        Encode { len: usize },
+        /// The transport takes the outbox's first `n` bytes in place.
+        Sent { n: usize },
+        /// The outbox's first `n` bytes go by message; the transport takes `accepted`
+        /// of them, the rest comes back.
+        ByMessage { n: usize, accepted: usize },
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let len = 0usize..3 * SWAP_AT;
+        prop_oneof![
+            (
+                len.clone(),
+                0usize..4 * SWAP_AT,
+                proptest::bool::weighted(0.1)
+            )
+                .prop_map(|(len, room, fail)| Step::Direct { len, room, fail }),
+            len.prop_map(|len| Step::Encode { len }),
+            (0usize..4 * SWAP_AT).prop_map(|n| Step::Sent { n }),
+            (0usize..4 * SWAP_AT, 0usize..4 * SWAP_AT)
+                .prop_map(|(n, accepted)| Step::ByMessage { n, accepted }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Writes in place and into the outbox, the outbox drained in place or by message
+        /// (in part, the rest returned), in any order: the wire carries every write's
+        /// bytes once, in order, and nothing is written in place while the outbox holds
+        /// bytes or has bytes out with a transport.
+        #[test]
+        fn writes_in_place_and_through_the_outbox_reach_the_wire_once_in_order(
+            steps in proptest::collection::vec(step(), 1..24),
+        ) {
+            let layers: Vec<Box<dyn Layer>> =
+                vec![Box::new(AddOne), Box::new(DirectFrames::default())];
+            let mut ours = LayerStack::new(layers, 1 << 30, 1 << 20);
+            let (mut wire, mut plaintext) = (Vec::new(), Vec::new());
+            let mut next = 0u8;
+            let mut write = |len: usize| {
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        next = next.wrapping_add(7);
+                        next
+                    })
+                    .collect();
+                plaintext.extend_from_slice(&data);
+                data
+            };
+            for step in steps {
+                match step {
+                    Step::Direct { len, room, fail } => {
+                        let data = write(len);
+                        let waiting = !ours.outbox().is_empty() || ours.out > 0;
+                        let mut direct = Takes { fail, ..Takes::new(room) };
+                        ours.encode_direct(&[IoSlice::new(&data)], &mut direct)
+                            .expect("encodes");
+                        if waiting {
+                            proptest::prop_assert!(direct.took.is_empty(), "overtook the outbox");
+                        }
+                        wire.extend_from_slice(&direct.took);
+                    }
+                    Step::Encode { len } => {
+                        let data = write(len);
+                        ours.encode(&[IoSlice::new(&data)]).expect("encodes");
+                    }
+                    Step::Sent { n } => {
+                        let n = n.min(ours.outbox().len());
+                        wire.extend_from_slice(&ours.outbox()[..n]);
+                        ours.sent(n);
+                    }
+                    Step::ByMessage { n, accepted } => {
+                        let taken = ours.take_outbox(n);
+                        let accepted = accepted.min(taken.len());
+                        wire.extend_from_slice(&taken[..accepted]);
+                        ours.returned(&taken, accepted);
+                    }
+                }
+            }
+            wire.extend_from_slice(ours.outbox());
+            let mut peer = stack(1 << 30);
+            peer.inbox(wire.len()).extend_from_slice(&wire);
+            let (got, _) = decode_all(&mut peer);
+            proptest::prop_assert_eq!(got.len(), plaintext.len());
+            proptest::prop_assert!(got == plaintext, "the peer's plaintext differs");
+        }
+    }
+
     #[test]
     fn bytes_go_through_every_layer_and_back() {
         let mut a = stack(1 << 20);
