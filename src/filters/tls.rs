@@ -1222,6 +1222,64 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 48,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Transmits of any writes through a TLS `LayerStack`, each written in place to a
+        /// stream that takes a random amount (or would block, or fails), the outbox
+        /// drained a random amount between them: the peer decrypts every byte, once, in
+        /// order.
+        #[test]
+        fn tls_records_written_in_place_or_through_the_outbox_decrypt_in_order(
+            transmits in proptest::collection::vec(
+                (
+                    proptest::collection::vec(1usize..6_000, 1..8),
+                    0usize..70_000,
+                    proptest::bool::weighted(0.1),
+                    0usize..70_000,
+                ),
+                1..10,
+            ),
+        ) {
+            use crate::proto::LayerStack;
+            let (mut client, mut server) = handshaken();
+            client.set_buffer_limit(None);
+            let layer = TlsLayer::new(Connection::from(client), &[]);
+            let mut stack = LayerStack::new(vec![Box::new(layer)], 1 << 30, 1 << 20);
+            let (mut wire, mut sent, mut fill) = (Vec::new(), Vec::new(), 0u8);
+            for (sizes, room, fail, drain) in transmits {
+                let writes: Vec<Vec<u8>> = sizes
+                    .iter()
+                    .map(|&n| {
+                        fill = fill.wrapping_add(1);
+                        vec![fill; n]
+                    })
+                    .collect();
+                let slices: Vec<IoSlice<'_>> = writes.iter().map(|w| IoSlice::new(w)).collect();
+                let mut direct = Takes { fail, ..Takes::new(room) };
+                stack.encode_direct(&slices, &mut direct).expect("encodes");
+                wire.extend_from_slice(&direct.took);
+                sent.extend(writes.concat());
+                let n = drain.min(stack.outbox().len());
+                wire.extend_from_slice(&stack.outbox()[..n]);
+                stack.sent(n);
+            }
+            wire.extend_from_slice(stack.outbox());
+            let (mut rest, mut got) = (&wire[..], Vec::new());
+            while !rest.is_empty() {
+                server.read_tls(&mut rest).expect("server reads");
+                server.process_new_packets().expect("decrypts");
+                let _ = io::Read::read_to_end(&mut server.reader(), &mut got);
+            }
+            proptest::prop_assert_eq!(got.len(), sent.len());
+            proptest::prop_assert!(got == sent, "the plaintext differs");
+        }
+    }
+
     #[test]
     fn the_worst_case_covers_a_records_framing() {
         for n in [0usize, 1, 64, RECORD - 1, RECORD, RECORD + 1, 1 << 20] {
