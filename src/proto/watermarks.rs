@@ -75,7 +75,9 @@ impl Watermarks {
     /// ones that waited for room, moved into the queue by a graceful close).
     pub(crate) fn charge(&self, level: Level, len: usize) -> (Level, Option<bool>) {
         let admitted = level.admitted().saturating_add(len).min(Level::MAX);
-        let crossing = level.is_writable() && admitted >= self.high;
+        // A zero-length write adds nothing: it reaches no mark (at a high watermark of
+        // 0 it would turn the socket unwritable with nothing queued to drain).
+        let crossing = level.is_writable() && len > 0 && admitted >= self.high;
         let next = Level::new(admitted, level.is_writable() && !crossing);
         (next, crossing.then_some(false))
     }
@@ -109,6 +111,19 @@ mod tests {
         let (l, change) = w.release(l, 3);
         assert_eq!(change, None, "already writable");
         assert_eq!(l.admitted(), 0);
+        assert!(l.is_writable());
+    }
+
+    #[test]
+    fn a_zero_length_write_adds_nothing_and_crosses_no_mark() {
+        let w = Watermarks::new(0, 0);
+        let (l, change) = w.admit(Level::default(), 0).expect("admitted");
+        assert_eq!(change, None, "nothing was added: no crossing");
+        assert!(l.is_writable());
+        let (l, change) = w.admit(l, 3).expect("admitted");
+        assert_eq!(change, Some(false), "3 bytes reach a high watermark of 0");
+        let (l, change) = w.release(l, 3);
+        assert_eq!(change, Some(true));
         assert!(l.is_writable());
     }
 

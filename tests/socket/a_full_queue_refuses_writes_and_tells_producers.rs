@@ -2,7 +2,7 @@
 //! get a typed queue-full error (with their payload back) and queued bytes stay bounded;
 //! producers hear "unwritable" and "writable" once per crossing; a queued write that has
 //! not started can be cancelled and its payload comes back; an awaiting write waits for
-//! room instead of failing.
+//! room instead of failing; a zero-length write reaches no mark.
 
 use crate::support::{mock_peer, mock_socket, run_paused, settle, watermarks, Recorder};
 use bytes::Bytes;
@@ -177,5 +177,30 @@ fn an_awaiting_write_waits_for_room_instead_of_failing() {
         let mut expected = vec![1u8; 1000];
         expected.extend_from_slice(&[2u8; 10]);
         assert_eq!(mock.written(Handle(1)), expected);
+    });
+}
+
+/// A zero-length write adds nothing to the queue, so it cannot reach the high watermark:
+/// with watermarks of 0, after one, the next write is admitted as before (it left the
+/// socket unwritable for good, with nothing queued).
+#[test]
+fn a_zero_length_write_never_turns_a_zero_high_watermark_unwritable() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(watermarks(0, 0))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        for bytes in [&b"abc"[..], b"", b"def"] {
+            socket
+                .send(Write::new(bytes))
+                .await
+                .expect("mailbox")
+                .expect("written");
+        }
+        settle().await;
+        assert_eq!(mock.written(Handle(1)), b"abcdef");
     });
 }
