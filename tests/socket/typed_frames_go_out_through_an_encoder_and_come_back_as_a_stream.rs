@@ -1,7 +1,7 @@
 //! Typed frames both ways, as short as tokio-util's `Framed`: `connect_framed` gives a
 //! `FramedWriter` (encoder + `Sink`) and a `FrameStream` (decoder + `Stream`) in one
-//! call; the writer's `try_send` refuses a full queue at once, handing the encoded bytes
-//! back; as a `Sink` it buffers until a flush (or 64 KiB), waits for room and keeps every
+//! call; the writer's `try_send` refuses a full queue at once, handing its item's
+//! encoded bytes back (bytes the writer held stay held); `send` is cancel-safe; as a `Sink` it buffers until a flush (or 64 KiB), waits for room and keeps every
 //! item in order, and a dropped one still sends what it was fed (or, its socket closed,
 //! is refused with a warning naming the bytes); the stream ends at
 //! the peer's EOF and ends with a typed error when a frame is too long; `connect_actor`
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::{local, mock_peer, run_paused, settle, watermarks, WarnLog};
 use actix::prelude::*;
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use sockactor::messages::{Close, Handle, SocketEvent, SocketEventKind};
 use sockactor::{
     DecodeError, FrameError, FramedWriteError, FramedWriter, MockTransport, SendStep, Socket,
@@ -149,6 +149,69 @@ fn a_full_queue_refuses_try_send_at_once_and_the_sink_waits_for_room() {
         settle().await;
         let written = mock.written(Handle(1));
         assert_eq!(written, format!("{}\nwaits\n", "x".repeat(100)).as_bytes());
+    });
+}
+
+/// Fed through the `Sink`, then a flush that found no room: those bytes wait in the
+/// writer. A `try_send` then refuses its own item (its encoded bytes come back), and the
+/// bytes fed earlier stay in the writer and go out first once there is room.
+#[test]
+fn a_try_send_behind_bytes_waiting_for_room_hands_back_its_own_item_and_keeps_theirs() {
+    run_paused(|| async {
+        let (mock, _socket, mut tx) = over_the_high_watermark().await;
+        SinkExt::feed(&mut tx, "fed".to_string())
+            .now_or_never()
+            .expect("the buffer has room")
+            .expect("fed");
+        assert!(
+            SinkExt::<String>::flush(&mut tx).now_or_never().is_none(),
+            "the flush waits for room"
+        );
+        match tx.try_send("tried".to_string()) {
+            Err(FramedWriteError::Write(WriteError::QueueFull { payload, .. })) => {
+                let payload = payload.to_vec().expect("in memory");
+                assert_eq!(
+                    payload, b"tried\n",
+                    "the item tried comes back, not another"
+                );
+            }
+            other => panic!("expected QueueFull, got {other:?}"),
+        }
+        settle().await;
+        mock.release(Handle(1));
+        SinkExt::<String>::flush(&mut tx).await.expect("flushed");
+        settle().await;
+        assert_eq!(
+            mock.written(Handle(1)),
+            format!("{}\nfed\n", "x".repeat(100)).as_bytes()
+        );
+    });
+}
+
+/// `send` is cancel-safe: dropped while it waits for room (a timeout), neither the bytes
+/// fed before it nor its own item are lost; they go out, in order, when there is room.
+#[test]
+fn a_send_dropped_while_it_waits_for_room_loses_nothing_fed() {
+    run_paused(|| async {
+        let (mock, _socket, mut tx) = over_the_high_watermark().await;
+        SinkExt::feed(&mut tx, "fed".to_string())
+            .now_or_never()
+            .expect("the buffer has room")
+            .expect("fed");
+        assert!(
+            SinkExt::<String>::flush(&mut tx).now_or_never().is_none(),
+            "the flush waits for room"
+        );
+        let timed_out =
+            tokio::time::timeout(Duration::from_secs(1), tx.send("sent".to_string())).await;
+        assert!(timed_out.is_err(), "no room within the timeout");
+        mock.release(Handle(1));
+        tx.send("next".to_string()).await.expect("sent");
+        settle().await;
+        assert_eq!(
+            mock.written(Handle(1)),
+            format!("{}\nfed\nsent\nnext\n", "x".repeat(100)).as_bytes()
+        );
     });
 }
 

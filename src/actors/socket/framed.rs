@@ -165,41 +165,133 @@ impl<E> FramedWriter<E> {
     }
 
     /// Encodes `item` and writes it now, or says why not: a full queue
-    /// ([`WriteError::QueueFull`], the encoded bytes inside) or a closed socket. Items
-    /// refused earlier by a [`Sink`] call go first.
+    /// ([`WriteError::QueueFull`], this item's encoded bytes inside) or a closed socket.
+    /// Bytes the writer holds (fed to the [`Sink`] and not flushed, or refused earlier)
+    /// go first; while the queue refuses them, they stay held and the item is refused.
     pub fn try_send<I>(&mut self, item: I) -> Result<(), FramedWriteError<E::Error>>
     where
         E: Encoder<I>,
     {
-        if let Some(pending) = self.pending.take() {
-            self.writer.write(pending)?;
+        if self.pending.is_some() {
+            // Bytes refused before go first: while they wait, the item waits too.
+            let held = self.try_write_held();
+            let item = self.encode(item)?;
+            return match held {
+                Ok(()) => Ok(self.writer.write(item)?),
+                Err(WriteError::QueueFull {
+                    queued,
+                    high_watermark,
+                    ..
+                }) => Err(WriteError::QueueFull {
+                    queued,
+                    high_watermark,
+                    payload: item.into(),
+                }
+                .into()),
+                Err(e) => Err(e.into()),
+            };
         }
-        let batch = self.encode(item)?;
-        self.writer.write(batch)?;
-        Ok(())
+        // The `Sink`'s buffered bytes, then the item: one write.
+        let buffered = self.buf.len();
+        let bytes = self.encode(item)?;
+        if buffered == 0 {
+            self.writer.write(bytes)?;
+            return Ok(());
+        }
+        match self.writer.write(bytes.clone()) {
+            Ok(()) => Ok(()),
+            Err(WriteError::QueueFull {
+                queued,
+                high_watermark,
+                ..
+            }) => {
+                // Only the item comes back; the buffered bytes stay held, first in line.
+                self.pending = Some(bytes.slice(..buffered).into());
+                Err(WriteError::QueueFull {
+                    queued,
+                    high_watermark,
+                    payload: bytes.slice(buffered..).into(),
+                }
+                .into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Encodes `item`, waits for room in the socket's queue, and writes it.
+    /// Encodes `item`, waits for room in the socket's queue, and writes it (after the
+    /// bytes the writer holds).
+    ///
+    /// Cancel-safe: the item is the writer's once this is first polled. Dropped while
+    /// it waits for room (a timeout), the future loses nothing: the item and what was
+    /// held before it go first at the next `send`, flush or `try_send`, or when the
+    /// writer is dropped.
     pub async fn send<I>(&mut self, item: I) -> Result<(), FramedWriteError<E::Error>>
     where
         E: Encoder<I>,
     {
-        if let Some(pending) = self.pending.take() {
-            self.writer.write_when_ready(pending).await?;
-        }
         let batch = self.encode(item)?;
-        self.writer.write_when_ready(batch).await?;
+        self.hold(batch.into());
+        std::future::poll_fn(|cx| self.poll_pending(cx)).await?;
         Ok(())
     }
 
-    fn encode<I>(&mut self, item: I) -> Result<IoBatch, FramedWriteError<E::Error>>
+    /// Puts `batch` behind the bytes held (one write of several segments).
+    fn hold(&mut self, batch: IoBatch) {
+        match &mut self.pending {
+            Some(held) => {
+                for segment in batch.into_segments() {
+                    held.push_segment(segment);
+                }
+            }
+            None => self.pending = Some(batch),
+        }
+    }
+
+    /// The `Sink`'s buffer joins the bytes held, its allocation kept for reuse.
+    fn hold_buffer(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let capacity = self.buf.capacity();
+        let full = std::mem::take(&mut self.buf).freeze();
+        self.spent.keep(&full, capacity);
+        self.hold(full.into());
+    }
+
+    /// Writes the bytes held (refused before, then the `Sink`'s buffer) now; what the
+    /// queue refuses stays held, and a `QueueFull` (with no payload) says so.
+    fn try_write_held(&mut self) -> Result<(), WriteError> {
+        self.hold_buffer();
+        let Some(held) = self.pending.take() else {
+            return Ok(());
+        };
+        match self.writer.write(held) {
+            Ok(()) => Ok(()),
+            Err(WriteError::QueueFull {
+                queued,
+                high_watermark,
+                payload,
+            }) => {
+                self.pending = Some(payload);
+                Err(WriteError::QueueFull {
+                    queued,
+                    high_watermark,
+                    payload: IoBatch::new(),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `Sink`'s buffered bytes and `item`, encoded after them.
+    fn encode<I>(&mut self, item: I) -> Result<Bytes, FramedWriteError<E::Error>>
     where
         E: Encoder<I>,
     {
         self.encoder
             .encode(item, &mut self.buf)
             .map_err(FramedWriteError::Encode)?;
-        Ok(self.buf.split().freeze().into())
+        Ok(self.buf.split().freeze())
     }
 
     /// Writes what the queue refused before, waiting for room as needed.
@@ -243,10 +335,7 @@ impl<E> FramedWriter<E> {
             // Next in line: `poll_pending` writes it, or waits for room for it. The
             // whole buffer goes (so that it can come back); the next is taken when an
             // item needs it.
-            let capacity = self.buf.capacity();
-            let full = std::mem::take(&mut self.buf).freeze();
-            self.spent.keep(&full, capacity);
-            self.pending = Some(full.into());
+            self.hold_buffer();
         }
     }
 
