@@ -5,6 +5,7 @@
 
 use crate::support::{mock_socket, run_paused};
 use futures_util::future::join_all;
+use futures_util::FutureExt;
 use sockactor::messages::{Close, Handle, Write};
 use sockactor::{MockTransport, SendStep};
 
@@ -100,13 +101,17 @@ fn writer_writes_and_address_messages_mixed_keep_program_order() {
 }
 
 #[test]
-fn a_send_future_dropped_before_it_is_polled_is_skipped_by_actix() {
-    // actix skips a message whose answer nobody waits for any more: the README's caveat.
+fn a_send_future_dropped_before_the_socket_handles_it_is_skipped_by_actix() {
+    // actix skips a message whose answer nobody waits for any more, whether or not its
+    // future was polled: the README's caveat.
     run_paused(|| async {
         let mock = MockTransport::start();
         mock.set_default_step(SendStep::AcceptAll);
         let socket = mock_socket(&mock).await;
-        drop(socket.send(Write::new(&b"dropped"[..])));
+        drop(socket.send(Write::new(&b"dropped;"[..])));
+        let mut polled = Box::pin(socket.send(Write::new(&b"polled, then dropped;"[..])));
+        assert!(polled.as_mut().now_or_never().is_none(), "not handled yet");
+        drop(polled);
         socket
             .send(Write::new(&b"kept"[..]))
             .await
