@@ -13,9 +13,10 @@
 //!   what to write, and [`sent`](LayerStack::sent) drops what the transport took.
 //! - **Reading**: the driver appends what it read to [`inbox`](LayerStack::inbox), then
 //!   calls [`decode`](LayerStack::decode) until it says [`Decoded::NeedInput`]; at the
-//!   transport's end of stream, [`eof`](LayerStack::eof) says whether the layers ended
-//!   cleanly. A layer may make bytes of its own while decoding (a TLS key update, an
-//!   alert): they land in the outbox, for the driver to write.
+//!   transport's end of stream, [`end_input`](LayerStack::end_input), then `decode`
+//!   until it says [`Decoded::End`] (every layer ended cleanly) or fails (one says the
+//!   stream was cut). A layer may make bytes of its own while decoding (a TLS key
+//!   update, an alert): they land in the outbox, for the driver to write.
 //! - **Closing**: [`close`](LayerStack::close) puts the layers' last bytes (TLS
 //!   close_notify) in the outbox; the driver writes them before it shuts the transport
 //!   down.
@@ -434,6 +435,13 @@ impl LayerStack {
             }
             // Layer i needs more: ask the layer below for some.
             if i + 1 == n {
+                if self.ended == Some(n) {
+                    // The transport ended and the wire-side layer has decoded all it
+                    // held: it hears the end, and the layers above hear it from it.
+                    self.layers[i].eof()?;
+                    self.ended = Some(i);
+                    return Ok(Decoded::End);
+                }
                 return Ok(Decoded::NeedInput);
             }
             let mut below = std::mem::take(&mut self.between[i]);
@@ -455,16 +463,17 @@ impl LayerStack {
         }
     }
 
-    /// The transport's stream ended: `Ok(())` when every layer ends cleanly there (the
-    /// plaintext left is decoded first: call `decode` until it says `End`).
-    pub(crate) fn eof(&mut self) -> io::Result<()> {
+    /// The transport's stream ended: from the next [`decode`](Self::decode) on, each
+    /// layer, wire side first, decodes what it holds and then hears the end
+    /// ([`Layer::eof`]); `decode` says [`Decoded::End`] once every layer ended cleanly,
+    /// or fails with the error of one that says the stream was cut, after the plaintext
+    /// before it. `false` when the end was known already.
+    pub(crate) fn end_input(&mut self) -> bool {
         if self.ended.is_some() {
-            return Ok(());
+            return false;
         }
-        if let Some(layer) = self.layers.last_mut() {
-            layer.eof()?;
-        }
-        Ok(())
+        self.ended = Some(self.layers.len());
+        true
     }
 
     /// Moves what the layers want sent of their own accord into the outbox, wire side
@@ -871,17 +880,61 @@ mod tests {
         b.inbox(wire.len()).extend_from_slice(&wire);
         let (plain, last) = decode_all(&mut b);
         assert_eq!((plain.as_slice(), last), (&b"bye"[..], Decoded::End));
-        assert!(b.eof().is_ok());
+        assert!(!b.end_input(), "the layers ended before the transport");
+        assert_eq!(
+            b.decode(&mut BytesMut::new(), 64).expect("clean"),
+            Decoded::End
+        );
 
         let mut c = stack(1 << 20);
         c.inbox(wire.len())
             .extend_from_slice(&wire[..wire.len() - 1]);
-        let (plain, _) = decode_all(&mut c);
+        let (plain, last) = decode_all(&mut c);
         assert_eq!(plain, b"bye", "the plaintext before the cut comes first");
+        assert_eq!(last, Decoded::NeedInput);
+        assert!(c.end_input());
         assert_eq!(
-            c.eof().expect_err("cut").kind(),
+            c.decode(&mut BytesMut::new(), 64).expect_err("cut").kind(),
             io::ErrorKind::UnexpectedEof
         );
+    }
+
+    #[test]
+    fn the_transports_end_reaches_a_layer_above_the_wire_side_one() {
+        // Frames (strict: a stream without its end frame was cut) above AddOne.
+        let layers = || -> Vec<Box<dyn Layer>> { vec![Box::new(Frames), Box::new(AddOne)] };
+        let mut a = LayerStack::new(layers(), 1 << 20, 1024);
+        a.encode(&[IoSlice::new(b"bye")]).expect("encodes");
+        let cut = a.take_outbox(usize::MAX);
+        a.close().expect("closes");
+        let end = a.take_outbox(usize::MAX);
+
+        let mut b = LayerStack::new(layers(), 1 << 20, 1024);
+        b.inbox(cut.len()).extend_from_slice(&cut);
+        assert_eq!(decode_all(&mut b), (b"bye".to_vec(), Decoded::NeedInput));
+        assert!(b.end_input());
+        assert_eq!(
+            b.decode(&mut BytesMut::new(), 64)
+                .expect_err("the upper layer saw no end frame")
+                .kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+
+        let mut c = LayerStack::new(layers(), 1 << 20, 1024);
+        c.inbox(cut.len() + end.len()).extend_from_slice(&cut);
+        c.inbox(end.len()).extend_from_slice(&end);
+        assert_eq!(decode_all(&mut c), (b"bye".to_vec(), Decoded::End));
+        assert!(!c.end_input());
+    }
+
+    #[test]
+    fn a_pass_through_stack_ends_cleanly_at_the_transports_end() {
+        let mut s = LayerStack::new(vec![Box::new(AddOne), Box::new(AddOne)], 1 << 20, 1024);
+        s.inbox(3).extend_from_slice(&[3, 4, 5]);
+        assert_eq!(decode_all(&mut s), (vec![1, 2, 3], Decoded::NeedInput));
+        assert!(s.end_input());
+        assert_eq!(decode_all(&mut s), (vec![], Decoded::End));
+        assert!(!s.end_input(), "once");
     }
 
     #[test]

@@ -216,10 +216,12 @@ impl LayeredIo {
                 Ok(Decoded::More) => continue,
                 Ok(Decoded::End) => self.ended = true,
                 Ok(Decoded::NeedInput) if self.plain.is_empty() && self.raw_eof => {
-                    if let Err(e) = self.stack.eof() {
-                        return Some(Err(e.into()));
+                    // The layers hear the end, wire side first: the next decode says
+                    // `End` or fails (a layer says the stream was cut). Heard already,
+                    // and still wanting input: nothing more comes.
+                    if !self.stack.end_input() {
+                        self.ended = true;
                     }
-                    self.ended = true;
                 }
                 Ok(Decoded::NeedInput) if self.plain.is_empty() => return None,
                 Ok(Decoded::NeedInput) => {}
