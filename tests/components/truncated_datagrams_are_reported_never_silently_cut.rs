@@ -103,3 +103,44 @@ async fn real_udp_flags_a_long_datagram_truncated() {
     let stats = receiver.send(GetDatagramStats).await.expect("stats");
     assert_eq!(stats.truncated, 1);
 }
+
+/// At a `max_datagram_size` of 0 on real UDP (received in place, where a receive slot is
+/// never shorter than a byte), a 1-byte datagram is flagged truncated, not delivered as a
+/// whole empty one.
+#[actix::test]
+async fn real_udp_at_a_size_of_zero_flags_every_datagram_with_bytes() {
+    let (events, mut heard) = channel::<DatagramEvent>();
+    let (_receiver, receiver_addr) = DatagramSocket::builder()
+        .config(DatagramConfig {
+            max_datagram_size: 0,
+            ..DatagramConfig::default()
+        })
+        .subscriber(events)
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let (sender, _) = DatagramSocket::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    for payload in [Vec::new(), vec![42u8], vec![1u8, 2, 3]] {
+        sender
+            .send(SendDatagram::new(payload).to(receiver_addr.clone()))
+            .await
+            .expect("answered")
+            .expect("sent");
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+            .await
+            .expect("datagram within 10 s")
+            .expect("subscriber alive");
+        got.extend(
+            received(vec![event])
+                .into_iter()
+                .map(|(bytes, _, truncated)| (bytes.len(), truncated)),
+        );
+    }
+    assert_eq!(got, [(0, false), (0, true), (0, true)]);
+}

@@ -608,7 +608,10 @@ mod mmsg {
             })?;
             for (i, header) in headers[..got].iter().enumerate() {
                 let len = (header.msg_len as usize).min(max_len);
-                let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                // Past the slot, the kernel says so; past `max_len` within it (a slot is
+                // at least a byte, `max_len` may be 0), the cut is ours.
+                let truncated = header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0
+                    || header.msg_len as usize > max_len;
                 let namelen = header.msg_hdr.msg_namelen;
                 let name = std::mem::replace(&mut names[i], SockAddrStorage::zeroed());
                 // SAFETY: the kernel filled `name` with an address of `namelen` bytes.
