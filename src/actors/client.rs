@@ -1026,9 +1026,18 @@ fn report_failure(
     tag: Option<u64>,
     error: WriteError,
 ) {
-    tracing::debug!(parent: span, ?tag, %error, "fire-and-forget write failed");
-    if let Some(s) = subscriber {
-        s.do_send(ClientEvent::WriteFailed { tag, error });
+    match subscriber {
+        Some(s) if s.connected() => {
+            tracing::debug!(parent: span, ?tag, %error, "fire-and-forget write failed");
+            s.do_send(ClientEvent::WriteFailed { tag, error });
+        }
+        // No refusal is silent: with nobody to tell, it is a warning.
+        _ => tracing::warn!(
+            parent: span,
+            ?tag,
+            %error,
+            "fire-and-forget write failed with nobody subscribed to hear it"
+        ),
     }
 }
 

@@ -149,3 +149,38 @@ fn connects_that_time_out_count_as_failed_attempts() {
         );
     });
 }
+
+/// With nobody subscribed, a fire-and-forget write the client refuses is a warning, not
+/// silence.
+#[test]
+fn a_refused_fire_and_forget_write_with_nobody_subscribed_is_a_warning() {
+    let (log, _guard) = crate::support::WarnLog::start();
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let gate = ConnectGate::new(&mock);
+        gate.refuse_all(true);
+        let client = ReconnectingClient::builder(mock_peer())
+            .functions(gate.functions())
+            .backoff(Duration::from_millis(10), Duration::from_millis(50))
+            .max_attempts(Some(1))
+            .start();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        client.do_send(Write::new(&b"fire and forget"[..]).tag(7));
+        // An answered write behind it: the refusal before it was handled.
+        let answered = client
+            .send(Write::new(&b"late"[..]))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(answered, Err(WriteError::GaveUp { .. })),
+            "{answered:?}"
+        );
+        settle().await;
+    });
+    assert_eq!(
+        log.lines_with("nobody subscribed"),
+        1,
+        "one warning for the refused write: {}",
+        log.text()
+    );
+}

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use crate::support::{channel, drain, local, run_paused, settle};
+use crate::support::{channel, drain, local, run_paused, settle, WarnLog};
 use sockactor::messages::{
     Close, DatagramEvent, DatagramEventKind, GetDatagramWriter, Handle, SendDatagram,
 };
@@ -196,4 +196,36 @@ fn a_datagram_refused_after_admission_is_reported_to_the_subscriber() {
         );
         assert_eq!(writer.queued(), 0, "and its room given back");
     });
+}
+
+/// The same with no subscriber to report to: the refusal is a warning, not silence.
+#[test]
+fn a_datagram_refused_after_admission_with_nobody_subscribed_is_a_warning() {
+    let (log, _guard) = WarnLog::start();
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .config(config(2))
+            .immediate()
+            .bind(local())
+            .await
+            .expect("bind");
+        let writer = socket.send(GetDatagramWriter).await.expect("writer");
+        for _ in 0..3 {
+            socket.do_send(SendDatagram::new(vec![0u8]).to(peer()));
+        }
+        writer
+            .send_to(vec![9u8; 3], Some(peer().into()))
+            .expect("admitted by the writers' gate");
+        settle().await;
+        assert_eq!(writer.queued(), 0, "room given back");
+    });
+    assert_eq!(
+        log.lines_with("nobody"),
+        1,
+        "one warning for the refused datagram: {}",
+        log.text()
+    );
 }

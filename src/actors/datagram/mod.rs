@@ -529,12 +529,18 @@ fn report_failure(
     tag: Option<u64>,
     error: DatagramError,
 ) {
-    tracing::debug!(parent: span, %error, "datagram failed");
-    if let Some(s) = subscriber {
-        s.do_send(DatagramEvent {
-            socket,
-            kind: DatagramEventKind::SendFailed { tag, error },
-        });
+    match subscriber {
+        Some(s) if s.connected() => {
+            tracing::debug!(parent: span, ?tag, %error, "datagram failed");
+            s.do_send(DatagramEvent {
+                socket,
+                kind: DatagramEventKind::SendFailed { tag, error },
+            });
+        }
+        // No refusal is silent: with nobody to tell, it is a warning.
+        _ => {
+            tracing::warn!(parent: span, ?tag, %error, "datagram failed with nobody subscribed to hear it")
+        }
     }
 }
 

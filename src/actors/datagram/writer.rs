@@ -195,8 +195,8 @@ fn copy_of(error: &DatagramError) -> DatagramError {
 /// [`send_to`](Self::send_to) returns [`DatagramError::QueueFull`] with the payload, at
 /// once, and [`writable`](Self::writable) waits for room. A datagram that fails later
 /// (the transport refused it, the socket closed) is reported to the socket's subscriber
-/// as [`DatagramEventKind::SendFailed`](crate::messages::DatagramEventKind::SendFailed),
-/// so no refusal is silent. Datagrams keep their order with everything else sent to the
+/// as [`DatagramEventKind::SendFailed`](crate::messages::DatagramEventKind::SendFailed)
+/// (with no subscriber, as a `tracing` warning), so no refusal is silent. Datagrams keep their order with everything else sent to the
 /// socket.
 ///
 /// ```
