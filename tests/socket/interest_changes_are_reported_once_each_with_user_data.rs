@@ -1,13 +1,14 @@
 //! libcurl's socket callback as messages: a socket tells its interest subscriber what it
 //! waits for (IN, OUT, IN+OUT, none, REMOVE) only when that changes, with the user data
-//! assigned to it; a subscriber that refuses a notification aborts the socket.
+//! assigned to it, in order, REMOVE last, even to a subscriber whose mailbox is full; a
+//! subscriber that refuses a notification aborts the socket.
 
 use std::sync::{Arc, Mutex};
 
 use crate::support::{mock_peer, run_paused, settle, Recorder};
 use actix::prelude::*;
 use sockactor::messages::{
-    AssignUserData, Close, Handle, Interest, InterestRefused, SocketInterest, Write,
+    AssignUserData, Close, Handle, Interest, InterestRefused, PauseReading, SocketInterest, Write,
 };
 use sockactor::{InterestGroup, MockTransport, SendStep, Socket, WriteError};
 
@@ -36,6 +37,18 @@ impl Handler<SocketInterest> for Watcher {
             return Err(InterestRefused("no room for another socket".into()));
         }
         Ok(())
+    }
+}
+
+/// Keeps the watcher busy for a while (its mailbox fills behind it).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Busy(std::time::Duration);
+
+impl Handler<Busy> for Watcher {
+    type Result = ();
+    fn handle(&mut self, msg: Busy, ctx: &mut Context<Self>) {
+        ctx.wait(tokio::time::sleep(msg.0).into_actor(self));
     }
 }
 
@@ -214,5 +227,41 @@ fn a_refusal_aborts_every_socket_of_the_group_and_no_other() {
             .expect("mailbox")
             .expect("written");
         assert_eq!(mock.written(Handle(4)), b"fine");
+    });
+}
+
+/// A subscriber with a full mailbox (past actix's capacity of 16, as one shared by many
+/// sockets easily is) still hears a socket's notifications in order, REMOVE last: the
+/// changes are not held back while the REMOVE goes ahead.
+#[test]
+fn remove_comes_last_even_when_the_subscribers_mailbox_is_full() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let watcher = Watcher::default();
+        let subscriber = watcher.clone().start();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .subscriber(Recorder::default().start().recipient())
+            .interest_subscriber(subscriber.clone().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        subscriber.do_send(Busy(std::time::Duration::from_secs(10)));
+        for _ in 0..20 {
+            subscriber.do_send(Busy(std::time::Duration::ZERO));
+        }
+        // In one burst: reading paused (no interest), then an abort (REMOVE).
+        socket.do_send(PauseReading);
+        socket.do_send(PauseReading);
+        socket.do_send(sockactor::messages::ResumeReading);
+        socket.do_send(Close::Abort);
+        settle().await;
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+        settle().await;
+        assert_eq!(
+            watcher.interests(),
+            [Interest::In, Interest::None, Interest::In, Interest::Remove]
+        );
     });
 }

@@ -417,7 +417,15 @@ impl Socket {
         let Some(watch) = self.watch.as_deref() else {
             return;
         };
-        let Some(to) = watch.membership.as_ref().map(|m| m.group().subscriber()) else {
+        // A sender of its own per notification: actix parks a sender once it finds the
+        // mailbox full, and holds its later `send`s back until they are polled, while a
+        // `do_send` goes ahead (the REMOVE overtook the changes before it). A fresh one is
+        // never parked: its message is queued now, in order, as a `do_send`'s.
+        let Some(to) = watch
+            .membership
+            .as_ref()
+            .map(|m| m.group().subscriber().clone())
+        else {
             return;
         };
         tracing::trace!(?interest, "interest changed");
