@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
+use actix::dev::RecipientRequest;
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Recipient, WrapFuture};
 
 use crate::messages::flush::{Flush, PendingWrite};
@@ -25,8 +26,8 @@ pub struct Flusher {
     scheduled: bool,
 }
 
-/// This thread's Flusher and the recipient its sockets share.
-type Current = (Addr<Flusher>, Arc<Recipient<PendingWrite>>);
+/// This thread's Flusher and the link its sockets share.
+type Current = (Addr<Flusher>, Arc<FlusherLink>);
 
 thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
@@ -44,25 +45,22 @@ impl Flusher {
         Self::with_current(|addr, _| addr.clone())
     }
 
-    /// This thread's Flusher as a shared recipient: what every deferred socket of the
-    /// thread holds (one reference count each, rather than a boxed recipient each).
-    pub(crate) fn current_recipient() -> Arc<Recipient<PendingWrite>> {
-        Self::with_current(|_, recipient| recipient.clone())
-    }
-
-    fn with_current<R>(f: impl FnOnce(&Addr<Flusher>, &Arc<Recipient<PendingWrite>>) -> R) -> R {
+    fn with_current<R>(f: impl FnOnce(&Addr<Flusher>, &Arc<FlusherLink>) -> R) -> R {
         CURRENT.with(|cell| {
             let mut slot = cell.borrow_mut();
-            let (addr, recipient) = match slot.take() {
+            let (addr, link) = match slot.take() {
                 Some(current) if current.0.connected() => current,
                 _ => {
                     let addr = Flusher::new().start();
-                    let recipient = Arc::new(addr.clone().recipient());
-                    (addr, recipient)
+                    let link = Arc::new(FlusherLink {
+                        recipient: addr.clone().recipient(),
+                        watched: false,
+                    });
+                    (addr, link)
                 }
             };
-            let out = f(&addr, &recipient);
-            *slot = Some((addr, recipient));
+            let out = f(&addr, &link);
+            *slot = Some((addr, link));
             out
         })
     }
@@ -108,29 +106,99 @@ impl Handler<PendingWrite> for Flusher {
     }
 }
 
-/// Asks a socket's Flusher for a flush (c-ares' pending-write notification): `true` when
-/// a [`PendingWrite`] went out and the socket now waits for its [`Flush`]; `false` when
-/// there is no Flusher (immediate policy) or it is gone, which is then forgotten (with a
-/// warning) so the socket writes at once from now on.
+/// A socket's Flusher, as the sockets that use it share it.
+#[derive(Debug)]
+pub(crate) struct FlusherLink {
+    recipient: Recipient<PendingWrite>,
+    /// A Flusher of the caller's ([`FlushPolicy::Deferred`](crate::FlushPolicy::Deferred)):
+    /// it may stop with a request unhandled in its mailbox, so each request is watched.
+    /// The thread's own lives as long as the arbiter of its sockets.
+    watched: bool,
+}
+
+impl FlusherLink {
+    /// This thread's Flusher (started on first use), shared by its sockets: one
+    /// reference count each, rather than a boxed recipient each.
+    pub(crate) fn current() -> Arc<FlusherLink> {
+        Flusher::with_current(|_, link| link.clone())
+    }
+
+    /// A Flusher of the caller's, its requests watched.
+    pub(crate) fn given(recipient: Recipient<PendingWrite>) -> Arc<FlusherLink> {
+        Arc::new(FlusherLink {
+            recipient,
+            watched: true,
+        })
+    }
+}
+
+/// What became of a socket's request for a flush.
+pub(crate) enum FlushRequest {
+    /// A [`PendingWrite`] went out: the socket waits for its [`Flush`].
+    Sent,
+    /// The same, to a Flusher of the caller's: an error from this says the request died
+    /// unhandled with the Flusher's mailbox (no `Flush` will come), and the socket then
+    /// writes at once from now on.
+    Watch(RecipientRequest<PendingWrite>),
+    /// No Flusher (immediate policy), or it is gone (then forgotten, with a warning):
+    /// the socket writes at once from now on.
+    Gone,
+}
+
+impl FlushRequest {
+    /// What the socket does with it: nothing more once sent; `gone` at once when there is
+    /// no Flusher; a watched request is spawned in `ctx`, and `lost` runs if it died
+    /// unhandled.
+    pub(crate) fn follow<A>(
+        self,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        gone: impl FnOnce(&mut A),
+        lost: impl FnOnce(&mut A, &mut Context<A>) + 'static,
+    ) where
+        A: Actor<Context = Context<A>>,
+    {
+        match self {
+            FlushRequest::Sent => {}
+            FlushRequest::Watch(request) => {
+                ctx.spawn(request.into_actor(&*act).map(|answer, act, ctx| {
+                    if answer.is_err() {
+                        lost(act, ctx);
+                    }
+                }));
+            }
+            FlushRequest::Gone => gone(act),
+        }
+    }
+}
+
+/// Asks a socket's Flusher for a flush (c-ares' pending-write notification).
 pub(crate) fn request_flush(
-    flusher: &mut Option<Arc<Recipient<PendingWrite>>>,
+    flusher: &mut Option<Arc<FlusherLink>>,
     socket: SocketId,
     flush: impl FnOnce() -> Recipient<Flush>,
     span: &tracing::Span,
-) -> bool {
+) -> FlushRequest {
     match flusher {
-        None => false,
-        Some(f) if f.connected() => {
-            f.do_send(PendingWrite {
+        None => FlushRequest::Gone,
+        Some(f) if f.recipient.connected() => {
+            let request = PendingWrite {
                 socket,
                 flush: flush(),
-            });
-            true
+            };
+            if f.watched {
+                // A sender of its own, never parked by a full mailbox: the request is
+                // queued now, as a `do_send` would be.
+                FlushRequest::Watch(f.recipient.clone().send(request))
+            } else {
+                f.recipient.do_send(request);
+                FlushRequest::Sent
+            }
         }
         Some(_) => {
             tracing::warn!(parent: span, "flusher is gone; writing immediately");
             *flusher = None;
-            false
+            FlushRequest::Gone
         }
     }
 }

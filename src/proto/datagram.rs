@@ -320,6 +320,12 @@ impl<T> DatagramCore<T> {
         self.send.flusher_gone();
     }
 
+    /// The Flusher stopped with this socket's request unhandled: no `Flush` will come
+    /// ([`handle_flusher_gone`](Self::handle_flusher_gone), the request counted as made).
+    pub(crate) fn handle_flusher_lost(&mut self) {
+        self.send.flusher_gone();
+    }
+
     /// The datagram to offer the transport now (after [`IoAction::Transmit`]): its bytes
     /// and destination. Answer with `handle_sent` or `handle_send_pending`.
     pub(crate) fn poll_datagram(&mut self) -> Option<(&IoBatch, Option<&Address>)> {

@@ -666,6 +666,12 @@ impl<T: Token> StreamCore<T> {
         self.send.flusher_gone();
     }
 
+    /// The Flusher stopped with this socket's request unhandled: no `Flush` will come
+    /// ([`handle_flusher_gone`](Self::handle_flusher_gone), the request counted as made).
+    pub(crate) fn handle_flusher_lost(&mut self) {
+        self.send.flusher_gone();
+    }
+
     /// Takes back a write that has not started; `None` if no such write has this tag.
     /// Its answer is [`WriteError::Cancelled`].
     pub(crate) fn handle_cancel(&mut self, tag: u64, now: Instant) -> Option<IoBatch> {

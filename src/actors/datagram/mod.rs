@@ -15,7 +15,7 @@ use tokio::time::Instant;
 mod io;
 mod writer;
 
-use super::flusher::{request_flush, Flusher};
+use super::flusher::{request_flush, FlusherLink};
 use super::functions::{call, ShareDatagram, SocketFunctions, SystemDatagram};
 use super::reply::{Rendezvous, Reply, ReportFailures, WriteResponse};
 use super::socket::{flush_policy_setters, now, FlushPolicy, NEXT_ID};
@@ -25,7 +25,7 @@ use crate::messages::datagram::{
     DatagramEvent, DatagramEventKind, DatagramInfo, DatagramSent, GetDatagramInfo,
     GetDatagramStats, SendDatagram,
 };
-use crate::messages::flush::{Flush, PendingWrite};
+use crate::messages::flush::Flush;
 use crate::messages::functions::{Bind, CloseSocket, Connect, OpenSocket, Ready, Received};
 use crate::messages::socket::{Close, SubscribeWritability};
 use crate::proto::{DatagramCore, DatagramEvent as CoreEvent, DatagramSettings, IoAction};
@@ -106,7 +106,7 @@ pub struct DatagramSocket {
     core: DatagramCore<Token>,
     /// The admission gate of its `DatagramWriter`s.
     gate: Arc<DatagramGate>,
-    flusher: Option<Arc<Recipient<PendingWrite>>>,
+    flusher: Option<Arc<FlusherLink>>,
     subscriber: Option<Recipient<DatagramEvent>>,
     replies: Rendezvous<Answer>,
     span: tracing::Span,
@@ -287,8 +287,8 @@ impl DatagramBuilder {
     ) -> DatagramSocket {
         let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let flusher = match self.policy {
-            None => Some(Flusher::current_recipient()),
-            Some(FlushPolicy::Deferred(recipient)) => Some(Arc::new(recipient)),
+            None => Some(FlusherLink::current()),
+            Some(FlushPolicy::Deferred(recipient)) => Some(FlusherLink::given(recipient)),
             Some(FlushPolicy::Immediate) => None,
         };
         let local_text = local.as_ref().map(|a| a.to_string()).unwrap_or_default();
@@ -376,14 +376,26 @@ impl DatagramSocket {
     fn perform(&mut self, action: IoAction, ctx: &mut Context<Self>) {
         match action {
             IoAction::RequestFlush => {
-                if !request_flush(
+                request_flush(
                     &mut self.flusher,
                     self.id,
                     || ctx.address().recipient(),
                     &self.span,
-                ) {
-                    self.core.handle_flusher_gone();
-                }
+                )
+                .follow(
+                    self,
+                    ctx,
+                    |act| act.core.handle_flusher_gone(),
+                    |act, ctx| {
+                        tracing::warn!(
+                            parent: &act.span,
+                            "the flusher stopped with this socket's request unhandled; sending immediately"
+                        );
+                        act.flusher = None;
+                        act.core.handle_flusher_lost();
+                        act.drive(ctx);
+                    },
+                );
             }
             IoAction::Transmit { budget } => self.io.transmit(&mut self.core, budget, ctx),
             IoAction::Yield(direction) => {

@@ -12,7 +12,7 @@ use super::io::{StreamIo, TableIo};
 use super::layered::LayeredIo;
 use super::registry::{InterestGroup, Registry};
 use super::{GetWriter, Socket, Watch, Writer, NEXT_ID};
-use crate::actors::flusher::Flusher;
+use crate::actors::flusher::FlusherLink;
 use crate::actors::functions::{
     flatten, Adopt, AdoptedStream, ShareStream, SocketFunctions, SystemStream,
 };
@@ -44,7 +44,7 @@ macro_rules! flush_policy_setters {
         }
 
         /// Shorthand for [`FlushPolicy::Deferred`] with the given Flusher.
-        pub fn flusher(self, flusher: actix::Addr<Flusher>) -> Self {
+        pub fn flusher(self, flusher: actix::Addr<crate::actors::flusher::Flusher>) -> Self {
             self.flush_policy(FlushPolicy::Deferred(flusher.recipient()))
         }
     };
@@ -486,8 +486,8 @@ impl SocketBuilder {
         let id = SocketId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
         let peer_text = peer.as_ref().map(|p| p.to_string()).unwrap_or_default();
         let flusher = match self.policy {
-            None => Some(Flusher::current_recipient()),
-            Some(FlushPolicy::Deferred(recipient)) => Some(Arc::new(recipient)),
+            None => Some(FlusherLink::current()),
+            Some(FlushPolicy::Deferred(recipient)) => Some(FlusherLink::given(recipient)),
             Some(FlushPolicy::Immediate) => None,
         };
         let layers = functions.layers().to_vec();

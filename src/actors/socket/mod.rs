@@ -5,9 +5,7 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use actix::{
-    Actor, ActorFutureExt, AsyncContext, Context, Recipient, Running, SpawnHandle, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Running, SpawnHandle, WrapFuture};
 
 mod builder;
 mod callbacks;
@@ -19,11 +17,10 @@ mod registry;
 mod turns;
 mod writer;
 
-use super::flusher::request_flush;
+use super::flusher::{request_flush, FlusherLink};
 use super::inbound::{Got, Inbound, Stopped};
 use super::reply::{Attached, Rendezvous, Reply};
 use crate::error::{TransportError, WriteError};
-use crate::messages::flush::PendingWrite;
 use crate::messages::interest::SocketInterest;
 use crate::messages::socket::SocketEventKind;
 use crate::proto::{Event, IoAction, ReadOutcome, Written};
@@ -71,7 +68,7 @@ pub struct Socket {
     shared: Arc<Shared>,
     inbound: Inbound,
     /// The Flusher to ask (deferred policy), or `None` (immediate).
-    flusher: Option<Arc<Recipient<PendingWrite>>>,
+    flusher: Option<Arc<FlusherLink>>,
     replies: Rendezvous<Result<Written, WriteError>>,
     /// The timer for the core's deadline, and that deadline (boxed: most sockets have
     /// no deadline).
@@ -218,9 +215,20 @@ impl Socket {
         match action {
             IoAction::RequestFlush => {
                 let (id, span) = (self.shared.id, span_of(&self.watch));
-                if !request_flush(&mut self.flusher, id, || ctx.address().recipient(), span) {
-                    self.core.handle_flusher_gone();
-                }
+                request_flush(&mut self.flusher, id, || ctx.address().recipient(), span).follow(
+                    self,
+                    ctx,
+                    |act| act.core.handle_flusher_gone(),
+                    |act, ctx| {
+                        tracing::warn!(
+                            parent: act.span(),
+                            "the flusher stopped with this socket's request unhandled; writing immediately"
+                        );
+                        act.flusher = None;
+                        act.core.handle_flusher_lost();
+                        act.drive(ctx);
+                    },
+                );
             }
             IoAction::Transmit { budget } => match self.io.transmit(&mut self.core, budget, ctx) {
                 Answer::Now(result) => self.core.handle_sent(result, now()),
