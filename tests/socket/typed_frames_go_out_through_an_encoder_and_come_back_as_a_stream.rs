@@ -152,6 +152,19 @@ fn a_full_queue_refuses_try_send_at_once_and_the_sink_waits_for_room() {
     });
 }
 
+/// Feeds "fed" through the `Sink` and polls a flush once: the queue is full, so the line
+/// waits in the writer for room.
+fn feed_a_line_that_waits_for_room(tx: &mut FramedWriter<LinesCodec>) {
+    SinkExt::feed(tx, "fed".to_string())
+        .now_or_never()
+        .expect("the buffer has room")
+        .expect("fed");
+    assert!(
+        SinkExt::<String>::flush(tx).now_or_never().is_none(),
+        "the flush waits for room"
+    );
+}
+
 /// Fed through the `Sink`, then a flush that found no room: those bytes wait in the
 /// writer. A `try_send` then refuses its own item (its encoded bytes come back), and the
 /// bytes fed earlier stay in the writer and go out first once there is room.
@@ -159,14 +172,7 @@ fn a_full_queue_refuses_try_send_at_once_and_the_sink_waits_for_room() {
 fn a_try_send_behind_bytes_waiting_for_room_hands_back_its_own_item_and_keeps_theirs() {
     run_paused(|| async {
         let (mock, _socket, mut tx) = over_the_high_watermark().await;
-        SinkExt::feed(&mut tx, "fed".to_string())
-            .now_or_never()
-            .expect("the buffer has room")
-            .expect("fed");
-        assert!(
-            SinkExt::<String>::flush(&mut tx).now_or_never().is_none(),
-            "the flush waits for room"
-        );
+        feed_a_line_that_waits_for_room(&mut tx);
         match tx.try_send("tried".to_string()) {
             Err(FramedWriteError::Write(WriteError::QueueFull { payload, .. })) => {
                 let payload = payload.to_vec().expect("in memory");
@@ -194,14 +200,7 @@ fn a_try_send_behind_bytes_waiting_for_room_hands_back_its_own_item_and_keeps_th
 fn a_send_dropped_while_it_waits_for_room_loses_nothing_fed() {
     run_paused(|| async {
         let (mock, _socket, mut tx) = over_the_high_watermark().await;
-        SinkExt::feed(&mut tx, "fed".to_string())
-            .now_or_never()
-            .expect("the buffer has room")
-            .expect("fed");
-        assert!(
-            SinkExt::<String>::flush(&mut tx).now_or_never().is_none(),
-            "the flush waits for room"
-        );
+        feed_a_line_that_waits_for_room(&mut tx);
         let timed_out =
             tokio::time::timeout(Duration::from_secs(1), tx.send("sent".to_string())).await;
         assert!(timed_out.is_err(), "no room within the timeout");
