@@ -94,6 +94,12 @@ impl Settings {
     }
 }
 
+/// How long a closed socket waits for the answer to a transmit that was out when it
+/// closed (its writes are answered with what that answer says went out). A transport
+/// that never answers holds them no longer: they are answered as if the call had failed
+/// (none of its bytes counted as sent).
+pub(crate) const FLIGHT_GRACE: Duration = Duration::from_secs(10);
+
 /// A duration in nanoseconds, short of `u64::MAX` (which stands for none).
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1))
@@ -720,6 +726,7 @@ impl<T: Token> StreamCore<T> {
             if self.life != Life::Closed {
                 self.shut_and_fail(Shut::Aborted);
                 self.close_now();
+                self.bound_flight(now);
             }
             return;
         }
@@ -899,6 +906,7 @@ impl<T: Token> StreamCore<T> {
                 self.receive.done();
                 self.events.push_back(Event::ReadFailed(e.clone()));
                 self.fail(e);
+                self.bound_flight(now);
             }
         }
     }
@@ -1036,11 +1044,21 @@ impl<T: Token> StreamCore<T> {
                 match self.life {
                     Life::Draining => self.handle_close(true, now),
                     Life::ShuttingDown | Life::Lingering => self.close_now(),
+                    // The transmit out at the close was never answered.
+                    Life::Closed => self.end_in_flight(Err(TransportError::Unavailable), now),
                     _ => {}
                 }
             }
         }
         self.check_limits(now);
+        self.bound_flight(now);
+    }
+
+    /// Closed with a transmit out: its answer is waited for [`FLIGHT_GRACE`] at most.
+    fn bound_flight(&mut self, now: Instant) {
+        if self.life == Life::Closed && self.end_after_flight && self.deadline.is_none() {
+            self.deadline = now.checked_add(FLIGHT_GRACE);
+        }
     }
 
     /// The idle, frame and send limits: reports what is due, and acts on it.
@@ -1251,6 +1269,8 @@ impl<T: Token> StreamCore<T> {
         if !std::mem::take(&mut self.end_after_flight) {
             return;
         }
+        // Its grace (`bound_flight`) is over.
+        self.deadline = None;
         let events = &mut self.events;
         let counters = &mut self.counters;
         match result {
@@ -1776,6 +1796,40 @@ mod tests {
             .map(|(t, r)| (t, r.is_ok(), r.map_or_else(|e| e.bytes_sent(), |w| w.len)))
             .collect();
         assert_eq!(late, [(1, true, 10), (2, false, 5)]);
+    }
+
+    #[test]
+    fn an_abort_with_a_transmit_never_answered_ends_its_writes_after_the_grace() {
+        let t0 = t0();
+        let mut core = Core::new(StreamSettings {
+            deferred: false,
+            ..settings()
+        });
+        write(&mut core, 1, 10);
+        assert_eq!(transmit(&mut core), 10);
+        core.handle_send_pending();
+        core.handle_close(true, t0);
+        assert!(answers(&mut core).is_empty(), "its answer is waited for");
+        assert_eq!(core.poll_timeout(), Some(t0 + FLIGHT_GRACE));
+        core.handle_timeout(t0 + FLIGHT_GRACE - Duration::from_millis(1));
+        assert!(answers(&mut core).is_empty(), "not before the grace ends");
+        core.handle_timeout(t0 + FLIGHT_GRACE);
+        let late: Vec<(u32, Option<(usize, usize)>)> = answers(&mut core)
+            .into_iter()
+            .map(|(t, r)| match r {
+                Err(WriteError::Aborted { bytes_sent, len }) => (t, Some((bytes_sent, len))),
+                _ => (t, None),
+            })
+            .collect();
+        assert_eq!(
+            late,
+            [(1, Some((0, 10)))],
+            "not known to have gone: 0 of 10"
+        );
+        assert_eq!(core.poll_timeout(), None);
+        // The answer, should it come after all, changes nothing.
+        core.handle_sent(Ok(Sent::Accepted(10)), t0 + FLIGHT_GRACE);
+        assert!(answers(&mut core).is_empty());
     }
 
     #[test]

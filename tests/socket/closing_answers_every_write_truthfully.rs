@@ -1,13 +1,15 @@
 //! Closing answers every write, and truthfully: a graceful close sends what is queued,
 //! writes that waited for room included; an abort while a `sendv` is still out waits
-//! for its answer so each error says how many bytes really went out; writes after the
-//! close get a typed error, not a mailbox error.
+//! for its answer so each error says how many bytes really went out, but not for ever: a
+//! transport that never answers holds those writes 10 s at most after the close (abort
+//! or drain timeout); writes after the close get a typed error, not a mailbox error.
 
 use std::time::Duration;
 
 use crate::support::{mock_peer, mock_socket, run_paused, settle, watermarks, Recorder};
-use sockactor::messages::{Close, Handle, SocketEventKind, Write};
-use sockactor::{MockTransport, SendStep, Socket, WriteError};
+use actix::prelude::*;
+use sockactor::messages::{Close, Handle, SendV, Sent, SocketEventKind, Write};
+use sockactor::{MockTransport, SendStep, Socket, SocketConfig, TransportError, WriteError};
 
 #[test]
 fn a_graceful_close_sends_everything_including_writes_waiting_for_room() {
@@ -107,4 +109,72 @@ fn an_abort_during_a_sendv_reports_what_that_sendv_sent() {
         );
         assert!(mock.is_closed(Handle(1)));
     });
+}
+
+/// A `sendv` that never answers.
+struct Silent;
+
+impl Actor for Silent {
+    type Context = Context<Self>;
+}
+
+impl Handler<SendV> for Silent {
+    type Result = ResponseActFuture<Self, Result<Sent, TransportError>>;
+    fn handle(&mut self, _: SendV, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(actix::fut::wrap_future(std::future::pending()))
+    }
+}
+
+/// A write in a `sendv` that is never answered, and the close that cannot wait for it:
+/// `Aborted`, none of its bytes counted, 10 s after the close; one `Closed`.
+fn a_sendv_never_answered(close: Close, config: SocketConfig, closes_at: Duration) {
+    run_paused(move || async move {
+        let mock = MockTransport::start();
+        let recorder = Recorder::default();
+        let socket = Socket::builder()
+            .functions(mock.functions().with_sendv(Silent.start().recipient()))
+            .config(config)
+            .subscriber(recorder.start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let write = actix::spawn(socket.send(Write::new(&b"abc"[..])));
+        settle().await;
+        let t0 = tokio::time::Instant::now();
+        socket.do_send(close);
+        let answer = tokio::time::timeout(Duration::from_secs(60), write)
+            .await
+            .expect("answered, not held for ever")
+            .expect("join")
+            .expect("mailbox");
+        assert!(
+            matches!(
+                answer,
+                Err(WriteError::Aborted {
+                    bytes_sent: 0,
+                    len: 3
+                })
+            ),
+            "{answer:?}"
+        );
+        assert_eq!(t0.elapsed(), closes_at + Duration::from_secs(10));
+        settle().await;
+        let closed = recorder.count(|e| matches!(e, SocketEventKind::Closed { .. }));
+        assert_eq!(closed, 1);
+        assert!(mock.is_closed(Handle(1)));
+    });
+}
+
+#[test]
+fn an_abort_with_a_sendv_never_answered_answers_its_writes_10_s_later() {
+    a_sendv_never_answered(Close::Abort, SocketConfig::default(), Duration::ZERO);
+}
+
+#[test]
+fn a_drain_timeout_with_a_sendv_never_answered_answers_its_writes_10_s_later() {
+    let config = SocketConfig {
+        drain_timeout: Some(Duration::from_secs(1)),
+        ..SocketConfig::default()
+    };
+    a_sendv_never_answered(Close::Graceful, config, Duration::from_secs(1));
 }
