@@ -503,6 +503,13 @@ impl<T: Token> StreamCore<T> {
         self.waiting.front().map(|w| (w.batch.len(), w.charged))
     }
 
+    /// Whether writes wait for room that nothing will free: nothing is queued or out, so
+    /// the bytes the gate holds are those of writes waiting behind the first (admitted
+    /// by writers on their way), and the first must go in regardless.
+    pub(crate) fn waiting_stalled(&self) -> bool {
+        !self.waiting.is_empty() && self.queue.is_empty() && !self.queue.in_flight()
+    }
+
     /// Whether writes are queued or waiting, or a transmit is out.
     pub(crate) fn has_writes(&self) -> bool {
         !self.queue.is_empty() || !self.waiting.is_empty() || self.queue.in_flight()

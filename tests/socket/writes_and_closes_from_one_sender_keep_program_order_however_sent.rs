@@ -1,7 +1,8 @@
 //! Writes and closes from one sender reach the socket's queue in program order, whether
 //! they are sent with `send` (awaited later, pipelined far past actix's mailbox capacity
 //! of 16), `do_send` or a `Writer`, mixed: a later close never overtakes an earlier
-//! write.
+//! write, and a write waiting for room never deadlocks with a writer's admitted one
+//! behind it.
 
 use crate::support::{mock_socket, run_paused};
 use futures_util::future::join_all;
@@ -118,5 +119,46 @@ fn a_send_future_dropped_before_the_socket_handles_it_is_skipped_by_actix() {
             .expect("mailbox")
             .expect("written");
         assert_eq!(mock.written(Handle(1)), b"kept");
+    });
+}
+
+/// A write waiting for room (`wait_when_full`) still in the mailbox, and a `Writer`'s
+/// write admitted meanwhile that fills the gate: the first waits for room behind nothing
+/// that could free any, the second behind the first. Both go out, in program order (they
+/// waited for each other for ever), and producers hear of room again.
+#[test]
+fn a_waiting_write_ahead_of_a_writers_admitted_write_goes_first_and_both_go_out() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let recorder = crate::support::Recorder::default();
+        let socket = sockactor::Socket::builder()
+            .functions(mock.functions())
+            .config(crate::support::watermarks(100, 50))
+            .writability_subscriber(recorder.start().recipient())
+            .connect(crate::support::mock_peer())
+            .await
+            .expect("connect");
+        let writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        // In the mailbox, not handled yet.
+        let first = socket.send(Write::new(vec![1u8; 20]).wait_when_full());
+        // Admitted now: 100 bytes reach the high watermark.
+        let second = writer.write_answered(vec![2u8; 100]);
+        assert!(second.refused().is_none(), "admitted at once");
+        let (first, second) = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            (first.await, second.await)
+        })
+        .await
+        .expect("both answered");
+        first.expect("mailbox").expect("first written");
+        second.expect("second written");
+        let mut expected = vec![1u8; 20];
+        expected.extend_from_slice(&[2u8; 100]);
+        assert_eq!(mock.written(Handle(1)), expected, "program order");
+        assert_eq!(writer.queued_bytes(), 0);
+        writer.writable().await.expect("room");
+        assert_eq!(recorder.writability(), [false, true]);
     });
 }

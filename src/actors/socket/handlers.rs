@@ -104,7 +104,7 @@ impl Socket {
     /// act on: a burst's writes behind the first only join the queue while the flush
     /// asked for (or a transmit, or a wait for room) is under way.
     fn drive_after_write(&mut self, ctx: &mut Context<Self>) {
-        if self.core.wants_drive() {
+        if self.core.wants_drive() || self.core.waiting_stalled() {
             self.drive(ctx);
         } else {
             self.publish_stats();

@@ -501,13 +501,18 @@ impl Socket {
         }
     }
 
-    /// Moves writes that waited for room into the queue, while the gate admits them.
-    /// `true` when one went in.
+    /// Moves writes that waited for room into the queue, while the gate admits them, or
+    /// nothing would ever free room for the first (see `waiting_stalled`). `true` when
+    /// one went in.
     fn admit_waiting(&mut self) -> bool {
         let mut admitted = false;
         while let Some((len, charged)) = self.core.waiting_front() {
             if !charged && self.shared.admit(len).is_err() {
-                break;
+                if !self.core.waiting_stalled() {
+                    break;
+                }
+                // Its bytes are in memory already: counted, they go first.
+                self.shared.charge(len);
             }
             self.core.admit_waiting_front(now());
             admitted = true;
