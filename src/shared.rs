@@ -353,8 +353,8 @@ impl Shared {
     // ---- counters ----
 
     /// A `Writer` refused a write before it reached the socket.
-    pub(crate) fn count_refused(&self) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn count_refused(&self, writes: u64) {
+        self.refused.fetch_add(writes, Ordering::Relaxed);
     }
 
     /// Writes `Writer`s refused so far.

@@ -79,6 +79,8 @@ fn a_full_queue_refuses_the_whole_batch_and_hands_every_write_back() {
             .map(|w| w.to_vec().expect("memory"))
             .collect();
         assert_eq!(back, vec![b"one".to_vec(), b"two".to_vec()]);
+        let stats = socket.send(GetStats).await.expect("stats");
+        assert_eq!(stats.writes_failed, 2, "each write refused is counted");
         socket.do_send(Close::Abort);
         settle().await;
         let closed = writer.write_each(batches(&[b"x"])).expect_err("closed");

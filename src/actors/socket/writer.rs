@@ -69,7 +69,7 @@ impl Writer {
         match self.shared.admit(len) {
             Ok(()) => Ok((batch, socket)),
             Err(error) => {
-                self.shared.count_refused();
+                self.shared.count_refused(1);
                 Err(match error {
                     WriteError::QueueFull {
                         queued,
@@ -151,7 +151,8 @@ impl Writer {
             return Err(WritesRefused { error, writes });
         };
         if let Err(error) = self.shared.admit(len) {
-            self.shared.count_refused();
+            // Each a write of its own, each refused.
+            self.shared.count_refused(writes.len() as u64);
             return Err(WritesRefused { error, writes });
         }
         if let Err(returned) = socket.try_send(WriteEach(writes)) {
