@@ -177,11 +177,9 @@ impl Socket {
                 break;
             }
         }
-        if !self.gate_shut {
-            if let Some(shut) = self.core.shut() {
-                self.shared.shut(shut);
-                self.gate_shut = true;
-            }
+        if let Some(shut) = self.core.shut().filter(|_| !self.gate_shut) {
+            self.shared.shut(shut);
+            self.gate_shut = true;
         }
         self.sender.set(self.core.is_sending());
         self.set_timer(ctx);
@@ -585,6 +583,27 @@ impl Actor for Socket {
         while let Some(event) = self.core.poll_event() {
             self.dispatch(event, ctx);
         }
+        self.let_go_of_the_gate();
+    }
+}
+
+impl Socket {
+    /// The actor is done: its writers are refused from now on (and those waiting for
+    /// room wake to hear it), and nothing it held counts as queued any more.
+    fn let_go_of_the_gate(&mut self) {
+        if !std::mem::replace(&mut self.gate_shut, true) {
+            let closed = crate::proto::Shut::Closed;
+            self.shared.shut(self.core.shut().unwrap_or(&closed));
+        }
+        self.shared.release(self.shared.admitted());
+    }
+}
+
+impl Drop for Socket {
+    /// actix drops an actor without `stopped` when its arbiter stops while it drains:
+    /// writers must still hear that it is gone.
+    fn drop(&mut self) {
+        self.let_go_of_the_gate();
     }
 }
 
