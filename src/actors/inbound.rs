@@ -59,6 +59,10 @@ pub(crate) trait Deframe: fmt::Debug {
     /// The undecoded bytes; reads append here (in place, without a copy).
     fn buffer(&mut self) -> &mut BytesMut;
 
+    /// Stream bytes of frames not yet whole: buffered, or taken by the decoder already
+    /// (a parsed length prefix).
+    fn undecoded(&self) -> usize;
+
     /// Most undecoded bytes buffered without a whole frame.
     fn set_limit(&mut self, limit: usize);
 
@@ -84,6 +88,9 @@ where
     buf: BytesMut,
     to: Recipient<Frame<D::Item>>,
     limit: usize,
+    /// Stream bytes the decoder took out of `buf` toward the frame it is decoding (a
+    /// length prefix it parsed before the rest came): that frame stands for them too.
+    taken: usize,
 }
 
 impl<D> Deframer<D>
@@ -97,6 +104,7 @@ where
             buf: BytesMut::new(),
             to,
             limit: limit.max(1),
+            taken: 0,
         }
     }
 }
@@ -124,6 +132,10 @@ where
         &mut self.buf
     }
 
+    fn undecoded(&self) -> usize {
+        self.buf.len().saturating_add(self.taken)
+    }
+
     fn set_limit(&mut self, limit: usize) {
         self.limit = limit.max(1);
     }
@@ -143,12 +155,16 @@ where
         } else {
             self.decoder.decode(&mut self.buf)
         };
+        let consumed = before.saturating_sub(self.buf.len());
         let frame = match decoded {
             Ok(Some(frame)) => frame,
             Ok(None) => {
-                if self.buf.len() >= self.limit {
+                // The frame so far: what is buffered, and what the decoder took of it.
+                self.taken = self.taken.saturating_add(consumed);
+                let buffered = self.buf.len().saturating_add(self.taken);
+                if buffered >= self.limit {
                     return Err(DecodeError::FrameTooLong {
-                        buffered: self.buf.len(),
+                        buffered,
                         limit: self.limit,
                     });
                 }
@@ -156,7 +172,7 @@ where
             }
             Err(e) => return Err(DecodeError::Decoder(Arc::new(e))),
         };
-        let consumed = before.saturating_sub(self.buf.len());
+        let consumed = consumed.saturating_add(std::mem::take(&mut self.taken));
         self.to.do_send(Frame {
             socket: shared.id,
             frame,
@@ -327,7 +343,7 @@ impl Inbound {
 
     /// Undecoded bytes in the decoder's buffer (0 without a decoder).
     pub(crate) fn undecoded(&mut self) -> usize {
-        self.deframer.as_deref_mut().map_or(0, |d| d.buffer().len())
+        self.deframer.as_deref().map_or(0, |d| d.undecoded())
     }
 
     /// Lets go of the read buffer, and of the decoder's when it holds nothing: a socket

@@ -1,6 +1,8 @@
 //! Framing: a socket built with a tokio-util `Decoder` delivers whole frames in stream
 //! order, each holding its place in the read window; a bad stream is a typed error to
-//! the subscriber and the socket closes; the peer's EOF hands the decoder the rest.
+//! the subscriber and the socket closes; the peer's EOF hands the decoder the rest; a
+//! length prefix the decoder took before its frame was whole counts in the frame's
+//! permit and against the frame limit.
 
 use std::sync::{Arc, Mutex};
 
@@ -393,5 +395,114 @@ fn a_socket_whose_frame_recipient_has_stopped_stops_reading() {
             .await
             .expect("mailbox")
             .expect("writing goes on");
+    });
+}
+
+/// Collects length-delimited frames: (payload length, the stream bytes its permit says).
+#[derive(Clone, Default)]
+struct Delimited(Arc<Mutex<Vec<(usize, usize)>>>);
+
+struct DelimitedActor(Delimited);
+
+impl Actor for DelimitedActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Frame<BytesMut>> for DelimitedActor {
+    type Result = ();
+    fn handle(&mut self, msg: Frame<BytesMut>, _: &mut Context<Self>) {
+        let mut got = self.0 .0.lock().expect("lock");
+        got.push((msg.frame.len(), msg.permit.bytes()));
+    }
+}
+
+/// A length-delimited frame: a 4-byte big-endian length, then the payload.
+fn delimited(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A frame whose length prefix came in one read and its payload in the next stands for
+/// all of its stream bytes (the decoder took the prefix out of the buffer a read before
+/// the frame was whole): the permits add up to the bytes read.
+#[test]
+fn a_frame_stands_for_its_length_prefix_read_before_the_rest() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let frames = Delimited::default();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .framed(
+                tokio_util::codec::LengthDelimitedCodec::new(),
+                DelimitedActor(frames.clone()).start().recipient(),
+            )
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        let one = delimited(b"0123456789");
+        let two = delimited(b"hello");
+        mock.push_inbound(Handle(1), one[..4].to_vec());
+        settle().await;
+        mock.push_inbound(Handle(1), one[4..].to_vec());
+        settle().await;
+        mock.push_inbound(Handle(1), two.clone());
+        settle().await;
+        let got = frames.0.lock().expect("lock").clone();
+        assert_eq!(got, [(10, one.len()), (5, two.len())]);
+        let read = socket.send(GetStats).await.expect("stats").bytes_received;
+        assert_eq!(read as usize, one.len() + two.len());
+    });
+}
+
+/// The frame limit counts a length prefix the decoder has already taken: a frame of 20
+/// stream bytes trickled in a byte at a time is rejected at a limit of 16 (its 16-byte
+/// payload passed before); one of exactly 16 passes.
+#[test]
+fn the_frame_limit_counts_a_length_prefix_already_taken() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let frames = Delimited::default();
+        let events = Recorder::default();
+        let _socket = Socket::builder()
+            .functions(mock.functions())
+            .config(SocketConfig {
+                max_frame_bytes: 16,
+                ..SocketConfig::default()
+            })
+            .subscriber(events.start().recipient())
+            .framed(
+                tokio_util::codec::LengthDelimitedCodec::new(),
+                DelimitedActor(frames.clone()).start().recipient(),
+            )
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        let exact = delimited(&[b'x'; 12]);
+        mock.push_inbound(Handle(1), exact[..15].to_vec());
+        settle().await;
+        mock.push_inbound(Handle(1), exact[15..].to_vec());
+        settle().await;
+        for byte in delimited(&[b'y'; 16]) {
+            mock.push_inbound(Handle(1), vec![byte]);
+            settle().await;
+        }
+        assert_eq!(
+            *frames.0.lock().expect("lock"),
+            [(12, 16)],
+            "only the first"
+        );
+        let too_long = events.count(|e| {
+            matches!(
+                e,
+                SocketEventKind::DecodeFailed(DecodeError::FrameTooLong {
+                    limit: 16,
+                    buffered: 16
+                })
+            )
+        });
+        assert_eq!(too_long, 1);
     });
 }
