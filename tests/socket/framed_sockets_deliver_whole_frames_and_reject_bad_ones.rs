@@ -134,6 +134,66 @@ fn frames_wait_for_the_read_window_like_raw_chunks() {
     });
 }
 
+/// `PauseReading` stops reading, not delivering: frames already read go out as the
+/// window makes room, paused or not.
+#[test]
+fn frames_already_read_go_out_while_reading_is_paused() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let frames = Frames::default();
+        frames.0.lock().expect("lock").keep = true;
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(SocketConfig {
+                read_limits: ReadLimits {
+                    max_deliveries: 1,
+                    max_bytes: usize::MAX,
+                },
+                ..SocketConfig::default()
+            })
+            .framed(LinesCodec::new(), frames.start())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        mock.push_inbound(Handle(1), &b"a\nb\nc\n"[..]);
+        settle().await;
+        assert_eq!(frames.lines(), ["a"], "one frame fills the window");
+        let read = socket.send(GetStats).await.expect("stats").bytes_received;
+        assert_eq!(read, 6, "all three lines were read");
+        socket
+            .send(sockactor::messages::PauseReading)
+            .await
+            .expect("paused");
+        frames.0.lock().expect("lock").permits.remove(0);
+        settle().await;
+        assert_eq!(
+            frames.lines(),
+            ["a", "b"],
+            "read already: delivered while paused"
+        );
+        mock.push_inbound(Handle(1), &b"d\n"[..]);
+        frames.0.lock().expect("lock").permits.remove(0);
+        settle().await;
+        assert_eq!(
+            frames.lines(),
+            ["a", "b", "c"],
+            "nothing more is read while paused"
+        );
+        socket
+            .send(sockactor::messages::ResumeReading)
+            .await
+            .expect("resumed");
+        {
+            let mut got = frames.0.lock().expect("lock");
+            got.keep = false;
+            got.permits.clear();
+        }
+        settle().await;
+        assert_eq!(frames.lines(), ["a", "b", "c", "d"]);
+    });
+}
+
 #[test]
 fn at_eof_the_decoder_gets_the_rest_then_eof_is_reported() {
     run_paused(|| async {

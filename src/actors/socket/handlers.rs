@@ -170,6 +170,11 @@ impl Handler<WindowReopened> for Socket {
 
     fn handle(&mut self, _: WindowReopened, ctx: &mut Context<Self>) {
         self.attach_reply();
+        // Frames already read go out as the window makes room, even while reading is
+        // paused (`PauseReading` stops reading, not delivering).
+        if !self.core.reading_done() && self.window_open() {
+            self.deliver_frames(false, now());
+        }
         self.drive(ctx);
     }
 }
