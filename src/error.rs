@@ -29,6 +29,14 @@ pub enum TransportError {
         /// Bytes it was offered.
         offered: usize,
     },
+    /// A `recvfrom` answered more bytes than it was asked for: a broken transport.
+    #[error("transport read {read} bytes but was asked for at most {asked}")]
+    OverRead {
+        /// Bytes the transport returned.
+        read: usize,
+        /// The most it was asked for.
+        asked: usize,
+    },
     /// The transport actor is gone (stopped, or its mailbox closed).
     #[error("transport actor unavailable")]
     Unavailable,

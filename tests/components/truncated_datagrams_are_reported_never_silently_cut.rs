@@ -1,6 +1,7 @@
 //! A datagram longer than the socket's `max_datagram_size` reaches the subscriber flagged
 //! `truncated` (its first `max_datagram_size` bytes), never as if it were whole; shorter
-//! ones arrive whole, each with its sender. On the mock transport and on real UDP.
+//! ones arrive whole, each with its sender. On the mock transport and on real UDP, and
+//! through a `recvfrom` that answers more than it was asked for.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,6 +62,55 @@ fn the_mock_flags_a_long_datagram_truncated_and_keeps_short_ones_whole() {
         );
         let stats = socket.send(GetDatagramStats).await.expect("stats");
         assert_eq!((stats.received, stats.truncated), (3, 1));
+    });
+}
+
+/// Answers each `recvfrom` as if asked for ten times as much.
+struct Greedy(actix::Recipient<sockactor::messages::RecvFrom>);
+
+impl actix::Actor for Greedy {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<sockactor::messages::RecvFrom> for Greedy {
+    type Result =
+        actix::ResponseFuture<Result<sockactor::messages::Received, sockactor::TransportError>>;
+    fn handle(
+        &mut self,
+        msg: sockactor::messages::RecvFrom,
+        _: &mut actix::Context<Self>,
+    ) -> Self::Result {
+        let inner = self.0.clone();
+        let msg = sockactor::messages::RecvFrom {
+            max_len: msg.max_len * 10,
+            ..msg
+        };
+        Box::pin(async move { inner.send(msg).await? })
+    }
+}
+
+#[test]
+fn a_datagram_longer_than_asked_from_a_greedy_transport_is_cut_and_flagged() {
+    use actix::Actor;
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let greedy = Greedy(mock.functions().recvfrom().clone()).start();
+        let (events, mut heard) = channel::<DatagramEvent>();
+        let (_socket, _) = DatagramSocket::builder()
+            .functions(mock.functions().with_recvfrom(greedy.recipient()))
+            .config(small())
+            .subscriber(events)
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let sender = SocketAddr::from(([203, 0, 113, 5], 777));
+        let long = pattern(40, 1);
+        mock.push_datagram(Handle(1), long.clone(), sender);
+        settle().await;
+        assert_eq!(
+            received(drain(&mut heard)),
+            [(long[..16].to_vec(), Some(sender.into()), true)]
+        );
     });
 }
 

@@ -1,12 +1,14 @@
 //! The minimal read path: inbound bytes reach the subscriber in order, then EOF; the
 //! socket can still write after the peer's EOF (half-close); a read error is reported
-//! and closes the socket.
+//! and closes the socket; a `recvfrom` answering more than it was asked for is a broken
+//! transport, a typed read error (the read window's bound holds).
 
 use std::io;
 
 use crate::support::{mock_peer, run_paused, settle, subscribed_mock_socket, Recorder};
-use sockactor::messages::{Handle, SocketEventKind, Write};
-use sockactor::{MockTransport, Socket, SocketConfig};
+use actix::prelude::*;
+use sockactor::messages::{Handle, Received, RecvFrom, SocketEventKind, Write};
+use sockactor::{MockTransport, Socket, SocketConfig, TransportError};
 
 #[test]
 fn data_then_eof_arrive_in_order_and_writing_goes_on() {
@@ -56,6 +58,66 @@ fn a_read_error_is_reported_and_closes_the_socket() {
         assert_eq!(
             recorder.count(|e| matches!(e, SocketEventKind::Closed { cause: Some(_) })),
             1
+        );
+        assert!(mock.is_closed(Handle(1)));
+    });
+}
+
+/// Answers each `recvfrom` with up to ten times what it was asked for.
+struct Greedy(Recipient<RecvFrom>);
+
+impl Actor for Greedy {
+    type Context = Context<Self>;
+}
+
+impl Handler<RecvFrom> for Greedy {
+    type Result = ResponseFuture<Result<Received, TransportError>>;
+    fn handle(&mut self, msg: RecvFrom, _: &mut Context<Self>) -> Self::Result {
+        let inner = self.0.clone();
+        let msg = RecvFrom {
+            max_len: msg.max_len * 10,
+            ..msg
+        };
+        Box::pin(async move { inner.send(msg).await? })
+    }
+}
+
+#[test]
+fn a_recvfrom_answering_more_than_it_was_asked_for_is_a_typed_read_error() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let recorder = Recorder::default();
+        let greedy = Greedy(mock.functions().recvfrom().clone()).start();
+        let _socket = Socket::builder()
+            .functions(mock.functions().with_recvfrom(greedy.recipient()))
+            .config(SocketConfig {
+                read_chunk: 100,
+                ..SocketConfig::default()
+            })
+            .subscriber(recorder.start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        mock.push_inbound(Handle(1), vec![7u8; 5000]);
+        settle().await;
+        assert!(
+            recorder.received().is_empty(),
+            "nothing past the bound delivered"
+        );
+        let failures = recorder.picked(|e| match e {
+            SocketEventKind::ReadFailed(e) => Some(e.clone()),
+            _ => None,
+        });
+        assert!(
+            matches!(
+                failures.as_slice(),
+                [TransportError::OverRead {
+                    read: 1000,
+                    asked: 100
+                }]
+            ),
+            "{failures:?}"
         );
         assert!(mock.is_closed(Handle(1)));
     });

@@ -134,8 +134,8 @@ impl DatagramIo {
             let answer = self.functions.recvfrom().send(recv);
             core.handle_read_pending();
             ctx.spawn(actix::fut::wrap_future::<_, DatagramSocket>(answer).map(
-                |result, act, ctx| {
-                    act.received(flatten(result));
+                move |result, act, ctx| {
+                    act.received(flatten(result), max);
                     act.drive(ctx);
                 },
             ));

@@ -422,10 +422,16 @@ impl DatagramSocket {
     }
 
     /// Takes in what a receive by message found: a datagram goes to the subscriber.
-    fn received(&mut self, result: Result<Received, TransportError>) {
+    /// (`max`: the most the transport was asked for; past it, a datagram is cut here.)
+    fn received(&mut self, result: Result<Received, TransportError>, max: usize) {
         use crate::proto::Received as Got;
         let (subscriber, id, span) = (&self.subscriber, self.id, &self.span);
         let got = match result {
+            Ok(Received::Data { bytes, from } | Received::Truncated { bytes, from })
+                if bytes.len() > max =>
+            {
+                deliver(&mut self.core, subscriber, id, span, bytes.slice(..max), from, true)
+            }
             Ok(Received::Data { bytes, from }) => {
                 deliver(&mut self.core, subscriber, id, span, bytes, from, false)
             }

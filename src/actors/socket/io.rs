@@ -376,14 +376,14 @@ impl StreamIo for TableIo {
             };
             let answer = self.functions.recvfrom().send(recv);
             ctx.spawn(
-                actix::fut::wrap_future::<_, Socket>(answer).map(|result, act, ctx| {
-                    let got = flatten(result).map(|received| match received {
+                actix::fut::wrap_future::<_, Socket>(answer).map(move |result, act, ctx| {
+                    let got = flatten(result).and_then(|received| match received {
                         // A stream has no datagram boundaries to truncate at.
                         Received::Data { bytes, .. } | Received::Truncated { bytes, .. } => {
-                            Got::Chunk(bytes)
+                            within(bytes, max).map(Got::Chunk)
                         }
-                        Received::Eof => Got::Eof,
-                        Received::WouldBlock => Got::WouldBlock,
+                        Received::Eof => Ok(Got::Eof),
+                        Received::WouldBlock => Ok(Got::WouldBlock),
                     });
                     act.on_read(got, ctx);
                 }),
@@ -445,4 +445,16 @@ impl StreamIo for TableIo {
             handle: self.handle,
         });
     }
+}
+
+/// Bytes a `recvfrom` asked for at most `asked` returned: more is a broken transport
+/// (the read window bounds what one read may bring).
+pub(super) fn within(bytes: bytes::Bytes, asked: usize) -> Result<bytes::Bytes, TransportError> {
+    if bytes.len() > asked {
+        return Err(TransportError::OverRead {
+            read: bytes.len(),
+            asked,
+        });
+    }
+    Ok(bytes)
 }

@@ -474,7 +474,10 @@ impl StreamIo for LayeredIo {
                 match result {
                     Ok(crate::messages::functions::Received::Data { bytes, .. })
                     | Ok(crate::messages::functions::Received::Truncated { bytes, .. }) => {
-                        self.stack.inbox(bytes.len()).extend_from_slice(&bytes)
+                        match super::io::within(bytes, self.max_per_call) {
+                            Ok(bytes) => self.stack.inbox(bytes.len()).extend_from_slice(&bytes),
+                            Err(e) => return Some(Err(e)),
+                        }
                     }
                     Ok(crate::messages::functions::Received::Eof) => self.raw_eof = true,
                     Ok(crate::messages::functions::Received::WouldBlock) => {
