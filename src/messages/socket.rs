@@ -101,7 +101,10 @@ pub enum Close {
     /// Refuse new writes, send everything queued (writes waiting for room included),
     /// then close the handle.
     Graceful,
-    /// Close now: every queued write is answered with [`WriteError::Aborted`].
+    /// Close now: every queued write is answered with [`WriteError::Aborted`]. Writes in
+    /// a `sendv` still out to a transport reached by message are answered when it
+    /// answers, with how far each got; a transport that has not answered 10 s after the
+    /// close counts as having sent none of that call's bytes.
     Abort,
 }
 
