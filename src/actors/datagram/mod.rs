@@ -83,7 +83,7 @@ impl Default for DatagramConfig {
 /// where the OS has it) and arrivals are received in batches (`recvmmsg`), called in
 /// place; on any other transport each datagram is one `sendv` with its destination. The queue is bounded ([`DatagramConfig`]); a full queue refuses with
 /// [`DatagramError::QueueFull`], handing the payload back. With a Flusher (the default) a
-/// burst asks it once ([`PendingWrite`]) and the `Flush` sends everything queued until
+/// burst asks it once ([`PendingWrite`](crate::messages::PendingWrite)) and the `Flush` sends everything queued until
 /// the transport would block; with [`FlushPolicy::Immediate`] datagrams go out as soon as
 /// they are queued. A transport that takes only part of a datagram is
 /// [`DatagramError::Partial`] for that datagram: the rest is never sent.

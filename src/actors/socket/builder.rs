@@ -32,7 +32,7 @@ use crate::types::{Address, Handle, PeerLimits, SocketId, SocketKind, UserData};
 /// `flusher`), for a builder with a `policy: Option<FlushPolicy>` field.
 macro_rules! flush_policy_setters {
     () => {
-        /// Flush policy (default: deferred to this thread's [`Flusher::current`]).
+        /// Flush policy (default: deferred to this thread's [`Flusher::current`](crate::Flusher::current)).
         pub fn flush_policy(mut self, policy: FlushPolicy) -> Self {
             self.policy = Some(policy);
             self
