@@ -65,36 +65,12 @@ fn the_mock_flags_a_long_datagram_truncated_and_keeps_short_ones_whole() {
     });
 }
 
-/// Answers each `recvfrom` as if asked for ten times as much.
-struct Greedy(actix::Recipient<sockactor::messages::RecvFrom>);
-
-impl actix::Actor for Greedy {
-    type Context = actix::Context<Self>;
-}
-
-impl actix::Handler<sockactor::messages::RecvFrom> for Greedy {
-    type Result =
-        actix::ResponseFuture<Result<sockactor::messages::Received, sockactor::TransportError>>;
-    fn handle(
-        &mut self,
-        msg: sockactor::messages::RecvFrom,
-        _: &mut actix::Context<Self>,
-    ) -> Self::Result {
-        let inner = self.0.clone();
-        let msg = sockactor::messages::RecvFrom {
-            max_len: msg.max_len * 10,
-            ..msg
-        };
-        Box::pin(async move { inner.send(msg).await? })
-    }
-}
-
 #[test]
 fn a_datagram_longer_than_asked_from_a_greedy_transport_is_cut_and_flagged() {
     use actix::Actor;
     run_paused(|| async {
         let mock = MockTransport::start();
-        let greedy = Greedy(mock.functions().recvfrom().clone()).start();
+        let greedy = crate::support::GreedyRecv(mock.functions().recvfrom().clone()).start();
         let (events, mut heard) = channel::<DatagramEvent>();
         let (_socket, _) = DatagramSocket::builder()
             .functions(mock.functions().with_recvfrom(greedy.recipient()))

@@ -7,7 +7,7 @@ use std::io;
 
 use crate::support::{mock_peer, run_paused, settle, subscribed_mock_socket, Recorder};
 use actix::prelude::*;
-use sockactor::messages::{Handle, Received, RecvFrom, SocketEventKind, Write};
+use sockactor::messages::{Handle, SocketEventKind, Write};
 use sockactor::{MockTransport, Socket, SocketConfig, TransportError};
 
 #[test]
@@ -63,31 +63,12 @@ fn a_read_error_is_reported_and_closes_the_socket() {
     });
 }
 
-/// Answers each `recvfrom` with up to ten times what it was asked for.
-struct Greedy(Recipient<RecvFrom>);
-
-impl Actor for Greedy {
-    type Context = Context<Self>;
-}
-
-impl Handler<RecvFrom> for Greedy {
-    type Result = ResponseFuture<Result<Received, TransportError>>;
-    fn handle(&mut self, msg: RecvFrom, _: &mut Context<Self>) -> Self::Result {
-        let inner = self.0.clone();
-        let msg = RecvFrom {
-            max_len: msg.max_len * 10,
-            ..msg
-        };
-        Box::pin(async move { inner.send(msg).await? })
-    }
-}
-
 #[test]
 fn a_recvfrom_answering_more_than_it_was_asked_for_is_a_typed_read_error() {
     run_paused(|| async {
         let mock = MockTransport::start();
         let recorder = Recorder::default();
-        let greedy = Greedy(mock.functions().recvfrom().clone()).start();
+        let greedy = crate::support::GreedyRecv(mock.functions().recvfrom().clone()).start();
         let _socket = Socket::builder()
             .functions(mock.functions().with_recvfrom(greedy.recipient()))
             .config(SocketConfig {

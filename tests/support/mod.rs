@@ -463,3 +463,27 @@ impl WarnLog {
         String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
     }
 }
+
+/// A `recvfrom` that breaks its contract: it asks `inner` for ten times what it was
+/// asked for, and answers with that.
+pub struct GreedyRecv(pub Recipient<sockactor::messages::RecvFrom>);
+
+impl Actor for GreedyRecv {
+    type Context = Context<Self>;
+}
+
+impl Handler<sockactor::messages::RecvFrom> for GreedyRecv {
+    type Result = ResponseFuture<Result<sockactor::messages::Received, sockactor::TransportError>>;
+    fn handle(
+        &mut self,
+        msg: sockactor::messages::RecvFrom,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let inner = self.0.clone();
+        let msg = sockactor::messages::RecvFrom {
+            max_len: msg.max_len * 10,
+            ..msg
+        };
+        Box::pin(async move { inner.send(msg).await? })
+    }
+}

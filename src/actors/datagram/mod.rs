@@ -430,7 +430,15 @@ impl DatagramSocket {
             Ok(Received::Data { bytes, from } | Received::Truncated { bytes, from })
                 if bytes.len() > max =>
             {
-                deliver(&mut self.core, subscriber, id, span, bytes.slice(..max), from, true)
+                deliver(
+                    &mut self.core,
+                    subscriber,
+                    id,
+                    span,
+                    bytes.slice(..max),
+                    from,
+                    true,
+                )
             }
             Ok(Received::Data { bytes, from }) => {
                 deliver(&mut self.core, subscriber, id, span, bytes, from, false)
