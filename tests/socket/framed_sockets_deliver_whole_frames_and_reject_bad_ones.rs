@@ -90,25 +90,32 @@ fn lines_split_across_reads_arrive_whole_and_in_order() {
     });
 }
 
+/// A line socket over a mock whose frames keep their permits, with a window of
+/// `deliveries`.
+async fn lines_keeping_permits(deliveries: u32) -> (MockTransport, Frames, Addr<Socket>) {
+    let mock = MockTransport::start();
+    let frames = Frames::default();
+    frames.0.lock().expect("lock").keep = true;
+    let socket = Socket::builder()
+        .functions(mock.functions())
+        .config(SocketConfig {
+            read_limits: ReadLimits {
+                max_deliveries: deliveries,
+                max_bytes: usize::MAX,
+            },
+            ..SocketConfig::default()
+        })
+        .framed(LinesCodec::new(), frames.start())
+        .connect(mock_peer())
+        .await
+        .expect("connect");
+    (mock, frames, socket)
+}
+
 #[test]
 fn frames_wait_for_the_read_window_like_raw_chunks() {
     run_paused(|| async {
-        let mock = MockTransport::start();
-        let frames = Frames::default();
-        frames.0.lock().expect("lock").keep = true;
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .config(SocketConfig {
-                read_limits: ReadLimits {
-                    max_deliveries: 2,
-                    max_bytes: usize::MAX,
-                },
-                ..SocketConfig::default()
-            })
-            .framed(LinesCodec::new(), frames.start())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let (mock, frames, socket) = lines_keeping_permits(2).await;
         settle().await;
         mock.push_inbound(Handle(1), &b"a\nb\nc\nd\ne\n"[..]);
         settle().await;
@@ -139,22 +146,7 @@ fn frames_wait_for_the_read_window_like_raw_chunks() {
 #[test]
 fn frames_already_read_go_out_while_reading_is_paused() {
     run_paused(|| async {
-        let mock = MockTransport::start();
-        let frames = Frames::default();
-        frames.0.lock().expect("lock").keep = true;
-        let socket = Socket::builder()
-            .functions(mock.functions())
-            .config(SocketConfig {
-                read_limits: ReadLimits {
-                    max_deliveries: 1,
-                    max_bytes: usize::MAX,
-                },
-                ..SocketConfig::default()
-            })
-            .framed(LinesCodec::new(), frames.start())
-            .connect(mock_peer())
-            .await
-            .expect("connect");
+        let (mock, frames, socket) = lines_keeping_permits(1).await;
         settle().await;
         mock.push_inbound(Handle(1), &b"a\nb\nc\n"[..]);
         settle().await;
