@@ -271,6 +271,12 @@ impl<T> DatagramCore<T> {
     /// A datagram to send (its file ranges already read into memory). Refused (token
     /// back) when the socket no longer takes datagrams, it has no destination, or the
     /// queue is full.
+    /// A datagram refused before it reached the queue (its file range could not be
+    /// read into memory): counted as failed.
+    pub(crate) fn handle_refused(&mut self) {
+        self.stats.send_failed += 1;
+    }
+
     pub(crate) fn handle_send(
         &mut self,
         payload: IoBatch,

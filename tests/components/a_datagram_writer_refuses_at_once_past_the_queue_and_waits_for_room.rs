@@ -229,3 +229,50 @@ fn a_datagram_refused_after_admission_with_nobody_subscribed_is_a_warning() {
         log.text()
     );
 }
+
+/// A `DatagramWriter` outliving its socket, whose arbiter stopped with datagrams
+/// admitted (one out, held by the transport, one queued): it refuses at once, a wait for
+/// room ends with an error, and nothing counts as queued.
+#[actix::test]
+async fn a_writer_outliving_its_sockets_arbiter_is_refused_and_holds_nothing() {
+    let mock = MockTransport::start();
+    mock.set_default_step(SendStep::Hold);
+    let system = sockactor::SocketSystem::builder()
+        .arbiters(1)
+        .start()
+        .expect("start");
+    let functions = mock.functions();
+    let writer = system
+        .run_on(0, move || async move {
+            let (socket, _) = DatagramSocket::builder()
+                .functions(functions)
+                .config(config(2))
+                .immediate()
+                .bind(local())
+                .await
+                .expect("bind");
+            socket.send(GetDatagramWriter).await.expect("writer")
+        })
+        .await
+        .expect("on the arbiter");
+    writer
+        .send_to(vec![1u8], Some(peer().into()))
+        .expect("admitted");
+    writer
+        .send_to(vec![2u8], Some(peer().into()))
+        .expect("admitted");
+    for _ in 0..200 {
+        if mock.sendv_calls(Handle(1)) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(mock.sendv_calls(Handle(1)), 1, "one datagram out, held");
+    system.shutdown().await.expect("shutdown");
+    assert!(writer.send_to(vec![3u8], Some(peer().into())).is_err());
+    let room = tokio::time::timeout(std::time::Duration::from_secs(10), writer.writable(1))
+        .await
+        .expect("resolved");
+    assert!(room.is_err(), "{room:?}");
+    assert_eq!(writer.queued(), 0, "nothing is queued or on its way");
+}

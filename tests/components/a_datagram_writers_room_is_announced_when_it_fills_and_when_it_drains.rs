@@ -1,12 +1,15 @@
 //! A datagram socket announces its writers' room as a stream socket does: a
 //! `WritabilityChanged { writable: false }` when its queue is full (the next datagram a
 //! `DatagramWriter` sends would be refused), and `writable: true` once the datagrams it
-//! admitted drained to half the queue; the notices alternate, once per change.
+//! admitted drained to half the queue; the notices alternate, once per change; a socket
+//! that no longer takes datagrams announces no room.
 
 use std::net::SocketAddr;
 
 use crate::support::{channel, drain, local, run_paused, settle};
-use sockactor::messages::{GetDatagramWriter, Handle, SubscribeWritability, WritabilityChanged};
+use sockactor::messages::{
+    Close, GetDatagramWriter, Handle, SubscribeWritability, WritabilityChanged,
+};
 use sockactor::{DatagramConfig, DatagramError, DatagramSocket, MockTransport, SendStep};
 
 fn peer() -> SocketAddr {
@@ -81,5 +84,46 @@ fn full_then_drained_to_half_each_announced_once() {
             .await
             .expect("info");
         assert_eq!(notices[0].socket, info.id, "the notice names the socket");
+    });
+}
+
+/// An abort frees the writers' room, but the socket takes no more: the last notice is
+/// the full queue's.
+#[test]
+fn an_abort_while_full_announces_no_room() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .config(DatagramConfig {
+                max_queued: 2,
+                ..DatagramConfig::default()
+            })
+            .bind(local())
+            .await
+            .expect("bind");
+        let (notices, mut heard) = channel::<WritabilityChanged>();
+        socket
+            .send(SubscribeWritability(notices))
+            .await
+            .expect("subscribed");
+        let writer = socket.send(GetDatagramWriter).await.expect("writer");
+        writer
+            .send_to(vec![1u8], Some(peer().into()))
+            .expect("admitted");
+        writer
+            .send_to(vec![2u8], Some(peer().into()))
+            .expect("admitted");
+        settle().await;
+        socket.do_send(Close::Abort);
+        settle().await;
+        let seen: Vec<bool> = drain(&mut heard).iter().map(|n| n.writable).collect();
+        assert_eq!(seen, [false]);
+        let refused = writer.send_to(vec![3u8], Some(peer().into()));
+        assert!(
+            matches!(refused, Err(DatagramError::Aborted | DatagramError::Closed)),
+            "{refused:?}"
+        );
     });
 }

@@ -374,3 +374,41 @@ fn do_send_datagrams_refused_after_a_close_are_reported_in_order() {
         );
     });
 }
+
+/// Refusals before a datagram is queued count as failed too: a file range too long to
+/// read into one datagram, and no destination on an unconnected socket.
+#[test]
+fn refusals_before_queuing_are_counted_as_failed() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .bind(local())
+            .await
+            .expect("bind");
+        let path = crate::support::TempPath::new("long-datagram");
+        std::fs::write(&path.0, vec![7u8; 70_000]).expect("written");
+        let file = std::fs::File::open(&path.0).expect("opened");
+        let mut batch = sockactor::IoBatch::new();
+        batch.push_file(sockactor::FileRange::whole(file).expect("range"));
+        let to = SocketAddr::from(([127, 0, 0, 1], 9));
+        let refused = socket
+            .send(SendDatagram::new(batch).to(to))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(refused, Err(DatagramError::Transport(_))),
+            "{refused:?}"
+        );
+        let refused = socket
+            .send(SendDatagram::new(vec![1u8]))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(refused, Err(DatagramError::NoDestination { .. })),
+            "{refused:?}"
+        );
+        let stats = socket.send(GetDatagramStats).await.expect("stats");
+        assert_eq!(stats.send_failed, 2, "{stats:?}");
+    });
+}

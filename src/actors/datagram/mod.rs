@@ -361,15 +361,16 @@ impl DatagramSocket {
                 busy = true;
                 self.dispatch(event, &mut freed);
             }
+            if !self.core.is_open() {
+                // Writers are refused from now on, and those waiting for room wake to
+                // hear it (first: the room the close frees is no news).
+                self.gate.close(self.core.refusal());
+            }
             // Room goes back once a burst of answers, not once a datagram.
             self.gate.release_many(freed.0, freed.1);
             if !busy {
                 break;
             }
-        }
-        if !self.core.is_open() {
-            // Writers are refused from now on, and those waiting for room wake to hear it.
-            self.gate.close(self.core.refusal());
         }
     }
 
@@ -608,6 +609,15 @@ impl Actor for DatagramSocket {
     }
 }
 
+impl Drop for DatagramSocket {
+    /// actix drops an actor without `stopped` when its arbiter stops while it drains:
+    /// its writers must still hear that it is gone, and hold nothing as queued.
+    fn drop(&mut self) {
+        self.gate.close(DatagramError::Closed);
+        self.gate.release_all();
+    }
+}
+
 /// The largest datagram any socket can send (IPv4's and IPv6's 16-bit length field).
 const MAX_DATAGRAM: usize = 65_535;
 
@@ -640,6 +650,7 @@ impl Handler<SendDatagram> for DatagramSocket {
         let payload = match in_memory(msg.payload) {
             Ok(payload) => payload,
             Err(error) => {
+                self.core.handle_refused();
                 return self.replies.now(tag, Err(DatagramError::Transport(error)));
             }
         };
@@ -670,6 +681,7 @@ impl Handler<SendAdmitted> for DatagramSocket {
         let payload = match in_memory(msg.payload) {
             Ok(payload) => payload,
             Err(error) => {
+                self.core.handle_refused();
                 self.gate.release(len);
                 self.report_now(DatagramError::Transport(error));
                 return;

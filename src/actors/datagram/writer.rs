@@ -149,6 +149,15 @@ impl DatagramGate {
         self.room.notify_waiters();
     }
 
+    /// The socket is gone: nothing it held counts as admitted any more.
+    pub(crate) fn release_all(&self) {
+        let mut c = self.counts();
+        c.datagrams = 0;
+        c.bytes = 0;
+        drop(c);
+        self.room.notify_waiters();
+    }
+
     /// The socket no longer takes datagrams: writers are refused with `why` from now on.
     pub(crate) fn close(&self, why: DatagramError) {
         let mut c = self.counts();
