@@ -338,7 +338,11 @@ pub enum DatagramError {
     /// socket closed with this error before the datagram went out).
     #[error("transport error: {0}")]
     Transport(#[source] TransportError),
-    /// The socket went away without answering: its runtime shut down first.
-    #[error("datagram socket dropped without answering (its runtime shut down)")]
+    /// The socket went away without answering (its runtime shut down first), or closed
+    /// with the datagram out to a transport that did not answer within 10 s: whether it
+    /// went out is unknown.
+    #[error(
+        "datagram not answered: the socket's runtime shut down, or its transport never answered"
+    )]
     Lost,
 }

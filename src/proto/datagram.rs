@@ -375,6 +375,22 @@ impl<T> DatagramCore<T> {
         usize::from(self.send.in_flight())
     }
 
+    /// Whether the socket closed with a datagram out to a transport that has not
+    /// answered yet: its driver gives it [`FLIGHT_GRACE`](super::FLIGHT_GRACE), then
+    /// calls [`handle_flight_lost`](Self::handle_flight_lost).
+    pub(crate) fn flight_unanswered(&self) -> bool {
+        // Closed, only what was out stays offered (the rest was refused).
+        self.life == Life::Closed && !self.offered.is_empty()
+    }
+
+    /// The transport never answered the datagram out at the close: it is answered
+    /// [`DatagramError::Lost`] (whether it went out is unknown).
+    pub(crate) fn handle_flight_lost(&mut self) {
+        if self.life == Life::Closed {
+            self.refuse_offered(0, &DatagramError::Lost);
+        }
+    }
+
     /// The datagram was handed to a transport that answers later.
     pub(crate) fn handle_send_pending(&mut self) {
         self.send.pending();

@@ -61,5 +61,7 @@ pub use layer::{Decoded, Layer};
 pub(crate) use queue::InPlaceTransmit;
 pub use queue::{QueueConfig, TurnCap, Written};
 pub use stream::SocketStats;
-pub(crate) use stream::{Event, IoAction, ReadOutcome, Shut, StreamCore, StreamSettings, Token};
+pub(crate) use stream::{
+    Event, IoAction, ReadOutcome, Shut, StreamCore, StreamSettings, Token, FLIGHT_GRACE,
+};
 pub(crate) use watermarks::{Level, Watermarks};

@@ -412,3 +412,56 @@ fn refusals_before_queuing_are_counted_as_failed() {
         assert_eq!(stats.send_failed, 2, "{stats:?}");
     });
 }
+
+/// A `sendv` that never answers.
+struct Silent;
+
+impl actix::Actor for Silent {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<sockactor::messages::SendV> for Silent {
+    type Result = actix::ResponseActFuture<
+        Self,
+        Result<sockactor::messages::Sent, sockactor::TransportError>,
+    >;
+    fn handle(
+        &mut self,
+        _: sockactor::messages::SendV,
+        _: &mut actix::Context<Self>,
+    ) -> Self::Result {
+        Box::pin(actix::fut::wrap_future(std::future::pending()))
+    }
+}
+
+/// An abort with a datagram out to a transport that never answers: the queued one is
+/// answered `Aborted` at once, the one out `Lost` 10 s after the close (whether it went
+/// out is unknown), each once.
+#[test]
+fn an_abort_with_a_datagram_out_never_answered_answers_it_10_s_later() {
+    use actix::Actor;
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions().with_sendv(Silent.start().recipient()))
+            .immediate()
+            .bind(local())
+            .await
+            .expect("bind");
+        let to = SocketAddr::from(([127, 0, 0, 1], 9));
+        let out = actix::spawn(socket.send(SendDatagram::new(vec![1u8]).to(to)));
+        let queued = actix::spawn(socket.send(SendDatagram::new(vec![2u8]).to(to)));
+        settle().await;
+        let t0 = tokio::time::Instant::now();
+        socket.do_send(Close::Abort);
+        let queued = queued.await.expect("join").expect("mailbox");
+        assert!(matches!(queued, Err(DatagramError::Aborted)), "{queued:?}");
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .expect("answered, not held for ever")
+            .expect("join")
+            .expect("mailbox");
+        assert!(matches!(out, Err(DatagramError::Lost)), "{out:?}");
+        assert_eq!(t0.elapsed(), Duration::from_secs(10));
+    });
+}

@@ -107,6 +107,8 @@ pub struct DatagramSocket {
     /// The admission gate of its `DatagramWriter`s.
     gate: Arc<DatagramGate>,
     flusher: Option<Arc<FlusherLink>>,
+    /// The wait for the answer to a datagram out at the close (`FLIGHT_GRACE`).
+    flight_timer: Option<actix::SpawnHandle>,
     subscriber: Option<Recipient<DatagramEvent>>,
     replies: Rendezvous<Answer>,
     span: tracing::Span,
@@ -316,6 +318,7 @@ impl DatagramBuilder {
                 config.max_queued_bytes,
             )),
             flusher,
+            flight_timer: None,
             subscriber: self.subscriber,
             replies: Rendezvous::default(),
             span: tracing::debug_span!("datagram", id = id.0, local = %local_text, peer = %peer_text),
@@ -371,6 +374,26 @@ impl DatagramSocket {
             if !busy {
                 break;
             }
+        }
+        self.bound_flight(ctx);
+    }
+
+    /// Closed with a datagram out: its answer is waited for `FLIGHT_GRACE` at most.
+    fn bound_flight(&mut self, ctx: &mut Context<Self>) {
+        if !self.core.flight_unanswered() {
+            if let Some(timer) = self.flight_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            return;
+        }
+        if self.flight_timer.is_none() {
+            let timer = ctx.run_later(crate::proto::FLIGHT_GRACE, |act, ctx| {
+                act.flight_timer = None;
+                tracing::warn!(parent: &act.span, "the transport never answered the datagram out at the close");
+                act.core.handle_flight_lost();
+                act.drive(ctx);
+            });
+            self.flight_timer = Some(timer);
         }
     }
 
