@@ -1,5 +1,6 @@
 //! Real loopback TCP through the system transport: an echo round trip between socket
-//! actors, and a 64 MiB transfer in mixed write sizes arriving byte-exact.
+//! actors, a 64 MiB transfer in mixed write sizes arriving byte-exact, and a graceful
+//! close with bytes from the peer left unread that still ends in EOF, not a reset.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -203,4 +204,54 @@ async fn dropping_every_address_drains_then_closes() {
         .expect("read");
     assert_eq!(bytes.len(), data.len());
     assert!(bytes == data);
+}
+
+/// A graceful close with bytes from the peer still unread (a socket with no subscriber
+/// reads nothing, as a TLS client leaves session tickets it had no reason to read yet):
+/// everything written still reaches the peer, then its EOF, not a reset (a kernel answers
+/// the close of a socket with unread bytes with a reset, discarding what it had not
+/// sent).
+#[actix::test]
+async fn a_graceful_close_with_unread_bytes_from_the_peer_sends_everything_then_eof() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    let socket = Socket::builder().connect(addr).await.expect("connect");
+    let (mut peer, _) = listener.accept().await.expect("accept");
+    peer.write_all(&[5u8; 100])
+        .await
+        .expect("the peer writes first");
+    let data = pattern(256 * 1024, 9);
+    for chunk in data.chunks(16 * 1024) {
+        socket.do_send(Write::new(Bytes::copy_from_slice(chunk)));
+    }
+    socket.send(Close::Graceful).await.expect("close sent");
+    // The peer reads only once the socket has closed its handle (its actor, with no
+    // address left, then stops).
+    let weak = socket.downgrade();
+    drop(socket);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while weak.upgrade().is_some() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the socket closes");
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut got))
+        .await
+        .expect("the peer's read ends");
+    assert!(
+        read.is_ok(),
+        "the peer read {} bytes, then {read:?}",
+        got.len()
+    );
+    assert!(
+        got == data,
+        "{} of {} bytes, not byte-exact",
+        got.len(),
+        data.len()
+    );
 }

@@ -335,6 +335,27 @@ impl SystemStream {
 
     /// Shuts down the sending half (`shutdown(SHUT_WR)`): the peer reads EOF after the
     /// bytes already sent, and the stream can still be read.
+    /// Reads and drops, without waiting, what the peer sent that nobody read (at most
+    /// `limit` bytes): a kernel answers the close of a socket with unread bytes with a
+    /// reset, which throws away what it had not sent yet, the end of a graceful close
+    /// included.
+    pub(crate) fn discard_unread(&self, limit: usize) {
+        let sock = match self {
+            SystemStream::Tcp(s) => socket2::SockRef::from(s),
+            #[cfg(unix)]
+            SystemStream::Unix(s) => socket2::SockRef::from(&**s),
+        };
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 8192];
+        let mut left = limit;
+        while left > 0 {
+            // The descriptor is non-blocking: nothing more there is `WouldBlock`.
+            match sock.recv(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    }
+
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         let sock = match self {
             SystemStream::Tcp(s) => socket2::SockRef::from(s),
@@ -1202,6 +1223,9 @@ impl Handler<CloseSocket> for SystemFunctions {
             ctx.cancel_future(attempt);
             return Ok(());
         }
+        if let State::Stream(stream) = &entry.state {
+            stream.discard_unread(UNREAD_AT_CLOSE);
+        }
         #[cfg(unix)]
         {
             let bound = match entry.state {
@@ -1220,6 +1244,10 @@ impl Handler<CloseSocket> for SystemFunctions {
         Ok(())
     }
 }
+
+/// The most unread bytes a stream's close reads and drops first (see
+/// [`SystemStream::discard_unread`]); past it, a peer still sending gets its reset.
+const UNREAD_AT_CLOSE: usize = 1 << 20;
 
 #[cfg(test)]
 mod buffer_tests {
