@@ -363,3 +363,35 @@ async fn a_datagram_carries_a_file_range_whole() {
         "{refused:?}"
     );
 }
+
+/// A range of a file that cannot be read (opened write-only) written in place: a typed
+/// `TransportError::File`, as over a message-path transport, not an I/O error that reads
+/// as the socket's own.
+#[actix::test]
+async fn an_unreadable_file_written_in_place_is_a_file_error() {
+    let path = temp_path("write-only");
+    std::fs::write(&path, pattern(10_000, 41)).expect("written");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("opened write-only");
+    let _ = std::fs::remove_file(&path);
+    let (addr, _received) = sink().await;
+    let socket = Socket::builder().connect(addr).await.expect("connect");
+    let range = FileRange::whole(Arc::new(file)).expect("a range");
+    let answer = tokio::time::timeout(Duration::from_secs(10), socket.send(Write::new(range)))
+        .await
+        .expect("answered")
+        .expect("mailbox");
+    assert!(
+        matches!(
+            answer,
+            Err(WriteError::Transport {
+                source: TransportError::File(_),
+                bytes_sent: 0,
+                len: 10_000,
+            })
+        ),
+        "{answer:?}"
+    );
+}

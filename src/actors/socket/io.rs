@@ -356,6 +356,10 @@ impl StreamIo for TableIo {
                 )))),
                 Ok(n) => Ok(Sent::Accepted(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Sent::WouldBlock),
+                // The file's side: it cannot be read (not open for reading, an I/O error,
+                // a range past what its offset type holds). The socket's descriptor is
+                // ours and open, so a bad descriptor is the file's.
+                Err(e) if file_side(&e) => Err(TransportError::File(Arc::new(e))),
                 Err(e) => Err(e.into()),
             },
         };
@@ -457,4 +461,12 @@ pub(super) fn within(bytes: bytes::Bytes, asked: usize) -> Result<bytes::Bytes, 
         });
     }
     Ok(bytes)
+}
+
+/// Whether a `sendfile` error is the file's, not the socket's.
+fn file_side(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EBADF | libc::EIO | libc::EOVERFLOW | libc::ESPIPE | libc::EISDIR)
+    )
 }
