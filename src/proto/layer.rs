@@ -141,6 +141,10 @@ pub enum Decoded {
     End,
 }
 
+/// `Decoded::More` answers in a row, with nothing taken or made, after which a layer is
+/// taken to be stuck (a typed error, not a spinning thread).
+const MAX_IDLE_MORES: u32 = 64;
+
 /// From this many encoded bytes on, an encode into an empty outbox hands its buffer over
 /// instead of copying it (below, the copy costs less than the hand-over's bookkeeping).
 const SWAP_AT: usize = 8 * 1024;
@@ -170,6 +174,8 @@ pub(crate) struct LayerStack {
     /// Decoding failed: the error not yet returned (after the plaintext before it), or
     /// `None` once it was.
     failed: Option<Option<io::Error>>,
+    /// `Decoded::More` answers in a row that took and made nothing.
+    idle_mores: u32,
 }
 
 impl LayerStack {
@@ -188,6 +194,7 @@ impl LayerStack {
             scratch: (0..n).map(|_| Vec::new()).collect(),
             ended: None,
             failed: None,
+            idle_mores: 0,
         }
     }
 
@@ -229,7 +236,20 @@ impl LayerStack {
                 hi = mid - 1;
             }
         }
+        if lo == 0 && self.outbox.is_empty() && self.out == 0 {
+            // A layer whose overhead alone passes the bound could never be written to:
+            // an empty outbox takes a turn whatever the worst case (it may then hold
+            // more than its bound, once).
+            return limit;
+        }
         lo
+    }
+
+    /// Whether reading holds: bytes the layers made of their own accord (answers to
+    /// what they decoded) took the outbox to twice its bound, which the plaintext
+    /// written never does. It holds until the transport takes enough of them.
+    pub(crate) fn reading_held(&self) -> bool {
+        self.outbox.len() + self.out >= self.max_buffered.saturating_mul(2)
     }
 
     /// Encodes `input` (all of it: take at most [`room`](Self::room)) through every layer
@@ -382,8 +402,11 @@ impl LayerStack {
         }
         let max = max.min(self.max_output).max(1);
         let before = out.len();
-        let result = self.pull(0, out, max);
-        self.poll_output()?;
+        let result = self.pull(0, out, max).and_then(|decoded| {
+            // Bytes the layers answer with (a key update, an alert) fail like a decode.
+            self.poll_output()?;
+            Ok(decoded)
+        });
         match result {
             Ok(decoded) => Ok(decoded),
             Err(e) if out.len() > before => {
@@ -421,13 +444,29 @@ impl LayerStack {
             } else {
                 &mut self.between[i]
             };
-            let before = out.len();
+            let (before, held) = (out.len(), input.len());
             let decoded = self.layers[i].decode(input, out, max)?;
             let made = out.len() > before;
+            if made || input.len() != held {
+                self.idle_mores = 0;
+            }
             match decoded {
                 Decoded::End => {
                     self.ended = Some(i);
                     return Ok(if made { Decoded::More } else { Decoded::End });
+                }
+                Decoded::More if !made && input.len() == held => {
+                    // `More` promises output without more input; a layer that keeps
+                    // saying it and making nothing would spin the socket's thread.
+                    self.idle_mores += 1;
+                    if self.idle_mores >= MAX_IDLE_MORES {
+                        let name = self.layers[i].name();
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("layer {name} answered More {MAX_IDLE_MORES} times without progress"),
+                        ));
+                    }
+                    return Ok(Decoded::More);
                 }
                 Decoded::More => return Ok(Decoded::More),
                 Decoded::NeedInput if made => return Ok(Decoded::More),
@@ -947,5 +986,140 @@ mod tests {
         let mut out = BytesMut::new();
         assert_eq!(b.decode(&mut out, 2).expect("decodes"), Decoded::More);
         assert_eq!(out.len(), 2);
+    }
+
+    /// A layer that misbehaves as told: a worst case past any outbox, `More` with no
+    /// progress, an answer of its own per byte decoded, a failing `poll_output`.
+    #[derive(Debug, Default)]
+    struct Unruly {
+        overhead: usize,
+        stuck: bool,
+        ack: bool,
+        poll_fails: bool,
+        acks_owed: usize,
+    }
+
+    impl Layer for Unruly {
+        fn name(&self) -> &'static str {
+            "unruly"
+        }
+        fn worst_case(&self, n: usize) -> usize {
+            n + self.overhead
+        }
+        fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
+            for s in input {
+                out.extend_from_slice(s);
+            }
+            Ok(())
+        }
+        fn decode(
+            &mut self,
+            input: &mut BytesMut,
+            out: &mut BytesMut,
+            max: usize,
+        ) -> io::Result<Decoded> {
+            if self.stuck {
+                return Ok(Decoded::More);
+            }
+            let n = input.len().min(max);
+            out.extend_from_slice(&input.split_to(n));
+            self.acks_owed += n;
+            Ok(if input.is_empty() {
+                Decoded::NeedInput
+            } else {
+                Decoded::More
+            })
+        }
+        fn poll_output(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
+            if self.poll_fails {
+                return Err(io::Error::other("poll_output failed"));
+            }
+            if self.ack {
+                out.resize(std::mem::take(&mut self.acks_owed), b'a');
+            }
+            Ok(())
+        }
+    }
+
+    fn unruly(layer: Unruly, max_buffered: usize) -> LayerStack {
+        LayerStack::new(vec![Box::new(layer)], max_buffered, 1024)
+    }
+
+    #[test]
+    fn an_empty_outbox_takes_plaintext_whatever_the_layers_worst_case() {
+        let s = unruly(
+            Unruly {
+                overhead: 1 << 20,
+                ..Unruly::default()
+            },
+            1000,
+        );
+        assert_eq!(s.room(5), 5, "else the write waits for ever");
+        assert_eq!(s.room(usize::MAX), 1000, "at most the outbox's bound");
+    }
+
+    #[test]
+    fn a_layer_answering_more_without_progress_is_an_error_not_a_spin() {
+        let mut s = unruly(
+            Unruly {
+                stuck: true,
+                ..Unruly::default()
+            },
+            1000,
+        );
+        s.inbox(5).extend_from_slice(b"hello");
+        let mut out = BytesMut::new();
+        let mut calls = 0;
+        let error = loop {
+            calls += 1;
+            assert!(calls < 1000, "still More after {calls} calls");
+            match s.decode(&mut out, 64) {
+                Ok(Decoded::More) => continue,
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_failing_poll_output_comes_after_the_plaintext_decoded_before_it() {
+        let mut s = unruly(
+            Unruly {
+                poll_fails: true,
+                ..Unruly::default()
+            },
+            1000,
+        );
+        s.inbox(5).extend_from_slice(b"hello");
+        let mut out = BytesMut::new();
+        assert_eq!(
+            s.decode(&mut out, 64).expect("the plaintext first"),
+            Decoded::More
+        );
+        assert_eq!(&out[..], b"hello");
+        let error = s.decode(&mut out, 64).expect_err("then the error");
+        assert_eq!(error.to_string(), "poll_output failed");
+    }
+
+    #[test]
+    fn the_layers_own_output_holds_reading_at_twice_the_outbox_bound() {
+        let mut s = unruly(
+            Unruly {
+                ack: true,
+                ..Unruly::default()
+            },
+            100,
+        );
+        let mut out = BytesMut::new();
+        s.inbox(150).extend_from_slice(&[b'p'; 150]);
+        while s.decode(&mut out, 1024).expect("decodes") == Decoded::More {}
+        assert_eq!(s.outbox().len(), 150);
+        assert!(!s.reading_held(), "below twice the bound");
+        s.inbox(100).extend_from_slice(&[b'p'; 100]);
+        while s.decode(&mut out, 1024).expect("decodes") == Decoded::More {}
+        assert!(s.reading_held(), "250 bytes of its own at a bound of 100");
+        s.sent(200);
+        assert!(!s.reading_held());
     }
 }

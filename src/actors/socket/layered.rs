@@ -51,6 +51,9 @@ pub(crate) struct LayeredIo {
     blocked: bool,
     /// The core was answered would-block and waits for writability.
     owed: bool,
+    /// Reading holds for the layers' own output (see `LayerStack::reading_held`): the
+    /// core, answered would-block, waits for readability until the outbox drains.
+    read_owed: bool,
     shutting: Shutting,
     /// Writing to the transport failed: every later transmit fails the same way.
     failed: Option<TransportError>,
@@ -111,6 +114,7 @@ impl LayeredIo {
             woken: false,
             blocked: false,
             owed: false,
+            read_owed: false,
             shutting: Shutting::No,
             failed: None,
             plain: BytesMut::new(),
@@ -155,6 +159,10 @@ impl LayeredIo {
         if self.owed && (self.failed.is_some() || self.stack.room(1) > 0) {
             self.owed = false;
             core.handle_ready(Readiness::Writable);
+        }
+        if self.read_owed && (self.failed.is_some() || !self.stack.reading_held()) {
+            self.read_owed = false;
+            core.handle_ready(Readiness::Readable);
         }
         let drained = self.stack.drained() && !self.sending;
         if self.lingering.is_some() && (drained || self.failed.is_some()) {
@@ -208,6 +216,11 @@ impl LayeredIo {
             }
             if self.ended {
                 return Some(Ok(Got::Eof));
+            }
+            if self.stack.reading_held() && self.failed.is_none() {
+                // The layers' own answers wait for the transport: decode (and read)
+                // nothing more until they are out, or they would grow without bound.
+                return Some(Ok(Got::WouldBlock));
             }
             let decoded = self.stack.decode(&mut self.plain, max);
             // Bytes of the layers' own (key updates, alerts) go out.
@@ -414,6 +427,10 @@ impl StreamIo for LayeredIo {
         match readiness {
             // The outbox is full: the core's writability comes when it has room.
             Readiness::Writable => self.owed = true,
+            // Reading holds for the layers' own output: readability comes when it is out.
+            Readiness::Readable if self.stack.reading_held() && self.failed.is_none() => {
+                self.read_owed = true
+            }
             Readiness::Readable => self.base.wait(readiness, ctx),
         }
     }
