@@ -187,7 +187,7 @@ pub struct PeerLimits {
     /// [`SocketEventKind::Idle`](crate::messages::SocketEventKind::Idle) with
     /// [`IdleKind::Read`], and again after each further period of silence. Time when the
     /// socket is not reading (read window full, paused, no subscriber, after the peer's
-    /// EOF) does not count.
+    /// EOF) does not count. An idle period is at least 1 ms (zero counts as 1 ms).
     pub read_idle: Option<Duration>,
     /// No byte sent for this long: `Idle` with [`IdleKind::Write`], and again after each
     /// further period.

@@ -20,6 +20,10 @@ pub(crate) enum Due {
     Send(Duration),
 }
 
+/// The shortest idle period: a zero limit would report again at the same instant, for
+/// ever (a flood of notices while time cannot move on).
+pub(crate) const MIN_IDLE: Duration = Duration::from_millis(1);
+
 /// What the socket is doing now, for a check.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Now {
@@ -195,11 +199,12 @@ impl LimitClock {
     }
 
     fn idle_limit(&self, kind: IdleKind) -> Option<Duration> {
-        match kind {
+        let limit = match kind {
             IdleKind::Read => self.limits.read_idle,
             IdleKind::Write => self.limits.write_idle,
             IdleKind::Both => self.limits.idle,
-        }
+        };
+        limit.map(|limit| limit.max(MIN_IDLE))
     }
 
     fn idle_since(&self, kind: IdleKind) -> Instant {
@@ -259,6 +264,28 @@ mod tests {
         let mut due = Vec::new();
         clock.check(s, &mut due);
         due
+    }
+
+    #[test]
+    fn a_zero_idle_limit_reports_once_a_millisecond_at_most() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            read_idle: Some(Duration::ZERO),
+            ..PeerLimits::default()
+        };
+        let mut clock = LimitClock::new(limits, t0);
+        let now = at(t0, 1);
+        assert_eq!(run(&mut clock, now).len(), 1, "silent since the start");
+        assert!(
+            run(&mut clock, now).is_empty(),
+            "not again at the same instant"
+        );
+        assert_eq!(clock.next(), Some(now.at + MIN_IDLE));
+        let later = Now {
+            at: now.at + MIN_IDLE,
+            ..now
+        };
+        assert_eq!(run(&mut clock, later).len(), 1);
     }
 
     #[test]
