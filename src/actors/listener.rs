@@ -82,6 +82,40 @@ pub struct Listener {
     turn: u32,
     /// The listening handle has been closed.
     closed: bool,
+    /// Accepted connections whose sockets are still starting: `Closed` waits for their
+    /// `Accepted`.
+    starting: std::rc::Rc<Starting>,
+}
+
+/// A count of socket starts under way, and a wake-up when it reaches 0.
+#[derive(Debug, Default)]
+struct Starting {
+    count: std::cell::Cell<usize>,
+    done: tokio::sync::Notify,
+}
+
+impl Starting {
+    fn begin(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+
+    fn end(&self) {
+        self.count.set(self.count.get().saturating_sub(1));
+        if self.count.get() == 0 {
+            self.done.notify_waiters();
+        }
+    }
+
+    /// Until no start is under way.
+    async fn idle(&self) {
+        loop {
+            let done = self.done.notified();
+            if self.count.get() == 0 {
+                return;
+            }
+            done.await;
+        }
+    }
 }
 
 impl fmt::Debug for Listener {
@@ -241,6 +275,7 @@ impl ListenerBuilder {
             ready_hint: false,
             turn: 0,
             closed: false,
+            starting: std::rc::Rc::default(),
         };
         Ok((ctx.run(listener), local))
     }
@@ -402,6 +437,8 @@ impl Listener {
         let builder = (self.factory)(&peer);
         let functions = self.functions.clone();
         let subscriber = self.subscriber.clone();
+        let starting = self.starting.clone();
+        starting.begin();
         actix::spawn(async move {
             let (socket, id) = builder
                 .start_connected(functions, handle, peer.clone(), socket_ctx)
@@ -409,6 +446,7 @@ impl Listener {
             if let Some(s) = subscriber {
                 s.do_send(ListenerEvent::Accepted { socket, id, peer });
             }
+            starting.end();
         });
     }
 
@@ -419,10 +457,20 @@ impl Listener {
             return;
         }
         tracing::debug!(handle = %self.handle, local = %self.local, "stopped listening");
-        self.functions.close().do_send(CloseSocket {
+        let closing = self.functions.close().send(CloseSocket {
             handle: self.handle,
         });
-        self.event(ListenerEvent::Closed);
+        let (subscriber, starting) = (self.subscriber.clone(), self.starting.clone());
+        // Detached: the listener may stop first. `Closed` is news once the handle is
+        // closed (the port free, a Unix path gone) and is the last: the sockets still
+        // starting announce themselves before it.
+        actix::spawn(async move {
+            let _ = tokio::time::timeout(crate::proto::FLIGHT_GRACE, closing).await;
+            starting.idle().await;
+            if let Some(s) = subscriber {
+                s.do_send(ListenerEvent::Closed);
+            }
+        });
         if self.state != AcceptState::InFlight {
             ctx.stop();
         }

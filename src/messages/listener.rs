@@ -49,7 +49,10 @@ pub enum ListenerEvent {
         error: TransportError,
     },
     /// The listening handle closed: [`StopListening`], every address of the listener
-    /// dropped, or a transport error it cannot recover from. The last event.
+    /// dropped, or a transport error it cannot recover from. The last event: sent once
+    /// the transport has closed the handle (the port free, a Unix path gone; 10 s at
+    /// most for a transport that does not answer) and the sockets of connections already
+    /// taken have been announced.
     Closed,
 }
 
