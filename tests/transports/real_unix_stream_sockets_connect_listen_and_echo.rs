@@ -161,3 +161,31 @@ async fn one_end_of_a_unix_stream_pair_is_adopted_and_carries_bytes_both_ways() 
     theirs.read_to_end(&mut rest).await.expect("EOF");
     assert!(rest.is_empty());
 }
+
+/// A Unix listener on an arbiter of a `SocketSystem` that shuts down (its actors dropped
+/// without stopping): the path is removed all the same, and a listener bound again on it
+/// after a restart works.
+#[actix::test]
+async fn a_unix_listeners_path_is_removed_when_its_system_shuts_down() {
+    let path = TempPath::new("shutdown.sock");
+    let system = sockactor::SocketSystem::builder()
+        .arbiters(1)
+        .start()
+        .expect("start");
+    let bound = path.0.clone();
+    let (_listener, _) = system
+        .run_on(0, move || async move {
+            Listener::builder().bind(Address::Unix(bound)).await
+        })
+        .await
+        .expect("on the arbiter")
+        .expect("bind");
+    assert!(path.0.exists());
+    system.shutdown().await.expect("shutdown");
+    assert!(!path.0.exists(), "the path is removed at the shutdown");
+    let (again, _) = Listener::builder()
+        .bind(Address::Unix(path.0.clone()))
+        .await
+        .expect("bound again after the restart");
+    again.do_send(StopListening);
+}

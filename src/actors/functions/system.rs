@@ -1226,22 +1226,40 @@ impl Handler<CloseSocket> for SystemFunctions {
         if let State::Stream(stream) = &entry.state {
             stream.discard_unread(UNREAD_AT_CLOSE);
         }
+        entry.remove_bound_path();
+        // Dropping the last reference closes the descriptor.
+        Ok(())
+    }
+}
+
+impl Entry {
+    /// Removes the Unix domain path this transport bound for the handle, if any.
+    fn remove_bound_path(&self) {
         #[cfg(unix)]
         {
-            let bound = match entry.state {
-                State::Unix(unix) => unix.bound,
-                State::Listening(listening) => listening.bound,
-                State::Datagram(datagram) => datagram.bound().cloned(),
+            let bound = match &self.state {
+                State::Unix(unix) => unix.bound.as_deref(),
+                State::Listening(listening) => listening.bound.as_deref(),
+                State::Datagram(datagram) => datagram.bound().map(|p| p.as_path()),
                 _ => None,
             };
             if let Some(path) = bound {
-                if let Err(error) = std::fs::remove_file(&path) {
+                if let Err(error) = std::fs::remove_file(path) {
                     tracing::debug!(path = %path.display(), %error, "could not remove socket path");
                 }
             }
         }
-        // Dropping the last reference closes the descriptor.
-        Ok(())
+    }
+}
+
+impl Drop for SystemFunctions {
+    /// Dropped with handles still open (its arbiter stopped, its actors dropped without
+    /// stopping): the descriptors close with it, and the paths it bound go too, so the
+    /// next run can bind them again.
+    fn drop(&mut self) {
+        for entry in self.handles.values() {
+            entry.remove_bound_path();
+        }
     }
 }
 
