@@ -189,3 +189,25 @@ async fn a_unix_listeners_path_is_removed_when_its_system_shuts_down() {
         .expect("bound again after the restart");
     again.do_send(StopListening);
 }
+
+/// An empty Unix path is a typed bind error, for a listener and a datagram socket (the
+/// kernel would bind a hidden name nobody could reach, reported as the empty path).
+#[actix::test]
+async fn an_empty_unix_path_is_a_bind_error() {
+    let listener = Listener::builder()
+        .bind(Address::Unix(PathBuf::new()))
+        .await;
+    assert!(
+        matches!(listener, Err(sockactor::SocketError::Bind(_))),
+        "{:?}",
+        listener.map(|(_, local)| local)
+    );
+    let datagrams = sockactor::DatagramSocket::builder()
+        .bind(Address::Unix(PathBuf::new()))
+        .await;
+    assert!(
+        matches!(datagrams, Err(sockactor::SocketError::Bind(_))),
+        "{:?}",
+        datagrams.map(|(_, local)| local)
+    );
+}

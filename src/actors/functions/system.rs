@@ -920,6 +920,11 @@ impl Handler<Bind> for SystemFunctions {
                 Ok(Address::Inet(socket.local_addr()?))
             }
             #[cfg(unix)]
+            (State::Unix(_) | State::Udp(_), Address::Unix(path)) if path.as_os_str().is_empty() => {
+                Err(invalid(
+                    "bind: an empty Unix path (the kernel would pick a hidden name nobody can reach)",
+                ))
+            }
             (State::Unix(unix), Address::Unix(path)) => {
                 if msg.reuse_port {
                     return Err(TransportError::Unsupported("SO_REUSEPORT on a Unix socket"));
