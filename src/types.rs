@@ -57,7 +57,8 @@ pub enum SocketKind {
 pub enum Address {
     /// An IP address and port.
     Inet(SocketAddr),
-    /// A Unix domain socket path.
+    /// A Unix domain socket path; on Linux an abstract name is a path starting with a NUL
+    /// byte (bound, and reported for a peer, so); an unnamed peer is the empty path.
     Unix(PathBuf),
 }
 

@@ -105,3 +105,41 @@ async fn a_connected_unbound_sender_reaches_its_path_as_an_unnamed_peer_and_long
     server.send(Close::Graceful).await.expect("close");
     client.send(Close::Graceful).await.expect("close");
 }
+
+/// A sender bound to an abstract name (Linux: a path starting with a NUL byte) is heard
+/// with that name, not as an unnamed peer, and can be answered.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[actix::test]
+async fn a_sender_bound_to_an_abstract_name_is_heard_by_it_and_answered() {
+    let server_path = temp_path("abstract-server.sock");
+    let (events, mut heard) = channel::<DatagramEvent>();
+    let (server, server_local) = DatagramSocket::builder()
+        .subscriber(events)
+        .bind(Address::Unix(server_path.clone()))
+        .await
+        .expect("bind the server");
+    let name = PathBuf::from(format!("\0sockactor-abstract-{}", std::process::id()));
+    let (client_events, mut client_heard) = channel::<DatagramEvent>();
+    let (client, client_local) = DatagramSocket::builder()
+        .subscriber(client_events)
+        .bind(Address::Unix(name.clone()))
+        .await
+        .expect("bind the abstract name");
+    assert_eq!(client_local, Address::Unix(name));
+    client
+        .send(SendDatagram::new(&b"ping"[..]).to(server_local))
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    let (bytes, from, _) = next_datagram(&mut heard).await;
+    assert_eq!(bytes, b"ping");
+    assert_eq!(from.as_ref(), Some(&client_local), "heard by its name");
+    server
+        .send(SendDatagram::new(&b"pong"[..]).to(client_local))
+        .await
+        .expect("mailbox")
+        .expect("answered");
+    let (bytes, _, _) = next_datagram(&mut client_heard).await;
+    assert_eq!(bytes, b"pong");
+    let _ = std::fs::remove_file(&server_path);
+}

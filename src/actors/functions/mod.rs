@@ -502,3 +502,54 @@ where
         None => Err(TransportError::Unsupported(name)),
     }
 }
+
+/// A Unix peer's address as this crate names it: its path; an abstract name (Linux) as a
+/// path starting with a NUL byte, as binding takes it; an unnamed peer as the empty path.
+#[cfg(unix)]
+fn unix_address(
+    path: Option<&std::path::Path>,
+    abstract_name: Option<&[u8]>,
+) -> crate::types::Address {
+    use std::os::unix::ffi::OsStrExt;
+    let path = match (path, abstract_name) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(name)) => {
+            let mut bytes = Vec::with_capacity(name.len() + 1);
+            bytes.push(0);
+            bytes.extend_from_slice(name);
+            std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+        }
+        (None, None) => std::path::PathBuf::new(),
+    };
+    crate::types::Address::Unix(path)
+}
+
+/// [`unix_address`] of a tokio Unix address.
+#[cfg(unix)]
+pub(crate) fn tokio_unix_address(addr: &tokio::net::unix::SocketAddr) -> crate::types::Address {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let name = addr.as_abstract_name();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let name = None;
+    unix_address(addr.as_pathname(), name)
+}
+
+/// [`unix_address`] of a std Unix address.
+#[cfg(unix)]
+pub(crate) fn std_unix_address(addr: &std::os::unix::net::SocketAddr) -> crate::types::Address {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let name = addr.as_abstract_name();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let name = None;
+    unix_address(addr.as_pathname(), name)
+}
+
+/// [`unix_address`] of a socket2 address.
+#[cfg(unix)]
+pub(crate) fn sockaddr_unix_address(addr: &socket2::SockAddr) -> crate::types::Address {
+    unix_address(addr.as_pathname(), addr.as_abstract_namespace())
+}

@@ -406,8 +406,10 @@ impl SystemListener {
             #[cfg(unix)]
             SystemListener::Unix(l) => l.poll_accept(cx).map(|r| {
                 let (stream, peer) = r?;
-                let path = peer.as_pathname().map(PathBuf::from).unwrap_or_default();
-                Ok((SystemStream::Unix(Box::new(stream)), Address::Unix(path)))
+                Ok((
+                    SystemStream::Unix(Box::new(stream)),
+                    super::tokio_unix_address(&peer),
+                ))
             }),
         }
     }
@@ -464,14 +466,16 @@ impl AdoptedStream {
         match self {
             AdoptedStream::Tcp(s) => s.peer_addr().ok().map(Address::Inet),
             #[cfg(unix)]
-            AdoptedStream::Unix(s) => s.peer_addr().ok().map(|peer| {
-                Address::Unix(peer.as_pathname().map(PathBuf::from).unwrap_or_default())
-            }),
+            AdoptedStream::Unix(s) => s
+                .peer_addr()
+                .ok()
+                .map(|peer| super::tokio_unix_address(&peer)),
             AdoptedStream::StdTcp(s) => s.peer_addr().ok().map(Address::Inet),
             #[cfg(unix)]
-            AdoptedStream::StdUnix(s) => s.peer_addr().ok().map(|peer| {
-                Address::Unix(peer.as_pathname().map(PathBuf::from).unwrap_or_default())
-            }),
+            AdoptedStream::StdUnix(s) => s
+                .peer_addr()
+                .ok()
+                .map(|peer| super::std_unix_address(&peer)),
         }
     }
 }

@@ -52,10 +52,9 @@ impl SystemDatagram {
                 .try_recv_from(buf)
                 .map(|(n, from)| (n, Address::Inet(from))),
             #[cfg(unix)]
-            SystemDatagram::Unix { socket, .. } => socket.try_recv_from(buf).map(|(n, from)| {
-                let path = from.as_pathname().map(PathBuf::from).unwrap_or_default();
-                (n, Address::Unix(path))
-            }),
+            SystemDatagram::Unix { socket, .. } => socket
+                .try_recv_from(buf)
+                .map(|(n, from)| (n, super::tokio_unix_address(&from))),
         }
     }
 
@@ -265,7 +264,6 @@ impl SystemDatagram {
 mod mmsg {
     use std::cell::RefCell;
     use std::io;
-    use std::path::PathBuf;
 
     use socket2::{SockAddr, SockAddrStorage};
     use tokio::io::Interest;
@@ -618,10 +616,8 @@ mod mmsg {
                 let from = unsafe { SockAddr::new(name, namelen) };
                 let from = match from.as_socket() {
                     Some(addr) => Address::Inet(addr),
-                    // An unbound Unix sender is an unnamed peer: an empty path.
-                    None => {
-                        Address::Unix(from.as_pathname().map(PathBuf::from).unwrap_or_default())
-                    }
+                    // A Unix sender: its path, its abstract name, or (unbound) the empty path.
+                    None => super::super::sockaddr_unix_address(&from),
                 };
                 let start = i * *slot;
                 each(&buffer[start..start + len], from, truncated);
