@@ -246,30 +246,30 @@ impl SocketBuilder {
             events: ctx.address().downgrade().recipient(),
             buffers: self.config.buffers,
         };
-        let handle = flatten(functions.open().send(open).await).map_err(SocketError::Open)?;
-        // Closes the handle unless the socket takes it: on a failed or timed-out connect,
-        // and when the caller drops this future mid-way.
-        let guard = CloseOnDrop {
-            functions: &functions,
-            handle: Some(handle),
-        };
+        let started = tokio::time::Instant::now();
+        let limit = self.connect_timeout;
+        // Every step within the one limit, the open's and the stream's included.
+        let deadline = limit.map(|limit| (started + limit, limit));
+        // The handle is closed unless the socket takes it: on a failed or timed-out
+        // connect, and when the caller drops this future mid-way, even before it has
+        // seen the open's answer.
+        let request = functions.open().send(open);
+        let guard = within(deadline, owned_handle(&functions, request))
+            .await?
+            .map_err(SocketError::Open)?;
+        let handle = guard.handle;
         let connect = Connect {
             handle,
             addr: addr.clone(),
         };
-        let started = tokio::time::Instant::now();
         let attempt = functions.connect().send(connect);
-        let result = match self.connect_timeout {
-            Some(limit) => match tokio::time::timeout(limit, attempt).await {
-                Ok(answer) => flatten(answer).map_err(|e| SocketError::from_connect(e, limit)),
-                Err(_) => Err(SocketError::TimedOut(limit)),
-            },
-            None => {
-                flatten(attempt.await).map_err(|e| SocketError::from_connect(e, started.elapsed()))
-            }
-        };
-        result?;
-        let stream = share_stream(&functions, handle).await;
+        match within(deadline, attempt).await {
+            Ok(answer) => flatten(answer).map_err(|e| {
+                SocketError::from_connect(e, limit.unwrap_or_else(|| started.elapsed()))
+            })?,
+            Err(timed_out) => return Err(timed_out),
+        }
+        let stream = within(deadline, share_stream(&functions, handle)).await?;
         guard.disarm();
         let socket = self.build(functions, handle, Some(addr), stream, &ctx);
         Ok(ctx.run(socket))
@@ -450,8 +450,14 @@ impl SocketBuilder {
             stream,
             events: ctx.address().downgrade().recipient(),
         };
-        let handle = flatten(system.send(adopt).await).map_err(SocketError::Open)?;
+        // The transport owns the stream once it has taken it: a guard closes the handle
+        // unless the socket takes it, even if the caller drops this future first.
+        let guard = owned_handle(&functions, system.send(adopt))
+            .await
+            .map_err(SocketError::Open)?;
+        let handle = guard.handle;
         let stream = share_stream(&functions, handle).await;
+        guard.disarm();
         let socket = self.build(functions, handle, peer, stream, &ctx);
         Ok(ctx.run(socket))
     }
@@ -582,23 +588,64 @@ impl SocketBuilder {
 
 /// Closes a handle on drop, unless disarmed: a connect that fails, times out or is
 /// abandoned by its caller leaves no handle (nor descriptor) behind.
-struct CloseOnDrop<'a> {
-    functions: &'a SocketFunctions,
-    handle: Option<Handle>,
+struct CloseOnDrop {
+    functions: SocketFunctions,
+    handle: Handle,
+    armed: bool,
 }
 
-impl CloseOnDrop<'_> {
+impl CloseOnDrop {
     fn disarm(mut self) {
-        self.handle = None;
+        self.armed = false;
     }
 }
 
-impl Drop for CloseOnDrop<'_> {
+impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            self.functions.close().do_send(CloseSocket { handle });
+        if self.armed {
+            self.functions.close().do_send(CloseSocket {
+                handle: self.handle,
+            });
         }
     }
+}
+
+/// `step`, unless the `deadline` (and the limit it came from) passes first.
+async fn within<T>(
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    step: impl std::future::Future<Output = T>,
+) -> Result<T, SocketError> {
+    match deadline {
+        Some((at, limit)) => tokio::time::timeout_at(at, step)
+            .await
+            .map_err(|_| SocketError::TimedOut(limit)),
+        None => Ok(step.await),
+    }
+}
+
+/// The handle a transport request makes (`OpenSocket`, `Adopt`), owned from its answer
+/// on by a [`CloseOnDrop`]: the request runs in a task of its own, so a caller that drops
+/// its future before the answer comes leaves the guard to close the handle.
+async fn owned_handle<F>(
+    functions: &SocketFunctions,
+    request: F,
+) -> Result<CloseOnDrop, TransportError>
+where
+    F: std::future::Future<Output = Result<Result<Handle, TransportError>, actix::MailboxError>>
+        + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let functions = functions.clone();
+    actix::spawn(async move {
+        let owned = flatten(request.await).map(|handle| CloseOnDrop {
+            functions,
+            handle,
+            armed: true,
+        });
+        // Nobody to take it: the guard, dropped here (or with the channel), closes it.
+        let _ = tx.send(owned);
+    });
+    rx.await.unwrap_or(Err(TransportError::Unavailable))
 }
 
 /// The stream behind a system handle, when the table's data path is the system's and
