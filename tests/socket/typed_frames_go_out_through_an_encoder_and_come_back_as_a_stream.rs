@@ -397,3 +397,48 @@ fn a_sink_dropped_after_its_socket_closed_warns_of_what_it_could_not_send() {
         log.text()
     );
 }
+
+/// Writes the item, then refuses the ones that start with "bad" after writing part of
+/// them (as a serializer failing half-way through `dst` does).
+struct HalfWay;
+
+impl tokio_util::codec::Encoder<String> for HalfWay {
+    type Error = std::io::Error;
+    fn encode(&mut self, item: String, dst: &mut bytes::BytesMut) -> Result<(), Self::Error> {
+        dst.extend_from_slice(item.as_bytes());
+        if item.starts_with("bad") {
+            return Err(std::io::Error::other("refused half-way"));
+        }
+        dst.extend_from_slice(b"\n");
+        Ok(())
+    }
+}
+
+/// An encoder that fails half-way leaves none of the refused item's bytes to go out,
+/// through the `Sink` and through `try_send`; the writer stays usable.
+#[test]
+fn an_item_the_encoder_refuses_half_way_leaves_no_bytes_behind() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let socket = crate::support::mock_socket(&mock).await;
+        let writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        let mut tx = writer.framed(HalfWay);
+        SinkExt::feed(&mut tx, "a".to_string()).await.expect("fed");
+        let refused = SinkExt::feed(&mut tx, "bad1".to_string()).await;
+        assert!(
+            matches!(refused, Err(FramedWriteError::Encode(_))),
+            "{refused:?}"
+        );
+        SinkExt::<String>::flush(&mut tx).await.expect("flushed");
+        assert!(matches!(
+            tx.try_send("bad2".to_string()),
+            Err(FramedWriteError::Encode(_))
+        ));
+        tx.try_send("b".to_string()).expect("sent");
+        settle().await;
+        assert_eq!(mock.written(Handle(1)), b"a\nb\n");
+    });
+}

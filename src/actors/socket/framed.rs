@@ -288,9 +288,12 @@ impl<E> FramedWriter<E> {
     where
         E: Encoder<I>,
     {
-        self.encoder
-            .encode(item, &mut self.buf)
-            .map_err(FramedWriteError::Encode)?;
+        let before = self.buf.len();
+        if let Err(e) = self.encoder.encode(item, &mut self.buf) {
+            // What the encoder wrote of the item it refused does not go out.
+            self.buf.truncate(before);
+            return Err(FramedWriteError::Encode(e));
+        }
         Ok(self.buf.split().freeze())
     }
 
@@ -381,9 +384,12 @@ impl<I, E: Encoder<I>> Sink<I> for FramedWriter<E> {
         if this.buf.capacity() == 0 {
             this.buf = this.spent.take();
         }
-        this.encoder
-            .encode(item, &mut this.buf)
-            .map_err(FramedWriteError::Encode)
+        let before = this.buf.len();
+        this.encoder.encode(item, &mut this.buf).map_err(|e| {
+            // What the encoder wrote of the item it refused does not go out.
+            this.buf.truncate(before);
+            FramedWriteError::Encode(e)
+        })
     }
 
     fn poll_flush(
