@@ -255,6 +255,14 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.spool.write_out(true);
+        if self.spool.sink.is_some() && !self.spool.buf.is_empty() {
+            // The last chance to write them went: a sink that would block keeps them.
+            tracing::warn!(
+                bytes = self.spool.buf.len(),
+                "capture: {} bytes of records not written, the sink would block when the capture stopped",
+                self.spool.buf.len()
+            );
+        }
     }
 }
 
