@@ -21,8 +21,9 @@ const OPEN_YIELDS: u32 = 256;
 const OPEN_STEPS: u32 = 60_000;
 
 /// How long, in steps of tokio time, the feeder waits for the `sendv` calls an inbound
-/// event follows (scripted delays are that long).
-const SEND_STEP: Duration = Duration::from_micros(10);
+/// event follows (scripted delays are that long): 10 s at most (tokio's timer counts
+/// whole milliseconds).
+const SEND_STEP: Duration = Duration::from_millis(1);
 const SEND_STEPS: u32 = 10_000;
 
 /// One `sendv` of the capture, on one handle.
@@ -134,8 +135,16 @@ impl Replay {
             })
             .collect();
         inbound.sort_by_key(|(at, ..)| *at);
-        let mock = replay.mock.clone();
-        actix::spawn(feed(mock, Instant::now(), inbound));
+        // A feeder per handle: one socket that replays differently (and so keeps its
+        // feeder waiting for calls it never makes) holds up no other.
+        let mut by_handle: BTreeMap<Handle, Vec<_>> = BTreeMap::new();
+        for event in inbound {
+            by_handle.entry(event.1).or_default().push(event);
+        }
+        let start = Instant::now();
+        for events in by_handle.into_values() {
+            actix::spawn(feed(replay.mock.clone(), start, events));
+        }
         replay
     }
 
@@ -297,8 +306,8 @@ fn steps(script: Script) -> (Vec<SendStep>, Vec<usize>) {
     (out, through)
 }
 
-/// Feeds the inbound events to the mock at their times (since `start`), each after the
-/// `sendv` calls it must follow.
+/// Feeds one handle's inbound events to the mock at their times (since `start`), each
+/// after the `sendv` calls it must follow.
 async fn feed(
     mock: MockTransport,
     start: Instant,

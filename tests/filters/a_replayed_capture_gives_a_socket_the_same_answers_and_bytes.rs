@@ -2,7 +2,8 @@
 //! same transport at the same times (paused tokio time), so its write answers (with
 //! their sendv counts, would-blocks and latencies), the bytes it received, its events,
 //! and the byte stream and `sendv` log the transport recorded equal the captured run's.
-//! A session the transport resets mid-write replays the same 300 times of 300.
+//! A session the transport resets mid-write replays the same 300 times of 300. One
+//! socket replaying differently does not shift another's replay.
 
 use std::io;
 use std::time::Duration;
@@ -184,5 +185,75 @@ fn a_session_with_a_reset_replays_identically_300_times_of_300() {
         "{} of 300 replays differed from the capture (replays {:?})",
         differing.len(),
         differing
+    );
+}
+
+/// Two sockets captured apart; in the replay one of them writes less than it did, the
+/// other runs the same: the other's inbound data still comes at its captured times (one
+/// socket's difference does not shift another's replay).
+#[test]
+fn one_socket_replaying_differently_does_not_delay_another() {
+    /// When each piece reached the second socket's subscriber (ms since the start).
+    async fn program(functions: SocketFunctions, a_writes: u8) -> Vec<(u128, Vec<u8>)> {
+        let start = tokio::time::Instant::now();
+        let a = Socket::builder()
+            .functions(functions.clone())
+            .subscriber(Recorder::default().start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect a");
+        let (subscriber, mut heard) = crate::support::channel_subscriber();
+        let _b = Socket::builder()
+            .functions(functions)
+            .subscriber(subscriber)
+            .connect(mock_peer())
+            .await
+            .expect("connect b");
+        for i in 0..a_writes {
+            a.send(Write::new(vec![i; 100]))
+                .await
+                .expect("mailbox")
+                .expect("written");
+        }
+        let mut times = Vec::new();
+        let until = start + Duration::from_secs(30);
+        while let Ok(Some(event)) = tokio::time::timeout_at(until, heard.recv()).await {
+            if let sockactor::messages::SocketEventKind::Received(bytes) = event {
+                times.push((start.elapsed().as_millis(), bytes.to_vec()));
+            }
+        }
+        times
+    }
+    let file = CaptureBuffer::default();
+    let captured = run_paused(|| {
+        let file = file.clone();
+        async move {
+            let mock = MockTransport::start();
+            let feeder = mock.clone();
+            actix::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                feeder.push_inbound(Handle(1), &b"to a"[..]);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                feeder.push_inbound(Handle(2), &b"to b, first"[..]);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                feeder.push_inbound(Handle(2), &b"to b, second"[..]);
+            });
+            program(Capture::new(file).wrap(mock.functions()), 3).await
+        }
+    });
+    assert_eq!(
+        captured,
+        [
+            (12, b"to b, first".to_vec()),
+            (14, b"to b, second".to_vec())
+        ]
+    );
+    let replayed = run_paused(|| async move {
+        let replay = Replay::from_reader(&file.contents()[..]).expect("a whole capture");
+        program(replay.functions(), 1).await
+    });
+    assert_eq!(
+        replayed, captured,
+        "the second socket's data came at other times"
     );
 }
