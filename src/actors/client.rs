@@ -861,6 +861,13 @@ impl Actor for ReconnectingClient {
     /// Connects: at once the first time (and after a [`Reconnect`]), after the backoff
     /// delay `restarting` chose on a restart.
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // A restart drops the context's messages to self, among them a pending
+        // `ReportFailures`: the failures parked for it go out now (left parked, they
+        // would keep every later one waiting too).
+        let (subscriber, span) = (&self.subscriber, &self.span);
+        self.replies.report_parked(|tag, error| {
+            report_failure(subscriber, span, tag, error);
+        });
         if !matches!(self.link, Link::Waiting) {
             return;
         }

@@ -184,3 +184,101 @@ fn a_refused_fire_and_forget_write_with_nobody_subscribed_is_a_warning() {
         log.text()
     );
 }
+
+/// Refuses every connect, telling the test each time (before its refusal is answered).
+struct SignallingRefuser(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl actix::Actor for SignallingRefuser {
+    type Context = actix::Context<Self>;
+}
+
+impl actix::Handler<sockactor::messages::Connect> for SignallingRefuser {
+    type Result = actix::ResponseFuture<Result<(), sockactor::TransportError>>;
+    fn handle(
+        &mut self,
+        _: sockactor::messages::Connect,
+        _: &mut actix::Context<Self>,
+    ) -> Self::Result {
+        let _ = self.0.send(());
+        Box::pin(async { Err(std::io::ErrorKind::ConnectionRefused.into()) })
+    }
+}
+
+/// Fire-and-forget writes refused (a queue of 0) in the very turn a failed connect
+/// restarts the client are still reported, and so is every refusal after: a restart
+/// once dropped the pending report, and no refusal was reported again (each kept its
+/// payload, without bound).
+#[test]
+fn refusals_in_the_turn_of_a_restart_are_reported_and_so_is_every_one_after() {
+    use actix::Actor;
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (signal, mut signals) = tokio::sync::mpsc::unbounded_channel();
+        let functions = mock
+            .functions()
+            .with_connect(SignallingRefuser(signal).start().recipient());
+        let (subscriber, mut events) = client_events();
+        let client = ReconnectingClient::builder(mock_peer())
+            .functions(functions)
+            .subscriber(subscriber)
+            .backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .jitter(sockactor::Jitter::None)
+            .queue_limits(0, 0)
+            .max_attempts(Some(8))
+            .start();
+        // Woken by each refused connect, two tasks bouncing a count fire a tagged
+        // `do_send` at each hop: one lands just ahead of the connect's failure, in the
+        // turn that restarts the client.
+        let (ping, mut pings) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let (pong, mut pongs) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        let sent = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let bounce = ping.clone();
+        actix::spawn(async move {
+            while let Some(n) = pongs.recv().await {
+                let _ = bounce.send(n);
+            }
+        });
+        let (writer, counted) = (client.clone(), sent.clone());
+        actix::spawn(async move {
+            while let Some(n) = pings.recv().await {
+                counted.set(counted.get() + 1);
+                writer.do_send(Write::new(&b"x"[..]).tag(counted.get()));
+                if n > 0 {
+                    let _ = pong.send(n - 1);
+                }
+            }
+        });
+        actix::spawn(async move {
+            while signals.recv().await.is_some() {
+                let _ = ping.send(6);
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        settle().await;
+        let reported: Vec<u64> = events
+            .drain()
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::WriteFailed { tag, .. } => tag,
+                _ => None,
+            })
+            .collect();
+        assert!(sent.get() > 0);
+        assert_eq!(
+            reported,
+            (1..=sent.get()).collect::<Vec<_>>(),
+            "every refusal reported, in order"
+        );
+        client.do_send(Write::new(&b"y"[..]).tag(9999));
+        settle().await;
+        let later: Vec<u64> = events
+            .drain()
+            .into_iter()
+            .filter_map(|e| match e {
+                ClientEvent::WriteFailed { tag, .. } => tag,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(later, [9999], "a refusal after giving up is reported too");
+    });
+}
