@@ -1157,7 +1157,14 @@ impl<T: Token> WriteQueue<T> {
         let mut left = n;
         let mut staged = 0;
         self.queued -= n;
-        let carried = flight.writes as u32;
+        // The writes it carried: a run of silent copied writes is one entry, many writes.
+        let carried: u64 = self
+            .entries
+            .iter()
+            .take(flight.writes)
+            .map(|e| e.run.as_deref().map_or(1, Lens::writes))
+            .sum();
+        let carried = u32::try_from(carried).unwrap_or(u32::MAX);
         for entry in self.entries.iter_mut().take(flight.writes) {
             entry.sendv_calls += 1;
             entry.max_writes_per_sendv = entry.max_writes_per_sendv.max(carried);

@@ -165,3 +165,24 @@ fn nothing_is_sent_before_the_flusher_answers() {
         );
     });
 }
+
+/// `Written::max_writes_per_sendv` counts writes, not queue entries: 63 small
+/// fire-and-forget writes (one run in the queue) and an answered one, all in one `sendv`,
+/// make 64.
+#[test]
+fn the_coalescing_a_write_reports_counts_every_write_of_its_sendv() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let socket = crate::support::mock_socket(&mock).await;
+        for i in 0..63u8 {
+            socket.do_send(Write::new(vec![i; 8]));
+        }
+        let written = socket
+            .send(Write::new(vec![63u8; 8]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        assert_eq!(mock.sendv_calls(Handle(1)), 1, "one vectored write");
+        assert_eq!(written.max_writes_per_sendv, 64);
+    });
+}
