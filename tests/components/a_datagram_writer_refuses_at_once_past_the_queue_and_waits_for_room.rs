@@ -276,3 +276,34 @@ async fn a_writer_outliving_its_sockets_arbiter_is_refused_and_holds_nothing() {
     assert!(room.is_err(), "{room:?}");
     assert_eq!(writer.queued(), 0, "nothing is queued or on its way");
 }
+
+/// A datagram a `DatagramWriter` refuses is counted in `send_failed`, as a stream
+/// `Writer`'s refusal is in `writes_failed`.
+#[test]
+fn a_writers_refusal_is_counted_as_failed() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .config(config(1))
+            .immediate()
+            .bind(local())
+            .await
+            .expect("bind");
+        let writer = socket.send(GetDatagramWriter).await.expect("writer");
+        writer
+            .send_to(vec![1u8], Some(peer().into()))
+            .expect("admitted");
+        assert!(matches!(
+            writer.send_to(vec![2u8], Some(peer().into())),
+            Err(DatagramError::QueueFull { .. })
+        ));
+        settle().await;
+        let stats = socket
+            .send(sockactor::messages::GetDatagramStats)
+            .await
+            .expect("stats");
+        assert_eq!(stats.send_failed, 1, "{stats:?}");
+    });
+}

@@ -816,7 +816,10 @@ impl Handler<GetDatagramStats> for DatagramSocket {
     type Result = MessageResult<GetDatagramStats>;
 
     fn handle(&mut self, _: GetDatagramStats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.core.stats())
+        let mut stats = self.core.stats();
+        // Refused by a writer, in its own thread: never seen by the core.
+        stats.send_failed += self.gate.refused();
+        MessageResult(stats)
     }
 }
 

@@ -44,6 +44,8 @@ struct Counts {
     full: bool,
     /// Who hears of the changes.
     subscribers: Vec<Recipient<WritabilityChanged>>,
+    /// Datagrams the writers refused (counted in the socket's `send_failed`).
+    refused: u64,
 }
 
 impl Counts {
@@ -96,9 +98,12 @@ impl DatagramGate {
     fn admit(&self, len: usize) -> Result<(), DatagramError> {
         let mut c = self.counts();
         if let Some(closed) = &c.closed {
-            return Err(copy_of(closed));
+            let refusal = copy_of(closed);
+            c.refused += 1;
+            return Err(refusal);
         }
         if !self.fits(&c, len) {
+            c.refused += 1;
             if !c.full {
                 c.announce(self.socket, false);
             }
@@ -147,6 +152,11 @@ impl DatagramGate {
         }
         drop(c);
         self.room.notify_waiters();
+    }
+
+    /// Datagrams the writers refused so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.counts().refused
     }
 
     /// The socket is gone: nothing it held counts as admitted any more.
