@@ -49,7 +49,8 @@ pub struct DatagramStats {
     pub truncated: u64,
     /// Bytes received.
     pub bytes_received: u64,
-    /// Datagrams queued right now.
+    /// Datagrams queued right now, not yet offered to the transport (see
+    /// [`DatagramConfig::max_queued`](crate::DatagramConfig::max_queued)).
     pub queued: u64,
 }
 

@@ -40,11 +40,14 @@ type Answer = Result<DatagramSent, DatagramError>;
 /// Limits and sizes of a datagram socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DatagramConfig {
-    /// Most datagrams queued (waiting for the transport) at once; past it, datagrams are
-    /// refused with [`DatagramError::QueueFull`].
+    /// Most datagrams queued at once, not yet offered to the transport; past it,
+    /// datagrams are refused with [`DatagramError::QueueFull`]. The datagrams of a
+    /// batch offered to a transport that would block (one by message, up to a
+    /// `sendmmsg` batch in place) wait apart from the queue. A [`DatagramWriter`]'s
+    /// admission counts every datagram it admitted until it is answered, offered or not.
     pub max_queued: usize,
-    /// Most bytes queued at once (a single datagram larger than this is still taken
-    /// when the queue is empty).
+    /// Most bytes queued at once, counted as `max_queued` counts datagrams (a single
+    /// datagram larger than this is still taken when the queue is empty).
     pub max_queued_bytes: usize,
     /// The longest datagram received whole; a longer one is reported truncated.
     pub max_datagram_size: usize,
