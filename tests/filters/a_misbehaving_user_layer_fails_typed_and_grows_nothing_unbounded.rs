@@ -5,79 +5,15 @@
 //! without reading hold reading at twice the outbox's bound instead of growing it; a
 //! failing `poll_output` comes after the plaintext decoded before it.
 
-use std::io::{self, IoSlice};
 use std::time::Duration;
 
+use crate::support::layers::Unruly;
 use crate::support::{mock_peer, run_paused, settle, Recorder};
-use bytes::BytesMut;
-use sockactor::filters::{Decoded, Layer};
 use sockactor::messages::{Handle, SocketEventKind, Write};
 use sockactor::{MockTransport, SendStep, Socket, SocketFunctions};
 
-/// Passes bytes through, misbehaving as told.
-#[derive(Debug, Default, Clone, Copy)]
-struct Unruly {
-    /// Added to every worst case.
-    overhead: usize,
-    /// `decode` answers `More` and does nothing.
-    stuck: bool,
-    /// `poll_output` answers each decoded byte with one of its own.
-    ack: bool,
-    /// `poll_output` fails once something was decoded.
-    poll_fails: bool,
-}
-
-#[derive(Debug)]
-struct UnrulyLayer {
-    how: Unruly,
-    owed: usize,
-}
-
-impl Layer for UnrulyLayer {
-    fn name(&self) -> &'static str {
-        "unruly"
-    }
-    fn worst_case(&self, n: usize) -> usize {
-        n.saturating_add(self.how.overhead)
-    }
-    fn encode(&mut self, input: &[IoSlice<'_>], out: &mut Vec<u8>) -> io::Result<()> {
-        for s in input {
-            out.extend_from_slice(s);
-        }
-        Ok(())
-    }
-    fn decode(
-        &mut self,
-        input: &mut BytesMut,
-        out: &mut BytesMut,
-        max: usize,
-    ) -> io::Result<Decoded> {
-        if self.how.stuck && !input.is_empty() {
-            return Ok(Decoded::More);
-        }
-        let n = input.len().min(max);
-        out.extend_from_slice(&input.split_to(n));
-        self.owed += n;
-        Ok(if input.is_empty() {
-            Decoded::NeedInput
-        } else {
-            Decoded::More
-        })
-    }
-    fn poll_output(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        if self.how.poll_fails && self.owed > 0 {
-            return Err(io::Error::other("poll_output refused"));
-        }
-        if self.how.ack {
-            out.resize(std::mem::take(&mut self.owed), b'a');
-        }
-        Ok(())
-    }
-}
-
 fn with(mock: &MockTransport, how: Unruly) -> SocketFunctions {
-    mock.functions()
-        .layer(move |_| Ok(Box::new(UnrulyLayer { how, owed: 0 }) as Box<dyn Layer>))
+    how.on(mock.functions())
 }
 
 async fn socket(functions: SocketFunctions, recorder: &Recorder) -> actix::Addr<Socket> {

@@ -5,6 +5,7 @@
 
 pub mod capture;
 pub mod client;
+pub mod layers;
 pub mod sim;
 pub mod tls;
 
