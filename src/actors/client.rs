@@ -264,6 +264,7 @@ impl ClientBuilder {
             held_bytes: 0,
             forwarded: BTreeMap::new(),
             outstanding: BTreeMap::new(),
+            failing: BTreeMap::new(),
             replies: Rendezvous::default(),
         }
     }
@@ -335,7 +336,9 @@ enum Link {
 /// - when the transport fails, the write in flight fails with the bytes it got out
 ///   ([`WriteError::bytes_sent`] above 0); writes that had not started are, by
 ///   [`UnsentWrites`], retained (replayed first after the reconnect, in order, before
-///   any newer write, once every answer of the dead socket is in) or failed.
+///   any newer write, once every answer of the dead socket is in) or failed (each
+///   failure reported after the dead socket's answers to older writes, so answers keep
+///   the order of the writes).
 ///
 /// Supervision is actix's own: when a connect fails or the connection is lost the actor
 /// stops, the [`Supervisor`] restarts it with its state and address, and the
@@ -408,6 +411,10 @@ pub struct ReconnectingClient {
     replies: Rendezvous<Result<Written, WriteError>>,
     /// How many forwarded writes of each connection await their answer.
     outstanding: BTreeMap<u64, usize>,
+    /// Failed writes whose answer waits for an older forwarded write's: answers go out
+    /// in arrival order (a lost connection's socket answers its writes after the client
+    /// has failed the ones it held).
+    failing: BTreeMap<u64, (Reply, WriteError)>,
 }
 
 impl fmt::Debug for ReconnectingClient {
@@ -418,6 +425,7 @@ impl fmt::Debug for ReconnectingClient {
             .field("attempts", &self.attempts)
             .field("failures", &self.failures)
             .field("held", &self.held.len())
+            .field("failing", &self.failing.len())
             .field("forwarded", &self.forwarded.len())
             .finish_non_exhaustive()
     }
@@ -472,13 +480,19 @@ impl ReconnectingClient {
     fn last_reply_mut(&mut self) -> Option<&mut Reply> {
         let held = self.held.last_key_value().map(|(&seq, _)| seq);
         let forwarded = self.forwarded.last_key_value().map(|(&seq, _)| seq);
-        if held >= forwarded {
+        let failing = self.failing.last_key_value().map(|(&seq, _)| seq);
+        let last = held.max(forwarded).max(failing);
+        if last.is_none() {
+            None
+        } else if last == held {
             self.held.values_mut().next_back().map(|h| &mut h.reply)
-        } else {
+        } else if last == forwarded {
             self.forwarded
                 .values_mut()
                 .next_back()
                 .map(|f| &mut f.reply)
+        } else {
+            self.failing.values_mut().next_back().map(|(r, _)| r)
         }
     }
 
@@ -599,12 +613,30 @@ impl ReconnectingClient {
         }
     }
 
-    /// Answers every held write with `error(len)`.
+    /// Answers every held write with `error(len)`, each after the older writes still
+    /// awaiting a socket's answer.
     fn fail_held(&mut self, error: impl Fn(usize) -> WriteError) {
         self.held_bytes = 0;
-        for (_, held) in std::mem::take(&mut self.held) {
-            let result = Err(error(held.batch.len()));
-            self.answer(held.reply, result);
+        for (seq, held) in std::mem::take(&mut self.held) {
+            let failure = error(held.batch.len());
+            self.failing.insert(seq, (held.reply, failure));
+        }
+        self.release_failures(u64::MAX);
+    }
+
+    /// Answers the failed writes older than `before` and than every forwarded write
+    /// still awaiting its answer.
+    fn release_failures(&mut self, before: u64) {
+        let bound = self
+            .forwarded
+            .first_key_value()
+            .map_or(before, |(&seq, _)| seq.min(before));
+        while let Some(entry) = self.failing.first_entry() {
+            if *entry.key() >= bound {
+                break;
+            }
+            let (reply, error) = entry.remove();
+            self.answer(reply, Err(error));
         }
     }
 
@@ -618,6 +650,7 @@ impl ReconnectingClient {
         let Some(entry) = self.forwarded.remove(&seq) else {
             return;
         };
+        self.release_failures(seq);
         if let Some(n) = self.outstanding.get_mut(&entry.generation) {
             *n -= 1;
             if *n == 0 {
@@ -654,6 +687,7 @@ impl ReconnectingClient {
                 }
             }
         }
+        self.release_failures(u64::MAX);
         self.flush_held(ctx);
     }
 
@@ -907,6 +941,10 @@ impl Drop for ReconnectingClient {
             conn.socket.do_send(Close::Graceful);
         }
         self.fail_held(|len| WriteError::Closed { bytes_sent: 0, len });
+        // No answer of a socket can reach a dropped client: nothing left to wait for.
+        for (_, (reply, error)) in std::mem::take(&mut self.failing) {
+            self.answer(reply, Err(error));
+        }
     }
 }
 

@@ -171,3 +171,106 @@ fn writes_waiting_for_room_in_the_socket_queue_keep_their_place_across_the_recon
         assert_eq!(mock.written(Handle(2)), b"aaaaabbbbbcccccdddddeeeeefffff");
     });
 }
+
+#[test]
+fn with_the_fail_policy_a_lost_connections_failures_are_reported_in_write_order() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        // Write 1 waits in the socket's queue (the mock holds it, and at a high watermark
+        // of 8 bytes the socket has no room after it); write 2 waits in the client's.
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let (subscriber, mut events) = client_events();
+        let client = ReconnectingClient::builder(mock_peer())
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .backoff(Duration::from_millis(10), Duration::from_millis(100))
+            .socket_config(crate::support::watermarks(8, 0))
+            .unsent_writes(UnsentWrites::Fail)
+            .start();
+        expect_connected(&mut events, 1).await;
+        client.do_send(Write::new(&b"0123456789"[..]).tag(1));
+        settle().await;
+        client.do_send(Write::new(&b"second"[..]).tag(2));
+        settle().await;
+        mock.push_eof(Handle(1));
+        let mut failed = Vec::new();
+        while failed.len() < 2 {
+            match events.next().await {
+                ClientEvent::WriteFailed { tag, error } => {
+                    assert_eq!(error.bytes_sent(), 0, "{error:?}");
+                    failed.push(tag.expect("tagged"));
+                }
+                ClientEvent::Eof
+                | ClientEvent::Disconnected { .. }
+                | ClientEvent::Reconnecting { .. }
+                | ClientEvent::Connected { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            failed,
+            [1, 2],
+            "failures come in the order the writes were sent"
+        );
+        assert_eq!(mock.written(Handle(1)), b"");
+    });
+}
+
+#[test]
+fn with_the_fail_policy_a_failure_waiting_its_turn_still_reaches_its_caller() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        // The first connection's transport takes 2 bytes and answers a second later, so
+        // the lost socket's answer to the first write comes well after the loss.
+        mock.script_sendv(
+            Handle(1),
+            [SendStep::Slow {
+                bytes: 2,
+                after: Duration::from_secs(1),
+            }],
+        );
+        let (subscriber, mut events) = client_events();
+        let client = ReconnectingClient::builder(mock_peer())
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .backoff(Duration::from_millis(10), Duration::from_millis(100))
+            .socket_config(crate::support::watermarks(8, 0))
+            .unsent_writes(UnsentWrites::Fail)
+            .start();
+        expect_connected(&mut events, 1).await;
+        let first = tokio::spawn(client.send(Write::new(&b"0123456789"[..])));
+        settle().await;
+        // Held by the client; its answer has to wait for the first's after the loss.
+        let second = tokio::spawn(client.send(Write::new(&b"second"[..])));
+        settle().await;
+        mock.push_eof(Handle(1));
+        assert!(matches!(events.next().await, ClientEvent::Eof));
+        // Handled after the loss, before the lost socket answers the first write: its
+        // reply channel goes onto the second's token, which waits among the failures.
+        let third = tokio::spawn(client.send(Write::new(&b"third"[..])));
+        match first.await.expect("task").expect("mailbox") {
+            Err(WriteError::Aborted {
+                bytes_sent: 2,
+                len: 10,
+            }) => {}
+            other => panic!("expected the first write aborted, got {other:?}"),
+        }
+        match second.await.expect("task").expect("mailbox") {
+            Err(WriteError::Aborted {
+                bytes_sent: 0,
+                len: 6,
+            }) => {}
+            other => panic!("expected the second write aborted, got {other:?}"),
+        }
+        assert_eq!(
+            third
+                .await
+                .expect("task")
+                .expect("mailbox")
+                .expect("written")
+                .len,
+            5
+        );
+        assert_eq!(mock.written(Handle(2)), b"third");
+    });
+}
