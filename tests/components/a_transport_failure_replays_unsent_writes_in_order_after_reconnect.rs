@@ -36,15 +36,27 @@ async fn expect_reset_then_reconnecting(events: &mut Events) {
 }
 
 fn client(mock: &MockTransport, policy: UnsentWrites) -> (actix::Addr<ReconnectingClient>, Events) {
+    client_with(mock, policy, None)
+}
+
+/// A client whose sockets have a high watermark of `high` bytes (if given): one write
+/// past it fills the socket's queue, and later ones wait in the client's.
+fn client_with(
+    mock: &MockTransport,
+    policy: UnsentWrites,
+    high: Option<usize>,
+) -> (actix::Addr<ReconnectingClient>, Events) {
     let (subscriber, events) = client_events();
-    let client = ReconnectingClient::builder(mock_peer())
+    let mut builder = ReconnectingClient::builder(mock_peer())
         .functions(mock.functions())
         .subscriber(subscriber)
         .backoff(Duration::from_millis(10), Duration::from_millis(100))
         .unsent_writes(policy)
-        .seed(3)
-        .start();
-    (client, events)
+        .seed(3);
+    if let Some(high) = high {
+        builder = builder.socket_config(crate::support::watermarks(high, 0));
+    }
+    (builder.start(), events)
 }
 
 #[test]
@@ -148,13 +160,7 @@ fn writes_waiting_for_room_in_the_socket_queue_keep_their_place_across_the_recon
         // The first connection blocks, so writes pile up in its queue (high watermark
         // 8 bytes) and then in the client's; then it resets.
         mock.script_sendv(Handle(1), [SendStep::Hold]);
-        let (subscriber, mut events) = client_events();
-        let client = ReconnectingClient::builder(mock_peer())
-            .functions(mock.functions())
-            .subscriber(subscriber)
-            .backoff(Duration::from_millis(10), Duration::from_millis(100))
-            .socket_config(crate::support::watermarks(8, 0))
-            .start();
+        let (client, mut events) = client_with(&mock, UnsentWrites::Retain, Some(8));
         expect_connected(&mut events, 1).await;
         let answers: Vec<_> = (0..6u8)
             .map(|i| client.send(Write::new(vec![b'a' + i; 5])))
@@ -179,14 +185,7 @@ fn with_the_fail_policy_a_lost_connections_failures_are_reported_in_write_order(
         // Write 1 waits in the socket's queue (the mock holds it, and at a high watermark
         // of 8 bytes the socket has no room after it); write 2 waits in the client's.
         mock.script_sendv(Handle(1), [SendStep::Hold]);
-        let (subscriber, mut events) = client_events();
-        let client = ReconnectingClient::builder(mock_peer())
-            .functions(mock.functions())
-            .subscriber(subscriber)
-            .backoff(Duration::from_millis(10), Duration::from_millis(100))
-            .socket_config(crate::support::watermarks(8, 0))
-            .unsent_writes(UnsentWrites::Fail)
-            .start();
+        let (client, mut events) = client_with(&mock, UnsentWrites::Fail, Some(8));
         expect_connected(&mut events, 1).await;
         client.do_send(Write::new(&b"0123456789"[..]).tag(1));
         settle().await;
@@ -229,14 +228,7 @@ fn with_the_fail_policy_a_failure_waiting_its_turn_still_reaches_its_caller() {
                 after: Duration::from_secs(1),
             }],
         );
-        let (subscriber, mut events) = client_events();
-        let client = ReconnectingClient::builder(mock_peer())
-            .functions(mock.functions())
-            .subscriber(subscriber)
-            .backoff(Duration::from_millis(10), Duration::from_millis(100))
-            .socket_config(crate::support::watermarks(8, 0))
-            .unsent_writes(UnsentWrites::Fail)
-            .start();
+        let (client, mut events) = client_with(&mock, UnsentWrites::Fail, Some(8));
         expect_connected(&mut events, 1).await;
         let first = tokio::spawn(client.send(Write::new(&b"0123456789"[..])));
         settle().await;
