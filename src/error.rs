@@ -265,15 +265,16 @@ pub enum DecodeError {
     /// The decoder rejected the stream (its own error, downcastable from the source).
     #[error("frame decoder failed: {0}")]
     Decoder(#[source] Arc<dyn std::error::Error + Send + Sync>),
-    /// More undecoded bytes are buffered than any frame may take, without a whole frame:
-    /// a frame longer than [`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes)
-    /// (8 MiB by default); raise it for larger frames.
+    /// A frame longer than [`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes)
+    /// (8 MiB by default): as many bytes buffered without a whole frame, or a whole frame
+    /// of more stream bytes that came in one read. Raise the limit for larger frames.
     #[error(
-        "a frame longer than max_frame_bytes: {buffered} bytes buffered without a whole \
-         frame, the limit is {limit} (raise SocketConfig::max_frame_bytes for larger frames)"
+        "a frame longer than max_frame_bytes: {buffered} bytes of it seen, the limit is \
+         {limit} (raise SocketConfig::max_frame_bytes for larger frames)"
     )]
     FrameTooLong {
-        /// Bytes buffered.
+        /// The frame's stream bytes seen: buffered without a whole frame, or the whole
+        /// frame's.
         buffered: usize,
         /// The configured limit ([`SocketConfig::max_frame_bytes`](crate::SocketConfig::max_frame_bytes)).
         limit: usize,

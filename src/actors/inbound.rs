@@ -63,7 +63,7 @@ pub(crate) trait Deframe: fmt::Debug {
     /// (a parsed length prefix).
     fn undecoded(&self) -> usize;
 
-    /// Most undecoded bytes buffered without a whole frame.
+    /// Most stream bytes one frame may take (see `SocketConfig::max_frame_bytes`).
     fn set_limit(&mut self, limit: usize);
 
     /// Whether the frame recipient is still there.
@@ -173,6 +173,14 @@ where
             Err(e) => return Err(DecodeError::Decoder(Arc::new(e))),
         };
         let consumed = consumed.saturating_add(std::mem::take(&mut self.taken));
+        if consumed > self.limit {
+            // Whole in one read, the frame never sat buffered past the limit; the verdict
+            // must not depend on how the stream was split.
+            return Err(DecodeError::FrameTooLong {
+                buffered: consumed,
+                limit: self.limit,
+            });
+        }
         self.to.do_send(Frame {
             socket: shared.id,
             frame,

@@ -558,3 +558,50 @@ fn the_frame_limit_counts_a_length_prefix_already_taken() {
         assert_eq!(too_long, 1);
     });
 }
+
+/// The verdict on a frame does not depend on how the stream was split into reads: a
+/// frame of more than `max_frame_bytes` stream bytes that arrives whole in one read is
+/// rejected as when it trickles in (a frame of exactly the limit, before it, passes).
+#[test]
+fn a_whole_frame_past_the_limit_in_one_read_is_rejected_too() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let frames = Delimited::default();
+        let events = Recorder::default();
+        let _socket = Socket::builder()
+            .functions(mock.functions())
+            .config(SocketConfig {
+                max_frame_bytes: 16,
+                ..SocketConfig::default()
+            })
+            .subscriber(events.start().recipient())
+            .framed(
+                tokio_util::codec::LengthDelimitedCodec::new(),
+                DelimitedActor(frames.clone()).start().recipient(),
+            )
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        settle().await;
+        let mut stream = delimited(&[b'x'; 12]);
+        stream.extend(delimited(&[b'y'; 100]));
+        stream.extend(delimited(&[b'z'; 1]));
+        mock.push_inbound(Handle(1), stream);
+        settle().await;
+        assert_eq!(
+            *frames.0.lock().expect("lock"),
+            [(12, 16)],
+            "the frame within the limit, nothing from the one past it or after"
+        );
+        let too_long = events.count(|e| {
+            matches!(
+                e,
+                SocketEventKind::DecodeFailed(DecodeError::FrameTooLong {
+                    limit: 16,
+                    buffered: 104
+                })
+            )
+        });
+        assert_eq!(too_long, 1);
+    });
+}

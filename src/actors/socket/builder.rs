@@ -77,8 +77,11 @@ pub struct SocketConfig {
     /// The read window: how much inbound data may be unacknowledged by the subscriber
     /// before the socket stops reading (read backpressure).
     pub read_limits: ReadLimits,
-    /// Framed sockets: most undecoded bytes buffered without a whole frame; past it the
-    /// stream is rejected with [`DecodeError::FrameTooLong`](crate::DecodeError::FrameTooLong).
+    /// Framed sockets: most stream bytes one frame may take (its length prefix and
+    /// delimiter included). A frame longer than this is rejected with
+    /// [`DecodeError::FrameTooLong`](crate::DecodeError::FrameTooLong), however the stream
+    /// was split into reads: when it arrives whole, and as soon as this many bytes are
+    /// buffered without a whole frame.
     pub max_frame_bytes: usize,
     /// Framed sockets: close gracefully when the stream is rejected (the default). With
     /// `false` reading stops and the subscriber, told by
@@ -204,8 +207,8 @@ impl SocketBuilder {
     /// [`Decoder`], e.g. `LinesCodec`) and sends each whole
     /// frame to `frames` as a [`Frame`], in stream order, instead of raw
     /// [`SocketEventKind::Received`](crate::messages::SocketEventKind::Received) chunks. Each frame holds a
-    /// [`ReadPermit`](crate::ReadPermit) in the read window. A decoder error, or more than
-    /// [`SocketConfig::max_frame_bytes`] buffered without a whole frame, ends reading: the
+    /// [`ReadPermit`](crate::ReadPermit) in the read window. A decoder error, or a frame
+    /// longer than [`SocketConfig::max_frame_bytes`], ends reading: the
     /// events subscriber (if any) gets [`SocketEventKind::DecodeFailed`](crate::messages::SocketEventKind::DecodeFailed) and the socket
     /// closes gracefully. At the peer's EOF the decoder's `decode_eof` gets the rest.
     pub fn framed<D>(mut self, decoder: D, frames: Recipient<Frame<D::Item>>) -> Self
