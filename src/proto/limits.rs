@@ -3,7 +3,10 @@
 //! Activity only moves timestamps; the deadline the driver sleeps until (`next`) moves
 //! only when a limit is armed (a stall or a frame begins) or checked, so a busy socket
 //! does not re-arm its timer on every read and write. At the check, a limit whose real
-//! deadline has moved on is simply looked at again later.
+//! deadline has moved on is simply looked at again later. The driver reports when
+//! reading is held back and freed ([`LimitClock::read_held`]), with the time of each: the
+//! hold moves the read idle and frame clocks on by exactly its length, wherever the
+//! checks fall.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +53,9 @@ pub(crate) struct LimitClock {
     frame: Option<(Instant, usize)>,
     /// Since when the queue waits for the peer without progress.
     stalled: Option<Instant>,
+    /// Since when the socket holds its reading back (window full, paused): that time is
+    /// not the peer's silence, and it is not the frame's time either.
+    held: Option<Instant>,
     /// When to check next.
     next: Option<Instant>,
 }
@@ -80,6 +86,7 @@ impl LimitClock {
             reported: [None; 3],
             frame: None,
             stalled: None,
+            held: None,
             next: None,
         };
         clock.next = clock.earliest_due(&Now {
@@ -100,6 +107,45 @@ impl LimitClock {
     /// When [`check`](Self::check) must run next, if ever.
     pub(crate) fn next(&self) -> Option<Instant> {
         self.next
+    }
+
+    /// Whether the clock has reading held back (see [`read_held`](Self::read_held)).
+    pub(crate) fn is_read_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Reading is held back (window full, paused) from `now`, or no longer. The time it
+    /// is held counts towards neither the read idle limits nor the frame timeout: when it
+    /// ends, their clocks move on by as long as it lasted, so each limit fires after the
+    /// silence (or frame time) it still had to run when reading stopped.
+    pub(crate) fn read_held(&mut self, held: bool, now: Instant) {
+        match (self.held, held) {
+            (None, true) => self.held = Some(now),
+            (Some(since), false) => {
+                self.held = None;
+                let paused = now.saturating_duration_since(since);
+                // Time before the hold keeps counting; the hold itself does not.
+                let shift = |t: Instant| if t >= since { now } else { t + paused };
+                self.last_read = shift(self.last_read);
+                for kind in [IdleKind::Read, IdleKind::Both] {
+                    if let Some(at) = &mut self.reported[kind as usize] {
+                        *at = shift(*at);
+                    }
+                }
+                if let Some((begun, _)) = &mut self.frame {
+                    *begun = shift(*begun);
+                }
+                for kind in [IdleKind::Read, IdleKind::Both] {
+                    if let Some(limit) = self.idle_limit(kind) {
+                        self.arm(self.idle_since(kind).checked_add(limit));
+                    }
+                }
+                if let (Some(limit), Some((begun, _))) = (self.limits.frame_timeout, self.frame) {
+                    self.arm(begun.checked_add(limit));
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Bytes came in.
@@ -150,17 +196,12 @@ impl LimitClock {
     /// Looks at every limit: what is due now (reported ones restart their period), and
     /// when to look next.
     pub(crate) fn check(&mut self, s: Now, due: &mut Vec<Due>) {
+        self.read_held(s.read_held, s.at);
         if self.next.is_none_or(|next| s.at < next) {
             return;
         }
         let now = s.at;
-        if s.read_held {
-            // Time the socket holds its reading back is not the peer's silence.
-            self.last_read = now;
-            if let Some((since, _)) = &mut self.frame {
-                *since = now;
-            }
-        }
+        let reading = s.reading && self.held.is_none();
         if !s.sending {
             self.stalled = None;
         }
@@ -172,12 +213,12 @@ impl LimitClock {
         }
         if s.open {
             if let (Some(limit), Some((since, bytes))) = (self.limits.frame_timeout, self.frame) {
-                if s.reading && passed(now, since, limit) {
+                if reading && passed(now, since, limit) {
                     self.frame = None;
                     due.push(Due::Frame(limit, bytes));
                 }
             }
-            for &kind in Self::idle_kinds(s.reading) {
+            for &kind in self.idle_kinds(s.reading) {
                 if let Some(limit) = self.idle_limit(kind) {
                     if passed(now, self.idle_since(kind), limit) {
                         self.reported[kind as usize] = Some(now);
@@ -189,12 +230,15 @@ impl LimitClock {
         self.next = self.earliest_due(&s);
     }
 
-    /// The idle kinds that apply: read idleness only while reading.
-    fn idle_kinds(reading: bool) -> &'static [IdleKind] {
-        if reading {
-            &[IdleKind::Read, IdleKind::Write, IdleKind::Both]
-        } else {
+    /// The idle kinds that apply: read idleness only while reading, and while reading is
+    /// held back only write idleness (the hold is not the peer's silence).
+    fn idle_kinds(&self, reading: bool) -> &'static [IdleKind] {
+        if !reading {
             &[IdleKind::Write, IdleKind::Both]
+        } else if self.held.is_some() {
+            &[IdleKind::Write]
+        } else {
+            &[IdleKind::Read, IdleKind::Write, IdleKind::Both]
         }
     }
 
@@ -226,13 +270,13 @@ impl LimitClock {
     fn earliest_due(&self, s: &Now) -> Option<Instant> {
         let mut next = None;
         if s.open {
-            for &kind in Self::idle_kinds(s.reading) {
+            for &kind in self.idle_kinds(s.reading) {
                 if let Some(limit) = self.idle_limit(kind) {
                     next = earliest(next, self.idle_since(kind).checked_add(limit));
                 }
             }
             if let (Some(limit), Some((since, _))) = (self.limits.frame_timeout, self.frame) {
-                if s.reading {
+                if s.reading && self.held.is_none() {
                     next = earliest(next, since.checked_add(limit));
                 }
             }
@@ -351,7 +395,76 @@ mod tests {
             ..at(t0, 10)
         };
         assert!(run(&mut clock, held).is_empty());
-        assert_eq!(clock.next(), Some(t0 + 20 * S));
+        // No read idleness while held: no timer for it.
+        assert_eq!(clock.next(), None);
+        // Freed at 15 s: the 10 s of silence before the hold were the whole period.
+        clock.read_held(false, t0 + 15 * S);
+        assert_eq!(clock.next(), Some(t0 + 15 * S));
+        assert_eq!(
+            run(&mut clock, at(t0, 15)),
+            vec![Due::Idle(IdleKind::Read, 10 * S)]
+        );
+    }
+
+    /// Held from 4 s to 19 s, wherever the checks fall: 4 s of silence before the hold
+    /// and 6 after it make the period, at 25 s; a report made before a hold restarts
+    /// its period shifted by the hold too.
+    #[test]
+    fn a_hold_between_checks_moves_the_read_deadline_by_its_length() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            read_idle: Some(10 * S),
+            idle: Some(10 * S),
+            write_idle: Some(100 * S),
+            ..PeerLimits::default()
+        };
+        let mut clock = LimitClock::new(limits, t0);
+        clock.read_held(true, t0 + 4 * S);
+        let held = Now {
+            read_held: true,
+            ..at(t0, 10)
+        };
+        assert!(
+            run(&mut clock, held).is_empty(),
+            "neither read nor both-ways idleness"
+        );
+        clock.read_held(false, t0 + 19 * S);
+        assert_eq!(clock.next(), Some(t0 + 25 * S));
+        assert!(run(&mut clock, at(t0, 24)).is_empty());
+        assert_eq!(
+            run(&mut clock, at(t0, 25)),
+            vec![
+                Due::Idle(IdleKind::Read, 10 * S),
+                Due::Idle(IdleKind::Both, 10 * S)
+            ]
+        );
+        // Reported at 25 s, held from 30 s to 40 s: the next report at 45 s.
+        clock.read_held(true, t0 + 30 * S);
+        clock.read_held(false, t0 + 40 * S);
+        assert!(run(&mut clock, at(t0, 44)).is_empty());
+        assert_eq!(run(&mut clock, at(t0, 45)).len(), 2);
+    }
+
+    /// A frame begun at 2 s, the window full from 3 s to 13 s: 5 s of frame time run
+    /// out at 17 s, not 7 s.
+    #[test]
+    fn a_frames_time_does_not_run_while_reading_is_held() {
+        let t0 = Instant::now();
+        let limits = PeerLimits {
+            frame_timeout: Some(5 * S),
+            ..PeerLimits::default()
+        };
+        let mut clock = LimitClock::new(limits, t0);
+        clock.undecoded(3, false, t0 + 2 * S);
+        clock.read_held(true, t0 + 3 * S);
+        let held = Now {
+            read_held: true,
+            ..at(t0, 7)
+        };
+        assert!(run(&mut clock, held).is_empty());
+        clock.read_held(false, t0 + 13 * S);
+        assert!(run(&mut clock, at(t0, 16)).is_empty());
+        assert_eq!(run(&mut clock, at(t0, 17)), vec![Due::Frame(5 * S, 3)]);
     }
 
     #[test]

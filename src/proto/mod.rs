@@ -24,7 +24,9 @@
 //! 1. **Inputs** (`handle_*`): a write (`handle_write`, or `handle_wait` for one that
 //!    must wait for room), the Flusher's `handle_flush`, `handle_cancel`, `handle_close`,
 //!    what the transport did (`handle_sent`, `handle_read`, `handle_ready`,
-//!    `handle_shutdown`), what the subscriber did (`handle_unacked`, `handle_pause`, `handle_resume`), `handle_yielded` after a yield, and
+//!    `handle_shutdown`), what the subscriber did (`handle_unacked`, `handle_pause`,
+//!    `handle_resume`; then, when `read_hold_moved` says reading was held back or freed,
+//!    `handle_read_hold(now)` for the limits' clock), `handle_yielded` after a yield, and
 //!    `handle_timeout` when the deadline from `poll_timeout` has passed. Time comes in as
 //!    an argument.
 //! 2. **`poll_io`** until `None`: each [`IoAction`] is one thing to do with the transport

@@ -482,6 +482,29 @@ impl<T: Token> StreamCore<T> {
         self.receive.is_held()
     }
 
+    /// Whether reading is held back now, for the limits: paused, the window full, or
+    /// the receive side holding.
+    fn reading_held_back(&self) -> bool {
+        self.paused || self.receive.is_held() || !self.window_open()
+    }
+
+    /// Whether the limits' clock has yet to learn that reading was held back or freed:
+    /// then call [`handle_read_hold`](Self::handle_read_hold) with the time.
+    pub(crate) fn read_hold_moved(&self) -> bool {
+        self.limits
+            .as_ref()
+            .is_some_and(|limits| limits.is_read_held() != self.reading_held_back())
+    }
+
+    /// Tells the limits' clock whether reading is held back as of `now`: the time it is
+    /// held counts towards neither the read idle limits nor the frame timeout.
+    pub(crate) fn handle_read_hold(&mut self, now: Instant) {
+        let held = self.reading_held_back();
+        if let Some(limits) = &mut self.limits {
+            limits.read_held(held, now);
+        }
+    }
+
     /// Whether the read window has room for another delivery.
     pub(crate) fn window_open(&self) -> bool {
         self.unacked.0 < self.settings.max_deliveries
@@ -1077,7 +1100,7 @@ impl<T: Token> StreamCore<T> {
             at: now,
             open: self.life == Life::Open,
             reading: !self.receive.is_done(),
-            read_held: self.paused || self.receive.is_held() || !self.window_open(),
+            read_held: self.reading_held_back(),
             sending: self.queue.has_transmit() || self.queue.in_flight(),
         };
         let Some(limits) = &mut self.limits else {

@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use crate::support::{mock_peer, run_paused, settle, Recorder};
 use actix::prelude::*;
-use sockactor::messages::{Frame, Handle, SocketEventKind, Write};
+use sockactor::messages::{
+    Frame, Handle, PauseReading, ResumeReading, SocketEvent, SocketEventKind, Write,
+};
 use sockactor::{
-    DecodeError, IdleKind, MockTransport, PeerLimits, SendStep, Socket, SocketConfig, WriteError,
+    DecodeError, IdleKind, MockTransport, PeerLimits, ReadLimits, SendStep, Socket, SocketConfig,
+    WriteError,
 };
 use tokio::time::{sleep, Instant};
 use tokio_util::codec::LinesCodec;
@@ -445,5 +448,168 @@ fn without_limits_a_silent_peer_and_a_stalled_queue_wait_as_long_as_they_take() 
             0,
             "no event but the data"
         );
+    });
+}
+
+/// Events with the (paused) time each came, keeping the read permits that come with
+/// them while told to: a subscriber that holds the read window full.
+#[derive(Clone, Default)]
+struct Timed {
+    events: Arc<Mutex<Vec<(Instant, SocketEventKind)>>>,
+    permits: Arc<Mutex<Vec<sockactor::ReadPermit>>>,
+    keep: Arc<Mutex<bool>>,
+}
+
+struct TimedActor(Timed);
+
+impl Actor for TimedActor {
+    type Context = Context<Self>;
+}
+
+impl Handler<SocketEvent> for TimedActor {
+    type Result = ();
+    fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
+        if let Some(permit) = msg.permit {
+            if *self.0.keep.lock().expect("lock") {
+                self.0.permits.lock().expect("lock").push(permit);
+            }
+        }
+        let at = Instant::now();
+        self.0.events.lock().expect("lock").push((at, msg.kind));
+    }
+}
+
+impl Handler<Frame<String>> for TimedActor {
+    type Result = ();
+    fn handle(&mut self, msg: Frame<String>, _: &mut Context<Self>) {
+        if *self.0.keep.lock().expect("lock") {
+            self.0.permits.lock().expect("lock").push(msg.permit);
+        }
+    }
+}
+
+impl Timed {
+    fn keeping() -> Self {
+        let timed = Timed::default();
+        *timed.keep.lock().expect("lock") = true;
+        timed
+    }
+
+    /// Drops the kept permits and keeps no more: the read window reopens.
+    fn let_go(&self) {
+        *self.keep.lock().expect("lock") = false;
+        self.permits.lock().expect("lock").clear();
+    }
+
+    /// When (after `t0`) the first event `pick` picks came.
+    fn first(&self, t0: Instant, pick: impl Fn(&SocketEventKind) -> bool) -> Option<Duration> {
+        let events = self.events.lock().expect("lock");
+        events.iter().find(|(_, e)| pick(e)).map(|(at, _)| *at - t0)
+    }
+}
+
+fn one_delivery_window(limits: PeerLimits) -> SocketConfig {
+    SocketConfig {
+        read_limits: ReadLimits {
+            max_deliveries: 1,
+            max_bytes: 1 << 20,
+        },
+        ..config(limits)
+    }
+}
+
+fn is_idle(e: &SocketEventKind) -> bool {
+    matches!(e, SocketEventKind::Idle { .. })
+}
+
+/// Paused from 0 to 19 s: the 10 s of silence are counted from the resume, whatever
+/// the period the limit's checks run on.
+#[test]
+fn read_idle_does_not_count_time_while_reading_is_paused() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let timed = Timed::default();
+        let limits = PeerLimits {
+            read_idle: Some(10 * S),
+            close_when_idle: true,
+            ..PeerLimits::default()
+        };
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(config(limits))
+            .subscriber(TimedActor(timed.clone()).start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let t0 = Instant::now();
+        socket.do_send(PauseReading);
+        until(t0, 19.0).await;
+        socket.do_send(ResumeReading);
+        until(t0, 60.0).await;
+        let closed = |e: &SocketEventKind| matches!(e, SocketEventKind::Closed { .. });
+        assert_eq!(timed.first(t0, is_idle), Some(29 * S));
+        assert_eq!(timed.first(t0, closed), Some(29 * S));
+    });
+}
+
+/// A byte at 1 s whose permit is kept until 35 s: the silence counts from 35 s.
+#[test]
+fn read_idle_does_not_count_time_with_the_read_window_full() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let timed = Timed::keeping();
+        let limits = PeerLimits {
+            read_idle: Some(10 * S),
+            ..PeerLimits::default()
+        };
+        let _socket = Socket::builder()
+            .functions(mock.functions())
+            .config(one_delivery_window(limits))
+            .subscriber(TimedActor(timed.clone()).start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let t0 = Instant::now();
+        until(t0, 1.0).await;
+        mock.push_inbound(Handle(1), &b"x"[..]);
+        until(t0, 35.0).await;
+        timed.let_go();
+        until(t0, 60.0).await;
+        assert_eq!(timed.first(t0, is_idle), Some(45 * S));
+    });
+}
+
+/// Frame "b" and the start of "c" in one read at 0 s; b's permit kept until 7 s: c has
+/// until 17 s.
+#[test]
+fn frame_timeout_does_not_count_time_with_the_read_window_full() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let timed = Timed::keeping();
+        let limits = PeerLimits {
+            frame_timeout: Some(10 * S),
+            ..PeerLimits::default()
+        };
+        let actor = TimedActor(timed.clone()).start();
+        let _socket = Socket::builder()
+            .functions(mock.functions())
+            .config(one_delivery_window(limits))
+            .framed(LinesCodec::new(), actor.clone().recipient())
+            .subscriber(actor.recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let t0 = Instant::now();
+        mock.push_inbound(Handle(1), &b"b\nc"[..]);
+        until(t0, 7.0).await;
+        timed.let_go();
+        until(t0, 60.0).await;
+        let timed_out = |e: &SocketEventKind| {
+            matches!(
+                e,
+                SocketEventKind::DecodeFailed(DecodeError::FrameTimedOut { .. })
+            )
+        };
+        assert_eq!(timed.first(t0, timed_out), Some(17 * S));
     });
 }

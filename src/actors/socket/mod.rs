@@ -149,6 +149,7 @@ impl Socket {
         let _entered = span.enter();
         let (deliveries, bytes) = self.shared.unacked();
         self.core.handle_unacked(deliveries, bytes);
+        self.note_read_hold();
         self.core.handle_contention(self.sender.others_sending());
         loop {
             let mut busy = false;
@@ -182,8 +183,17 @@ impl Socket {
             self.gate_shut = true;
         }
         self.sender.set(self.core.is_sending());
+        self.note_read_hold();
         self.set_timer(ctx);
         self.publish_stats();
+    }
+
+    /// Tells the core's limits when reading was held back or freed (the clock is read
+    /// only then, and only for a socket with limits).
+    fn note_read_hold(&mut self) {
+        if self.core.read_hold_moved() {
+            self.core.handle_read_hold(now());
+        }
     }
 
     /// Moves the reply channel the last write's response parked onto that write, and
