@@ -644,44 +644,6 @@ fn read_idle_stops_after_the_peers_eof() {
     });
 }
 
-/// read_idle 10 s with close_when_idle. The server pauses reading at 0 s (PauseReading)
-/// and resumes at 19 s: the paused 19 s do not count, so the peer has been read-idle
-/// 10 s only at 29 s. It must not be reported (and closed) before that.
-#[test]
-fn read_idle_does_not_count_time_while_reading_is_paused() {
-    run_paused(|| async {
-        let mock = MockTransport::start();
-        let timed = Timed::default();
-        let socket = socket_with(
-            &mock,
-            config_limits(PeerLimits {
-                read_idle: Some(10 * S),
-                close_when_idle: true,
-                ..PeerLimits::default()
-            }),
-            &timed,
-        )
-        .await;
-        let t0 = Instant::now();
-        socket.do_send(sockactor::messages::PauseReading);
-        at(t0, 19.0).await;
-        assert_eq!(timed.names(), Vec::<String>::new(), "nothing while paused");
-        socket.do_send(sockactor::messages::ResumeReading);
-        at(t0, 60.0).await;
-        let idle = timed.times(|e| matches!(e, SocketEventKind::Idle { .. }));
-        let closed = timed.times(|e| matches!(e, SocketEventKind::Closed { .. }));
-        assert_eq!(
-            (
-                idle.first().map(|t| *t - t0),
-                closed.first().map(|t| *t - t0)
-            ),
-            (Some(29 * S), Some(29 * S)),
-            "Idle (and the close) due 10 s after reading resumed at 19 s: {}",
-            timed.debug_t(t0)
-        );
-    });
-}
-
 /// read_idle of zero counts as 1 ms: one Idle per ms.
 #[test]
 fn a_zero_read_idle_counts_as_one_millisecond() {
@@ -854,52 +816,6 @@ impl Timed {
     }
 }
 
-/// Time the read window is full does not count against the frame timeout: the frame
-/// "c" starts at 0 s in the same read as the whole frame "b", whose permit the
-/// subscriber holds (window of 1 delivery: full) until 7 s. Counted time starts at 7 s,
-/// so FrameTimedOut is due at 17 s.
-#[test]
-fn frame_timeout_does_not_count_time_with_the_read_window_full() {
-    run_paused(|| async {
-        let mock = MockTransport::start();
-        let timed = Timed::default();
-        let lines = Lines::default();
-        *lines.keep.lock().unwrap() = true;
-        let config = SocketConfig {
-            read_limits: ReadLimits {
-                max_deliveries: 1,
-                max_bytes: 1 << 20,
-            },
-            limits: PeerLimits {
-                frame_timeout: Some(10 * S),
-                ..PeerLimits::default()
-            },
-            ..SocketConfig::default()
-        };
-        let _socket = framed_socket(&mock, config, &timed, &lines).await;
-        let t0 = Instant::now();
-        mock.push_inbound(Handle(1), &b"b\nc"[..]);
-        at(t0, 7.0).await;
-        assert_eq!(
-            lines.got.lock().unwrap().len(),
-            1,
-            "frame b delivered, its permit held"
-        );
-        assert_eq!(timed.names(), Vec::<String>::new());
-        // The subscriber lets go of frame b: the window has room again.
-        *lines.keep.lock().unwrap() = false;
-        lines.kept.lock().unwrap().clear();
-        at(t0, 60.0).await;
-        let failed = timed.times(|e| matches!(e, SocketEventKind::DecodeFailed(_)));
-        assert_eq!(
-            failed.first().map(|t| *t - t0),
-            Some(17 * S),
-            "FrameTimedOut due 10 s of counted time after the window reopened at 7 s: {}",
-            timed.debug_t(t0)
-        );
-    });
-}
-
 // ───────────────────────── resets ─────────────────────────
 
 /// The peer resets while a write is partly out (read side reports the reset).
@@ -1013,50 +929,6 @@ fn after_the_peers_eof_writes_go_on_and_a_close_ends_with_closed_last() {
 }
 
 // ───────────────────────── batch 2 ─────────────────────────
-
-/// A hostile peer fills the read window (the subscriber holds the permit) for 34 s; the
-/// time it is full does not count, so read_idle (10 s) is due 10 s after the permit
-/// goes back, not earlier.
-#[test]
-fn read_idle_does_not_count_time_with_the_read_window_full() {
-    run_paused(|| async {
-        let mock = MockTransport::start();
-        let timed = Timed::default();
-        *timed.keep.lock().unwrap() = true;
-        let config = SocketConfig {
-            read_limits: ReadLimits {
-                max_deliveries: 1,
-                max_bytes: 1 << 20,
-            },
-            limits: PeerLimits {
-                read_idle: Some(10 * S),
-                ..PeerLimits::default()
-            },
-            ..SocketConfig::default()
-        };
-        let _socket = socket_with(&mock, config, &timed).await;
-        let t0 = Instant::now();
-        at(t0, 1.0).await;
-        mock.push_inbound(Handle(1), &b"x"[..]);
-        at(t0, 35.0).await;
-        assert_eq!(
-            timed.count(|e| matches!(e, SocketEventKind::Idle { .. })),
-            0,
-            "{}",
-            timed.debug_t(t0)
-        );
-        *timed.keep.lock().unwrap() = false;
-        timed.kept.lock().unwrap().clear();
-        at(t0, 60.0).await;
-        let idles = timed.times(|e| matches!(e, SocketEventKind::Idle { .. }));
-        assert_eq!(
-            idles.first().map(|t| *t - t0),
-            Some(45 * S),
-            "the first Idle 10 s after the window reopened at 35 s: {}",
-            timed.debug_t(t0)
-        );
-    });
-}
 
 /// A sendv the transport takes bytes of at once but answers 30 s later is not a peer
 /// that stopped reading: no would-block came, so the send timeout (10 s) does not start.
