@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::support::{mock_peer, run_paused, settle};
-use sockactor::messages::{AssignUserData, Close, GetInfo, Write};
-use sockactor::{MockTransport, Registry, Socket, SocketState};
+use sockactor::messages::{AssignUserData, Close, GetInfo, GetStats, Handle, Write};
+use sockactor::{MockTransport, Registry, SendStep, Socket, SocketState, WriteError};
 
 #[test]
 fn registered_sockets_are_listed_then_removed_when_their_actors_end() {
@@ -77,5 +77,48 @@ fn registered_sockets_are_listed_then_removed_when_their_actors_end() {
         drop(sockets);
         settle().await;
         assert!(registry.is_empty(), "{} stale entries", registry.len());
+    });
+}
+
+/// A write refused by message (answered to a `send`, or a `do_send`'s) is counted in
+/// the registry's live counters at once, as `GetStats` counts it, however long the
+/// socket then stays idle.
+#[test]
+fn refused_writes_reach_the_registrys_live_counters() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let registry = Registry::new();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .registry(&registry)
+            .config(crate::support::watermarks(100, 50))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let id = socket.send(GetInfo).await.expect("info").id;
+        let handle = registry.get(id).expect("registered");
+        socket.do_send(Write::new(vec![1u8; 100]));
+        settle().await;
+        let refused = socket
+            .send(Write::new(&b"more"[..]))
+            .await
+            .expect("mailbox");
+        assert!(
+            matches!(refused, Err(WriteError::QueueFull { .. })),
+            "{refused:?}"
+        );
+        settle().await;
+        assert_eq!(
+            handle.stats().writes_failed,
+            1,
+            "a refusal answered to a send"
+        );
+        socket.do_send(Write::new(&b"more"[..]));
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        settle().await;
+        assert_eq!(handle.stats().writes_failed, 2, "a do_send's refusal");
+        let asked = socket.send(GetStats).await.expect("stats");
+        assert_eq!(handle.stats(), asked);
     });
 }

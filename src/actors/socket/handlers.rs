@@ -50,7 +50,7 @@ impl Handler<Write> for Socket {
             } else {
                 self.core.handle_refused();
                 let error = self.full(msg.batch);
-                return self.replies.now(tag, Err(error));
+                return self.refuse(tag, error);
             }
         } else {
             match self.shared.admit(len) {
@@ -70,17 +70,17 @@ impl Handler<Write> for Socket {
                     } else {
                         tracing::debug!(parent: self.span(), queued, "write refused: queue full");
                         self.core.handle_refused();
-                        return self.replies.now(tag, Err(full(msg.batch)));
+                        return self.refuse(tag, full(msg.batch));
                     }
                 }
                 Err(other) => {
                     self.core.handle_refused();
-                    return self.replies.now(tag, Err(other));
+                    return self.refuse(tag, other);
                 }
             }
         };
         if let Err(refused) = queued {
-            return self.replies.now(tag, Err(refused.error));
+            return self.refuse(tag, refused.error);
         }
         self.drive_after_write(ctx);
         self.replies.later(tag)
@@ -100,6 +100,17 @@ impl Handler<WriteEach> for Socket {
 }
 
 impl Socket {
+    /// A write refused in its handler: counted in the published counters now (the
+    /// socket may not act again for a long time), answered now.
+    fn refuse(
+        &mut self,
+        tag: Option<u64>,
+        error: WriteError,
+    ) -> WriteResponse<Result<Written, WriteError>> {
+        self.publish_stats();
+        self.replies.now(tag, Err(error))
+    }
+
     /// Drives the core after writes were queued, unless they changed nothing it would
     /// act on: a burst's writes behind the first only join the queue while the flush
     /// asked for (or a transmit, or a wait for room) is under way.
