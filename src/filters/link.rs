@@ -339,7 +339,9 @@ impl<F: Filter> FilterActor<F> {
     /// Starts `filter` over `inner` on the current arbiter, handing the inner transport
     /// at most `max_per_call` bytes (at least 1) per stream `sendv`, and returns the
     /// table to give sockets. `bind`, `listen` and `accept` are there and answer
-    /// [`TransportError::Unsupported`] if the inner table lacks them.
+    /// [`TransportError::Unsupported`] if the inner table lacks them. The inner table's
+    /// byte layers (TLS, compression) are kept: they run in the socket, above the
+    /// filter, which sees their output.
     pub fn wrap(filter: F, inner: SocketFunctions, max_per_call: usize) -> SocketFunctions {
         tracing::debug!(filter = filter.name(), max_per_call, "filter started");
         let actor = FilterActor {
@@ -353,8 +355,15 @@ impl<F: Filter> FilterActor<F> {
             later: Later::default(),
         };
         let has_shutdown = actor.link.inner.shutdown().is_some();
+        // The inner table's byte layers stay the sockets' own: they run in the socket,
+        // above every transport filter, whatever order the table was wrapped in (a TLS
+        // table wrapped in a capture still encrypts; the capture sees ciphertext).
+        let layers = actor.link.inner.layers().to_vec();
         let addr = crate::actors::start_unbudgeted(actor);
-        let functions = SocketFunctions::from_actor_ex(addr.clone());
+        let mut functions = SocketFunctions::from_actor_ex(addr.clone());
+        for spec in layers.into_iter().rev() {
+            functions = functions.with_layer(spec);
+        }
         if has_shutdown {
             functions.with_shutdown(addr.recipient())
         } else {
