@@ -298,20 +298,43 @@ impl SystemStream {
     /// socket waits for new bytes. Readiness from the peer's close is kept, so its EOF
     /// is still read.
     pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
-        let spare = buf.remaining_mut().min(buf.chunk_mut().len());
-        let n = match self {
-            SystemStream::Tcp(s) => s.try_read_buf(buf),
-            #[cfg(unix)]
-            SystemStream::Unix(s) => s.try_read_buf(buf),
-        }?;
-        if n > 0 && n < spare {
-            let drained = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
-            let _ = match self {
-                SystemStream::Tcp(s) => s.try_io(Interest::READABLE, drained),
-                #[cfg(unix)]
-                SystemStream::Unix(s) => s.try_io(Interest::READABLE, drained),
+        let n = {
+            let remaining = buf.remaining_mut();
+            let chunk = buf.chunk_mut();
+            let spare = remaining.min(chunk.len());
+            // SAFETY: `recv` only writes into the slice; only the `n` bytes it reports
+            // are marked initialized (`advance_mut` below).
+            let dst = unsafe { &mut chunk.as_uninit_slice_mut()[..spare] };
+            // The read and the clearing of readiness after a short one are one `try_io`:
+            // tokio clears only the readiness it saw before the read, so an event that
+            // came during it (the reactor may run on another thread) still wakes us.
+            let mut read = None;
+            let mut recv = |sock: socket2::SockRef<'_>| {
+                let n = sock.recv(dst)?;
+                read = Some(n);
+                if n > 0 && n < spare {
+                    Err(io::Error::from(io::ErrorKind::WouldBlock))
+                } else {
+                    Ok(n)
+                }
             };
-        }
+            let result = match self {
+                SystemStream::Tcp(s) => {
+                    s.try_io(Interest::READABLE, || recv(socket2::SockRef::from(s)))
+                }
+                #[cfg(unix)]
+                SystemStream::Unix(s) => {
+                    s.try_io(Interest::READABLE, || recv(socket2::SockRef::from(&**s)))
+                }
+            };
+            match (result, read) {
+                (Ok(n), _) => n,
+                (Err(e), Some(n)) if e.kind() == io::ErrorKind::WouldBlock => n,
+                (Err(e), _) => return Err(e),
+            }
+        };
+        // SAFETY: the kernel initialized the first `n` bytes of the spare capacity.
+        unsafe { buf.advance_mut(n) };
         Ok(n)
     }
 
