@@ -193,16 +193,9 @@ impl SystemDatagram {
         let count = recv_batch_len(max_len, count);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
+            // A short batch cleared the socket's readiness as it was received.
             let got = mmsg::recv(self, max_len, count, each)?;
-            let drained = got < count;
-            if drained {
-                // No call: tokio only forgets the readiness it saw. A datagram that came
-                // after the receive still wakes the socket (its readiness event is new).
-                let _ = self.try_io(tokio::io::Interest::READABLE, |_| {
-                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                });
-            }
-            Ok((got, drained))
+            Ok((got, got < count))
         }
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
@@ -585,7 +578,11 @@ mod mmsg {
                 header.msg_hdr.msg_flags = 0;
                 header.msg_len = 0;
             }
-            let got = socket.try_io(Interest::READABLE, |fd| {
+            // A batch that came short emptied the socket: the call answers would-block
+            // to tokio, which then clears the readiness it saw before the call (an event
+            // that came during it, perhaps set by a reactor on another thread, stays).
+            let mut short = None;
+            let result = socket.try_io(Interest::READABLE, |fd| {
                 // SAFETY: every header points into `names`, `iovecs` and `buffer`, which
                 // `prepare` sized for `count` and nothing moves during the call; the
                 // kernel writes within the lengths given.
@@ -600,10 +597,18 @@ mod mmsg {
                 };
                 if n < 0 {
                     Err(io::Error::last_os_error())
+                } else if (n as usize) < count && n > 0 {
+                    short = Some(n as usize);
+                    Err(io::Error::from(io::ErrorKind::WouldBlock))
                 } else {
                     Ok(n as usize)
                 }
-            })?;
+            });
+            let got = match (result, short) {
+                (Ok(n), _) => n,
+                (Err(_), Some(n)) => n,
+                (Err(e), None) => return Err(e),
+            };
             for (i, header) in headers[..got].iter().enumerate() {
                 let len = (header.msg_len as usize).min(max_len);
                 // Past the slot, the kernel says so; past `max_len` within it (a slot is
