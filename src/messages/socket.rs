@@ -211,7 +211,11 @@ pub enum SocketEventKind {
         /// Bytes still queued.
         queued: usize,
     },
-    /// The socket closed; `cause` is the transport error that closed it, if any.
+    /// The socket closed; `cause` is the transport error that closed it, if any. The
+    /// last event but one kind: a fire-and-forget write that was in a transport call
+    /// still out at the close (a transport reached by message) is reported
+    /// ([`WriteFailed`](Self::WriteFailed)) when that call is answered, at most 10 s
+    /// later. A subscriber that must hear every failure stays a while after `Closed`.
     Closed {
         /// The transport error, if one closed it.
         cause: Option<TransportError>,
