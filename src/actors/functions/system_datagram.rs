@@ -279,6 +279,9 @@ mod mmsg {
         /// A `UDP_SEGMENT` control message for each group (`u64`s: aligned for it).
         controls: Vec<u64>,
         headers: Vec<libc::mmsghdr>,
+        /// Datagrams of more segments than a message takes, each joined into one
+        /// buffer (its heap does not move while the vector grows).
+        joined: Vec<Vec<u8>>,
     }
 
     impl SendParts {
@@ -291,6 +294,7 @@ mod mmsg {
             self.segs.clear();
             self.controls.clear();
             self.headers.clear();
+            self.joined.clear();
         }
     }
 
@@ -317,6 +321,9 @@ mod mmsg {
     /// Longest datagram offloaded: one that fits an Ethernet frame over IPv6, so a
     /// path's MTU never makes the kernel refuse a group (longer ones go one a message).
     const GSO_SIZE: usize = 1_452;
+    /// Most buffers one message may point at (the kernel's `UIO_MAXIOV`): a group stops
+    /// short of it, and a datagram of more segments is joined into one buffer.
+    const MAX_IOV: usize = 1_024;
 
     /// Whether UDP segmentation offload is used: until the kernel refuses it once.
     static GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -416,9 +423,22 @@ mod mmsg {
                 Err(e) => return Err(e),
             };
             let before = parts.iovecs.len();
-            for segment in payload.segments() {
-                // A datagram's file ranges were read into memory when it was queued.
-                if let Some(bytes) = segment.as_bytes() {
+            // A datagram's file ranges were read into memory when it was queued.
+            let segments = payload.segments().iter().filter_map(|s| s.as_bytes());
+            if payload.segments().len() > MAX_IOV {
+                // More buffers than one message takes: one copy, as the message path
+                // joins them.
+                let mut whole = Vec::with_capacity(payload.len());
+                for bytes in segments {
+                    whole.extend_from_slice(bytes);
+                }
+                parts.iovecs.push(libc::iovec {
+                    iov_base: whole.as_ptr() as *mut libc::c_void,
+                    iov_len: whole.len(),
+                });
+                parts.joined.push(whole);
+            } else {
+                for bytes in segments {
                     parts.iovecs.push(libc::iovec {
                         iov_base: bytes.as_ptr() as *mut libc::c_void,
                         iov_len: bytes.len(),
@@ -449,6 +469,7 @@ mod mmsg {
             segs,
             controls,
             headers,
+            ..
         } = parts;
         if names.is_empty() {
             return Ok(());
@@ -468,6 +489,7 @@ mod mmsg {
                         && g.size <= GSO_SIZE
                         && g.count < GSO_SEGMENTS
                         && g.bytes + len <= GSO_BYTES
+                        && g.iov_count + seg <= MAX_IOV
                         && same_destination(&names[last], &names[i])
                 });
             match groups.last_mut() {
