@@ -94,8 +94,9 @@ impl DatagramGate {
     }
 
     /// Admits a datagram of `len` bytes, or says why not (a `QueueFull` with an empty
-    /// payload, for the caller to fill).
-    fn admit(&self, len: usize) -> Result<(), DatagramError> {
+    /// payload, for the caller to fill). A `QueueFull` is counted as a refused datagram
+    /// unless the caller `waits` for room and tries again (it is no failure then).
+    fn admit(&self, len: usize, waits: bool) -> Result<(), DatagramError> {
         let mut c = self.counts();
         if let Some(closed) = &c.closed {
             let refusal = copy_of(closed);
@@ -103,7 +104,9 @@ impl DatagramGate {
             return Err(refusal);
         }
         if !self.fits(&c, len) {
-            c.refused += 1;
+            if !waits {
+                c.refused += 1;
+            }
             if !c.full {
                 c.announce(self.socket, false);
             }
@@ -251,7 +254,7 @@ impl DatagramWriter {
 
     /// Sends a datagram to the connected peer: see [`send_to`](Self::send_to).
     pub fn send(&self, payload: impl Into<IoBatch>) -> Result<(), DatagramError> {
-        self.send_inner(payload.into(), None)
+        self.send_inner(payload.into(), None, false)
     }
 
     /// Sends a datagram to `to` (or, with `None`, to the connected peer), fire-and-forget.
@@ -263,12 +266,19 @@ impl DatagramWriter {
         payload: impl Into<IoBatch>,
         to: Option<Address>,
     ) -> Result<(), DatagramError> {
-        self.send_inner(payload.into(), to)
+        self.send_inner(payload.into(), to, false)
     }
 
-    fn send_inner(&self, payload: IoBatch, to: Option<Address>) -> Result<(), DatagramError> {
+    /// Admits and sends; `waits`: the caller waits for room after a `QueueFull` and
+    /// tries again (the refusal is not counted as a failed datagram).
+    fn send_inner(
+        &self,
+        payload: IoBatch,
+        to: Option<Address>,
+        waits: bool,
+    ) -> Result<(), DatagramError> {
         let len = payload.len();
-        match self.gate.admit(len) {
+        match self.gate.admit(len, waits) {
             Ok(()) => {}
             Err(DatagramError::QueueFull {
                 queued,
@@ -306,7 +316,7 @@ impl DatagramWriter {
     ) -> Result<(), DatagramError> {
         let mut payload = payload.into();
         loop {
-            match self.send_inner(payload, to.clone()) {
+            match self.send_inner(payload, to.clone(), true) {
                 Err(DatagramError::QueueFull { payload: back, .. }) => {
                     payload = back;
                     self.gate.room(payload.len()).await?;
