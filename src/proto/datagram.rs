@@ -527,10 +527,12 @@ impl<T> DatagramCore<T> {
                 return;
             }
             self.aborted = true;
+            // Oldest first: the datagrams offered (taken from the queue, blocked), then
+            // those still queued.
+            self.refuse_offered(self.out(), &DatagramError::Aborted);
             while let Some(item) = self.queue.pop() {
                 self.answer(item.token, Err(DatagramError::Aborted));
             }
-            self.refuse_offered(self.out(), &DatagramError::Aborted);
             self.close_now();
             return;
         }
@@ -616,11 +618,12 @@ impl<T> DatagramCore<T> {
         self.receive.done();
         self.send.stop();
         let refusal = self.refusal();
+        // Datagrams offered but not taken (blocked) are not going out now; they are
+        // older than those still queued, so answered first.
+        self.refuse_offered(self.out(), &refusal);
         while let Some(item) = self.queue.pop() {
             self.answer(item.token, Err(refusal.clone()));
         }
-        // Datagrams offered but not taken (blocked) are not going out now.
-        self.refuse_offered(self.out(), &refusal);
         self.send.idle();
         self.close = true;
         self.events
