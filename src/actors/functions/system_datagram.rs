@@ -76,7 +76,11 @@ impl SystemDatagram {
                 socket2::SockRef::from(udp).connect(&(*addr).into())
             }
             #[cfg(unix)]
-            (SystemDatagram::Unix { socket, .. }, Address::Unix(path)) => socket.connect(path),
+            // Through socket2, which takes an abstract name (a leading NUL) as the kernel
+            // does; std's `connect` refuses a path with a NUL byte.
+            (SystemDatagram::Unix { socket, .. }, Address::Unix(path)) => {
+                socket2::SockRef::from(socket).connect(&socket2::SockAddr::unix(path)?)
+            }
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "connect: the address is not of the socket's family",
