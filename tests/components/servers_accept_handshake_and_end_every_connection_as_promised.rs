@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use sockactor::filters::{Compress, Tls};
 use sockactor::messages::{
     Address, Close, GetInfo, GetLocalAddr, Handle, ListenerEvent, SocketEvent, SocketEventKind,
-    SocketId, StopListening, Write,
+    StopListening,
 };
 use sockactor::{
     Listener, MockTransport, Registry, Socket, SocketFunctions, SocketSystem, TransportError,
@@ -22,48 +21,14 @@ use sockactor::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::support::servers::{
+    echo_once, inet, loopback, tls_client_echo, tls_echo_listener, until_closed,
+};
 use crate::support::tls::{client_config, pki};
 use crate::support::{channel, channel_subscriber, drain, run_paused, settle, EchoServer};
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn inet(a: Address) -> SocketAddr {
-    match a {
-        Address::Inet(a) => a,
-        other => panic!("not inet: {other:?}"),
-    }
-}
-
 fn peer(i: u32) -> SocketAddr {
     SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 1000 + (i % 60000) as u16))
-}
-
-/// Receives listener events until `Closed` (bounded wait), returns all of them.
-async fn until_closed(
-    rx: &mut UnboundedReceiver<ListenerEvent>,
-    within: Duration,
-) -> Vec<ListenerEvent> {
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(e)) => {
-                let closed = matches!(e, ListenerEvent::Closed);
-                out.push(e);
-                if closed {
-                    return out;
-                }
-            }
-            Ok(None) => panic!("listener events channel ended before Closed"),
-            Err(_) => panic!(
-                "no Closed within {within:?}; got {} events: {:?}",
-                out.len(),
-                out
-            ),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -314,71 +279,6 @@ fn mock_the_factory_sees_each_peer_and_each_socket_gets_its_own_builder() {
 // 2. Real loopback listeners
 // ---------------------------------------------------------------------------------------
 
-/// An echo server like the support `EchoServer` (keeps each accepted socket, echoes what
-/// it receives, closes gracefully on EOF, forgets it once closed), which also passes a
-/// copy of each listener event on so the test can count them.
-struct TeeEcho {
-    sockets: HashMap<SocketId, Addr<Socket>>,
-    tee: Recipient<ListenerEvent>,
-}
-
-impl TeeEcho {
-    fn new(tee: Recipient<ListenerEvent>) -> Self {
-        TeeEcho {
-            sockets: HashMap::new(),
-            tee,
-        }
-    }
-}
-
-impl Actor for TeeEcho {
-    type Context = Context<Self>;
-}
-
-impl Handler<ListenerEvent> for TeeEcho {
-    type Result = ();
-    fn handle(&mut self, msg: ListenerEvent, _: &mut Context<Self>) {
-        let copy = match msg {
-            ListenerEvent::Accepted { socket, id, peer } => {
-                self.sockets.insert(id, socket.clone());
-                ListenerEvent::Accepted { socket, id, peer }
-            }
-            other => other,
-        };
-        self.tee.do_send(copy);
-    }
-}
-
-impl Handler<SocketEvent> for TeeEcho {
-    type Result = ();
-    fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
-        let Some(socket) = self.sockets.get(&msg.socket) else {
-            return;
-        };
-        match msg.kind {
-            SocketEventKind::Received(bytes) => {
-                socket.do_send(Write::new(bytes).wait_when_full());
-            }
-            SocketEventKind::Eof => socket.do_send(Close::Graceful),
-            SocketEventKind::Closed { .. } => {
-                self.sockets.remove(&msg.socket);
-            }
-            _ => {}
-        }
-    }
-}
-
-async fn echo_once(addr: SocketAddr, i: usize) -> Vec<u8> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let message = format!("client {i} {}", "x".repeat(i % 300));
-    stream.write_all(message.as_bytes()).await.expect("write");
-    stream.shutdown().await.expect("shutdown");
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.expect("read");
-    assert_eq!(back, message.as_bytes(), "client {i}");
-    back
-}
-
 /// Dropping every address of a real listener frees its port (`Closed` first).
 #[actix::test]
 async fn real_dropping_the_listener_frees_the_port_and_sends_closed() {
@@ -411,24 +311,6 @@ fn client_hello(roots: rustls::RootCertStore) -> Vec<u8> {
     out
 }
 
-/// A TLS listener whose sockets echo; listener events go to the test.
-async fn tls_echo_listener(
-    functions: SocketFunctions,
-) -> (Addr<Listener>, SocketAddr, UnboundedReceiver<ListenerEvent>) {
-    let (seen, events) = channel::<ListenerEvent>();
-    let server = TeeEcho::new(seen).start();
-    let s2 = server.clone();
-    let (listener, local) = Listener::builder()
-        .functions(functions)
-        .subscriber(server.recipient())
-        .accept_backoff(Duration::from_millis(1))
-        .socket_builder(move |_| Socket::builder().subscriber(s2.clone().recipient()))
-        .bind(loopback())
-        .await
-        .expect("bind");
-    (listener, inet(local), events)
-}
-
 async fn next_listener_event(
     rx: &mut UnboundedReceiver<ListenerEvent>,
     within: Duration,
@@ -437,37 +319,6 @@ async fn next_listener_event(
         .await
         .unwrap_or_else(|_| panic!("no listener event within {within:?}"))
         .expect("events")
-}
-
-async fn tls_client_echo(
-    functions: SocketFunctions,
-    addr: SocketAddr,
-    payload: &[u8],
-) -> Result<Vec<u8>, sockactor::SocketError> {
-    let (sub, mut rx) = channel_subscriber();
-    let sock = Socket::builder()
-        .functions(functions)
-        .subscriber(sub)
-        .connect(addr)
-        .await?;
-    sock.send(Write::new(Bytes::copy_from_slice(payload)))
-        .await
-        .unwrap()
-        .expect("written");
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while back.len() < payload.len() {
-            match rx.recv().await {
-                Some(SocketEventKind::Received(b)) => back.extend_from_slice(&b),
-                Some(other) => panic!("client event {other:?}"),
-                None => break,
-            }
-        }
-    })
-    .await
-    .expect("echo within 20 s");
-    sock.do_send(Close::Graceful);
-    Ok(back)
 }
 
 /// Bad TLS clients (one that leaves mid-handshake, one that resets mid-handshake, one
@@ -647,7 +498,7 @@ async fn tls_compressing_server_sockets_carry_both_layers_and_echo() {
 #[actix::test]
 async fn compress_per_connection_table_from_the_factory_is_carried_by_accepted_sockets() {
     let (seen, mut events) = channel::<ListenerEvent>();
-    let server = TeeEcho::new(seen).start();
+    let server = EchoServer::teeing(seen).start();
     let s2 = server.clone();
     let (listener, local) = Listener::builder()
         .subscriber(server.recipient())

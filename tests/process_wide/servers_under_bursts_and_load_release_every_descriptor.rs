@@ -11,55 +11,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use bytes::Bytes;
 use sockactor::filters::Tls;
 use sockactor::messages::{
-    Address, Close, GetInfo, ListenerEvent, SocketEvent, SocketEventKind, SocketId, StopListening,
-    Write,
+    Close, GetInfo, ListenerEvent, SocketEvent, SocketEventKind, SocketId, StopListening, Write,
 };
 use sockactor::{Listener, PeerLimits, Registry, Socket, SocketConfig, SocketFunctions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::support::servers::{
+    echo_once, inet, loopback, tls_client_echo, tls_echo_listener, until_closed,
+};
 use crate::support::tls::{client_config, pki};
-use crate::support::{channel, channel_subscriber, open_fds, EchoServer};
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn inet(a: Address) -> SocketAddr {
-    match a {
-        Address::Inet(a) => a,
-        other => panic!("not inet: {other:?}"),
-    }
-}
-
-/// Receives listener events until `Closed` (bounded wait), returns all of them.
-async fn until_closed(
-    rx: &mut UnboundedReceiver<ListenerEvent>,
-    within: Duration,
-) -> Vec<ListenerEvent> {
-    let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(e)) => {
-                let closed = matches!(e, ListenerEvent::Closed);
-                out.push(e);
-                if closed {
-                    return out;
-                }
-            }
-            Ok(None) => panic!("listener events channel ended before Closed"),
-            Err(_) => panic!(
-                "no Closed within {within:?}; got {} events: {:?}",
-                out.len(),
-                out
-            ),
-        }
-    }
-}
+use crate::support::{channel, open_fds, EchoServer};
 
 // ---------------------------------------------------------------------------------------
 // 1. The listener over the mock, paused time
@@ -68,60 +31,6 @@ async fn until_closed(
 // ---------------------------------------------------------------------------------------
 // 2. Real loopback listeners
 // ---------------------------------------------------------------------------------------
-
-/// An echo server like the support `EchoServer` (keeps each accepted socket, echoes what
-/// it receives, closes gracefully on EOF, forgets it once closed), which also passes a
-/// copy of each listener event on so the test can count them.
-struct TeeEcho {
-    sockets: HashMap<SocketId, Addr<Socket>>,
-    tee: Recipient<ListenerEvent>,
-}
-
-impl TeeEcho {
-    fn new(tee: Recipient<ListenerEvent>) -> Self {
-        TeeEcho {
-            sockets: HashMap::new(),
-            tee,
-        }
-    }
-}
-
-impl Actor for TeeEcho {
-    type Context = Context<Self>;
-}
-
-impl Handler<ListenerEvent> for TeeEcho {
-    type Result = ();
-    fn handle(&mut self, msg: ListenerEvent, _: &mut Context<Self>) {
-        let copy = match msg {
-            ListenerEvent::Accepted { socket, id, peer } => {
-                self.sockets.insert(id, socket.clone());
-                ListenerEvent::Accepted { socket, id, peer }
-            }
-            other => other,
-        };
-        self.tee.do_send(copy);
-    }
-}
-
-impl Handler<SocketEvent> for TeeEcho {
-    type Result = ();
-    fn handle(&mut self, msg: SocketEvent, _: &mut Context<Self>) {
-        let Some(socket) = self.sockets.get(&msg.socket) else {
-            return;
-        };
-        match msg.kind {
-            SocketEventKind::Received(bytes) => {
-                socket.do_send(Write::new(bytes).wait_when_full());
-            }
-            SocketEventKind::Eof => socket.do_send(Close::Graceful),
-            SocketEventKind::Closed { .. } => {
-                self.sockets.remove(&msg.socket);
-            }
-            _ => {}
-        }
-    }
-}
 
 /// Lets the runtime finish closing what was closed.
 async fn quiesce() {
@@ -141,17 +50,6 @@ async fn fds_back_to(before: usize, within: Duration) -> usize {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn echo_once(addr: SocketAddr, i: usize) -> Vec<u8> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let message = format!("client {i} {}", "x".repeat(i % 300));
-    stream.write_all(message.as_bytes()).await.expect("write");
-    stream.shutdown().await.expect("shutdown");
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.expect("read");
-    assert_eq!(back, message.as_bytes(), "client {i}");
-    back
 }
 
 /// A burst of 300 clients at a listener with one accept per turn (a backlog of 4 makes
@@ -177,7 +75,7 @@ async fn real_a_burst_past_a_tiny_backlog_is_served_whole_and_releases_every_des
     let before = open_fds();
     let registry = Registry::new();
     let (seen, mut events) = channel::<ListenerEvent>();
-    let server = TeeEcho::new(seen).start();
+    let server = EchoServer::teeing(seen).start();
     let (s2, r2) = (server.clone(), registry.clone());
     let (listener, local) = Listener::builder()
         .max_accepts_per_turn(1)
@@ -295,55 +193,6 @@ async fn real_a_gone_listener_subscriber_leaks_no_socket_and_the_listener_goes_o
 // ---------------------------------------------------------------------------------------
 // 3. TLS and compressing servers
 // ---------------------------------------------------------------------------------------
-
-/// A TLS listener whose sockets echo; listener events go to the test.
-async fn tls_echo_listener(
-    functions: SocketFunctions,
-) -> (Addr<Listener>, SocketAddr, UnboundedReceiver<ListenerEvent>) {
-    let (seen, events) = channel::<ListenerEvent>();
-    let server = TeeEcho::new(seen).start();
-    let s2 = server.clone();
-    let (listener, local) = Listener::builder()
-        .functions(functions)
-        .subscriber(server.recipient())
-        .accept_backoff(Duration::from_millis(1))
-        .socket_builder(move |_| Socket::builder().subscriber(s2.clone().recipient()))
-        .bind(loopback())
-        .await
-        .expect("bind");
-    (listener, inet(local), events)
-}
-
-async fn tls_client_echo(
-    functions: SocketFunctions,
-    addr: SocketAddr,
-    payload: &[u8],
-) -> Result<Vec<u8>, sockactor::SocketError> {
-    let (sub, mut rx) = channel_subscriber();
-    let sock = Socket::builder()
-        .functions(functions)
-        .subscriber(sub)
-        .connect(addr)
-        .await?;
-    sock.send(Write::new(Bytes::copy_from_slice(payload)))
-        .await
-        .unwrap()
-        .expect("written");
-    let mut back = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while back.len() < payload.len() {
-            match rx.recv().await {
-                Some(SocketEventKind::Received(b)) => back.extend_from_slice(&b),
-                Some(other) => panic!("client event {other:?}"),
-                None => break,
-            }
-        }
-    })
-    .await
-    .expect("echo within 20 s");
-    sock.do_send(Close::Graceful);
-    Ok(back)
-}
 
 /// A burst of 60 TLS clients at a listener with 4 handshakes at once: all are served,
 /// each accepted socket carries "tls", and once they have all closed the filter's

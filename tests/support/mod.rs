@@ -6,6 +6,7 @@
 pub mod capture;
 pub mod client;
 pub mod layers;
+pub mod servers;
 pub mod sim;
 pub mod tls;
 
@@ -282,9 +283,22 @@ pub fn drain<M>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<M>) -> Vec<M> {
 /// per-connection builder). It keeps each accepted socket's address (from
 /// `ListenerEvent::Accepted`, which arrives before the socket's first event), writes back
 /// whatever a socket receives, closes it gracefully on EOF and forgets it once closed.
+/// Made with [`EchoServer::teeing`], it also passes each listener event on.
 #[derive(Default)]
 pub struct EchoServer {
     sockets: std::collections::HashMap<sockactor::messages::SocketId, Addr<sockactor::Socket>>,
+    tee: Option<Recipient<sockactor::messages::ListenerEvent>>,
+}
+
+impl EchoServer {
+    /// An echo server that passes a copy of each listener event to `tee`, so a test can
+    /// count them.
+    pub fn teeing(tee: Recipient<sockactor::messages::ListenerEvent>) -> Self {
+        EchoServer {
+            sockets: std::collections::HashMap::new(),
+            tee: Some(tee),
+        }
+    }
 }
 
 impl Actor for EchoServer {
@@ -294,8 +308,11 @@ impl Actor for EchoServer {
 impl Handler<sockactor::messages::ListenerEvent> for EchoServer {
     type Result = ();
     fn handle(&mut self, msg: sockactor::messages::ListenerEvent, _: &mut Context<Self>) {
-        if let sockactor::messages::ListenerEvent::Accepted { socket, id, .. } = msg {
-            self.sockets.insert(id, socket);
+        if let sockactor::messages::ListenerEvent::Accepted { socket, id, .. } = &msg {
+            self.sockets.insert(*id, socket.clone());
+        }
+        if let Some(tee) = &self.tee {
+            tee.do_send(msg);
         }
     }
 }
