@@ -265,6 +265,7 @@ impl ClientBuilder {
             forwarded: BTreeMap::new(),
             outstanding: BTreeMap::new(),
             failing: BTreeMap::new(),
+            handed_over: None,
             replies: Rendezvous::default(),
         }
     }
@@ -348,7 +349,8 @@ enum Link {
 /// and answers writes with [`WriteError::GaveUp`] until a [`Reconnect`]. A [`Close`]
 /// ends it for good: `Graceful` hands over what it holds and closes the socket after
 /// its queue drains (while disconnected, held writes are answered with
-/// [`WriteError::Closed`]); `Abort` aborts the socket and answers held writes with
+/// [`WriteError::Closed`]); `Abort` aborts the socket (also one a graceful close has
+/// handed over and left draining) and answers held writes with
 /// [`WriteError::Aborted`]; later writes get [`WriteError::Closed`].
 ///
 /// Events go to the subscriber as [`ClientEvent`]s. Write answers survive restarts:
@@ -415,6 +417,9 @@ pub struct ReconnectingClient {
     /// in arrival order (a lost connection's socket answers its writes after the client
     /// has failed the ones it held).
     failing: BTreeMap<u64, (Reply, WriteError)>,
+    /// The socket a graceful close handed over and left draining: a later
+    /// [`Close::Abort`] still aborts it.
+    handed_over: Option<actix::WeakAddr<Socket>>,
 }
 
 impl fmt::Debug for ReconnectingClient {
@@ -609,6 +614,7 @@ impl ReconnectingClient {
         if self.held.is_empty() && !stale {
             conn.socket.do_send(Close::Graceful);
             tracing::debug!(parent: &self.span, "drained; closing the socket");
+            self.handed_over = Some(conn.socket.downgrade());
             self.link = Link::Closed;
         }
     }
@@ -985,6 +991,9 @@ impl Handler<Close> for ReconnectingClient {
             (Close::Abort, link) => {
                 if let Link::Connected(conn) | Link::Draining(conn) = link {
                     conn.socket.do_send(Close::Abort);
+                } else if let Some(socket) = self.handed_over.take().and_then(|s| s.upgrade()) {
+                    // Handed over and still draining (toward a peer that may never read).
+                    socket.do_send(Close::Abort);
                 }
                 self.fail_held(|len| WriteError::Aborted { bytes_sent: 0, len });
             }

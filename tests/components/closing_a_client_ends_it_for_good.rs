@@ -163,3 +163,38 @@ fn closing_while_waiting_to_reconnect_cancels_the_attempt() {
         assert_eq!(gate.calls().len(), 1);
     });
 }
+
+/// After a graceful close whose hand-over is done (the client is `Closed`, its socket
+/// still draining toward a peer that stopped reading), an `Abort` aborts that socket:
+/// the write still queued in it is answered `Aborted` instead of waiting for ever.
+#[test]
+fn abort_after_a_graceful_close_aborts_the_socket_still_draining() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let (subscriber, mut events) = client_events();
+        let client = ReconnectingClient::builder(mock_peer())
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .start();
+        expect_connected(&mut events).await;
+        let stuck = client.send(Write::new(&b"stuck"[..]));
+        settle().await;
+        client.do_send(Close::Graceful);
+        settle().await;
+        assert!(matches!(
+            client.send(GetClientState).await.expect("state"),
+            ClientState::Closed
+        ));
+        client.do_send(Close::Abort);
+        match tokio::time::timeout(Duration::from_secs(60), stuck).await {
+            Ok(Ok(Err(WriteError::Aborted {
+                bytes_sent: 0,
+                len: 5,
+            }))) => {}
+            other => panic!("expected the write aborted, got {other:?}"),
+        }
+        settle().await;
+        assert!(mock.is_closed(Handle(1)));
+    });
+}
