@@ -138,38 +138,74 @@ pub(crate) enum FlushRequest {
     Sent,
     /// The same, to a Flusher of the caller's: an error from this says the request died
     /// unhandled with the Flusher's mailbox (no `Flush` will come), and the socket then
-    /// writes at once from now on.
-    Watch(RecipientRequest<PendingWrite>),
+    /// writes at once from now on. Once handled, the Flusher is looked at every
+    /// [`FLUSHER_CHECK`] until its `Flush` comes: one that stopped meanwhile will not
+    /// answer either.
+    Watch(RecipientRequest<PendingWrite>, Recipient<PendingWrite>),
     /// No Flusher (immediate policy), or it is gone (then forgotten, with a warning):
     /// the socket writes at once from now on.
     Gone,
 }
 
+/// How often a socket looks at a Flusher of the caller's that has handled its request
+/// but not answered it yet: a Flusher that stopped in between never will.
+pub(crate) const FLUSHER_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A socket asking a Flusher of the caller's: what the watch of its request needs.
+pub(crate) trait FlushWaiter: Actor<Context = Context<Self>> {
+    /// How many flushes were asked so far, while the last one's `Flush` is still to
+    /// come; `None` when none is awaited.
+    fn awaited_flush(&self) -> Option<u64>;
+
+    /// The Flusher stopped with the request unanswered: no `Flush` will come, and the
+    /// socket writes at once from now on.
+    fn flusher_lost(&mut self, ctx: &mut Context<Self>);
+}
+
 impl FlushRequest {
     /// What the socket does with it: nothing more once sent; `gone` at once when there is
-    /// no Flusher; a watched request is spawned in `ctx`, and `lost` runs if it died
-    /// unhandled.
-    pub(crate) fn follow<A>(
+    /// no Flusher; a watched request is spawned in `ctx`: if it died unhandled, or the
+    /// Flusher stops after handling it without answering, the socket hears
+    /// [`FlushWaiter::flusher_lost`].
+    pub(crate) fn follow<A: FlushWaiter>(
         self,
         act: &mut A,
         ctx: &mut Context<A>,
         gone: impl FnOnce(&mut A),
-        lost: impl FnOnce(&mut A, &mut Context<A>) + 'static,
-    ) where
-        A: Actor<Context = Context<A>>,
-    {
+    ) {
         match self {
             FlushRequest::Sent => {}
-            FlushRequest::Watch(request) => {
-                ctx.spawn(request.into_actor(&*act).map(|answer, act, ctx| {
+            FlushRequest::Watch(request, flusher) => {
+                ctx.spawn(request.into_actor(&*act).map(move |answer, act, ctx| {
                     if answer.is_err() {
-                        lost(act, ctx);
+                        act.flusher_lost(ctx);
+                    } else if let Some(asked) = act.awaited_flush() {
+                        watch_flusher(flusher, asked, ctx);
                     }
                 }));
             }
             FlushRequest::Gone => gone(act),
         }
     }
+}
+
+/// Looks at `flusher` every [`FLUSHER_CHECK`] while the socket still awaits the `Flush`
+/// of its request number `asked`.
+fn watch_flusher<A: FlushWaiter>(
+    flusher: Recipient<PendingWrite>,
+    asked: u64,
+    ctx: &mut Context<A>,
+) {
+    ctx.run_later(FLUSHER_CHECK, move |act, ctx| {
+        if act.awaited_flush() != Some(asked) {
+            return;
+        }
+        if flusher.connected() {
+            watch_flusher(flusher, asked, ctx);
+        } else {
+            act.flusher_lost(ctx);
+        }
+    });
 }
 
 /// Asks a socket's Flusher for a flush (c-ares' pending-write notification).
@@ -189,7 +225,7 @@ pub(crate) fn request_flush(
             if f.watched {
                 // A sender of its own, never parked by a full mailbox: the request is
                 // queued now, as a `do_send` would be.
-                FlushRequest::Watch(f.recipient.clone().send(request))
+                FlushRequest::Watch(f.recipient.clone().send(request), f.recipient.clone())
             } else {
                 f.recipient.do_send(request);
                 FlushRequest::Sent

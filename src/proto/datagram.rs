@@ -327,6 +327,14 @@ impl<T> DatagramCore<T> {
         self.send.flusher_gone();
     }
 
+    /// How many flushes were asked so far, while the last one's `Flush` is still to come
+    /// (`None` when none is awaited): what the driver's watch of a Flusher keys on.
+    pub(crate) fn awaited_flush(&self) -> Option<u64> {
+        self.send
+            .is_requested()
+            .then_some(self.stats.pending_writes)
+    }
+
     /// The Flusher stopped with this socket's request unhandled: no `Flush` will come
     /// ([`handle_flusher_gone`](Self::handle_flusher_gone), the request counted as made).
     pub(crate) fn handle_flusher_lost(&mut self) {

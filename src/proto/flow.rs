@@ -89,6 +89,11 @@ impl SendFlow {
         self.request || self.wait || self.state == Send::Ready
     }
 
+    /// Whether a flush was asked of the Flusher and its answer is still to come.
+    pub(crate) fn is_requested(&self) -> bool {
+        self.state == Send::Requested
+    }
+
     /// Whether a transmit is out, its answer to come.
     pub(crate) fn in_flight(&self) -> bool {
         matches!(self.state, Send::InFlight { .. })

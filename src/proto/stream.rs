@@ -702,6 +702,14 @@ impl<T: Token> StreamCore<T> {
         self.send.flusher_gone();
     }
 
+    /// How many flushes were asked so far, while the last one's `Flush` is still to come
+    /// (`None` when none is awaited): what the driver's watch of a Flusher keys on.
+    pub(crate) fn awaited_flush(&self) -> Option<u64> {
+        self.send
+            .is_requested()
+            .then_some(self.counters.pending_writes)
+    }
+
     /// The Flusher stopped with this socket's request unhandled: no `Flush` will come
     /// ([`handle_flusher_gone`](Self::handle_flusher_gone), the request counted as made).
     pub(crate) fn handle_flusher_lost(&mut self) {
@@ -737,8 +745,12 @@ impl<T: Token> StreamCore<T> {
             }
         };
         if self.queue.is_empty() && !self.queue.in_flight() && self.waiting.is_empty() {
-            // Nothing is left to send (a blocked or requested flush included).
-            if !self.send.is_idle() {
+            // Nothing is left to send (a blocked flush included). A flush asked of the
+            // Flusher stays asked: its `Flush` is still to come, and a socket has one
+            // request out at a time (that `Flush` finds nothing, or the next write).
+            if self.send.is_requested() {
+                self.maybe_finish_drain();
+            } else if !self.send.is_idle() {
                 self.send.idle();
                 self.went_idle();
             } else {

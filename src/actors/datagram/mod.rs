@@ -15,7 +15,7 @@ use tokio::time::Instant;
 mod io;
 mod writer;
 
-use super::flusher::{request_flush, FlusherLink};
+use super::flusher::{request_flush, FlushWaiter, FlusherLink};
 use super::functions::{call, ShareDatagram, SocketFunctions, SystemDatagram};
 use super::reply::{Rendezvous, Reply, ReportFailures, WriteResponse};
 use super::socket::{flush_policy_setters, now, FlushPolicy, NEXT_ID};
@@ -409,20 +409,7 @@ impl DatagramSocket {
                     || ctx.address().recipient(),
                     &self.span,
                 )
-                .follow(
-                    self,
-                    ctx,
-                    |act| act.core.handle_flusher_gone(),
-                    |act, ctx| {
-                        tracing::warn!(
-                            parent: &act.span,
-                            "the flusher stopped with this socket's request unhandled; sending immediately"
-                        );
-                        act.flusher = None;
-                        act.core.handle_flusher_lost();
-                        act.drive(ctx);
-                    },
-                );
+                .follow(self, ctx, |act| act.core.handle_flusher_gone());
             }
             IoAction::Transmit { budget } => self.io.transmit(&mut self.core, budget, ctx),
             IoAction::Yield(direction) => {
@@ -829,5 +816,21 @@ impl Handler<GetDatagramStats> for DatagramSocket {
 impl crate::actors::readiness::Waiter for DatagramSocket {
     fn is_open(&self) -> bool {
         self.core.is_open()
+    }
+}
+
+impl FlushWaiter for DatagramSocket {
+    fn awaited_flush(&self) -> Option<u64> {
+        self.core.awaited_flush()
+    }
+
+    fn flusher_lost(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(
+            parent: &self.span,
+            "the flusher stopped with this socket's request unanswered; sending immediately"
+        );
+        self.flusher = None;
+        self.core.handle_flusher_lost();
+        self.drive(ctx);
     }
 }

@@ -17,7 +17,7 @@ mod registry;
 mod turns;
 mod writer;
 
-use super::flusher::{request_flush, FlusherLink};
+use super::flusher::{request_flush, FlushWaiter, FlusherLink};
 use super::inbound::{Got, Inbound, Stopped};
 use super::reply::{Attached, Rendezvous, Reply};
 use crate::error::{TransportError, WriteError};
@@ -227,15 +227,6 @@ impl Socket {
                     self,
                     ctx,
                     |act| act.core.handle_flusher_gone(),
-                    |act, ctx| {
-                        tracing::warn!(
-                            parent: act.span(),
-                            "the flusher stopped with this socket's request unhandled; writing immediately"
-                        );
-                        act.flusher = None;
-                        act.core.handle_flusher_lost();
-                        act.drive(ctx);
-                    },
                 );
             }
             IoAction::Transmit { budget } => match self.io.transmit(&mut self.core, budget, ctx) {
@@ -638,5 +629,21 @@ mod tests {
             future <= 792,
             "the socket's actor future is {future} bytes: over 792, its task grows to 1,024"
         );
+    }
+}
+
+impl FlushWaiter for Socket {
+    fn awaited_flush(&self) -> Option<u64> {
+        self.core.awaited_flush()
+    }
+
+    fn flusher_lost(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(
+            parent: self.span(),
+            "the flusher stopped with this socket's request unanswered; writing immediately"
+        );
+        self.flusher = None;
+        self.core.handle_flusher_lost();
+        self.drive(ctx);
     }
 }
