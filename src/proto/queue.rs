@@ -1157,17 +1157,21 @@ impl<T: Token> WriteQueue<T> {
         let mut left = n;
         let mut staged = 0;
         self.queued -= n;
-        // The writes it carried: a run of silent copied writes is one entry, many writes.
+        // The writes it carried bytes of: a run of silent copied writes is one entry,
+        // many writes; a zero-length write rides along with none.
         let carried: u64 = self
             .entries
             .iter()
             .take(flight.writes)
+            .filter(|e| e.remaining() > 0)
             .map(|e| e.run.as_deref().map_or(1, Lens::writes))
             .sum();
         let carried = u32::try_from(carried).unwrap_or(u32::MAX);
         for entry in self.entries.iter_mut().take(flight.writes) {
-            entry.sendv_calls += 1;
-            entry.max_writes_per_sendv = entry.max_writes_per_sendv.max(carried);
+            if entry.remaining() > 0 {
+                entry.sendv_calls += 1;
+                entry.max_writes_per_sendv = entry.max_writes_per_sendv.max(carried);
+            }
             // The transport takes bytes in order: the writes past the first one not
             // wholly taken got nothing.
             let take = left.min(entry.remaining());
