@@ -122,9 +122,7 @@ fn many_segments(count: usize, seed: u64) -> (IoBatch, Vec<u8>) {
     (batch, expected)
 }
 
-async fn mock_with(
-    config: SocketConfig,
-) -> (MockTransport, Addr<Socket>) {
+async fn mock_with(config: SocketConfig) -> (MockTransport, Addr<Socket>) {
     let mock = MockTransport::start();
     let socket = Socket::builder()
         .functions(mock.functions())
