@@ -78,3 +78,48 @@ async fn a_datagram_socket_on_an_arbiter_receives_every_paced_datagram() {
     drop(socket);
     system.shutdown().await.expect("shutdown");
 }
+
+/// A datagram socket on an arbiter using the main thread's system table, dropped with
+/// its arbiter at shutdown (not stopped): its socket still closes, so its port can be
+/// bound again, as with the arbiter's own table.
+#[actix::test]
+async fn a_datagram_socket_dropped_with_its_arbiter_releases_its_port() {
+    for cross in [false, true] {
+        let system = SocketSystem::builder().arbiters(1).start().expect("start");
+        let table = SocketFunctions::system();
+        let (socket, local) = system
+            .run_on(0, move || async move {
+                let builder = DatagramSocket::builder();
+                let builder = if cross {
+                    builder.functions(table)
+                } else {
+                    builder
+                };
+                builder
+                    .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+            })
+            .await
+            .expect("run_on")
+            .expect("bind");
+        let Address::Inet(port) = local else {
+            panic!("an inet address")
+        };
+        system.shutdown().await.expect("shutdown");
+        drop(socket);
+        let mut rebound = None;
+        for _ in 0..100 {
+            match std::net::UdpSocket::bind(port) {
+                Ok(socket) => {
+                    rebound = Some(socket);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert!(
+            rebound.is_some(),
+            "cross-thread table {cross}: the port is still bound 2 s after shutdown"
+        );
+    }
+}

@@ -122,3 +122,70 @@ async fn a_socket_on_an_arbiter_reads_everything_through_the_main_threads_system
     }
     system.shutdown().await.expect("shutdown");
 }
+
+/// A socket on an arbiter, using the main thread's system table, with a write blocked
+/// toward a peer that does not read when the system shuts down: the arbiter drops the
+/// socket (it does not stop it), and the connection still closes (the peer reads to
+/// EOF), as it does with the arbiter's own table.
+#[actix::test]
+async fn a_socket_dropped_with_its_arbiter_closes_its_connection_through_another_threads_table() {
+    use std::io::Read;
+    for cross in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let system = SocketSystem::builder().arbiters(1).start().expect("start");
+        let table = SocketFunctions::system();
+        let socket = system
+            .connect(
+                move || {
+                    if cross {
+                        Socket::builder().functions(table)
+                    } else {
+                        Socket::builder()
+                    }
+                },
+                addr,
+            )
+            .await
+            .expect("connect");
+        let (mut peer, _) = listener.accept().expect("accept");
+        socket
+            .send(Write::new(&b"hello"[..]))
+            .await
+            .expect("mailbox")
+            .expect("written");
+        // A write the peer does not read: the socket waits for room when it is dropped.
+        socket.do_send(Write::new(Bytes::from(vec![7u8; 4 << 20])));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        system.shutdown().await.expect("shutdown");
+        drop(socket);
+        let reader = std::thread::spawn(move || {
+            peer.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match peer.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(_) => continue,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        return false
+                    }
+                    // A reset closes it too.
+                    Err(_) => return true,
+                }
+            }
+        });
+        let closed = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+            .await
+            .expect("join");
+        assert!(
+            closed,
+            "cross-thread table {cross}: the connection is still open 5 s after shutdown"
+        );
+    }
+}

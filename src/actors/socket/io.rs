@@ -137,6 +137,10 @@ pub(crate) trait StreamIo: fmt::Debug {
     /// The actor stopped: a close still under way (see `close`) ends now.
     fn stopped(&mut self, _ctx: &mut Context<Socket>) {}
 
+    /// The actor is dropped without stopping (its arbiter stopped): the handle, unless
+    /// closed already, is closed now (no context: nothing is waited for).
+    fn abandon(&mut self);
+
     /// Bytes the core counts as sent are still held here (a layered socket's outbox):
     /// the socket must not stop before they are out.
     fn unsent(&self) -> bool {
@@ -154,6 +158,8 @@ pub(crate) struct TableIo {
     /// The stream, when the table's data path is the system's and it is called in place.
     stream: Option<Arc<SystemStream>>,
     waits: WaitSlots,
+    /// `CloseSocket` went to the transport.
+    closed: bool,
 }
 
 impl fmt::Debug for TableIo {
@@ -178,6 +184,19 @@ impl TableIo {
             peer,
             stream,
             waits: WaitSlots::default(),
+            closed: false,
+        }
+    }
+
+    /// Lets go of the stream and has the transport close the handle, once.
+    fn close_handle(&mut self) {
+        // With the system transport's own reference dropped on `CloseSocket`, the
+        // descriptor closes now.
+        self.stream = None;
+        if !std::mem::replace(&mut self.closed, true) {
+            self.functions.close().do_send(CloseSocket {
+                handle: self.handle,
+            });
         }
     }
 }
@@ -442,12 +461,11 @@ impl StreamIo for TableIo {
 
     fn close(&mut self, ctx: &mut Context<Socket>) {
         self.waits.cancel(ctx);
-        // Let go of the stream: with the system transport's own reference dropped on
-        // `CloseSocket`, the descriptor closes now.
-        self.stream = None;
-        self.functions.close().do_send(CloseSocket {
-            handle: self.handle,
-        });
+        self.close_handle();
+    }
+
+    fn abandon(&mut self) {
+        self.close_handle();
     }
 }
 

@@ -566,6 +566,12 @@ impl StreamIo for LayeredIo {
         Answer::Later
     }
 
+    fn abandon(&mut self) {
+        // The outbox cannot go out without the actor: the handle closes now.
+        self.closed = true;
+        self.base.abandon();
+    }
+
     fn close(&mut self, ctx: &mut Context<Socket>) {
         self.plain = BytesMut::new();
         let unsent = !self.stack.drained() || self.sending;

@@ -605,6 +605,9 @@ impl Drop for Socket {
     /// writers must still hear that it is gone.
     fn drop(&mut self) {
         self.let_go_of_the_gate();
+        // Dropped with its arbiter, not stopped: the handle closes here (a transport of
+        // another thread, still running, would otherwise keep the connection open).
+        self.io.abandon();
     }
 }
 
@@ -612,6 +615,22 @@ impl crate::actors::readiness::Waiter for Socket {
     /// Whether the socket still takes writes.
     fn is_open(&self) -> bool {
         self.core.is_open()
+    }
+}
+
+impl FlushWaiter for Socket {
+    fn awaited_flush(&self) -> Option<u64> {
+        self.core.awaited_flush()
+    }
+
+    fn flusher_lost(&mut self, ctx: &mut Context<Self>) {
+        tracing::warn!(
+            parent: self.span(),
+            "the flusher stopped with this socket's request unanswered; writing immediately"
+        );
+        self.flusher = None;
+        self.core.handle_flusher_lost();
+        self.drive(ctx);
     }
 }
 
@@ -629,21 +648,5 @@ mod tests {
             future <= 792,
             "the socket's actor future is {future} bytes: over 792, its task grows to 1,024"
         );
-    }
-}
-
-impl FlushWaiter for Socket {
-    fn awaited_flush(&self) -> Option<u64> {
-        self.core.awaited_flush()
-    }
-
-    fn flusher_lost(&mut self, ctx: &mut Context<Self>) {
-        tracing::warn!(
-            parent: self.span(),
-            "the flusher stopped with this socket's request unanswered; writing immediately"
-        );
-        self.flusher = None;
-        self.core.handle_flusher_lost();
-        self.drive(ctx);
     }
 }
