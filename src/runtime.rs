@@ -179,8 +179,8 @@ fn start_arbiter(index: usize) -> Result<(Arbiter, ThreadId), SocketSystemError>
 /// An arbiter stops at once: the actors on it are dropped, not stopped, so writes still
 /// queued there are lost (a [`WriteFuture`](crate::WriteFuture) answers
 /// [`WriteError::Lost`](crate::WriteError::Lost), a pending `send` a mailbox error); each
-/// dropped socket still closes its connection, even through a transport of another
-/// thread that lives on. To
+/// dropped socket (stream or datagram) still closes its connection, even through a
+/// transport of another thread that lives on. To
 /// drain first, close the sockets ([`Close::Graceful`](crate::messages::Close)) and wait
 /// for [`SocketEventKind::Closed`](crate::messages::SocketEventKind::Closed). After
 /// shutdown every call answers [`SocketSystemError::ShutDown`]. Dropping the last

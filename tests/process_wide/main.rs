@@ -10,6 +10,7 @@
 mod support;
 
 mod a_connect_to_a_multicast_or_broadcast_address_is_a_typed_error;
+mod a_datagram_socket_dropped_with_its_arbiter_releases_its_descriptor;
 mod a_listener_leaves_no_descriptor_behind;
 mod a_socket_buffer_size_past_the_kernels_is_refused_with_no_descriptor_left;
 mod a_timed_out_or_abandoned_connect_releases_its_descriptor_at_once;

@@ -35,6 +35,8 @@ pub(super) struct DatagramIo {
     sent: Vec<usize>,
     /// Runs of one length to one destination go as one offloaded message.
     offload: bool,
+    /// `CloseSocket` went to the transport.
+    closed: bool,
 }
 
 impl fmt::Debug for DatagramIo {
@@ -60,6 +62,7 @@ impl DatagramIo {
             waits: WaitSlots::default(),
             sent: Vec::new(),
             offload,
+            closed: false,
         }
     }
 
@@ -182,9 +185,17 @@ impl DatagramIo {
     /// waiting.
     pub(super) fn close(&mut self, ctx: &mut Context<DatagramSocket>) {
         self.waits.cancel(ctx);
+        self.abandon();
+    }
+
+    /// Lets go of the socket and has the transport close the handle, once (also when
+    /// the actor is dropped with its arbiter, without a context).
+    pub(super) fn abandon(&mut self) {
         self.system = None;
-        self.functions.close().do_send(CloseSocket {
-            handle: self.handle,
-        });
+        if !std::mem::replace(&mut self.closed, true) {
+            self.functions.close().do_send(CloseSocket {
+                handle: self.handle,
+            });
+        }
     }
 }

@@ -628,6 +628,9 @@ impl Drop for DatagramSocket {
     fn drop(&mut self) {
         self.gate.close(DatagramError::Closed);
         self.gate.release_all();
+        // Dropped with its arbiter, not stopped: the handle closes here (a transport of
+        // another thread, still running, would otherwise keep the socket open).
+        self.io.abandon();
     }
 }
 
