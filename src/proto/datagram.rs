@@ -477,9 +477,16 @@ impl<T> DatagramCore<T> {
         self.receive.pending();
     }
 
-    /// What a receive found.
+    /// Whether a receive's answer is still wanted: a receive is out and the socket is
+    /// not closed (a datagram answered after that is dropped, never delivered after
+    /// `Closed`).
+    pub(crate) fn read_wanted(&self) -> bool {
+        self.receive.expecting().is_some() && self.life != Life::Closed
+    }
+
+    /// What a receive found (ignored unless [`read_wanted`](Self::read_wanted)).
     pub(crate) fn handle_received(&mut self, received: Received) {
-        if self.receive.expecting().is_none() || self.life == Life::Closed {
+        if !self.read_wanted() {
             return;
         }
         match received {

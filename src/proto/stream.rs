@@ -917,11 +917,17 @@ impl<T: Token> StreamCore<T> {
         self.receive.pending();
     }
 
-    /// What the read found.
+    /// Whether a read's answer is still wanted: a read is out and the socket is not
+    /// closed. Reading may have ended (closed, orphaned) while a message-path read was
+    /// awaiting its answer; its bytes are then dropped, as a reset connection's are,
+    /// never delivered after `Closed`.
+    pub(crate) fn read_wanted(&self) -> bool {
+        self.receive.expecting().is_some() && self.life != Life::Closed
+    }
+
+    /// What the read found (ignored unless [`read_wanted`](Self::read_wanted)).
     pub(crate) fn handle_read(&mut self, outcome: ReadOutcome, now: Instant) {
-        // Only the read that is out may change the read state: reading may have ended
-        // (closed, orphaned) while a message-path read was awaiting its answer.
-        if self.receive.expecting().is_none() || self.life == Life::Closed {
+        if !self.read_wanted() {
             return;
         }
         match outcome {

@@ -170,3 +170,45 @@ async fn real_udp_at_a_size_of_zero_flags_every_datagram_with_bytes() {
     }
     assert_eq!(got, [(0, false), (0, true), (0, true)]);
 }
+
+/// A datagram the transport answers with just as the socket is aborted is dropped, not
+/// delivered after `Closed` (the socket's last event) nor left out of the counters it
+/// was delivered past.
+#[test]
+fn a_datagram_answered_after_an_abort_is_not_delivered_after_closed() {
+    use sockactor::messages::Close;
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let (subscriber, mut heard) = crate::support::channel::<DatagramEvent>();
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .subscriber(subscriber)
+            .bind(crate::support::local())
+            .await
+            .expect("bind");
+        mock.push_datagram(
+            Handle(1),
+            &b"\0\0\0\0"[..],
+            std::net::SocketAddr::from(([198, 51, 100, 7], 9)),
+        );
+        socket.do_send(Close::Abort);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let kinds: Vec<String> = crate::support::drain(&mut heard)
+            .into_iter()
+            .map(|e| match e.kind {
+                DatagramEventKind::Received { bytes, .. } => format!("Received({})", bytes.len()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let stats = socket.send(GetDatagramStats).await.expect("stats");
+        let delivered = kinds.iter().filter(|k| k.starts_with("Received")).count() as u64;
+        assert_eq!(
+            stats.received, delivered,
+            "events {kinds:?}, stats {stats:?}"
+        );
+        assert!(
+            kinds.last().is_some_and(|k| k.starts_with("Closed")),
+            "events {kinds:?}"
+        );
+    });
+}

@@ -103,3 +103,41 @@ fn a_recvfrom_answering_more_than_it_was_asked_for_is_a_typed_read_error() {
         assert!(mock.is_closed(Handle(1)));
     });
 }
+
+/// Bytes a message-path read brings back after an abort are dropped, as a reset
+/// connection's are: `Closed` stays the last event (but a late `WriteFailed`), and the
+/// counters do not count bytes nobody received.
+#[test]
+fn a_read_answered_after_an_abort_is_not_delivered_after_closed() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let recorder = Recorder::default();
+        let socket = subscribed_mock_socket(&mock, recorder.start().recipient()).await;
+        mock.push_inbound(Handle(1), &b","[..]);
+        socket.do_send(sockactor::messages::Close::Abort);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        settle().await;
+        let names: Vec<String> = recorder.picked(|e| {
+            Some(match e {
+                SocketEventKind::Received(b) => format!("Received({})", b.len()),
+                other => format!("{other:?}"),
+            })
+        });
+        let closed = names
+            .iter()
+            .position(|n| n.starts_with("Closed"))
+            .unwrap_or_else(|| panic!("no Closed: {names:?}"));
+        assert!(
+            names[closed + 1..]
+                .iter()
+                .all(|n| n.starts_with("WriteFailed")),
+            "events after Closed: {names:?}"
+        );
+        let delivered = recorder.received().len() as u64;
+        let stats = socket
+            .send(sockactor::messages::GetStats)
+            .await
+            .expect("stats");
+        assert_eq!(stats.bytes_received, delivered, "{stats:?}");
+    });
+}

@@ -439,6 +439,10 @@ impl DatagramSocket {
     /// (`max`: the most the transport was asked for; past it, a datagram is cut here.)
     fn received(&mut self, result: Result<Received, TransportError>, max: usize) {
         use crate::proto::Received as Got;
+        if !self.core.read_wanted() {
+            // Answered after the socket closed (or stopped receiving): nobody may hear it.
+            return;
+        }
         let (subscriber, id, span) = (&self.subscriber, self.id, &self.span);
         let got = match result {
             Ok(Received::Data { bytes, from } | Received::Truncated { bytes, from })

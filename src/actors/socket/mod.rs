@@ -317,6 +317,11 @@ impl Socket {
 
     /// Takes in what a read found.
     fn absorb(&mut self, got: Result<Got, TransportError>, now: std::time::Instant) {
+        if !self.core.read_wanted() {
+            // Answered after the socket closed (or stopped reading): nobody may hear it.
+            self.inbound.drop_buffers();
+            return;
+        }
         let outcome = match got {
             Ok(Got::Chunk(bytes)) => {
                 let n = bytes.len();
