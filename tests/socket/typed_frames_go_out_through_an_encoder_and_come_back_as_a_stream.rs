@@ -442,3 +442,56 @@ fn an_item_the_encoder_refuses_half_way_leaves_no_bytes_behind() {
         assert_eq!(mock.written(Handle(1)), b"a\nb\n");
     });
 }
+
+/// A `send` waiting for room when the socket is aborted is answered once, by its `Err`,
+/// which names the item's bytes: the writer no longer holds them, so dropping it sends
+/// nothing more (no second answer, to the subscriber).
+#[test]
+fn a_send_refused_by_a_closing_socket_is_answered_once_naming_its_bytes() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::Hold]);
+        let recorder = crate::support::Recorder::default();
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(watermarks(64, 32))
+            .subscriber(recorder.start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer: Writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        let mut tx = writer.clone().framed(tokio_util::codec::BytesCodec::new());
+        writer
+            .write(vec![1u8; 64])
+            .expect("an empty queue takes it");
+        socket.do_send(Close::Abort);
+        let item = bytes::Bytes::from_static(b"framed item");
+        let refused = tx.send(item.clone()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(FramedWriteError::Write(
+                    WriteError::Aborted { len: 11, .. } | WriteError::Closed { len: 11, .. }
+                ))
+            ),
+            "{refused:?}"
+        );
+        settle().await;
+        drop(tx);
+        settle().await;
+        let again = recorder.count(|e| {
+            matches!(e, SocketEventKind::WriteFailed { error, .. }
+                if matches!(error, WriteError::Aborted { len: 11, .. } | WriteError::Closed { len: 11, .. }))
+        });
+        assert_eq!(
+            again,
+            0,
+            "answered a second time: {:?}",
+            recorder.picked(|e| Some(format!("{e:?}")))
+        );
+        assert!(mock.written(Handle(1)).is_empty());
+    });
+}

@@ -224,7 +224,9 @@ impl<E> FramedWriter<E> {
     /// Cancel-safe: the item is the writer's once this is first polled. Dropped while
     /// it waits for room (a timeout), the future loses nothing: the item and what was
     /// held before it go first at the next `send`, flush or `try_send`, or when the
-    /// writer is dropped.
+    /// writer is dropped. Refused because the socket shut while it waited, the error is
+    /// the answer for the item and the bytes held before it (its `len` counts them all):
+    /// the writer lets go of them.
     pub async fn send<I>(&mut self, item: I) -> Result<(), FramedWriteError<E::Error>>
     where
         E: Encoder<I>,
@@ -304,9 +306,23 @@ impl<E> FramedWriter<E> {
                 let ready = room.as_mut().poll(cx);
                 match ready {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(result) => {
+                    Poll::Ready(Ok(())) => self.room = None,
+                    Poll::Ready(Err(refused)) => {
                         self.room = None;
-                        result?;
+                        // The socket no longer takes writes: the bytes held get its
+                        // refusal, which names their length, and are answered by it,
+                        // once (the writer lets go of them: not sent again at drop).
+                        let Some(held) = self.pending.take() else {
+                            return Poll::Ready(Err(refused));
+                        };
+                        return Poll::Ready(match self.writer.write(held) {
+                            Ok(()) => Ok(()),
+                            Err(WriteError::QueueFull { payload, .. }) => {
+                                self.pending = Some(payload);
+                                Err(refused)
+                            }
+                            Err(e) => Err(e),
+                        });
                     }
                 }
             }
