@@ -204,3 +204,81 @@ fn a_zero_length_write_never_turns_a_zero_high_watermark_unwritable() {
         assert_eq!(mock.written(Handle(1)), b"abcdef");
     });
 }
+
+/// A write that waits for room (`Writer::write_when_ready`, `FramedWriter::send`, the
+/// `FramedWriter`'s held bytes) and then goes out did not fail: `writes_failed` counts
+/// only writes that ended in an error, as `DatagramWriter::send_when_ready`'s waits are
+/// not counted either. A `try_send` refused while bytes are held counts its item.
+#[test]
+fn a_write_that_waited_for_room_and_went_out_is_not_counted_failed() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(
+            Handle(1),
+            [
+                SendStep::WouldBlock(std::time::Duration::from_millis(5)),
+                SendStep::AcceptAll,
+                SendStep::WouldBlock(std::time::Duration::from_millis(5)),
+            ],
+        );
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(watermarks(64, 32))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        writer.write(vec![1u8; 64]).expect("fills the queue");
+        writer
+            .write_when_ready(&b"second"[..])
+            .await
+            .expect("waits, then writes");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let stats = socket.send(GetStats).await.expect("stats");
+        assert_eq!(
+            (stats.writes_completed, stats.writes_failed),
+            (2, 0),
+            "{stats:?}"
+        );
+
+        writer.write(vec![2u8; 64]).expect("fills the queue again");
+        let mut framed = writer.clone().framed(tokio_util::codec::BytesCodec::new());
+        framed
+            .send(Bytes::from_static(b"third"))
+            .await
+            .expect("waits, then writes");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let stats = socket.send(GetStats).await.expect("stats");
+        assert_eq!(
+            (stats.writes_completed, stats.writes_failed),
+            (4, 0),
+            "{stats:?}"
+        );
+        assert_eq!(mock.written(Handle(1)).len(), 64 + 6 + 64 + 5);
+
+        // Held bytes refused again and again are not failures; the item refused behind
+        // them is one.
+        mock.set_default_step(SendStep::Hold);
+        writer.write(vec![3u8; 64]).expect("fills the queue");
+        for _ in 0..3 {
+            let refused = framed.try_send(Bytes::from_static(b"item"));
+            assert!(refused.is_err(), "{refused:?}");
+        }
+        let stats = socket.send(GetStats).await.expect("stats");
+        assert_eq!(stats.writes_failed, 3, "{stats:?}");
+        use futures_util::SinkExt;
+        framed
+            .feed(Bytes::from_static(b"held"))
+            .await
+            .expect("buffered");
+        let refused = framed.try_send(Bytes::from_static(b"item"));
+        assert!(refused.is_err(), "{refused:?}");
+        let refused = framed.try_send(Bytes::from_static(b"item"));
+        assert!(refused.is_err(), "{refused:?}");
+        let stats = socket.send(GetStats).await.expect("stats");
+        assert_eq!(stats.writes_failed, 5, "{stats:?}");
+    });
+}

@@ -182,12 +182,16 @@ impl<E> FramedWriter<E> {
                     queued,
                     high_watermark,
                     ..
-                }) => Err(WriteError::QueueFull {
-                    queued,
-                    high_watermark,
-                    payload: item.into(),
+                }) => {
+                    // The item is refused without reaching the queue: a failed write.
+                    self.writer.count_refused();
+                    Err(WriteError::QueueFull {
+                        queued,
+                        high_watermark,
+                        payload: item.into(),
+                    }
+                    .into())
                 }
-                .into()),
                 Err(e) => Err(e.into()),
             };
         }
@@ -267,7 +271,7 @@ impl<E> FramedWriter<E> {
         let Some(held) = self.pending.take() else {
             return Ok(());
         };
-        match self.writer.write(held) {
+        match self.writer.write_again_when_full(held) {
             Ok(()) => Ok(()),
             Err(WriteError::QueueFull {
                 queued,
@@ -315,7 +319,7 @@ impl<E> FramedWriter<E> {
                         let Some(held) = self.pending.take() else {
                             return Poll::Ready(Err(refused));
                         };
-                        return Poll::Ready(match self.writer.write(held) {
+                        return Poll::Ready(match self.writer.write_again_when_full(held) {
                             Ok(()) => Ok(()),
                             Err(WriteError::QueueFull { payload, .. }) => {
                                 self.pending = Some(payload);
@@ -329,7 +333,7 @@ impl<E> FramedWriter<E> {
             let Some(pending) = self.pending.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match self.writer.write(pending) {
+            match self.writer.write_again_when_full(pending) {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(WriteError::QueueFull { payload, .. }) => {
                     self.pending = Some(payload);

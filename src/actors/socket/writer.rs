@@ -61,7 +61,9 @@ impl Writer {
     }
 
     /// Admits a write against the watermarks, or hands the payload back with why not.
-    fn admit(&self, batch: IoBatch) -> Result<(IoBatch, &Addr<Socket>), WriteError> {
+    /// Admits `batch` to the socket's queue. A refusal counts as a failed write, unless
+    /// the write `waits` for room and the queue is only full (it is made again).
+    fn admit(&self, batch: IoBatch, waits: bool) -> Result<(IoBatch, &Addr<Socket>), WriteError> {
         let len = batch.len();
         let Some(socket) = &self.socket else {
             return Err(WriteError::Closed { bytes_sent: 0, len });
@@ -69,7 +71,9 @@ impl Writer {
         match self.shared.admit(len) {
             Ok(()) => Ok((batch, socket)),
             Err(error) => {
-                self.shared.count_refused(1);
+                if !(waits && matches!(error, WriteError::QueueFull { .. })) {
+                    self.shared.count_refused(1);
+                }
                 Err(match error {
                     WriteError::QueueFull {
                         queued,
@@ -104,18 +108,30 @@ impl Writer {
     /// handed back) or [`WriteError::Closed`]/[`WriteError::Transport`] when the socket
     /// no longer takes writes; a later failure is reported to the subscriber.
     pub fn write(&self, batch: impl Into<IoBatch>) -> Result<(), WriteError> {
-        self.write_inner(batch.into(), None)
+        self.write_inner(batch.into(), None, false)
     }
 
     /// Fire-and-forget write with a tag (reported with a later failure, and usable with
     /// [`CancelWrite`](crate::messages::CancelWrite)).
     pub fn write_tagged(&self, batch: impl Into<IoBatch>, tag: u64) -> Result<(), WriteError> {
-        self.write_inner(batch.into(), Some(tag))
+        self.write_inner(batch.into(), Some(tag), false)
     }
 
-    fn write_inner(&self, batch: IoBatch, tag: Option<u64>) -> Result<(), WriteError> {
+    /// A write that will be made again when the queue is full (it waits for room, or
+    /// a `FramedWriter` holds it): a full queue does not count it as failed.
+    pub(crate) fn write_again_when_full(&self, batch: IoBatch) -> Result<(), WriteError> {
+        self.write_inner(batch, None, true)
+    }
+
+    /// A write refused elsewhere (a `FramedWriter`'s item behind bytes the queue
+    /// refused) counts as a failed write.
+    pub(crate) fn count_refused(&self) {
+        self.shared.count_refused(1);
+    }
+
+    fn write_inner(&self, batch: IoBatch, tag: Option<u64>, waits: bool) -> Result<(), WriteError> {
         let len = batch.len();
-        let (batch, socket) = self.admit(batch)?;
+        let (batch, socket) = self.admit(batch, waits)?;
         if socket.try_send(Self::message(batch, tag, None)).is_err() {
             // The actor is gone (its runtime stopped): nothing of it was sent.
             self.shared.release(len);
@@ -172,7 +188,7 @@ impl Writer {
     pub fn write_answered(&self, batch: impl Into<IoBatch>) -> WriteFuture {
         let batch = batch.into();
         let len = batch.len();
-        let (batch, socket) = match self.admit(batch) {
+        let (batch, socket) = match self.admit(batch, false) {
             Ok(admitted) => admitted,
             Err(e) => return WriteFuture(FutureState::Ready(Some(Err(e)))),
         };
@@ -206,7 +222,7 @@ impl Writer {
     pub async fn write_when_ready(&self, batch: impl Into<IoBatch>) -> Result<(), WriteError> {
         let mut batch = batch.into();
         loop {
-            match self.write_inner(batch, None) {
+            match self.write_inner(batch, None, true) {
                 Err(WriteError::QueueFull { payload, .. }) => {
                     batch = payload;
                     self.writable().await?;
