@@ -839,6 +839,10 @@ impl<T: Token> StreamCore<T> {
     /// What the transport did with the transmit: took `n` bytes, would block, or failed.
     pub(crate) fn handle_sent(&mut self, result: Result<Sent, TransportError>, now: Instant) {
         if self.life == Life::Closed {
+            // A transmit answered after the close is still a call the transport made.
+            if matches!(result, Ok(Sent::WouldBlock)) {
+                self.counters.would_blocks += 1;
+            }
             self.end_in_flight(result, now);
             return;
         }

@@ -178,3 +178,41 @@ fn a_drain_timeout_with_a_sendv_never_answered_answers_its_writes_10_s_later() {
     };
     a_sendv_never_answered(Close::Graceful, config, Duration::from_secs(1));
 }
+
+/// A `sendv` out when the socket is aborted, answered would-block after the abort, is
+/// still counted as one (`SocketStats::would_blocks`: "`sendv` calls answered with
+/// would-block"), as the transport's log shows.
+#[test]
+fn a_would_block_answered_after_an_abort_is_counted() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.script_sendv(Handle(1), [SendStep::WouldBlock(Duration::ZERO)]);
+        let socket = mock_socket(&mock).await;
+        let answer = actix::spawn(socket.send(Write::new(&b"x"[..])));
+        socket.do_send(Close::Graceful);
+        socket.do_send(Close::Abort);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let answer = answer.await.expect("task").expect("mailbox");
+        assert!(
+            matches!(
+                answer,
+                Err(WriteError::Aborted {
+                    bytes_sent: 0,
+                    len: 1
+                })
+            ),
+            "{answer:?}"
+        );
+        let stats = socket
+            .send(sockactor::messages::GetStats)
+            .await
+            .expect("stats");
+        let log = mock.sendv_log(Handle(1));
+        let logged = log.iter().filter(|r| r.would_block).count() as u64;
+        assert_eq!(stats.sendv_calls, log.len() as u64, "{stats:?}");
+        assert_eq!(
+            stats.would_blocks, logged,
+            "stats {stats:?}, transport log {log:?}"
+        );
+    });
+}
