@@ -307,3 +307,44 @@ fn a_writers_refusal_is_counted_as_failed() {
         assert_eq!(stats.send_failed, 1, "{stats:?}");
     });
 }
+
+/// A `send_when_ready` waiting for room when the socket is aborted fails with the
+/// socket's refusal, and the refusal is counted once in `send_failed`.
+#[test]
+fn a_send_waiting_for_room_when_the_socket_closes_is_refused_and_counted() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let (socket, _) = DatagramSocket::builder()
+            .functions(mock.functions())
+            .config(config(1))
+            .bind(local())
+            .await
+            .expect("bind");
+        let writer = socket.send(GetDatagramWriter).await.expect("writer");
+        writer
+            .send_to(vec![0u8], Some(peer().into()))
+            .expect("admitted");
+        settle().await;
+        let waiting = {
+            let writer = writer.clone();
+            actix::spawn(
+                async move { writer.send_when_ready(vec![1u8], Some(peer().into())).await },
+            )
+        };
+        settle().await;
+        assert!(!waiting.is_finished(), "no room yet");
+        socket.do_send(Close::Abort);
+        let refused = waiting.await.expect("join");
+        assert!(refused.is_err(), "{refused:?}");
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        let stats = socket
+            .send(sockactor::messages::GetDatagramStats)
+            .await
+            .expect("stats");
+        assert_eq!(
+            stats.send_failed, 2,
+            "the held datagram and this one: {stats:?}"
+        );
+    });
+}

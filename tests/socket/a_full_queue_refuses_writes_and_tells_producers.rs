@@ -282,3 +282,44 @@ fn a_write_that_waited_for_room_and_went_out_is_not_counted_failed() {
         assert_eq!(stats.writes_failed, 5, "{stats:?}");
     });
 }
+
+/// A `write_when_ready` waiting for room when the socket closes fails with the socket's
+/// refusal naming its length, counted once in `writes_failed`.
+#[test]
+fn a_write_waiting_for_room_when_the_socket_closes_is_refused_and_counted() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        mock.set_default_step(SendStep::Hold);
+        let socket = Socket::builder()
+            .functions(mock.functions())
+            .config(watermarks(64, 32))
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        let writer = socket
+            .send(sockactor::messages::GetWriter)
+            .await
+            .expect("writer");
+        writer.write(vec![1u8; 64]).expect("fills the queue");
+        let waiting = {
+            let writer = writer.clone();
+            actix::spawn(async move { writer.write_when_ready(&b"second"[..]).await })
+        };
+        settle().await;
+        socket.do_send(sockactor::messages::Close::Abort);
+        let refused = waiting.await.expect("task");
+        assert!(
+            matches!(
+                refused,
+                Err(WriteError::Closed { len: 6, .. } | WriteError::Aborted { len: 6, .. })
+            ),
+            "{refused:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        let stats = socket.send(GetStats).await.expect("stats");
+        assert_eq!(
+            stats.writes_failed, 2,
+            "the held write and this one: {stats:?}"
+        );
+    });
+}

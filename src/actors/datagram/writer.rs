@@ -319,7 +319,11 @@ impl DatagramWriter {
             match self.send_inner(payload, to.clone(), true) {
                 Err(DatagramError::QueueFull { payload: back, .. }) => {
                     payload = back;
-                    self.gate.room(payload.len()).await?;
+                    if self.gate.room(payload.len()).await.is_err() {
+                        // The socket shut while this waited: its refusal, counted as
+                        // a failed send, is this datagram's answer.
+                        return self.send_inner(payload, to, false);
+                    }
                 }
                 other => return other,
             }

@@ -225,7 +225,11 @@ impl Writer {
             match self.write_inner(batch, None, true) {
                 Err(WriteError::QueueFull { payload, .. }) => {
                     batch = payload;
-                    self.writable().await?;
+                    if self.writable().await.is_err() {
+                        // The socket shut while this waited: its refusal (which names
+                        // this write's length), counted as a failed write, answers it.
+                        return self.write_inner(batch, None, false);
+                    }
                 }
                 other => return other,
             }
