@@ -1563,3 +1563,51 @@ fn abort_reports_each_do_send_once_before_closed() {
         ));
     });
 }
+
+/// `DatagramBuilder::connect`: "only datagrams from it are received", on the library's
+/// simulated network as on a kernel's UDP: a stranger's datagram never reaches a
+/// connected socket (it counts as lost in the network's statistics).
+#[test]
+fn a_connected_datagram_socket_on_the_sim_network_receives_only_from_its_peer() {
+    run_paused(|| async {
+        let net = sockactor::SimNetwork::start(sockactor::SimConfig {
+            seed: 1,
+            ..sockactor::SimConfig::default()
+        });
+        let a_addr: SocketAddr = "10.0.0.2:200".parse().expect("addr");
+        let c_addr: SocketAddr = "10.0.0.3:300".parse().expect("addr");
+        let x_addr: SocketAddr = "10.0.0.9:900".parse().expect("addr");
+        let (a, _) = DatagramSocket::builder()
+            .functions(net.functions())
+            .bind(a_addr)
+            .await
+            .expect("bind a");
+        let (c, _) = DatagramSocket::builder()
+            .functions(net.functions())
+            .bind(c_addr)
+            .await
+            .expect("bind c");
+        let (sub, mut rx) = channel();
+        let _x = DatagramSocket::builder()
+            .functions(net.functions())
+            .local(x_addr)
+            .subscriber(sub)
+            .connect(a_addr)
+            .await
+            .expect("connect x");
+        c.send(SendDatagram::new(&b"stranger"[..]).to(x_addr))
+            .await
+            .expect("mailbox")
+            .expect("sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        a.send(SendDatagram::new(&b"friend"[..]).to(x_addr))
+            .await
+            .expect("mailbox")
+            .expect("sent");
+        let (bytes, from, _) = next_datagram(&mut rx).await;
+        assert_eq!(
+            (String::from_utf8_lossy(&bytes).to_string(), from),
+            ("friend".to_string(), Some(a_addr.into()))
+        );
+    });
+}

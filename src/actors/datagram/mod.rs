@@ -198,7 +198,10 @@ impl DatagramBuilder {
 
     /// Opens a datagram socket connected to `addr` (bound first to
     /// [`local`](Self::local), if set): datagrams without a destination go to `addr`, and
-    /// only datagrams from it are received. Starts it on the current arbiter.
+    /// only datagrams from it are received (the transport filters them, as the kernel
+    /// does for the system transport and the [`SimNetwork`](crate::SimNetwork) does; a
+    /// [`MockTransport`](crate::MockTransport) hands up whatever the test pushes). Starts
+    /// it on the current arbiter.
     pub async fn connect(
         self,
         addr: impl Into<Address>,

@@ -361,8 +361,8 @@ pub struct SimCounts {
     pub resets: u64,
     /// Connects refused (nobody listening, or a full accept queue).
     pub refused_connects: u64,
-    /// Datagrams lost (dropped at random, sent to an unbound address, or dropped at a
-    /// full receive buffer).
+    /// Datagrams lost (dropped at random, sent to an unbound address, dropped at a
+    /// full receive buffer, or sent to a connected socket by another than its peer).
     pub datagrams_lost: u64,
 }
 
@@ -482,7 +482,10 @@ impl SimNet {
             return;
         };
         let full = end.rx_bytes + datagram.len() > buffer && !end.rx.is_empty();
-        if end.closed || full {
+        // A connected datagram socket takes datagrams from its peer only, as a kernel's
+        // connected UDP socket does.
+        let stranger = end.peer_addr.as_ref().is_some_and(|peer| *peer != from);
+        if end.closed || full || stranger {
             state.datagrams_lost += 1;
             state.record(("datagram dropped", to));
             return;
