@@ -988,14 +988,16 @@ mod datagram_model {
                             });
                         match k.and_then(|k| others.remove(k)) {
                             Some(e) => *a = Some(Err(e)),
-                            None => return Err(TestCaseError::fail(format!(
+                            None => {
+                                return Err(TestCaseError::fail(format!(
                                 "datagram {i} ({:?}) neither sent nor reported; records left {:?}",
                                 &p[..],
                                 records[r..]
                                     .iter()
                                     .map(|x| x.bytes.clone())
                                     .collect::<Vec<_>>()
-                            ))),
+                            )))
+                            }
                         }
                     }
                 }
@@ -1143,6 +1145,13 @@ fn ccase() -> impl Strategy<Value = CCase> {
         })
 }
 
+/// A client write: its bytes, the task awaiting its answer (if answered) and its tag.
+type ClientWrite = (
+    Bytes,
+    Option<tokio::task::JoinHandle<Option<Answer>>>,
+    Option<u64>,
+);
+
 fn run_client_case(case: CCase) -> Result<(), TestCaseError> {
     use sockactor::messages::ClientEvent;
     use sockactor::{ReconnectingClient, UnsentWrites};
@@ -1164,11 +1173,7 @@ fn run_client_case(case: CCase) -> Result<(), TestCaseError> {
             })
             .subscriber(events)
             .start();
-        let mut writes: Vec<(
-            Bytes,
-            Option<tokio::task::JoinHandle<Option<Answer>>>,
-            Option<u64>,
-        )> = Vec::new();
+        let mut writes: Vec<ClientWrite> = Vec::new();
         let mut tag = 1u64;
         for (i, op) in case.ops.iter().enumerate() {
             match op {
