@@ -32,3 +32,12 @@ pub use socket::{
     WritesRefused,
 };
 pub use unbudgeted::start_unbudgeted;
+
+/// Whether the actor is being dropped with its runtime gone: actix polls a live actor
+/// once more when its context is dropped (a runtime shutting down, an arbiter stopped),
+/// outside any runtime, where a timer or a spawned task would panic. An actor's
+/// `stopping` then stops at once: no drain can run, and `stopped` (or `Drop`) answers
+/// what is left and closes the handle.
+pub(crate) fn runtime_gone() -> bool {
+    tokio::runtime::Handle::try_current().is_err()
+}

@@ -1611,3 +1611,25 @@ fn a_connected_datagram_socket_on_the_sim_network_receives_only_from_its_peer() 
         );
     });
 }
+
+/// The runtime ends (its `block_on` returns with the socket's address still held) while a
+/// datagram is out to a transport that holds it: actix drops the actor, which starts its
+/// close with no runtime left for the grace timer. Nothing panics.
+#[test]
+fn the_runtime_ending_under_a_datagram_socket_with_a_datagram_out_does_not_panic() {
+    let panics = crate::support::panics_on_this_thread_during(|| {
+        let _kept = run_paused(|| async {
+            let mock = MockTransport::start();
+            mock.set_default_step(SendStep::Hold);
+            let (socket, _) = DatagramSocket::builder()
+                .functions(mock.functions())
+                .bind(local())
+                .await
+                .expect("bind");
+            socket.do_send(SendDatagram::new(vec![1u8; 10]).to(peer()).tag(1));
+            settle().await;
+            socket
+        });
+    });
+    assert_eq!(panics, 0, "panics while the runtime ended");
+}

@@ -155,3 +155,26 @@ fn a_close_that_drained_leaves_no_timer_keeping_the_actor_alive() {
         );
     });
 }
+
+/// The runtime ends (its `block_on` returns with the socket's address still held) while
+/// a socket with a drain timeout has a write out: actix drops the actor, which starts
+/// its graceful close with no runtime left to arm the drain timer. Nothing panics.
+#[test]
+fn the_runtime_ending_under_a_socket_with_a_drain_timeout_does_not_panic() {
+    let panics = crate::support::panics_on_this_thread_during(|| {
+        let _kept = run_paused(|| async {
+            let mock = MockTransport::start();
+            mock.script_sendv(Handle(1), [SendStep::Hold]);
+            let socket = Socket::builder()
+                .functions(mock.functions())
+                .config(config(Some(Duration::from_secs(2))))
+                .connect(mock_peer())
+                .await
+                .expect("connect");
+            socket.do_send(Write::new(vec![7u8; 100]).tag(5));
+            settle().await;
+            socket
+        });
+    });
+    assert_eq!(panics, 0, "panics while the runtime ended");
+}

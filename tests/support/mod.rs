@@ -505,3 +505,23 @@ impl Handler<sockactor::messages::RecvFrom> for GreedyRecv {
         Box::pin(async move { inner.send(msg).await? })
     }
 }
+
+/// How many panics `f` raised on this thread, caught or not (a process-wide hook,
+/// counted per thread, so tests running beside it do not count).
+pub fn panics_on_this_thread_during(f: impl FnOnce()) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static HOOKED: std::sync::Once = std::sync::Once::new();
+    thread_local! {
+        static COUNT: AtomicUsize = const { AtomicUsize::new(0) };
+    }
+    HOOKED.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = COUNT.try_with(|c| c.fetch_add(1, Ordering::SeqCst));
+            prev(info)
+        }));
+    });
+    let before = COUNT.with(|c| c.load(Ordering::SeqCst));
+    f();
+    COUNT.with(|c| c.load(Ordering::SeqCst)) - before
+}

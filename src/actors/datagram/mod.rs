@@ -603,6 +603,9 @@ impl Actor for DatagramSocket {
     /// the handle closes.
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
         self.attach_reply();
+        if crate::actors::runtime_gone() {
+            return Running::Stop;
+        }
         if self.core.handle_stopping() {
             self.drive(ctx);
             if !self.core.is_closed() {

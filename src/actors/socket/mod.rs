@@ -562,6 +562,9 @@ impl Actor for Socket {
     /// gracefully first (the queue drains, then the handle closes) and only then stops.
     fn stopping(&mut self, ctx: &mut Context<Self>) -> Running {
         self.attach_reply();
+        if crate::actors::runtime_gone() {
+            return Running::Stop;
+        }
         // Bytes answered `Ok` still in a layer's outbox go out first, too: a graceful
         // close sends them (and the layers' close) before the handle closes.
         let unsent = self.io.unsent();
