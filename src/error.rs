@@ -37,6 +37,11 @@ pub enum TransportError {
         /// The most it was asked for.
         asked: usize,
     },
+    /// The transport answered a stream read with no bytes, which is neither data, EOF
+    /// ([`Received::Eof`](crate::messages::Received::Eof)) nor would-block: a broken
+    /// transport (a read of 0 bytes is EOF in `recv(2)`'s terms; say so).
+    #[error("transport answered a stream read with no bytes (neither EOF nor would-block)")]
+    EmptyRead,
     /// The transport actor is gone (stopped, or its mailbox closed).
     #[error("transport actor unavailable")]
     Unavailable,

@@ -100,7 +100,9 @@ impl Message for RecvFrom {
 /// What a [`RecvFrom`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Received {
-    /// Bytes from the peer (for datagram sockets, one whole datagram and its sender).
+    /// Bytes from the peer (for datagram sockets, one whole datagram and its sender). On
+    /// a stream, at least one byte: a stream socket takes an empty `Data` as a broken
+    /// transport ([`TransportError::EmptyRead`](crate::TransportError::EmptyRead)).
     Data {
         /// The bytes.
         bytes: Bytes,

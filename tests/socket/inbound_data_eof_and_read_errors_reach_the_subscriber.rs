@@ -141,3 +141,61 @@ fn a_read_answered_after_an_abort_is_not_delivered_after_closed() {
         assert_eq!(stats.bytes_received, delivered, "{stats:?}");
     });
 }
+
+/// Answers every `RecvFrom` with a `Data` of no bytes: neither data, EOF nor would-block.
+struct EmptyRecv(std::rc::Rc<std::cell::Cell<usize>>);
+
+impl Actor for EmptyRecv {
+    type Context = Context<Self>;
+}
+
+impl Handler<sockactor::messages::RecvFrom> for EmptyRecv {
+    type Result = Result<sockactor::messages::Received, TransportError>;
+    fn handle(&mut self, _: sockactor::messages::RecvFrom, _: &mut Context<Self>) -> Self::Result {
+        self.0.set(self.0.get() + 1);
+        Ok(sockactor::messages::Received::Data {
+            bytes: bytes::Bytes::new(),
+            from: None,
+        })
+    }
+}
+
+/// A transport answering a stream read with no bytes breaks its contract (a read brings
+/// bytes, or says EOF or would-block): a typed read error that closes the socket, not a
+/// loop of empty reads and empty deliveries.
+#[test]
+fn a_read_answered_with_no_bytes_is_a_typed_read_error_not_a_spin() {
+    run_paused(|| async {
+        let mock = MockTransport::start();
+        let recorder = Recorder::default();
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+        let empty = EmptyRecv(calls.clone()).start();
+        let _socket = Socket::builder()
+            .functions(mock.functions().with_recvfrom(empty.recipient()))
+            .subscriber(recorder.start().recipient())
+            .connect(mock_peer())
+            .await
+            .expect("connect");
+        for _ in 0..10 {
+            settle().await;
+        }
+        assert_eq!(calls.get(), 1, "one read, then the socket fails");
+        assert_eq!(
+            recorder.delivery_lens(),
+            Vec::<usize>::new(),
+            "nothing delivered"
+        );
+        let failures = recorder.picked(|e| match e {
+            SocketEventKind::ReadFailed(e) => Some(e.clone()),
+            _ => None,
+        });
+        assert!(
+            matches!(failures.as_slice(), [TransportError::EmptyRead]),
+            "{failures:?}"
+        );
+        assert_eq!(
+            recorder.count(|e| matches!(e, SocketEventKind::Closed { cause: Some(_) })),
+            1
+        );
+    });
+}

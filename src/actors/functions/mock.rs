@@ -383,7 +383,8 @@ impl MockTransport {
         }
     }
 
-    /// Bytes from the peer, delivered to the next `recvfrom` calls.
+    /// Bytes from the peer, delivered to the next `recvfrom` calls (on a stream, none
+    /// is nothing to read).
     pub fn push_inbound(&self, handle: Handle, bytes: impl Into<Bytes>) {
         self.push_inbound_item(handle, Inbound::Data(bytes.into(), None));
     }
@@ -677,6 +678,13 @@ impl Handler<RecvFrom> for MockFunctions {
         let h = open_handle(&mut state, msg.handle)?;
         if h.eof {
             return Ok(Received::Eof);
+        }
+        // A stream of no bytes is nothing to read: empty pushes are skipped (a read
+        // never answers an empty `Data`).
+        while matches!(h.inbound.front(), Some(Inbound::Data(bytes, _)) if bytes.is_empty())
+            && h.kind != SocketKind::Datagram
+        {
+            h.inbound.pop_front();
         }
         match h.inbound.pop_front() {
             Some(Inbound::Data(mut bytes, from)) if h.kind == SocketKind::Datagram => {

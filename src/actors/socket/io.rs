@@ -469,9 +469,13 @@ impl StreamIo for TableIo {
     }
 }
 
-/// Bytes a `recvfrom` asked for at most `asked` returned: more is a broken transport
-/// (the read window bounds what one read may bring).
+/// Bytes a stream's `recvfrom` asked for at most `asked` returned: more is a broken
+/// transport (the read window bounds what one read may bring), and so is none (a read
+/// brings bytes, or says EOF or would-block).
 pub(super) fn within(bytes: bytes::Bytes, asked: usize) -> Result<bytes::Bytes, TransportError> {
+    if bytes.is_empty() {
+        return Err(TransportError::EmptyRead);
+    }
     if bytes.len() > asked {
         return Err(TransportError::OverRead {
             read: bytes.len(),
