@@ -1,6 +1,8 @@
 //! A socket actor's own waits for its system socket's readiness ([`WaitSlots`], one
 //! [`ReadinessWait`] per direction), when it calls the operating system in place (stream
-//! and datagram sockets alike).
+//! and datagram sockets alike), and its calls to a transport reached by message
+//! ([`call`]). Each watches the actor's mailbox while it is out: actix keeps an actor
+//! with spawned futures running, so the wait or the call notices the last address gone.
 
 use std::sync::Arc;
 use std::task::Poll;
@@ -140,5 +142,66 @@ impl WaitSlots {
         for wait in [self.write.take(), self.read.take()].into_iter().flatten() {
             ctx.cancel_future(wait);
         }
+    }
+}
+
+/// An actor whose transport calls by message ([`call`]) watch its mailbox.
+pub(crate) trait Orphanable: Waiter {
+    /// Every address of the actor was dropped while a call to its transport was out
+    /// (noticed only while it is open): it closes gracefully, as with no call out.
+    fn orphaned(&mut self, ctx: &mut Context<Self>);
+}
+
+/// A call to a transport by message (the future of its answer); `done` runs in the actor
+/// with the answer. While the answer is awaited the call watches the actor's mailbox: a
+/// transport that never answers must not hide from an open actor that its last address
+/// is gone.
+pub(crate) fn call<A, F, D>(answer: F, done: D) -> Call<F, D>
+where
+    A: Orphanable,
+    F: std::future::Future,
+    D: FnOnce(F::Output, &mut A, &mut Context<A>),
+{
+    Call {
+        answer,
+        done: Some(done),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`call`].
+    pub(crate) struct Call<F, D> {
+        #[pin]
+        answer: F,
+        done: Option<D>,
+    }
+}
+
+impl<A, F, D> ActorFuture<A> for Call<F, D>
+where
+    A: Orphanable,
+    F: std::future::Future,
+    D: FnOnce(F::Output, &mut A, &mut Context<A>),
+{
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        act: &mut A,
+        ctx: &mut Context<A>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        let this = self.project();
+        if let Poll::Ready(answer) = this.answer.poll(task) {
+            if let Some(done) = this.done.take() {
+                done(answer, act, ctx);
+            }
+            return Poll::Ready(());
+        }
+        // Dropping the last address wakes the actor's task, which polls this again.
+        if act.is_open() && !ctx.connected() {
+            act.orphaned(ctx);
+        }
+        Poll::Pending
     }
 }

@@ -203,8 +203,15 @@ impl Handler<Frame<String>> for LinesActor {
     }
 }
 
-async fn framed(mock: &MockTransport, limits: PeerLimits, recorder: &Recorder, lines: &Lines) {
-    let socket = Socket::builder()
+/// A framed socket on `mock`; the caller holds its address for as long as it is to read
+/// (a socket whose every address is dropped stops reading and closes).
+async fn framed(
+    mock: &MockTransport,
+    limits: PeerLimits,
+    recorder: &Recorder,
+    lines: &Lines,
+) -> Addr<Socket> {
+    Socket::builder()
         .functions(mock.functions())
         .config(config(limits))
         .subscriber(recorder.start().recipient())
@@ -214,9 +221,7 @@ async fn framed(mock: &MockTransport, limits: PeerLimits, recorder: &Recorder, l
         )
         .connect(mock_peer())
         .await
-        .expect("connect");
-    // The test keeps no address: the socket lives on while it reads.
-    drop(socket);
+        .expect("connect")
 }
 
 #[test]
@@ -230,7 +235,7 @@ fn a_frame_trickled_slower_than_the_frame_timeout_is_a_typed_decode_error() {
             ..PeerLimits::default()
         };
         let t0 = Instant::now();
-        framed(&mock, limits, &recorder, &lines).await;
+        let _socket = framed(&mock, limits, &recorder, &lines).await;
         // Whole lines well within the limit, then one byte a second.
         mock.push_inbound(Handle(1), &b"GET /\nHost: x\nslo"[..]);
         for i in 1..=10 {
@@ -276,7 +281,7 @@ fn a_steady_stream_of_whole_frames_is_never_timed_out() {
             ..PeerLimits::default()
         };
         let t0 = Instant::now();
-        framed(&mock, limits, &recorder, &lines).await;
+        let _socket = framed(&mock, limits, &recorder, &lines).await;
         // Each second a line ends and the next begins: frames take 1 s each.
         mock.push_inbound(Handle(1), &b"line 0"[..]);
         for i in 1..=60 {

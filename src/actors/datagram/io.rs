@@ -9,12 +9,12 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context};
+use actix::{AsyncContext, Context};
 use bytes::Bytes;
 
 use super::{DatagramSocket, Token};
 use crate::actors::functions::{flatten, SocketFunctions, SystemDatagram, MAX_BATCH};
-use crate::actors::readiness::{WaitSlots, Woke};
+use crate::actors::readiness::{call, WaitSlots, Woke};
 use crate::actors::socket::now;
 use crate::error::TransportError;
 use crate::messages::functions::{CloseSocket, RecvFrom, SendV};
@@ -91,12 +91,10 @@ impl DatagramIo {
             // Queued with the transport now, ahead of anything sent after (a close).
             let answer = self.functions.sendv().send(sendv);
             core.handle_send_pending();
-            ctx.spawn(actix::fut::wrap_future::<_, DatagramSocket>(answer).map(
-                |result, act, ctx| {
-                    act.core.handle_sent(flatten(result), now());
-                    act.drive(ctx);
-                },
-            ));
+            ctx.spawn(call(answer, |result, act: &mut DatagramSocket, ctx| {
+                act.core.handle_sent(flatten(result), now());
+                act.drive(ctx);
+            }));
             return;
         };
         self.sent.clear();
@@ -136,8 +134,9 @@ impl DatagramIo {
             };
             let answer = self.functions.recvfrom().send(recv);
             core.handle_read_pending();
-            ctx.spawn(actix::fut::wrap_future::<_, DatagramSocket>(answer).map(
-                move |result, act, ctx| {
+            ctx.spawn(call(
+                answer,
+                move |result, act: &mut DatagramSocket, ctx| {
                     act.received(flatten(result), max);
                     act.drive(ctx);
                 },

@@ -832,6 +832,16 @@ impl crate::actors::readiness::Waiter for DatagramSocket {
     }
 }
 
+impl crate::actors::readiness::Orphanable for DatagramSocket {
+    fn orphaned(&mut self, ctx: &mut Context<Self>) {
+        self.attach_reply();
+        tracing::debug!(parent: &self.span, "every address dropped; closing gracefully");
+        // No wait of its own to arm again: the call out is answered when it comes.
+        self.core.handle_orphaned(crate::types::Readiness::Readable);
+        self.drive(ctx);
+    }
+}
+
 impl FlushWaiter for DatagramSocket {
     fn awaited_flush(&self) -> Option<u64> {
         self.core.awaited_flush()

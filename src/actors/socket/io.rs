@@ -14,13 +14,13 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use actix::{ActorFutureExt, AsyncContext, Context};
+use actix::{AsyncContext, Context};
 use bytes::Bytes;
 
 use super::{Socket, WriteReply};
 use crate::actors::functions::{flatten, sendfile_unsupported, SocketFunctions, SystemStream};
 use crate::actors::inbound::{Got, Inbound};
-use crate::actors::readiness::{WaitSlots, Woke};
+use crate::actors::readiness::{call, WaitSlots, Woke};
 use crate::error::TransportError;
 use crate::messages::functions::{CloseSocket, Received, RecvFrom, SendV, ShutdownWrite};
 use crate::proto::{InPlaceTransmit, StreamCore};
@@ -214,20 +214,19 @@ impl TableIo {
             segments: vec![bytes.clone()],
             to: None,
         };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Socket>(self.functions.sendv().send(sendv)).map(
-                move |result, act, ctx| {
-                    let result = flatten(result);
-                    act.on_lower(
-                        Lower::Sent {
-                            offered: bytes,
-                            result,
-                        },
-                        ctx,
-                    )
-                },
-            ),
-        );
+        ctx.spawn(call(
+            self.functions.sendv().send(sendv),
+            move |result, act: &mut Socket, ctx| {
+                let result = flatten(result);
+                act.on_lower(
+                    Lower::Sent {
+                        offered: bytes,
+                        result,
+                    },
+                    ctx,
+                )
+            },
+        ));
     }
 
     /// Reads at most `max` bytes by message; the answer comes to `Socket::on_lower`.
@@ -236,10 +235,10 @@ impl TableIo {
             handle: self.handle,
             max_len: max,
         };
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Socket>(self.functions.recvfrom().send(recv))
-                .map(|result, act, ctx| act.on_lower(Lower::Read(flatten(result)), ctx)),
-        );
+        ctx.spawn(call(
+            self.functions.recvfrom().send(recv),
+            |result, act: &mut Socket, ctx| act.on_lower(Lower::Read(flatten(result)), ctx),
+        ));
     }
 
     /// Shuts the sending half down: now in place, by message if the table has the
@@ -258,10 +257,9 @@ impl TableIo {
         let answer = shutdown.send(ShutdownWrite {
             handle: self.handle,
         });
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Socket>(answer)
-                .map(|result, act, ctx| act.on_lower(Lower::Shutdown(flatten(result)), ctx)),
-        );
+        ctx.spawn(call(answer, |result, act: &mut Socket, ctx| {
+            act.on_lower(Lower::Shutdown(flatten(result)), ctx)
+        }));
         Answer::Later
     }
 }
@@ -325,8 +323,10 @@ impl StreamIo for TableIo {
                 segments: transmit.segments,
                 to: None,
             };
-            let answer = actix::fut::wrap_future::<_, Socket>(self.functions.sendv().send(sendv))
-                .map(|result, act, ctx| act.on_sent(flatten(result), ctx));
+            let answer = call(
+                self.functions.sendv().send(sendv),
+                |result, act: &mut Socket, ctx| act.on_sent(flatten(result), ctx),
+            );
             // The immediate flush policy: a socket that sends by message handles nothing
             // else until the transport has answered (c-ares without a pending-write
             // callback: one send per write).
@@ -398,19 +398,17 @@ impl StreamIo for TableIo {
                 max_len: max,
             };
             let answer = self.functions.recvfrom().send(recv);
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Socket>(answer).map(move |result, act, ctx| {
-                    let got = flatten(result).and_then(|received| match received {
-                        // A stream has no datagram boundaries to truncate at.
-                        Received::Data { bytes, .. } | Received::Truncated { bytes, .. } => {
-                            within(bytes, max).map(Got::Chunk)
-                        }
-                        Received::Eof => Ok(Got::Eof),
-                        Received::WouldBlock => Ok(Got::WouldBlock),
-                    });
-                    act.on_read(got, ctx);
-                }),
-            );
+            ctx.spawn(call(answer, move |result, act: &mut Socket, ctx| {
+                let got = flatten(result).and_then(|received| match received {
+                    // A stream has no datagram boundaries to truncate at.
+                    Received::Data { bytes, .. } | Received::Truncated { bytes, .. } => {
+                        within(bytes, max).map(Got::Chunk)
+                    }
+                    Received::Eof => Ok(Got::Eof),
+                    Received::WouldBlock => Ok(Got::WouldBlock),
+                });
+                act.on_read(got, ctx);
+            }));
             return Answer::Later;
         };
         Answer::Now(
@@ -452,10 +450,9 @@ impl StreamIo for TableIo {
         let answer = shutdown.send(ShutdownWrite {
             handle: self.handle,
         });
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Socket>(answer)
-                .map(|result, act, ctx| act.on_shutdown(flatten(result), ctx)),
-        );
+        ctx.spawn(call(answer, |result, act: &mut Socket, ctx| {
+            act.on_shutdown(flatten(result), ctx)
+        }));
         Answer::Later
     }
 

@@ -626,6 +626,16 @@ impl crate::actors::readiness::Waiter for Socket {
     }
 }
 
+impl crate::actors::readiness::Orphanable for Socket {
+    fn orphaned(&mut self, ctx: &mut Context<Self>) {
+        self.attach_reply();
+        tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
+        self.inbound.drop_buffers();
+        self.core.handle_orphaned(now());
+        self.drive(ctx);
+    }
+}
+
 impl FlushWaiter for Socket {
     fn awaited_flush(&self) -> Option<u64> {
         self.core.awaited_flush()
