@@ -36,6 +36,11 @@ pub struct TokenBucket {
 struct BucketState {
     /// Billionths of a byte; negative while chunks are reserved ahead of time.
     tokens: i128,
+    /// Billionths of a byte reserved (paid for, or being paid for) and not sent yet:
+    /// they count against the bucket's size, so the tokens and the reservations
+    /// together never exceed a burst (a reservation paid off and the tokens refilled
+    /// after it would otherwise go out in one instant, past the burst).
+    reserved: i128,
     /// Last refill; `None` until first used (full).
     last: Option<Instant>,
 }
@@ -50,6 +55,7 @@ impl TokenBucket {
             burst,
             state: Mutex::new(BucketState {
                 tokens: i128::from(burst) * SCALE,
+                reserved: 0,
                 last: None,
             }),
         }
@@ -82,7 +88,12 @@ impl TokenBucket {
         if let Some(last) = state.last {
             let nanos = i128::try_from(now.duration_since(last).as_nanos()).unwrap_or(i128::MAX);
             let added = nanos.saturating_mul(i128::from(self.rate));
-            state.tokens = state.tokens.saturating_add(added).min(self.capacity());
+            let room = self.capacity() - state.reserved;
+            // Tokens over the room left are lost, as a full bucket's are; tokens already
+            // there (a refund) are not taken away.
+            state.tokens = state
+                .tokens
+                .max(state.tokens.saturating_add(added).min(room));
         }
         state.last = Some(now);
         state
@@ -103,10 +114,12 @@ impl TokenBucket {
     }
 
     /// Reserves `bytes` ahead of time, going into debt; returns how long until the debt
-    /// is paid off and the reserved bytes may go.
+    /// is paid off and the reserved bytes may go. They stay reserved until
+    /// [`spend_reserved`](Self::spend_reserved) or [`unreserve`](Self::unreserve).
     fn reserve(&self, bytes: u64) -> Duration {
         let mut state = self.refilled();
         state.tokens -= i128::from(bytes) * SCALE;
+        state.reserved += i128::from(bytes) * SCALE;
         if state.tokens >= 0 {
             return Duration::ZERO;
         }
@@ -131,6 +144,26 @@ impl TokenBucket {
         let rate = i128::from(self.rate);
         let nanos = (short + rate - 1) / rate;
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Reserved bytes are being sent now: they no longer count against the bucket's
+    /// size.
+    fn spend_reserved(&self, bytes: u64) {
+        let mut state = self.refilled();
+        state.reserved = (state.reserved - i128::from(bytes) * SCALE).max(0);
+    }
+
+    /// Reserved bytes spent and not taken by the inner transport: reserved again.
+    fn reserve_again(&self, bytes: u64) {
+        let mut state = self.refilled();
+        state.reserved += i128::from(bytes) * SCALE;
+    }
+
+    /// Reserved bytes that will not be sent (their socket closed): their tokens go back
+    /// to the bucket.
+    fn unreserve(&self, bytes: u64) {
+        self.spend_reserved(bytes);
+        self.refund(bytes);
     }
 
     /// Gives back tokens taken or reserved but not used.
@@ -334,6 +367,7 @@ impl Filter for Throttle {
         }
         if let Paid::Grant = paid {
             *self.granted.entry(handle).or_default() -= allowed;
+            bucket.spend_reserved(allowed);
         }
         let sent = actix::fut::wrap_future(link.sendv(msg, as_usize(allowed)));
         Box::pin(sent.map(move |answer, act: &mut FilterActor<Self>, _| {
@@ -345,7 +379,10 @@ impl Filter for Throttle {
             match paid {
                 // Closed meanwhile: the grant was settled, so the rest goes to the bucket.
                 Paid::Grant => match act.filter_mut().granted.get_mut(&handle) {
-                    Some(grant) => *grant += unused,
+                    Some(grant) => {
+                        *grant += unused;
+                        bucket.reserve_again(unused);
+                    }
                     None => bucket.refund(unused),
                 },
                 Paid::Bucket => bucket.refund(unused),
@@ -393,7 +430,7 @@ impl Filter for Throttle {
     fn closed(&mut self, handle: Handle) {
         let granted = self.granted.remove(&handle).unwrap_or(0);
         if let Some(bucket) = self.buckets.forget(handle) {
-            bucket.refund(granted);
+            bucket.unreserve(granted);
         }
         if let Some(receive) = self.receive.as_mut() {
             receive.forget(handle);
