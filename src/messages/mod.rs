@@ -26,7 +26,7 @@ pub use datagram::{
 pub use flush::{Flush, PendingWrite};
 pub use functions::{
     Accept, Accepted, Address, Bind, CloseSocket, Connect, Family, Handle, Listen, OpenSocket,
-    Readiness, Ready, Received, RecvFrom, SendV, Sent, SocketKind,
+    Readiness, Ready, Received, RecvFrom, SendV, Sent, ShutdownWrite, SocketKind,
 };
 pub use interest::{AssignUserData, Interest, InterestRefused, SocketInterest, UserData};
 pub use listener::{GetLocalAddr, ListenerEvent, StopListening};
