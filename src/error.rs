@@ -42,7 +42,9 @@ pub enum TransportError {
     /// transport (a read of 0 bytes is EOF in `recv(2)`'s terms; say so).
     #[error("transport answered a stream read with no bytes (neither EOF nor would-block)")]
     EmptyRead,
-    /// The transport actor is gone (stopped, or its mailbox closed).
+    /// The transport actor is gone (stopped, or its mailbox closed), or it left a call
+    /// of a socket whose every address was dropped unanswered for 10 s (nobody is left
+    /// to abort that socket, so it ends as if its transport were gone).
     #[error("transport actor unavailable")]
     Unavailable,
     /// A [`FileRange`](crate::FileRange) in a write could not be read: an I/O error, or

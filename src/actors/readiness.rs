@@ -155,16 +155,21 @@ pub(crate) trait Orphanable: Waiter {
 /// A call to a transport by message (the future of its answer); `done` runs in the actor
 /// with the answer. While the answer is awaited the call watches the actor's mailbox: a
 /// transport that never answers must not hide from an open actor that its last address
-/// is gone.
-pub(crate) fn call<A, F, D>(answer: F, done: D) -> Call<F, D>
+/// is gone. Once no address is left, nobody can abort the actor, so the call is
+/// answered [`MailboxError::Timeout`](actix::MailboxError::Timeout) (a
+/// [`TransportError::Unavailable`](crate::TransportError::Unavailable)) if the transport
+/// has not answered within [`FLIGHT_GRACE`](crate::proto::FLIGHT_GRACE): the actor
+/// then ends as for a transport gone, every write answered.
+pub(crate) fn call<A, F, D, T>(answer: F, done: D) -> Call<F, D>
 where
     A: Orphanable,
-    F: std::future::Future,
+    F: std::future::Future<Output = Result<T, actix::MailboxError>>,
     D: FnOnce(F::Output, &mut A, &mut Context<A>),
 {
     Call {
         answer,
         done: Some(done),
+        grace: None,
     }
 }
 
@@ -174,13 +179,15 @@ pin_project_lite::pin_project! {
         #[pin]
         answer: F,
         done: Option<D>,
+        // Armed when the last address is gone (boxed: most calls never need it).
+        grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
-impl<A, F, D> ActorFuture<A> for Call<F, D>
+impl<A, F, D, T> ActorFuture<A> for Call<F, D>
 where
     A: Orphanable,
-    F: std::future::Future,
+    F: std::future::Future<Output = Result<T, actix::MailboxError>>,
     D: FnOnce(F::Output, &mut A, &mut Context<A>),
 {
     type Output = ();
@@ -192,16 +199,37 @@ where
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
         let this = self.project();
-        if let Poll::Ready(answer) = this.answer.poll(task) {
-            if let Some(done) = this.done.take() {
-                done(answer, act, ctx);
+        let answer = match this.answer.poll(task) {
+            Poll::Ready(answer) => Some(answer),
+            // Dropping the last address wakes the actor's task, which polls this again.
+            Poll::Pending if !ctx.connected() => {
+                if act.is_open() {
+                    act.orphaned(ctx);
+                }
+                // No grace without a runtime (the actor dropped with it): nothing waits.
+                if this.grace.is_none() && !super::runtime_gone() {
+                    *this.grace = Some(Box::pin(tokio::time::sleep(crate::proto::FLIGHT_GRACE)));
+                }
+                match this
+                    .grace
+                    .as_mut()
+                    .map(|grace| std::future::Future::poll(grace.as_mut(), task))
+                {
+                    Some(Poll::Ready(())) => {
+                        tracing::debug!("a transport call unanswered after the last address went");
+                        Some(Err(actix::MailboxError::Timeout))
+                    }
+                    _ => None,
+                }
             }
-            return Poll::Ready(());
+            Poll::Pending => None,
+        };
+        let Some(answer) = answer else {
+            return Poll::Pending;
+        };
+        if let Some(done) = this.done.take() {
+            done(answer, act, ctx);
         }
-        // Dropping the last address wakes the actor's task, which polls this again.
-        if act.is_open() && !ctx.connected() {
-            act.orphaned(ctx);
-        }
-        Poll::Pending
+        Poll::Ready(())
     }
 }
