@@ -23,20 +23,7 @@ use crate::support::{mock_peer, pattern, run_paused, settle, Recorder};
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// A tiny deterministic generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::support::sim::Rng;
 
 /// A rustls server at the far end of a mock handle that never panics: it records
 /// plaintext, whether it saw the client's close_notify, and any TLS error.

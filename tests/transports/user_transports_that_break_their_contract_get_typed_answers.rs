@@ -2199,25 +2199,6 @@ fn a_refused_accept_is_reported_and_the_next_is_taken_at_once() {
     });
 }
 
-/// Panics seen on this test's thread (a process-wide hook, filtered by thread).
-fn panics_on_this_thread_during(f: impl FnOnce()) -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static HOOKED: std::sync::Once = std::sync::Once::new();
-    thread_local! {
-        static COUNT: AtomicUsize = const { AtomicUsize::new(0) };
-    }
-    HOOKED.call_once(|| {
-        let prev = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let _ = COUNT.try_with(|c| c.fetch_add(1, Ordering::SeqCst));
-            prev(info)
-        }));
-    });
-    let before = COUNT.with(|c| c.load(Ordering::SeqCst));
-    f();
-    COUNT.with(|c| c.load(Ordering::SeqCst)) - before
-}
-
 /// The runtime ends while a socket with a drain timeout still has a write out (over a
 /// silent user transport, and over the mock's `Hold`): dropping the actor must not panic
 /// ("there is no reactor running" from a timer armed while the runtime is torn down).
@@ -2234,7 +2215,7 @@ fn the_runtime_ending_under_a_mock_socket_with_a_drain_timeout_does_not_panic() 
 
 fn runtime_end_probe(over_mock: bool) {
     {
-        let panics = panics_on_this_thread_during(|| {
+        let panics = crate::support::panics_on_this_thread_during(|| {
             let _kept = run_paused(|| async {
                 let config = SocketConfig {
                     drain_timeout: Some(Duration::from_secs(2)),
