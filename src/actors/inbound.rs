@@ -71,13 +71,23 @@ pub(crate) trait Deframe: fmt::Debug {
 
     /// Decodes the next whole frame (at the peer's EOF, also a final partial one, as the
     /// decoder's `decode_eof` allows) and sends it with a permit for the stream bytes it
-    /// consumed. `Ok(Some(consumed))`: a frame went out, standing for `consumed` stream
-    /// bytes; `Ok(None)`: no whole frame buffered.
+    /// consumed. `Ok(Some(made))`: a frame went out; `Ok(None)`: no whole frame buffered.
     fn deliver_next(
         &mut self,
         shared: &Arc<Shared>,
         eof: bool,
-    ) -> Result<Option<usize>, DecodeError>;
+    ) -> Result<Option<Made>, DecodeError>;
+}
+
+/// A frame a decoder made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Made {
+    /// Whether it stands for no stream byte at all: it consumed none, and no byte the
+    /// decoder took earlier without making a frame is left for it to stand for. At the
+    /// peer's EOF such a frame is the last (a decoder making frames from nothing at the
+    /// EOF would never end; one holding frames in its own state, taken earlier, gives
+    /// them all).
+    pub(crate) from_nothing: bool,
 }
 
 pub(crate) struct Deframer<D: Decoder>
@@ -91,6 +101,10 @@ where
     /// Stream bytes the decoder took out of `buf` toward the frame it is decoding (a
     /// length prefix it parsed before the rest came): that frame stands for them too.
     taken: usize,
+    /// Bytes the decoder took without making a frame since the last frame that consumed
+    /// bytes of `buf`: frames it then makes from its own state (consuming none) stand
+    /// for one each.
+    held: usize,
 }
 
 impl<D> Deframer<D>
@@ -105,6 +119,7 @@ where
             to,
             limit: limit.max(1),
             taken: 0,
+            held: 0,
         }
     }
 }
@@ -148,7 +163,7 @@ where
         &mut self,
         shared: &Arc<Shared>,
         eof: bool,
-    ) -> Result<Option<usize>, DecodeError> {
+    ) -> Result<Option<Made>, DecodeError> {
         let before = self.buf.len();
         let decoded = if eof {
             self.decoder.decode_eof(&mut self.buf)
@@ -161,6 +176,7 @@ where
             Ok(None) => {
                 // The frame so far: what is buffered, and what the decoder took of it.
                 self.taken = self.taken.saturating_add(consumed);
+                self.held = self.held.saturating_add(consumed);
                 let buffered = self.buf.len().saturating_add(self.taken);
                 if buffered >= self.limit {
                     return Err(DecodeError::FrameTooLong {
@@ -171,6 +187,15 @@ where
                 return Ok(None);
             }
             Err(e) => return Err(DecodeError::Decoder(Arc::new(e))),
+        };
+        let from_nothing = if consumed > 0 {
+            self.held = 0;
+            false
+        } else if self.held > 0 {
+            self.held -= 1;
+            false
+        } else {
+            true
         };
         let consumed = consumed.saturating_add(std::mem::take(&mut self.taken));
         if consumed > self.limit {
@@ -190,7 +215,7 @@ where
             // A burst of large frames is over: let its buffer go.
             self.buf = BytesMut::new();
         }
-        Ok(Some(consumed))
+        Ok(Some(Made { from_nothing }))
     }
 }
 
@@ -339,9 +364,9 @@ impl Inbound {
                 return Err(Stopped::SubscriberGone);
             }
             match deframer.deliver_next(shared, eof) {
-                // A decoder that keeps returning frames without consuming anything at EOF
-                // would never end: its last frame ends it.
-                Ok(Some(0)) if eof => return Ok(true),
+                // A decoder that keeps returning frames from nothing at EOF would never
+                // end: its last frame ends it.
+                Ok(Some(made)) if eof && made.from_nothing => return Ok(true),
                 Ok(Some(_)) => delivered = true,
                 Ok(None) => return Ok(delivered),
                 Err(e) => return Err(Stopped::Rejected(e)),

@@ -963,6 +963,15 @@ impl<T: Token> StreamCore<T> {
         }
     }
 
+    /// The peer's EOF came after reading had ended on the driver's side (the decoder
+    /// rejected what was left, or nobody is left to deliver to): no `Eof` is reported,
+    /// but a lingering close, which waited for the peer to be done, completes.
+    pub(crate) fn handle_end_unread(&mut self, _now: Instant) {
+        if self.life == Life::Lingering {
+            self.close_now();
+        }
+    }
+
     /// The sending half was shut down (or could not be).
     pub(crate) fn handle_shutdown(&mut self, result: Result<(), TransportError>, now: Instant) {
         if self.life != Life::ShuttingDown {

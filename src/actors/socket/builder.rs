@@ -210,7 +210,11 @@ impl SocketBuilder {
     /// [`ReadPermit`](crate::ReadPermit) in the read window. A decoder error, or a frame
     /// longer than [`SocketConfig::max_frame_bytes`], ends reading: the
     /// events subscriber (if any) gets [`SocketEventKind::DecodeFailed`](crate::messages::SocketEventKind::DecodeFailed) and the socket
-    /// closes gracefully. At the peer's EOF the decoder's `decode_eof` gets the rest.
+    /// closes gracefully. At the peer's EOF the decoder's `decode_eof` gets the rest, and
+    /// is called until it has no frame (as tokio-util's `FramedRead` calls it), before
+    /// `Eof` (or its error, before the `Closed` an EOF may bring); a frame made from
+    /// nothing (no byte consumed, none taken earlier without a frame left for it to
+    /// stand for) is the last, so a decoder making frames for ever still ends.
     pub fn framed<D>(mut self, decoder: D, frames: Recipient<Frame<D::Item>>) -> Self
     where
         D: Decoder + 'static,

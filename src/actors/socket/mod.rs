@@ -335,7 +335,20 @@ impl Socket {
                 ReadOutcome::Data(n)
             }
             Ok(Got::Buffered(n)) => ReadOutcome::Data(n),
-            Ok(Got::Eof) => ReadOutcome::Eof,
+            Ok(Got::Eof) => {
+                // The decoder gets the rest now, before the core hears of the end (which
+                // may close the socket): its last frames, or its error, come before
+                // `Closed`. The window does not hold back the last frames (they are
+                // already in memory, bounded by the frame limit).
+                if !self.deliver_frames(true, now) {
+                    // Rejected, or nobody to deliver to: reading has ended already, and
+                    // a lingering close waited for this end.
+                    self.core.handle_end_unread(now);
+                    self.inbound.drop_buffers();
+                    return;
+                }
+                ReadOutcome::Eof
+            }
             Ok(Got::WouldBlock) => {
                 // Idle sockets keep no read buffer.
                 self.inbound.drop_buffers();
@@ -378,11 +391,8 @@ impl Socket {
             }
             Event::Eof => {
                 tracing::debug!("peer closed its sending half");
-                // The decoder gets the rest; the window does not hold back the last frames
-                // (they are already in memory, bounded by the frame limit).
-                if self.deliver_frames(true, now()) {
-                    self.inbound.event(&self.shared, SocketEventKind::Eof);
-                }
+                // The decoder had the rest when the end was read (`absorb`).
+                self.inbound.event(&self.shared, SocketEventKind::Eof);
                 self.inbound.drop_buffers();
             }
             Event::ReadFailed(error) => {
