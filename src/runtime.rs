@@ -176,11 +176,13 @@ fn start_arbiter(index: usize) -> Result<(Arbiter, ThreadId), SocketSystemError>
 /// # Shutting down
 ///
 /// [`SocketSystem::shutdown`] stops every arbiter and waits until each thread has ended.
-/// An arbiter stops at once: the actors on it are dropped, not stopped, so writes still
-/// queued there are lost (a [`WriteFuture`](crate::WriteFuture) answers
-/// [`WriteError::Lost`](crate::WriteError::Lost), a pending `send` a mailbox error); each
-/// dropped socket (stream or datagram) still closes its connection, even through a
-/// transport of another thread that lives on. To
+/// An arbiter stops at once: the actors on it are dropped without draining, and each
+/// socket answers its unfinished writes as it goes: [`WriteError::Closed`](crate::WriteError::Closed) with the bytes
+/// that went out, or [`WriteError::Lost`](crate::WriteError::Lost) for a write whose transmit was still out to
+/// its transport (whether the transport took it is unknown). A write whose socket could
+/// not answer at all is `Lost` to a [`WriteFuture`](crate::WriteFuture) and a mailbox
+/// error to a pending `send`. Each dropped socket (stream or datagram) still closes its
+/// connection, even through a transport of another thread that lives on. To
 /// drain first, close the sockets ([`Close::Graceful`](crate::messages::Close)) and wait
 /// for [`SocketEventKind::Closed`](crate::messages::SocketEventKind::Closed). After
 /// shutdown every call answers [`SocketSystemError::ShutDown`]. Dropping the last

@@ -102,7 +102,7 @@ impl Message for RecvFrom {
 pub enum Received {
     /// Bytes from the peer (for datagram sockets, one whole datagram and its sender). On
     /// a stream, at least one byte: a stream socket takes an empty `Data` as a broken
-    /// transport ([`TransportError::EmptyRead`](crate::TransportError::EmptyRead)).
+    /// transport ([`TransportError::EmptyRead`]).
     Data {
         /// The bytes.
         bytes: Bytes,

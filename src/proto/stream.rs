@@ -818,15 +818,13 @@ impl<T: Token> StreamCore<T> {
     }
 
     /// The actor stopped: whatever is unfinished ends now (a transmit still out will never
-    /// be answered).
+    /// be answered: the writes it carried are `Lost`).
     pub(crate) fn handle_stopped(&mut self) {
         if self.life != Life::Closed {
             self.shut_and_fail(Shut::Closed);
             self.close_now();
         }
-        if self.end_after_flight {
-            self.end_in_flight(Err(TransportError::Unavailable), Instant::now());
-        }
+        self.lose_in_flight();
     }
 
     // ---- inputs: the transport ----
@@ -1349,16 +1347,32 @@ impl<T: Token> StreamCore<T> {
             Err(_) => {}
         }
         let shut = self.shut.as_deref().cloned().unwrap_or(Shut::Closed);
-        let released = self.queue.fail_all(
-            |sent, len| shut.error(sent, len),
-            |token, result| {
-                match &result {
-                    Ok(_) => counters.writes_completed += 1,
-                    Err(_) => counters.writes_failed += 1,
-                }
-                answer(events, token, result);
-            },
-        );
+        self.fail_queued(|sent, len| shut.error(sent, len));
+    }
+
+    /// The socket stopped with a transmit still out: it will never be answered, and
+    /// whether the transport took its bytes is unknown, so the writes it carried are
+    /// answered [`WriteError::Lost`] (those behind it were answered when it shut).
+    fn lose_in_flight(&mut self) {
+        if !std::mem::take(&mut self.end_after_flight) {
+            return;
+        }
+        self.deadline = None;
+        self.fail_queued(|_, len| WriteError::Lost { len });
+    }
+
+    /// Answers every write still queued with the `error` made of its bytes sent and its
+    /// length (a run of copied writes each its own), counted; their bytes are released.
+    fn fail_queued(&mut self, error: impl Fn(usize, usize) -> WriteError) {
+        let events = &mut self.events;
+        let counters = &mut self.counters;
+        let released = self.queue.fail_all(error, |token, result| {
+            match &result {
+                Ok(_) => counters.writes_completed += 1,
+                Err(_) => counters.writes_failed += 1,
+            }
+            answer(events, token, result);
+        });
         if released > 0 {
             events.push_back(Event::Released(released));
         }

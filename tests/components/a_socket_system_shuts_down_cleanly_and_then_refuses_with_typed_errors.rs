@@ -219,3 +219,68 @@ fn zero_arbiters_means_one() {
         system.shutdown().await.expect("clean shutdown");
     });
 }
+
+/// Takes every byte of a `sendv`, but answers only after `delay`.
+struct SlowSendv {
+    delay: Duration,
+    taken: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Actor for SlowSendv {
+    type Context = Context<Self>;
+}
+
+impl Handler<sockactor::messages::SendV> for SlowSendv {
+    type Result = ResponseFuture<Result<sockactor::messages::Sent, sockactor::TransportError>>;
+    fn handle(&mut self, msg: sockactor::messages::SendV, _: &mut Context<Self>) -> Self::Result {
+        let (delay, taken) = (self.delay, self.taken.clone());
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            let mut taken = taken.lock().expect("lock");
+            for segment in &msg.segments {
+                taken.extend_from_slice(segment);
+            }
+            Ok(sockactor::messages::Sent::Accepted(msg.len()))
+        })
+    }
+}
+
+/// A socket on an arbiter whose `sendv` (to a transport of the main thread, which lives
+/// on) is out when the system shuts down: whether the transport takes the bytes is
+/// unknown then (here it takes them all, later), so the write is answered
+/// `WriteError::Lost`, never `Closed { bytes_sent: 0 }`.
+#[actix::test]
+async fn a_write_whose_sendv_is_out_at_shutdown_is_answered_lost() {
+    let mock = sockactor::MockTransport::start();
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let slow = SlowSendv {
+        delay: Duration::from_millis(200),
+        taken: taken.clone(),
+    }
+    .start();
+    let functions = mock.functions().with_sendv(slow.recipient());
+    let system = SocketSystem::builder().arbiters(1).start().expect("start");
+    let socket = system
+        .connect(
+            move || Socket::builder().functions(functions).immediate(),
+            "127.0.0.1:9".parse::<std::net::SocketAddr>().expect("addr"),
+        )
+        .await
+        .expect("connect");
+    let writer = socket
+        .send(sockactor::messages::GetWriter)
+        .await
+        .expect("writer");
+    let answer = writer.write_answered(vec![9u8; 100]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    system.shutdown().await.expect("shutdown");
+    let answer = tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .expect("answered");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(taken.lock().expect("lock").len(), 100, "taken after all");
+    assert!(
+        matches!(answer, Err(sockactor::WriteError::Lost { len: 100 })),
+        "{answer:?}"
+    );
+}
