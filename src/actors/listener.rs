@@ -453,6 +453,11 @@ impl Listener {
     /// Closes the listening handle and stops, once no accept is out (its answer stops
     /// the listener then).
     fn close(&mut self, ctx: &mut Context<Self>) {
+        if crate::actors::runtime_gone() {
+            // Dropped with its runtime (an arbiter stopped): nothing can be waited for.
+            self.close_unwaited();
+            return;
+        }
         if std::mem::replace(&mut self.closed, true) {
             return;
         }
@@ -474,6 +479,32 @@ impl Listener {
         if self.state != AcceptState::InFlight {
             ctx.stop();
         }
+    }
+}
+
+impl Listener {
+    /// Closes the listening handle without waiting (the runtime is gone): the close goes
+    /// to the transport now, and `Closed` follows it to the subscriber.
+    fn close_unwaited(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        tracing::debug!(handle = %self.handle, local = %self.local, "stopped listening (dropped)");
+        self.functions.close().do_send(CloseSocket {
+            handle: self.handle,
+        });
+        if let Some(s) = &self.subscriber {
+            s.do_send(ListenerEvent::Closed);
+        }
+    }
+}
+
+impl Drop for Listener {
+    /// actix drops an actor without `stopped` when its arbiter stops: the listening
+    /// handle still closes (a transport of another thread would otherwise keep the port
+    /// or the path), and the subscriber still hears `Closed`.
+    fn drop(&mut self) {
+        self.close_unwaited();
     }
 }
 

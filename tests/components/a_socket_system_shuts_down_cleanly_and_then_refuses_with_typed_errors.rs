@@ -284,3 +284,45 @@ async fn a_write_whose_sendv_is_out_at_shutdown_is_answered_lost() {
         "{answer:?}"
     );
 }
+
+/// A listener placed on an arbiter over the main thread's mock: when the arbiter shuts
+/// down the listener is dropped with it; its listening handle is closed through the
+/// transport that lives on, and its subscriber hears `Closed` last.
+#[actix::test]
+async fn a_listener_on_an_arbiter_that_shuts_down_closes_its_handle_and_says_closed() {
+    use sockactor::messages::{Handle, ListenerEvent};
+    let mock = sockactor::MockTransport::start();
+    let functions = mock.functions();
+    let (events, mut heard) = crate::support::channel::<ListenerEvent>();
+    let system = SocketSystem::builder().arbiters(1).start().expect("start");
+    let _listener = system
+        .run_on(0, move || async move {
+            sockactor::Listener::builder()
+                .functions(functions)
+                .subscriber(events)
+                .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .expect("bind")
+        })
+        .await
+        .expect("placed");
+    let conn = mock
+        .connect_inbound(Handle(1), std::net::SocketAddr::from(([10, 0, 0, 1], 1)))
+        .expect("inbound");
+    let accepted = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .expect("in time");
+    assert!(matches!(accepted, Some(ListenerEvent::Accepted { .. })));
+    system.shutdown().await.expect("shutdown");
+    let closed = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+        .await
+        .expect("in time");
+    assert!(matches!(closed, Some(ListenerEvent::Closed)), "{closed:?}");
+    crate::support::settle().await;
+    assert!(mock.is_closed(Handle(1)), "the listening handle is closed");
+    assert!(mock.is_closed(conn), "the accepted connection is closed");
+    assert!(
+        crate::support::drain(&mut heard).is_empty(),
+        "Closed is the last"
+    );
+}
