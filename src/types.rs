@@ -204,7 +204,10 @@ pub struct PeerLimits {
     /// its first byte. Past it the stream is rejected with
     /// [`DecodeError::FrameTimedOut`](crate::DecodeError::FrameTimedOut), as for a bad
     /// frame (see [`SocketConfig::close_on_decode_error`](crate::SocketConfig::close_on_decode_error)).
-    /// Time the read window is full does not count.
+    /// Time the read window is full does not count. A frame's bytes are those the
+    /// decoder takes toward it: bytes it consumes without making a frame (a length
+    /// prefix, or anything it skips, which the socket cannot tell apart) begin the
+    /// next frame.
     pub frame_timeout: Option<Duration>,
     /// The longest queued bytes may wait for the peer to take any of them (from the first
     /// would-block after the last progress). Past it the subscriber hears

@@ -31,7 +31,9 @@ pub struct ReadLimits {
     /// Most deliveries unacknowledged at once (at least 1).
     pub max_deliveries: u32,
     /// Most bytes unacknowledged at once (at least 1). One read may overshoot it by at
-    /// most `read_chunk` bytes: the check comes before each read.
+    /// most `read_chunk` bytes: the check comes before each read. On a framed socket
+    /// a frame is delivered whole, so one frame may overshoot it by up to its length
+    /// (at most [`max_frame_bytes`](crate::SocketConfig::max_frame_bytes)).
     pub max_bytes: usize,
 }
 

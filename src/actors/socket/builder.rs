@@ -81,7 +81,8 @@ pub struct SocketConfig {
     /// delimiter included). A frame longer than this is rejected with
     /// [`DecodeError::FrameTooLong`](crate::DecodeError::FrameTooLong), however the stream
     /// was split into reads: when it arrives whole, and as soon as this many bytes are
-    /// buffered without a whole frame.
+    /// buffered without a whole frame. Bytes the decoder consumes without making a frame
+    /// (a length prefix, or anything it skips) count toward the next frame.
     pub max_frame_bytes: usize,
     /// Framed sockets: close gracefully when the stream is rejected (the default). With
     /// `false` reading stops and the subscriber, told by
@@ -214,7 +215,10 @@ impl SocketBuilder {
     /// is called until it has no frame (as tokio-util's `FramedRead` calls it), before
     /// `Eof` (or its error, before the `Closed` an EOF may bring); a frame made from
     /// nothing (no byte consumed, none taken earlier without a frame left for it to
-    /// stand for) is the last, so a decoder making frames for ever still ends.
+    /// stand for) is the last, so a decoder making frames for ever still ends. Once
+    /// `frames` has stopped, reading stops for good (the peer is held back by flow
+    /// control), whether or not a frame found it gone: the events subscriber hears
+    /// nothing more from the peer, not even its EOF; writing goes on.
     pub fn framed<D>(mut self, decoder: D, frames: Recipient<Frame<D::Item>>) -> Self
     where
         D: Decoder + 'static,
