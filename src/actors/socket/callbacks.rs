@@ -80,3 +80,20 @@ impl Socket {
         self.drive(ctx);
     }
 }
+
+impl crate::actors::readiness::Waiter for Socket {
+    /// Whether the socket still takes writes.
+    fn is_open(&self) -> bool {
+        self.core.is_open()
+    }
+}
+
+impl crate::actors::readiness::Orphanable for Socket {
+    fn orphaned(&mut self, ctx: &mut Context<Self>) {
+        self.attach_reply();
+        tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
+        self.inbound.drop_buffers();
+        self.core.handle_orphaned(now());
+        self.drive(ctx);
+    }
+}

@@ -562,6 +562,36 @@ impl<T: Send + 'static> Handler<SocketEvent> for Forward<T> {
     }
 }
 
+impl super::Socket {
+    /// Connects with the default configuration and gives the typed pair: see
+    /// [`SocketBuilder::connect_framed`](super::SocketBuilder::connect_framed).
+    pub async fn connect_framed<C>(
+        addr: impl Into<crate::types::Address>,
+        codec: C,
+    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), crate::SocketError>
+    where
+        C: tokio_util::codec::Decoder + Clone + 'static,
+        C::Item: Send + 'static,
+        C::Error: std::error::Error + Send + Sync + 'static,
+    {
+        Self::builder().connect_framed(addr, codec).await
+    }
+
+    /// Adopts a connected stream with the default configuration and gives the typed
+    /// pair: see [`SocketBuilder::adopt_framed`](super::SocketBuilder::adopt_framed).
+    pub async fn adopt_framed<C>(
+        stream: impl Into<crate::AdoptedStream>,
+        codec: C,
+    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), crate::SocketError>
+    where
+        C: tokio_util::codec::Decoder + Clone + 'static,
+        C::Item: Send + 'static,
+        C::Error: std::error::Error + Send + Sync + 'static,
+    {
+        Self::builder().adopt_framed(stream, codec).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use crate::messages::interest::SocketInterest;
 use crate::messages::socket::SocketEventKind;
 use crate::proto::{Event, IoAction, ReadOutcome, Written};
 use crate::shared::Shared;
-use crate::types::{Address, Interest, SocketState, UserData};
+use crate::types::{Interest, SocketState, UserData};
 pub(crate) use builder::flush_policy_setters;
 pub use builder::{FlushPolicy, SocketBuilder, SocketConfig};
 pub use framed::{FrameError, FrameStream, FramedWriteError, FramedWriter};
@@ -96,34 +96,6 @@ impl Socket {
     /// A builder for a socket.
     pub fn builder() -> SocketBuilder {
         SocketBuilder::default()
-    }
-
-    /// Connects with the default configuration and gives the typed pair: see
-    /// [`SocketBuilder::connect_framed`].
-    pub async fn connect_framed<C>(
-        addr: impl Into<Address>,
-        codec: C,
-    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), crate::SocketError>
-    where
-        C: tokio_util::codec::Decoder + Clone + 'static,
-        C::Item: Send + 'static,
-        C::Error: std::error::Error + Send + Sync + 'static,
-    {
-        Self::builder().connect_framed(addr, codec).await
-    }
-
-    /// Adopts a connected stream with the default configuration and gives the typed
-    /// pair: see [`SocketBuilder::adopt_framed`].
-    pub async fn adopt_framed<C>(
-        stream: impl Into<crate::AdoptedStream>,
-        codec: C,
-    ) -> Result<(FramedWriter<C>, FrameStream<C::Item>), crate::SocketError>
-    where
-        C: tokio_util::codec::Decoder + Clone + 'static,
-        C::Item: Send + 'static,
-        C::Error: std::error::Error + Send + Sync + 'static,
-    {
-        Self::builder().adopt_framed(stream, codec).await
     }
 
     /// A context for a new socket actor. Its mailbox is unbounded: actix's `send` on a
@@ -626,23 +598,6 @@ impl Drop for Socket {
         // Dropped with its arbiter, not stopped: the handle closes here (a transport of
         // another thread, still running, would otherwise keep the connection open).
         self.io.abandon();
-    }
-}
-
-impl crate::actors::readiness::Waiter for Socket {
-    /// Whether the socket still takes writes.
-    fn is_open(&self) -> bool {
-        self.core.is_open()
-    }
-}
-
-impl crate::actors::readiness::Orphanable for Socket {
-    fn orphaned(&mut self, ctx: &mut Context<Self>) {
-        self.attach_reply();
-        tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
-        self.inbound.drop_buffers();
-        self.core.handle_orphaned(now());
-        self.drive(ctx);
     }
 }
 
