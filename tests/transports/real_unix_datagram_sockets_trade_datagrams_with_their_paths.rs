@@ -143,3 +143,48 @@ async fn a_sender_bound_to_an_abstract_name_is_heard_by_it_and_answered() {
     assert_eq!(bytes, b"pong");
     let _ = std::fs::remove_file(&server_path);
 }
+
+/// A socket whose path was unlinked and bound again by another socket (a restarted
+/// server's "remove the stale path, then bind") does not remove the newcomer's path when
+/// it closes: the transport removes only the file it made.
+#[actix::test]
+async fn closing_a_socket_whose_path_was_rebound_leaves_the_new_socket_reachable() {
+    let path = crate::support::TempPath::new("rebound.sock");
+    let (old_sub, mut old_heard) = channel::<DatagramEvent>();
+    let (old, _) = DatagramSocket::builder()
+        .subscriber(old_sub)
+        .bind(Address::Unix(path.0.clone()))
+        .await
+        .expect("bind old");
+    std::fs::remove_file(&path.0).expect("unlink the stale path");
+    let (new_sub, mut new_heard) = channel::<DatagramEvent>();
+    let (_new, _) = DatagramSocket::builder()
+        .subscriber(new_sub)
+        .bind(Address::Unix(path.0.clone()))
+        .await
+        .expect("bind new");
+    old.do_send(Close::Graceful);
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), old_heard.recv())
+            .await
+            .expect("closed in time")
+            .expect("a subscriber's channel");
+        if matches!(
+            e.kind,
+            sockactor::messages::DatagramEventKind::Closed { .. }
+        ) {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        path.0.exists(),
+        "the old socket's close removed the new socket's path"
+    );
+    let sender = std::os::unix::net::UnixDatagram::unbound().expect("sender");
+    sender
+        .send_to(b"hi", &path.0)
+        .expect("the new socket is reachable");
+    let (bytes, _, _) = next_datagram(&mut new_heard).await;
+    assert_eq!(bytes, b"hi");
+}

@@ -183,7 +183,48 @@ enum State {
 struct UnixEntry {
     socket: UnixSocket,
     /// The path this transport bound, removed when the handle closes.
-    bound: Option<PathBuf>,
+    bound: Option<BoundPath>,
+}
+
+/// A Unix domain path this transport bound, with the file the bind made: removed when
+/// its handle closes only if the path still names that file (unlinked and bound again by
+/// another socket meanwhile, it is the newcomer's).
+#[cfg(unix)]
+#[derive(Debug)]
+pub(crate) struct BoundPath {
+    path: PathBuf,
+    /// The device and inode of the socket file the bind made.
+    file: Option<(u64, u64)>,
+}
+
+#[cfg(unix)]
+impl BoundPath {
+    /// The path just bound.
+    pub(crate) fn new(path: PathBuf) -> Self {
+        let file = file_id(&path);
+        BoundPath { path, file }
+    }
+
+    /// Removes the file the bind made, if the path still names it.
+    fn remove(&self) {
+        let path = &self.path;
+        if self.file.is_none() || file_id(path) != self.file {
+            tracing::debug!(path = %path.display(), "socket path not removed: no longer ours");
+            return;
+        }
+        if let Err(error) = std::fs::remove_file(path) {
+            tracing::debug!(path = %path.display(), %error, "could not remove socket path");
+        }
+    }
+}
+
+/// The device and inode of the file at `path` (not following a symbolic link).
+#[cfg(unix)]
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 #[derive(Debug)]
@@ -193,7 +234,7 @@ struct Listening {
     ready: Option<io::Result<(SystemStream, Address)>>,
     /// The Unix domain path this transport bound, removed when the handle closes.
     #[cfg(unix)]
-    bound: Option<PathBuf>,
+    bound: Option<BoundPath>,
 }
 
 /// A connected stream of the system transport, shared (as `Arc<SystemStream>`) by the
@@ -802,7 +843,7 @@ fn into_tokio_udp(socket: socket2::Socket) -> io::Result<Arc<SystemDatagram>> {
 #[cfg(unix)]
 fn into_tokio_unix_datagram(
     socket: socket2::Socket,
-    bound: Option<PathBuf>,
+    bound: Option<BoundPath>,
 ) -> io::Result<Arc<SystemDatagram>> {
     let std_socket = std::os::unix::net::UnixDatagram::from(std::os::fd::OwnedFd::from(socket));
     std_socket.set_nonblocking(true)?;
@@ -957,7 +998,7 @@ impl Handler<Bind> for SystemFunctions {
                     return Err(TransportError::Unsupported("SO_REUSEPORT on a Unix socket"));
                 }
                 unix.socket.bind(&path)?;
-                unix.bound = Some(path.clone());
+                unix.bound = Some(BoundPath::new(path.clone()));
                 Ok(Address::Unix(path))
             }
             (State::Udp(socket), Address::Inet(addr)) => {
@@ -983,8 +1024,8 @@ impl Handler<Bind> for SystemFunctions {
                 let State::Udp(socket) = std::mem::replace(&mut entry.state, State::Spent) else {
                     return Err(invalid("not a datagram socket"));
                 };
-                entry.state =
-                    State::Datagram(into_tokio_unix_datagram(socket, Some(path.clone()))?);
+                let bound = BoundPath::new(path.clone());
+                entry.state = State::Datagram(into_tokio_unix_datagram(socket, Some(bound))?);
                 Ok(Address::Unix(path))
             }
             _ => Err(invalid(
@@ -1270,15 +1311,13 @@ impl Entry {
         #[cfg(unix)]
         {
             let bound = match &self.state {
-                State::Unix(unix) => unix.bound.as_deref(),
-                State::Listening(listening) => listening.bound.as_deref(),
-                State::Datagram(datagram) => datagram.bound().map(|p| p.as_path()),
+                State::Unix(unix) => unix.bound.as_ref(),
+                State::Listening(listening) => listening.bound.as_ref(),
+                State::Datagram(datagram) => datagram.bound(),
                 _ => None,
             };
-            if let Some(path) = bound {
-                if let Err(error) = std::fs::remove_file(path) {
-                    tracing::debug!(path = %path.display(), %error, "could not remove socket path");
-                }
+            if let Some(bound) = bound {
+                bound.remove();
             }
         }
     }

@@ -3,8 +3,6 @@
 
 use std::io;
 #[cfg(unix)]
-use std::path::PathBuf;
-
 use tokio::net::UdpSocket;
 
 use crate::batch::IoBatch;
@@ -19,7 +17,7 @@ pub(crate) enum SystemDatagram {
     Unix {
         socket: tokio::net::UnixDatagram,
         /// The path this transport bound, removed when the handle closes.
-        bound: Option<PathBuf>,
+        bound: Option<super::system::BoundPath>,
     },
 }
 
@@ -90,7 +88,7 @@ impl SystemDatagram {
 
     /// The Unix path this transport bound, if any.
     #[cfg(unix)]
-    pub(crate) fn bound(&self) -> Option<&PathBuf> {
+    pub(crate) fn bound(&self) -> Option<&super::system::BoundPath> {
         match self {
             SystemDatagram::Unix { bound, .. } => bound.as_ref(),
             SystemDatagram::Udp(_) => None,
