@@ -255,3 +255,42 @@ async fn a_graceful_close_with_unread_bytes_from_the_peer_sends_everything_then_
         data.len()
     );
 }
+
+/// A socket reading by message through the system table with a huge `read_chunk` (and
+/// read window) reads its peer's bytes without an allocation of that size.
+#[actix::test]
+async fn a_huge_read_chunk_by_message_reads_without_a_huge_allocation() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (subscriber, mut events) = channel_subscriber();
+    let mut functions = sockactor::SocketFunctions::system();
+    let recvfrom = functions.recvfrom().clone();
+    functions = functions.with_recvfrom(recvfrom);
+    let _socket = Socket::builder()
+        .functions(functions)
+        .config(sockactor::SocketConfig {
+            read_chunk: usize::MAX,
+            read_limits: sockactor::ReadLimits::UNBOUNDED,
+            ..sockactor::SocketConfig::default()
+        })
+        .subscriber(subscriber)
+        .connect(addr)
+        .await
+        .expect("connect");
+    let (mut peer, _) = listener.accept().await.expect("accept");
+    peer.write_all(&pattern(100_000, 3)).await.expect("write");
+    let mut got = Vec::new();
+    while got.len() < 100_000 {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("in time")
+            .expect("events");
+        if let SocketEventKind::Received(bytes) = event {
+            got.extend_from_slice(&bytes);
+        }
+    }
+    assert_eq!(got, pattern(100_000, 3));
+}

@@ -152,3 +152,48 @@ async fn binding_a_taken_udp_port_is_a_bind_error() {
         .expect("a second socket on the port with reuse_port");
     assert_eq!(again, shared);
 }
+
+/// Receives one 1,000-byte datagram over real UDP with `max_datagram_size` at `max`, in
+/// place or (`by_message`) through the system table's `recvfrom` by message.
+async fn receive_with_max(max: usize, by_message: bool) {
+    let (subscriber, mut heard) = channel::<DatagramEvent>();
+    let mut functions = sockactor::SocketFunctions::system();
+    if by_message {
+        let recvfrom = functions.recvfrom().clone();
+        functions = functions.with_recvfrom(recvfrom);
+    }
+    let (_receiver, local) = DatagramSocket::builder()
+        .functions(functions)
+        .config(sockactor::DatagramConfig {
+            max_datagram_size: max,
+            ..sockactor::DatagramConfig::default()
+        })
+        .subscriber(subscriber)
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
+    let (sender, _) = DatagramSocket::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind sender");
+    sender
+        .send(SendDatagram::new(vec![7u8; 1000]).to(local))
+        .await
+        .expect("mailbox")
+        .expect("sent");
+    let (bytes, _, truncated) = next_datagram(&mut heard).await;
+    assert_eq!((bytes.len(), truncated), (1000, false), "max {max}");
+}
+
+/// `DatagramConfig::max_datagram_size` has no upper bound: a huge one (as a caller may
+/// write for "whatever comes") receives datagrams whole, in place and by message,
+/// without a panic or an allocation of that size (the transport receives at most what a
+/// kernel can deliver).
+#[actix::test]
+async fn a_huge_max_datagram_size_receives_whole_datagrams_in_place_and_by_message() {
+    for max in [usize::MAX, 1 << 40] {
+        for by_message in [false, true] {
+            receive_with_max(max, by_message).await;
+        }
+    }
+}

@@ -49,7 +49,10 @@ pub struct DatagramConfig {
     /// Most bytes queued at once, counted as `max_queued` counts datagrams (a single
     /// datagram larger than this is still taken when the queue is empty).
     pub max_queued_bytes: usize,
-    /// The longest datagram received whole; a longer one is reported truncated.
+    /// The longest datagram received whole; a longer one is reported truncated. Any size
+    /// may be given: the system transport receives at most 16 MiB of a datagram (no
+    /// kernel delivers a longer one: a UDP datagram is at most 64 KiB), so a huge value
+    /// allocates no more than that.
     pub max_datagram_size: usize,
     /// Most datagrams sent, and most received, before the socket yields to the other
     /// actors of its thread.

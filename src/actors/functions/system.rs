@@ -765,6 +765,7 @@ impl SystemFunctions {
         max_len: usize,
         ctx: &mut Context<Self>,
     ) -> Result<Received, TransportError> {
+        let max_len = max_len.min(super::system_datagram::MAX_RECEIVE);
         // One byte more than asked: a datagram that fills it was longer than `max_len`.
         let room = max_len.saturating_add(1);
         if self.scratch.len() < room {
@@ -1250,7 +1251,10 @@ impl Handler<RecvFrom> for SystemFunctions {
             return self.recv_datagram(msg.handle, udp, msg.max_len, ctx);
         }
         let stream = self.stream(msg.handle)?;
-        let mut buf = BytesMut::with_capacity(msg.max_len.max(1));
+        // A stream read may bring less than asked: a huge `max_len` allocates no more
+        // than the longest receive.
+        let max_len = msg.max_len.clamp(1, super::system_datagram::MAX_RECEIVE);
+        let mut buf = BytesMut::with_capacity(max_len);
         match stream.try_read_buf(&mut buf) {
             Ok(0) => Ok(Received::Eof),
             Ok(_) => Ok(Received::Data {

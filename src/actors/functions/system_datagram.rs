@@ -103,6 +103,12 @@ pub(crate) const MAX_BATCH: usize = 64;
 /// takes whole fits in it; at least one datagram always does).
 const BATCH_BYTES: usize = 1 << 20;
 
+/// The longest datagram a receive takes whole: no kernel delivers a longer one here (a
+/// UDP datagram is at most 64 KiB; a Unix one is bounded by the sender's send buffer).
+/// A larger `max_len` is taken as this (a longer datagram would be flagged truncated),
+/// so a caller's "any size" allocates no more than it.
+pub(crate) const MAX_RECEIVE: usize = 16 << 20;
+
 /// How many datagrams of at most `max_len` bytes one receive call takes, of `wanted`.
 fn recv_batch_len(max_len: usize, wanted: usize) -> usize {
     wanted
@@ -192,6 +198,7 @@ impl SystemDatagram {
         count: usize,
         each: impl FnMut(&[u8], Address, bool),
     ) -> io::Result<(usize, bool)> {
+        let max_len = max_len.min(MAX_RECEIVE);
         let count = recv_batch_len(max_len, count);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
