@@ -420,6 +420,74 @@ impl SystemStream {
         }
     }
 
+    /// Bytes the kernel holds for the peer, sent or not, not acknowledged yet (TCP on
+    /// Linux and Android; 0 elsewhere, where nothing waits for them).
+    pub(crate) fn unsent(&self) -> usize {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let SystemStream::Tcp(s) = self {
+            use std::os::fd::AsRawFd;
+            let mut queued: libc::c_int = 0;
+            // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer, which outlives
+            // the call.
+            let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+            if rc == 0 {
+                return usize::try_from(queued).unwrap_or(0);
+            }
+        }
+        0
+    }
+
+    /// Whether this side's sending half was shut down (a TCP state past `ESTABLISHED` and
+    /// `CLOSE_WAIT` on our side: Linux and Android; `false` elsewhere).
+    fn ended_its_side(&self) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if let SystemStream::Tcp(s) = self {
+            use std::os::fd::AsRawFd;
+            // Linux's TCP states after a shutdown of the sending half.
+            const FIN_WAIT1: u8 = 4;
+            const FIN_WAIT2: u8 = 5;
+            const LAST_ACK: u8 = 9;
+            const CLOSING: u8 = 11;
+            // The first byte of `struct tcp_info` is the state; the kernel copies as
+            // much of the struct as asked for.
+            let mut info = [0u8; 8];
+            let mut len = info.len() as libc::socklen_t;
+            // SAFETY: the buffer and its length outlive the call, which writes at most
+            // `len` bytes and updates `len`.
+            let rc = unsafe {
+                libc::getsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    info.as_mut_ptr().cast(),
+                    &mut len,
+                )
+            };
+            return rc == 0 && matches!(info[0], FIN_WAIT1 | FIN_WAIT2 | LAST_ACK | CLOSING);
+        }
+        false
+    }
+
+    /// Reads and drops what the peer sent, through the reactor (which clears the
+    /// readiness at would-block). `true` once the peer's side has ended (EOF or an
+    /// error): nothing more will arrive.
+    fn drain_readable(&self) -> bool {
+        let mut buf = [0u8; 8192];
+        loop {
+            let read = match self {
+                SystemStream::Tcp(s) => s.try_read(&mut buf),
+                #[cfg(unix)]
+                SystemStream::Unix(s) => s.try_read(&mut buf),
+            };
+            match read {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true,
+            }
+        }
+    }
+
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         let sock = match self {
             SystemStream::Tcp(s) => socket2::SockRef::from(s),
@@ -1302,6 +1370,16 @@ impl Handler<CloseSocket> for SystemFunctions {
         }
         if let State::Stream(stream) = &entry.state {
             stream.discard_unread(UNREAD_AT_CLOSE);
+            if stream.unsent() > 0 && stream.ended_its_side() {
+                // A graceful close (its sending half shut down) whose last bytes the
+                // peer has not all taken: closed now, a byte arriving later (a TLS
+                // server's session tickets after the client's last write) would make the
+                // kernel reset the connection and throw away what it has not sent. The
+                // descriptor stays open, read and dropped, until the peer has every byte
+                // (or ends its side, or the bound passes). An abort closes at once.
+                let stream = stream.clone();
+                ctx.spawn(actix::fut::wrap_future(linger_at_close(stream)));
+            }
         }
         entry.remove_bound_path();
         // Dropping the last reference closes the descriptor.
@@ -1341,6 +1419,28 @@ impl Drop for SystemFunctions {
 /// The most unread bytes a stream's close reads and drops first (see
 /// [`SystemStream::discard_unread`]); past it, a peer still sending gets its reset.
 const UNREAD_AT_CLOSE: usize = 1 << 20;
+
+/// The longest a closed stream's descriptor stays open for the peer to take its last
+/// bytes ([`linger_at_close`]).
+const LINGER_AT_CLOSE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A closed stream whose kernel still holds bytes the peer has not acknowledged: reads and
+/// drops what arrives (so no reset throws those bytes away) until the peer has them all,
+/// it ends its side, or [`LINGER_AT_CLOSE`] has passed; then the descriptor closes.
+async fn linger_at_close(stream: Arc<SystemStream>) {
+    let give_up = tokio::time::Instant::now() + LINGER_AT_CLOSE;
+    let check = std::time::Duration::from_millis(5);
+    loop {
+        if stream.drain_readable() || stream.unsent() == 0 {
+            return;
+        }
+        let wait = tokio::time::timeout(check, stream.ready(Readiness::Readable));
+        if tokio::time::timeout_at(give_up, wait).await.is_err() {
+            tracing::debug!("a closed stream's peer took not all its bytes in time");
+            return;
+        }
+    }
+}
 
 #[cfg(test)]
 mod buffer_tests {
