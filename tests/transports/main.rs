@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod datagram_sockets_keep_their_promises_at_limits_closes_and_paths;
 mod datagrams_leave_and_arrive_in_batches_in_place_on_the_system_transport;
 mod dropping_every_address_drains_then_closes_on_any_transport;
 mod file_ranges_go_out_by_sendfile_in_place_and_in_bounded_chunks_elsewhere;

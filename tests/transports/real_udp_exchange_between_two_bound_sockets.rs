@@ -183,6 +183,11 @@ async fn receive_with_max(max: usize, by_message: bool) {
         .expect("sent");
     let (bytes, _, truncated) = next_datagram(&mut heard).await;
     assert_eq!((bytes.len(), truncated), (1000, false), "max {max}");
+    // The thread's transport lives on: another socket binds.
+    DatagramSocket::builder()
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("another socket of the thread binds");
 }
 
 /// `DatagramConfig::max_datagram_size` has no upper bound: a huge one (as a caller may
