@@ -46,9 +46,13 @@ use crate::types::SocketBuffers;
 ///
 /// Listeners: [`Bind`] sets `SO_REUSEADDR` on TCP handles, and `SO_REUSEPORT` when asked
 /// (Unix-like systems only). A Unix domain path this transport bound is removed when its
-/// handle closes. Datagrams: one [`SendV`] is one datagram (several segments are copied
-/// into one buffer first); [`RecvFrom`] answers a datagram longer than `max_len` with
-/// [`Received::Truncated`]. Unix domain datagram sockets work like UDP ones, with paths
+/// handle closes, if the path still names the file the bind made. [`CloseSocket`] of a
+/// TCP stream whose sending half was shut down (a graceful close) and whose last bytes
+/// the peer has not acknowledged keeps the descriptor open, reading and dropping what
+/// arrives, until the peer has them (at most 10 s): a late byte would otherwise make the
+/// kernel reset the connection and lose them. Datagrams: one [`SendV`] is one datagram
+/// (several segments are copied into one buffer first); [`RecvFrom`] answers a datagram
+/// longer than `max_len` with [`Received::Truncated`] (and takes at most 16 MiB). Unix domain datagram sockets work like UDP ones, with paths
 /// for addresses (an unbound sender is an unnamed peer: an empty path).
 #[derive(Debug, Default)]
 pub struct SystemFunctions {
