@@ -444,6 +444,9 @@ impl std::fmt::Debug for Later {
     }
 }
 
+/// The latest a notice is sent ([`FilterActor::notify_later`]).
+const LATEST_NOTICE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// A readiness notice to send after a while (through the actor, which owns the queue).
 struct NotifyLater {
     handle: Handle,
@@ -459,9 +462,10 @@ impl<F: Filter> Handler<NotifyLater> for FilterActor<F> {
     type Result = ();
 
     fn handle(&mut self, msg: NotifyLater, ctx: &mut Context<Self>) {
-        self.later
-            .queue
-            .insert((msg.handle, msg.readiness), msg.after);
+        // The timer queue takes at most about two years; a notice due later than a year
+        // (a filter asked to wait "for ever") comes after a year.
+        let after = msg.after.min(LATEST_NOTICE);
+        self.later.queue.insert((msg.handle, msg.readiness), after);
         polled_set::added(self, ctx);
     }
 }
@@ -788,6 +792,11 @@ impl<F: Filter> Handler<CloseSocket> for FilterActor<F> {
         let finishing = self.finishing(handle, ctx);
         Box::pin(finishing.then(move |finished, act, _| {
             act.link.routes.remove(&handle);
+            if act.link.routes.is_empty() {
+                // No handle is left to owe a notice to: the timers would only keep the
+                // actor alive once nothing holds it.
+                act.later.queue.clear();
+            }
             act.filter.closed(handle);
             let inner = act.link.inner.close().clone();
             let closed = async move {

@@ -88,7 +88,9 @@ impl TokenBucket {
         if let Some(last) = state.last {
             let nanos = i128::try_from(now.duration_since(last).as_nanos()).unwrap_or(i128::MAX);
             let added = nanos.saturating_mul(i128::from(self.rate));
-            let room = self.capacity() - state.reserved;
+            // A reservation larger than the burst (a datagram is never cut) leaves no
+            // room, but the debt it made is still paid off.
+            let room = (self.capacity() - state.reserved).max(0);
             // Tokens over the room left are lost, as a full bucket's are; tokens already
             // there (a refund) are not taken away.
             state.tokens = state
