@@ -86,6 +86,8 @@ struct Endpoint {
     eof: bool,
     /// Reset: reads give what had arrived, then the error; writes fail.
     reset: bool,
+    /// A reset of this end's connection was counted (once per connection).
+    reset_counted: bool,
     shut_write: bool,
     closed: bool,
     want_read: bool,
@@ -115,6 +117,7 @@ impl Endpoint {
             rx_bytes: 0,
             eof: false,
             reset: false,
+            reset_counted: false,
             shut_write: false,
             closed: false,
             want_read: false,
@@ -163,6 +166,14 @@ impl State {
         let (lo, hi) = self.config.latency;
         let span = hi.saturating_sub(lo).as_nanos() as u64;
         lo + Duration::from_nanos(self.rng.up_to(span))
+    }
+
+    /// How long the partition under way lasts from now, if one is.
+    fn partitioned(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.partition_until
+            .filter(|until| *until > now)
+            .map(|until| until - now)
     }
 
     /// When a segment sent now to `to` arrives: after its latency, after the partition,
@@ -411,13 +422,31 @@ fn reset(state: &mut State, handle: Handle, net: &Addr<SimNet>) {
     }
     end.reset = true;
     let peer = end.peer;
-    state.resets += 1;
+    count_reset(state, handle, peer);
     state.record(("reset", handle));
     if let Some(peer) = peer {
         send_segment(state, peer, Segment::Reset, net);
     }
     state.notify(handle, Readiness::Readable);
     state.notify(handle, Readiness::Writable);
+}
+
+/// Counts a reset of the connection between `a` and `b`, once per connection (its two
+/// ends may each reset it before hearing of the other's).
+fn count_reset(state: &mut State, a: Handle, b: Option<Handle>) {
+    let ends = [Some(a), b];
+    let counted = ends
+        .iter()
+        .flatten()
+        .any(|h| state.endpoints.get(h).is_some_and(|e| e.reset_counted));
+    if !counted {
+        state.resets += 1;
+    }
+    for h in ends.into_iter().flatten() {
+        if let Some(end) = state.endpoints.get_mut(&h) {
+            end.reset_counted = true;
+        }
+    }
 }
 
 /// Wake up at `at` to move arrived segments of `to` into its receive buffer.
@@ -433,7 +462,7 @@ impl Handler<Schedule> for SimNet {
     fn handle(&mut self, msg: Schedule, ctx: &mut Context<Self>) {
         let wait = msg.at.saturating_duration_since(Instant::now());
         let to = msg.to;
-        ctx.run_later(wait, move |act, _| act.arrive(to));
+        ctx.run_later(wait, move |act, ctx| act.arrive(to, ctx));
     }
 }
 
@@ -466,7 +495,7 @@ impl SimNet {
                     wait = wait.max(until.saturating_duration_since(Instant::now()));
                 }
                 let datagram = Bytes::from(data);
-                ctx.run_later(wait, move |act, _| act.deliver(to, datagram, from));
+                ctx.run_later(wait, move |act, ctx| act.deliver(to, datagram, from, ctx));
             }
             // Lost, or nobody bound there: gone without a word, as UDP goes.
             _ => state.datagrams_lost += 1,
@@ -475,8 +504,13 @@ impl SimNet {
     }
 
     /// A datagram arrives: into the receive buffer, or dropped when it is full.
-    fn deliver(&mut self, to: Handle, datagram: Bytes, from: Address) {
+    fn deliver(&mut self, to: Handle, datagram: Bytes, from: Address, ctx: &mut Context<Self>) {
         let mut state = self.lock();
+        if let Some(wait) = state.partitioned() {
+            // Nothing arrives during a partition, not even what was on its way.
+            ctx.run_later(wait, move |act, ctx| act.deliver(to, datagram, from, ctx));
+            return;
+        }
         let buffer = state.config.buffer;
         let Some(end) = state.endpoints.get_mut(&to) else {
             return;
@@ -500,8 +534,13 @@ impl SimNet {
         }
     }
 
-    fn arrive(&mut self, to: Handle) {
+    fn arrive(&mut self, to: Handle, ctx: &mut Context<Self>) {
         let mut state = self.lock();
+        if let Some(wait) = state.partitioned() {
+            // Nothing arrives during a partition, not even what was on its way.
+            ctx.run_later(wait, move |act, ctx| act.arrive(to, ctx));
+            return;
+        }
         let now = Instant::now();
         let (mut readable, mut writable) = (false, false);
         let Some(end) = state.endpoints.get_mut(&to) else {
@@ -704,10 +743,20 @@ impl Handler<Connect> for SimNet {
         };
         state.record(("connect", msg.handle, &msg.addr, answer.is_ok()));
         drop(state);
+        // No connect completes during a partition, even one begun after it was asked.
         Box::pin(
             tokio::time::sleep_until(at)
                 .into_actor(self)
-                .map(move |_, _, _| answer),
+                .then(move |_, act, _| {
+                    let wait = act.lock().partitioned();
+                    async move {
+                        if let Some(wait) = wait {
+                            tokio::time::sleep(wait).await;
+                        }
+                        answer
+                    }
+                    .into_actor(act)
+                }),
         )
     }
 }
@@ -752,7 +801,8 @@ impl Handler<SendV> for SimNet {
                 let room = buffer.saturating_sub(used);
                 let mut take = offered.min(room);
                 if partial && take > 1 {
-                    take = 1 + (cut % take as u64) as usize;
+                    // Only part: 1 to `take - 1` bytes.
+                    take = 1 + (cut % (take as u64 - 1)) as usize;
                 }
                 if take == 0 && offered > 0 {
                     if let Some(end) = state.endpoints.get_mut(&msg.handle) {
@@ -904,7 +954,7 @@ impl Handler<CloseSocket> for SimNet {
         if let Some(peer) = peer {
             if !reset_already {
                 if unread {
-                    state.resets += 1;
+                    count_reset(&mut state, msg.handle, Some(peer));
                     send_segment(&mut state, peer, Segment::Reset, &net);
                 } else if !fin_sent {
                     send_segment(&mut state, peer, Segment::Fin, &net);
