@@ -190,6 +190,10 @@ enum How {
     Tagged(u64),
     /// An untagged fire-and-forget write: an untagged `WriteFailed` or success.
     Untagged,
+    /// The same, sent as a `Write` message: only such a write can be refused in the
+    /// socket's handler (an untagged `QueueFull` event); a `Writer`'s refusals come back
+    /// to its caller.
+    UntaggedMessage,
 }
 
 struct W {
@@ -274,7 +278,7 @@ fn run_stream_case(case: StreamCase) -> Result<(), TestCaseError> {
                     socket.do_send(w);
                     writes.push(W {
                         data,
-                        how: How::Untagged,
+                        how: How::UntaggedMessage,
                     });
                 }
                 Op::WriterWrite(n) => {
@@ -443,7 +447,7 @@ fn run_stream_case(case: StreamCase) -> Result<(), TestCaseError> {
                             How::Task(_) => "task".to_string(),
                             How::Now(a) => format!("now {:?}", a.as_ref().map(|w| w.len)),
                             How::Tagged(t) => format!("tag {t}"),
-                            How::Untagged => "untagged".into(),
+                            How::Untagged | How::UntaggedMessage => "untagged".into(),
                         }
                     ))
                     .collect::<Vec<_>>()
@@ -475,7 +479,7 @@ fn run_stream_case(case: StreamCase) -> Result<(), TestCaseError> {
                         ..written_placeholder()
                     }),
                 }),
-                How::Untagged => {
+                How::Untagged | How::UntaggedMessage => {
                     untagged_idx.push(i);
                     None
                 }
@@ -492,9 +496,11 @@ fn run_stream_case(case: StreamCase) -> Result<(), TestCaseError> {
         for e in untagged {
             if let WriteError::QueueFull { payload, .. } = &e {
                 let bytes = payload_bytes(payload);
-                let pos = untagged_idx
-                    .iter()
-                    .position(|&i| answers[i].is_none() && writes[i].data[..] == bytes[..]);
+                let pos = untagged_idx.iter().position(|&i| {
+                    matches!(writes[i].how, How::UntaggedMessage)
+                        && answers[i].is_none()
+                        && writes[i].data[..] == bytes[..]
+                });
                 match pos {
                     Some(p) => {
                         let i = untagged_idx.remove(p);
