@@ -295,7 +295,8 @@ impl IoBatch {
         if segment.is_empty() {
             return;
         }
-        self.len += segment.len();
+        // Past `usize::MAX` bytes (file ranges of sparse files) the length saturates.
+        self.len = self.len.saturating_add(segment.len());
         self.segments = match std::mem::take(&mut self.segments) {
             Segments::Empty => Segments::One(segment),
             Segments::One(first) => Segments::Many(vec![first, segment]),
@@ -306,7 +307,8 @@ impl IoBatch {
         };
     }
 
-    /// Total number of payload bytes, file ranges included.
+    /// Total number of payload bytes, file ranges included (at most `usize::MAX`: the
+    /// sum saturates).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -469,6 +471,40 @@ mod tests {
         let f = File::open(&path).expect("open");
         let _ = std::fs::remove_file(&path);
         f
+    }
+
+    /// Ranges of a sparse file of 2^62 bytes, four of them past `usize::MAX` together:
+    /// the batch's length saturates, with no overflow and never 0 for a batch of bytes.
+    #[test]
+    fn a_batch_of_huge_file_ranges_saturates_its_length() {
+        // tmpfs holds sparse files this large; most disk file systems refuse them.
+        let dir = std::path::Path::new("/dev/shm");
+        let dir = if dir.is_dir() {
+            dir.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let path = dir.join(format!("sockactor-huge-{}", std::process::id()));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create");
+        let _ = std::fs::remove_file(&path);
+        let huge: u64 = 1 << 62;
+        if file.set_len(huge).is_err() {
+            // A file system that cannot hold such a sparse file: nothing to check.
+            return;
+        }
+        let file = Arc::new(file);
+        let mut batch = IoBatch::new();
+        for _ in 0..4 {
+            batch.push_file(FileRange::whole(file.clone()).expect("the whole file"));
+        }
+        assert_eq!(batch.len(), usize::MAX);
+        assert!(!batch.is_empty());
     }
 
     #[test]

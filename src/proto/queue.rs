@@ -811,7 +811,8 @@ impl<T: Token> WriteQueue<T> {
         // Cannot overflow: four billion queued file writes would take hundreds of GB.
         self.files += entry.files();
         self.entries.push_back(entry);
-        self.queued += len;
+        // File ranges of sparse files can add up past `usize::MAX` bytes.
+        self.queued = self.queued.saturating_add(len);
     }
 
     /// Whether the last entry may take a silent copied write into its run: it can (see

@@ -161,7 +161,10 @@ impl Writer {
     /// # }
     /// ```
     pub fn write_each(&self, writes: Vec<IoBatch>) -> Result<(), WritesRefused> {
-        let len: usize = writes.iter().map(IoBatch::len).sum();
+        let len = writes
+            .iter()
+            .map(IoBatch::len)
+            .fold(0usize, usize::saturating_add);
         let Some(socket) = &self.socket else {
             let error = WriteError::Closed { bytes_sent: 0, len };
             return Err(WritesRefused { error, writes });
