@@ -439,6 +439,30 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
     }
 }
 
+/// A process-wide `tracing` subscriber interested in every call site "sometimes" that
+/// enables nothing: see [`WarnLog::start`].
+struct Quiet;
+
+impl tracing::Subscriber for Quiet {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 /// What a thread-local `tracing` subscriber wrote: warnings and errors.
 #[derive(Clone, Default)]
 pub struct WarnLog(Arc<Mutex<Vec<u8>>>);
@@ -458,6 +482,15 @@ impl WarnLog {
     /// Hears this thread's warnings and errors until the guard drops (a test's runtime
     /// runs on its thread, so its actors are heard).
     pub fn start() -> (WarnLog, tracing::subscriber::DefaultGuard) {
+        // tracing caches, for the whole process, whether a call site is of interest: one
+        // first reached on another test's thread, with no subscriber anywhere, would be
+        // cached as of no interest, and this thread's subscriber would never hear it.
+        // A process-wide subscriber that is "sometimes" interested (and enables nothing)
+        // keeps every call site asking each thread's own subscriber.
+        static QUIET: std::sync::Once = std::sync::Once::new();
+        QUIET.call_once(|| {
+            let _ = tracing::subscriber::set_global_default(Quiet);
+        });
         let log = WarnLog::default();
         let writer = log.clone();
         let subscriber = tracing_subscriber::fmt()
