@@ -174,7 +174,10 @@ impl TokenBucket {
             return;
         }
         let mut state = self.refilled();
-        state.tokens = (state.tokens + i128::from(bytes) * SCALE).min(self.capacity());
+        // As a refill: never past the room the reservations leave of a burst.
+        let room = (self.capacity() - state.reserved).max(0);
+        let refunded = state.tokens.saturating_add(i128::from(bytes) * SCALE);
+        state.tokens = state.tokens.max(refunded.min(room));
     }
 }
 
@@ -437,5 +440,45 @@ impl Filter for Throttle {
         if let Some(receive) = self.receive.as_mut() {
             receive.forget(handle);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens given back while another socket's reservation is out fill only the room it
+    /// leaves of the burst: the refund and the reservation never go out together past it.
+    #[test]
+    fn a_refund_during_a_reservation_stays_within_the_burst() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let bucket = TokenBucket::new(1_000, 100);
+            // One socket takes the whole burst (its inner transport is slow to answer).
+            assert_eq!(bucket.take(100, false), 100);
+            // Another reserves a burst's worth, and waits for it to be paid off.
+            let wait = bucket.reserve(100);
+            tokio::time::advance(wait).await;
+            assert_eq!(
+                bucket.available(),
+                0,
+                "paid off, the reservation fills the bucket"
+            );
+            // The first socket's transport took nothing: its tokens come back.
+            bucket.refund(100);
+            assert_eq!(
+                bucket.available(),
+                0,
+                "the reserved 100 and the refund together would pass the burst"
+            );
+            // The reservation spent, the bucket refills as before.
+            bucket.spend_reserved(100);
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert_eq!(bucket.available(), 100);
+        });
     }
 }

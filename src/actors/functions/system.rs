@@ -1380,7 +1380,9 @@ impl Handler<CloseSocket> for SystemFunctions {
                 // server's session tickets after the client's last write) would make the
                 // kernel reset the connection and throw away what it has not sent. The
                 // descriptor stays open, read and dropped, until the peer has every byte
-                // (or ends its side, or the bound passes). An abort closes at once.
+                // (or ends its side, or the bound passes). An abort before the sending
+                // half was shut down closes at once; one after a graceful close began
+                // lingers too (the bytes the kernel took still reach the peer).
                 let stream = stream.clone();
                 ctx.spawn(actix::fut::wrap_future(linger_at_close(stream)));
             }
