@@ -495,9 +495,15 @@ impl DatagramSocket {
     /// keeps an actor with spawned futures alive, so the wait itself notices): it closes
     /// gracefully, queued datagrams first.
     fn on_orphaned(&mut self, readiness: crate::types::Readiness, ctx: &mut Context<Self>) {
+        self.io.waited(readiness);
+        self.close_orphaned(readiness, ctx);
+    }
+
+    /// No address is left (noticed by a wait for `readiness`, or by a transport call:
+    /// then `Readable`, no wait of its own to arm again): it closes gracefully.
+    fn close_orphaned(&mut self, readiness: crate::types::Readiness, ctx: &mut Context<Self>) {
         self.attach_reply();
         tracing::debug!(parent: &self.span, "every address dropped; closing gracefully");
-        self.io.waited(readiness);
         self.core.handle_orphaned(readiness);
         self.drive(ctx);
     }
@@ -837,11 +843,7 @@ impl crate::actors::readiness::Waiter for DatagramSocket {
 
 impl crate::actors::readiness::Orphanable for DatagramSocket {
     fn orphaned(&mut self, ctx: &mut Context<Self>) {
-        self.attach_reply();
-        tracing::debug!(parent: &self.span, "every address dropped; closing gracefully");
-        // No wait of its own to arm again: the call out is answered when it comes.
-        self.core.handle_orphaned(crate::types::Readiness::Readable);
-        self.drive(ctx);
+        self.close_orphaned(crate::types::Readiness::Readable, ctx);
     }
 }
 

@@ -69,15 +69,21 @@ impl Socket {
     /// socket closes gracefully: reading stops, queued writes drain (their wait is armed
     /// again), then the handle closes and, with nothing left under way, the actor stops.
     pub(crate) fn on_orphaned(&mut self, readiness: Readiness, ctx: &mut Context<Self>) {
-        self.attach_reply();
-        tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
         self.io.waited(readiness);
-        self.inbound.drop_buffers();
-        self.core.handle_orphaned(now());
+        self.close_orphaned();
         if self.io.ready(readiness, &mut self.core, ctx) {
             self.core.rearm(readiness);
         }
         self.drive(ctx);
+    }
+
+    /// No address is left (noticed by a wait or a transport call): reading stops and
+    /// the socket closes gracefully.
+    fn close_orphaned(&mut self) {
+        self.attach_reply();
+        tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
+        self.inbound.drop_buffers();
+        self.core.handle_orphaned(now());
     }
 }
 
@@ -90,10 +96,7 @@ impl crate::actors::readiness::Waiter for Socket {
 
 impl crate::actors::readiness::Orphanable for Socket {
     fn orphaned(&mut self, ctx: &mut Context<Self>) {
-        self.attach_reply();
-        tracing::debug!(parent: self.span(), "every address dropped; closing gracefully");
-        self.inbound.drop_buffers();
-        self.core.handle_orphaned(now());
+        self.close_orphaned();
         self.drive(ctx);
     }
 }
